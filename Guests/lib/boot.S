@@ -1,0 +1,159 @@
+/*
+ * boot.S - Multiboot v1 header and the 32-bit -> 64-bit transition.
+ *
+ * Machine state at _start (Multiboot spec 0.6.96, 3.2 "Machine state"):
+ * 32-bit protected mode, paging off, flat CS/DS/ES/SS, EAX = 0x2BADB002,
+ * EBX = physical address of the multiboot information. ESP and the GDT
+ * are undefined, so we use neither until we have set up our own.
+ *
+ * Long mode is entered as in SDM Vol. 3A 10.8.5 "Initializing IA-32e Mode":
+ * build 4-level page tables, CR4.PAE = 1, CR3 = PML4, EFER.LME = 1,
+ * CR0.PG = 1, then a far jump into a 64-bit code segment.
+ */
+
+#define MB_HEADER_MAGIC	0x1badb002
+#define MB_HEADER_FLAGS	0x00000003	/* bit 0: page-align modules, bit 1: memory info */
+
+#define CR0_PE		0x00000001
+#define CR0_PG		0x80000000
+#define CR4_PAE		0x00000020
+#define MSR_EFER	0xc0000080
+#define EFER_LME	0x00000100
+
+/* Page-table entry bits (SDM Vol. 3A 4.5 "4-Level Paging") */
+#define PTE_P		0x001
+#define PTE_RW		0x002
+#define PTE_PWT		0x008
+#define PTE_PCD		0x010
+#define PTE_PS		0x080		/* 2 MiB page in a PD entry */
+
+#define KERNEL_CS	0x08
+#define KERNEL_DS	0x10
+
+/*
+ * Multiboot header (spec 3.1.1): 4-byte aligned, within the first 8 KiB
+ * of the image. The link script puts this section first.
+ */
+	.section .multiboot, "a"
+	.balign 4
+	.long MB_HEADER_MAGIC
+	.long MB_HEADER_FLAGS
+	.long -(MB_HEADER_MAGIC + MB_HEADER_FLAGS)
+
+	.section .text.boot, "ax"
+	.code32
+	.globl _start
+_start:
+	cli
+	cld
+	movl %eax, boot_magic		/* checked later by mb_magic() users */
+	movl %ebx, boot_mbi
+
+	/* Zero .bss (page tables and stack live there). */
+	movl $__bss_start, %edi
+	movl $__bss_end, %ecx
+	subl %edi, %ecx
+	xorl %eax, %eax
+	rep stosb
+	movl $boot_stack_top, %esp
+
+	/* PML4[0] -> PDPT; PDPT[0..3] -> four page directories. */
+	movl $(boot_pdpt + PTE_P + PTE_RW), boot_pml4
+	movl $(boot_pd + PTE_P + PTE_RW), %eax
+	movl $boot_pdpt, %edi
+	movl $4, %ecx
+1:	movl %eax, (%edi)
+	addl $0x1000, %eax
+	addl $8, %edi
+	loop 1b
+
+	/* 4 x 512 PD entries map 0-4 GiB with 2 MiB pages, identity. */
+	movl $(PTE_P + PTE_RW + PTE_PS), %eax
+	movl $boot_pd, %edi
+	movl $2048, %ecx
+1:	movl %eax, (%edi)		/* upper half already zero */
+	addl $0x200000, %eax
+	addl $8, %edi
+	loop 1b
+
+	/*
+	 * 3-4 GiB holds MMIO (the 0xd0000000 test address, the local APIC
+	 * at 0xfee00000): make it uncacheable (PCD|PWT, SDM Vol. 3A 12.12.3).
+	 */
+	movl $(boot_pd + 3 * 0x1000), %edi
+	movl $512, %ecx
+1:	orl $(PTE_PCD + PTE_PWT), (%edi)
+	addl $8, %edi
+	loop 1b
+
+	/* SDM 10.8.5 steps: PAE, CR3, EFER.LME, then paging. */
+	movl %cr4, %eax
+	orl $CR4_PAE, %eax
+	movl %eax, %cr4
+
+	movl $boot_pml4, %eax
+	movl %eax, %cr3
+
+	movl $MSR_EFER, %ecx
+	rdmsr
+	orl $EFER_LME, %eax
+	wrmsr
+
+	lgdt boot_gdt_ptr
+
+	movl %cr0, %eax
+	orl $(CR0_PE + CR0_PG), %eax
+	movl %eax, %cr0			/* now in compatibility mode */
+
+	ljmp $KERNEL_CS, $start64	/* load the 64-bit CS: 64-bit mode */
+
+	.code64
+start64:
+	movw $KERNEL_DS, %ax
+	movw %ax, %ds
+	movw %ax, %es
+	movw %ax, %ss
+	movw %ax, %fs
+	movw %ax, %gs
+	movq $boot_stack_top, %rsp
+	xorl %ebp, %ebp
+	movl boot_mbi(%rip), %edi
+	call kmain			/* void kmain(uint32_t mbi_phys) */
+2:	cli
+	hlt
+	jmp 2b
+
+/*
+ * GDT (SDM Vol. 3A 3.4.5 "Segment Descriptors", 5.2.1 for the L bit).
+ * In 64-bit mode the base and limit are ignored; only L, D, P, DPL, type
+ * matter for CS.
+ */
+	.section .data
+	.balign 8
+boot_gdt:
+	.quad 0				/* null */
+	.quad 0x00af9a000000ffff	/* 0x08: 64-bit code, L=1 D=0, DPL 0 */
+	.quad 0x00cf92000000ffff	/* 0x10: data, read/write */
+boot_gdt_end:
+
+	.balign 8
+boot_gdt_ptr:
+	.word boot_gdt_end - boot_gdt - 1
+	.quad boot_gdt			/* 32-bit LGDT reads the low 4 bytes */
+
+	.globl boot_magic, boot_mbi
+	.balign 4
+boot_magic:	.long 0
+boot_mbi:	.long 0
+
+	.section .bss
+	.balign 4096
+boot_pml4:	.skip 4096
+boot_pdpt:	.skip 4096
+boot_pd:	.skip 4 * 4096
+
+	.balign 16
+boot_stack:	.skip 64 * 1024
+boot_stack_top:
+
+	.section .note.GNU-stack, "", @progbits

@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Terrapin",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "terrapin", targets: ["terrapin"]),
+        .executable(name: "terrapin-trace", targets: ["terrapin-trace"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C shim over linux/kvm.h: request numbers and ioctl wrappers (the only C).
+        .target(name: "CKVM"),
+        // libelf, through pkg-config (Debian: libelf-dev).
+        .systemLibrary(name: "CLibElf", pkgConfig: "libelf", providers: [.apt(["libelf-dev"])]),
+        .target(name: "KVM", dependencies: ["CKVM"]),
+        .target(name: "VMXArch"),
+        .target(name: "TraceFormat"),
+        .target(name: "Monitor", dependencies: ["KVM", "VMXArch", "TraceFormat", "CLibElf"]),
+        .executableTarget(name: "terrapin", dependencies: [
+            "Monitor", "TraceFormat",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "terrapin-trace", dependencies: [
+            "TraceFormat",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM"]),
+        .testTarget(name: "MonitorTests", dependencies: ["Monitor", "TraceFormat"]),
+        .testTarget(name: "TraceFormatTests", dependencies: ["TraceFormat"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["TraceFormat"]),
+    ]
+)

@@ -1,0 +1,101 @@
+// The only C in Terrapin: linux/kvm.h request numbers as constants (Swift
+// cannot import the _IOW/_IOR macros) and thin wrappers for the variadic
+// ioctl(2) and for the anonymous unions of struct kvm_run.
+#pragma once
+#include <linux/kvm.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
+
+// --- request numbers (linux/kvm.h) -------------------------------------------
+static const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;
+static const unsigned long CKVM_CREATE_VM = KVM_CREATE_VM;
+static const unsigned long CKVM_CHECK_EXTENSION = KVM_CHECK_EXTENSION;
+static const unsigned long CKVM_GET_VCPU_MMAP_SIZE = KVM_GET_VCPU_MMAP_SIZE;
+static const unsigned long CKVM_GET_SUPPORTED_CPUID = KVM_GET_SUPPORTED_CPUID;
+static const unsigned long CKVM_CREATE_VCPU = KVM_CREATE_VCPU;
+static const unsigned long CKVM_SET_USER_MEMORY_REGION = KVM_SET_USER_MEMORY_REGION;
+static const unsigned long CKVM_ENABLE_CAP = KVM_ENABLE_CAP;
+static const unsigned long CKVM_X86_SET_MSR_FILTER = KVM_X86_SET_MSR_FILTER;
+static const unsigned long CKVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
+static const unsigned long CKVM_SET_IDENTITY_MAP_ADDR = KVM_SET_IDENTITY_MAP_ADDR;
+static const unsigned long CKVM_RUN = KVM_RUN;
+static const unsigned long CKVM_GET_REGS = KVM_GET_REGS;
+static const unsigned long CKVM_SET_REGS = KVM_SET_REGS;
+static const unsigned long CKVM_GET_SREGS = KVM_GET_SREGS;
+static const unsigned long CKVM_SET_SREGS = KVM_SET_SREGS;
+static const unsigned long CKVM_SET_CPUID2 = KVM_SET_CPUID2;
+static const unsigned long CKVM_SET_GUEST_DEBUG = KVM_SET_GUEST_DEBUG;
+static const unsigned long CKVM_INTERRUPT = KVM_INTERRUPT;
+static const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
+static const unsigned long CKVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
+static const unsigned long CKVM_GET_MSRS = KVM_GET_MSRS;
+static const unsigned long CKVM_SET_MSRS = KVM_SET_MSRS;
+
+// --- ioctl(2) is variadic; Swift needs fixed signatures ----------------------
+static inline int ckvm_ioctl(int fd, unsigned long request) { return ioctl(fd, request, 0); }
+static inline int ckvm_ioctl_arg(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
+static inline int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+
+// --- process helpers Swift's Glibc module does not export ---------------------
+int ckvm_memfd_create(const char *name, unsigned int flags);
+// Installs a handler for `signo` that does nothing and is not SA_RESTART, so a
+// signal aimed at a vCPU thread makes KVM_RUN return EINTR. Returns 0 or -errno.
+int ckvm_install_kick_handler(int signo);
+int ckvm_kick_thread(unsigned long thread, int signo);
+unsigned long ckvm_thread_self(void);
+
+// --- struct kvm_run: exit payloads live in anonymous unions --------------------
+static inline uint32_t ckvm_run_exit_reason(const struct kvm_run *r) { return r->exit_reason; }
+static inline uint8_t ckvm_io_direction(const struct kvm_run *r) { return r->io.direction; }
+static inline uint8_t ckvm_io_size(const struct kvm_run *r) { return r->io.size; }
+static inline uint16_t ckvm_io_port(const struct kvm_run *r) { return r->io.port; }
+static inline uint32_t ckvm_io_count(const struct kvm_run *r) { return r->io.count; }
+static inline uint64_t ckvm_io_data_offset(const struct kvm_run *r) { return r->io.data_offset; }
+static inline uint64_t ckvm_mmio_phys_addr(const struct kvm_run *r) { return r->mmio.phys_addr; }
+static inline uint32_t ckvm_mmio_len(const struct kvm_run *r) { return r->mmio.len; }
+static inline uint8_t ckvm_mmio_is_write(const struct kvm_run *r) { return r->mmio.is_write; }
+static inline uint8_t *ckvm_mmio_data(struct kvm_run *r) { return r->mmio.data; }
+static inline uint32_t ckvm_msr_index(const struct kvm_run *r) { return r->msr.index; }
+static inline uint32_t ckvm_msr_reason(const struct kvm_run *r) { return r->msr.reason; }
+static inline uint64_t ckvm_msr_data(const struct kvm_run *r) { return r->msr.data; }
+static inline void ckvm_msr_reply(struct kvm_run *r, uint64_t data, uint8_t error) { r->msr.data = data; r->msr.error = error; }
+static inline struct kvm_debug_exit_arch ckvm_debug_arch(const struct kvm_run *r) { return r->debug.arch; }
+static inline uint32_t ckvm_internal_suberror(const struct kvm_run *r) { return r->internal.suberror; }
+static inline uint32_t ckvm_internal_ndata(const struct kvm_run *r) { return r->internal.ndata; }
+static inline uint64_t ckvm_internal_data(const struct kvm_run *r, unsigned i) { return i < 16 ? r->internal.data[i] : 0; }
+static inline uint64_t ckvm_emulation_flags(const struct kvm_run *r) { return r->emulation_failure.flags; }
+static inline uint8_t ckvm_emulation_insn_size(const struct kvm_run *r) { return r->emulation_failure.insn_size; }
+static inline const uint8_t *ckvm_emulation_insn_bytes(const struct kvm_run *r) { return r->emulation_failure.insn_bytes; }
+static inline uint64_t ckvm_fail_entry_reason(const struct kvm_run *r) { return r->fail_entry.hardware_entry_failure_reason; }
+static inline uint32_t ckvm_fail_entry_cpu(const struct kvm_run *r) { return r->fail_entry.cpu; }
+static inline uint32_t ckvm_system_event_type(const struct kvm_run *r) { return r->system_event.type; }
+static inline uint64_t ckvm_hw_exit_reason(const struct kvm_run *r) { return r->hw.hardware_exit_reason; }
+static inline struct kvm_sync_regs *ckvm_sync_regs(struct kvm_run *r) { return &r->s.regs; }
+
+// --- KVM_X86_SET_MSR_FILTER ---------------------------------------------------
+// Builds a filter whose default is `default_allow`; each listed MSR gets its own
+// one-MSR range whose bitmap bit is clear, i.e. denied for reads and writes, so
+// accesses exit to userspace (KVM_MSR_EXIT_REASON_FILTER). At most
+// KVM_MSR_FILTER_MAX_RANGES (16) MSRs. `bitmaps` must outlive the ioctl call.
+static inline int ckvm_set_msr_deny_filter(int vm_fd, const uint32_t *msrs, unsigned count) {
+    struct kvm_msr_filter filter = {0};
+    static uint8_t zero_bitmap[KVM_MSR_FILTER_MAX_RANGES];
+    if (count > KVM_MSR_FILTER_MAX_RANGES) return -1;
+    filter.flags = KVM_MSR_FILTER_DEFAULT_ALLOW;
+    for (unsigned i = 0; i < count; i++) {
+        zero_bitmap[i] = 0;
+        filter.ranges[i].flags = KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE;
+        filter.ranges[i].nmsrs = 1;
+        filter.ranges[i].base = msrs[i];
+        filter.ranges[i].bitmap = &zero_bitmap[i];
+    }
+    return ioctl(vm_fd, KVM_X86_SET_MSR_FILTER, &filter);
+}
+
+enum {
+    CKVM_MSR_FILTER_MAX_RANGES = KVM_MSR_FILTER_MAX_RANGES,
+    CKVM_MSR_EXIT_REASON_INVAL = KVM_MSR_EXIT_REASON_INVAL,
+    CKVM_MSR_EXIT_REASON_UNKNOWN = KVM_MSR_EXIT_REASON_UNKNOWN,
+    CKVM_MSR_EXIT_REASON_FILTER = KVM_MSR_EXIT_REASON_FILTER,
+};

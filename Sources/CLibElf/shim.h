@@ -1,0 +1,3 @@
+#pragma once
+#include <libelf.h>
+#include <gelf.h>

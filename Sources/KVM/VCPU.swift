@@ -1,0 +1,278 @@
+import CKVM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which parts of the register state KVM copies into `kvm_run` on every exit
+/// (`KVM_CAP_SYNC_REGS`), so the exit path never needs GET/SET ioctls.
+public struct SyncRegs: OptionSet, Sendable {
+    public var rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    public static let regs = SyncRegs(rawValue: 1 << 0)
+    public static let sregs = SyncRegs(rawValue: 1 << 1)
+    public static let events = SyncRegs(rawValue: 1 << 2)
+}
+
+/// `KVM_GUESTDBG_*` control bits for KVM_SET_GUEST_DEBUG.
+public struct GuestDebugControl: OptionSet, Sendable {
+    public var rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let enable = GuestDebugControl(rawValue: 0x1)
+    public static let singleStep = GuestDebugControl(rawValue: 0x2)
+    public static let useSoftwareBreakpoints = GuestDebugControl(rawValue: 0x1_0000)
+    public static let useHardwareBreakpoints = GuestDebugControl(rawValue: 0x2_0000)
+    public static let blockIRQ = GuestDebugControl(rawValue: 0x10_0000)
+}
+
+/// A KVM vCPU: its fd and its shared `kvm_run` page.
+public final class VCPU: @unchecked Sendable {
+    public let id: UInt32
+    public unowned let vm: VirtualMachine
+    let fd: OwnedFD
+    /// The `kvm_run` mapping shared with the kernel.
+    public let run: UnsafeMutablePointer<kvm_run>
+    private let mmapSize: Int
+    /// `kvm_run.s.regs`, valid after each exit for the parts enabled by `syncRegs`.
+    public let sync: UnsafeMutablePointer<kvm_sync_regs>
+
+    init(vm: VirtualMachine, id: UInt32, fd: consuming OwnedFD) throws(KVMError) {
+        let size = vm.system.vcpuMmapSize
+        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.raw, 0), p != MAP_FAILED else {
+            throw KVMError.last("mmap kvm_run")
+        }
+        self.vm = vm
+        self.id = id
+        self.fd = fd
+        self.mmapSize = size
+        run = p.assumingMemoryBound(to: kvm_run.self)
+        sync = ckvm_sync_regs(run)
+    }
+
+    deinit { munmap(run, mmapSize) }
+
+    // MARK: Register state
+
+    /// Asks KVM to fill `kvm_run.s.regs` with `parts` on every exit.
+    public func enableSyncRegs(_ parts: SyncRegs) throws(KVMError) {
+        guard vm.system.check(.syncRegs) & Int32(truncatingIfNeeded: parts.rawValue) == Int32(truncatingIfNeeded: parts.rawValue) else {
+            throw KVMError("KVM_CAP_SYNC_REGS does not cover 0x\(String(parts.rawValue, radix: 16))", errno: ENOTSUP)
+        }
+        run.pointee.kvm_valid_regs = parts.rawValue
+    }
+
+    /// Tells KVM to load `parts` of `kvm_run.s.regs` on the next KVM_RUN.
+    @inline(__always)
+    public func markDirty(_ parts: SyncRegs) { run.pointee.kvm_dirty_regs |= parts.rawValue }
+
+    /// General-purpose registers from sync regs; setting marks them dirty.
+    public var regs: kvm_regs {
+        @inline(__always) get { sync.pointee.regs }
+        @inline(__always) set { sync.pointee.regs = newValue; markDirty(.regs) }
+    }
+
+    /// Special registers from sync regs; setting marks them dirty.
+    public var sregs: kvm_sregs {
+        get { sync.pointee.sregs }
+        set { sync.pointee.sregs = newValue; markDirty(.sregs) }
+    }
+
+    public func getRegs() throws(KVMError) -> kvm_regs {
+        var r = kvm_regs()
+        guard ckvm_ioctl_ptr(fd.raw, CKVM_GET_REGS, &r) == 0 else { throw KVMError.last("KVM_GET_REGS") }
+        return r
+    }
+
+    public func setRegs(_ value: kvm_regs) throws(KVMError) {
+        var r = value
+        guard ckvm_ioctl_ptr(fd.raw, CKVM_SET_REGS, &r) == 0 else { throw KVMError.last("KVM_SET_REGS") }
+    }
+
+    public func getSRegs() throws(KVMError) -> kvm_sregs {
+        var r = kvm_sregs()
+        guard ckvm_ioctl_ptr(fd.raw, CKVM_GET_SREGS, &r) == 0 else { throw KVMError.last("KVM_GET_SREGS") }
+        return r
+    }
+
+    public func setSRegs(_ value: kvm_sregs) throws(KVMError) {
+        var r = value
+        guard ckvm_ioctl_ptr(fd.raw, CKVM_SET_SREGS, &r) == 0 else { throw KVMError.last("KVM_SET_SREGS") }
+    }
+
+    public func getEvents() throws(KVMError) -> kvm_vcpu_events {
+        var e = kvm_vcpu_events()
+        guard ckvm_ioctl_ptr(fd.raw, CKVM_GET_VCPU_EVENTS, &e) == 0 else { throw KVMError.last("KVM_GET_VCPU_EVENTS") }
+        return e
+    }
+
+    /// KVM_SET_CPUID2.
+    public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
+        let bytes = MemoryLayout<kvm_cpuid2>.size + entries.count * MemoryLayout<kvm_cpuid_entry2>.stride
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        buffer.assumingMemoryBound(to: kvm_cpuid2.self).pointee.nent = UInt32(entries.count)
+        let out = (buffer + MemoryLayout<kvm_cpuid2>.size).assumingMemoryBound(to: kvm_cpuid_entry2.self)
+        for (i, e) in entries.enumerated() {
+            out[i].function = e.function; out[i].index = e.index; out[i].flags = e.flags
+            out[i].eax = e.eax; out[i].ebx = e.ebx; out[i].ecx = e.ecx; out[i].edx = e.edx
+        }
+        guard ckvm_ioctl_ptr(fd.raw, CKVM_SET_CPUID2, buffer) == 0 else { throw KVMError.last("KVM_SET_CPUID2") }
+    }
+
+    /// KVM_SET_GUEST_DEBUG. `debugRegisters` are DR0-DR3, (unused 4, 5), DR6, DR7.
+    public func setGuestDebug(_ control: GuestDebugControl, debugRegisters: [UInt64] = []) throws(KVMError) {
+        var dbg = kvm_guest_debug()
+        dbg.control = control.rawValue
+        withUnsafeMutableBytes(of: &dbg.arch.debugreg) { raw in
+            for (i, v) in debugRegisters.prefix(8).enumerated() { raw.storeBytes(of: v, toByteOffset: i * 8, as: UInt64.self) }
+        }
+        guard ckvm_ioctl_ptr(fd.raw, CKVM_SET_GUEST_DEBUG, &dbg) == 0 else { throw KVMError.last("KVM_SET_GUEST_DEBUG") }
+    }
+
+    // MARK: Interrupts (userspace irqchip)
+
+    /// KVM_INTERRUPT: queue external interrupt `vector`; valid only when
+    /// `readyForInterruptInjection` is true.
+    public func injectInterrupt(_ vector: UInt8) throws(KVMError) {
+        var irq = kvm_interrupt(irq: UInt32(vector))
+        guard ckvm_ioctl_ptr(fd.raw, CKVM_INTERRUPT, &irq) == 0 else { throw KVMError.last("KVM_INTERRUPT(\(vector))") }
+    }
+
+    public var requestInterruptWindow: Bool {
+        get { run.pointee.request_interrupt_window != 0 }
+        set { run.pointee.request_interrupt_window = newValue ? 1 : 0 }
+    }
+    public var readyForInterruptInjection: Bool { run.pointee.ready_for_interrupt_injection != 0 }
+    public var interruptFlag: Bool { run.pointee.if_flag != 0 }
+
+    // MARK: Running
+
+    /// One KVM_RUN. Returns the decoded exit; EINTR (a kick) is `.interrupted`.
+    @inline(__always)
+    public func runOnce() throws(KVMError) -> VCPUExit {
+        if ckvm_ioctl(fd.raw, CKVM_RUN) != 0 {
+            let e = Glibc.errno
+            guard e == EINTR || e == EAGAIN else { throw KVMError("KVM_RUN", errno: e) }
+            run.pointee.immediate_exit = 0
+            return .interrupted
+        }
+        return decodeExit()
+    }
+
+    @inline(__always)
+    func decodeExit() -> VCPUExit {
+        let r = run
+        switch Int32(bitPattern: ckvm_run_exit_reason(r)) {
+        case KVM_EXIT_IO:
+            let size = ckvm_io_size(r)
+            let dir: IODirection = ckvm_io_direction(r) == 0 ? .input : .output
+            var value: UInt32 = 0
+            if dir == .output {
+                let data = UnsafeRawPointer(r) + Int(ckvm_io_data_offset(r))
+                switch size {
+                case 1: value = UInt32(data.load(as: UInt8.self))
+                case 2: value = UInt32(data.loadUnaligned(as: UInt16.self))
+                default: value = data.loadUnaligned(as: UInt32.self)
+                }
+            }
+            return .io(IOExit(port: ckvm_io_port(r), size: size, direction: dir, count: ckvm_io_count(r), value: value))
+        case KVM_EXIT_MMIO:
+            let len = UInt8(min(ckvm_mmio_len(r), 8))
+            let isWrite = ckvm_mmio_is_write(r) != 0
+            var data: UInt64 = 0
+            if isWrite {
+                let src = UnsafeRawPointer(ckvm_mmio_data(r)!)
+                for i in 0..<Int(len) { data |= UInt64(src.load(fromByteOffset: i, as: UInt8.self)) << (8 * i) }
+            }
+            return .mmio(MMIOExit(address: ckvm_mmio_phys_addr(r), length: len, isWrite: isWrite, data: data))
+        case KVM_EXIT_HLT: return .hlt
+        case KVM_EXIT_SHUTDOWN: return .shutdown
+        case KVM_EXIT_X86_RDMSR:
+            return .rdmsr(MSRExit(index: ckvm_msr_index(r), reason: UInt64(ckvm_msr_reason(r))))
+        case KVM_EXIT_X86_WRMSR:
+            return .wrmsr(MSRExit(index: ckvm_msr_index(r), reason: UInt64(ckvm_msr_reason(r)), data: ckvm_msr_data(r)))
+        case KVM_EXIT_DEBUG:
+            let d = ckvm_debug_arch(r)
+            return .debug(DebugExit(exception: d.exception, pc: d.pc, dr6: d.dr6, dr7: d.dr7))
+        case KVM_EXIT_INTERNAL_ERROR:
+            return .internalError(decodeInternalError())
+        case KVM_EXIT_IRQ_WINDOW_OPEN: return .irqWindowOpen
+        case KVM_EXIT_INTR: return .interrupted
+        case KVM_EXIT_FAIL_ENTRY: return .failEntry(hardwareReason: ckvm_fail_entry_reason(r), cpu: ckvm_fail_entry_cpu(r))
+        case KVM_EXIT_SYSTEM_EVENT: return .systemEvent(type: ckvm_system_event_type(r))
+        case KVM_EXIT_EXCEPTION: return .exception(vector: UInt32(truncatingIfNeeded: ckvm_hw_exit_reason(r)), errorCode: 0)
+        default: return .unknown(reason: ckvm_run_exit_reason(r))
+        }
+    }
+
+    private func decodeInternalError() -> InternalErrorExit {
+        let r = run
+        let sub = ckvm_internal_suberror(r)
+        let n = ckvm_internal_ndata(r)
+        var exit = InternalErrorExit(suberror: sub, dataCount: n)
+        if sub == UInt32(KVM_INTERNAL_ERROR_EMULATION),
+           ckvm_emulation_flags(r) & UInt64(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) != 0 {
+            let size = Int(min(ckvm_emulation_insn_size(r), 15))
+            let bytes = UnsafeBufferPointer(start: ckvm_emulation_insn_bytes(r), count: size)
+            exit.instruction = InstructionBytes(bytes)
+        } else {
+            exit.data = (ckvm_internal_data(r, 0), ckvm_internal_data(r, 1), ckvm_internal_data(r, 2), ckvm_internal_data(r, 3))
+        }
+        return exit
+    }
+
+    // MARK: Completing exits
+
+    /// The I/O data area of the current IO exit (`count * size` bytes).
+    public var ioData: UnsafeMutableRawBufferPointer {
+        let count = Int(ckvm_io_count(run)) * Int(ckvm_io_size(run))
+        let offset = Int(ckvm_io_data_offset(run))
+        let length = max(0, min(count, mmapSize - offset))
+        return UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(run) + offset, count: length)
+    }
+
+    /// Answers an IN: `value` for element `index` of the current IO exit.
+    @inline(__always)
+    public func completeIOIn(_ value: UInt32, element index: Int = 0) {
+        let size = Int(ckvm_io_size(run))
+        let data = ioData
+        guard (index + 1) * size <= data.count else { return }
+        for i in 0..<size { data[index * size + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(i))) }
+    }
+
+    /// Answers an MMIO read with the low `length` bytes of `value`.
+    @inline(__always)
+    public func completeMMIORead(_ value: UInt64) {
+        let dst = ckvm_mmio_data(run)!
+        for i in 0..<8 { dst[i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
+    }
+
+    /// Answers an RDMSR/WRMSR exit; `fault` makes KVM inject #GP.
+    @inline(__always)
+    public func completeMSR(data: UInt64 = 0, fault: Bool) {
+        ckvm_msr_reply(run, data, fault ? 1 : 0)
+    }
+
+    // MARK: Kicking
+
+    /// A handle another thread can use to force this vCPU out of KVM_RUN.
+    /// Must be created on the thread that runs the vCPU.
+    public func makeKicker(signal: Int32 = SIGUSR1) throws(KVMError) -> VCPUKicker {
+        let rc = ckvm_install_kick_handler(signal)
+        guard rc == 0 else { throw KVMError("sigaction for vCPU kick", errno: -rc) }
+        return VCPUKicker(thread: ckvm_thread_self(), signal: signal, run: run)
+    }
+}
+
+/// Forces a vCPU out of KVM_RUN from another thread: `immediate_exit` covers
+/// a kick that lands before KVM_RUN starts, the signal one that lands inside.
+public struct VCPUKicker: @unchecked Sendable {
+    let thread: UInt
+    let signal: Int32
+    let run: UnsafeMutablePointer<kvm_run>
+
+    public func kick() {
+        UnsafeMutableRawPointer(run).storeBytes(of: 1, toByteOffset: MemoryLayout<kvm_run>.offset(of: \.immediate_exit)!, as: UInt8.self)
+        _ = ckvm_kick_thread(thread, signal)
+    }
+}
