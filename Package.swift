@@ -19,7 +19,7 @@ let package = Package(
         .target(name: "KVM", dependencies: ["CKVM"]),
         .target(name: "VMXArch"),
         .target(name: "TraceFormat"),
-        .target(name: "Monitor", dependencies: ["KVM", "VMXArch", "TraceFormat", "CLibElf"]),
+        .target(name: "Monitor", dependencies: ["CKVM", "KVM", "VMXArch", "TraceFormat", "CLibElf"]),
         .executableTarget(name: "terrapin", dependencies: [
             "Monitor", "TraceFormat",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

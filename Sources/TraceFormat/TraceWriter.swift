@@ -55,9 +55,9 @@ public final class TraceWriter {
         buffer = .allocate(byteCount: self.batchRecords * TraceLayout.recordSize, alignment: 64)
         let ok = header.withUnsafeBytes { writeAll($0.baseAddress!, $0.count) }
         if !ok {
+            // Fully initialised, so deinit still runs and frees the buffer.
             close(fd)
             fd = -1
-            buffer.deallocate()
             throw error!
         }
     }

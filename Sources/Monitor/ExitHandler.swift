@@ -1,0 +1,148 @@
+import KVM
+import TraceFormat
+
+extension Machine {
+    /// Handles one exit: the single flat switch over exit reasons. Returns an
+    /// outcome when the run is over; fills `note` for the trace.
+    public func handle(_ exit: VCPUExit, note: inout ExitNote) -> RunOutcome? {
+        switch exit {
+        case let .io(io): return handleIO(io, note: &note)
+        case let .mmio(access): return handleMMIO(access, note: &note)
+        case .hlt:
+            note.kind = .hlt
+            return handleHalt()
+        case let .rdmsr(m):
+            note.kind = .rdmsr; note.address = UInt64(m.index)
+            let value = readMSR(m.index)
+            vcpu.completeMSR(data: value ?? 0, fault: value == nil)
+            note.value = value ?? 0
+            if value == nil { note.flags.insert(.faulted) }
+            return nil
+        case let .wrmsr(m):
+            note.kind = .wrmsr; note.address = UInt64(m.index); note.value = m.data
+            let ok = writeMSR(m.index, m.data)
+            vcpu.completeMSR(fault: !ok)
+            if !ok { note.flags.insert(.faulted) }
+            return nil
+        case .shutdown:
+            note.kind = .shutdown
+            return .tripleFault
+        case .interrupted:
+            note.kind = .interrupted
+            return nil
+        case .irqWindowOpen:
+            note.kind = .irqWindow
+            return nil
+        case let .debug(d):
+            note.kind = .debug; note.address = d.pc; note.value = UInt64(d.exception)
+            return .unhandledExit("debug exit (vector \(d.exception)) at \(hex(d.pc))")
+        case let .internalError(e):
+            note.kind = .internalError; note.value = UInt64(e.suberror)
+            var what = "KVM internal error, suberror \(e.suberror)"
+            if let insn = e.instruction {
+                what += ", instruction bytes " + insn.array.map { hex($0, digits: 2) }.joined(separator: " ")
+            }
+            return .unhandledExit(what)
+        case let .failEntry(reason, _):
+            note.kind = .failEntry; note.value = reason
+            return .unhandledExit("VM entry failed, hardware reason \(hex(reason))")
+        case let .systemEvent(type):
+            note.kind = .systemEvent; note.value = UInt64(type)
+            return .unhandledExit("system event \(type)")
+        case let .exception(vector, _):
+            note.kind = .unknownExit; note.value = UInt64(vector)
+            return .unhandledExit("exception exit, vector \(vector)")
+        case let .unknown(reason):
+            note.kind = .unknownExit; note.value = UInt64(reason)
+            return .unhandledExit("KVM exit reason \(reason)")
+        }
+    }
+
+    /// Port I/O: the claimed device, or all ones / dropped for a free port.
+    @inline(__always)
+    func handleIO(_ io: IOExit, note: inout ExitNote) -> RunOutcome? {
+        note.kind = io.direction == .input ? .ioIn : .ioOut
+        note.address = UInt64(io.port); note.size = io.size
+        if io.count > 1 { note.flags.insert(.string) }
+        let device = ports.device(at: io.port)
+        if device == nil { note.flags.insert(.unclaimed) }
+        if io.direction == .input {
+            let ones: UInt32 = io.size >= 4 ? .max : (1 << (8 * UInt32(io.size))) - 1
+            for i in 0..<Int(io.count) {
+                let v = device?.read(port: io.port, size: io.size) ?? ones
+                vcpu.completeIOIn(v, element: i)
+                if i == 0 { note.value = UInt64(v) }
+            }
+            return nil
+        }
+        note.value = UInt64(io.value)
+        guard let device else { return nil }
+        if io.count == 1 {
+            if case let .stop(outcome) = device.write(port: io.port, size: io.size, value: io.value) { return outcome }
+            return nil
+        }
+        let data = vcpu.ioData
+        let size = Int(io.size)
+        for i in 0..<Int(io.count) where (i + 1) * size <= data.count {
+            var v: UInt32 = 0
+            for b in 0..<size { v |= UInt32(data[i * size + b]) << (8 * UInt32(b)) }
+            if case let .stop(outcome) = device.write(port: io.port, size: io.size, value: v) { return outcome }
+        }
+        return nil
+    }
+
+    /// MMIO: a registered device, or an unbacked address that reads all ones.
+    @inline(__always)
+    func handleMMIO(_ access: MMIOExit, note: inout ExitNote) -> RunOutcome? {
+        note.kind = access.isWrite ? .mmioWrite : .mmioRead
+        note.address = access.address; note.size = access.length
+        guard let (device, offset) = mmio.device(at: access.address) else {
+            note.flags.insert(.unclaimed)
+            if access.isWrite { note.value = access.data } else {
+                vcpu.completeMMIORead(.max)
+                note.value = access.length >= 8 ? .max : (1 << (8 * UInt64(access.length))) - 1
+            }
+            return nil
+        }
+        if access.isWrite {
+            note.value = access.data
+            if case let .stop(outcome) = device.write(offset: offset, size: access.length, value: access.data) { return outcome }
+        } else {
+            let v = device.read(offset: offset, size: access.length)
+            vcpu.completeMMIORead(v)
+            note.value = v
+        }
+        return nil
+    }
+
+    /// HLT (KVM_EXIT_HLT, RIP already past the HLT). The guest sleeps until an
+    /// interrupt; the only source is the APIC, so if none is deliverable and
+    /// the timer is armed, idle time is skipped by firing it now. If nothing
+    /// can ever wake the guest, the run ends.
+    func handleHalt() -> RunOutcome? {
+        let interruptsEnabled = vcpu.sync.pointee.regs.rflags & (1 << 9) != 0
+        guard interruptsEnabled else { return .deadHalt(reason: "HLT with interrupts disabled (RFLAGS.IF = 0)") }
+        if apic.deliverableVector != nil { return nil }
+        if apic.timerDeadline != nil {
+            apic.fireTimer(at: monotonicNanos())
+            if apic.deliverableVector != nil { return nil }
+        }
+        return .deadHalt(reason: "HLT with no interrupt pending and no timer armed")
+    }
+
+    /// RDMSR of an MSR L0 emulates; nil raises #GP.
+    func readMSR(_ index: UInt32) -> UInt64? {
+        switch index {
+        case MSRIndex.apicBase: return apic.baseMSR
+        default: return nil
+        }
+    }
+
+    /// WRMSR of an MSR L0 emulates; false raises #GP.
+    func writeMSR(_ index: UInt32, _ value: UInt64) -> Bool {
+        switch index {
+        case MSRIndex.apicBase: return apic.writeBaseMSR(value)
+        default: return false
+        }
+    }
+}

@@ -1,0 +1,93 @@
+import CLibElf
+
+/// One PT_LOAD segment, placed by its physical address.
+public struct LoadSegment: Equatable, Sendable {
+    public var physicalAddress: UInt64
+    public var virtualAddress: UInt64
+    public var fileOffset: UInt64
+    public var fileSize: UInt64
+    public var memorySize: UInt64
+}
+
+/// The loadable view of an ELF executable, read with libelf. ELF32 (including
+/// 64-bit code converted into an `elf32-i386` container) and ELF64 alike.
+public struct ELFImage: Equatable, Sendable {
+    public var is64Bit: Bool
+    public var entry: UInt64
+    public var segments: [LoadSegment]
+
+    static let elfMagic: [UInt8] = [0x7f, 0x45, 0x4c, 0x46]
+
+    public static func isELF(_ bytes: [UInt8]) -> Bool { bytes.starts(with: elfMagic) }
+
+    /// Parses `bytes`; `path` names the file in errors.
+    public static func parse(_ bytes: [UInt8], path: String) throws(MonitorError) -> ELFImage {
+        func fail(_ reason: String) -> MonitorError { .badImage(path: path, reason: reason) }
+        guard isELF(bytes) else { throw fail("not an ELF file") }
+        guard elf_version(UInt32(EV_CURRENT)) != UInt32(EV_NONE) else { throw fail("libelf: \(elfError())") }
+
+        var copy = bytes   // libelf wants a mutable buffer; it does not keep it past elf_end
+        let result = copy.withUnsafeMutableBytes { raw -> Result<ELFImage, MonitorError> in
+            Result { () throws(MonitorError) in try parseMapped(raw, fileSize: bytes.count, fail: fail) }
+        }
+        return try result.get()
+    }
+
+    private static func parseMapped(_ raw: UnsafeMutableRawBufferPointer, fileSize: Int,
+                                    fail: (String) -> MonitorError) throws(MonitorError) -> ELFImage {
+        guard let elf = elf_memory(raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count) else {
+            throw fail("libelf: \(elfError())")
+        }
+        defer { elf_end(elf) }
+        guard elf_kind(elf) == ELF_K_ELF else { throw fail("not an ELF executable") }
+        let elfClass = gelf_getclass(elf)
+        guard elfClass == ELFCLASS32 || elfClass == ELFCLASS64 else { throw fail("unknown ELF class \(elfClass)") }
+        var ehdr = GElf_Ehdr()
+        guard gelf_getehdr(elf, &ehdr) != nil else { throw fail("truncated or corrupt ELF header: \(elfError())") }
+        guard ehdr.e_ident.5 == UInt8(ELFDATA2LSB) else { throw fail("not a little-endian ELF file") }
+        guard ehdr.e_machine == UInt16(EM_386) || ehdr.e_machine == UInt16(EM_X86_64) else {
+            throw fail("ELF machine \(ehdr.e_machine) is not x86 (EM_386 or EM_X86_64)")
+        }
+        guard ehdr.e_type == UInt16(ET_EXEC) else { throw fail("ELF type \(ehdr.e_type) is not an executable (ET_EXEC)") }
+        var count = 0
+        guard elf_getphdrnum(elf, &count) == 0 else { throw fail("cannot read program headers: \(elfError())") }
+        var segments: [LoadSegment] = []
+        for i in 0..<count {
+            var phdr = GElf_Phdr()
+            guard gelf_getphdr(elf, Int32(i), &phdr) != nil else {
+                throw fail("program header \(i) is truncated or corrupt: \(elfError())")
+            }
+            guard phdr.p_type == UInt32(PT_LOAD), phdr.p_memsz > 0 else { continue }
+            let s = LoadSegment(physicalAddress: phdr.p_paddr, virtualAddress: phdr.p_vaddr,
+                                fileOffset: phdr.p_offset, fileSize: phdr.p_filesz, memorySize: phdr.p_memsz)
+            guard s.fileSize <= s.memorySize else {
+                throw fail("segment \(i) has a file size (\(s.fileSize)) larger than its memory size (\(s.memorySize))")
+            }
+            guard s.fileOffset <= UInt64(fileSize), s.fileSize <= UInt64(fileSize) - s.fileOffset else {
+                throw fail("segment \(i) extends past the end of the file (truncated file?)")
+            }
+            guard s.physicalAddress <= UInt64.max - s.memorySize else { throw fail("segment \(i) wraps the address space") }
+            segments.append(s)
+        }
+        guard !segments.isEmpty else { throw fail("no loadable (PT_LOAD) segments") }
+        let sorted = segments.sorted { $0.physicalAddress < $1.physicalAddress }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.physicalAddress + a.memorySize > b.physicalAddress {
+            throw fail("segments at \(hex(a.physicalAddress)) and \(hex(b.physicalAddress)) overlap")
+        }
+        return ELFImage(is64Bit: elfClass == ELFCLASS64, entry: ehdr.e_entry, segments: sorted)
+    }
+
+    /// The physical address of the entry point: the ELF entry is a virtual
+    /// address, translated through the segment that contains it.
+    public var physicalEntry: UInt64? {
+        for s in segments where entry >= s.virtualAddress && entry - s.virtualAddress < s.memorySize {
+            return s.physicalAddress + (entry - s.virtualAddress)
+        }
+        return nil
+    }
+
+    private static func elfError() -> String {
+        guard let message = elf_errmsg(-1) else { return "unknown error" }
+        return String(cString: message)
+    }
+}

@@ -1,0 +1,150 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKVM
+import KVM
+import TraceFormat
+
+/// A one-vCPU PC-like machine on KVM that boots a Multiboot kernel: RAM, the
+/// platform devices, the userspace local APIC, and the trace.
+public final class Machine {
+    public let config: MachineConfig
+    let system: KVMSystem
+    let vm: VirtualMachine
+    public let memory: GuestMemory
+    public let vcpu: VCPU
+    public let boot: BootInfo
+
+    var ports = PortBus()
+    var mmio = MMIOBus()
+    public let apic: LocalAPIC
+    let serialSink: SerialSink
+    public let serial: Serial16550
+    var trace: TraceWriter?
+    var hostTimer: HostTimer?
+
+    /// MSRs L0 emulates; the KVM MSR filter sends their accesses here.
+    static let emulatedMSRs: [UInt32] = [MSRIndex.apicBase]
+
+    /// Builds the VM and loads the image. Errors name what failed.
+    public init(config: MachineConfig) throws(MonitorError) {
+        try config.validate()
+        self.config = config
+        let image = try Self.readFile(config.imagePath)
+        var modules: [BootModule] = []
+        for spec in config.modules {
+            let path = String(spec.split(separator: " ", maxSplits: 1).first ?? "")
+            modules.append(BootModule(bytes: try Self.readFile(path), commandLine: spec))
+        }
+        do {
+            system = try KVMSystem()
+            vm = try system.createVM()
+            memory = try GuestMemory(size: config.memorySize)
+            try vm.map(memory, slot: 0, at: 0)
+            try? vm.setTSSAddress()   // needed on Intel hosts only
+            try vm.enableUserSpaceMSR([.filter, .unknown])
+            try vm.denyMSRs(Self.emulatedMSRs)
+            vcpu = try vm.createVCPU()
+            try vcpu.setCPUID(Self.guestCPUID(try system.supportedCPUID()))
+            try vcpu.enableSyncRegs([.regs])
+        } catch {
+            throw MonitorError(error)
+        }
+        boot = try MultibootLoader.load(image: image, path: config.imagePath, commandLine: config.guestCommandLine,
+                                        modules: modules, into: memory)
+        apic = LocalAPIC(now: monotonicNanos)
+        serialSink = try config.serialPath.map { (p) throws(MonitorError) in try SerialSink(path: p) } ?? SerialSink(fd: 1)
+        serial = Serial16550(sink: serialSink)
+        try registerDevices()
+        do {
+            try enterProtectedMode()
+            if let path = config.tracePath {
+                trace = try TraceWriter(path: path, metadata: TraceRecorder.metadata(config: config))
+            }
+        } catch let e as KVMError {
+            throw MonitorError(e)
+        } catch let e as TraceError {
+            throw .io("trace: \(e)", errno: 0)
+        } catch {
+            throw .kvm("\(error)")
+        }
+    }
+
+    static func readFile(_ path: String) throws(MonitorError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .badImage(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .badImage(path: path, reason: String(cString: strerror(errno))) }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw .badImage(path: path, reason: "not a regular file") }
+        guard st.st_size > 0 else { throw .badImage(path: path, reason: "empty file") }
+        guard st.st_size <= Int(MachineConfig.maximumMemory) else { throw .badImage(path: path, reason: "larger than any guest RAM") }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw .badImage(path: path, reason: "read failed at byte \(done)") }
+            done += n
+        }
+        return bytes
+    }
+
+    /// KVM's supported CPUID, minus what this platform does not emulate: the
+    /// APIC timer's TSC-deadline mode and x2APIC (CPUID.1:ECX bits 24 and 21).
+    static func guestCPUID(_ supported: [CPUIDEntry]) -> [CPUIDEntry] {
+        supported.map { e in
+            var e = e
+            if e.function == 1 {
+                e.ecx &= ~(UInt32(1) << 24 | UInt32(1) << 21)
+                e.ebx &= 0x00ff_ffff          // initial APIC ID 0
+            }
+            return e
+        }
+    }
+
+    private func registerDevices() throws(MonitorError) {
+        do {
+            try ports.register(serial, ports: Serial16550.com1)
+            try ports.register(DebugExitDevice(), ports: DebugExitDevice.ports)
+            try ports.register(PIC8259(base: 0x20), ports: PIC8259.master)
+            try ports.register(PIC8259(base: 0xa0), ports: PIC8259.slave)
+            try ports.register(PostCodePort(), ports: PostCodePort.ports)
+            try ports.register(FwCfg(cpuCount: 1, ramSize: UInt64(config.memorySize)), ports: FwCfg.ports)
+            try ports.register(PCIConfigSpace(), ports: PCIConfigSpace.ports)
+            try mmio.register(apic, base: LocalAPIC.defaultBase, size: 0x1000)
+        } catch {
+            throw .badConfig("device registration: \(error)")
+        }
+    }
+
+    /// The CPU state the Multiboot specification (section 3.2) promises:
+    /// 32-bit protected mode, flat 4 GiB segments, paging off, IF clear,
+    /// EAX = 0x2BADB002 and EBX = the boot information.
+    private func enterProtectedMode() throws(KVMError) {
+        var s = try vcpu.getSRegs()
+        func flat(_ selector: UInt16, type: UInt8) -> kvm_segment {
+            var seg = kvm_segment()
+            seg.base = 0; seg.limit = 0xffff_ffff; seg.selector = selector; seg.type = type
+            seg.present = 1; seg.dpl = 0; seg.db = 1; seg.s = 1; seg.l = 0; seg.g = 1
+            return seg
+        }
+        s.cs = flat(0x10, type: 0xb)                  // execute/read, accessed
+        s.ds = flat(0x18, type: 0x3); s.es = s.ds; s.fs = s.ds; s.gs = s.ds; s.ss = s.ds
+        s.cr0 = 0x11                                   // PE | ET
+        s.cr4 = 0; s.efer = 0
+        s.apic_base = apic.baseMSR
+        try vcpu.setSRegs(s)
+        var r = kvm_regs()
+        r.rip = UInt64(boot.entry)
+        r.rax = UInt64(MultibootHeader.bootloaderMagic)
+        r.rbx = UInt64(boot.infoAddress)
+        r.rflags = 0x2
+        try vcpu.setRegs(r)
+    }
+}
+
+/// MSR numbers L0 handles itself (Intel SDM Vol. 4, chapter 2).
+public enum MSRIndex {
+    public static let apicBase: UInt32 = 0x1b
+}

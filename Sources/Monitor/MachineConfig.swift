@@ -1,0 +1,42 @@
+/// Everything `terrapin run` needs to build a machine.
+public struct MachineConfig: Sendable {
+    public var imagePath: String
+    /// The user's arguments; the guest sees "image-name arguments".
+    public var arguments: String = ""
+    /// Each "FILE[ args]": the file is loaded, the whole string is the module's command line.
+    public var modules: [String] = []
+    public var memorySize: Int = 256 << 20
+    public var tracePath: String?
+    /// nil: standard output.
+    public var serialPath: String?
+    /// The monitor's own command line, recorded in the trace.
+    public var invocation: String = ""
+
+    public init(imagePath: String) { self.imagePath = imagePath }
+
+    public static let minimumMemory = 2 << 20
+    /// RAM ends below the MMIO hole (3 GiB), where the APIC and unbacked test addresses live.
+    public static let maximumMemory = 3 << 30
+
+    /// Parses sizes like "256M", "1G", "65536K" or a byte count.
+    public static func parseMemorySize(_ text: String) -> Int? {
+        guard let last = text.last else { return nil }
+        let units: [Character: Int] = ["K": 10, "k": 10, "M": 20, "m": 20, "G": 30, "g": 30]
+        let (digits, shift) = units[last].map { (String(text.dropLast()), $0) } ?? (text, 0)
+        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let n = Int(digits), n > 0,
+              n <= Int.max >> shift else { return nil }
+        return n << shift
+    }
+
+    /// The command line the guest sees: the image's file name, then the arguments.
+    public var guestCommandLine: String {
+        let name = imagePath.split(separator: "/").last.map(String.init) ?? imagePath
+        return arguments.isEmpty ? name : "\(name) \(arguments)"
+    }
+
+    public func validate() throws(MonitorError) {
+        guard memorySize >= Self.minimumMemory, memorySize <= Self.maximumMemory, memorySize % 4096 == 0 else {
+            throw .badConfig("memory size \(memorySize) bytes is not a multiple of 4 KiB between 2 MiB and 3 GiB")
+        }
+    }
+}

@@ -1,0 +1,26 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KVM
+
+/// Errors from setting up or running a machine, each with a clear message.
+public enum MonitorError: Error, CustomStringConvertible, Equatable {
+    /// The image or a module cannot be loaded.
+    case badImage(path: String, reason: String)
+    /// A configuration value is out of range.
+    case badConfig(String)
+    /// A host operation (file, KVM) failed.
+    case io(String, errno: Int32)
+    case kvm(String)
+
+    public var description: String {
+        switch self {
+        case let .badImage(path, reason): return "\(path): \(reason)"
+        case let .badConfig(message): return message
+        case let .io(what, errno): return "\(what): \(String(cString: strerror(errno)))"
+        case let .kvm(message): return message
+        }
+    }
+
+    init(_ error: KVMError) { self = .kvm(error.description) }
+}

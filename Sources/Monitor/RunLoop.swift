@@ -1,0 +1,93 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KVM
+import TraceFormat
+
+extension Machine {
+    /// Runs the guest until it ends. Returns the outcome; throws only when
+    /// KVM itself fails. Prints a register dump for abnormal ends.
+    public func run() throws(MonitorError) -> RunOutcome {
+        do {
+            hostTimer = HostTimer(kicker: try vcpu.makeKicker())
+        } catch { throw MonitorError(error) }
+        let start = monotonicNanos()
+        var outcome: RunOutcome?
+        while outcome == nil {
+            do { try prepareEntry() } catch { throw MonitorError(error) }
+            let exit: VCPUExit
+            do { exit = try vcpu.runOnce() } catch { throw MonitorError(error) }
+            if trace == nil {
+                var note = ExitNote()
+                outcome = handle(exit, note: &note)
+            } else {
+                let t0 = monotonicNanos()
+                var note = ExitNote()
+                outcome = handle(exit, note: &note)
+                let t1 = monotonicNanos()
+                record(note, at: t0 &- start, duration: t1 &- t0)
+            }
+        }
+        hostTimer = nil
+        serialSink.flush()
+        do { try trace?.finish() } catch { throw .io("trace: \(error)", errno: 0) }
+        trace = nil
+        let result = outcome ?? .unhandledExit("no outcome")
+        if case .guestExit = result {} else {
+            printError("terrapin: \(result.description)\n\(RegisterDump.text(of: vcpu))")
+        }
+        return result
+    }
+
+    /// Before each KVM_RUN: expire the APIC timer, inject a deliverable
+    /// interrupt if the guest can take one or ask for an interrupt window,
+    /// and arm the host timer for a deadline still ahead.
+    @inline(__always)
+    func prepareEntry() throws(KVMError) {
+        if let deadline = apic.timerDeadline {
+            let now = monotonicNanos()
+            if deadline <= now { apic.updateTimer(at: now) }
+            if let next = apic.timerDeadline { hostTimer?.arm(deadline: next, now: now) } else { hostTimer?.disarm() }
+        }
+        guard let vector = apic.deliverableVector else {
+            if vcpu.requestInterruptWindow { vcpu.requestInterruptWindow = false }
+            return
+        }
+        if vcpu.readyForInterruptInjection {
+            try vcpu.injectInterrupt(vector)
+            apic.acknowledge(vector)
+            vcpu.requestInterruptWindow = false
+            if trace != nil {
+                var note = ExitNote(kind: .interruptInjected)
+                note.value = UInt64(vector)
+                record(note, at: monotonicNanos(), duration: 0)
+            }
+        } else {
+            vcpu.requestInterruptWindow = true
+        }
+    }
+
+    @inline(__always)
+    private func record(_ note: ExitNote, at timestamp: UInt64, duration: UInt64) {
+        trace?.append(TraceRecord(timestamp: timestamp, duration: TraceRecord.clampDuration(duration), level: 1,
+                                  kind: note.kind, vcpu: UInt16(truncatingIfNeeded: vcpu.id), rip: vcpu.sync.pointee.regs.rip,
+                                  address: note.address, value: note.value, size: note.size, flags: note.flags))
+    }
+}
+
+/// What one exit was, for its trace record; filled in by the handler.
+public struct ExitNote: Equatable, Sendable {
+    public var kind: ExitKind = .unknownExit
+    public var address: UInt64 = 0
+    public var value: UInt64 = 0
+    public var size: UInt8 = 0
+    public var flags: RecordFlags = []
+    public init(kind: ExitKind = .unknownExit) { self.kind = kind }
+}
+
+/// Writes one line to standard error.
+public func printError(_ text: String) {
+    var line = text
+    line.append("\n")
+    line.withUTF8 { buf in _ = write(2, buf.baseAddress, buf.count) }
+}

@@ -1,0 +1,40 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import TraceFormat
+
+/// Builds the trace header for a run and hands records to the writer.
+enum TraceRecorder {
+    static func metadata(config: MachineConfig) -> TraceMetadata {
+        var uts = utsname()
+        uname(&uts)
+        func field<T>(_ value: T) -> String {
+            withUnsafeBytes(of: value) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
+        }
+        let start = TraceMetadata.realtimeNow()
+        var entries: [(key: String, value: String)] = [
+            ("command", config.invocation),
+            ("image", config.imagePath),
+            ("cmdline", config.guestCommandLine),
+            ("memory", String(config.memorySize)),
+            ("vcpus", "1"),
+            ("kernel", "\(field(uts.sysname)) \(field(uts.release)) \(field(uts.machine))"),
+            ("clock", "CLOCK_MONOTONIC ns since run start"),
+            ("started", iso8601(nanos: start)),
+            ("monitor", "terrapin"),
+        ]
+        for (i, m) in config.modules.enumerated() { entries.append(("module\(i)", m)) }
+        return TraceMetadata(entries, startTimeNanos: start)
+    }
+
+    /// UTC time as "YYYY-MM-DDTHH:MM:SS.mmmZ".
+    static func iso8601(nanos: UInt64) -> String {
+        var seconds = time_t(nanos / 1_000_000_000)
+        var tm = tm()
+        gmtime_r(&seconds, &tm)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let ms = Int(nanos / 1_000_000 % 1000)
+        let msText = ms < 10 ? "00\(ms)" : (ms < 100 ? "0\(ms)" : "\(ms)")
+        return "\(tm.tm_year + 1900)-\(two(tm.tm_mon + 1))-\(two(tm.tm_mday))T\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)).\(msText)Z"
+    }
+}

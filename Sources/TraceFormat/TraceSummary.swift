@@ -1,0 +1,171 @@
+/// Per-group and per-level statistics of a trace, computed in one pass.
+public struct TraceSummary: Sendable {
+    /// Records sharing (level, kind, handler).
+    public struct Group: Sendable, Equatable {
+        public var level: UInt8
+        public var kind: ExitKind
+        public var handler: Handler
+        public var count: UInt64
+        /// Fraction (0...1) of all records in the trace.
+        public var share: Double
+        /// Records with the unclaimed flag.
+        public var unclaimed: UInt64
+        public var histogram: DurationHistogram
+
+        /// Sum of durations, ns.
+        public var totalDuration: UInt64 { histogram.sum }
+        public var meanDuration: Double { histogram.mean }
+        /// Percentiles are histogram bucket upper bounds (within 6.25%), capped at max.
+        public var p50: UInt64 { histogram.percentile(0.50) }
+        public var p90: UInt64 { histogram.percentile(0.90) }
+        public var p99: UInt64 { histogram.percentile(0.99) }
+        /// Exact maximum duration, ns.
+        public var maxDuration: UInt32 { histogram.max }
+    }
+
+    public struct Level: Sendable, Equatable {
+        public var level: UInt8
+        /// All records at this level, events included.
+        public var records: UInt64
+        /// Records that are exits (interrupt-injected events excluded).
+        public var exits: UInt64
+        /// exits / run duration; nil when the run duration is 0.
+        public var exitsPerSecond: Double?
+    }
+
+    public var recordCount: UInt64
+    /// Smallest and largest timestamp (records need not be in time order across vCPUs).
+    public var firstTimestamp: UInt64?
+    public var lastTimestamp: UInt64?
+    /// lastTimestamp - firstTimestamp, ns (0 for fewer than two records).
+    public var runDuration: UInt64
+    /// Sorted by level, kind, handler.
+    public var groups: [Group]
+    /// Sorted by level; only levels that occur.
+    public var levels: [Level]
+    /// Total records with the unclaimed flag.
+    public var unclaimed: UInt64
+
+    /// Summarises every record of `reader`.
+    public init(_ reader: TraceReader) {
+        var acc = Accumulator()
+        reader.forEach { acc.add($0) }
+        self = acc.finish()
+    }
+
+    /// Summarises an in-memory sequence of records.
+    public init<S: Sequence>(records: S) where S.Element == TraceRecord {
+        var acc = Accumulator()
+        for r in records { acc.add(r) }
+        self = acc.finish()
+    }
+
+    fileprivate init(recordCount: UInt64, firstTimestamp: UInt64?, lastTimestamp: UInt64?,
+                     groups: [Group], levels: [Level], unclaimed: UInt64) {
+        self.recordCount = recordCount
+        self.firstTimestamp = firstTimestamp
+        self.lastTimestamp = lastTimestamp
+        if let firstTimestamp, let lastTimestamp {
+            runDuration = lastTimestamp - firstTimestamp
+        } else {
+            runDuration = 0
+        }
+        self.groups = groups
+        self.levels = levels
+        self.unclaimed = unclaimed
+    }
+
+    /// The group for (level, kind, handler), if any record had it.
+    public func group(level: UInt8, kind: ExitKind, handler: Handler = .l0) -> Group? {
+        groups.first { $0.level == level && $0.kind == kind && $0.handler == handler }
+    }
+}
+
+/// The one-pass state. Groups are found through a flat slot table indexed by
+/// level<<9 | kind<<1 | handler (handlers 0 and 1), so the common path does no
+/// hashing; other handler bytes only occur in odd files and use a dictionary.
+private struct Accumulator {
+    static let slotCount = 256 * 512
+    static let nb = DurationBuckets.count
+
+    var slots = [Int32](repeating: -1, count: slotCount)
+    var otherSlots: [UInt32: Int32] = [:]
+    var keys: [(level: UInt8, kind: UInt8, handler: UInt8)] = []
+    var buckets: [UInt64] = []     // keys.count × nb
+    var sums: [UInt64] = []
+    var maxes: [UInt32] = []
+    var unclaimed: [UInt64] = []
+    var levelRecords = [UInt64](repeating: 0, count: 256)
+    var levelExits = [UInt64](repeating: 0, count: 256)
+    var total: UInt64 = 0
+    var minTime = UInt64.max
+    var maxTime: UInt64 = 0
+
+    @inline(__always)
+    mutating func add(_ r: TraceRecord) {
+        let g = groupIndex(r.level, r.kind.rawValue, r.handler.rawValue)
+        buckets[g &* Self.nb &+ DurationBuckets.bucket(r.duration)] &+= 1
+        sums[g] &+= UInt64(r.duration)
+        if r.duration > maxes[g] { maxes[g] = r.duration }
+        let isUnclaimed = r.flags.contains(.unclaimed)
+        if isUnclaimed { unclaimed[g] &+= 1 }
+        levelRecords[Int(r.level)] &+= 1
+        if !r.kind.isEvent { levelExits[Int(r.level)] &+= 1 }
+        total &+= 1
+        if r.timestamp < minTime { minTime = r.timestamp }
+        if r.timestamp > maxTime { maxTime = r.timestamp }
+    }
+
+    @inline(__always)
+    mutating func groupIndex(_ level: UInt8, _ kind: UInt8, _ handler: UInt8) -> Int {
+        if handler <= 1 {
+            let s = Int(level) << 9 | Int(kind) << 1 | Int(handler)
+            let g = slots[s]
+            if g >= 0 { return Int(g) }
+            let new = newGroup(level, kind, handler)
+            slots[s] = Int32(new)
+            return new
+        }
+        let key = UInt32(level) << 16 | UInt32(kind) << 8 | UInt32(handler)
+        if let g = otherSlots[key] { return Int(g) }
+        let new = newGroup(level, kind, handler)
+        otherSlots[key] = Int32(new)
+        return new
+    }
+
+    @inline(never)
+    mutating func newGroup(_ level: UInt8, _ kind: UInt8, _ handler: UInt8) -> Int {
+        keys.append((level, kind, handler))
+        buckets.append(contentsOf: repeatElement(0, count: Self.nb))
+        sums.append(0)
+        maxes.append(0)
+        unclaimed.append(0)
+        return keys.count - 1
+    }
+
+    func finish() -> TraceSummary {
+        var groups: [TraceSummary.Group] = []
+        for (g, key) in keys.enumerated() {
+            let b = Array(buckets[(g * Self.nb)..<((g + 1) * Self.nb)])
+            let count = b.reduce(0, &+)
+            groups.append(TraceSummary.Group(
+                level: key.level, kind: ExitKind(rawValue: key.kind), handler: Handler(rawValue: key.handler),
+                count: count, share: total == 0 ? 0 : Double(count) / Double(total),
+                unclaimed: unclaimed[g],
+                histogram: DurationHistogram(buckets: b, count: count, sum: sums[g], max: maxes[g])))
+        }
+        groups.sort {
+            ($0.level, $0.kind.rawValue, $0.handler.rawValue) < ($1.level, $1.kind.rawValue, $1.handler.rawValue)
+        }
+        let first: UInt64? = total == 0 ? nil : minTime
+        let last: UInt64? = total == 0 ? nil : maxTime
+        let duration = total == 0 ? 0 : maxTime - minTime
+        var levels: [TraceSummary.Level] = []
+        for l in 0..<256 where levelRecords[l] > 0 {
+            let rate: Double? = duration == 0 ? nil : Double(levelExits[l]) / (Double(duration) / 1e9)
+            levels.append(.init(level: UInt8(l), records: levelRecords[l], exits: levelExits[l], exitsPerSecond: rate))
+        }
+        return TraceSummary(recordCount: total, firstTimestamp: first, lastTimestamp: last,
+                            groups: groups, levels: levels, unclaimed: unclaimed.reduce(0, &+))
+    }
+}

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Monitor
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct Terrapin: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "terrapin",
+        abstract: "A nested-virtualization research hypervisor on Linux KVM.",
+        discussion: """
+            terrapin boots Multiboot v1 guests (ELF32, ELF64 or a.out-kludge images, as QEMU's \
+            -kernel does) on /dev/kvm and records every exit to a trace that terrapin-trace analyses.
+
+            Exit status: odd values come from the guest's isa-debug-exit write (value << 1 | 1). \
+            Even values are the monitor's: 64 bad flags, 66 image cannot be loaded, 70 host or KVM \
+            failure, 80 triple fault, 82 halted with nothing to wake it, 84 unhandled exit.
+            """,
+        subcommands: [Run.self])
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Boot a Multiboot kernel and run it until it exits.",
+        discussion: """
+            The guest sees the command line "IMAGE-NAME ARGS". Devices: COM1 16550 at 0x3f8, \
+            isa-debug-exit at 0xf4, PICs at 0x20/0xa0, port 0x80, fw_cfg at 0x510, PCI \
+            configuration at 0xcf8 (no devices), and a local APIC at 0xfee00000.
+            """)
+
+    @Argument(help: "The kernel image (Multiboot v1).")
+    var image: String
+
+    @Option(name: .long, help: ArgumentHelp("Arguments passed on the guest's command line.", valueName: "args"))
+    var append: String = ""
+
+    @Option(name: .long, help: ArgumentHelp("A Multiboot module: \"FILE[ args]\"; the whole string is its command line. Repeatable.",
+                                            valueName: "file"))
+    var module: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Guest RAM: bytes or a K/M/G suffix, 2M to 3G.", valueName: "size"))
+    var memory: String = "256M"
+
+    @Option(name: .long, help: ArgumentHelp("Write an exit trace to this file.", valueName: "file"))
+    var trace: String?
+
+    @Option(name: .long, help: ArgumentHelp("Where the guest's serial output goes: stdio or a file.", valueName: "stdio|file"))
+    var serial: String = "stdio"
+
+    func validate() throws {
+        guard let size = MachineConfig.parseMemorySize(memory) else {
+            throw ValidationError("--memory '\(memory)' is not a size such as 256M, 1G or 1048576")
+        }
+        guard size >= MachineConfig.minimumMemory, size <= MachineConfig.maximumMemory, size % 4096 == 0 else {
+            throw ValidationError("--memory \(memory) must be a multiple of 4K between 2M and 3G")
+        }
+        guard !serial.isEmpty else { throw ValidationError("--serial needs 'stdio' or a file name") }
+        if let trace, trace.isEmpty { throw ValidationError("--trace needs a file name") }
+    }
+
+    func run() throws {
+        var config = MachineConfig(imagePath: image)
+        config.arguments = append
+        config.modules = module
+        config.memorySize = MachineConfig.parseMemorySize(memory) ?? config.memorySize
+        config.tracePath = trace
+        config.serialPath = serial == "stdio" ? nil : serial
+        config.invocation = CommandLine.arguments.joined(separator: " ")
+
+        let outcome: RunOutcome
+        do {
+            let machine = try Machine(config: config)
+            outcome = try machine.run()
+        } catch {
+            printError("terrapin: error: \(error)")
+            switch error {
+            case .badImage: throw ExitCode(RunOutcome.badImageStatus)
+            case .badConfig: throw ExitCode(RunOutcome.usageStatus)
+            case .io, .kvm: throw ExitCode(RunOutcome.hostFailureStatus)
+            }
+        }
+        throw ExitCode(outcome.exitStatus)
+    }
+}
