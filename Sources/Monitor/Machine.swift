@@ -22,6 +22,8 @@ public final class Machine {
     public let serial: Serial16550
     var trace: TraceWriter?
     var hostTimer: HostTimer?
+    /// Monotonic ns when `run()` started: trace timestamps count from here.
+    var runStart: UInt64 = 0
 
     /// MSRs L0 emulates; the KVM MSR filter sends their accesses here.
     static let emulatedMSRs: [UInt32] = [MSRIndex.apicBase]

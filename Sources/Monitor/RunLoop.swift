@@ -11,7 +11,7 @@ extension Machine {
         do {
             hostTimer = HostTimer(kicker: try vcpu.makeKicker())
         } catch { throw MonitorError(error) }
-        let start = monotonicNanos()
+        runStart = monotonicNanos()
         var outcome: RunOutcome?
         while outcome == nil {
             do { try prepareEntry() } catch { throw MonitorError(error) }
@@ -25,7 +25,7 @@ extension Machine {
                 var note = ExitNote()
                 outcome = handle(exit, note: &note)
                 let t1 = monotonicNanos()
-                record(note, at: t0 &- start, duration: t1 &- t0)
+                record(note, at: t0, duration: t1 &- t0)
             }
         }
         hostTimer = nil
@@ -68,8 +68,8 @@ extension Machine {
     }
 
     @inline(__always)
-    private func record(_ note: ExitNote, at timestamp: UInt64, duration: UInt64) {
-        trace?.append(TraceRecord(timestamp: timestamp, duration: TraceRecord.clampDuration(duration), level: 1,
+    private func record(_ note: ExitNote, at time: UInt64, duration: UInt64) {
+        trace?.append(TraceRecord(timestamp: time &- runStart, duration: TraceRecord.clampDuration(duration), level: 1,
                                   kind: note.kind, vcpu: UInt16(truncatingIfNeeded: vcpu.id), rip: vcpu.sync.pointee.regs.rip,
                                   address: note.address, value: note.value, size: note.size, flags: note.flags))
     }

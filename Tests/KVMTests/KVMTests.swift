@@ -244,20 +244,23 @@ final class VCPUExitTests: XCTestCase {
         XCTAssertEqual(t.vcpu.regs.rip, 0x1002, "RIP is past the HLT")
     }
 
-    /// 64-bit mode: with an empty IDT, INT3 cannot be delivered (#GP, then
-    /// #DF, then a triple fault). (In real mode this host reports an
-    /// emulation failure instead, so the test uses long mode.)
+    /// 64-bit mode: with an empty IDT, UD2's #UD cannot be delivered (#GP,
+    /// then #DF, then a triple fault). On this host (kvm_pvm) the real-mode
+    /// equivalent does not shut down (delivery through a zero-limit IVT is
+    /// not refused), and INT3 in long mode is an emulation failure, so the
+    /// test uses UD2 in long mode.
     func testTripleFaultShutsDown() throws {
         let t = try TestVM(code: [
-            0x0F, 0x01, 0x1C, 0x25, 0x00, 0x05, 0x00, 0x00, // lidt [0x500]   (limit 0, base 0)
-            0xCC,                                           // int3
-            0xF4,                                           // hlt (never reached)
+            0x0F, 0x01, 0x1C, 0x25, 0x00, 0x05, 0x00, 0x00, // 1000: lidt [0x500]   (limit 0, base 0)
+            0x0F, 0x0B,                                     // 1008: ud2
+            0xF4,                                           // 100a: hlt (never reached)
         ])
         try t.enterLongMode()
         t.memory.zero(at: 0x500, count: 10)
         let exit = try t.run()
         XCTAssertTrue(exit.isShutdown, "expected shutdown, got \(exit)")
         XCTAssertEqual(try t.vcpu.getSRegs().idt.limit, 0, "LIDT executed")
+        XCTAssertEqual(try t.vcpu.getRegs().rip, 0x1008, "stopped at the UD2")
     }
 
     func testMSRFilterExitsAndCompletion() throws {
@@ -381,18 +384,25 @@ final class VCPUExitTests: XCTestCase {
         XCTAssertEqual(rom.load(UInt8.self, at: 0), 0x11)
     }
 
-    func testVMXInstructionInLongModeIsEmulationFailure() throws {
-        let t = try TestVM(code: [
-            0x0F, 0x01, 0xC4,                   // vmxoff
-            0xF4,                               // hlt
-        ])
-        try t.enterLongMode()
-        let exit = try t.run()
-        let failure = try XCTUnwrap(exit.internalError, "expected an internal error, got \(exit)")
-        XCTAssertEqual(failure.suberror, InternalErrorExit.emulation)
-        let insn = try XCTUnwrap(failure.instruction, "emulation failure without instruction bytes")
-        XCTAssertGreaterThanOrEqual(insn.count, 3)
-        XCTAssertEqual(Array(insn.array.prefix(3)), [0x0F, 0x01, 0xC4])
+    /// VMXOFF on this host (no VMX in the guest CPUID) is an emulation
+    /// failure carrying the instruction bytes, in 64-bit and in real mode.
+    func testVMXInstructionIsEmulationFailure() throws {
+        for longMode in [true, false] {
+            let t = try TestVM(code: [
+                0x0F, 0x01, 0xC4,                   // vmxoff
+                0xF4,                               // hlt
+            ])
+            if longMode { try t.enterLongMode() }
+            let exit = try t.run()
+            let failure = try XCTUnwrap(exit.internalError, "long mode \(longMode): expected an internal error, got \(exit)")
+            XCTAssertEqual(failure.suberror, InternalErrorExit.emulation, "long mode \(longMode)")
+            let insn = try XCTUnwrap(failure.instruction, "long mode \(longMode): no instruction bytes")
+            XCTAssertGreaterThanOrEqual(insn.count, 3)
+            XCTAssertLessThanOrEqual(insn.count, 15)
+            XCTAssertEqual(Array(insn.array.prefix(3)), [0x0F, 0x01, 0xC4], "long mode \(longMode)")
+            XCTAssertEqual(insn[0], 0x0F)
+            XCTAssertEqual(insn[15], 0, "out-of-range subscript reads 0")
+        }
     }
 
     func testLongModeSetupRuns() throws {
