@@ -27,7 +27,7 @@ public struct GuestDebugControl: OptionSet, Sendable {
 /// A KVM vCPU: its fd and its shared `kvm_run` page.
 public final class VCPU: @unchecked Sendable {
     public let id: UInt32
-    public unowned let vm: VirtualMachine
+    public let vm: VirtualMachine
     let fd: OwnedFD
     /// The `kvm_run` mapping shared with the kernel.
     public let run: UnsafeMutablePointer<kvm_run>
@@ -65,6 +65,7 @@ public final class VCPU: @unchecked Sendable {
     public func markDirty(_ parts: SyncRegs) { run.pointee.kvm_dirty_regs |= parts.rawValue }
 
     /// General-purpose registers from sync regs; setting marks them dirty.
+    /// Valid after an exit with `.regs` synced, or after `setRegs`.
     public var regs: kvm_regs {
         @inline(__always) get { sync.pointee.regs }
         @inline(__always) set { sync.pointee.regs = newValue; markDirty(.regs) }
@@ -85,6 +86,7 @@ public final class VCPU: @unchecked Sendable {
     public func setRegs(_ value: kvm_regs) throws(KVMError) {
         var r = value
         guard ckvm_ioctl_ptr(fd.raw, CKVM_SET_REGS, &r) == 0 else { throw KVMError.last("KVM_SET_REGS") }
+        sync.pointee.regs = value   // keep the sync copy current until the next exit refreshes it
     }
 
     public func getSRegs() throws(KVMError) -> kvm_sregs {
@@ -96,6 +98,7 @@ public final class VCPU: @unchecked Sendable {
     public func setSRegs(_ value: kvm_sregs) throws(KVMError) {
         var r = value
         guard ckvm_ioctl_ptr(fd.raw, CKVM_SET_SREGS, &r) == 0 else { throw KVMError.last("KVM_SET_SREGS") }
+        sync.pointee.sregs = value
     }
 
     public func getEvents() throws(KVMError) -> kvm_vcpu_events {
@@ -200,7 +203,7 @@ public final class VCPU: @unchecked Sendable {
         case KVM_EXIT_INTR: return .interrupted
         case KVM_EXIT_FAIL_ENTRY: return .failEntry(hardwareReason: ckvm_fail_entry_reason(r), cpu: ckvm_fail_entry_cpu(r))
         case KVM_EXIT_SYSTEM_EVENT: return .systemEvent(type: ckvm_system_event_type(r))
-        case KVM_EXIT_EXCEPTION: return .exception(vector: UInt32(truncatingIfNeeded: ckvm_hw_exit_reason(r)), errorCode: 0)
+        case KVM_EXIT_EXCEPTION: return .exception(vector: ckvm_ex_exception(r), errorCode: ckvm_ex_error_code(r))
         default: return .unknown(reason: ckvm_run_exit_reason(r))
         }
     }

@@ -70,7 +70,8 @@ static inline const uint8_t *ckvm_emulation_insn_bytes(const struct kvm_run *r) 
 static inline uint64_t ckvm_fail_entry_reason(const struct kvm_run *r) { return r->fail_entry.hardware_entry_failure_reason; }
 static inline uint32_t ckvm_fail_entry_cpu(const struct kvm_run *r) { return r->fail_entry.cpu; }
 static inline uint32_t ckvm_system_event_type(const struct kvm_run *r) { return r->system_event.type; }
-static inline uint64_t ckvm_hw_exit_reason(const struct kvm_run *r) { return r->hw.hardware_exit_reason; }
+static inline uint32_t ckvm_ex_exception(const struct kvm_run *r) { return r->ex.exception; }
+static inline uint32_t ckvm_ex_error_code(const struct kvm_run *r) { return r->ex.error_code; }
 static inline struct kvm_sync_regs *ckvm_sync_regs(struct kvm_run *r) { return &r->s.regs; }
 
 // --- KVM_X86_SET_MSR_FILTER ---------------------------------------------------
