@@ -29,8 +29,8 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
-        .testTarget(name: "MonitorTests", dependencies: ["Monitor", "TraceFormat"]),
+        .testTarget(name: "MonitorTests", dependencies: ["Monitor", "KVM", "TraceFormat"]),
         .testTarget(name: "TraceFormatTests", dependencies: ["TraceFormat"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["TraceFormat"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["TraceFormat", "terrapin", "terrapin-trace"]),
     ]
 )

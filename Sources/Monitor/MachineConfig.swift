@@ -23,7 +23,7 @@ public struct MachineConfig: Sendable {
         guard let last = text.last else { return nil }
         let units: [Character: Int] = ["K": 10, "k": 10, "M": 20, "m": 20, "G": 30, "g": 30]
         let (digits, shift) = units[last].map { (String(text.dropLast()), $0) } ?? (text, 0)
-        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let n = Int(digits), n > 0,
+        guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }), let n = Int(digits), n > 0,
               n <= Int.max >> shift else { return nil }
         return n << shift
     }

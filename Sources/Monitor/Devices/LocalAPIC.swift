@@ -57,7 +57,10 @@ public final class LocalAPIC: MMIODevice {
     private var svr: UInt32 = 0xff
     private var ldr: UInt32 = 0
     private var dfr: UInt32 = 0xffff_ffff
+    /// The ESR as software reads it: the errors latched by the last ESR write (SDM 11.5.3).
     private var esr: UInt32 = 0
+    /// Errors detected since the last ESR write.
+    private var esrPending: UInt32 = 0
     private var icrHigh: UInt32 = 0
     private var icrLow: UInt32 = 0
     /// LVT registers 0x2f0 and 0x320...0x370, indexed by (offset - 0x320) / 16, CMCI last.
@@ -108,7 +111,7 @@ public final class LocalAPIC: MMIODevice {
 
     /// Raises `vector` in the IRR; vectors 0-15 are illegal (ESR bit 6).
     public func raise(_ vector: UInt8) {
-        guard vector >= 16 else { esr |= 1 << 6; return }
+        guard vector >= 16 else { esrPending |= 1 << 6; return }
         irr.insert(vector)
     }
 
@@ -189,12 +192,12 @@ public final class LocalAPIC: MMIODevice {
         case Reg.svr:
             svr = v & 0x13ff
             if !softwareEnabled { for i in lvt.indices { lvt[i] |= LocalAPIC.lvtMasked } }
-        case Reg.esr: esr = 0
+        case Reg.esr: esr = esrPending; esrPending = 0   // a write latches, then clears
         case Reg.icrHigh: icrHigh = v & 0xff00_0000
         case Reg.icrLow:
             icrLow = v & 0x000c_ffff
             sendIPI()
-        case Reg.lvtCMCI: lvt[6] = softwareEnabled ? v & 0x1_07ff : v | LocalAPIC.lvtMasked
+        case Reg.lvtCMCI: lvt[6] = softwareEnabled ? v & 0x1_07ff : (v & 0x1_07ff) | LocalAPIC.lvtMasked
         case Reg.lvtTimer...Reg.lvtError:
             let i = Int((offset - Reg.lvtTimer) / 16)
             let writable: UInt32 = i == 0 ? 0x7_00ff : 0x1_a7ff

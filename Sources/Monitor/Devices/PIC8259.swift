@@ -12,6 +12,7 @@ public final class PIC8259: PortDevice {
     public private(set) var vectorBase: UInt8 = 0
     private var expectedICW = 0        // 0: none; 2, 3, 4: next data write is that ICW
     private var needsICW4 = false
+    private var singleMode = false     // ICW1 SNGL: no ICW3 follows ICW2
     private var readISR = false
 
     public init(base: UInt16) { self.base = base }
@@ -27,6 +28,7 @@ public final class PIC8259: PortDevice {
             if v & 0x10 != 0 {         // ICW1 starts initialisation
                 expectedICW = 2
                 needsICW4 = v & 0x01 != 0
+                singleMode = v & 0x02 != 0
                 mask = 0
             } else if v & 0x18 == 0x08 {
                 readISR = v & 0x03 == 0x03   // OCW3
@@ -34,7 +36,7 @@ public final class PIC8259: PortDevice {
             return .none
         }
         switch expectedICW {
-        case 2: vectorBase = v & 0xf8; expectedICW = 3
+        case 2: vectorBase = v & 0xf8; expectedICW = singleMode ? (needsICW4 ? 4 : 0) : 3
         case 3: expectedICW = needsICW4 ? 4 : 0
         case 4: expectedICW = 0
         default: mask = v              // OCW1

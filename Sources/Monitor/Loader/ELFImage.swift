@@ -24,6 +24,11 @@ public struct ELFImage: Equatable, Sendable {
     public static func parse(_ bytes: [UInt8], path: String) throws(MonitorError) -> ELFImage {
         func fail(_ reason: String) -> MonitorError { .badImage(path: path, reason: reason) }
         guard isELF(bytes) else { throw fail("not an ELF file") }
+        // libelf reports a cut header only as "invalid ELF file data"; name the problem.
+        let headerSize = bytes.count > 4 && bytes[4] == UInt8(ELFCLASS64) ? 64 : 52
+        guard bytes.count >= headerSize else {
+            throw fail("truncated ELF header: the file has \(bytes.count) bytes, the header needs \(headerSize)")
+        }
         guard elf_version(UInt32(EV_CURRENT)) != UInt32(EV_NONE) else { throw fail("libelf: \(elfError())") }
 
         var copy = bytes   // libelf wants a mutable buffer; it does not keep it past elf_end

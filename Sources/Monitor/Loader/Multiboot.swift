@@ -27,11 +27,15 @@ public struct MultibootHeader: Equatable, Sendable {
             return UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(bytes[at + 3]) << 24
         }
         var at = 0
+        var badChecksumAt: Int?
         while at + 12 <= min(bytes.count, searchLimit) {
             if word(at) == magic {
                 let flags = word(at + 4)
+                // A magic word without a matching checksum is not a header (GRUB and QEMU keep looking).
                 guard magic &+ flags &+ word(at + 8) == 0 else {
-                    throw .badImage(path: path, reason: "multiboot header at offset \(at) has a bad checksum")
+                    if badChecksumAt == nil { badChecksumAt = at }
+                    at += 4
+                    continue
                 }
                 let unknown = flags & 0xfff8
                 guard unknown == 0 else {
@@ -48,6 +52,9 @@ public struct MultibootHeader: Equatable, Sendable {
                 return h
             }
             at += 4
+        }
+        if let bad = badChecksumAt {
+            throw .badImage(path: path, reason: "multiboot header at offset \(bad) has a bad checksum")
         }
         throw .badImage(path: path, reason: "no multiboot header in the first \(searchLimit) bytes")
     }

@@ -20,6 +20,9 @@ struct MultibootInfoBuilder {
 
     /// Writes everything in one block at `base`; returns nothing, throws if it does not fit.
     func write(to memory: GuestMemory, at base: UInt64, path: String) throws(MonitorError) {
+        guard ramSize >= 0x10_0000 else {   // the memory map and mem_upper assume RAM above 1 MiB
+            throw .badImage(path: path, reason: "guest RAM of \(ramSize) bytes is below 1 MiB")
+        }
         var blob = [UInt8](repeating: 0, count: Int(Self.infoSize))
         func put32(_ v: UInt32, _ at: Int) { for i in 0..<4 { blob[at + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(i))) } }
         func append32(_ v: UInt32) { for i in 0..<4 { blob.append(UInt8(truncatingIfNeeded: v >> (8 * UInt32(i)))) } }

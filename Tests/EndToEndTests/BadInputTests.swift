@@ -1,0 +1,75 @@
+import Foundation
+import XCTest
+
+/// Bad images and bad flags get a clear message and a documented status.
+final class BadInputTests: XCTestCase {
+    override func setUpWithError() throws { try Harness.prepare() }
+
+    private func write(_ bytes: [UInt8], _ name: String) -> String {
+        let path = Harness.temporaryPath(name)
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        return path
+    }
+
+    func testNotAnELFFile() throws {
+        let path = write(Array("just some text, long enough to be searched for a header".utf8), "text.img")
+        let r = try Harness.terrapin(["run", path])
+        XCTAssertEqual(r.status, 66)
+        XCTAssertTrue(r.stderr.contains("no multiboot header"), r.stderr)
+    }
+
+    func testMissingImage() throws {
+        let r = try Harness.terrapin(["run", "/nonexistent/kernel.elf"])
+        XCTAssertEqual(r.status, 66)
+        XCTAssertTrue(r.stderr.contains("/nonexistent/kernel.elf"), r.stderr)
+    }
+
+    func testTruncatedImage() throws {
+        let full = try XCTUnwrap(FileManager.default.contents(atPath: Harness.packageRoot.appendingPathComponent(Harness.guest("hello")).path))
+        let path = write(Array(full.prefix(600)), "truncated.elf")
+        let r = try Harness.terrapin(["run", path])
+        XCTAssertEqual(r.status, 66, r.stderr)
+        XCTAssertTrue(r.stderr.contains("truncated") || r.stderr.contains("past the end"), r.stderr)
+    }
+
+    func testMissingModule() throws {
+        let r = try Harness.terrapin(["run", Harness.guest("hello"), "--module", "/nonexistent/module.bin arg"])
+        XCTAssertEqual(r.status, 66)
+        XCTAssertTrue(r.stderr.contains("/nonexistent/module.bin"), r.stderr)
+    }
+
+    func testBadMemoryFlag() throws {
+        for value in ["12Q", "0", "1K", "8G", "-5M", ""] {
+            let r = try Harness.terrapin(["run", Harness.guest("hello"), "--memory", value])
+            XCTAssertEqual(r.status, 64, "--memory \(value): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("--memory"), r.stderr)
+        }
+    }
+
+    func testImageTooBigForMemory() throws {
+        let r = try Harness.terrapin(["run", Harness.guest("hello"), "--memory", "1M"])
+        XCTAssertEqual(r.status, 64, r.stderr)
+    }
+
+    func testUnknownFlagAndMissingImage() throws {
+        let unknown = try Harness.terrapin(["run", Harness.guest("hello"), "--frobnicate"])
+        XCTAssertEqual(unknown.status, 64)
+        XCTAssertTrue(unknown.stderr.contains("frobnicate"), unknown.stderr)
+        let none = try Harness.terrapin(["run"])
+        XCTAssertEqual(none.status, 64)
+    }
+
+    func testUnwritableTrace() throws {
+        let r = try Harness.terrapin(["run", Harness.guest("hello"), "--trace", "/nonexistent/dir/t.trc"])
+        XCTAssertEqual(r.status, 70, r.stderr)
+        XCTAssertTrue(r.stderr.contains("/nonexistent/dir/t.trc"), r.stderr)
+    }
+
+    func testHelpReadsWell() throws {
+        let r = try Harness.terrapin(["run", "--help"])
+        XCTAssertEqual(r.status, 0)
+        for flag in ["--append", "--module", "--memory", "--trace", "--serial"] {
+            XCTAssertTrue(r.stdout.contains(flag), "help lacks \(flag):\n\(r.stdout)")
+        }
+    }
+}
