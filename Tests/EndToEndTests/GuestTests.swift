@@ -74,6 +74,15 @@ final class GuestTests: XCTestCase {
         XCTAssertEqual(count(trace, .mmioWrite, address: 0xfee0_00b0), 1000)
     }
 
+    func testAPICTimerInterruptsABusyLoopThroughAKick() throws {
+        let (r, trace) = try runPassing("apic-timer", "")
+        XCTAssertTrue(r.stdout.contains("SUMMARY: 8 tests, 0 failures"), r.stdout)
+        // The busy loop never exits on its own: the host timer's kick does it.
+        XCTAssertGreaterThan(count(trace, .interrupted), 0)
+        XCTAssertTrue(trace.contains { $0.kind == .interruptInjected && $0.value == 0x40 })
+        XCTAssertTrue(trace.contains { $0.kind == .interruptInjected && $0.value == 0x50 })
+    }
+
     func testComputeHasNoExitsBesidesItsConsole() throws {
         let (r, trace) = try runPassing("compute", "")
         XCTAssertTrue(r.stdout.contains("PASS"), r.stdout)
