@@ -18,8 +18,10 @@ let package = Package(
         .systemLibrary(name: "CLibElf", pkgConfig: "libelf", providers: [.apt(["libelf-dev"])]),
         .target(name: "KVM", dependencies: ["CKVM"]),
         .target(name: "VMXArch"),
+        // The core: VMX semantics in pure Swift, over value-type CPU state and a memory protocol.
+        .target(name: "NestedVMX", dependencies: ["VMXArch"]),
         .target(name: "TraceFormat"),
-        .target(name: "Monitor", dependencies: ["CKVM", "KVM", "VMXArch", "TraceFormat", "CLibElf"]),
+        .target(name: "Monitor", dependencies: ["CKVM", "KVM", "VMXArch", "NestedVMX", "TraceFormat", "CLibElf"]),
         .executableTarget(name: "terrapin", dependencies: [
             "Monitor", "TraceFormat",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -30,7 +32,9 @@ let package = Package(
         ]),
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
         .testTarget(name: "MonitorTests", dependencies: ["Monitor", "KVM", "TraceFormat"]),
+        .testTarget(name: "NestedVMXTests", dependencies: ["NestedVMX", "VMXArch"]),
         .testTarget(name: "TraceFormatTests", dependencies: ["TraceFormat"]),
+        .testTarget(name: "TerrapinTraceTests", dependencies: ["terrapin-trace", "TraceFormat"], exclude: ["Golden"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TraceFormat", "terrapin", "terrapin-trace"]),
     ]
 )

@@ -51,13 +51,16 @@ public final class VirtualMachine: @unchecked Sendable {
         try enable(.x86UserSpaceMSR, reasons.rawValue)
     }
 
-    /// KVM_X86_SET_MSR_FILTER allowing everything except `deniedMSRs`, whose
-    /// reads and writes exit to userspace.
-    public func denyMSRs(_ deniedMSRs: [UInt32]) throws(KVMError) {
-        guard deniedMSRs.count <= Int(CKVM_MSR_FILTER_MAX_RANGES) else {
-            throw KVMError("MSR filter with \(deniedMSRs.count) ranges (at most \(CKVM_MSR_FILTER_MAX_RANGES))", errno: E2BIG)
+    /// KVM_X86_SET_MSR_FILTER allowing everything except `denied`, whose
+    /// reads and writes exit to userspace. At most 16 ranges of up to 2048 MSRs.
+    public func denyMSRs(_ denied: [ClosedRange<UInt32>]) throws(KVMError) {
+        guard denied.count <= Int(CKVM_MSR_FILTER_MAX_RANGES), denied.allSatisfy({ $0.count <= 2048 }) else {
+            throw KVMError("MSR filter with \(denied.count) ranges (at most \(CKVM_MSR_FILTER_MAX_RANGES) of 2048 MSRs)", errno: E2BIG)
         }
-        let rc = deniedMSRs.withUnsafeBufferPointer { ckvm_set_msr_deny_filter(fd.raw, $0.baseAddress, UInt32($0.count)) }
+        let bases = denied.map(\.lowerBound), counts = denied.map { UInt32($0.count) }
+        let rc = bases.withUnsafeBufferPointer { b in
+            counts.withUnsafeBufferPointer { c in ckvm_set_msr_deny_ranges(fd.raw, b.baseAddress, c.baseAddress, UInt32(b.count)) }
+        }
         guard rc == 0 else { throw KVMError.last("KVM_X86_SET_MSR_FILTER") }
     }
 

@@ -34,10 +34,12 @@ extension Machine {
             note.kind = .irqWindow
             return nil
         case let .debug(d):
-            note.kind = .debug; note.address = d.pc; note.value = UInt64(d.exception)
-            return .unhandledExit("debug exit (vector \(d.exception)) at \(hex(d.pc))")
+            return handleDebugExit(d, note: &note)
         case let .internalError(e):
             note.kind = .internalError; note.value = UInt64(e.suberror)
+            if e.suberror == InternalErrorExit.emulation, let bytes = e.instruction {
+                return handleEmulationFailure(bytes, note: &note)
+            }
             var what = "KVM internal error, suberror \(e.suberror)"
             if let insn = e.instruction {
                 what += ", instruction bytes " + insn.array.map { hex($0, digits: 2) }.joined(separator: " ")
@@ -134,14 +136,16 @@ extension Machine {
     func readMSR(_ index: UInt32) -> UInt64? {
         switch index {
         case MSRIndex.apicBase: return apic.baseMSR
-        default: return nil
+        default: return vmx.readMSR(index)
         }
     }
 
-    /// WRMSR of an MSR L0 emulates; false raises #GP.
+    /// WRMSR of an MSR L0 emulates; false raises #GP. The VMX capability MSRs
+    /// are read-only (SDM Appendix A); feature control has lock semantics.
     func writeMSR(_ index: UInt32, _ value: UInt64) -> Bool {
         switch index {
         case MSRIndex.apicBase: return apic.writeBaseMSR(value)
+        case MSRIndex.featureControl: return vmx.writeFeatureControl(value)
         default: return false
         }
     }

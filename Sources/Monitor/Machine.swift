@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CKVM
 import KVM
+import NestedVMX
 import TraceFormat
 
 /// A one-vCPU PC-like machine on KVM that boots a Multiboot kernel: RAM, the
@@ -25,8 +26,22 @@ public final class Machine {
     /// Monotonic ns when `run()` started: trace timestamps count from here.
     var runStart: UInt64 = 0
 
+    /// L1's emulated VMX: virtual CR4.VMXE, feature control, VMX operation, VMCS12.
+    public internal(set) var vmx: VMXState
+    let vmxTrapChannel: VMXTrapChannel
+    var breakpoints = IDTBreakpoints()
+    /// Single-stepping a guest handler's first instruction with the breakpoints lifted.
+    var steppingPastBreakpoint = false
+    /// The CR4 bits the vCPU accepts (from CPUID), VMXE aside.
+    let cr4Supported: UInt64
+    let ram: GuestRAM
+
     /// MSRs L0 emulates; the KVM MSR filter sends their accesses here.
-    static let emulatedMSRs: [UInt32] = [MSRIndex.apicBase]
+    static let emulatedMSRs: [ClosedRange<UInt32>] = [
+        MSRIndex.apicBase...MSRIndex.apicBase,
+        MSRIndex.featureControl...MSRIndex.featureControl,
+        MSRIndex.vmxCapabilities,
+    ]
 
     /// Builds the VM and loads the image. Errors name what failed.
     public init(config: MachineConfig) throws(MonitorError) {
@@ -44,14 +59,26 @@ public final class Machine {
             memory = try GuestMemory(size: config.memorySize)
             try vm.map(memory, slot: 0, at: 0)
             try? vm.setTSSAddress()   // needed on Intel hosts only
+            // VMCALL must raise #UD (caught on L1's #UD handler) instead of being
+            // rewritten by KVM as a hypercall: KVM_X86_QUIRK_FIX_HYPERCALL_INSN.
+            try vm.disableQuirks(1 << 5)
             try vm.enableUserSpaceMSR([.filter, .unknown])
             try vm.denyMSRs(Self.emulatedMSRs)
             vcpu = try vm.createVCPU()
-            try vcpu.setCPUID(Self.guestCPUID(try system.supportedCPUID()))
-            try vcpu.enableSyncRegs([.regs])
+            let cpuid = try system.supportedCPUID()
+            try vcpu.setCPUID(Self.guestCPUID(cpuid))
+            // VMX emulation reads CR0/CR4/EFER, segments and interruptibility on its
+            // exits: sync all three, so no exit needs a GET ioctl.
+            try vcpu.enableSyncRegs([.regs, .sregs, .events])
+            cr4Supported = Self.supportedCR4(cpuid)
+            vmx = VMXState(capabilities: .terrapin(physicalAddressBits: Self.physicalAddressBits(cpuid),
+                                                   cr4Fixed1: cr4Supported),
+                           lockedByFirmware: !config.featureControlUnlocked)
         } catch {
             throw MonitorError(error)
         }
+        vmxTrapChannel = config.vmxTrapChannel
+        ram = GuestRAM(memory: memory)
         boot = try MultibootLoader.load(image: image, path: config.imagePath, commandLine: config.guestCommandLine,
                                         modules: modules, into: memory)
         apic = LocalAPIC(now: monotonicNanos)
@@ -92,17 +119,45 @@ public final class Machine {
         return bytes
     }
 
-    /// KVM's supported CPUID, minus what this platform does not emulate: the
-    /// APIC timer's TSC-deadline mode and x2APIC (CPUID.1:ECX bits 24 and 21).
+    /// KVM's supported CPUID, minus what this platform does not emulate (the
+    /// APIC timer's TSC-deadline mode and x2APIC, CPUID.1:ECX bits 24 and 21),
+    /// plus the emulated VMX (CPUID.1:ECX bit 5, SDM Vol. 3C 24.6).
     static func guestCPUID(_ supported: [CPUIDEntry]) -> [CPUIDEntry] {
         supported.map { e in
             var e = e
             if e.function == 1 {
                 e.ecx &= ~(UInt32(1) << 24 | UInt32(1) << 21)
+                e.ecx |= 1 << 5
                 e.ebx &= 0x00ff_ffff          // initial APIC ID 0
             }
             return e
         }
+    }
+
+    /// MAXPHYADDR: CPUID.80000008H:EAX[7:0], 36 if the leaf is missing.
+    static func physicalAddressBits(_ cpuid: [CPUIDEntry]) -> Int {
+        cpuid.first { $0.function == 0x8000_0008 }.map { Int($0.eax & 0xff) } ?? 36
+    }
+
+    /// The CR4 bits this vCPU accepts, from the CPUID features behind them
+    /// (SDM Vol. 3A 2.5): the architectural base, then UMIP, LA57, FSGSBASE,
+    /// PCIDE, OSXSAVE, SMEP, SMAP, PKE. VMXE is not among them: it is virtual.
+    static func supportedCR4(_ cpuid: [CPUIDEntry]) -> UInt64 {
+        let leaf1 = cpuid.first { $0.function == 1 }
+        let leaf7 = cpuid.first { $0.function == 7 && $0.index == 0 }
+        func has(_ e: CPUIDEntry?, _ reg: KeyPath<CPUIDEntry, UInt32>, _ bit: Int) -> Bool {
+            e.map { $0[keyPath: reg] & (1 << bit) != 0 } ?? false
+        }
+        var mask: UInt64 = 0x7ff                              // VME ... OSXMMEXCPT
+        if has(leaf7, \.ecx, 2) { mask |= 1 << 11 }           // UMIP
+        if has(leaf7, \.ecx, 16) { mask |= 1 << 12 }          // LA57
+        if has(leaf7, \.ebx, 0) { mask |= 1 << 16 }           // FSGSBASE
+        if has(leaf1, \.ecx, 17) { mask |= 1 << 17 }          // PCIDE
+        if has(leaf1, \.ecx, 26) { mask |= 1 << 18 }          // OSXSAVE
+        if has(leaf7, \.ebx, 7) { mask |= 1 << 20 }           // SMEP
+        if has(leaf7, \.ebx, 20) { mask |= 1 << 21 }          // SMAP
+        if has(leaf7, \.ecx, 3) { mask |= 1 << 22 }           // PKE
+        return mask
     }
 
     private func registerDevices() throws(MonitorError) {
@@ -149,4 +204,7 @@ public final class Machine {
 /// MSR numbers L0 handles itself (Intel SDM Vol. 4, chapter 2).
 public enum MSRIndex {
     public static let apicBase: UInt32 = 0x1b
+    public static let featureControl: UInt32 = 0x3a
+    /// IA32_VMX_BASIC ... IA32_VMX_VMFUNC (SDM Vol. 3C Appendix A).
+    public static let vmxCapabilities: ClosedRange<UInt32> = 0x480...0x491
 }

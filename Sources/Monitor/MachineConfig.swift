@@ -11,6 +11,10 @@ public struct MachineConfig: Sendable {
     public var serialPath: String?
     /// The monitor's own command line, recorded in the trace.
     public var invocation: String = ""
+    /// IA32_FEATURE_CONTROL starts unlocked at 0 instead of locked with VMX on.
+    public var featureControlUnlocked = false
+    /// How L1's VMX instructions reach L0.
+    public var vmxTrapChannel: VMXTrapChannel = .emulation
 
     public init(imagePath: String) { self.imagePath = imagePath }
 

@@ -44,6 +44,7 @@ extension Machine {
     /// and arm the host timer for a deadline still ahead.
     @inline(__always)
     func prepareEntry() throws(KVMError) {
+        try refreshBreakpoints()
         if let deadline = apic.timerDeadline {
             let now = monotonicNanos()
             if deadline <= now { apic.updateTimer(at: now) }
@@ -71,7 +72,8 @@ extension Machine {
     private func record(_ note: ExitNote, at time: UInt64, duration: UInt64) {
         trace?.append(TraceRecord(timestamp: time &- runStart, duration: TraceRecord.clampDuration(duration), level: 1,
                                   kind: note.kind, vcpu: UInt16(truncatingIfNeeded: vcpu.id), rip: vcpu.sync.pointee.regs.rip,
-                                  address: note.address, value: note.value, size: note.size, flags: note.flags))
+                                  address: note.address, value: note.value, vmxReason: note.vmxReason,
+                                  size: note.size, flags: note.flags))
     }
 }
 
@@ -82,6 +84,7 @@ public struct ExitNote: Equatable, Sendable {
     public var value: UInt64 = 0
     public var size: UInt8 = 0
     public var flags: RecordFlags = []
+    public var vmxReason: UInt32 = TraceRecord.noVMXReason
     public init(kind: ExitKind = .unknownExit) { self.kind = kind }
 }
 

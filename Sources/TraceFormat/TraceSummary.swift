@@ -1,9 +1,10 @@
 /// Per-group and per-level statistics of a trace, computed in one pass.
 public struct TraceSummary: Sendable {
-    /// Records sharing (level, kind, handler).
+    /// Records sharing (level, reason, handler). The reason is the VMX exit
+    /// reason when a record has one, otherwise its kind (see `ExitReason`).
     public struct Group: Sendable, Equatable {
         public var level: UInt8
-        public var kind: ExitKind
+        public var reason: ExitReason
         public var handler: Handler
         public var count: UInt64
         /// Fraction (0...1) of all records in the trace.
@@ -39,7 +40,7 @@ public struct TraceSummary: Sendable {
     public var lastTimestamp: UInt64?
     /// lastTimestamp - firstTimestamp, ns (0 for fewer than two records).
     public var runDuration: UInt64
-    /// Sorted by level, kind, handler.
+    /// Sorted by level, reason, handler.
     public var groups: [Group]
     /// Sorted by level; only levels that occur.
     public var levels: [Level]
@@ -75,22 +76,38 @@ public struct TraceSummary: Sendable {
         self.unclaimed = unclaimed
     }
 
-    /// The group for (level, kind, handler), if any record had it.
+    /// The group for (level, reason, handler), if any record had it.
+    public func group(level: UInt8, reason: ExitReason, handler: Handler = .l0) -> Group? {
+        groups.first { $0.level == level && $0.reason == reason && $0.handler == handler }
+    }
+
+    /// The group of records with this kind and no VMX reason.
     public func group(level: UInt8, kind: ExitKind, handler: Handler = .l0) -> Group? {
-        groups.first { $0.level == level && $0.kind == kind && $0.handler == handler }
+        group(level: level, reason: .kind(kind), handler: handler)
+    }
+
+    /// Exits (events excluded) and handling time per level, in level order.
+    public var levelTotals: [(level: UInt8, exits: UInt64, time: UInt64)] {
+        levels.map { l in
+            let gs = groups.filter { $0.level == l.level && !($0.reason.kind?.isEvent ?? false) }
+            return (l.level, l.exits, gs.reduce(0) { $0 &+ $1.totalDuration })
+        }
     }
 }
 
 /// The one-pass state. Groups are found through a flat slot table indexed by
-/// level<<9 | kind<<1 | handler (handlers 0 and 1), so the common path does no
-/// hashing; other handler bytes only occur in odd files and use a dictionary.
+/// level<<10 | reason<<1 | handler, where reason is the kind (0-255) or 256 +
+/// the VMX reason (below 256), and handlers 0 and 1; so the common path does
+/// no hashing. Other handler bytes and VMX reasons only occur in odd files and
+/// use a dictionary.
 private struct Accumulator {
-    static let slotCount = 256 * 512
+    struct OtherKey: Hashable { var level: UInt8; var reason: UInt64; var handler: UInt8 }
+    static let slotCount = 256 * 1024
     static let nb = DurationBuckets.count
 
     var slots = [Int32](repeating: -1, count: slotCount)
-    var otherSlots: [UInt32: Int32] = [:]
-    var keys: [(level: UInt8, kind: UInt8, handler: UInt8)] = []
+    var otherSlots: [OtherKey: Int32] = [:]
+    var keys: [(level: UInt8, reason: UInt64, handler: UInt8)] = []
     var buckets: [UInt64] = []     // keys.count × nb
     var sums: [UInt64] = []
     var maxes: [UInt32] = []
@@ -103,7 +120,7 @@ private struct Accumulator {
 
     @inline(__always)
     mutating func add(_ r: TraceRecord) {
-        let g = groupIndex(r.level, r.kind.rawValue, r.handler.rawValue)
+        let g = groupIndex(r.level, r.kind.rawValue, r.vmxReason, r.handler.rawValue)
         buckets[g &* Self.nb &+ DurationBuckets.bucket(r.duration)] &+= 1
         sums[g] &+= UInt64(r.duration)
         if r.duration > maxes[g] { maxes[g] = r.duration }
@@ -117,25 +134,28 @@ private struct Accumulator {
     }
 
     @inline(__always)
-    mutating func groupIndex(_ level: UInt8, _ kind: UInt8, _ handler: UInt8) -> Int {
-        if handler <= 1 {
-            let s = Int(level) << 9 | Int(kind) << 1 | Int(handler)
+    mutating func groupIndex(_ level: UInt8, _ kind: UInt8, _ vmx: UInt32, _ handler: UInt8) -> Int {
+        let reasonSlot = vmx == TraceRecord.noVMXReason ? Int(kind) : 256 &+ Int(vmx)
+        if handler <= 1 && reasonSlot < 512 {
+            let s = Int(level) << 10 | reasonSlot << 1 | Int(handler)
             let g = slots[s]
             if g >= 0 { return Int(g) }
-            let new = newGroup(level, kind, handler)
+            let new = newGroup(level, vmx, kind, handler)
             slots[s] = Int32(new)
             return new
         }
-        let key = UInt32(level) << 16 | UInt32(kind) << 8 | UInt32(handler)
+        let reason = vmx == TraceRecord.noVMXReason ? UInt64(kind) : (1 << 32 | UInt64(vmx))
+        let key = OtherKey(level: level, reason: reason, handler: handler)
         if let g = otherSlots[key] { return Int(g) }
-        let new = newGroup(level, kind, handler)
+        let new = newGroup(level, vmx, kind, handler)
         otherSlots[key] = Int32(new)
         return new
     }
 
     @inline(never)
-    mutating func newGroup(_ level: UInt8, _ kind: UInt8, _ handler: UInt8) -> Int {
-        keys.append((level, kind, handler))
+    mutating func newGroup(_ level: UInt8, _ vmx: UInt32, _ kind: UInt8, _ handler: UInt8) -> Int {
+        let reason = vmx == TraceRecord.noVMXReason ? UInt64(kind) : (1 << 32 | UInt64(vmx))
+        keys.append((level, reason, handler))
         buckets.append(contentsOf: repeatElement(0, count: Self.nb))
         sums.append(0)
         maxes.append(0)
@@ -149,13 +169,13 @@ private struct Accumulator {
             let b = Array(buckets[(g * Self.nb)..<((g + 1) * Self.nb)])
             let count = b.reduce(0, &+)
             groups.append(TraceSummary.Group(
-                level: key.level, kind: ExitKind(rawValue: key.kind), handler: Handler(rawValue: key.handler),
+                level: key.level, reason: ExitReason(key: key.reason), handler: Handler(rawValue: key.handler),
                 count: count, share: total == 0 ? 0 : Double(count) / Double(total),
                 unclaimed: unclaimed[g],
                 histogram: DurationHistogram(buckets: b, count: count, sum: sums[g], max: maxes[g])))
         }
         groups.sort {
-            ($0.level, $0.kind.rawValue, $0.handler.rawValue) < ($1.level, $1.kind.rawValue, $1.handler.rawValue)
+            ($0.level, $0.reason.key, $0.handler.rawValue) < ($1.level, $1.reason.key, $1.handler.rawValue)
         }
         let first: UInt64? = total == 0 ? nil : minTime
         let last: UInt64? = total == 0 ? nil : maxTime

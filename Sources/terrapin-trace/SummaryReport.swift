@@ -8,12 +8,6 @@ struct SummaryReport {
     private func micros(_ ns: Double) -> String { fixed(ns / 1000, 1) }
     private func micros(_ ns: UInt64) -> String { micros(Double(ns)) }
 
-    private func durationText(_ ns: UInt64) -> String {
-        if ns >= 1_000_000_000 { return fixed(Double(ns) / 1e9, 3) + " s" }
-        if ns >= 1_000_000 { return fixed(Double(ns) / 1e6, 3) + " ms" }
-        return fixed(Double(ns) / 1e3, 1) + " µs"
-    }
-
     func text() -> String {
         var out = "trace: \(reader.path)\n"
         for (key, value) in reader.metadata.entries { out += "\(key): \(value)\n" }
@@ -32,27 +26,20 @@ struct SummaryReport {
         }
         out += "\n"
 
-        let header = ["level", "kind", "handler", "count", "share%", "total ms",
-                      "mean µs", "p50 µs", "p90 µs", "p99 µs", "max µs"]
-        var rows: [[String]] = [header]
+        var table = Table(header: ["level", "reason", "handler", "count", "share%", "total ms",
+                                   "mean µs", "p50 µs", "p90 µs", "p99 µs", "max µs"], leftColumns: 3)
         for g in summary.groups {
-            rows.append([
-                "L\(g.level)", g.kind.name, g.handler.name, String(g.count),
+            table.add([
+                "L\(g.level)", g.reason.name, g.handler.name, String(g.count),
                 fixed(g.share * 100, 2), fixed(Double(g.totalDuration) / 1e6, 3),
                 micros(g.meanDuration), micros(g.p50), micros(g.p90), micros(g.p99),
                 micros(UInt64(g.maxDuration)),
             ])
         }
-        var widths = [Int](repeating: 0, count: header.count)
-        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
-        for row in rows {
-            // Text columns left-aligned, numbers right-aligned.
-            let cells = row.enumerated().map { i, cell in pad(cell, widths[i], right: i >= 3) }
-            out += cells.joined(separator: "  ") + "\n"
-        }
+        out += table.text
         if summary.unclaimed > 0 {
             let parts = summary.groups.filter { $0.unclaimed > 0 }
-                .map { "L\($0.level) \($0.kind.name) \($0.handler.name): \($0.unclaimed)" }
+                .map { "L\($0.level) \($0.reason.name) \($0.handler.name): \($0.unclaimed)" }
             out += "\nunclaimed accesses: \(summary.unclaimed) (\(parts.joined(separator: ", ")))\n"
         }
         return out
@@ -69,7 +56,8 @@ struct SummaryReport {
                 + "\"exits_per_second\": \(l.exitsPerSecond.map { fixed($0, 3) } ?? "null")}"
         }
         let groups = summary.groups.map { g in
-            "    {\"level\": \(g.level), \"kind\": \(jsonString(g.kind.name)), \"kind_code\": \(g.kind.rawValue), "
+            "    {\"level\": \(g.level), \"reason\": \(jsonString(g.reason.name)), "
+                + "\"reason_source\": \(jsonString(g.reason.source)), \"reason_code\": \(g.reason.code), "
                 + "\"handler\": \(jsonString(g.handler.name)), \"count\": \(g.count), "
                 + "\"share\": \(fixed(g.share, 6)), \"total_ns\": \(g.totalDuration), "
                 + "\"mean_ns\": \(fixed(g.meanDuration, 1)), \"p50_ns\": \(g.p50), \"p90_ns\": \(g.p90), "

@@ -6,13 +6,29 @@ struct TerrapinTrace: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "terrapin-trace",
         abstract: "Analyse Terrapin exit traces",
-        subcommands: [Summary.self]
+        subcommands: [Summary.self, Storms.self, Compare.self, Plot.self, Export.self, Generate.self]
     )
+}
+
+/// Opens a trace, or prints "error: FILE: byte N: ..." and exits with status 1.
+func openTrace(_ path: String) throws -> TraceReader {
+    do {
+        return try TraceReader(path: path)
+    } catch {
+        printError("error: \(error)")
+        throw ExitCode(1)
+    }
+}
+
+/// Prints "error: ..." and exits with status 1.
+func fail(_ message: String) -> ExitCode {
+    printError("error: \(message)")
+    return ExitCode(1)
 }
 
 struct Summary: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print counts and handling-time statistics per level, exit kind and handler."
+        abstract: "Print counts and handling-time statistics per level, exit reason and handler."
     )
 
     @Argument(help: "The trace file (.trc).")
@@ -22,13 +38,7 @@ struct Summary: ParsableCommand {
     var json = false
 
     func run() throws {
-        let reader: TraceReader
-        do {
-            reader = try TraceReader(path: trace)
-        } catch {
-            printError("error: \(error)")
-            throw ExitCode(1)
-        }
+        let reader = try openTrace(trace)
         let summary = TraceSummary(reader)
         let report = SummaryReport(reader: reader, summary: summary)
         writeStdout(json ? report.json() : report.text())

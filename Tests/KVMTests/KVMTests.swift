@@ -283,7 +283,7 @@ final class VCPUExitTests: XCTestCase {
             throw XCTSkip("host lacks KVM_CAP_X86_USER_SPACE_MSR or KVM_CAP_X86_MSR_FILTER")
         }
         try t.vm.enableUserSpaceMSR([.filter])
-        try t.vm.denyMSRs([0x1B])
+        try t.vm.denyMSRs([0x1B...0x1B])
 
         let read = try XCTUnwrap(try t.run().rdmsr)
         XCTAssertEqual(read.index, 0x1B)

@@ -41,6 +41,19 @@ final class FuzzTests: TraceTestCase {
                 XCTAssertEqual(s.recordCount, UInt64(r.recordCount), "round \(round)")
                 XCTAssertEqual(s.groups.reduce(0) { $0 + $1.count }, s.recordCount, "round \(round)")
                 _ = s.groups.map { ($0.p50, $0.p99, $0.meanDuration) }
+                // The analyses behind storms, compare, plot and export must cope too.
+                let a = EpisodeAnalysis(r, window: 1 + UInt64(rng.below(1_000_000)), topSequences: 3)
+                XCTAssertLessThanOrEqual(a.exitsInEpisodes, a.totalExits, "round \(round)")
+                _ = a.worst(3).map { EpisodeAnalysis.steps(of: $0, in: r) }
+                _ = TraceComparison(s, s, unitsA: 2, unitsB: 3).flagged
+                let t = Timeline(r, bins: 1 + rng.below(50))
+                XCTAssertEqual(t.series.reduce(0) { $0 + $1.total }, t.latency.reduce(0) { $0 + $1.buckets.reduce(0, +) })
+                if round % 10 == 0 {
+                    let out = try TextOutput(path: path("export.out"))
+                    PerfettoExport.write(r, to: out)
+                    RecordExport.writeCSV(r, to: out)
+                    try out.finish()
+                }
             } catch {
                 rejected += 1
                 XCTAssertEqual(error.path, p)

@@ -63,7 +63,7 @@ final class SummaryTests: TraceTestCase {
         let s = TraceSummary(records: records)
 
         XCTAssertEqual(s.recordCount, 10)
-        XCTAssertEqual(s.groups.map { "\($0.level)/\($0.kind.name)/\($0.handler.name)" },
+        XCTAssertEqual(s.groups.map { "\($0.level)/\($0.reason.name)/\($0.handler.name)" },
                        ["1/io-in/l0", "1/interrupt-injected/l0", "2/rdmsr/l0", "2/rdmsr/reflected"])
         XCTAssertEqual(s.groups.map(\.count), [6, 2, 1, 1])
         XCTAssertEqual(s.groups[0].share, 0.6, accuracy: 1e-12)
@@ -104,5 +104,33 @@ final class SummaryTests: TraceTestCase {
         XCTAssertEqual(s.runDuration, 0)
         XCTAssertNil(s.levels.first?.exitsPerSecond)
         XCTAssertEqual(s.levels.first?.exits, 1)
+    }
+
+    func testGroupsByVMXReasonWhenPresent() {
+        let records = [
+            TraceRecord(timestamp: 0, duration: 10, level: 2, kind: .ioOut, vmxReason: 30, handler: .reflected),
+            TraceRecord(timestamp: 1, duration: 20, level: 2, kind: .ioIn, vmxReason: 30, handler: .reflected),
+            TraceRecord(timestamp: 2, duration: 30, level: 2, kind: .ioIn, vmxReason: 30),
+            TraceRecord(timestamp: 3, duration: 5, level: 1, kind: .internalError, vmxReason: 23),
+            TraceRecord(timestamp: 4, duration: 5, level: 1, kind: .ioOut),
+            TraceRecord(timestamp: 5, duration: 7, level: 1, kind: .internalError, vmxReason: 70_000),
+        ]
+        let s = TraceSummary(records: records)
+        XCTAssertEqual(s.groups.map { "\($0.level)/\($0.reason.name)/\($0.handler.name)/\($0.count)" },
+                       ["1/io-out/l0/1", "1/VMREAD/l0/1", "1/VMX_REASON_70000/l0/1",
+                        "2/IO_INSTRUCTION/l0/1", "2/IO_INSTRUCTION/reflected/2"])
+        XCTAssertEqual(s.group(level: 2, reason: .vmx(30), handler: .reflected)?.totalDuration, 30)
+        XCTAssertNil(s.group(level: 2, kind: .ioOut, handler: .reflected), "a VMX reason replaces the kind")
+        XCTAssertEqual(s.levelTotals.map(\.time), [17, 60])
+    }
+
+    func testReasonNames() {
+        XCTAssertEqual(ExitReason.vmx(48).name, "EPT_VIOLATION")
+        XCTAssertEqual(ExitReason.vmx(0).name, "EXCEPTION_NMI")
+        XCTAssertEqual(ExitReason.vmx(77).name, "TDCALL")
+        XCTAssertEqual(ExitReason.vmx(35).name, "VMX_REASON_35")
+        XCTAssertEqual(ExitReason.kind(.hlt).name, "hlt")
+        XCTAssertEqual(ExitReason(TraceRecord(timestamp: 0, duration: 0, kind: .hlt, vmxReason: 12)).name, "HLT")
+        XCTAssertTrue(ExitReason.kind(ExitKind(rawValue: 255)) < ExitReason.vmx(0))
     }
 }

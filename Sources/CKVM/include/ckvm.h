@@ -75,21 +75,22 @@ static inline uint32_t ckvm_ex_error_code(const struct kvm_run *r) { return r->e
 static inline struct kvm_sync_regs *ckvm_sync_regs(struct kvm_run *r) { return &r->s.regs; }
 
 // --- KVM_X86_SET_MSR_FILTER ---------------------------------------------------
-// Builds a filter whose default is `default_allow`; each listed MSR gets its own
-// one-MSR range whose bitmap bit is clear, i.e. denied for reads and writes, so
-// accesses exit to userspace (KVM_MSR_EXIT_REASON_FILTER). At most
-// KVM_MSR_FILTER_MAX_RANGES (16) MSRs. `bitmaps` must outlive the ioctl call.
-static inline int ckvm_set_msr_deny_filter(int vm_fd, const uint32_t *msrs, unsigned count) {
+// Builds a filter that allows every MSR except the `count` ranges
+// [bases[i], bases[i] + counts[i]), whose reads and writes exit to userspace
+// (KVM_MSR_EXIT_REASON_FILTER): each range gets an all-zero (deny) bitmap.
+// At most KVM_MSR_FILTER_MAX_RANGES ranges of at most 2048 MSRs each; KVM
+// copies the bitmaps during the call. Returns 0, or -1 with errno set.
+static inline int ckvm_set_msr_deny_ranges(int vm_fd, const uint32_t *bases, const uint32_t *counts, unsigned count) {
+    static const uint8_t deny_all[256];
     struct kvm_msr_filter filter = {0};
-    static uint8_t zero_bitmap[KVM_MSR_FILTER_MAX_RANGES];
     if (count > KVM_MSR_FILTER_MAX_RANGES) return -1;
     filter.flags = KVM_MSR_FILTER_DEFAULT_ALLOW;
     for (unsigned i = 0; i < count; i++) {
-        zero_bitmap[i] = 0;
+        if (counts[i] == 0 || counts[i] > 8 * sizeof deny_all) return -1;
         filter.ranges[i].flags = KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE;
-        filter.ranges[i].nmsrs = 1;
-        filter.ranges[i].base = msrs[i];
-        filter.ranges[i].bitmap = &zero_bitmap[i];
+        filter.ranges[i].nmsrs = counts[i];
+        filter.ranges[i].base = bases[i];
+        filter.ranges[i].bitmap = (uint8_t *)deny_all;
     }
     return ioctl(vm_fd, KVM_X86_SET_MSR_FILTER, &filter);
 }

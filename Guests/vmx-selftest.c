@@ -1,0 +1,297 @@
+/*
+ * vmx-selftest - the emulated VMX seen from L1: discovery, feature control,
+ * the capability MSRs, CR4.VMXE, and every VMX instruction's outcomes in VMX
+ * root operation, as SDM Vol. 3C chapter 31 and Appendix A define them.
+ *
+ * usage: vmx-selftest
+ *
+ * Each check prints PASS or FAIL; the summary decides the exit status.
+ * VMLAUNCH/VMRESUME are checked up to their launch-state failures: a real
+ * VM entry is the nested-execution work.
+ */
+#include "guest.h"
+#include "vmx.h"
+
+#define VMCS_REVISION_MASK	0x7fffffffu
+#define FIELD_BAD_RESERVED	0x1000u		/* bit 12 is reserved in encodings */
+#define FIELD_UNSUPPORTED	0xffffffffu
+#define UNMAPPED_VA		0x100000000ull	/* above the 4 GiB identity map */
+#define VPID_CAP_INVEPT_SINGLE	(1ull << 25)
+
+static uint8_t vmxon_region[4096] __attribute__((aligned(4096)));
+static uint8_t vmcs_a[4096] __attribute__((aligned(4096)));
+static uint8_t vmcs_b[4096] __attribute__((aligned(4096)));
+static uint8_t vmcs_copy[4096] __attribute__((aligned(4096)));
+
+static uint32_t revision;
+static uint64_t vmcs_enum, ept_cap;
+
+static uint64_t pa(void *p) { return (uint64_t)(uintptr_t)p; }
+
+static void set_revision(void *region, uint32_t rev)
+{
+	memset(region, 0, 4096);
+	*(uint32_t *)region = rev;
+}
+
+static uint64_t msr(uint32_t index)
+{
+	uint64_t v = 0;
+	int vec = rdmsr_checked(index, &v);
+	if (vec != NO_FAULT)
+		report(false, "RDMSR 0x%x raised vector %d", index, vec);
+	return v;
+}
+
+static uint64_t vm_error(void)
+{
+	uint64_t e = 0;
+	vmread(VMCS_VM_INSTRUCTION_ERROR, &e);
+	return e;
+}
+
+static bool failed_valid(struct vmx_result r, uint64_t error)
+{
+	return r.outcome == VMX_FAIL_VALID && vm_error() == error;
+}
+
+static void check_discovery(void)
+{
+	uint32_t a, b, c, d;
+	cpuid(1, 0, &a, &b, &c, &d);
+	report(c & (1u << 5), "CPUID.1:ECX.VMX[bit 5] is set");
+
+	uint64_t fc = msr(MSR_IA32_FEATURE_CONTROL);
+	report((fc & 0x5) == 0x5, "IA32_FEATURE_CONTROL is locked with VMX outside SMX (0x%llx)",
+	       (unsigned long long)fc);
+	report(wrmsr_checked(MSR_IA32_FEATURE_CONTROL, fc) == 13, "WRMSR to locked IA32_FEATURE_CONTROL raises #GP");
+}
+
+static void check_capability_msrs(void)
+{
+	uint64_t basic = msr(MSR_IA32_VMX_BASIC);
+	revision = (uint32_t)basic & VMCS_REVISION_MASK;
+	report(!(basic & (1ull << 31)), "VMX_BASIC bit 31 is clear (revision 0x%x)", revision);
+	report(((basic >> 32) & 0x1fff) == 4096, "VMX_BASIC region size is 4096");
+	report(((basic >> 50) & 0xf) == 6, "VMX_BASIC memory type is write-back");
+	report(basic & (1ull << 54), "VMX_BASIC reports INS/OUTS information");
+	report(basic & (1ull << 55), "VMX_BASIC bit 55: true controls exist");
+
+	static const struct { uint32_t msr; uint32_t default1; const char *name; } ctls[] = {
+		{ MSR_IA32_VMX_PINBASED_CTLS, 0x16, "PINBASED" },
+		{ MSR_IA32_VMX_PROCBASED_CTLS, 0x0401e172, "PROCBASED" },
+		{ MSR_IA32_VMX_EXIT_CTLS, 0x00036dff, "EXIT" },
+		{ MSR_IA32_VMX_ENTRY_CTLS, 0x000011ff, "ENTRY" },
+	};
+	for (unsigned i = 0; i < 4; i++) {
+		uint64_t v = msr(ctls[i].msr), t = msr(ctls[i].msr + 0xc);
+		uint32_t must = (uint32_t)v, may = (uint32_t)(v >> 32);
+		report((must & ctls[i].default1) == ctls[i].default1, "%s_CTLS reports default-1 bits 0x%x as required",
+		       ctls[i].name, ctls[i].default1);
+		report((must & ~may) == 0 && ((uint32_t)t & ~(uint32_t)(t >> 32)) == 0,
+		       "%s_CTLS and TRUE_%s_CTLS: every required bit is allowed", ctls[i].name, ctls[i].name);
+		report(((uint32_t)t & ~must) == 0, "TRUE_%s_CTLS requires no more than %s_CTLS", ctls[i].name, ctls[i].name);
+	}
+	uint64_t true_proc = msr(MSR_IA32_VMX_TRUE_PROCBASED_CTLS);
+	uint32_t cr3_exiting = (1u << 15) | (1u << 16), never = (1u << 9) | (1u << 12) | cr3_exiting;
+	report(!((uint32_t)true_proc & cr3_exiting), "TRUE_PROCBASED_CTLS lets CR3-load/store exiting be 0");
+	report(!((uint32_t)(true_proc >> 32) & never), "TRUE_PROCBASED_CTLS never allows INVLPG, RDTSC or CR3 exiting");
+
+	uint64_t cr4f0 = msr(MSR_IA32_VMX_CR4_FIXED0), cr0f0 = msr(MSR_IA32_VMX_CR0_FIXED0);
+	report(!(cr4f0 & CR4_VMXE), "CR4_FIXED0 has bit 13 (VMXE) clear: VMXE is virtual");
+	report((cr0f0 & 0x80000021) == 0x80000021, "CR0_FIXED0 requires PE, NE and PG");
+	vmcs_enum = msr(MSR_IA32_VMX_VMCS_ENUM);
+	report(vmcs_enum != 0 && !(vmcs_enum & ~0x3feull), "VMCS_ENUM reports a highest index (0x%llx)",
+	       (unsigned long long)(vmcs_enum >> 1));
+	ept_cap = msr(MSR_IA32_VMX_EPT_VPID_CAP);
+	report(ept_cap & (1ull << 6), "EPT_VPID_CAP: 4-level EPT walks");
+
+	report(wrmsr_checked(MSR_IA32_VMX_BASIC, 0) == 13, "WRMSR to IA32_VMX_BASIC raises #GP");
+	report(wrmsr_checked(MSR_IA32_VMX_VMFUNC, 0) == 13, "WRMSR to IA32_VMX_VMFUNC raises #GP");
+}
+
+static void check_vmxon(void)
+{
+	uint64_t cr4 = read_cr4(), cr0 = read_cr0();
+
+	set_revision(vmxon_region, revision);
+	report(vmxon(pa(vmxon_region)).vector == 6, "VMXON with CR4.VMXE clear raises #UD");
+	report(vmread(VMCS_GUEST_RIP, &(uint64_t){0}).vector == 6, "VMREAD outside VMX operation raises #UD");
+
+	report(write_cr4_checked(cr4 | CR4_VMXE) == NO_FAULT, "MOV to CR4 with VMXE set succeeds");
+
+	write_cr0(cr0 & ~CR0_NE);
+	report(vmxon(pa(vmxon_region)).vector == 13, "VMXON with CR0.NE clear raises #GP");
+	write_cr0(cr0 | CR0_NE);
+
+	struct vmx_result r = vmxon(pa(vmxon_region) + 8);
+	report(r.outcome == VMX_FAIL_INVALID, "VMXON with a misaligned region fails invalid");
+	report(vmxon(1ull << 52).outcome == VMX_FAIL_INVALID, "VMXON beyond MAXPHYADDR fails invalid");
+	set_revision(vmxon_region, revision ^ 1);
+	report(vmxon(pa(vmxon_region)).outcome == VMX_FAIL_INVALID, "VMXON with a wrong revision fails invalid");
+	set_revision(vmxon_region, revision | 0x80000000u);
+	report(vmxon(pa(vmxon_region)).outcome == VMX_FAIL_INVALID, "VMXON with revision bit 31 set fails invalid");
+	set_revision(vmxon_region, revision);
+	r = vmxon(pa(vmxon_region));
+	report(r.outcome == VMX_SUCCEED && !(r.rflags & RFLAGS_ARITH), "VMXON succeeds and clears the arithmetic flags");
+	report(vmxon(pa(vmxon_region)).outcome == VMX_FAIL_INVALID, "VMXON in VMX root operation without a VMCS fails invalid");
+}
+
+static void check_pointers(void)
+{
+	uint64_t ptr = 0;
+	report(vmptrst(&ptr).outcome == VMX_SUCCEED && ptr == ~0ull, "VMPTRST with no current VMCS stores all ones");
+	report(vmread(VMCS_GUEST_RIP, &ptr).outcome == VMX_FAIL_INVALID, "VMREAD with no current VMCS fails invalid");
+	report(vmptrld(pa(vmcs_a) + 0x10).outcome == VMX_FAIL_INVALID, "VMPTRLD misaligned fails invalid (no VMCS yet)");
+	report(vmptrld(pa(vmxon_region)).outcome == VMX_FAIL_INVALID, "VMPTRLD of the VMXON region fails (no VMCS yet)");
+
+	set_revision(vmcs_a, revision);
+	set_revision(vmcs_b, revision ^ 0x10);
+	report(vmclear(pa(vmcs_a)).outcome == VMX_SUCCEED, "VMCLEAR of a fresh region succeeds");
+	report(vmptrld(pa(vmcs_a)).outcome == VMX_SUCCEED, "VMPTRLD succeeds");
+	report(vmptrst(&ptr).outcome == VMX_SUCCEED && ptr == pa(vmcs_a), "VMPTRST stores the current VMCS");
+	report(failed_valid(vmptrld(pa(vmcs_b)), 11), "VMPTRLD with a wrong revision fails with error 11");
+	report(failed_valid(vmptrld(pa(vmxon_region)), 10), "VMPTRLD of the VMXON region fails with error 10");
+	report(failed_valid(vmptrld(pa(vmcs_a) + 0x800), 9), "VMPTRLD misaligned fails with error 9");
+	report(failed_valid(vmclear(pa(vmcs_a) + 1), 2), "VMCLEAR misaligned fails with error 2");
+	report(failed_valid(vmclear(pa(vmxon_region)), 3), "VMCLEAR of the VMXON region fails with error 3");
+	report(failed_valid(vmxon(pa(vmxon_region)), 15), "VMXON in VMX root operation fails with error 15");
+	report(failed_valid(vmcall(), 1), "VMCALL in VMX root operation fails with error 1");
+}
+
+/* Every encoding with index up to VMCS_ENUM, for each width and type: what VMWRITE accepts reads back sized. */
+static void check_every_field(void)
+{
+	unsigned accepted = 0, wrong = 0, highest = 0, readonly = 0;
+	uint64_t max_index = (vmcs_enum >> 1) & 0x1ff;
+	static const uint64_t width_mask[4] = { 0xffff, ~0ull, 0xffffffff, ~0ull };
+
+	for (unsigned width = 0; width < 4; width++) {
+		for (unsigned type = 0; type < 4; type++) {
+			for (unsigned index = 0; index <= max_index + 2; index++) {
+				uint64_t field = (width << 13) | (type << 10) | (index << 1), back = 0;
+				uint64_t pattern = 0xa5a5c3c3f0f00f0full ^ field;
+				struct vmx_result r = vmwrite(field, pattern);
+				if (r.outcome == VMX_FAIL_VALID && vm_error() == 13) {
+					readonly++;
+					if (vmread(field, &back).outcome != VMX_SUCCEED)
+						wrong++;
+					continue;
+				}
+				if (r.outcome != VMX_SUCCEED)
+					continue;
+				accepted++;
+				if (index > highest)
+					highest = index;
+				if (vmread(field, &back).outcome != VMX_SUCCEED || back != (pattern & width_mask[width]))
+					wrong++;
+				if (width == 1) {	/* 64-bit: the high half */
+					if (vmwrite(field | 1, 0x12345678).outcome != VMX_SUCCEED ||
+					    vmread(field, &back).outcome != VMX_SUCCEED ||
+					    back != ((pattern & 0xffffffffull) | 0x1234567800000000ull) ||
+					    vmread(field | 1, &back).outcome != VMX_SUCCEED || back != 0x12345678)
+						wrong++;
+				}
+			}
+		}
+	}
+	report(accepted > 100 && wrong == 0, "VMWRITE/VMREAD round-trip %u writable fields (%u mismatches)", accepted, wrong);
+	report(readonly > 10, "%u exit-information fields are read-only (error 13) and readable", readonly);
+	report(highest == max_index, "the highest writable index (0x%x) equals VMCS_ENUM (0x%llx)", highest,
+	       (unsigned long long)max_index);
+
+	report(failed_valid(vmwrite(FIELD_UNSUPPORTED, 0), 12), "VMWRITE of encoding 0xffffffff fails with error 12");
+	report(failed_valid(vmwrite(VMCS_GUEST_RIP | FIELD_BAD_RESERVED, 0), 12), "VMWRITE with reserved bit 12 fails with error 12");
+	report(failed_valid(vmread(VMCS_GUEST_CS_LIMIT | 1, &(uint64_t){0}), 12), "high access to a 32-bit field fails with error 12");
+	report(failed_valid(vmread(1ull << 32 | VMCS_GUEST_RIP, &(uint64_t){0}), 12), "VMREAD with bits 63:32 set fails with error 12");
+	report(failed_valid(vmwrite(VMCS_EXIT_REASON, 1), 13), "VMWRITE to EXIT_REASON fails with error 13");
+}
+
+static void check_unmapped_operands(void)
+{
+	uint64_t flags = RFLAGS_DEFAULT | RFLAGS_CF | RFLAGS_ZF;
+	struct vmx_result r = vmread_mem(VMCS_GUEST_RIP, (uint64_t *)UNMAPPED_VA, flags);
+	report(r.outcome == VMX_FAULT && r.vector == 14 && fault.cr2 == UNMAPPED_VA && (fault.error_code & 2),
+	       "VMREAD to an unmapped page raises #PF (write, CR2 0x%llx)", (unsigned long long)fault.cr2);
+	report((r.rflags & RFLAGS_ARITH) == (flags & RFLAGS_ARITH), "... and leaves RFLAGS unchanged");
+	r = vmwrite_mem(VMCS_GUEST_RIP, (const uint64_t *)UNMAPPED_VA, flags);
+	report(r.outcome == VMX_FAULT && r.vector == 14 && !(fault.error_code & 2), "VMWRITE from an unmapped page raises #PF (read)");
+	r = vmread_mem(VMCS_GUEST_RIP, (uint64_t *)0x8000000000000000ull, flags);
+	report(r.outcome == VMX_FAULT && r.vector == 13, "VMREAD to a non-canonical address raises #GP");
+}
+
+static void check_cleared_copy(void)
+{
+	uint64_t rip = 0, offset = 0;
+	vmwrite(VMCS_GUEST_RIP, 0xfeedf00d);
+	vmwrite(VMCS_TSC_OFFSET, 0x1122334455667788ull);
+	report(vmclear(pa(vmcs_a)).outcome == VMX_SUCCEED, "VMCLEAR of the current VMCS succeeds");
+	uint64_t ptr = 0;
+	report(vmptrst(&ptr).outcome == VMX_SUCCEED && ptr == ~0ull, "... and makes the current-VMCS pointer invalid");
+	memcpy(vmcs_copy, vmcs_a, 4096);
+	report(vmptrld(pa(vmcs_copy)).outcome == VMX_SUCCEED, "VMPTRLD of a copy of a cleared VMCS succeeds");
+	vmread(VMCS_GUEST_RIP, &rip);
+	vmread(VMCS_TSC_OFFSET, &offset);
+	report(rip == 0xfeedf00d && offset == 0x1122334455667788ull, "the copy reads back identical fields");
+}
+
+static void check_launch_state(void)
+{
+	report(failed_valid(vmresume(), 5), "VMRESUME of a clear VMCS fails with error 5");
+}
+
+static void check_invalidation(void)
+{
+	struct inv_descriptor d = { 0, 0 };
+	uint64_t eptp = pa(vmcs_b) | 6 | (3 << 3);		/* WB, 4-level */
+
+	report(failed_valid(invept(0, &d), 28), "INVEPT type 0 fails with error 28");
+	report(failed_valid(invept(3, &d), 28), "INVEPT type 3 fails with error 28");
+	d.lo = eptp;
+	report(!(ept_cap & VPID_CAP_INVEPT_SINGLE) || invept(1, &d).outcome == VMX_SUCCEED, "INVEPT single-context with a valid EPTP succeeds");
+	d.lo = eptp | (1 << 7);
+	report(failed_valid(invept(1, &d), 28), "INVEPT single-context with reserved EPTP bits fails with error 28");
+	report(invept(2, &d).outcome == VMX_SUCCEED, "INVEPT all-context succeeds");
+
+	d.lo = 0; d.hi = 0;
+	report(failed_valid(invvpid(0, &d), 28), "INVVPID individual-address with VPID 0 fails with error 28");
+	d.lo = 1; d.hi = 0x8000000000000000ull;
+	report(failed_valid(invvpid(0, &d), 28), "INVVPID individual-address with a non-canonical address fails");
+	d.hi = 0x1000;
+	report(invvpid(0, &d).outcome == VMX_SUCCEED, "INVVPID individual-address succeeds");
+	d.lo = 1ull << 16 | 1;
+	report(failed_valid(invvpid(1, &d), 28), "INVVPID with descriptor bits 63:16 set fails");
+	d.lo = 1;
+	report(invvpid(1, &d).outcome == VMX_SUCCEED && invvpid(2, &d).outcome == VMX_SUCCEED &&
+	       invvpid(3, &d).outcome == VMX_SUCCEED, "INVVPID single, all and single-retaining-globals succeed");
+	report(failed_valid(invvpid(4, &d), 28), "INVVPID type 4 fails with error 28");
+}
+
+static void check_vmxoff(void)
+{
+	report(vmxoff().outcome == VMX_SUCCEED, "VMXOFF succeeds");
+	report(vmxoff().vector == 6, "VMXOFF outside VMX operation raises #UD");
+	report(vmcall().vector == 6, "VMCALL outside VMX operation raises #UD");
+	trap_reset();
+	__asm__ volatile(TRAP_BEGIN "ud2" TRAP_END : : : "r11", "memory");
+	report(fault.vector == 6, "a genuine UD2 still reaches the guest's #UD handler");
+	report(vmxon(pa(vmxon_region)).outcome == VMX_SUCCEED && vmxoff().outcome == VMX_SUCCEED,
+	       "VMXON works again after VMXOFF");
+}
+
+int main(int argc, char **argv)
+{
+	(void)argc; (void)argv;
+	trap_init();
+	check_discovery();
+	check_capability_msrs();
+	check_vmxon();
+	check_pointers();
+	check_every_field();
+	check_unmapped_operands();
+	check_cleared_copy();
+	check_launch_state();
+	check_invalidation();
+	check_vmxoff();
+	return report_summary();
+}

@@ -1,0 +1,43 @@
+import CKVM
+import NestedVMX
+
+/// Conversions between KVM's register structures and the core's `CPUState`.
+extension SegmentState {
+    init(_ s: kvm_segment) {
+        self.init(selector: s.selector, base: s.base, limit: s.limit, type: s.type, s: s.s != 0, dpl: s.dpl,
+                  present: s.present != 0, avl: s.avl != 0, l: s.l != 0, db: s.db != 0, g: s.g != 0,
+                  unusable: s.unusable != 0)
+    }
+}
+
+extension CPUState {
+    /// The state of the vCPU from sync regs, sregs and events.
+    init(regs r: kvm_regs, sregs s: kvm_sregs, events e: kvm_vcpu_events) {
+        self.init()
+        gprs[0] = r.rax; gprs[1] = r.rcx; gprs[2] = r.rdx; gprs[3] = r.rbx
+        gprs[4] = r.rsp; gprs[5] = r.rbp; gprs[6] = r.rsi; gprs[7] = r.rdi
+        gprs[8] = r.r8; gprs[9] = r.r9; gprs[10] = r.r10; gprs[11] = r.r11
+        gprs[12] = r.r12; gprs[13] = r.r13; gprs[14] = r.r14; gprs[15] = r.r15
+        rip = r.rip
+        rflags = r.rflags
+        cr0 = s.cr0; cr2 = s.cr2; cr3 = s.cr3; cr4 = s.cr4; efer = s.efer
+        cs = SegmentState(s.cs); ds = SegmentState(s.ds); es = SegmentState(s.es); fs = SegmentState(s.fs)
+        gs = SegmentState(s.gs); ss = SegmentState(s.ss); tr = SegmentState(s.tr); ldtr = SegmentState(s.ldt)
+        gdtr = TableRegister(base: s.gdt.base, limit: s.gdt.limit)
+        idtr = TableRegister(base: s.idt.base, limit: s.idt.limit)
+        // KVM_X86_SHADOW_INT_MOV_SS = 1, KVM_X86_SHADOW_INT_STI = 2.
+        blockingByMovSS = e.interrupt.shadow & 1 != 0
+        blockingBySTI = e.interrupt.shadow & 2 != 0
+    }
+
+    /// Copies the general-purpose registers, RIP and RFLAGS into `r`: all a
+    /// retired VMX instruction changes.
+    func store(into r: inout kvm_regs) {
+        r.rax = gprs[0]; r.rcx = gprs[1]; r.rdx = gprs[2]; r.rbx = gprs[3]
+        r.rsp = gprs[4]; r.rbp = gprs[5]; r.rsi = gprs[6]; r.rdi = gprs[7]
+        r.r8 = gprs[8]; r.r9 = gprs[9]; r.r10 = gprs[10]; r.r11 = gprs[11]
+        r.r12 = gprs[12]; r.r13 = gprs[13]; r.r14 = gprs[14]; r.r15 = gprs[15]
+        r.rip = rip
+        r.rflags = rflags
+    }
+}

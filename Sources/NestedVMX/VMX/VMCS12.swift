@@ -1,0 +1,90 @@
+import VMXArch
+
+/// Terrapin's VMCS12 layout in the 4 KiB VMCS region in L1 memory. The SDM
+/// leaves the format to the implementation (SDM Vol. 3C 25.2); ours is:
+///
+/// | offset | size | content |
+/// |---|---|---|
+/// | 0 | 4 | revision identifier (bits 30:0) and shadow-VMCS indicator (bit 31) |
+/// | 4 | 4 | VMX-abort indicator |
+/// | 8 | 4 | launch state: 0 clear, 1 launched |
+/// | 12 | 4 | reserved |
+/// | 16 + 8·i | 8 | field i of `VMCSField.allFields`, little-endian, zero-extended |
+///
+/// L0 caches the current VMCS and writes it back on VMCLEAR (and VMXOFF and
+/// VMPTRLD of another VMCS), as the SDM allows (25.11.1).
+public enum VMCS12Layout {
+    public static let revisionOffset: UInt64 = 0
+    public static let abortOffset: UInt64 = 4
+    public static let launchStateOffset: UInt64 = 8
+    public static let fieldsOffset: UInt64 = 16
+    public static let regionSize = 4096
+
+    /// Slot of each full field encoding.
+    static let slots: [UInt32: Int] = Dictionary(uniqueKeysWithValues: VMCSField.allFields.enumerated().map { ($1.rawValue, $0) })
+
+    /// The storage slot of `field` (full or high access), or nil if the
+    /// encoding names no field we support.
+    public static func slot(of field: VMCSField) -> Int? {
+        guard !field.hasReservedBitsSet else { return nil }
+        if field.isHighAccess && field.width != .bits64 { return nil }
+        return slots[field.full.rawValue]
+    }
+
+    /// Byte offset of a slot inside the region.
+    public static func offset(ofSlot slot: Int) -> UInt64 { fieldsOffset + 8 * UInt64(slot) }
+}
+
+/// The cached copy of one VMCS12.
+public struct VMCS12: Equatable, Sendable {
+    /// Guest-physical address of the VMCS region in L1 memory.
+    public let address: UInt64
+    public private(set) var values: [UInt64]
+    public var launched: Bool
+
+    /// Loads the region at `address`; nil if it is not wholly in RAM.
+    public init?(loadingFrom address: UInt64, memory: some GuestMemoryAccess) {
+        guard let raw = memory.read(address, count: VMCS12Layout.regionSize) else { return nil }
+        func word64(_ at: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(raw[at + $1]) << (8 * UInt64($1)) } }
+        self.address = address
+        launched = raw[Int(VMCS12Layout.launchStateOffset)] & 1 != 0
+        values = (0..<VMCSField.allFields.count).map { word64(Int(VMCS12Layout.offset(ofSlot: $0))) }
+    }
+
+    /// A VMCS with every field zero, as after VMCLEAR of fresh memory.
+    public init(address: UInt64) {
+        self.address = address
+        values = [UInt64](repeating: 0, count: VMCSField.allFields.count)
+        launched = false
+    }
+
+    /// The field's value as VMREAD sees it: the full 64 bits, or for a
+    /// high access the upper half of a 64-bit field. nil: not a field.
+    public func read(_ field: VMCSField) -> UInt64? {
+        guard let slot = VMCS12Layout.slot(of: field) else { return nil }
+        let v = values[slot]
+        return field.isHighAccess ? v >> 32 : v
+    }
+
+    /// Stores `value` (already sized to the operand) with VMWRITE's width
+    /// rules (SDM 31.3 VMWRITE): narrower fields drop high bits, a high
+    /// access replaces bits 63:32 only. Returns false if not a field.
+    @discardableResult
+    public mutating func write(_ field: VMCSField, _ value: UInt64) -> Bool {
+        guard let slot = VMCS12Layout.slot(of: field) else { return false }
+        switch field.width {
+        case .bits16: values[slot] = value & 0xffff
+        case .bits32: values[slot] = value & 0xffff_ffff
+        case .bits64 where field.isHighAccess: values[slot] = (values[slot] & 0xffff_ffff) | (value & 0xffff_ffff) << 32
+        case .bits64, .natural: values[slot] = value
+        }
+        return true
+    }
+
+    /// Writes the cache back to the region; false if it is no longer RAM.
+    public func store(to memory: some GuestMemoryAccess) -> Bool {
+        var ok = memory.store(UInt32(launched ? 1 : 0), at: address + VMCS12Layout.launchStateOffset)
+        for (slot, v) in values.enumerated() { ok = memory.store(v, at: address + VMCS12Layout.offset(ofSlot: slot)) && ok }
+        return ok
+    }
+}

@@ -1,0 +1,275 @@
+/// Exit multiplication (see "Episodes" in Traces/README.md).
+///
+/// An episode is identified by a non-zero episode id E. Its root is the
+/// record with id E that is reflected to L1 from level 2 or deeper (the L2
+/// exit that started it); its records are every record with id E, wherever
+/// they are in the file. Its exits are those records that are not events
+/// (interrupt-injected): its exit multiplication, the L0 exits it caused,
+/// counting the root. Its time is max(timestamp + duration) − min(timestamp)
+/// over its records. Ids that never have a root are orphans, reported apart.
+///
+/// One pass over the trace, together with burst detection. Records of one
+/// episode are found through an 8-entry cache in front of a dictionary, so
+/// the usual run of consecutive records costs no hashing.
+public struct EpisodeAnalysis: Sendable {
+    public struct Episode: Sendable, Equatable {
+        public var id: UInt64
+        public var vcpu: UInt16 = 0
+        public var rootLevel: UInt8 = 0
+        public var rootReason = ExitReason(key: 0)
+        /// Index of the episode's first and last record in the file.
+        public var firstRecord: Int
+        public var lastRecord: Int
+        public var start: UInt64
+        public var end: UInt64
+        public var exits: UInt32 = 0
+        public var records: UInt32 = 0
+        var hasRoot = false
+        var sequenceHash: UInt64 = 0x6A09_E667_F3BC_C908
+        var runKey: UInt64 = .max
+        var runLength: UInt32 = 0
+
+        /// ns from the first record's timestamp to the latest end.
+        public var time: UInt64 { end &- start }
+    }
+
+    /// A distinct exit sequence and how many episodes had it.
+    public struct ExitSequence: Sendable, Equatable {
+        /// Run-length steps in order: (reason, repeat count).
+        public var steps: [(reason: ExitReason, count: Int)]
+        public var episodes: Int
+        /// Exits of one such episode.
+        public var exits: Int
+
+        public init(steps: [(reason: ExitReason, count: Int)], episodes: Int, exits: Int) {
+            self.steps = steps
+            self.episodes = episodes
+            self.exits = exits
+        }
+
+        public static func == (a: ExitSequence, b: ExitSequence) -> Bool {
+            a.episodes == b.episodes && a.exits == b.exits && a.text == b.text
+        }
+
+        /// e.g. "EPT_VIOLATION → VMREAD×5 → VMWRITE×2 → VMRESUME"; at most
+        /// `maxSteps` steps, then "→ … (+N steps)".
+        public func text(maxSteps: Int = 16) -> String {
+            var parts = steps.prefix(maxSteps).map { $0.count == 1 ? $0.reason.name : "\($0.reason.name)×\($0.count)" }
+            if steps.count > maxSteps { parts.append("… (+\(steps.count - maxSteps) steps)") }
+            return parts.joined(separator: " → ")
+        }
+        public var text: String { text() }
+    }
+
+    /// Episodes with a root, in order of their first record.
+    public var episodes: [Episode]
+    public var orphanEpisodes: Int
+    public var orphanRecords: UInt64
+    /// Reflected exits from level 2 or deeper whose episode id is 0.
+    public var reflectedWithoutEpisode: UInt64
+    /// All exits in the trace (events excluded), and those inside rooted episodes.
+    public var totalExits: UInt64
+    public var exitsInEpisodes: UInt64
+    /// Exit multiplication and episode time distributions (log-linear, exact below 32).
+    public var multiplication: DurationHistogram
+    public var time: DurationHistogram
+    /// Distinct sequences, most common first (ties: more exits first, then text).
+    public var sequences: [ExitSequence]
+    public var bursts: BurstDetector.Result
+    public var firstTimestamp: UInt64?
+    public var lastTimestamp: UInt64?
+
+    /// Analyses `reader`; `topSequences` bounds `sequences`.
+    public init(_ reader: TraceReader, window: UInt64 = 1_000_000, threshold: BurstThreshold = .meanMultiple(3),
+                topSequences: Int = 10) {
+        var pass = Pass(window: window, records: reader.recordCount)
+        var i = 0
+        reader.forEach { r in
+            pass.add(r, index: i)
+            i &+= 1
+        }
+        pass.flush()
+        var rooted = pass.episodes   // unique: compacted in place
+        pass.episodes = []
+        var orphans = 0, orphanRecords: UInt64 = 0, inEpisodes: UInt64 = 0
+        var mult = DurationHistogram(), time = DurationHistogram()
+        // Sequence hash -> (episodes, representative index in `rooted`).
+        var bySequence: [UInt64: (count: Int, rep: Int)] = [:]
+        var kept = 0
+        rooted.withUnsafeMutableBufferPointer { b in
+            for j in b.indices {
+                var e = b[j]
+                guard e.hasRoot else {
+                    orphans += 1
+                    orphanRecords += UInt64(e.records)
+                    continue
+                }
+                if e.runLength > 0 { e.sequenceHash = mix(e.sequenceHash, e.runKey, e.runLength) }
+                inEpisodes += UInt64(e.exits)
+                mult.add(e.exits)
+                time.add(TraceRecord.clampDuration(e.time))
+                bySequence[e.sequenceHash, default: (0, kept)].count += 1
+                b[kept] = e
+                kept += 1
+            }
+        }
+        rooted.removeLast(rooted.count - kept)
+        let top = bySequence.values.sorted {
+            ($0.count, rooted[$0.rep].exits, rooted[$1.rep].id) > ($1.count, rooted[$1.rep].exits, rooted[$0.rep].id)
+        }.prefix(max(0, topSequences))
+        sequences = top.map { t in
+            let e = rooted[t.rep]
+            return ExitSequence(steps: EpisodeAnalysis.steps(of: e, in: reader), episodes: t.count, exits: Int(e.exits))
+        }
+        // Equal counts: order by the rendered text, so the output is stable.
+        sequences.sort { ($0.episodes, $0.exits) != ($1.episodes, $1.exits)
+            ? ($0.episodes, $0.exits) > ($1.episodes, $1.exits) : $0.text < $1.text }
+        episodes = rooted
+        orphanEpisodes = orphans
+        self.orphanRecords = orphanRecords
+        reflectedWithoutEpisode = pass.reflectedWithoutEpisode
+        totalExits = pass.exits
+        exitsInEpisodes = inEpisodes
+        multiplication = mult
+        self.time = time
+        firstTimestamp = pass.records == 0 ? nil : pass.minTime
+        lastTimestamp = pass.records == 0 ? nil : pass.maxTime
+        let span = pass.records == 0 ? 0 : pass.maxTime - pass.minTime
+        let mean = span == 0 ? 0 : Double(pass.exits) / (Double(span) / 1e9)
+        bursts = pass.bursts.finish(threshold: threshold.resolve(meanRate: mean))
+    }
+
+    /// The `n` episodes with the most exits (ties: longer time, then lower id).
+    public func worst(_ n: Int) -> [Episode] {
+        var top: [Episode] = []
+        func before(_ a: Episode, _ b: Episode) -> Bool {
+            (a.exits, a.time, b.id) > (b.exits, b.time, a.id)
+        }
+        for e in episodes where n > 0 {
+            if top.count == n {
+                guard before(e, top[n - 1]) else { continue }
+                top.removeLast()
+            }
+            let at = top.firstIndex { before(e, $0) } ?? top.count
+            top.insert(e, at: at)
+        }
+        return top
+    }
+
+    /// The run-length exit sequence of `e`, read back from the trace.
+    public static func steps(of e: Episode, in reader: TraceReader) -> [(reason: ExitReason, count: Int)] {
+        var steps: [(reason: ExitReason, count: Int)] = []
+        guard e.firstRecord <= e.lastRecord, e.lastRecord < reader.recordCount else { return steps }
+        for i in e.firstRecord...e.lastRecord {
+            let r = reader[i]
+            guard r.episode == e.id, !r.kind.isEvent else { continue }
+            let reason = ExitReason(r)
+            if let last = steps.last, last.reason == reason {
+                steps[steps.count - 1].count += 1
+            } else {
+                steps.append((reason, 1))
+            }
+        }
+        return steps
+    }
+}
+
+@inline(__always)
+func mix(_ h: UInt64, _ key: UInt64, _ run: UInt32) -> UInt64 {
+    var x = (h ^ (key &* 0x9E37_79B9_7F4A_7C15)) &* 0xBF58_476D_1CE4_E5B9
+    x ^= UInt64(run) &* 0xC2B2_AE3D_27D4_EB4F
+    x = (x ^ (x >> 29)) &* 0x94D0_49BB_1331_11EB
+    return x ^ (x >> 32)
+}
+
+/// The single pass's state. The episode being added to lives in `cur`
+/// (registers, not the array) until a record of another episode arrives.
+/// Episode ids below `denseLimit` find their slot through an array, others
+/// through a dictionary.
+private struct Pass {
+    typealias Episode = EpisodeAnalysis.Episode
+    var episodes: [Episode] = []
+    var dense: [Int32] = []
+    let denseLimit: UInt64
+    var sparse: [UInt64: Int] = [:]
+    var cur = Episode(id: 0, firstRecord: 0, lastRecord: 0, start: 0, end: 0)
+    var curSlot = -1
+    var bursts: BurstDetector
+    var exits: UInt64 = 0
+    var records: UInt64 = 0
+    var reflectedWithoutEpisode: UInt64 = 0
+    var minTime = UInt64.max
+    var maxTime: UInt64 = 0
+
+    init(window: UInt64, records: Int) {
+        bursts = BurstDetector(window: window)
+        denseLimit = UInt64(min(1 << 26, 2 * records + 1024))
+        episodes.reserveCapacity(records / 4 + 16)   // address space only until touched
+    }
+
+    @inline(__always)
+    mutating func add(_ r: TraceRecord, index i: Int) {
+        records &+= 1
+        if r.timestamp < minTime { minTime = r.timestamp }
+        if r.timestamp > maxTime { maxTime = r.timestamp }
+        let isExit = !r.kind.isEvent
+        if isExit {
+            exits &+= 1
+            bursts.add(r.timestamp)
+        }
+        let id = r.episode
+        let isRoot = r.handler == .reflected && r.level >= 2
+        if id == 0 {
+            if isRoot { reflectedWithoutEpisode &+= 1 }
+            return
+        }
+        if id != cur.id || curSlot < 0 { switchTo(id, first: i, timestamp: r.timestamp) }
+        if r.timestamp < cur.start { cur.start = r.timestamp }
+        let end = saturatingAdd(r.timestamp, UInt64(r.duration))
+        if end > cur.end { cur.end = end }
+        cur.lastRecord = i
+        cur.records &+= 1
+        if isRoot && !cur.hasRoot {
+            cur.hasRoot = true
+            cur.rootLevel = r.level
+            cur.rootReason = ExitReason(r)
+            cur.vcpu = r.vcpu
+        }
+        guard isExit else { return }
+        cur.exits &+= 1
+        let key = ExitReason(r).key
+        if key == cur.runKey {
+            cur.runLength &+= 1
+        } else {
+            if cur.runLength > 0 { cur.sequenceHash = mix(cur.sequenceHash, cur.runKey, cur.runLength) }
+            cur.runKey = key
+            cur.runLength = 1
+        }
+    }
+
+    /// Stores `cur` back in its slot.
+    mutating func flush() {
+        if curSlot >= 0 { episodes[curSlot] = cur }
+    }
+
+    @inline(never)
+    mutating func switchTo(_ id: UInt64, first: Int, timestamp: UInt64) {
+        flush()
+        var slot = -1
+        if id < denseLimit {
+            let i = Int(id)
+            if i >= dense.count { dense.append(contentsOf: repeatElement(-1, count: max(i + 1 - dense.count, dense.count))) }
+            if dense[i] >= 0 { slot = Int(dense[i]) } else { dense[i] = Int32(episodes.count) }
+        } else if let s = sparse[id] {
+            slot = s
+        } else {
+            sparse[id] = episodes.count
+        }
+        if slot < 0 {
+            slot = episodes.count
+            episodes.append(Episode(id: id, firstRecord: first, lastRecord: first, start: timestamp, end: timestamp))
+        }
+        curSlot = slot
+        cur = episodes[slot]
+    }
+}

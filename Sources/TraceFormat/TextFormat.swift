@@ -1,0 +1,56 @@
+// Deterministic text formatting shared by the reports and exporters: fixed
+// decimals without Foundation, padding, JSON string literals.
+
+/// `x` with exactly `decimals` digits after the point (no Foundation formatter).
+public func fixed(_ x: Double, _ decimals: Int) -> String {
+    guard x.isFinite else { return x.isNaN ? "nan" : (x < 0 ? "-inf" : "inf") }
+    var scale = 1.0
+    for _ in 0..<decimals { scale *= 10 }
+    let scaled = (abs(x) * scale).rounded()
+    guard scaled < 9.0e18 else { return "\(x)" }
+    let n = UInt64(scaled)
+    let p = UInt64(scale)
+    var s = (x < 0 && n != 0 ? "-" : "") + String(n / p)
+    if decimals > 0 {
+        let frac = String(n % p)
+        s += "." + String(repeating: "0", count: decimals - frac.count) + frac
+    }
+    return s
+}
+
+public func pad(_ s: String, _ width: Int, right: Bool = true) -> String {
+    let fill = String(repeating: " ", count: max(0, width - s.count))
+    return right ? fill + s : s + fill
+}
+
+/// A JSON string literal.
+public func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if u.value < 0x20 {
+                let hex = String(u.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+    }
+    return out + "\""
+}
+
+/// `v` as "0x" and lower-case hex digits.
+public func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+
+/// A duration in ns as "12.3 µs", "4.567 ms" or "1.234 s".
+public func durationText(_ ns: UInt64) -> String {
+    if ns >= 1_000_000_000 { return fixed(Double(ns) / 1e9, 3) + " s" }
+    if ns >= 1_000_000 { return fixed(Double(ns) / 1e6, 3) + " ms" }
+    return fixed(Double(ns) / 1e3, 1) + " µs"
+}

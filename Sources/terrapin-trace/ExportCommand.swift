@@ -1,0 +1,75 @@
+import ArgumentParser
+import TraceFormat
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the records as Perfetto (Chrome Trace Event JSON), CSV or JSON Lines.",
+        discussion: """
+            perfetto: {"traceEvents": [...]}, one track per level (and vCPU), episodes as \
+            slices enclosing their exits; loads in ui.perfetto.dev. csv: a header and one \
+            row per record. json: JSON Lines, one object per record. See Traces/README.md.
+            """
+    )
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case perfetto, csv, json
+    }
+
+    @Argument(help: "The trace file (.trc).")
+    var trace: String
+
+    @Option(help: "Output format: perfetto, csv or json.")
+    var format: Format
+
+    @Option(help: "Output file (default: standard output).")
+    var out: String?
+
+    func run() throws {
+        let reader = try openTrace(trace)
+        let output: TextOutput
+        do {
+            output = try out.map { try TextOutput(path: $0) } ?? TextOutput()
+        } catch {
+            throw fail("\(error)")
+        }
+        switch format {
+        case .perfetto: PerfettoExport.write(reader, to: output)
+        case .csv: RecordExport.writeCSV(reader, to: output)
+        case .json: RecordExport.writeJSONLines(reader, to: output)
+        }
+        do { try output.finish() } catch { throw fail("\(error)") }
+    }
+}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a synthetic nested trace (for tests and benchmarks).",
+        shouldDisplay: false
+    )
+
+    enum ProfileOption: String, ExpressibleByArgument, CaseIterable {
+        case baseline, shadow
+    }
+
+    @Option(help: "Number of records.")
+    var records = 10_000
+
+    @Option(help: "Random seed.")
+    var seed: UInt64 = 1
+
+    @Option(help: "baseline, or shadow (shadow VMCS: fewer VMREAD/VMWRITE exits).")
+    var profile: ProfileOption = .baseline
+
+    @Option(help: "The trace file to write.")
+    var out: String
+
+    func validate() throws {
+        guard records >= 0 else { throw ValidationError("--records must not be negative") }
+    }
+
+    func run() throws {
+        let generator = SyntheticTrace(records: records, seed: seed,
+                                       profile: SyntheticTrace.Profile(rawValue: profile.rawValue)!)
+        do { try generator.write(to: out) } catch { throw fail("\(error)") }
+    }
+}

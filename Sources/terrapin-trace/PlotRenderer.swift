@@ -1,0 +1,165 @@
+import TraceFormat
+
+/// Lays out the plot: a title, a stacked-area timeline of exits/s per
+/// (level, reason) with its legend, and a log-log handling-time histogram
+/// with one bar per level in each power-of-two bucket.
+struct PlotRenderer {
+    let reader: TraceReader
+    let timeline: Timeline
+    let series: Int
+
+    static let palette = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
+                          "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
+    static let levelColors = ["#4e79a7", "#e15759", "#59a14f", "#b07aa1", "#f28e2b"]
+
+    let left = 90.0, plotWidth = 700.0, legendX = 815.0
+
+    func render() -> String {
+        var svg = SVG(width: 1100, height: 860)
+        let command = reader.metadata["command"] ?? reader.path
+        svg.text(20, 28, "terrapin-trace: " + clip(command, 120), size: 16, bold: true)
+        let exits = timeline.series.reduce(0) { $0 + $1.total }
+        svg.text(20, 48, "\(reader.path) · \(reader.recordCount) records · \(exits) exits · "
+                 + "\(durationText(UInt64(timeline.binCount) * timeline.binWidth)) in \(timeline.binCount) bins of "
+                 + durationText(timeline.binWidth), size: 12, fill: "#555")
+        drawTimeline(&svg, top: 90, height: 320)
+        drawHistogram(&svg, top: 520, height: 250)
+        return svg.document
+    }
+
+    private func clip(_ s: String, _ n: Int) -> String { s.count <= n ? s : String(s.prefix(n - 1)) + "…" }
+
+    private func drawTimeline(_ svg: inout SVG, top: Double, height: Double) {
+        svg.text(left, top - 14, "Exit rate over time, stacked by level and reason", size: 14, bold: true)
+        let shown = timeline.topSeries(series)
+        let n = timeline.binCount
+        let binSeconds = Double(timeline.binWidth) / 1e9
+        var stacked = [Double](repeating: 0, count: n)
+        var layers: [[Double]] = []
+        for s in shown {
+            for i in 0..<n { stacked[i] += Double(s.counts[i]) / binSeconds }
+            layers.append(stacked)
+        }
+        let ticks = niceTicks(max: stacked.max() ?? 0)
+        let yMax = max(ticks.last ?? 1, 1e-9)
+        func y(_ v: Double) -> Double { top + height - v / yMax * height }
+        func x(_ bin: Int) -> Double { left + Double(bin) / Double(n) * plotWidth }
+        for t in ticks {
+            svg.line(left, y(t), left + plotWidth, y(t), stroke: "#ddd")
+            svg.text(left - 6, y(t) + 4, rateLabel(t), size: 11, anchor: .end)
+        }
+        // Layers from the top of the stack down, so each lower one paints over.
+        for (k, s) in shown.enumerated().reversed() {
+            let upper = layers[k]
+            var points: [(Double, Double)] = [(x(0), y(0))]
+            for i in 0..<n { points += [(x(i), y(upper[i])), (x(i + 1), y(upper[i]))] }
+            points.append((x(n), y(0)))
+            svg.polygon(points, fill: Self.palette[k % Self.palette.count], title: label(s))
+        }
+        axes(&svg, top: top, height: height)
+        // Time axis in ms since the run start.
+        let startMs = Double(timeline.start) / 1e6
+        let spanMs = Double(UInt64(n) * timeline.binWidth) / 1e6
+        let steps = niceTicks(max: spanMs, count: 8)
+        let step = steps.count > 1 ? steps[1] : max(spanMs, 1e-6)
+        let decimals = step >= 1 ? 0 : step >= 0.1 ? 1 : step >= 0.01 ? 2 : 3
+        var tick = (startMs / step).rounded(.up) * step
+        while tick <= startMs + spanMs * 1.0001 {
+            let px = left + (tick - startMs) / spanMs * plotWidth
+            svg.line(px, top + height, px, top + height + 5)
+            svg.text(px, top + height + 18, fixed(tick, decimals), size: 11, anchor: .middle)
+            tick += step
+        }
+        svg.text(left + plotWidth / 2, top + height + 38, "time since run start (ms)", size: 12, anchor: .middle)
+        svg.text(24, top + height / 2, "exits/s", size: 12, anchor: .middle, rotate: -90)
+        svg.text(legendX, top + 4, "level, reason (exits)", size: 12, bold: true)
+        for (k, s) in shown.enumerated() {
+            let ly = top + 16 + Double(k) * 20
+            svg.rect(legendX, ly, 14, 14, fill: Self.palette[k % Self.palette.count])
+            svg.text(legendX + 20, ly + 12, clip(label(s), 36), size: 12)
+        }
+        if shown.isEmpty { svg.text(left + plotWidth / 2, top + height / 2, "no exits", size: 14, anchor: .middle) }
+    }
+
+    private func label(_ s: Timeline.Series) -> String {
+        (s.level == 0 ? "other" : s.label) + " (\(s.total))"
+    }
+
+    private func rateLabel(_ v: Double) -> String {
+        func trim(_ s: String) -> String { s.hasSuffix(".0") ? String(s.dropLast(2)) : s }
+        if v >= 1e6 { return trim(fixed(v / 1e6, 1)) + "M" }
+        if v >= 1e3 { return trim(fixed(v / 1e3, 1)) + "k" }
+        return fixed(v, 0)
+    }
+
+    private func axes(_ svg: inout SVG, top: Double, height: Double) {
+        svg.line(left, top, left, top + height)
+        svg.line(left, top + height, left + plotWidth, top + height)
+    }
+
+    private func drawHistogram(_ svg: inout SVG, top: Double, height: Double) {
+        svg.text(left, top - 14, "Handling time per exit (power-of-two buckets, log count)", size: 14, bold: true)
+        let lat = timeline.latency
+        let used = (0..<33).filter { k in lat.contains { $0.buckets[k] > 0 } }
+        guard let first = used.first, let last = used.last else {
+            axes(&svg, top: top, height: height)
+            svg.text(left + plotWidth / 2, top + height / 2, "no exits", size: 14, anchor: .middle)
+            return
+        }
+        let maxCount = lat.flatMap(\.buckets).max() ?? 1
+        var decades = 0
+        while pow10(decades) < Double(maxCount) { decades += 1 }
+        let bottom = -0.3   // log10 of the axis floor, so a count of 1 still shows
+        func y(_ c: Double) -> Double { top + height - (log10(c) - bottom) / (Double(decades) - bottom) * height }
+        for d in 0...decades {
+            svg.line(left, y(pow10(d)), left + plotWidth, y(pow10(d)), stroke: "#ddd")
+            svg.text(left - 6, y(pow10(d)) + 4, rateLabel(pow10(d)), size: 11, anchor: .end)
+        }
+        let buckets = last - first + 1
+        let slot = plotWidth / Double(buckets)
+        let barWidth = slot * 0.8 / Double(lat.count)
+        for (b, k) in (first...last).enumerated() {
+            for (j, l) in lat.enumerated() where l.buckets[k] > 0 {
+                let c = Double(l.buckets[k])
+                let bx = left + Double(b) * slot + slot * 0.1 + Double(j) * barWidth
+                svg.rect(bx, y(c), barWidth, top + height - y(c), fill: Self.levelColors[j % Self.levelColors.count],
+                         title: "L\(l.level) \(bucketLabel(k)): \(l.buckets[k])")
+            }
+            let cx = left + (Double(b) + 0.5) * slot
+            svg.text(cx, top + height + 16, bucketLabel(k), size: 10, anchor: .end, rotate: -40)
+        }
+        axes(&svg, top: top, height: height)
+        svg.text(left + plotWidth / 2, top + height + 62, "handling time (bucket lower bound; bucket = [t, 2t))", size: 12, anchor: .middle)
+        svg.text(24, top + height / 2, "exits (log scale)", size: 12, anchor: .middle, rotate: -90)
+        svg.text(legendX, top + 4, "level (exits)", size: 12, bold: true)
+        for (j, l) in lat.enumerated() {
+            let ly = top + 16 + Double(j) * 20
+            svg.rect(legendX, ly, 14, 14, fill: Self.levelColors[j % Self.levelColors.count])
+            svg.text(legendX + 20, ly + 12, "L\(l.level) (\(l.buckets.reduce(0, +)))", size: 12)
+        }
+    }
+
+    /// The lower bound of latency bucket k: 0, then 2^(k−1) ns.
+    private func bucketLabel(_ k: Int) -> String {
+        let v = k == 0 ? 0.0 : Double(UInt64(1) << UInt64(k - 1))
+        if v < 1e3 { return fixed(v, 0) + " ns" }
+        if v < 1e6 { return fixed(v / 1e3, v < 1e4 ? 1 : 0) + " µs" }
+        if v < 1e9 { return fixed(v / 1e6, v < 1e7 ? 1 : 0) + " ms" }
+        return fixed(v / 1e9, 1) + " s"
+    }
+
+    private func pow10(_ d: Int) -> Double { (0..<d).reduce(1.0) { a, _ in a * 10 } }
+}
+
+/// log10 without Foundation (for positive finite values).
+func log10(_ x: Double) -> Double {
+    guard x > 0 else { return -.infinity }
+    var e = 0.0, v = x
+    while v >= 10 { v /= 10; e += 1 }
+    while v < 1 { v *= 10; e -= 1 }
+    // ln(v)/ln(10) by series on (v-1)/(v+1).
+    let t = (v - 1) / (v + 1), t2 = t * t
+    var term = t, sum = 0.0
+    for k in stride(from: 1, to: 41, by: 2) { sum += term / Double(k); term *= t2 }
+    return e + 2 * sum / 2.302585092994046
+}

@@ -1,0 +1,76 @@
+import Foundation
+import XCTest
+
+/// Every command rejects a damaged trace with "error: FILE: byte N: ..." and status 1.
+final class BadInputTests: XCTestCase {
+    var valid: [UInt8] = []
+
+    override func setUpWithError() throws {
+        valid = [UInt8](try XCTUnwrap(FileManager.default.contents(
+            atPath: CLI.packageRoot.appendingPathComponent(CLI.fixture("nested-small")).path)))
+    }
+
+    private func store(_ bytes: [UInt8], _ name: String) -> String {
+        let p = CLI.temporaryPath(name)
+        _ = FileManager.default.createFile(atPath: p, contents: Data(bytes))
+        return p
+    }
+
+    /// (file, expected "byte N: message" fragment)
+    private var damaged: [(String, String)] {
+        var version = valid
+        version[8] = 9
+        var count = valid
+        count[16] = 0xFF
+        count[17] = 0x7F
+        return [
+            (store([], "empty.trc"), "byte 0: empty file"),
+            (store(Array("time,kind\n1,io-out\n".utf8), "text.csv"), "byte 0: not a Terrapin trace (bad magic)"),
+            (store(Array(valid.prefix(20)), "short.trc"), "byte 20: truncated header"),
+            (store(version, "version.trc"), "byte 8: unknown version 9"),
+            (store(count, "count.trc"), "byte 16: header says"),
+            (store(Array(valid.dropLast(10)), "torn.trc"), "byte 16: header says"),
+        ]
+    }
+
+    func testEveryCommandRejectsDamagedTraces() throws {
+        let good = CLI.fixture("nested-small")
+        for (path, fragment) in damaged {
+            let svg = CLI.temporaryPath("x.svg")
+            for args in [["summary", path], ["storms", path], ["storms", path, "--json"], ["compare", path, good],
+                         ["compare", good, path], ["plot", path, "--out", svg], ["export", path, "--format", "perfetto"],
+                         ["export", path, "--format", "csv"]] {
+                let r = try CLI.run(args)
+                XCTAssertEqual(r.status, 1, "\(args): \(r.stderr)")
+                XCTAssertTrue(r.stderr.hasPrefix("error: \(path): \(fragment)"), "\(args): \(r.stderr)")
+                XCTAssertEqual(r.stdout, "", "\(args)")
+            }
+        }
+    }
+
+    func testMissingFileAndDirectory() throws {
+        let r = try CLI.run(["storms", "/nonexistent/x.trc"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("/nonexistent/x.trc: cannot open"), r.stderr)
+        let d = try CLI.run(["compare", "Traces", CLI.fixture("nested")])
+        XCTAssertEqual(d.status, 1)
+        XCTAssertTrue(d.stderr.contains("Traces: not a regular file"), d.stderr)
+    }
+
+    func testBadOptions() throws {
+        let t = CLI.fixture("nested-small")
+        for args in [["storms", t, "--window", "0"], ["storms", t, "--window", "fast"], ["storms", t, "--threshold", "lots"],
+                     ["compare", t, t, "--threshold", "-1"], ["export", t, "--format", "xml"], ["plot", t],
+                     ["plot", t, "--out", "/tmp/x.svg", "--bins", "0"]] {
+            let r = try CLI.run(args)
+            XCTAssertNotEqual(r.status, 0, "\(args)")
+            XCTAssertTrue(r.stderr.contains("Error") || r.stderr.contains("error"), "\(args): \(r.stderr)")
+        }
+        let missing = try CLI.run(["compare", t, t, "--per", "nosuchkey"])
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertTrue(missing.stderr.contains("no number under 'nosuchkey'"), missing.stderr)
+        let unwritable = try CLI.run(["export", t, "--format", "csv", "--out", "/nonexistent/dir/x.csv"])
+        XCTAssertEqual(unwritable.status, 1)
+        XCTAssertTrue(unwritable.stderr.contains("/nonexistent/dir/x.csv: cannot create"), unwritable.stderr)
+    }
+}
