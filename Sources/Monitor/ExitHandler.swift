@@ -136,7 +136,10 @@ extension Machine {
     func readMSR(_ index: UInt32) -> UInt64? {
         switch index {
         case MSRIndex.apicBase: return apic.baseMSR
-        default: return vmx.readMSR(index)
+        default:
+            let value = vmx.readMSR(index)
+            if value != nil { vmxBreakpointsWanted = true }
+            return value
         }
     }
 
@@ -145,7 +148,9 @@ extension Machine {
     func writeMSR(_ index: UInt32, _ value: UInt64) -> Bool {
         switch index {
         case MSRIndex.apicBase: return apic.writeBaseMSR(value)
-        case MSRIndex.featureControl: return vmx.writeFeatureControl(value)
+        case MSRIndex.featureControl:
+            vmxBreakpointsWanted = true
+            return vmx.writeFeatureControl(value)
         default: return false
         }
     }

@@ -32,6 +32,8 @@ public final class Machine {
     var breakpoints = IDTBreakpoints()
     /// Single-stepping a guest handler's first instruction with the breakpoints lifted.
     var steppingPastBreakpoint = false
+    /// L1 has touched a VMX MSR: channel (b)'s breakpoints are worth their cost.
+    var vmxBreakpointsWanted = false
     /// The CR4 bits the vCPU accepts (from CPUID), VMXE aside.
     let cr4Supported: UInt64
     let ram: GuestRAM

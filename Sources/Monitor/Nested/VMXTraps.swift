@@ -112,8 +112,17 @@ extension Machine {
     // MARK: Channel (b): breakpoints on L1's #GP and #UD handlers
 
     /// Before each entry: keeps the breakpoints on the current handlers.
+    ///
+    /// An armed execute breakpoint slows every guest instruction on this
+    /// backend (KVM's emulator checks it per instruction: about 12800 TSC
+    /// cycles per PIO round trip of pio-storm, measured with
+    /// Bench/kvm-pio-loop.c). So L0 arms them only once L1 shows it means to
+    /// use VMX: its first access to IA32_FEATURE_CONTROL or a VMX capability
+    /// MSR, which any VMX hypervisor reads before it sets CR4.VMXE (it needs
+    /// the revision identifier). Until then a VMX instruction can only #UD,
+    /// which channel (a) handles, and VMCALL's #UD is genuine.
     func refreshBreakpoints() throws(KVMError) {
-        guard breakpoints.refresh(cpu: cpuState, memory: ram), !steppingPastBreakpoint else { return }
+        guard vmxBreakpointsWanted, breakpoints.refresh(cpu: cpuState, memory: ram), !steppingPastBreakpoint else { return }
         try armBreakpoints()
     }
 
