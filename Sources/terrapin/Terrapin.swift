@@ -48,6 +48,16 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Where the guest's serial output goes: stdio or a file.", valueName: "stdio|file"))
     var serial: String = "stdio"
 
+    @Option(name: .customLong("vmx-trap"), help: ArgumentHelp(
+        "How L1's VMX instructions reach L0: 'emulation' (KVM's emulation-failure exit, as on our hosts) or 'ud' (a #UD caught at L1's handler, as on a standard KVM host; forced here).",
+        valueName: "emulation|ud"))
+    var vmxTrap: String = "emulation"
+
+    @Option(name: .customLong("feature-control"), help: ArgumentHelp(
+        "IA32_FEATURE_CONTROL at reset: 'locked' (locked, VMX enabled outside SMX, as a BIOS leaves it) or 'unlocked' (0).",
+        valueName: "locked|unlocked"))
+    var featureControl: String = "locked"
+
     func validate() throws {
         guard let size = MachineConfig.parseMemorySize(memory) else {
             throw ValidationError("--memory '\(memory)' is not a size such as 256M, 1G or 1048576")
@@ -56,6 +66,12 @@ struct Run: ParsableCommand {
             throw ValidationError("--memory \(memory) must be a multiple of 4K between 2M and 3G")
         }
         guard !serial.isEmpty else { throw ValidationError("--serial needs 'stdio' or a file name") }
+        guard VMXTrapChannel(rawValue: vmxTrap) != nil else {
+            throw ValidationError("--vmx-trap '\(vmxTrap)' must be 'emulation' or 'ud'")
+        }
+        guard ["locked", "unlocked"].contains(featureControl) else {
+            throw ValidationError("--feature-control '\(featureControl)' must be 'locked' or 'unlocked'")
+        }
         if let trace, trace.isEmpty { throw ValidationError("--trace needs a file name") }
     }
 
@@ -67,6 +83,8 @@ struct Run: ParsableCommand {
         config.tracePath = trace
         config.serialPath = serial == "stdio" ? nil : serial
         config.invocation = CommandLine.arguments.joined(separator: " ")
+        config.vmxTrapChannel = VMXTrapChannel(rawValue: vmxTrap) ?? .emulation
+        config.featureControlUnlocked = featureControl == "unlocked"
 
         let outcome: RunOutcome
         do {

@@ -1,0 +1,69 @@
+import Foundation
+import TraceFormat
+import XCTest
+
+/// The emulated VMX seen from a real L1 on KVM: the conformance guest passes
+/// through both trap channels, and its VMX instructions are traced with
+/// their exit reason, field and outcome.
+final class VMXTests: XCTestCase {
+    override func setUpWithError() throws { try Harness.prepare() }
+
+    private func selftest(_ flags: [String], args: String = "") throws -> (Harness.Result, TraceReader) {
+        let trace = Harness.temporaryPath("vmx-\(flags.joined(separator: "-")).trc")
+        var argv = ["run", Harness.guest("vmx-selftest"), "--trace", trace] + flags
+        if !args.isEmpty { argv += ["--append", args] }
+        let r = try Harness.terrapin(argv)
+        XCTAssertEqual(r.status, 1, "stdout:\n\(r.stdout)\nstderr:\n\(r.stderr)")
+        XCTAssertFalse(r.stdout.contains("FAIL:"), r.stdout)
+        XCTAssertTrue(r.stdout.contains(", 0 failures"), r.stdout)
+        return (r, try TraceReader(path: trace))
+    }
+
+    func testSelftestPassesThroughEmulationFailures() throws {
+        let (r, trace) = try selftest([])
+        XCTAssertGreaterThan(r.stdout.components(separatedBy: "PASS:").count - 1, 80)
+        // VMREADs arrive as emulation failures, recorded with reason 23, the field and the outcome.
+        let vmreads = trace.filter { $0.kind == .internalError && $0.vmxReason == 23 }
+        XCTAssertGreaterThan(vmreads.count, 100)
+        XCTAssertTrue(vmreads.contains { $0.address == 0x681e && $0.value == 0 })            // GUEST_RIP, VMsucceed
+        XCTAssertTrue(trace.contains { $0.vmxReason == 25 && $0.value == 2 | 13 << 8 })      // VMWRITE, VMfailValid(13)
+        XCTAssertTrue(trace.contains { $0.vmxReason == 27 && $0.value == 1 })                // VMXON, VMfailInvalid
+        XCTAssertTrue(trace.contains { $0.vmxReason == 23 && $0.value == 3 | 14 << 8 })      // VMREAD, #PF
+        // The CR4.VMXE write came through the #GP breakpoint, VMCALL through the #UD one.
+        XCTAssertTrue(trace.contains { $0.kind == .debug && $0.address == 4 && $0.value & (1 << 13) != 0 })
+        XCTAssertTrue(trace.contains { $0.kind == .debug && $0.vmxReason == 18 && $0.value == 2 | 1 << 8 })
+    }
+
+    func testSelftestPassesThroughTheUDChannel() throws {
+        let (_, trace) = try selftest(["--vmx-trap", "ud"])
+        // Every emulated VMX instruction was caught at L1's #UD handler.
+        let emulated = trace.filter { $0.vmxReason != TraceRecord.noVMXReason }
+        XCTAssertGreaterThan(emulated.count, 100)
+        XCTAssertTrue(emulated.allSatisfy { $0.kind == .debug })
+    }
+
+    func testVMREADStormRetiresEveryVMREAD() throws {
+        let trace = Harness.temporaryPath("vmread.trc")
+        let r = try Harness.terrapin(["run", Harness.guest("vmread-storm"), "--append", "2000", "--trace", trace])
+        XCTAssertEqual(r.status, 1, r.stdout + r.stderr)
+        let reader = try TraceReader(path: trace)
+        let vmreads = reader.filter { $0.vmxReason == 23 }
+        XCTAssertEqual(vmreads.count, 2000)
+        XCTAssertTrue(vmreads.allSatisfy { $0.address == 0x681e && $0.value == 0 })
+    }
+
+    func testBadVMXFlagsAreUsageErrors() throws {
+        let r = try Harness.terrapin(["run", Harness.guest("hello"), "--vmx-trap", "sideways"])
+        XCTAssertEqual(r.status, 64)
+        XCTAssertTrue(r.stderr.contains("--vmx-trap"), r.stderr)
+        let f = try Harness.terrapin(["run", Harness.guest("hello"), "--feature-control", "open"])
+        XCTAssertEqual(f.status, 64)
+    }
+
+    func testGuestsThatDoNotUseVMXNeverArmBreakpoints() throws {
+        let trace = Harness.temporaryPath("pio-nobp.trc")
+        let r = try Harness.terrapin(["run", Harness.guest("pio-storm"), "--append", "100", "--trace", trace])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertFalse(try TraceReader(path: trace).contains { $0.kind == .debug })
+    }
+}
