@@ -148,6 +148,7 @@ boot_mbi:	.long 0
 
 	.section .bss
 	.balign 4096
+	.globl boot_pml4, boot_pdpt, boot_pd	/* lib/usermode.c sets U/S bits */
 boot_pml4:	.skip 4096
 boot_pdpt:	.skip 4096
 boot_pd:	.skip 4 * 4096
