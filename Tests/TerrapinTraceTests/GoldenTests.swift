@@ -6,7 +6,7 @@ import XCTest
 /// rewrites the golden files instead (then review the diff).
 final class GoldenTests: XCTestCase {
     static let golden = CLI.packageRoot.appendingPathComponent("Tests/TerrapinTraceTests/Golden")
-    static let real = ["hello", "hlt-storm", "mmio-storm", "pio-storm"]
+    static let real = ["hello", "hlt-storm", "mmio-storm", "pio-storm", "vmx-selftest"]
     static let nested = ["nested", "nested-shadow"]
 
     /// Compares `actual` with Golden/`name`, or rewrites it under UPDATE_GOLDEN=1.
