@@ -1,9 +1,19 @@
 /*
  * vmx-selftest - the emulated VMX seen from L1: discovery, feature control,
  * the capability MSRs, CR4.VMXE, and every VMX instruction's outcomes in VMX
- * root operation, as SDM Vol. 3C chapter 31 and Appendix A define them.
+ * root operation, as SDM Vol. 3C chapter 31 and Appendix A define them, at
+ * CPL 0 and (through lib/usermode.c) at CPL 3.
  *
- * usage: vmx-selftest
+ * usage: vmx-selftest [feature-control=locked|unlocked|lock-disabled]
+ *
+ *   locked         (default) IA32_FEATURE_CONTROL is locked at 0x5, as a
+ *                  BIOS leaves it (the monitor's default).
+ *   unlocked       it starts unlocked at 0 (terrapin run --feature-control
+ *                  unlocked): VMXON raises #GP until the guest enables VMX
+ *                  and locks the MSR itself, then the whole test runs.
+ *   lock-disabled  it starts unlocked at 0; the guest locks it with VMX
+ *                  disabled (0x1) and checks that VMXON raises #GP. Nothing
+ *                  else runs: a locked MSR stays that way until reset.
  *
  * Each check prints PASS or FAIL; the summary decides the exit status.
  * VMLAUNCH/VMRESUME are checked up to their launch-state failures: a real
@@ -11,12 +21,19 @@
  */
 #include "guest.h"
 #include "vmx.h"
+#include "usermode.h"
+
+#define USAGE	"vmx-selftest [feature-control=locked|unlocked|lock-disabled]"
 
 #define VMCS_REVISION_MASK	0x7fffffffu
 #define FIELD_BAD_RESERVED	0x1000u		/* bit 12 is reserved in encodings */
 #define FIELD_UNSUPPORTED	0xffffffffu
 #define UNMAPPED_VA		0x100000000ull	/* above the 4 GiB identity map */
 #define VPID_CAP_INVEPT_SINGLE	(1ull << 25)
+#define FC_LOCK			(1ull << 0)
+#define FC_VMX_OUTSIDE_SMX	(1ull << 2)
+
+enum fc_mode { FC_LOCKED, FC_UNLOCKED, FC_LOCK_DISABLED };
 
 static uint8_t vmxon_region[4096] __attribute__((aligned(4096)));
 static uint8_t vmcs_a[4096] __attribute__((aligned(4096)));
@@ -55,11 +72,13 @@ static bool failed_valid(struct vmx_result r, uint64_t error)
 	return r.outcome == VMX_FAIL_VALID && vm_error() == error;
 }
 
-static void check_discovery(void)
+static void check_discovery(enum fc_mode mode)
 {
 	uint32_t a, b, c, d;
 	cpuid(1, 0, &a, &b, &c, &d);
 	report(c & (1u << 5), "CPUID.1:ECX.VMX[bit 5] is set");
+	if (mode != FC_LOCKED)
+		return;		/* check_feature_control_unlocked() */
 
 	uint64_t fc = msr(MSR_IA32_FEATURE_CONTROL);
 	report((fc & 0x5) == 0x5, "IA32_FEATURE_CONTROL is locked with VMX outside SMX (0x%llx)",
@@ -110,16 +129,52 @@ static void check_capability_msrs(void)
 	report(wrmsr_checked(MSR_IA32_VMX_VMFUNC, 0) == 13, "WRMSR to IA32_VMX_VMFUNC raises #GP");
 }
 
-static void check_vmxon(void)
+/*
+ * IA32_FEATURE_CONTROL starting unlocked at 0 (SDM Vol. 3C 24.7): VMXON
+ * outside VMX operation raises #GP(0) while the lock bit or, outside SMX,
+ * bit 2 is clear (31.3 "VMXON"). Once locked, WRMSR raises #GP until reset.
+ * Runs after check_vmxe() set CR4.VMXE, with CR0.NE set, so that only the
+ * MSR decides VMXON.
+ */
+static void check_feature_control_unlocked(enum fc_mode mode)
 {
-	uint64_t cr4 = read_cr4(), cr0 = read_cr0();
+	uint64_t final = mode == FC_UNLOCKED ? FC_LOCK | FC_VMX_OUTSIDE_SMX : FC_LOCK;
 
+	report(msr(MSR_IA32_FEATURE_CONTROL) == 0, "IA32_FEATURE_CONTROL starts unlocked at 0");
+	write_cr0(read_cr0() | CR0_NE);
+	set_revision(vmxon_region, revision);
+	report(vmxon(pa(vmxon_region)).vector == 13, "VMXON with IA32_FEATURE_CONTROL 0 raises #GP");
+
+	if (mode == FC_UNLOCKED) {
+		report(wrmsr_checked(MSR_IA32_FEATURE_CONTROL, FC_VMX_OUTSIDE_SMX) == NO_FAULT &&
+		       msr(MSR_IA32_FEATURE_CONTROL) == FC_VMX_OUTSIDE_SMX,
+		       "WRMSR of 0x4 (VMX outside SMX, unlocked) succeeds and reads back");
+		report(vmxon(pa(vmxon_region)).vector == 13, "VMXON with the lock bit clear raises #GP");
+	}
+	report(wrmsr_checked(MSR_IA32_FEATURE_CONTROL, final) == NO_FAULT && msr(MSR_IA32_FEATURE_CONTROL) == final,
+	       "WRMSR of 0x%llx (locked) succeeds and reads back", (unsigned long long)final);
+	report(wrmsr_checked(MSR_IA32_FEATURE_CONTROL, final ^ FC_VMX_OUTSIDE_SMX) == 13 &&
+	       msr(MSR_IA32_FEATURE_CONTROL) == final, "WRMSR to the locked MSR raises #GP and changes nothing");
+	if (mode == FC_LOCK_DISABLED) {
+		report(vmxon(pa(vmxon_region)).vector == 13, "VMXON when locked with bit 2 clear raises #GP");
+		report(vmxoff().vector == 6, "... and VMX operation was not entered (VMXOFF raises #UD)");
+	}
+}
+
+/* Before VMXE: the monitor's VMXE is virtual and stays set once set (README). */
+static void check_vmxe(void)
+{
 	set_revision(vmxon_region, revision);
 	report(vmxon(pa(vmxon_region)).vector == 6, "VMXON with CR4.VMXE clear raises #UD");
 	report(vmread(VMCS_GUEST_RIP, &(uint64_t){0}).vector == 6, "VMREAD outside VMX operation raises #UD");
+	report(write_cr4_checked(read_cr4() | CR4_VMXE) == NO_FAULT, "MOV to CR4 with VMXE set succeeds");
+}
 
-	report(write_cr4_checked(cr4 | CR4_VMXE) == NO_FAULT, "MOV to CR4 with VMXE set succeeds");
+static void check_vmxon(void)
+{
+	uint64_t cr0 = read_cr0();
 
+	set_revision(vmxon_region, revision);
 	write_cr0(cr0 & ~CR0_NE);
 	report(vmxon(pa(vmxon_region)).vector == 13, "VMXON with CR0.NE clear raises #GP");
 	write_cr0(cr0 | CR0_NE);
@@ -267,6 +322,136 @@ static void check_invalidation(void)
 	report(failed_valid(invvpid(4, &d), 28), "INVVPID type 4 fails with error 28");
 }
 
+/*
+ * VMX instructions at CPL 3 (lib/usermode.c). In VMX root operation each one
+ * raises #GP(0): "ELSIF CPL > 0 THEN #GP(0)" comes before any operand is
+ * used (SDM Vol. 3C 31.3). Outside VMX operation the #UD check comes first,
+ * except for VMXON, whose CPL check is part of its #GP(0) conditions. The
+ * bodies run at CPL 3 and only record; the checks report from CPL 0.
+ */
+enum cpl3_insn {
+	U_HLT, U_VMPTRST, U_VMREAD, U_VMWRITE, U_VMCLEAR, U_VMPTRLD, U_VMLAUNCH, U_VMRESUME,
+	U_INVEPT, U_INVVPID, U_VMCALL, U_VMXON, U_VMXOFF, U_COUNT
+};
+
+static const char *const cpl3_names[U_COUNT] = {
+	"HLT", "VMPTRST", "VMREAD", "VMWRITE", "VMCLEAR", "VMPTRLD", "VMLAUNCH", "VMRESUME",
+	"INVEPT", "INVVPID", "VMCALL", "VMXON", "VMXOFF",
+};
+
+static struct {
+	struct vmx_result result[U_COUNT];
+	uint64_t error_code[U_COUNT];
+	int cpl_at_entry, cpl_at_end;
+	uint64_t vmptrst_out;
+} cpl3;
+
+static void cpl3_record(enum cpl3_insn i, struct vmx_result r)
+{
+	cpl3.result[i] = r;
+	cpl3.error_code[i] = fault.error_code;
+}
+
+static struct vmx_result hlt_checked(void)
+{
+	trap_reset();
+	__asm__ volatile(TRAP_BEGIN "hlt" TRAP_END : : : "r11", "memory");
+	return vmx_result_of(RFLAGS_DEFAULT);
+}
+
+static void cpl3_reset(void)
+{
+	memset(&cpl3, 0, sizeof(cpl3));
+	for (int i = 0; i < U_COUNT; i++)
+		cpl3.result[i].outcome = VMX_SUCCEED;	/* "not run" must not pass */
+	cpl3.cpl_at_entry = cpl3.cpl_at_end = -1;
+	cpl3.vmptrst_out = 0x5a5a5a5a5a5a5a5aull;
+}
+
+/* Runs at CPL 3, in VMX root operation with vmcs_copy current. */
+static int vmx_root_at_cpl3(void)
+{
+	struct inv_descriptor d = { 1, 0 };
+	uint64_t value = 0;
+
+	cpl3.cpl_at_entry = current_cpl();
+	cpl3_record(U_HLT, hlt_checked());		/* the trap window itself */
+	cpl3_record(U_VMPTRST, vmptrst(&cpl3.vmptrst_out));
+	cpl3_record(U_VMREAD, vmread(VMCS_GUEST_RIP, &value));
+	cpl3_record(U_VMWRITE, vmwrite(VMCS_GUEST_RIP, 0xbadc0de));
+	cpl3_record(U_VMCLEAR, vmclear(pa(vmcs_copy)));
+	cpl3_record(U_VMPTRLD, vmptrld(pa(vmcs_a)));
+	cpl3_record(U_VMLAUNCH, vmlaunch());
+	cpl3_record(U_VMRESUME, vmresume());
+	cpl3_record(U_INVEPT, invept(2, &d));
+	cpl3_record(U_INVVPID, invvpid(2, &d));
+	cpl3_record(U_VMCALL, vmcall());
+	cpl3_record(U_VMXON, vmxon(pa(vmxon_region)));
+	cpl3_record(U_VMXOFF, vmxoff());		/* last: it would end VMX operation */
+	cpl3.cpl_at_end = current_cpl();
+	return U_COUNT;
+}
+
+/* What a CPL-3 attempt did, for the report lines. */
+static const char *outcome(enum cpl3_insn i)
+{
+	static const char *const names[] = { "VMsucceed", "VMfailInvalid", "VMfailValid" };
+	struct vmx_result r = cpl3.result[i];
+
+	if (r.outcome != VMX_FAULT)
+		return names[r.outcome];
+	return r.vector == 6 ? "#UD" : r.vector == 13 ? (cpl3.error_code[i] ? "#GP(error)" : "#GP(0)") :
+	       r.vector == 14 ? "#PF" : "another exception";
+}
+
+static bool raised(enum cpl3_insn i, int vector)
+{
+	return cpl3.result[i].outcome == VMX_FAULT && cpl3.result[i].vector == vector &&
+	       (vector != 13 || cpl3.error_code[i] == 0);
+}
+
+static void check_cpl3(void)
+{
+	cpl3_reset();
+	int n = run_in_user_mode(vmx_root_at_cpl3);
+	report(n == U_COUNT && cpl3.cpl_at_entry == 3 && current_cpl() == 0,
+	       "run_in_user_mode runs the body at CPL 3 and returns its value to CPL 0");
+	report(cpl3.cpl_at_end == 3, "exceptions caught at CPL 3 resume at CPL 3");
+	report(raised(U_HLT, 13), "HLT at CPL 3 raises #GP(0), caught by trap.h (got %s)", outcome(U_HLT));
+	for (int i = U_VMPTRST; i < U_COUNT; i++)
+		report(raised(i, 13), "%s at CPL 3 in VMX root operation raises #GP(0) (got %s)",
+		       cpl3_names[i], outcome(i));
+	report(cpl3.vmptrst_out == 0x5a5a5a5a5a5a5a5aull, "VMPTRST at CPL 3 stores nothing");
+
+	uint64_t ptr = 0, rip = 0;
+	report(vmptrst(&ptr).outcome == VMX_SUCCEED && ptr == pa(vmcs_copy) &&
+	       vmread(VMCS_GUEST_RIP, &rip).outcome == VMX_SUCCEED && rip == 0xfeedf00d,
+	       "back at CPL 0: still in VMX operation, same current VMCS, GUEST_RIP unchanged");
+}
+
+/* Runs at CPL 3, outside VMX operation with CR4.VMXE set. */
+static int outside_vmx_at_cpl3(void)
+{
+	uint64_t value = 0;
+
+	cpl3_record(U_VMXOFF, vmxoff());
+	cpl3_record(U_VMREAD, vmread(VMCS_GUEST_RIP, &value));
+	cpl3_record(U_VMCALL, vmcall());
+	cpl3_record(U_VMXON, vmxon(pa(vmxon_region)));
+	return 0;
+}
+
+static void check_cpl3_outside_vmx(void)
+{
+	cpl3_reset();
+	run_in_user_mode(outside_vmx_at_cpl3);
+	report(raised(U_VMXOFF, 6), "VMXOFF at CPL 3 outside VMX operation raises #UD (got %s)", outcome(U_VMXOFF));
+	report(raised(U_VMREAD, 6), "VMREAD at CPL 3 outside VMX operation raises #UD (got %s)", outcome(U_VMREAD));
+	report(raised(U_VMCALL, 6), "VMCALL at CPL 3 outside VMX operation raises #UD (got %s)", outcome(U_VMCALL));
+	report(raised(U_VMXON, 13), "VMXON at CPL 3 outside VMX operation raises #GP(0) (got %s)", outcome(U_VMXON));
+	report(vmxoff().vector == 6, "... and VMX operation was not entered");
+}
+
 static void check_vmxoff(void)
 {
 	report(vmxoff().outcome == VMX_SUCCEED, "VMXOFF succeeds");
@@ -281,10 +466,28 @@ static void check_vmxoff(void)
 
 int main(int argc, char **argv)
 {
-	(void)argc; (void)argv;
+	enum fc_mode mode = FC_LOCKED;
+
+	for (int i = 1; i < argc; i++) {
+		const char *v = arg_value(argv[i], "feature-control");
+		if (v && !strcmp(v, "locked"))
+			mode = FC_LOCKED;
+		else if (v && !strcmp(v, "unlocked"))
+			mode = FC_UNLOCKED;
+		else if (v && !strcmp(v, "lock-disabled"))
+			mode = FC_LOCK_DISABLED;
+		else
+			return usage(USAGE);
+	}
+
 	trap_init();
-	check_discovery();
+	check_discovery(mode);
 	check_capability_msrs();
+	check_vmxe();
+	if (mode != FC_LOCKED)
+		check_feature_control_unlocked(mode);
+	if (mode == FC_LOCK_DISABLED)
+		return report_summary();
 	check_vmxon();
 	check_pointers();
 	check_every_field();
@@ -292,6 +495,8 @@ int main(int argc, char **argv)
 	check_cleared_copy();
 	check_launch_state();
 	check_invalidation();
+	check_cpl3();
 	check_vmxoff();
+	check_cpl3_outside_vmx();
 	return report_summary();
 }

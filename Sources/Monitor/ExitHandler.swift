@@ -5,9 +5,10 @@ extension Machine {
     /// Handles one exit: the single flat switch over exit reasons. Returns an
     /// outcome when the run is over; fills `note` for the trace.
     public func handle(_ exit: VCPUExit, note: inout ExitNote) -> RunOutcome? {
+        if activeLevel == 2 { return handleL2(exit, note: &note) }
         switch exit {
-        case let .io(io): return handleIO(io, note: &note)
-        case let .mmio(access): return handleMMIO(access, note: &note)
+        case let .io(io): return handleIO(io, on: vcpu, note: &note)
+        case let .mmio(access): return handleMMIO(access, on: vcpu, note: &note)
         case .hlt:
             note.kind = .hlt
             return handleHalt()
@@ -61,8 +62,10 @@ extension Machine {
     }
 
     /// Port I/O: the claimed device, or all ones / dropped for a free port.
+    /// `target` is the vCPU that made the access: L1's, or L2's for a port L1
+    /// does not intercept (L1's devices answer it).
     @inline(__always)
-    func handleIO(_ io: IOExit, note: inout ExitNote) -> RunOutcome? {
+    func handleIO(_ io: IOExit, on target: VCPU, note: inout ExitNote) -> RunOutcome? {
         note.kind = io.direction == .input ? .ioIn : .ioOut
         note.address = UInt64(io.port); note.size = io.size
         if io.count > 1 { note.flags.insert(.string) }
@@ -72,7 +75,7 @@ extension Machine {
             let ones: UInt32 = io.size >= 4 ? .max : (1 << (8 * UInt32(io.size))) - 1
             for i in 0..<Int(io.count) {
                 let v = device?.read(port: io.port, size: io.size) ?? ones
-                vcpu.completeIOIn(v, element: i)
+                target.completeIOIn(v, element: i)
                 if i == 0 { note.value = UInt64(v) }
             }
             return nil
@@ -83,7 +86,7 @@ extension Machine {
             if case let .stop(outcome) = device.write(port: io.port, size: io.size, value: io.value) { return outcome }
             return nil
         }
-        let data = vcpu.ioData
+        let data = target.ioData
         let size = Int(io.size)
         for i in 0..<Int(io.count) where (i + 1) * size <= data.count {
             var v: UInt32 = 0
@@ -95,13 +98,13 @@ extension Machine {
 
     /// MMIO: a registered device, or an unbacked address that reads all ones.
     @inline(__always)
-    func handleMMIO(_ access: MMIOExit, note: inout ExitNote) -> RunOutcome? {
+    func handleMMIO(_ access: MMIOExit, on target: VCPU, note: inout ExitNote) -> RunOutcome? {
         note.kind = access.isWrite ? .mmioWrite : .mmioRead
         note.address = access.address; note.size = access.length
         guard let (device, offset) = mmio.device(at: access.address) else {
             note.flags.insert(.unclaimed)
             if access.isWrite { note.value = access.data } else {
-                vcpu.completeMMIORead(.max)
+                target.completeMMIORead(.max)
                 note.value = access.length >= 8 ? .max : (1 << (8 * UInt64(access.length))) - 1
             }
             return nil
@@ -111,7 +114,7 @@ extension Machine {
             if case let .stop(outcome) = device.write(offset: offset, size: access.length, value: access.data) { return outcome }
         } else {
             let v = device.read(offset: offset, size: access.length)
-            vcpu.completeMMIORead(v)
+            target.completeMMIORead(v)
             note.value = v
         }
         return nil

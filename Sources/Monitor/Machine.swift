@@ -34,6 +34,13 @@ public final class Machine {
     var steppingPastBreakpoint = false
     /// L1 has touched a VMX MSR: channel (b)'s breakpoints are worth their cost.
     var vmxBreakpointsWanted = false
+    /// The VM that runs L2, created at the first VM entry and reused.
+    var l2Machine: L2Machine?
+    /// Which level runs next: 1 (L1 on `vcpu`) or 2 (L2 on the L2 VM).
+    var activeLevel = 1
+    /// Exit episodes: a reflected L2 exit and L1's exits until it re-enters L2.
+    var episodeCounter: UInt64 = 0
+    var currentEpisode: UInt64 = 0
     /// The CR4 bits the vCPU accepts (from CPUID), VMXE aside.
     let cr4Supported: UInt64
     let ram: GuestRAM

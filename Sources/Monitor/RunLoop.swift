@@ -14,15 +14,24 @@ extension Machine {
         runStart = monotonicNanos()
         var outcome: RunOutcome?
         while outcome == nil {
-            do { try prepareEntry() } catch { throw MonitorError(error) }
+            let level = activeLevel
             let exit: VCPUExit
-            do { exit = try vcpu.runOnce() } catch { throw MonitorError(error) }
+            if level == 1 {
+                do { try prepareEntry() } catch { throw MonitorError(error) }
+                do { exit = try vcpu.runOnce() } catch { throw MonitorError(error) }
+            } else if let l2 = l2Machine {
+                do { exit = try l2.vcpu.runOnce() } catch { throw MonitorError(error) }
+            } else {
+                throw MonitorError.kvm("level 2 is active but no L2 VM exists")
+            }
             if trace == nil {
                 var note = ExitNote()
                 outcome = handle(exit, note: &note)
             } else {
                 let t0 = monotonicNanos()
                 var note = ExitNote()
+                note.level = UInt8(level)
+                if level == 1 { note.episode = currentEpisode }
                 outcome = handle(exit, note: &note)
                 let t1 = monotonicNanos()
                 record(note, at: t0, duration: t1 &- t0)
@@ -70,10 +79,11 @@ extension Machine {
 
     @inline(__always)
     private func record(_ note: ExitNote, at time: UInt64, duration: UInt64) {
-        trace?.append(TraceRecord(timestamp: time &- runStart, duration: TraceRecord.clampDuration(duration), level: 1,
-                                  kind: note.kind, vcpu: UInt16(truncatingIfNeeded: vcpu.id), rip: vcpu.sync.pointee.regs.rip,
-                                  address: note.address, value: note.value, vmxReason: note.vmxReason,
-                                  size: note.size, flags: note.flags))
+        let rip = note.level == 2 ? (l2Machine?.vcpu.sync.pointee.regs.rip ?? 0) : vcpu.sync.pointee.regs.rip
+        trace?.append(TraceRecord(timestamp: time &- runStart, duration: TraceRecord.clampDuration(duration), level: note.level,
+                                  kind: note.kind, vcpu: UInt16(truncatingIfNeeded: vcpu.id), rip: rip,
+                                  address: note.address, value: note.value, episode: note.episode, vmxReason: note.vmxReason,
+                                  handler: note.handler, size: note.size, flags: note.flags))
     }
 }
 
@@ -85,6 +95,9 @@ public struct ExitNote: Equatable, Sendable {
     public var size: UInt8 = 0
     public var flags: RecordFlags = []
     public var vmxReason: UInt32 = TraceRecord.noVMXReason
+    public var level: UInt8 = 1
+    public var handler: Handler = .l0
+    public var episode: UInt64 = 0
     public init(kind: ExitKind = .unknownExit) { self.kind = kind }
 }
 

@@ -3,6 +3,10 @@
  * the KVM selftests' "vector" helpers do: an armed recovery address makes
  * the runtime's #UD, #SS, #GP and #PF handlers record the fault and resume
  * there instead of printing a dump and exiting.
+ *
+ * This works at CPL 3 too (usermode.h): the handler only changes the frame's
+ * RIP, and IRETQ returns with the frame's CS, SS and RSP, so execution
+ * resumes at the recovery label still in user mode.
  */
 #ifndef GUEST_TRAP_H
 #define GUEST_TRAP_H

@@ -41,3 +41,24 @@ extension CPUState {
         r.rflags = rflags
     }
 }
+
+extension kvm_segment {
+    init(_ s: SegmentState) {
+        self.init()
+        selector = s.selector; base = s.base; limit = s.limit; type = s.type; self.s = s.s ? 1 : 0
+        dpl = s.dpl; present = s.present ? 1 : 0; avl = s.avl ? 1 : 0; l = s.l ? 1 : 0; db = s.db ? 1 : 0
+        g = s.g ? 1 : 0; unusable = s.unusable ? 1 : 0
+    }
+}
+
+extension CPUState {
+    /// Copies the control registers, EFER, segments and descriptor tables
+    /// into `s`, leaving KVM's own fields (APIC base, CR8, pending IRQs) alone.
+    func store(into s: inout kvm_sregs) {
+        s.cr0 = cr0; s.cr2 = cr2; s.cr3 = cr3; s.cr4 = cr4; s.efer = efer
+        s.cs = kvm_segment(cs); s.ds = kvm_segment(ds); s.es = kvm_segment(es); s.fs = kvm_segment(fs)
+        s.gs = kvm_segment(gs); s.ss = kvm_segment(ss); s.tr = kvm_segment(tr); s.ldt = kvm_segment(ldtr)
+        s.gdt.base = gdtr.base; s.gdt.limit = gdtr.limit
+        s.idt.base = idtr.base; s.idt.limit = idtr.limit
+    }
+}

@@ -1,5 +1,6 @@
 import KVM
 import NestedVMX
+import VMXArch
 
 /// The IA-32e interrupt stack frame an exception pushed (SDM Vol. 3A 6.14.2):
 /// [error code,] RIP, CS, RFLAGS, RSP, SS.
@@ -58,7 +59,8 @@ extension Machine {
     /// instruction and unwinds the delivery, so L1 sees the write succeed
     /// (DESIGN.md point 2). Returns false for any other #GP.
     func handleGeneralProtection(cpu: CPUState, note: inout ExitNote) -> Bool {
-        guard let frame = ExceptionFrame(cpu: cpu, hasErrorCode: true, memory: ram), frame.cs & 3 == 0 else { return false }
+        guard let frame = ExceptionFrame(cpu: cpu, hasErrorCode: true, memory: ram) else { return false }
+        if frame.cs & 3 != 0 { return redirectVMCALLToUD(frame: frame, cpu: cpu, note: &note) }
         let at = frame.unwound(cpu)
         guard let (register, length) = Self.decodeMovToCR4(fetchInstruction(at: frame.rip, cpu: at)) else { return false }
         let value = at.gprs[register]
@@ -79,6 +81,33 @@ extension Machine {
         return true
     }
 
+    /// KVM answers VMCALL at CPL 3 with #GP. Outside VMX operation the SDM
+    /// says #UD (31.3 VMCALL: the VMX-operation check comes before the CPL
+    /// check), so L0 turns that #GP delivery into a #UD one: drop the error
+    /// code and enter L1's #UD handler (same gate type assumed).
+    func redirectVMCALLToUD(frame: ExceptionFrame, cpu: CPUState, note: inout ExitNote) -> Bool {
+        guard !vmx.inVMXOperation, let handler = breakpoints.udHandler else { return false }
+        let bytes = fetchInstruction(at: frame.rip, cpu: cpu)
+        guard bytes.starts(with: [0x0f, 0x01, 0xc1]) else { return false }
+        var regs = vcpu.sync.pointee.regs
+        regs.rsp &+= 8
+        regs.rip = handler
+        vcpu.sync.pointee.regs = regs
+        vcpu.markDirty(.regs)
+        note.vmxReason = UInt32(VMXExitReason.vmcall.rawValue)
+        note.value = VMXOutcomeCode.encode(.fault(.invalidOpcode))
+        return true
+    }
+
+    /// The 8-byte GDT descriptor for `selector`, read through L1's paging.
+    func descriptor(selector: UInt16, cpu: CPUState) -> UInt64? {
+        let offset = UInt64(selector & ~7)
+        guard selector & 4 == 0, offset + 7 <= UInt64(cpu.gdtr.limit),
+              case let .success(bytes) = PageWalker.readLinear(cpu.gdtr.base &+ offset, count: 8, access: MemoryAccess(),
+                                                               state: cpu, memory: ram) else { return nil }
+        return bytes.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+    }
+
     /// `mov cr4, r64`: [REX] 0F 22 /r with reg = 4 (SDM Vol. 2B "MOV—Move
     /// to/from Control Registers"). Returns the source register and the length.
     static func decodeMovToCR4(_ bytes: [UInt8]) -> (register: Int, length: Int)? {
@@ -93,14 +122,25 @@ extension Machine {
     }
 
     /// #UD at L1's handler: if the instruction is a VMX instruction (the #UD
-    /// of a standard KVM host, VMCALL here), L0 emulates it and unwinds the
-    /// delivery, or replaces it with the instruction's own fault. A genuine
-    /// #UD is `.notOurs`. Only same-privilege deliveries are understood: a VMX
-    /// instruction at CPL 3 keeps its #UD on this channel (documented).
+    /// of a standard KVM host, VMCALL here, and any VMX instruction at CPL 3,
+    /// where KVM injects #UD itself rather than report an emulation failure),
+    /// L0 emulates it and unwinds the delivery, or replaces it with the
+    /// instruction's own fault. A genuine #UD is `.notOurs`.
     func handleInvalidOpcode(cpu: CPUState, note: inout ExitNote) -> TrapResult {
-        guard let frame = ExceptionFrame(cpu: cpu, hasErrorCode: false, memory: ram),
-              frame.cs & 3 == cpu.cs.selector & 3 else { return .notOurs }
+        guard let frame = ExceptionFrame(cpu: cpu, hasErrorCode: false, memory: ram) else { return .notOurs }
+        let crossPrivilege = frame.cs & 3 != cpu.cs.selector & 3
         var at = frame.unwound(cpu)
+        if crossPrivilege {
+            // The instruction ran at the frame's privilege: CPL from CS.RPL, the
+            // code segment's L/D bits from its GDT descriptor (SDM Vol. 3A 3.4.5).
+            guard let code = descriptor(selector: UInt16(truncatingIfNeeded: frame.cs), cpu: cpu) else { return .notOurs }
+            at.cs.selector = UInt16(truncatingIfNeeded: frame.cs)
+            at.cs.dpl = UInt8(frame.cs & 3)
+            at.cs.l = code & (1 << 53) != 0
+            at.cs.db = code & (1 << 54) != 0
+            at.ss.selector = UInt16(truncatingIfNeeded: frame.ss)
+            at.ss.dpl = UInt8(frame.ss & 3)
+        }
         guard case let .success(insn) = VMXDecoder.decode(fetchInstruction(at: frame.rip, cpu: at), state: at) else {
             return .notOurs
         }
@@ -114,14 +154,30 @@ extension Machine {
             return .handled
         case .fault(.invalidOpcode):
             return .notOurs                    // the #UD stands: let the handler run
+        case let .fault(exception) where crossPrivilege:
+            // The delivery already switched to the handler's stack; a #GP would
+            // have built the same frame plus an error code. So push the error
+            // code and enter L1's #GP handler instead (same gate type assumed).
+            guard exception.vector == 13, let handler = breakpoints.gpHandler else { return .notOurs }
+            var regs = vcpu.sync.pointee.regs
+            regs.rsp &-= 8
+            guard case .success = PageWalker.writeLinear(regs.rsp, bytes: Array(repeating: 0, count: 8),
+                                                         access: MemoryAccess(write: true), state: cpu, memory: ram) else {
+                return .notOurs
+            }
+            regs.rip = handler
+            vcpu.sync.pointee.regs = regs
+            vcpu.markDirty(.regs)
+            return .handled
         case let .fault(exception):
             // Deliver `exception` instead of the #UD: unwind, then inject.
             frame.unwound(cpu).store(into: &vcpu.sync.pointee.regs)
             vcpu.markDirty(.regs)
             inject(exception)
             return .handled
-        case .vmEntry:
-            return .stop(Self.entryNotImplemented(insn.instruction))
+        case let .vmEntry(launch):
+            // The #UD frame is dropped: VM exits load RSP from the host state.
+            return enterL2(launch: launch, note: &note).map { .stop($0) } ?? .handled
         }
     }
 }

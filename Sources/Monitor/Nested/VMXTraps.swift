@@ -75,15 +75,10 @@ extension Machine {
             vcpu.markDirty(.regs)
         case let .fault(exception):
             inject(exception)
-        case .vmEntry:
-            return Self.entryNotImplemented(insn.instruction)
+        case let .vmEntry(launch):
+            return enterL2(launch: launch, note: &note)
         }
         return nil
-    }
-
-    static func entryNotImplemented(_ instruction: VMXInstruction) -> RunOutcome {
-        .unhandledExit("\(instruction == .vmlaunch ? "VMLAUNCH" : "VMRESUME") passed its launch-state checks, "
-                       + "but VM entry into L2 is not implemented yet")
     }
 
     /// The trace record of a VMX instruction: VMX exit reason, field, outcome.

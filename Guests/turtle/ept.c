@@ -1,0 +1,81 @@
+/*
+ * ept.c - the EPT that turtle gives L2 (SDM Vol. 3C 29.3 "The Extended Page
+ * Table Mechanism").
+ *
+ * 4-level EPT (29.3.2): PML4 -> PDPT -> page directories with 2 MiB leaves
+ * (Table 29-4: bit 7 = 1 maps a 2 MiB page). L2-physical [0, l2mem) maps
+ * one-to-one onto L1-physical [l2_base, l2_base + l2mem), read/write/execute,
+ * memory type WB (6) in leaf bits 5:3. Everything else, in particular
+ * 0xd0000000 and the APIC page 0xfee00000, stays unmapped: an L2 access there
+ * is an EPT violation (exit reason 48), which exit.c turns into a toy MMIO
+ * device.
+ *
+ * The EPTP (25.6.11): bits 2:0 memory type of the paging structures (WB),
+ * bits 5:3 page-walk length minus one (3), bit 6 A/D flags (off).
+ */
+#include "turtle.h"
+
+#define EPT_R		(1ull << 0)
+#define EPT_W		(1ull << 1)
+#define EPT_X		(1ull << 2)
+#define EPT_RWX		(EPT_R | EPT_W | EPT_X)
+#define EPT_MT_SHIFT	3
+#define EPT_LARGE	(1ull << 7)
+#define MT_UC		0
+#define MT_WB		6
+
+#define L2MEM_MAX	(1ull << 30)	/* one PDPT entry, one page directory */
+
+static uint64_t ept_pml4[512] __attribute__((aligned(4096)));
+static uint64_t ept_pdpt[512] __attribute__((aligned(4096)));
+static uint64_t ept_pd[512] __attribute__((aligned(4096)));
+
+/* EPT/VPID capability bits (SDM Vol. 3C A.10). */
+#define CAP_WALK4	(1ull << 6)
+#define CAP_UC		(1ull << 8)
+#define CAP_WB		(1ull << 14)
+#define CAP_2M		(1ull << 16)
+
+bool ept_build(uint64_t *eptp_out)
+{
+	uint64_t cap = rdmsr(MSR_IA32_VMX_EPT_VPID_CAP);
+	uint64_t mt;
+
+	printf("turtle: IA32_VMX_EPT_VPID_CAP 0x%llx\n", (unsigned long long)cap);
+	if (!(cap & CAP_WALK4)) {
+		fail("EPT: 4-level page walks are not supported (EPT_VPID_CAP bit 6)");
+		return false;
+	}
+	if (!(cap & CAP_2M)) {
+		fail("EPT: 2 MiB pages are not supported (EPT_VPID_CAP bit 16)");
+		return false;
+	}
+	if (cap & CAP_WB) {
+		mt = MT_WB;
+	} else if (cap & CAP_UC) {
+		mt = MT_UC;
+		printf("turtle: EPT: WB not supported, using UC\n");
+	} else {
+		fail("EPT: neither WB nor UC paging-structure memory type is supported");
+		return false;
+	}
+	if (cfg.l2mem > L2MEM_MAX) {
+		fail("EPT: l2mem above 1 GiB is not supported");
+		return false;
+	}
+
+	/* Leaf memory type WB: L2's RAM is ordinary RAM (29.3.7; with
+	 * "ignore PAT" clear it combines with L2's PAT). The EPTP's type (mt)
+	 * is the one for the paging structures and must be one EPT_VPID_CAP
+	 * lists. */
+	for (uint64_t gpa = 0; gpa < cfg.l2mem; gpa += 2ull << 20)
+		ept_pd[gpa >> 21] = (l2_base + gpa) | EPT_RWX | (MT_WB << EPT_MT_SHIFT) | EPT_LARGE;
+	ept_pdpt[0] = (uint64_t)(uintptr_t)ept_pd | EPT_RWX;
+	ept_pml4[0] = (uint64_t)(uintptr_t)ept_pdpt | EPT_RWX;
+
+	*eptp_out = (uint64_t)(uintptr_t)ept_pml4 | mt | ((4 - 1) << 3);
+	printf("turtle: EPT maps L2-physical [0, 0x%llx) -> L1-physical 0x%llx with %llu 2 MiB pages, EPTP 0x%llx\n",
+	       (unsigned long long)cfg.l2mem, (unsigned long long)l2_base,
+	       (unsigned long long)(cfg.l2mem >> 21), (unsigned long long)*eptp_out);
+	return true;
+}

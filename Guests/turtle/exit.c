@@ -1,0 +1,593 @@
+/*
+ * exit.c - turtle's VM-exit handlers (SDM Vol. 3C chapter 28 for the exit
+ * information, Appendix C for the basic exit reasons).
+ *
+ * entry.S saves L2's GPRs into l2_gprs and calls turtle_handle_exit(), which
+ * returns 0 to VMRESUME L2 or 1 to stop the run.
+ */
+#include "turtle.h"
+
+#define RFLAGS_IF	(1ull << 9)
+#define CR0_PG		(1ull << 31)
+#define CR4_PSE		(1ull << 4)
+#define CR4_PAE		(1ull << 5)
+#define EFER_LMA	(1ull << 10)
+#define AR_L		(1ull << 13)
+
+#define COM1		0x3f8
+#define COM1_LSR	(COM1 + 5)
+#define DEBUG_EXIT	0xf4
+#define POST_PORT	0x80
+
+uint64_t exit_counts[EXIT_REASON_MAX + 1];
+uint64_t exit_other;
+bool l2_finished;
+uint32_t l2_status;
+
+static const char *stop_why = "";
+static uint64_t hc_print, hc_nop, hc_unknown, port80_outs, mmio_reads, mmio_writes, preempt_exits;
+static uint64_t mmio_last_gpa, mmio_last_value;
+static bool l2_line_start = true;
+
+static const char *const reason_names[EXIT_REASON_MAX + 1] = {
+	[0] = "exception or NMI", [1] = "external interrupt", [2] = "triple fault",
+	[3] = "INIT signal", [4] = "start-up IPI", [5] = "I/O SMI", [6] = "other SMI",
+	[7] = "interrupt window", [8] = "NMI window", [9] = "task switch", [10] = "CPUID",
+	[11] = "GETSEC", [12] = "HLT", [13] = "INVD", [14] = "INVLPG", [15] = "RDPMC",
+	[16] = "RDTSC", [17] = "RSM", [18] = "VMCALL", [19] = "VMCLEAR", [20] = "VMLAUNCH",
+	[21] = "VMPTRLD", [22] = "VMPTRST", [23] = "VMREAD", [24] = "VMRESUME",
+	[25] = "VMWRITE", [26] = "VMXOFF", [27] = "VMXON", [28] = "control-register access",
+	[29] = "MOV DR", [30] = "I/O instruction", [31] = "RDMSR", [32] = "WRMSR",
+	[33] = "VM-entry failure: invalid guest state", [34] = "VM-entry failure: MSR loading",
+	[36] = "MWAIT", [37] = "monitor trap flag", [39] = "MONITOR", [40] = "PAUSE",
+	[41] = "VM-entry failure: machine-check event", [43] = "TPR below threshold",
+	[44] = "APIC access", [45] = "virtualized EOI", [46] = "GDTR/IDTR access",
+	[47] = "LDTR/TR access", [48] = "EPT violation", [49] = "EPT misconfiguration",
+	[50] = "INVEPT", [51] = "RDTSCP", [52] = "VMX-preemption timer expired",
+	[53] = "INVVPID", [54] = "WBINVD", [55] = "XSETBV", [56] = "APIC write",
+	[57] = "RDRAND", [58] = "INVPCID", [59] = "VMFUNC", [60] = "ENCLS", [61] = "RDSEED",
+	[62] = "page-modification log full", [63] = "XSAVES", [64] = "XRSTORS",
+	[66] = "SPP-related event", [67] = "UMWAIT", [68] = "TPAUSE", [69] = "LOADIWKEY",
+};
+
+const char *exit_reason_name(uint32_t reason)
+{
+	if (reason <= EXIT_REASON_MAX && reason_names[reason])
+		return reason_names[reason];
+	return "unknown";
+}
+
+static int stop(const char *why)
+{
+	stop_why = why;
+	return 1;
+}
+
+/* ---- L2 state helpers ---- */
+
+static void skip_instruction(uint64_t len)
+{
+	VMW(GUEST_RIP, vmr(GUEST_RIP) + len);
+}
+
+/* VM-exit instruction length (SDM 28.2.5), for exits that set it. */
+static uint64_t exit_insn_len(uint64_t fallback)
+{
+	uint64_t len = vmr(EXIT_INSTRUCTION_LEN);
+	return (len >= 1 && len <= 15) ? len : fallback;
+}
+
+static uint64_t get_reg(int r)
+{
+	return r == R_RSP ? vmr(GUEST_RSP) : l2_gprs[r];
+}
+
+static void set_reg(int r, uint64_t v)
+{
+	if (r == R_RSP)
+		VMW(GUEST_RSP, v);
+	else
+		l2_gprs[r] = v;
+}
+
+/* Writes `size` bytes of v into register r as a MOV would: 8/16-bit writes
+ * merge, 32-bit writes zero-extend (SDM Vol. 1 3.4.1.1), high8 = AH..BH. */
+static void write_reg_sized(int r, int size, bool high8, uint64_t v)
+{
+	uint64_t old = get_reg(r);
+
+	switch (size) {
+	case 1:
+		if (high8)
+			set_reg(r, (old & ~0xff00ull) | ((v & 0xff) << 8));
+		else
+			set_reg(r, (old & ~0xffull) | (v & 0xff));
+		break;
+	case 2: set_reg(r, (old & ~0xffffull) | (v & 0xffff)); break;
+	case 4: set_reg(r, v & 0xffffffffull); break;
+	default: set_reg(r, v); break;
+	}
+}
+
+static uint64_t size_mask(int size)
+{
+	return size >= 8 ? ~0ull : (1ull << (8 * size)) - 1;
+}
+
+/* ---- L2 output ---- */
+
+static void l2_putc(char c)
+{
+	if (cfg.prefix && l2_line_start)
+		serial_write("[L2] ", 5);
+	serial_putc(c);
+	l2_line_start = (c == '\n');
+}
+
+/* ---- 30: I/O instruction (qualification: SDM Table 28-5) ---- */
+
+static int handle_io(void)
+{
+	uint64_t q = vmr(EXIT_QUALIFICATION);
+	int size = (int)(q & 7) + 1;
+	bool in = (q >> 3) & 1, string = (q >> 4) & 1, rep = (q >> 5) & 1;
+	uint16_t port = (uint16_t)(q >> 16);
+	uint64_t value = l2_gprs[R_RAX] & size_mask(size);
+
+	if (string) {
+		printf("turtle: L2 string I/O (%s%s, port 0x%x, size %d) is not supported\n",
+		       rep ? "REP " : "", in ? "INS" : "OUTS", port, size);
+		return stop("string I/O");
+	}
+	if (in) {
+		uint64_t result = size_mask(size);	/* unclaimed ports read all ones */
+		if (port == COM1_LSR)
+			result = 0x60;			/* THR empty, transmitter empty */
+		else if (port >= COM1 && port <= COM1 + 7)
+			result = 0;
+		write_reg_sized(R_RAX, size, false, result);
+	} else if (port == COM1) {
+		l2_putc((char)value);
+	} else if (port >= DEBUG_EXIT && port <= DEBUG_EXIT + 3) {
+		skip_instruction(exit_insn_len(1));
+		l2_finished = true;
+		l2_status = (uint32_t)value;
+		return stop("L2 wrote to the debug-exit port");
+	} else if (port == POST_PORT) {
+		port80_outs++;
+	}
+	skip_instruction(exit_insn_len(1));
+	return 0;
+}
+
+/* ---- 31/32: RDMSR/WRMSR ---- */
+
+static void inject_gp(void)
+{
+	/* VM-entry interruption information (SDM 25.8.3): valid, deliver
+	 * error code, type 3 (hardware exception), vector 13. */
+	VMW(ENTRY_INTR_INFO, (1u << 31) | (1u << 11) | (3u << 8) | 13);
+	VMW(ENTRY_EXCEPTION_ERRCODE, 0);
+}
+
+static int handle_msr(bool write)
+{
+	uint32_t msr = (uint32_t)l2_gprs[R_RCX];
+
+	if (msr != MSR_IA32_APIC_BASE) {
+		printf("turtle: L2 %s of MSR 0x%x: not emulated, injecting #GP\n",
+		       write ? "WRMSR" : "RDMSR", msr);
+		inject_gp();
+		return 0;	/* a fault: RIP stays at the instruction */
+	}
+	if (!write) {
+		/* xAPIC at 0xfee00000, enabled (bit 11), BSP (bit 8). */
+		l2_gprs[R_RAX] = 0xfee00900u;
+		l2_gprs[R_RDX] = 0;
+	}
+	skip_instruction(exit_insn_len(2));
+	return 0;
+}
+
+/* ---- 18: VMCALL hypercalls ---- */
+
+static void print_l2_string(uint64_t gpa)
+{
+	for (unsigned i = 0; i < 4096; i++) {
+		const char *p = l2_ptr(gpa + i, 1);
+		if (!p) {
+			printf("\nturtle: print hypercall: string at 0x%llx runs out of L2 memory\n",
+			       (unsigned long long)gpa);
+			return;
+		}
+		if (!*p)
+			return;
+		l2_putc(*p);
+	}
+}
+
+static int handle_vmcall(void)
+{
+	uint64_t nr = l2_gprs[R_RAX], arg = l2_gprs[R_RBX];
+	int ret = 0;
+
+	switch (nr) {
+	case HC_PRINT:
+		hc_print++;
+		print_l2_string(arg);
+		l2_gprs[R_RAX] = 0;
+		break;
+	case HC_DONE:
+		l2_finished = true;
+		l2_status = (uint32_t)arg;
+		ret = stop("L2 made the \"done\" hypercall");
+		break;
+	case HC_NOP:
+		hc_nop++;
+		l2_gprs[R_RAX] = 0;
+		break;
+	default:
+		if (hc_unknown++ == 0)
+			printf("turtle: unknown hypercall %llu (returning -1)\n", (unsigned long long)nr);
+		l2_gprs[R_RAX] = ~0ull;
+		break;
+	}
+	skip_instruction(exit_insn_len(3));
+	return ret;
+}
+
+/* ---- L2 linear -> L2 physical, for instruction fetches ---- */
+
+struct l2_paging {
+	uint64_t cr0, cr3, cr4;
+	bool lma, mode64;
+	uint64_t cs_base;
+};
+
+static void read_paging(struct l2_paging *pg)
+{
+	pg->cr0 = vmr(GUEST_CR0);
+	pg->cr3 = pg->cr4 = 0;
+	pg->lma = false;
+	if (pg->cr0 & CR0_PG) {
+		pg->cr3 = vmr(GUEST_CR3);
+		pg->cr4 = vmr(GUEST_CR4);
+		/* "IA-32e mode guest" is updated with EFER.LMA on every exit
+		 * (SDM 28.2 / 28.3.1); EFER itself only if "save EFER". */
+		if (exit_ctl & EXIT_SAVE_EFER)
+			pg->lma = (vmr(GUEST_IA32_EFER) & EFER_LMA) != 0;
+		else
+			pg->lma = (vmr(ENTRY_CONTROLS) & ENTRY_IA32E_GUEST) != 0;
+	}
+	pg->mode64 = pg->lma && (vmr(GUEST_CS_AR) & AR_L);
+	pg->cs_base = pg->mode64 ? 0 : vmr(GUEST_CS_BASE);
+}
+
+static bool read_pte(uint64_t gpa, int size, uint64_t *out)
+{
+	const void *p = l2_ptr(gpa, size);
+	if (!p)
+		return false;
+	*out = size == 8 ? *(const uint64_t *)p : *(const uint32_t *)p;
+	return true;
+}
+
+#define PTE_P	1ull
+#define PTE_PS	(1ull << 7)
+#define ADDR52	0x000ffffffffff000ull
+
+/* SDM Vol. 3A chapter 4: 32-bit, PAE and 4-level paging (no permission
+ * checks: turtle only reads what L2 is executing). */
+static bool l2_translate(const struct l2_paging *pg, uint64_t lin, uint64_t *gpa)
+{
+	uint64_t e;
+
+	if (!(pg->cr0 & CR0_PG)) {
+		*gpa = lin & 0xffffffffull;
+		return true;
+	}
+	if (!(pg->cr4 & CR4_PAE)) {
+		uint32_t l = (uint32_t)lin;
+		if (!read_pte((pg->cr3 & 0xfffff000u) + ((l >> 22) << 2), 4, &e) || !(e & PTE_P))
+			return false;
+		if ((e & PTE_PS) && (pg->cr4 & CR4_PSE)) {
+			*gpa = (e & 0xffc00000u) | (l & 0x3fffff);
+			return true;
+		}
+		if (!read_pte((e & 0xfffff000u) + (((l >> 12) & 0x3ff) << 2), 4, &e) || !(e & PTE_P))
+			return false;
+		*gpa = (e & 0xfffff000u) | (l & 0xfff);
+		return true;
+	}
+	uint64_t table;
+	int level;
+	if (pg->lma) {
+		table = pg->cr3 & ADDR52;
+		level = 4;
+	} else {
+		if (!read_pte((pg->cr3 & 0xffffffe0u) + ((lin >> 30) & 3) * 8, 8, &e) || !(e & PTE_P))
+			return false;
+		table = e & ADDR52;
+		level = 2;
+	}
+	for (; level >= 1; level--) {
+		int shift = 12 + 9 * (level - 1);
+		if (!read_pte(table + ((lin >> shift) & 511) * 8, 8, &e) || !(e & PTE_P))
+			return false;
+		if (level == 1 || ((level == 2 || level == 3) && (e & PTE_PS))) {
+			uint64_t page = (e & ADDR52) & ~((1ull << shift) - 1);
+			*gpa = page | (lin & ((1ull << shift) - 1));
+			return true;
+		}
+		table = e & ADDR52;
+	}
+	return false;
+}
+
+/* Copies up to n bytes of L2's code at linear `lin`; returns how many. */
+static int fetch_code(const struct l2_paging *pg, uint64_t lin, uint8_t *buf, int n)
+{
+	int got = 0;
+
+	while (got < n) {
+		uint64_t gpa;
+		if (!l2_translate(pg, lin + got, &gpa))
+			break;
+		int chunk = (int)(4096 - ((lin + got) & 0xfff));
+		if (chunk > n - got)
+			chunk = n - got;
+		const uint8_t *p = l2_ptr(gpa, chunk);
+		if (!p)
+			break;
+		for (int i = 0; i < chunk; i++)
+			buf[got + i] = p[i];
+		got += chunk;
+	}
+	return got;
+}
+
+/* ---- The MOV forms turtle's toy MMIO device understands ---- */
+
+struct mmio_insn {
+	int len;		/* total instruction length */
+	bool write;		/* store to memory */
+	int size;		/* memory operand size: 1, 2, 4 or 8 */
+	int reg;		/* register operand, or -1 for an immediate */
+	bool high8;		/* AH/CH/DH/BH */
+	int dst_size;		/* for loads: register size written (MOVZX) */
+	uint64_t imm;
+};
+
+static const char *decode_mov(const uint8_t *b, int n, bool mode64, struct mmio_insn *d)
+{
+	int i = 0, opsize = 4;
+	uint8_t rex = 0;
+	bool movzx = false;
+
+	for (;; i++) {
+		if (i >= n)
+			return "instruction truncated";
+		uint8_t p = b[i];
+		if (p == 0x66)
+			opsize = 2;
+		else if (p == 0x67) {
+			if (!mode64)
+				return "16-bit addressing";
+		} else if (p == 0x26 || p == 0x2e || p == 0x36 || p == 0x3e || p == 0x64 || p == 0x65)
+			;	/* the guest-physical address comes from the VMCS */
+		else
+			break;
+	}
+	if (mode64 && (b[i] & 0xf0) == 0x40)
+		rex = b[i++];
+	if (rex & 8)
+		opsize = 8;
+	if (i + 2 > n)
+		return "instruction truncated";
+
+	uint8_t op = b[i++];
+	d->reg = -1;
+	d->imm = 0;
+	switch (op) {
+	case 0x88: d->write = true; d->size = 1; break;
+	case 0x89: d->write = true; d->size = opsize; break;
+	case 0x8a: d->write = false; d->size = 1; break;
+	case 0x8b: d->write = false; d->size = opsize; break;
+	case 0xc6: d->write = true; d->size = 1; break;
+	case 0xc7: d->write = true; d->size = opsize; break;
+	case 0x0f:
+		op = b[i++];
+		if (op != 0xb6 && op != 0xb7)
+			return "unsupported opcode";
+		movzx = true;
+		d->write = false;
+		d->size = op == 0xb6 ? 1 : 2;
+		break;
+	default:
+		return "unsupported opcode";
+	}
+	d->dst_size = movzx ? opsize : d->size;
+
+	if (i >= n)
+		return "instruction truncated";
+	uint8_t modrm = b[i++];
+	int mod = modrm >> 6, regf = ((modrm >> 3) & 7) | ((rex & 4) ? 8 : 0), rm = modrm & 7;
+	if (mod == 3)
+		return "register operand, not memory";
+	if (rm == 4) {
+		if (i >= n)
+			return "instruction truncated";
+		uint8_t sib = b[i++];
+		if ((sib & 7) == 5 && mod == 0)
+			i += 4;
+	}
+	if (mod == 0 && rm == 5)
+		i += 4;			/* disp32 (RIP-relative in 64-bit mode) */
+	else if (mod == 1)
+		i += 1;
+	else if (mod == 2)
+		i += 4;
+
+	if (op == 0xc6 || op == 0xc7) {
+		if ((regf & 7) != 0)
+			return "unsupported opcode extension";
+		int isz = op == 0xc6 ? 1 : (opsize == 2 ? 2 : 4);
+		if (i + isz > n)
+			return "instruction truncated";
+		for (int k = 0; k < isz; k++)
+			d->imm |= (uint64_t)b[i + k] << (8 * k);
+		if (isz == 4 && opsize == 8 && (d->imm & 0x80000000u))
+			d->imm |= 0xffffffff00000000ull;	/* sign-extended imm32 */
+		i += isz;
+	} else {
+		d->reg = regf;
+		d->high8 = !movzx && d->size == 1 && !rex && regf >= 4 && regf <= 7;
+		if (d->high8)
+			d->reg = regf - 4;
+	}
+	if (i > n || i > 15)
+		return "instruction truncated";
+	d->len = i;
+	return NULL;
+}
+
+/* ---- 48: EPT violation (qualification: SDM Table 28-7) ---- */
+
+static int handle_ept_violation(void)
+{
+	uint64_t q = vmr(EXIT_QUALIFICATION);
+	uint64_t gpa = vmr(GUEST_PHYSICAL_ADDRESS);
+	uint64_t rip = vmr(GUEST_RIP);
+	uint64_t idt_vec = vmr(IDT_VECTORING_INFO);
+
+	if (idt_vec & (1u << 31)) {
+		printf("turtle: EPT violation at L2-physical 0x%llx during event delivery (IDT-vectoring info 0x%llx): not supported\n",
+		       (unsigned long long)gpa, (unsigned long long)idt_vec);
+		return stop("EPT violation during event delivery");
+	}
+	if (q & 4) {
+		printf("turtle: L2 fetched an instruction from L2-physical 0x%llx, which is not RAM (RIP 0x%llx, qualification 0x%llx)\n",
+		       (unsigned long long)gpa, (unsigned long long)rip, (unsigned long long)q);
+		return stop("instruction fetch from unbacked memory");
+	}
+
+	struct l2_paging pg;
+	uint8_t code[15];
+	struct mmio_insn d;
+	read_paging(&pg);
+	int n = fetch_code(&pg, pg.cs_base + rip, code, 15);
+	const char *err = n ? decode_mov(code, n, pg.mode64, &d) : "cannot read the instruction";
+	if (!err && d.write != ((q & 2) != 0))
+		err = "decoded direction disagrees with the exit qualification";
+	if (err) {
+		printf("turtle: EPT violation at L2-physical 0x%llx (qualification 0x%llx, RIP 0x%llx): %s; bytes",
+		       (unsigned long long)gpa, (unsigned long long)q, (unsigned long long)rip, err);
+		for (int i = 0; i < n; i++)
+			printf(" %02x", code[i]);
+		printf("\n");
+		return stop("EPT violation that the MMIO device cannot decode");
+	}
+
+	/* The toy device: every address outside L2 RAM reads all ones and
+	 * swallows writes, which it counts and remembers. */
+	if (d.write) {
+		uint64_t v = d.reg < 0 ? d.imm : get_reg(d.reg) >> (d.high8 ? 8 : 0);
+		mmio_writes++;
+		mmio_last_gpa = gpa;
+		mmio_last_value = v & size_mask(d.size);
+	} else {
+		mmio_reads++;
+		write_reg_sized(d.reg, d.dst_size, d.high8, size_mask(d.size));
+	}
+	VMW(GUEST_RIP, rip + d.len);
+	return 0;
+}
+
+/* ---- the dispatcher ---- */
+
+int turtle_handle_exit(void)
+{
+	uint32_t reason = (uint32_t)vmr(EXIT_REASON);
+	uint32_t basic = reason & 0xffff;
+
+	if (basic <= EXIT_REASON_MAX)
+		exit_counts[basic]++;
+	else
+		exit_other++;
+
+	if (reason & (1u << 31)) {
+		uint64_t q = vmr(EXIT_QUALIFICATION);
+		printf("turtle: VM-entry failure, exit reason %u (%s), qualification 0x%llx\n",
+		       basic, exit_reason_name(basic), (unsigned long long)q);
+		return stop("VM-entry failure");
+	}
+
+	switch (basic) {
+	case EXIT_REASON_IO:
+		return handle_io();
+	case EXIT_REASON_VMCALL:
+		return handle_vmcall();
+	case EXIT_REASON_RDMSR:
+		return handle_msr(false);
+	case EXIT_REASON_WRMSR:
+		return handle_msr(true);
+	case EXIT_REASON_EPT_VIOLATION:
+		return handle_ept_violation();
+	case EXIT_REASON_PREEMPTION_TIMER:
+		preempt_exits++;
+		VMW(PREEMPTION_TIMER_VALUE, cfg.preempt);	/* re-arm */
+		return 0;
+	case EXIT_REASON_HLT: {
+		uint64_t rflags = vmr(GUEST_RFLAGS), rip = vmr(GUEST_RIP);
+		if (!(rflags & RFLAGS_IF)) {
+			printf("turtle: L2 halted with interrupts off at RIP 0x%llx: it can never wake\n",
+			       (unsigned long long)rip);
+			return stop("L2 halted with interrupts off");
+		}
+		printf("turtle: L2 halted with interrupts on at RIP 0x%llx, but turtle gives L2 no interrupts or timers yet\n",
+		       (unsigned long long)rip);
+		return stop("L2 halted waiting for an interrupt turtle cannot deliver");
+	}
+	case EXIT_REASON_TRIPLE_FAULT:
+		printf("turtle: L2 triple-faulted at RIP 0x%llx\n", (unsigned long long)vmr(GUEST_RIP));
+		return stop("L2 triple fault");
+	case EXIT_REASON_EPT_MISCONFIG:
+		printf("turtle: EPT misconfiguration at L2-physical 0x%llx: turtle's EPT is broken\n",
+		       (unsigned long long)vmr(GUEST_PHYSICAL_ADDRESS));
+		return stop("EPT misconfiguration");
+	default:
+		printf("turtle: unhandled exit reason %u (%s), qualification 0x%llx, RIP 0x%llx\n",
+		       basic, exit_reason_name(basic), (unsigned long long)vmr(EXIT_QUALIFICATION),
+		       (unsigned long long)vmr(GUEST_RIP));
+		return stop("unhandled exit");
+	}
+}
+
+void exit_report(void)
+{
+	uint64_t total = exit_other;
+
+	if (!l2_line_start)
+		serial_putc('\n');
+	printf("turtle: run stopped: %s\n", stop_why);
+	printf("turtle: exits by reason:\n");
+	for (int r = 0; r <= EXIT_REASON_MAX; r++) {
+		if (!exit_counts[r])
+			continue;
+		total += exit_counts[r];
+		printf("turtle:   %3d %-40s %llu\n", r, exit_reason_name((uint32_t)r),
+		       (unsigned long long)exit_counts[r]);
+	}
+	if (exit_other)
+		printf("turtle:   ??? %-40s %llu\n", "reason above 70", (unsigned long long)exit_other);
+	printf("turtle:   total %llu\n", (unsigned long long)total);
+	printf("turtle: hypercalls: print %llu, nop %llu, unknown %llu; port 0x80 writes %llu; "
+	       "MMIO reads %llu, writes %llu",
+	       (unsigned long long)hc_print, (unsigned long long)hc_nop, (unsigned long long)hc_unknown,
+	       (unsigned long long)port80_outs, (unsigned long long)mmio_reads,
+	       (unsigned long long)mmio_writes);
+	if (mmio_writes)
+		printf(" (last 0x%llx to 0x%llx)", (unsigned long long)mmio_last_value,
+		       (unsigned long long)mmio_last_gpa);
+	printf("; preemption-timer exits %llu\n", (unsigned long long)preempt_exits);
+}

@@ -1,0 +1,47 @@
+import KVM
+import NestedVMX
+
+/// The second KVM VM that runs L2 (DESIGN.md point 3). Created once and
+/// reused for every VMLAUNCH; its memory slots are EPT02: runs of L2-physical
+/// addresses mapped onto the host memory that backs L1.
+final class L2Machine {
+    let vm: VirtualMachine
+    let vcpu: VCPU
+    /// Installed EPT02 slots: L2-physical base, size, offset into L1 RAM.
+    struct Slot { var slot: UInt32; var base: UInt64; var size: UInt64; var l1: UInt64; var readOnly: Bool }
+    private(set) var slots: [Slot] = []
+    private var nextSlot: UInt32 = 0
+    /// The EPTP the slots were built from; nil: no EPT (L2-physical = L1-physical).
+    var builtFor: UInt64??
+
+    init(system: KVMSystem, cpuid: [CPUIDEntry]) throws(KVMError) {
+        vm = try system.createVM()
+        try? vm.setTSSAddress()
+        try vm.disableQuirks(1 << 5)
+        vcpu = try vm.createVCPU()
+        try vcpu.setCPUID(cpuid)
+        try vcpu.enableSyncRegs([.regs, .sregs, .events])
+        // Fill the sync area once, so later partial updates start from KVM's values.
+        _ = try vcpu.setRegs(vcpu.getRegs())
+        _ = try vcpu.setSRegs(vcpu.getSRegs())
+        vcpu.sync.pointee.events = try vcpu.getEvents()
+    }
+
+    /// Drops every EPT02 slot (INVEPT, or a new EPTP).
+    func dropAll() throws(KVMError) {
+        for s in slots { try vm.setMemoryRegion(slot: s.slot, guestPhysical: s.base, size: 0, host: nil) }
+        slots.removeAll()
+        nextSlot = 0
+    }
+
+    /// Maps [base, base+size) of L2-physical space onto L1 RAM at `l1`.
+    func map(base: UInt64, size: UInt64, l1: UInt64, readOnly: Bool, memory: GuestMemory) throws(KVMError) {
+        try vm.map(memory, offset: Int(l1), size: Int(size), slot: nextSlot, at: base, readOnly: readOnly)
+        slots.append(Slot(slot: nextSlot, base: base, size: size, l1: l1, readOnly: readOnly))
+        nextSlot += 1
+    }
+
+    func slot(containing address: UInt64) -> Slot? {
+        slots.first { address >= $0.base && address - $0.base < $0.size }
+    }
+}

@@ -1,0 +1,330 @@
+import CKVM
+import KVM
+import NestedVMX
+import TraceFormat
+import VMXArch
+
+/// Running L2: VM entry from VMCS12 into the L2 VM, the exits L2 causes,
+/// and the VM exits L0 reflects to L1 (SDM Vol. 3C chapters 27 and 28).
+extension Machine {
+    static let procActivateSecondary: UInt64 = 1 << 31
+    static let secondaryEnableEPT: UInt64 = 1 << 1
+
+    // MARK: VM entry
+
+    /// VMLAUNCH/VMRESUME passed the launch-state checks: load L2 and run it.
+    func enterL2(launch: Bool, note: inout ExitNote) -> RunOutcome? {
+        guard var vmcs = vmx.current else { return .unhandledExit("VM entry without a current VMCS") }
+        do {
+            let l2 = try l2Machine ?? L2Machine(system: system, cpuid: l2CPUID)
+            l2Machine = l2
+            try prepareMemory(of: l2, for: vmcs)
+            let l1 = cpuState
+            let state = StateTransfer.guestState(from: vmcs, l1: l1)
+            state.store(into: &l2.vcpu.sync.pointee.regs)
+            state.store(into: &l2.vcpu.sync.pointee.sregs)
+            var events = l2.vcpu.sync.pointee.events
+            events.interrupt.shadow = (state.blockingByMovSS ? 1 : 0) | (state.blockingBySTI ? 2 : 0)
+            events.flags |= UInt32(KVM_VCPUEVENT_VALID_SHADOW)
+            events.exception.injected = 0
+            Self.injectEntryEvent(vmcs.read(.entryInterruptionInfo) ?? 0, errorCode: vmcs.read(.entryExceptionErrorCode) ?? 0,
+                                  into: &events)
+            l2.vcpu.sync.pointee.events = events
+            l2.vcpu.markDirty([.regs, .sregs, .events])
+        } catch {
+            return .unhandledExit("setting up the L2 VM: \(error)")
+        }
+        if launch { vmcs.launched = true }
+        vmcs.write(.entryInterruptionInfo, (vmcs.read(.entryInterruptionInfo) ?? 0) & ~(1 << 31))   // 27.6: consumed
+        vmx.current = vmcs
+        activeLevel = 2
+        note.episode = currentEpisode          // the entry closes the episode
+        currentEpisode = 0
+        return nil
+    }
+
+    /// The event the VM-entry interruption-information field asks for
+    /// (SDM 27.6): external interrupts and exceptions through KVM's event
+    /// injection. NMIs are not delivered (none are advertised).
+    static func injectEntryEvent(_ info: UInt64, errorCode: UInt64, into events: inout kvm_vcpu_events) {
+        guard info & (1 << 31) != 0 else { return }
+        let vector = UInt8(truncatingIfNeeded: info)
+        switch (info >> 8) & 7 {
+        case 0:
+            events.interrupt.injected = 1
+            events.interrupt.nr = vector
+            events.interrupt.soft = 0
+        case 3, 5, 6:
+            events.exception.injected = 1
+            events.exception.nr = vector
+            events.exception.has_error_code = info & (1 << 11) != 0 ? 1 : 0
+            events.exception.error_code = UInt32(truncatingIfNeeded: errorCode)
+        case 4:
+            events.interrupt.injected = 1
+            events.interrupt.nr = vector
+            events.interrupt.soft = 1
+        default:
+            break
+        }
+    }
+
+    /// The CPUID L2 sees: L1's, minus VMX (no L3 yet).
+    var l2CPUID: [CPUIDEntry] {
+        ((try? system.supportedCPUID()) ?? []).map { e in
+            var e = e
+            if e.function == 1 {
+                e.ecx &= ~(UInt32(1) << 24 | UInt32(1) << 21 | UInt32(1) << 5)
+                e.ebx &= 0x00ff_ffff
+            }
+            return e
+        }
+    }
+
+    /// EPT02: rebuilt lazily whenever the EPTP changes. Without EPT, L2 sees
+    /// L1-physical memory directly: one slot covering L1's RAM.
+    func prepareMemory(of l2: L2Machine, for vmcs: VMCS12) throws(KVMError) {
+        let eptp = ept(of: vmcs)
+        if let built = l2.builtFor, built == eptp { return }
+        try l2.dropAll()
+        l2.builtFor = .some(eptp)
+        if eptp == nil { try l2.map(base: 0, size: UInt64(memory.size), l1: 0, readOnly: false, memory: memory) }
+    }
+
+    func ept(of vmcs: VMCS12) -> UInt64? {
+        let proc = vmcs.read(.processorBasedControls) ?? 0
+        let secondary = proc & Self.procActivateSecondary != 0 ? (vmcs.read(.secondaryProcessorBasedControls) ?? 0) : 0
+        return secondary & Self.secondaryEnableEPT != 0 ? vmcs.read(.eptPointer) : nil
+    }
+
+    // MARK: L2 exits
+
+    var l2State: CPUState {
+        guard let l2 = l2Machine else { return CPUState() }
+        let s = l2.vcpu.sync.pointee
+        return CPUState(regs: s.regs, sregs: s.sregs, events: s.events)
+    }
+
+    /// One exit of the L2 VM: L1 wants it (reflect), or L0 handles it as
+    /// L1's platform would.
+    func handleL2(_ exit: VCPUExit, note: inout ExitNote) -> RunOutcome? {
+        guard let l2 = l2Machine, let vmcs = vmx.current else { return .unhandledExit("L2 exit without L2") }
+        switch exit {
+        case let .io(io):
+            if ExitRouting.wantsIO(port: io.port, size: Int(io.size), vmcs: vmcs, memory: ram) {
+                note.kind = io.direction == .input ? .ioIn : .ioOut
+                note.address = UInt64(io.port); note.size = io.size; note.value = UInt64(io.value)
+                return reflectIO(io, l2: l2, note: &note)
+            }
+            return handleIO(io, on: l2.vcpu, note: &note)
+        case let .mmio(access):
+            note.kind = access.isWrite ? .mmioWrite : .mmioRead
+            note.address = access.address; note.size = access.length
+            return handleL2Memory(at: access.address, access: EPTWalker.Access(read: !access.isWrite, write: access.isWrite),
+                                  mmio: access, l2: l2, note: &note)
+        case .hlt:
+            note.kind = .hlt
+            if ExitRouting.wantsHLT(vmcs: vmcs) {
+                var state = l2State
+                state.rip &-= 1                              // KVM reports HLT retired
+                return reflect(NestedExit(reason: .hlt, instructionLength: 1), state: state, note: &note)
+            }
+            return .deadHalt(reason: "L2 halted and L0 has no interrupt to wake it (HLT exiting is off)")
+        case .shutdown:
+            note.kind = .shutdown
+            return reflect(NestedExit(reason: .tripleFault), state: l2State, note: &note)
+        case let .internalError(e):
+            note.kind = .internalError
+            if let bytes = e.instruction { return reflectInstruction(bytes, note: &note) }
+            // A fetch from an address with no slot: RIP is the fetch address.
+            let state = l2State
+            let linear = state.cs.base &+ state.rip
+            guard case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: true), state: state,
+                                                                 memory: L2PhysicalMemory(machine: self)) else {
+                return .unhandledExit("L2 fetch fault at \(hex(linear)) that its page tables do not map")
+            }
+            note.address = gpa
+            return handleL2Memory(at: gpa, access: EPTWalker.Access(fetch: true), mmio: nil, l2: l2, note: &note)
+        case .interrupted:
+            note.kind = .interrupted
+            return nil
+        case .irqWindowOpen:
+            note.kind = .irqWindow
+            return nil
+        default:
+            note.kind = .unknownExit
+            return .unhandledExit("L2 exit \(exit) is not handled yet")
+        }
+    }
+
+    // MARK: EPT02
+
+    /// An L2 access to an address with no slot (or a write to a read-only
+    /// one): map the EPT12 run it falls in, reflect an EPT violation or
+    /// misconfiguration, or emulate L1's device behind it.
+    func handleL2Memory(at gpa: UInt64, access: EPTWalker.Access, mmio: MMIOExit?, l2: L2Machine,
+                        note: inout ExitNote) -> RunOutcome? {
+        guard let vmcs = vmx.current else { return .unhandledExit("L2 memory access without VMCS") }
+        guard let eptp = ept(of: vmcs) else {
+            // No EPT: L2-physical is L1-physical; beyond RAM are L1's devices.
+            guard let mmio else { return .unhandledExit("L2 fetch from \(hex(gpa)), outside L1's RAM") }
+            return handleMMIO(mmio, on: l2.vcpu, note: &note)
+        }
+        switch EPTWalker.translate(gpa, access: access, eptp: eptp, physicalAddressBits: vmx.capabilities.physicalAddressBits,
+                                   memory: ram) {
+        case let .failure(.violation(qualification)):
+            var state = l2State
+            if mmio != nil { completePending(l2) ; state = l2State }
+            return reflect(NestedExit(reason: .eptViolation, qualification: qualification, guestPhysical: gpa),
+                           state: state, note: &note)
+        case .failure(.misconfiguration):
+            if mmio != nil { completePending(l2) }
+            return reflect(NestedExit(reason: .eptMisconfiguration, guestPhysical: gpa), state: l2State, note: &note)
+        case let .success(t):
+            guard t.physical < UInt64(memory.size) else {
+                // EPT12 points at one of L1's device addresses: that device answers.
+                guard var m = mmio else { return .unhandledExit("L2 fetch from L1 device address \(hex(t.physical))") }
+                m.address = t.physical
+                return handleMMIO(m, on: l2.vcpu, note: &note)
+            }
+            if let existing = l2.slot(containing: gpa), existing.readOnly, access.write {
+                return .unhandledExit("EPT12 allows a write that the read-only slot at \(hex(existing.base)) refused")
+            }
+            do { try mapRun(t, eptp: eptp, l2: l2) } catch { return .unhandledExit("EPT02 slot: \(error)") }
+            note.flags.insert(.unclaimed)     // an EPT02 fault L0 handled
+            note.value = t.physical
+            if let m = mmio {
+                // Replay the access through the new slot: the MMIO exit already
+                // carries the data, so complete it against L1 RAM directly.
+                if m.isWrite {
+                    for i in 0..<Int(m.length) {
+                        _ = memory.store(UInt8(truncatingIfNeeded: m.data >> (8 * UInt64(i))), at: t.physical + UInt64(i))
+                    }
+                } else {
+                    var v: UInt64 = 0
+                    for i in 0..<Int(m.length) { v |= UInt64(memory.load(UInt8.self, at: t.physical + UInt64(i)) ?? 0xff) << (8 * UInt64(i)) }
+                    l2.vcpu.completeMMIORead(v)
+                }
+            }
+            return nil
+        }
+    }
+
+    /// Maps the run of EPT12 pages starting at the faulting page that are
+    /// contiguous in both address spaces with the same permissions, up to the
+    /// next existing slot: a flat mapping costs a handful of slots.
+    func mapRun(_ first: EPTWalker.Translation, eptp: UInt64, l2: L2Machine) throws(KVMError) {
+        var size = first.pageSize
+        let limit = l2.slots.map(\.base).filter { $0 > first.pageBase }.min() ?? .max
+        while size < 1 << 30, first.pageBase + size < limit {
+            let next = first.pageBase + size
+            guard case let .success(t) = EPTWalker.translate(next, access: EPTWalker.Access(read: true), eptp: eptp,
+                                                             physicalAddressBits: vmx.capabilities.physicalAddressBits,
+                                                             memory: ram),
+                  t.frame == first.frame + size, t.write == first.write, t.read == first.read,
+                  t.frame + t.pageSize <= UInt64(memory.size), next + t.pageSize <= limit else { break }
+            size += t.pageSize
+        }
+        try l2.map(base: first.pageBase, size: size, l1: first.frame, readOnly: !first.write, memory: memory)
+    }
+
+    // MARK: Reflection
+
+    /// Completes whatever KVM left pending for L2 (an IN or MMIO read) without
+    /// running it, so its state is consistent before it is saved.
+    func completePending(_ l2: L2Machine) {
+        l2.vcpu.run.pointee.immediate_exit = 1
+        _ = try? l2.vcpu.runOnce()
+        l2.vcpu.run.pointee.immediate_exit = 0
+    }
+
+    /// An I/O exit L1 asked for (reason 30, qualification per Table 28-5).
+    func reflectIO(_ io: IOExit, l2: L2Machine, note: inout ExitNote) -> RunOutcome? {
+        let before = l2State
+        completePending(l2)
+        var state = l2State
+        let length: Int
+        if state.rip != before.rip {
+            length = Int(state.rip &- before.rip)                 // an IN: retired just now
+        } else {
+            length = outLength(io, endingAt: before)               // an OUT: KVM retired it already
+        }
+        state.rip = state.rip &- UInt64(length)
+        let q = ExitRouting.ioQualification(port: io.port, size: Int(io.size), input: io.direction == .input,
+                                            string: io.count > 1, rep: false)
+        return reflect(NestedExit(reason: .ioInstruction, qualification: q, instructionLength: length), state: state, note: &note)
+    }
+
+    /// The length of the OUT that ends at L2's RIP, from the encodings that
+    /// match the access (SDM Vol. 2B "OUT"): EE/EF (DX), E6/E7 ib (immediate),
+    /// with 66 for 16-bit.
+    func outLength(_ io: IOExit, endingAt state: CPUState) -> Int {
+        let linear = state.cs.base &+ state.rip
+        guard linear >= 3, case let .success(bytes) = PageWalker.readLinear(linear - 3, count: 3, access: MemoryAccess(),
+                                                                            state: state, memory: L2PhysicalMemory(machine: self)) else { return 1 }
+        let wide: UInt8 = io.size == 1 ? 0 : 1
+        let imm = bytes[2] == UInt8(truncatingIfNeeded: io.port) && io.port < 0x100 && bytes[1] == 0xe6 | wide
+        if io.size == 2 {
+            if imm && bytes[0] == 0x66 { return 3 }
+            if bytes[1] == 0x66 && bytes[2] == 0xef { return 2 }
+        }
+        if imm && io.size != 2 { return 2 }
+        return 1
+    }
+
+    /// A VMX instruction executed by L2: reasons 18-28, 50, 53 with the
+    /// instruction information and the displacement as qualification (SDM 28.2).
+    func reflectInstruction(_ bytes: InstructionBytes, note: inout ExitNote) -> RunOutcome? {
+        let state = l2State
+        guard case let .success(insn) = VMXDecoder.decode(bytes.array, state: state) else {
+            return .unhandledExit("L2 emulation failure, bytes " + bytes.array.map { hex($0, digits: 2) }.joined(separator: " "))
+        }
+        let exit = NestedExit(reason: insn.instruction.exitReason, qualification: insn.exitQualificationDisplacement,
+                              instructionLength: insn.length, instructionInfo: insn.instructionInformation())
+        return reflect(exit, state: state, note: &note)
+    }
+
+    /// VM exit to L1 (SDM 28): save L2 into VMCS12, record the exit, load
+    /// L1's host state. The exit starts an episode that lasts until the next
+    /// VM entry.
+    func reflect(_ exit: NestedExit, state: CPUState, note: inout ExitNote) -> RunOutcome? {
+        guard var vmcs = vmx.current else { return .unhandledExit("VM exit without a current VMCS") }
+        StateTransfer.saveGuestState(state, into: &vmcs)
+        StateTransfer.recordExit(exit, into: &vmcs)
+        let host = StateTransfer.hostState(from: vmcs, l2: state, l1: cpuState)
+        vmx.current = vmcs
+        host.store(into: &vcpu.sync.pointee.regs)
+        host.store(into: &vcpu.sync.pointee.sregs)
+        vcpu.markDirty([.regs, .sregs])
+        activeLevel = 1
+        episodeCounter += 1
+        currentEpisode = episodeCounter
+        note.vmxReason = UInt32(exit.reason.rawValue)
+        note.handler = .reflected
+        note.episode = currentEpisode
+        return nil
+    }
+}
+
+/// L2-physical memory through EPT12, for reading L2's page tables and code.
+struct L2PhysicalMemory: GuestMemoryAccess {
+    let machine: Machine
+
+    func read(_ address: UInt64, count: Int) -> [UInt8]? {
+        guard let vmcs = machine.vmx.current else { return nil }
+        guard let eptp = machine.ept(of: vmcs) else { return machine.ram.read(address, count: count) }
+        var out: [UInt8] = []
+        var a = address
+        while out.count < count {
+            guard case let .success(t) = EPTWalker.translate(a, access: EPTWalker.Access(read: true), eptp: eptp,
+                                                             physicalAddressBits: machine.vmx.capabilities.physicalAddressBits,
+                                                             memory: machine.ram) else { return nil }
+            let chunk = min(count - out.count, Int(t.pageSize - (a - t.pageBase)))
+            guard let bytes = machine.ram.read(t.physical, count: chunk) else { return nil }
+            out += bytes
+            a += UInt64(chunk)
+        }
+        return out
+    }
+
+    func write(_ address: UInt64, bytes: [UInt8]) -> Bool { false }
+}

@@ -1,0 +1,49 @@
+import VMXArch
+
+/// The checks VMLAUNCH and VMRESUME perform once the launch-state checks
+/// have passed (`VMXResult.vmEntry`), in the SDM's order: controls (27.2.1),
+/// host state (27.2.2-27.2.4), guest state (27.3.1, with the VMCS link
+/// pointer and the PDPTEs), then the MSR-load list (27.4). Within a group
+/// the checks run in the order of `checks`, which follows the SDM's text;
+/// the first failure decides (the SDM allows any order within a group).
+public enum VMEntryChecker {
+    /// Every check, in the order they run.
+    public static let checks: [EntryCheck] =
+        ControlChecks.all + HostStateChecks.all + GuestStateChecks.all + MSRLoadCheck.all
+
+    /// The checks of one group, in order.
+    public static func checks(in group: EntryCheckGroup) -> [EntryCheck] { checks.filter { $0.group == group } }
+
+    /// The check called `name`, if there is one.
+    public static func check(named name: String) -> EntryCheck? { checks.first { $0.name == name } }
+
+    /// The first failure, or nil if VM entry may proceed.
+    public static func check(_ vmcs: VMCS12, capabilities: VMXCapabilities, memory: some GuestMemoryAccess,
+                             launch: Bool, platform: EntryPlatform = EntryPlatform()) -> VMEntryFailure? {
+        check(EntryContext(vmcs: vmcs, capabilities: capabilities, memory: memory, launch: launch, platform: platform))
+    }
+
+    public static func check(_ context: EntryContext) -> VMEntryFailure? {
+        for c in checks {
+            if case let .fail(q) = c.run(context) { return failure(of: c, qualification: q) }
+        }
+        return nil
+    }
+
+    /// Every failing check, in order (for diagnostics: the trace and tests).
+    public static func allFailures(_ context: EntryContext) -> [VMEntryFailure] {
+        checks.compactMap { c in
+            if case let .fail(q) = c.run(context) { return failure(of: c, qualification: q) }
+            return nil
+        }
+    }
+
+    static func failure(of check: EntryCheck, qualification: UInt64) -> VMEntryFailure {
+        switch check.group {
+        case .controls: .controls(check: check.name)
+        case .hostState: .hostState(check: check.name)
+        case .guestState: .guestState(check: check.name, qualification: qualification)
+        case .msrLoad: .msrLoad(index: Int(qualification))
+        }
+    }
+}

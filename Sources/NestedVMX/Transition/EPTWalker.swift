@@ -1,0 +1,90 @@
+/// Walks L1's EPT for L2 (EPT12: L2-physical → L1-physical), SDM Vol. 3C
+/// 29.3.2, with the misconfiguration rules of 29.3.3.1 and the violation
+/// qualification of 28.2.1 (Table 28-7).
+public enum EPTWalker {
+    public struct Translation: Equatable, Sendable {
+        /// L1-physical address of the L2-physical address walked.
+        public var physical: UInt64
+        /// The leaf's page: its L2-physical base, L1-physical base and size.
+        public var pageBase: UInt64
+        public var frame: UInt64
+        public var pageSize: UInt64
+        /// Effective permissions: the AND over every level.
+        public var read: Bool, write: Bool, execute: Bool
+    }
+
+    public enum Failure: Error, Equatable, Sendable {
+        /// Not present, or the access is not permitted: an EPT violation
+        /// (exit reason 48) with this qualification.
+        case violation(qualification: UInt64)
+        /// A malformed entry: an EPT misconfiguration (exit reason 49).
+        case misconfiguration
+    }
+
+    public struct Access: Equatable, Sendable {
+        public var read: Bool, write: Bool, fetch: Bool
+        public init(read: Bool = false, write: Bool = false, fetch: Bool = false) {
+            self.read = read; self.write = write; self.fetch = fetch
+        }
+        /// Qualification bits 2:0: data read, data write, instruction fetch.
+        var qualificationBits: UInt64 { (read ? 1 : 0) | (write ? 2 : 0) | (fetch ? 4 : 0) }
+    }
+
+    /// Translates `address` for `access` through the EPT rooted at `eptp`.
+    /// `physicalAddressBits` is MAXPHYADDR; entries are read from L1 memory.
+    public static func translate(_ address: UInt64, access: Access, eptp: UInt64, physicalAddressBits: Int,
+                                 memory: some GuestMemoryAccess) -> Result<Translation, Failure> {
+        let addressMask: UInt64 = ((1 << UInt64(physicalAddressBits)) - 1) & ~UInt64(0xfff)
+        let reservedHigh: UInt64 = ~((1 << UInt64(physicalAddressBits)) - 1) & 0x000f_ffff_ffff_ffff
+        var table = eptp & addressMask
+        var read = true, write = true, execute = true
+        for level in stride(from: 4, through: 1, by: -1) {
+            let shift = UInt64(12 + 9 * (level - 1))
+            let index = (address >> shift) & 0x1ff
+            // An entry outside RAM reads as all ones, as unbacked memory does: a misconfiguration.
+            let entry = memory.load(UInt64.self, at: table + index * 8) ?? .max
+            let r = entry & 1 != 0, w = entry & 2 != 0, x = entry & 4 != 0
+            if !r && !w && !x {
+                return .failure(.violation(qualification: qualification(access, read, write, execute, present: false)))
+            }
+            // 29.3.3.1: write without read; reserved bits; leaf memory type 2, 3 or 7.
+            if w && !r { return .failure(.misconfiguration) }
+            if entry & reservedHigh != 0 { return .failure(.misconfiguration) }
+            let large = entry & (1 << 7) != 0
+            if large && level == 4 { return .failure(.misconfiguration) }
+            let leaf = level == 1 || large
+            if !leaf && entry & 0xf8 != 0 { return .failure(.misconfiguration) }     // bits 7:3 reserved in non-leaf
+            if leaf {
+                let memoryType = (entry >> 3) & 7
+                if memoryType == 2 || memoryType == 3 || memoryType == 7 { return .failure(.misconfiguration) }
+                if large {
+                    let reservedLow: UInt64 = level == 3 ? 0x3fff_e000 : 0x1f_e000        // 29:12 or 20:12
+                    if entry & reservedLow != 0 { return .failure(.misconfiguration) }
+                }
+            }
+            read = read && r; write = write && w; execute = execute && x
+            if leaf {
+                let size: UInt64 = 1 << shift
+                let frame = entry & addressMask & ~(size - 1)
+                guard (!access.read || read) && (!access.write || write) && (!access.fetch || execute) else {
+                    return .failure(.violation(qualification: qualification(access, read, write, execute, present: true)))
+                }
+                return .success(Translation(physical: frame | (address & (size - 1)), pageBase: address & ~(size - 1),
+                                            frame: frame, pageSize: size, read: read, write: write, execute: execute))
+            }
+            table = entry & addressMask
+        }
+        return .failure(.misconfiguration)   // unreachable: level 1 is always a leaf
+    }
+
+    /// Exit qualification for an EPT violation (Table 28-7): the access
+    /// (bits 2:0), the permissions of the translation so far (bits 5:3),
+    /// and "guest-physical address valid from a linear address" left 0.
+    static func qualification(_ access: Access, _ r: Bool, _ w: Bool, _ x: Bool, present: Bool) -> UInt64 {
+        var q = access.qualificationBits
+        if present {
+            q |= (r ? 1 << 3 : 0) | (w ? 1 << 4 : 0) | (x ? 1 << 5 : 0)
+        }
+        return q
+    }
+}

@@ -1,0 +1,55 @@
+import VMXArch
+
+/// Which L2 exits L1 asked for (SDM Vol. 3C 26.1, 26.2): the "L1 wants it"
+/// half of Linux's split. Pure functions of VMCS12 and L1 memory.
+public enum ExitRouting {
+    static let procHLTExiting: UInt64 = 1 << 7
+    static let procUnconditionalIO: UInt64 = 1 << 24
+    static let procUseIOBitmaps: UInt64 = 1 << 25
+    static let procUseMSRBitmaps: UInt64 = 1 << 28
+
+    /// I/O: with "use I/O bitmaps", any port of the access whose bit is set in
+    /// bitmap A (0-0x7fff) or B (0x8000-0xffff) exits, and so does an access
+    /// wrapping past 0xffff; otherwise "unconditional I/O exiting" decides
+    /// (SDM 26.1.3). A bitmap page outside RAM reads as all ones: exit.
+    public static func wantsIO(port: UInt16, size: Int, vmcs: VMCS12, memory: some GuestMemoryAccess) -> Bool {
+        let proc = vmcs.read(.processorBasedControls) ?? 0
+        guard proc & procUseIOBitmaps != 0 else { return proc & procUnconditionalIO != 0 }
+        for offset in 0..<max(size, 1) {
+            let p = Int(port) + offset
+            if p > 0xffff { return true }
+            let bitmap = p < 0x8000 ? (vmcs.read(.ioBitmapA) ?? 0) : (vmcs.read(.ioBitmapB) ?? 0)
+            let bit = p & 0x7fff
+            let byte = memory.load(UInt8.self, at: bitmap + UInt64(bit / 8)) ?? 0xff
+            if byte & (1 << (bit % 8)) != 0 { return true }
+        }
+        return false
+    }
+
+    public static func wantsHLT(vmcs: VMCS12) -> Bool {
+        (vmcs.read(.processorBasedControls) ?? 0) & procHLTExiting != 0
+    }
+
+    /// RDMSR/WRMSR: without MSR bitmaps every access exits; with them, the
+    /// bit for the MSR in the read or write bitmap for its range decides, and
+    /// MSRs outside both ranges always exit (SDM 26.1.3).
+    public static func wantsMSR(_ index: UInt32, write: Bool, vmcs: VMCS12, memory: some GuestMemoryAccess) -> Bool {
+        let proc = vmcs.read(.processorBasedControls) ?? 0
+        guard proc & procUseMSRBitmaps != 0 else { return true }
+        let base = vmcs.read(.msrBitmap) ?? 0
+        let offset: UInt64
+        switch index {
+        case 0...0x1fff: offset = write ? 2048 : 0
+        case 0xc000_0000...0xc000_1fff: offset = write ? 3072 : 1024
+        default: return true
+        }
+        let bit = UInt64(index & 0x1fff)
+        let byte = memory.load(UInt8.self, at: base + offset + bit / 8) ?? 0xff
+        return byte & (1 << (bit % 8)) != 0
+    }
+
+    /// The exit qualification of an I/O instruction (SDM 28.2.1, Table 28-5).
+    public static func ioQualification(port: UInt16, size: Int, input: Bool, string: Bool, rep: Bool) -> UInt64 {
+        UInt64(max(size, 1) - 1) | (input ? 1 << 3 : 0) | (string ? 1 << 4 : 0) | (rep ? 1 << 5 : 0) | UInt64(port) << 16
+    }
+}

@@ -1,0 +1,157 @@
+import VMXArch
+
+/// Moving architectural state between VMCS12 and vCPUs: loading L2's guest
+/// state at VM entry (SDM Vol. 3C 27.3.2), saving it at VM exit (28.3) and
+/// loading L1's host state at VM exit (28.5). Pure functions of values.
+public enum StateTransfer {
+    struct SegmentFields: Sendable {
+        let selector: VMCSField, base: VMCSField, limit: VMCSField, accessRights: VMCSField
+    }
+
+    nonisolated(unsafe) static let guestSegments: [(WritableKeyPath<CPUState, SegmentState>, SegmentFields)] = [
+        (\.es, SegmentFields(selector: .guestESSelector, base: .guestESBase, limit: .guestESLimit, accessRights: .guestESAccessRights)),
+        (\.cs, SegmentFields(selector: .guestCSSelector, base: .guestCSBase, limit: .guestCSLimit, accessRights: .guestCSAccessRights)),
+        (\.ss, SegmentFields(selector: .guestSSSelector, base: .guestSSBase, limit: .guestSSLimit, accessRights: .guestSSAccessRights)),
+        (\.ds, SegmentFields(selector: .guestDSSelector, base: .guestDSBase, limit: .guestDSLimit, accessRights: .guestDSAccessRights)),
+        (\.fs, SegmentFields(selector: .guestFSSelector, base: .guestFSBase, limit: .guestFSLimit, accessRights: .guestFSAccessRights)),
+        (\.gs, SegmentFields(selector: .guestGSSelector, base: .guestGSBase, limit: .guestGSLimit, accessRights: .guestGSAccessRights)),
+        (\.ldtr, SegmentFields(selector: .guestLDTRSelector, base: .guestLDTRBase, limit: .guestLDTRLimit, accessRights: .guestLDTRAccessRights)),
+        (\.tr, SegmentFields(selector: .guestTRSelector, base: .guestTRBase, limit: .guestTRLimit, accessRights: .guestTRAccessRights)),
+    ]
+
+    static let entryLoadEFER: UInt64 = 1 << 15
+    static let entryIA32eGuest: UInt64 = 1 << 9
+    static let exitHostAddressSpace: UInt64 = 1 << 9
+    static let exitSaveEFER: UInt64 = 1 << 20
+    static let exitLoadEFER: UInt64 = 1 << 21
+
+    /// L2's state at VM entry: the guest-state area, with the GPRs other
+    /// than RSP carried over from L1 (VMX does not switch them, SDM 27.3.2.1).
+    public static func guestState(from vmcs: VMCS12, l1: CPUState) -> CPUState {
+        func f(_ field: VMCSField) -> UInt64 { vmcs.read(field) ?? 0 }
+        var s = CPUState()
+        s.gprs = l1.gprs
+        s.gprs[.rsp] = f(.guestRSP)
+        s.rip = f(.guestRIP)
+        s.rflags = f(.guestRFLAGS) | 0x2
+        s.cr0 = f(.guestCR0)
+        s.cr3 = f(.guestCR3)
+        s.cr4 = f(.guestCR4) & ~(1 << 13)    // VMXE stays virtual for L2 too
+        let entry = f(.entryControls)
+        if entry & entryLoadEFER != 0 {
+            s.efer = f(.guestIA32EFER)
+        } else {
+            // SDM 27.3.2.1: without "load IA32_EFER", LMA and LME follow "IA-32e mode guest".
+            let ia32e = entry & entryIA32eGuest != 0
+            s.efer = ia32e ? (l1.efer | 0x500) : (l1.efer & ~0x500)
+        }
+        for (path, fields) in guestSegments {
+            var seg = SegmentState()
+            seg.selector = UInt16(truncatingIfNeeded: f(fields.selector))
+            seg.base = f(fields.base)
+            seg.limit = UInt32(truncatingIfNeeded: f(fields.limit))
+            seg.accessRights = UInt32(truncatingIfNeeded: f(fields.accessRights))
+            s[keyPath: path] = seg
+        }
+        s.gdtr = TableRegister(base: f(.guestGDTRBase), limit: UInt16(truncatingIfNeeded: f(.guestGDTRLimit)))
+        s.idtr = TableRegister(base: f(.guestIDTRBase), limit: UInt16(truncatingIfNeeded: f(.guestIDTRLimit)))
+        let interruptibility = f(.guestInterruptibilityState)
+        s.blockingBySTI = interruptibility & 1 != 0
+        s.blockingByMovSS = interruptibility & 2 != 0
+        return s
+    }
+
+    /// Saves L2's state into the guest-state area at VM exit (SDM 28.3).
+    public static func saveGuestState(_ s: CPUState, into vmcs: inout VMCS12) {
+        vmcs.write(.guestRIP, s.rip)
+        vmcs.write(.guestRSP, s.gprs[.rsp])
+        vmcs.write(.guestRFLAGS, s.rflags)
+        vmcs.write(.guestCR0, s.cr0)
+        vmcs.write(.guestCR3, s.cr3)
+        vmcs.write(.guestCR4, s.cr4)
+        if (vmcs.read(.exitControls) ?? 0) & exitSaveEFER != 0 { vmcs.write(.guestIA32EFER, s.efer) }
+        for (path, fields) in guestSegments {
+            let seg = s[keyPath: path]
+            vmcs.write(fields.selector, UInt64(seg.selector))
+            vmcs.write(fields.base, seg.base)
+            vmcs.write(fields.limit, UInt64(seg.limit))
+            vmcs.write(fields.accessRights, UInt64(seg.accessRights))
+        }
+        vmcs.write(.guestGDTRBase, s.gdtr.base)
+        vmcs.write(.guestGDTRLimit, UInt64(s.gdtr.limit))
+        vmcs.write(.guestIDTRBase, s.idtr.base)
+        vmcs.write(.guestIDTRLimit, UInt64(s.idtr.limit))
+        vmcs.write(.guestInterruptibilityState, (s.blockingBySTI ? 1 : 0) | (s.blockingByMovSS ? 2 : 0))
+    }
+
+    /// L1's state after a VM exit: the host-state area (SDM 28.5), with
+    /// L2's GPRs other than RSP (VM exits do not switch them).
+    public static func hostState(from vmcs: VMCS12, l2: CPUState, l1: CPUState) -> CPUState {
+        func f(_ field: VMCSField) -> UInt64 { vmcs.read(field) ?? 0 }
+        var s = l1
+        s.gprs = l2.gprs
+        s.gprs[.rsp] = f(.hostRSP)
+        s.rip = f(.hostRIP)
+        s.rflags = 0x2                                  // 28.5.3: all flags cleared but bit 1
+        s.cr0 = f(.hostCR0)
+        s.cr3 = f(.hostCR3)
+        s.cr4 = f(.hostCR4) & ~(1 << 13)                // VMXE is virtual: never in the real CR4
+        let exit = f(.exitControls)
+        let longMode = exit & exitHostAddressSpace != 0
+        if exit & exitLoadEFER != 0 {
+            s.efer = f(.hostIA32EFER)
+        } else {
+            s.efer = longMode ? (s.efer | 0x500) : (s.efer & ~0x500)
+        }
+        // 28.5.2: selectors from the host fields; flat 4 GiB segments, CS 64-bit when long.
+        func flat(_ selector: VMCSField, base: UInt64, code: Bool) -> SegmentState {
+            let sel = UInt16(truncatingIfNeeded: f(selector))
+            var seg = SegmentState(selector: sel, base: base, limit: 0xffff_ffff, type: code ? 0xb : 0x3, s: true,
+                                   dpl: 0, present: true, l: code && longMode, db: !(code && longMode), g: true)
+            if !code && sel == 0 { seg.unusable = true }
+            return seg
+        }
+        s.cs = flat(.hostCSSelector, base: 0, code: true)
+        s.ss = flat(.hostSSSelector, base: 0, code: false)
+        s.ds = flat(.hostDSSelector, base: 0, code: false)
+        s.es = flat(.hostESSelector, base: 0, code: false)
+        s.fs = flat(.hostFSSelector, base: f(.hostFSBase), code: false)
+        s.gs = flat(.hostGSSelector, base: f(.hostGSBase), code: false)
+        s.tr = SegmentState(selector: UInt16(truncatingIfNeeded: f(.hostTRSelector)), base: f(.hostTRBase), limit: 0x67,
+                            type: 0xb, s: false, dpl: 0, present: true)
+        s.ldtr = SegmentState(selector: 0, base: 0, limit: 0, type: 0, s: false, present: false, unusable: true)
+        s.gdtr = TableRegister(base: f(.hostGDTRBase), limit: 0xffff)
+        s.idtr = TableRegister(base: f(.hostIDTRBase), limit: 0xffff)
+        s.blockingBySTI = false
+        s.blockingByMovSS = false
+        return s
+    }
+
+    /// Fills the exit-information fields (SDM 28.2) and the exit reason.
+    public static func recordExit(_ exit: NestedExit, into vmcs: inout VMCS12) {
+        vmcs.write(.exitReason, UInt64(exit.reason.rawValue))
+        vmcs.write(.exitQualification, exit.qualification)
+        vmcs.write(.guestPhysicalAddress, exit.guestPhysical)
+        vmcs.write(.guestLinearAddress, exit.guestLinear)
+        vmcs.write(.exitInstructionLength, UInt64(exit.instructionLength))
+        vmcs.write(.vmxInstructionInfo, UInt64(exit.instructionInfo))
+        vmcs.write(.exitInterruptionInfo, 0)
+        vmcs.write(.idtVectoringInfo, 0)
+    }
+}
+
+/// A VM exit L0 reflects to L1: what goes into the exit-information fields.
+public struct NestedExit: Equatable, Sendable {
+    public var reason: VMXExitReason
+    public var qualification: UInt64 = 0
+    public var guestPhysical: UInt64 = 0
+    public var guestLinear: UInt64 = 0
+    public var instructionLength: Int = 0
+    public var instructionInfo: UInt32 = 0
+
+    public init(reason: VMXExitReason, qualification: UInt64 = 0, guestPhysical: UInt64 = 0, guestLinear: UInt64 = 0,
+                instructionLength: Int = 0, instructionInfo: UInt32 = 0) {
+        self.reason = reason; self.qualification = qualification; self.guestPhysical = guestPhysical
+        self.guestLinear = guestLinear; self.instructionLength = instructionLength; self.instructionInfo = instructionInfo
+    }
+}
