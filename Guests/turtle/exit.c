@@ -6,6 +6,7 @@
  * returns 0 to VMRESUME L2 or 1 to stop the run.
  */
 #include "turtle.h"
+#include "decode.h"
 
 #define RFLAGS_IF	(1ull << 9)
 #define CR0_PG		(1ull << 31)
@@ -344,111 +345,6 @@ static int fetch_code(const struct l2_paging *pg, uint64_t lin, uint8_t *buf, in
 		got += chunk;
 	}
 	return got;
-}
-
-/* ---- The MOV forms turtle's toy MMIO device understands ---- */
-
-struct mmio_insn {
-	int len;		/* total instruction length */
-	bool write;		/* store to memory */
-	int size;		/* memory operand size: 1, 2, 4 or 8 */
-	int reg;		/* register operand, or -1 for an immediate */
-	bool high8;		/* AH/CH/DH/BH */
-	int dst_size;		/* for loads: register size written (MOVZX) */
-	uint64_t imm;
-};
-
-static const char *decode_mov(const uint8_t *b, int n, bool mode64, struct mmio_insn *d)
-{
-	int i = 0, opsize = 4;
-	uint8_t rex = 0;
-	bool movzx = false;
-
-	for (;; i++) {
-		if (i >= n)
-			return "instruction truncated";
-		uint8_t p = b[i];
-		if (p == 0x66)
-			opsize = 2;
-		else if (p == 0x67) {
-			if (!mode64)
-				return "16-bit addressing";
-		} else if (p == 0x26 || p == 0x2e || p == 0x36 || p == 0x3e || p == 0x64 || p == 0x65)
-			;	/* the guest-physical address comes from the VMCS */
-		else
-			break;
-	}
-	if (mode64 && (b[i] & 0xf0) == 0x40)
-		rex = b[i++];
-	if (rex & 8)
-		opsize = 8;
-	if (i + 2 > n)
-		return "instruction truncated";
-
-	uint8_t op = b[i++];
-	d->reg = -1;
-	d->imm = 0;
-	switch (op) {
-	case 0x88: d->write = true; d->size = 1; break;
-	case 0x89: d->write = true; d->size = opsize; break;
-	case 0x8a: d->write = false; d->size = 1; break;
-	case 0x8b: d->write = false; d->size = opsize; break;
-	case 0xc6: d->write = true; d->size = 1; break;
-	case 0xc7: d->write = true; d->size = opsize; break;
-	case 0x0f:
-		op = b[i++];
-		if (op != 0xb6 && op != 0xb7)
-			return "unsupported opcode";
-		movzx = true;
-		d->write = false;
-		d->size = op == 0xb6 ? 1 : 2;
-		break;
-	default:
-		return "unsupported opcode";
-	}
-	d->dst_size = movzx ? opsize : d->size;
-
-	if (i >= n)
-		return "instruction truncated";
-	uint8_t modrm = b[i++];
-	int mod = modrm >> 6, regf = ((modrm >> 3) & 7) | ((rex & 4) ? 8 : 0), rm = modrm & 7;
-	if (mod == 3)
-		return "register operand, not memory";
-	if (rm == 4) {
-		if (i >= n)
-			return "instruction truncated";
-		uint8_t sib = b[i++];
-		if ((sib & 7) == 5 && mod == 0)
-			i += 4;
-	}
-	if (mod == 0 && rm == 5)
-		i += 4;			/* disp32 (RIP-relative in 64-bit mode) */
-	else if (mod == 1)
-		i += 1;
-	else if (mod == 2)
-		i += 4;
-
-	if (op == 0xc6 || op == 0xc7) {
-		if ((regf & 7) != 0)
-			return "unsupported opcode extension";
-		int isz = op == 0xc6 ? 1 : (opsize == 2 ? 2 : 4);
-		if (i + isz > n)
-			return "instruction truncated";
-		for (int k = 0; k < isz; k++)
-			d->imm |= (uint64_t)b[i + k] << (8 * k);
-		if (isz == 4 && opsize == 8 && (d->imm & 0x80000000u))
-			d->imm |= 0xffffffff00000000ull;	/* sign-extended imm32 */
-		i += isz;
-	} else {
-		d->reg = regf;
-		d->high8 = !movzx && d->size == 1 && !rex && regf >= 4 && regf <= 7;
-		if (d->high8)
-			d->reg = regf - 4;
-	}
-	if (i > n || i > 15)
-		return "instruction truncated";
-	d->len = i;
-	return NULL;
 }
 
 /* ---- 48: EPT violation (qualification: SDM Table 28-7) ---- */

@@ -53,7 +53,7 @@ final class EntryCheckTests: XCTestCase {
 
         /// Makes the guest a 32-bit protected-mode guest with PAE paging.
         mutating func paeGuest() {
-            clear(.entryControls, VMEntryControls.ia32eModeGuest.rawValue)
+            clear(.entryControls, UInt64(VMEntryControls.ia32eModeGuest.rawValue))
             self[.guestIA32EFER] = 0
             self[.guestCSAccessRights] = 0xc09b
         }
@@ -199,12 +199,12 @@ final class EntryCheckTests: XCTestCase {
     static let nonCanonical: UInt64 = 0x0000_8000_0000_0000
 
     /// 27.2.1 controls: VMfailValid 7.
-    static let controlCases: [Case] = [
+    static var controlCases: [Case] { [
         ctl("27.2.1.1 pin-based controls reserved bits") { $0.clear(pin, 1 << 1) },           // default-1 bit
         ctl("27.2.1.1 pin-based controls reserved bits") { $0.set(pin, bits(.virtualNMIs)) },  // not allowed-1
         ctl("27.2.1.1 primary processor-based controls reserved bits") { $0.set(proc, bits(.rdtscExiting)) },
         ctl("27.2.1.1 primary processor-based controls reserved bits") { $0.clear(proc, 1 << 26) },
-        ctl("27.2.1.1 secondary processor-based controls reserved bits") { $0.set(proc2, bits(.unrestrictedGuest)) },
+        ctl("27.2.1.1 secondary processor-based controls reserved bits") { $0.set(proc2, bits(.descriptorTableExiting)) },
         ctl("27.2.1.1 CR3-target count") { $0[.cr3TargetCount] = 5 },
         ctl("27.2.1.1 I/O bitmap A address") { $0[.ioBitmapA] = 0x2001 },
         ctl("27.2.1.1 I/O bitmap B address") { $0[.ioBitmapB] = 1 << 46 },
@@ -263,7 +263,7 @@ final class EntryCheckTests: XCTestCase {
         },
         // 27.2.1.2
         ctl("27.2.1.2 VM-exit controls reserved bits") { $0.clear(.exitControls, 1 << 0) },
-        ctl("27.2.1.2 VM-exit controls reserved bits") { $0.set(.exitControls, bits(.loadPerfGlobalCtrl)) },
+        ctl("27.2.1.2 VM-exit controls reserved bits") { $0.set(.exitControls, bits(VMExitControls.loadPerfGlobalCtrl)) },
         ctl("27.2.1.2 save VMX-preemption timer requires activate VMX-preemption timer") {
             $0.set(.exitControls, bits(.savePreemptionTimer))
         },
@@ -300,17 +300,17 @@ final class EntryCheckTests: XCTestCase {
         ctl("27.2.1.3 entry to SMM and deactivate dual-monitor treatment") { f in
             f.permissive(); f.platform.inSMM = true; f.set(.entryControls, bits([.entryToSMM, .deactivateDualMonitor]))
         },
-    ]
+    ] }
 
     /// 27.2.2-27.2.4 host state: VMfailValid 8.
-    static let hostCases: [Case] = [
+    static var hostCases: [Case] { [
         host("27.2.2 host CR0 fixed bits") { $0[.hostCR0] = 0x31 },
         host("27.2.2 host CR0 fixed bits") { $0[.hostCR0] |= 1 << 32 },
         host("27.2.2 host CR4 fixed bits") { $0[.hostCR4] |= 1 << 23 },
         host("27.2.2 host CR3 physical-address width") { $0[.hostCR3] = 1 << 46 },
         host("27.2.2 host IA32_SYSENTER_ESP canonical") { $0[.hostIA32SysenterESP] = nonCanonical },
         host("27.2.2 host IA32_SYSENTER_EIP canonical") { $0[.hostIA32SysenterEIP] = nonCanonical },
-        host("27.2.2 host IA32_PAT memory types") { $0[.hostIA32PAT] = pat | 2 << 16 },
+        host("27.2.2 host IA32_PAT memory types") { $0[.hostIA32PAT] = 0x0007_0406_0002_0406 },
         host("27.2.2 host IA32_EFER reserved bits") { $0[.hostIA32EFER] |= 2 },
         host("27.2.2 host IA32_EFER.LMA and LME match host address-space size") { $0[.hostIA32EFER] = 0x101 },
         host("27.2.3 host selectors RPL and TI") { $0[.hostDSSelector] = 0x13 },
@@ -340,10 +340,10 @@ final class EntryCheckTests: XCTestCase {
         },
         host("27.2.4 64-bit host: CR4.PAE set and RIP canonical") { $0[.hostCR4] = 0x2000 },
         host("27.2.4 64-bit host: CR4.PAE set and RIP canonical") { $0[.hostRIP] = nonCanonical },
-    ]
+    ] }
 
     /// 27.3.1 guest state: exit reason 33, qualification of 27.8.
-    static let guestCases: [Case] = [
+    static var guestCases: [Case] { [
         // 27.3.1.1
         guest("27.3.1.1 guest CR0 fixed bits") { $0[.guestCR0] &= ~(1 << 5) },              // NE
         guest("27.3.1.1 guest CR0 fixed bits") { $0[.guestCR0] &= ~1 },                     // PE without URG
@@ -424,7 +424,7 @@ final class EntryCheckTests: XCTestCase {
             f[.guestLDTRLimit] = 0xffff; f[.guestLDTRAccessRights] = 0x182
         },
         guest("27.3.1.2 guest LDTR limit and granularity") { f in
-            f[.guestLDTRLimit] = 0xffff; f[.guestLDTRAccessRights] = 0x8082
+            f[.guestLDTRLimit] = 0xfff0; f[.guestLDTRAccessRights] = 0x8082
         },
         // 27.3.1.3
         guest("27.3.1.3 guest GDTR and IDTR bases canonical") { $0[.guestGDTRBase] = nonCanonical },
@@ -518,10 +518,10 @@ final class EntryCheckTests: XCTestCase {
             f.paeGuest(); f.clear(proc2, bits(.enableEPT)); f[.guestCR3] = 0x5020
             _ = f.memory.store(UInt64(0x6001 | 1 << 7), at: 0x5020 + 24)
         },
-    ]
+    ] }
 
     /// 27.4 MSR-load list: exit reason 34, qualification = 1-based entry index.
-    static let msrCases: [Case] = [
+    static var msrCases: [Case] { [
         msr(1) { f in f[.entryMSRLoadCount] = 1; f[.entryMSRLoadAddress] = 0xc000; f.msrEntry(0, at: 0xc000, index: 1 << 32 | 0x277) },
         msr(2) { f in
             f[.entryMSRLoadCount] = 3; f[.entryMSRLoadAddress] = 0xc000
@@ -543,7 +543,7 @@ final class EntryCheckTests: XCTestCase {
         },
         msr(513) { f in f[.entryMSRLoadCount] = 513; f[.entryMSRLoadAddress] = 0x1000 },   // beyond 512 · (N+1)
         msr(2) { f in f[.entryMSRLoadCount] = 2; f[.entryMSRLoadAddress] = 0x1fff0 },      // entry 2 outside RAM
-    ]
+    ] }
 
     static var allCases: [Case] { controlCases + hostCases + guestCases + msrCases }
 
@@ -570,8 +570,7 @@ final class EntryCheckTests: XCTestCase {
 
     // MARK: Valid variations that must still pass
 
-    func testValidVariationsPass() {
-        let passing: [(UInt, (inout Fixture) -> Void)] = [
+    static var passingVariations: [(UInt, (inout Fixture) -> Void)] { [
             (#line, { $0[.entryInterruptionInfo] = inject(type: 3, vector: 14, errorCode: true); $0[.entryExceptionErrorCode] = 2 }),
             (#line, { $0[.entryInterruptionInfo] = inject(type: 3, vector: 3) }),
             (#line, { $0[.entryInterruptionInfo] = inject(type: 2, vector: 2) }),
@@ -580,7 +579,7 @@ final class EntryCheckTests: XCTestCase {
             (#line, { $0[.cr3TargetCount] = 4 }),
             (#line, { $0.clear(proc, bits([.useIOBitmaps, .useMSRBitmaps])); $0[.ioBitmapA] = 1; $0[.msrBitmap] = 1 }),
             (#line, { $0.clear(proc2, bits(.enableVPID)); $0[.virtualProcessorID] = 0 }),
-            (#line, { $0.clear(proc, bits(.activateSecondaryControls)); $0[proc2] = bits(.unrestrictedGuest) }),
+            (#line, { $0.clear(proc, bits(ProcessorBasedControls.activateSecondaryControls)); $0[proc2] = bits(.unrestrictedGuest) }),
             (#line, { $0.clear(proc2, bits(.enableEPT)); $0[.eptPointer] = 0xfff }),
             (#line, { $0[.eptPointer] = EPTPointer(rootAddress: 0x10000, memoryType: 0).rawValue }),
             (#line, { $0[.guestActivityState] = 1 }),
@@ -605,8 +604,10 @@ final class EntryCheckTests: XCTestCase {
                 f[.guestCR0] = 0x30; f[.guestCR4] = 0; f[.guestIA32EFER] = 0
                 f[.guestCSAccessRights] = 0x93; f[.guestCSLimit] = 0xffff; f[.guestSSLimit] = 0xffff; f[.guestSSAccessRights] = 0x93
             }),
-        ]
-        for (line, setup) in passing {
+    ] }
+
+    func testValidVariationsPass() {
+        for (line, setup) in Self.passingVariations {
             var f = Self.baseline()
             setup(&f)
             XCTAssertNil(f.check(), "variation at line \(line): \(VMEntryChecker.allFailures(f.context))", line: line)

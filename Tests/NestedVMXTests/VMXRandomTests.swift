@@ -53,8 +53,8 @@ final class VMXRandomTests: XCTestCase {
         case .vmptrld: [9, 10, 11]
         case .vmread: [12]
         case .vmwrite: [12, 13]
-        case .vmlaunch: [4, 26]
-        case .vmresume: [5, 26]
+        case .vmlaunch: [4, 7, 8, 26]
+        case .vmresume: [5, 7, 8, 26]
         case .vmcall: [1]
         case .invept, .invvpid: [28]
         case .vmxoff, .vmptrst, .vmfunc: []
@@ -223,6 +223,11 @@ final class VMXRandomTests: XCTestCase {
                 if e.vector == 12 || e.vector == 14 { ok = ok && decoded.memoryOperand != nil }
                 if e.vector == 14 { ok = ok && e.errorCode != nil && e.faultAddress != nil }
                 if e.vector == 12 || e.vector == 13 { ok = ok && e.errorCode == 0 }
+            case let .entryFailed(failure):
+                // A guest-state or MSR-load failure of a VMLAUNCH/VMRESUME: nothing changed yet.
+                outcomes["entryFailed", default: 0] += 1
+                ok = ok && cpu == before && vmx == vmxBefore && (insn == .vmlaunch || insn == .vmresume)
+                    && failure.exitReason != nil
             case let .vmEntry(launch):
                 outcomes["vmEntry", default: 0] += 1
                 ok = ok && cpu == before && vmx == vmxBefore && vmx.current != nil
@@ -280,7 +285,9 @@ final class VMXRandomTests: XCTestCase {
         print("random VMX run: \(iterations) iterations, \(decodeFailures) decode failures; executed \(executed.sorted { $0.key < $1.key }); outcomes \(outcomes.sorted { $0.key < $1.key })")
         // The run must exercise every instruction and every kind of outcome.
         for base in Self.bases { XCTAssertGreaterThan(executed["\(base.insn)", default: 0], 500, "\(base.insn)") }
-        for kind in ["succeed", "failInvalid", "failValid", "vmEntry", "fault 6", "fault 13", "fault 14"] {
+        // Random VMCS contents rarely pass every entry check, so "vmEntry" is
+        // not required here; EntryCheckTests cover entries that pass.
+        for kind in ["succeed", "failInvalid", "failValid", "fault 6", "fault 13", "fault 14"] {
             XCTAssertGreaterThan(outcomes[kind, default: 0], 100, kind)
         }
         XCTAssertLessThan(decodeFailures, iterations / 2)

@@ -178,6 +178,8 @@ extension Machine {
         case let .vmEntry(launch):
             // The #UD frame is dropped: VM exits load RSP from the host state.
             return enterL2(launch: launch, note: &note).map { .stop($0) } ?? .handled
+        case let .entryFailed(failure):
+            return failEntry(failure, l1: at, note: &note).map { .stop($0) } ?? .handled
         }
     }
 }

@@ -43,6 +43,22 @@ extension Machine {
         return nil
     }
 
+    /// A VM entry that failed on guest state or the MSR-load list: L1
+    /// continues at its host state with exit reason 33 or 34, bit 31 set,
+    /// and the qualification; the guest-state area is not saved (SDM 27.8).
+    func failEntry(_ failure: VMEntryFailure, l1: CPUState, note: inout ExitNote) -> RunOutcome? {
+        guard var vmcs = vmx.current else { return .unhandledExit("VM-entry failure without a current VMCS") }
+        vmcs.write(.exitReason, UInt64(failure.exitReason ?? 0))
+        vmcs.write(.exitQualification, failure.exitQualification ?? 0)
+        let host = StateTransfer.hostState(from: vmcs, l2: l1, l1: l1)
+        vmx.current = vmcs
+        host.store(into: &vcpu.sync.pointee.regs)
+        host.store(into: &vcpu.sync.pointee.sregs)
+        vcpu.markDirty([.regs, .sregs])
+        note.value = VMXOutcomeCode.encode(.entryFailed(failure))
+        return nil
+    }
+
     /// The event the VM-entry interruption-information field asks for
     /// (SDM 27.6): external interrupts and exceptions through KVM's event
     /// injection. NMIs are not delivered (none are advertised).

@@ -77,6 +77,8 @@ extension Machine {
             inject(exception)
         case let .vmEntry(launch):
             return enterL2(launch: launch, note: &note)
+        case let .entryFailed(failure):
+            return failEntry(failure, l1: cpu, note: &note)
         }
         return nil
     }
@@ -189,7 +191,8 @@ extension VMXInstruction {
 
 /// How a VMX instruction's outcome is packed into a trace record's value:
 /// bits 7:0 the kind (0 VMsucceed, 1 VMfailInvalid, 2 VMfailValid, 3 fault,
-/// 4 VM entry), bits 15:8 the VM-instruction error or the exception vector.
+/// 4 VM entry, 5 VM-entry failure exit), bits 15:8 the VM-instruction error,
+/// the exception vector or the basic exit reason (33 or 34).
 public enum VMXOutcomeCode {
     public static func encode(_ result: VMXResult) -> UInt64 {
         switch result {
@@ -198,6 +201,7 @@ public enum VMXOutcomeCode {
         case let .failValid(error): 2 | UInt64(error & 0xff) << 8
         case let .fault(e): 3 | UInt64(e.vector) << 8
         case .vmEntry: 4
+        case let .entryFailed(f): 5 | UInt64((f.exitReason ?? 0) & 0xff) << 8
         }
     }
 }

@@ -54,8 +54,10 @@ public struct VMXCapabilities: Equatable, Sendable {
         let trueProc = controls(mustBe1: procDefault1 & ~cr3Exiting, mayBe1: procMay | (procDefault1 & ~cr3Exiting))
         let proc = controls(mustBe1: procDefault1, mayBe1: procMay)
 
-        // Secondary (SDM 25.6.2): enable EPT (1), enable VPID (5).
-        let proc2 = controls(mustBe1: 0, mayBe1: 1 << 1 | 1 << 5)
+        // Secondary (SDM 25.6.2): enable EPT (1), enable VPID (5), unrestricted
+        // guest (7): L2 runs in a KVM VM, which takes any mode, so a Multiboot
+        // L2 can start in protected mode with paging off.
+        let proc2 = controls(mustBe1: 0, mayBe1: 1 << 1 | 1 << 5 | 1 << 7)
 
         // VM-exit controls (SDM 25.7.1): save debug controls (2), host address-space
         // size (9), acknowledge interrupt on exit (15), save/load PAT (18, 19),

@@ -10,8 +10,11 @@ public enum VMXResult: Equatable, Sendable {
     case failValid(UInt32)
     /// The instruction faulted: nothing changed; inject at the instruction.
     case fault(X86Exception)
-    /// VMLAUNCH/VMRESUME passed the launch-state checks: a VM entry is due.
+    /// VMLAUNCH/VMRESUME passed every check of SDM 27.2-27.4: enter L2.
     case vmEntry(launch: Bool)
+    /// A guest-state or MSR-load check failed: a VM exit with reason 33 or
+    /// 34 (bit 31 set) that loads host state (SDM 27.8).
+    case entryFailed(VMEntryFailure)
 
     public var name: String {
         switch self {
@@ -20,6 +23,7 @@ public enum VMXResult: Equatable, Sendable {
         case let .failValid(n): "VMfailValid(\(n))"
         case let .fault(e): e.description
         case let .vmEntry(launch): launch ? "VM entry (launch)" : "VM entry (resume)"
+        case let .entryFailed(failure): failure.description
         }
     }
 }

@@ -39,7 +39,7 @@ public enum VMXSemantics {
             cpu = context.cpu
             cpu.rip = truncatedRIP(cpu.rip &+ UInt64(insn.length), cpu: cpu)
             applyFlags(execution.result, cpu: &cpu, vmx: &vmx)
-        case .fault, .vmEntry:
+        case .fault, .vmEntry, .entryFailed:
             break
         }
         return execution
@@ -131,7 +131,8 @@ struct Context<Memory: GuestMemoryAccess> {
         switch insn.linearAddress(m, state: cpu, size: size, write: false) {
         case let .failure(e): return .failure(e)
         case let .success(linear):
-            switch PageWalker.readLinear(linear, count: size, access: access, state: cpu, memory: memory) {
+            switch PageWalker.readLinear(linear, count: size, access: access, state: cpu, memory: memory,
+                                         physicalAddressBits: vmx.capabilities.physicalAddressBits) {
             case let .success(bytes): return .success(bytes)
             case let .failure(.fault(e)): return .failure(e)
             case .failure(.notRAM): return .success([UInt8](repeating: 0xff, count: size))
@@ -152,7 +153,8 @@ struct Context<Memory: GuestMemoryAccess> {
             let bytes = (0..<size).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
             var writeAccess = access
             writeAccess.write = true
-            switch PageWalker.writeLinear(linear, bytes: bytes, access: writeAccess, state: cpu, memory: memory) {
+            switch PageWalker.writeLinear(linear, bytes: bytes, access: writeAccess, state: cpu, memory: memory,
+                                          physicalAddressBits: vmx.capabilities.physicalAddressBits) {
             case .success, .failure(.notRAM): return nil
             case let .failure(.fault(e)): return e
             }
@@ -325,6 +327,12 @@ struct Context<Memory: GuestMemoryAccess> {
         if cpu.blockingByMovSS { return .failValid(E.entryBlockedByMovSS) }
         if launch && current.launched { return .failValid(E.vmlaunchNonClear) }
         if !launch && !current.launched { return .failValid(E.vmresumeNonLaunched) }
+        // SDM 27.2-27.4: controls and host state fail as VMfailValid(7/8);
+        // guest state and the MSR-load list fail as a VM exit.
+        if let failure = VMEntryChecker.check(current, capabilities: vmx.capabilities, memory: memory, launch: launch) {
+            if let error = failure.vmInstructionError { return .failValid(error) }
+            return .entryFailed(failure)
+        }
         return .vmEntry(launch: launch)
     }
 

@@ -1,0 +1,315 @@
+/*
+ * turtle - a small Intel VMX hypervisor that runs as Terrapin's L1 guest and
+ * boots one multiboot L2 guest (SDM Vol. 3C chapters 24-29).
+ *
+ * usage: turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off]
+ *   with the L2 image as multiboot module 0, whose string is "PATH args":
+ *   terrapin run turtle.elf --module "Guests/build/hello.elf a b"
+ *
+ *   ept=on      (default) L2 runs under a 4-level EPT mapping L2-physical
+ *               [0, l2mem) to a 2 MiB-aligned region of turtle's RAM, with
+ *               "unrestricted guest" so it can start in the Multiboot state
+ *               (protected mode, paging off). ept=off is refused: without
+ *               EPT there is no unrestricted guest, and VMX cannot enter a
+ *               guest with CR0.PG = 0 (SDM 27.3.1.1).
+ *   l2mem=SIZE  L2's memory, 2 MiB multiple from 2M to 1G (default 16M).
+ *   io=bitmap   (default) I/O bitmaps intercept COM1 (0x3f8-0x3ff), the
+ *               debug-exit port (0xf4-0xf7) and 0x80; other ports go to L0.
+ *   io=all      unconditional I/O exiting: turtle is L2's only platform.
+ *   preempt=N   VMX-preemption timer with value N, re-armed on each expiry.
+ *   prefix=off  do not prefix L2's output lines with "[L2] ".
+ *
+ * turtle exits with L2's own exit value (what L2 wrote to port 0xf4 or
+ * passed to the "done" hypercall), with 2 for bad arguments, 1 if its own
+ * VMX set-up failed, and 3 if L2 stopped any other way.
+ */
+#include "turtle/turtle.h"
+
+#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] (L2 image = module 0)"
+#define MIB	(1ull << 20)
+
+struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
+uint64_t l2_base;
+int setup_failures;
+
+extern char __image_start[], __image_end[];
+
+/* ---- small utilities shared by turtle/ ---- */
+
+void fast_copy(void *dst, const void *src, uint64_t n)
+{
+	__asm__ volatile("rep movsb" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
+}
+
+void fast_zero(void *dst, uint64_t n)
+{
+	__asm__ volatile("rep stosb" : "+D"(dst), "+c"(n) : "a"(0) : "memory");
+}
+
+void fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	setup_failures++;
+	printf("FAIL: turtle: ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+}
+
+uint64_t vmr(uint32_t field)
+{
+	uint64_t v = 0;
+	struct vmx_result r = vmread(field, &v);
+
+	if (r.outcome != VMX_SUCCEED) {
+		uint64_t err = 0;
+		if (r.outcome == VMX_FAIL_VALID)
+			vmread(VM_INSTRUCTION_ERROR, &err);
+		fail("VMREAD of field 0x%x: outcome %d, vector %d, error %llu (%s)", field, r.outcome,
+		     r.vector, (unsigned long long)err, vm_instruction_error_name(err));
+	}
+	return v;
+}
+
+bool vmw_named(uint32_t field, uint64_t value, const char *name)
+{
+	struct vmx_result r = vmwrite(field, value);
+
+	if (r.outcome == VMX_SUCCEED)
+		return true;
+	uint64_t err = 0;
+	if (r.outcome == VMX_FAIL_VALID)
+		vmread(VM_INSTRUCTION_ERROR, &err);
+	fail("VMWRITE %s (0x%04x) = 0x%llx: %s, VM-instruction error %llu (%s)", name, field,
+	     (unsigned long long)value,
+	     r.outcome == VMX_FAIL_VALID ? "VMfailValid" : r.outcome == VMX_FAIL_INVALID ? "VMfailInvalid" : "fault",
+	     (unsigned long long)err, vm_instruction_error_name(err));
+	return false;
+}
+
+void *l2_ptr(uint64_t gpa, uint64_t len)
+{
+	if (gpa >= cfg.l2mem || len > cfg.l2mem - gpa)
+		return NULL;
+	return (void *)(uintptr_t)(l2_base + gpa);
+}
+
+/* ---- arguments ---- */
+
+static bool parse_size(const char *s, uint64_t *out)
+{
+	char num[32];
+	size_t n = strlen(s);
+	uint64_t mult = 1;
+
+	if (n == 0 || n >= sizeof(num))
+		return false;
+	memcpy(num, s, n + 1);
+	switch (num[n - 1]) {
+	case 'k': case 'K': mult = 1ull << 10; break;
+	case 'm': case 'M': mult = 1ull << 20; break;
+	case 'g': case 'G': mult = 1ull << 30; break;
+	default: break;
+	}
+	if (mult != 1)
+		num[n - 1] = '\0';
+	if (!parse_u64(num, out))
+		return false;
+	*out *= mult;
+	return true;
+}
+
+static int parse_args(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *v;
+		if ((v = arg_value(argv[i], "ept"))) {
+			if (!strcmp(v, "on"))
+				cfg.ept = true;
+			else if (!strcmp(v, "off"))
+				cfg.ept = false;
+			else
+				return usage(USAGE);
+		} else if ((v = arg_value(argv[i], "l2mem"))) {
+			if (!parse_size(v, &cfg.l2mem) || cfg.l2mem < 2 * MIB || cfg.l2mem > 1024 * MIB ||
+			    (cfg.l2mem & (2 * MIB - 1)))
+				return usage("%s: l2mem must be a multiple of 2M from 2M to 1G", USAGE);
+		} else if ((v = arg_value(argv[i], "io"))) {
+			if (!strcmp(v, "bitmap"))
+				cfg.io_all = false;
+			else if (!strcmp(v, "all"))
+				cfg.io_all = true;
+			else
+				return usage(USAGE);
+		} else if ((v = arg_value(argv[i], "preempt"))) {
+			if (!parse_u64(v, &cfg.preempt) || cfg.preempt > 0xffffffffull)
+				return usage("%s: preempt=N needs N from 0 to 2^32-1", USAGE);
+		} else if ((v = arg_value(argv[i], "prefix"))) {
+			if (!strcmp(v, "on"))
+				cfg.prefix = true;
+			else if (!strcmp(v, "off"))
+				cfg.prefix = false;
+			else
+				return usage(USAGE);
+		} else {
+			return usage(USAGE);
+		}
+	}
+	if (!cfg.ept) {
+		printf("turtle: ept=off cannot boot a multiboot L2: it starts in protected mode with paging off,\n"
+		       "turtle: which VMX allows only with \"unrestricted guest\", which requires EPT (SDM 27.3.1.1, 25.6.2)\n");
+		return usage("%s: ept=off is not supported yet", USAGE);
+	}
+	return -1;
+}
+
+/* ---- where L2's memory goes ---- */
+
+static uint64_t max_u64(uint64_t a, uint64_t b)
+{
+	return a > b ? a : b;
+}
+
+/*
+ * The highest 2 MiB-aligned run of l2mem bytes of available RAM (per the
+ * multiboot memory map) above everything turtle must keep: its own image,
+ * the modules, the multiboot info and its strings.
+ */
+static bool choose_l2_region(const struct multiboot_info *mbi)
+{
+	uint64_t floor = (uintptr_t)__image_end;
+	const struct multiboot_module *mods = (const void *)(uintptr_t)mbi->mods_addr;
+
+	floor = max_u64(floor, (uintptr_t)mbi + sizeof(*mbi));
+	if (mbi->flags & MB_INFO_CMDLINE)
+		floor = max_u64(floor, mbi->cmdline + strlen((const char *)(uintptr_t)mbi->cmdline) + 1);
+	if (mbi->flags & MB_INFO_MMAP)
+		floor = max_u64(floor, (uint64_t)mbi->mmap_addr + mbi->mmap_length);
+	floor = max_u64(floor, mbi->mods_addr + mbi->mods_count * sizeof(*mods));
+	for (uint32_t i = 0; i < mbi->mods_count; i++) {
+		floor = max_u64(floor, mods[i].mod_end);
+		if (mods[i].string)
+			floor = max_u64(floor, mods[i].string + strlen((const char *)(uintptr_t)mods[i].string) + 1);
+	}
+	floor = (floor + 2 * MIB - 1) & ~(2 * MIB - 1);
+
+	l2_base = 0;
+	for (struct multiboot_mmap_entry *e = mb_mmap_first(); e; e = mb_mmap_next(e)) {
+		if (e->type != MB_MMAP_AVAILABLE)
+			continue;
+		uint64_t lo = max_u64(e->base_addr, floor), hi = e->base_addr + e->length;
+		if (hi > (4ull << 30))
+			hi = 4ull << 30;	/* turtle's own page tables map 0-4 GiB */
+		hi &= ~(2 * MIB - 1);
+		if (hi < lo + cfg.l2mem || hi - cfg.l2mem < l2_base)
+			continue;
+		l2_base = hi - cfg.l2mem;
+	}
+	if (!l2_base) {
+		fail("no 2 MiB-aligned %llu MiB of RAM above 0x%llx for L2 (turtle runs at 0x%llx-0x%llx; try a larger --memory or a smaller l2mem)",
+		     (unsigned long long)(cfg.l2mem / MIB), (unsigned long long)floor,
+		     (unsigned long long)(uintptr_t)__image_start, (unsigned long long)(uintptr_t)__image_end);
+		return false;
+	}
+	printf("turtle: L2 memory: %llu MiB at L1-physical 0x%llx (turtle's image 0x%llx-0x%llx)\n",
+	       (unsigned long long)(cfg.l2mem / MIB), (unsigned long long)l2_base,
+	       (unsigned long long)(uintptr_t)__image_start, (unsigned long long)(uintptr_t)__image_end);
+	return true;
+}
+
+/* L2's command line: basename(PATH) followed by the module's arguments. */
+static bool l2_cmdline(const char *modstr, char *out, size_t size)
+{
+	const char *end = modstr, *base = modstr;
+
+	while (*end && *end != ' ')
+		end++;
+	for (const char *p = modstr; p < end; p++)
+		if (*p == '/')
+			base = p + 1;
+	size_t n = (size_t)(end - base), rest = strlen(end);
+	if (n + rest + 1 > size)
+		return false;
+	memcpy(out, base, n);
+	memcpy(out + n, end, rest + 1);
+	return true;
+}
+
+static __attribute__((noreturn)) void finish(bool in_vmx, int value)
+{
+	if (in_vmx)
+		vmx_disable();
+	exit(value);
+}
+
+int main(int argc, char **argv)
+{
+	int rc = parse_args(argc, argv);
+	if (rc >= 0)
+		return rc;
+
+	trap_init();
+	turtle_gdt_init();
+	printf("turtle: L1 hypervisor: ept=%s l2mem=%lluM io=%s preempt=%llu\n", cfg.ept ? "on" : "off",
+	       (unsigned long long)(cfg.l2mem / MIB), cfg.io_all ? "all" : "bitmap",
+	       (unsigned long long)cfg.preempt);
+
+	struct multiboot_info *mbi = mb_info();
+	if (!mbi || !(mbi->flags & MB_INFO_MODS) || mbi->mods_count < 1)
+		return usage("%s: no L2 image (pass it with --module \"PATH args\")", USAGE);
+	const struct multiboot_module *mod = (const void *)(uintptr_t)mbi->mods_addr;
+	const char *modstr = mod->string ? (const char *)(uintptr_t)mod->string : "l2";
+	static char cmdline[1024];
+	if (!l2_cmdline(modstr, cmdline, sizeof(cmdline)))
+		return usage("%s: the L2 command line is too long", USAGE);
+	printf("turtle: module 0 \"%s\" at 0x%x-0x%x\n", modstr, mod->mod_start, mod->mod_end);
+
+	struct l2_image img;
+	uint64_t eptp = 0;
+	if (!choose_l2_region(mbi) ||
+	    !l2_load((const uint8_t *)(uintptr_t)mod->mod_start, mod->mod_end - mod->mod_start, cmdline, &img))
+		finish(false, EXIT_FAIL);
+	if (!vmx_enable())
+		finish(false, EXIT_FAIL);
+	if ((cfg.ept && !ept_build(&eptp)) || !vmcs_setup(&img, eptp)) {
+		printf("turtle: VMCS set-up failed (%d failures): not launching\n", setup_failures);
+		finish(true, EXIT_FAIL);
+	}
+
+	/* The Multiboot register state (spec 3.2): VMX loads no GPRs, so L2
+	 * starts with these from l2_gprs (entry.S). */
+	for (int i = 0; i < 16; i++)
+		l2_gprs[i] = 0;
+	l2_gprs[R_RAX] = MULTIBOOT_BOOTLOADER_MAGIC;
+	l2_gprs[R_RBX] = img.mbi;
+	printf("turtle: VMLAUNCH L2 at 0x%llx (EAX 0x%x, EBX 0x%llx)\n", (unsigned long long)img.entry,
+	       MULTIBOOT_BOOTLOADER_MAGIC, (unsigned long long)img.mbi);
+
+	rc = turtle_run(1);
+	if (rc != 0) {
+		uint64_t total = exit_other;
+		for (int r = 0; r <= EXIT_REASON_MAX; r++)
+			total += exit_counts[r];
+		const char *insn = total ? "VMRESUME" : "VMLAUNCH";
+		if (rc == 2) {
+			uint64_t err = vmr(VM_INSTRUCTION_ERROR);
+			printf("FAIL: turtle: %s failed: VMfailValid, VM-instruction error %llu (%s)\n", insn,
+			       (unsigned long long)err, vm_instruction_error_name(err));
+		} else {
+			printf("FAIL: turtle: %s failed: %s\n", insn, rc == 1 ? "VMfailInvalid" : "no VMfail flag set");
+		}
+		if (total) {
+			uint64_t reason = vmr(EXIT_REASON);
+			printf("turtle: the last exit was reason %llu (%s)\n", (unsigned long long)(reason & 0xffff),
+			       exit_reason_name((uint32_t)(reason & 0xffff)));
+		}
+	}
+	exit_report();
+	if (l2_finished)
+		printf("turtle: L2 finished with exit value %u\n", l2_status);
+	else
+		printf("turtle: L2 did not finish: exiting with %d (panic)\n", EXIT_PANIC);
+	finish(true, l2_finished ? (int)l2_status : EXIT_PANIC);
+}
