@@ -293,6 +293,7 @@ int main(int argc, char **argv)
 		for (int r = 0; r <= EXIT_REASON_MAX; r++)
 			total += exit_counts[r];
 		const char *insn = total ? "VMRESUME" : "VMLAUNCH";
+		stop_why = total ? "VMRESUME failed" : "VMLAUNCH failed";
 		if (rc == 2) {
 			uint64_t err = vmr(VM_INSTRUCTION_ERROR);
 			printf("FAIL: turtle: %s failed: VMfailValid, VM-instruction error %llu (%s)\n", insn,

@@ -25,7 +25,7 @@ uint64_t exit_other;
 bool l2_finished;
 uint32_t l2_status;
 
-static const char *stop_why = "";
+const char *stop_why = "";
 static uint64_t hc_print, hc_nop, hc_unknown, port80_outs, mmio_reads, mmio_writes, preempt_exits;
 static uint64_t mmio_last_gpa, mmio_last_value;
 static bool l2_line_start = true;

@@ -270,6 +270,7 @@ extern uint64_t exit_counts[EXIT_REASON_MAX + 1];
 extern uint64_t exit_other;
 extern bool l2_finished;
 extern uint32_t l2_status;
+extern const char *stop_why;		/* why the run stopped */
 int turtle_handle_exit(void);		/* called by entry.S: 0 resume, 1 stop */
 void exit_report(void);
 const char *exit_reason_name(uint32_t reason);

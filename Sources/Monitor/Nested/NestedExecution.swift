@@ -31,6 +31,7 @@ extension Machine {
                                   into: &events)
             l2.vcpu.sync.pointee.events = events
             l2.vcpu.markDirty([.regs, .sregs, .events])
+            try mapCodePage(of: state, l2: l2, vmcs: vmcs)
         } catch {
             return .unhandledExit("setting up the L2 VM: \(error)")
         }
@@ -48,6 +49,8 @@ extension Machine {
     /// and the qualification; the guest-state area is not saved (SDM 27.8).
     func failEntry(_ failure: VMEntryFailure, l1: CPUState, note: inout ExitNote) -> RunOutcome? {
         guard var vmcs = vmx.current else { return .unhandledExit("VM-entry failure without a current VMCS") }
+        // Like KVM's kvm_nested_vmenter_failed tracepoint: name the check.
+        printError("terrapin: L1's VM entry failed: \(failure)")
         vmcs.write(.exitReason, UInt64(failure.exitReason ?? 0))
         vmcs.write(.exitQualification, failure.exitQualification ?? 0)
         let host = StateTransfer.hostState(from: vmcs, l2: l1, l1: l1)
@@ -104,6 +107,19 @@ extension Machine {
         try l2.dropAll()
         l2.builtFor = .some(eptp)
         if eptp == nil { try l2.map(base: 0, size: UInt64(memory.size), l1: 0, readOnly: false, memory: memory) }
+    }
+
+    /// Maps the EPT12 run holding L2's first instruction before it runs, so
+    /// the entry does not start with a fetch from an address with no slot.
+    func mapCodePage(of state: CPUState, l2: L2Machine, vmcs: VMCS12) throws(KVMError) {
+        guard let eptp = ept(of: vmcs),
+              case let .success(gpa) = PageWalker.translate(state.cs.base &+ state.rip, access: MemoryAccess(fetch: true),
+                                                            state: state, memory: L2PhysicalMemory(machine: self)),
+              l2.slot(containing: gpa) == nil,
+              case let .success(t) = EPTWalker.translate(gpa, access: EPTWalker.Access(fetch: true), eptp: eptp,
+                                                         physicalAddressBits: vmx.capabilities.physicalAddressBits, memory: ram),
+              t.physical < UInt64(memory.size) else { return }
+        try mapRun(t, eptp: eptp, l2: l2)
     }
 
     func ept(of vmcs: VMCS12) -> UInt64? {

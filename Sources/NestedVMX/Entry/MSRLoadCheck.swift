@@ -14,7 +14,7 @@ enum MSRLoadCheck {
     /// model-specific reasons (27.4, last-but-one rule), as KVM also does.
     static let biosUpdateTrigger: UInt32 = 0x79
 
-    /// Why entry `msr` with `value` cannot be loaded, or nil if it can.
+    /// True when an entry (first quadword `low`, value `value`) cannot be loaded.
     static func refuses(index low: UInt64, value: UInt64, context c: EntryContext) -> Bool {
         if low >> 32 != 0 { return true }                            // bits 63:32 reserved
         let msr = UInt32(truncatingIfNeeded: low)

@@ -70,6 +70,10 @@ public enum StateTransfer {
         vmcs.write(.guestCR3, s.cr3)
         vmcs.write(.guestCR4, s.cr4)
         if (vmcs.read(.exitControls) ?? 0) & exitSaveEFER != 0 { vmcs.write(.guestIA32EFER, s.efer) }
+        // 28.3.3: the "IA-32e mode guest" entry control follows IA32_EFER.LMA,
+        // so an L2 that entered long mode by itself can be resumed.
+        let entry = vmcs.read(.entryControls) ?? 0
+        vmcs.write(.entryControls, s.efer & (1 << 10) != 0 ? entry | entryIA32eGuest : entry & ~entryIA32eGuest)
         for (path, fields) in guestSegments {
             let seg = s[keyPath: path]
             vmcs.write(fields.selector, UInt64(seg.selector))
