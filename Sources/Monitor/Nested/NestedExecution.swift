@@ -204,13 +204,16 @@ extension Machine {
         switch EPTWalker.translate(gpa, access: access, eptp: eptp, physicalAddressBits: vmx.capabilities.physicalAddressBits,
                                    memory: ram) {
         case let .failure(.violation(qualification)):
-            var state = l2State
-            if mmio != nil { completePending(l2) ; state = l2State }
+            guard let state = stateAtFaultingAccess(mmio, gpa: gpa, l2: l2) else {
+                return .unhandledExit("cannot find the L2 store to \(hex(gpa)) that KVM retired")
+            }
             return reflect(NestedExit(reason: .eptViolation, qualification: qualification, guestPhysical: gpa),
                            state: state, note: &note)
         case .failure(.misconfiguration):
-            if mmio != nil { completePending(l2) }
-            return reflect(NestedExit(reason: .eptMisconfiguration, guestPhysical: gpa), state: l2State, note: &note)
+            guard let state = stateAtFaultingAccess(mmio, gpa: gpa, l2: l2) else {
+                return .unhandledExit("cannot find the L2 store to \(hex(gpa)) that KVM retired")
+            }
+            return reflect(NestedExit(reason: .eptMisconfiguration, guestPhysical: gpa), state: state, note: &note)
         case let .success(t):
             guard t.physical < UInt64(memory.size) else {
                 // EPT12 points at one of L1's device addresses: that device answers.
@@ -239,6 +242,34 @@ extension Machine {
             }
             return nil
         }
+    }
+
+    /// L2's state at the instruction that made `mmio`, which an EPT violation
+    /// must report (SDM 28.2). KVM leaves a load at its instruction but
+    /// retires a store before reporting it, so a store is found again by
+    /// decoding backwards from RIP (`VMXDecoder.retiredStoreLength`). KVM's
+    /// pending completion is then flushed; L1 re-supplies the results.
+    func stateAtFaultingAccess(_ mmio: MMIOExit?, gpa: UInt64, l2: L2Machine) -> CPUState? {
+        var state = l2State
+        guard let m = mmio else { return state }
+        if m.isWrite {
+            let memory = L2PhysicalMemory(machine: self)
+            let at = state
+            guard let length = VMXDecoder.retiredStoreLength(
+                endingAt: at, address: gpa, size: Int(m.length),
+                fetch: { a, n in
+                    if case let .success(b) = PageWalker.readLinear(a, count: n, access: MemoryAccess(), state: at, memory: memory) { return b }
+                    return nil
+                },
+                translate: { a in
+                    if case let .success(p) = PageWalker.translate(a, access: MemoryAccess(), state: at, memory: memory,
+                                                                    setAccessedDirty: false) { return p }
+                    return nil
+                }) else { return nil }
+            state.rip &-= UInt64(length)
+        }
+        completePending(l2)
+        return state
     }
 
     /// Maps the run of EPT12 pages starting at the faulting page that are

@@ -2,19 +2,30 @@
 /// (SDM Vol. 3A 3.4 and 3.7.5; 5.3 limit checking; 5.4 type checking;
 /// 3.3.7.1 canonical addressing).
 extension DecodedInstruction {
-    /// base + index*scale + displacement, truncated to the address size.
-    /// RIP-relative operands are relative to the next instruction
-    /// (state.rip + length), SDM Vol. 2 2.2.1.6.
     public func effectiveAddress(_ m: MemoryOperand, state: CPUState) -> UInt64 {
-        var ea = UInt64(bitPattern: m.displacement)
-        if m.ripRelative { ea = ea &+ state.rip &+ UInt64(length) }
-        if let base = m.base { ea = ea &+ state.gprs[base] }
-        if let index = m.index { ea = ea &+ state.gprs[index] &* UInt64(m.scale) }
-        return ea & Self.addressMask(m.addressSize)
+        m.effectiveAddress(state: state, instructionLength: length)
+    }
+
+    public func linearAddress(_ m: MemoryOperand, state: CPUState, size: Int, write: Bool) -> Result<UInt64, X86Exception> {
+        m.linearAddress(state: state, instructionLength: length, size: size, write: write)
     }
 
     static func addressMask(_ bits: Int) -> UInt64 {
         bits >= 64 ? ~0 : (UInt64(1) << UInt64(bits)) - 1
+    }
+}
+
+extension MemoryOperand {
+    /// base + index*scale + displacement, truncated to the address size.
+    /// RIP-relative operands are relative to the next instruction
+    /// (state.rip + instructionLength), SDM Vol. 2 2.2.1.6.
+    public func effectiveAddress(state: CPUState, instructionLength: Int) -> UInt64 {
+        let m = self
+        var ea = UInt64(bitPattern: m.displacement)
+        if m.ripRelative { ea = ea &+ state.rip &+ UInt64(instructionLength) }
+        if let base = m.base { ea = ea &+ state.gprs[base] }
+        if let index = m.index { ea = ea &+ state.gprs[index] &* UInt64(m.scale) }
+        return ea & DecodedInstruction.addressMask(m.addressSize)
     }
 
     /// The linear address of `size` bytes at memory operand `m`, with the
@@ -35,8 +46,9 @@ extension DecodedInstruction {
     /// segment. `SegmentState.limit` is taken as the byte-granular limit (the
     /// VMCS format: G already applied). Type and null checks are skipped in
     /// real and v8086 mode. The result is base + offset truncated to 32 bits.
-    public func linearAddress(_ m: MemoryOperand, state: CPUState, size: Int, write: Bool) -> Result<UInt64, X86Exception> {
-        let ea = effectiveAddress(m, state: state)
+    public func linearAddress(state: CPUState, instructionLength: Int, size: Int, write: Bool) -> Result<UInt64, X86Exception> {
+        let m = self
+        let ea = effectiveAddress(state: state, instructionLength: instructionLength)
         let fault: X86Exception = m.segment == .ss ? .stackFault(0) : .generalProtection(0)
         let span = UInt64(max(size, 1) - 1)
 

@@ -72,28 +72,7 @@ public enum VMXDecoder {
         // Legacy prefixes and REX (SDM Vol. 2 2.1.1, 2.2.1). A REX prefix
         // must immediately precede the opcode; one followed by a legacy
         // prefix is ignored.
-        var p = Prefixes()
-        var opcode: UInt8
-        prefixLoop: while true {
-            let b = try c.next()
-            if p.rex != 0, isLegacyPrefix(b) { p.rex = 0 }
-            switch b {
-            case 0xF0: p.lock = true
-            case 0xF2, 0xF3: p.repeatPrefix = b
-            case 0x66: p.operandSize = true
-            case 0x67: p.addressSize = true
-            case 0x26: p.segment = .es
-            case 0x2E: p.segment = .cs
-            case 0x36: p.segment = .ss
-            case 0x3E: p.segment = .ds
-            case 0x64: p.segment = .fs
-            case 0x65: p.segment = .gs
-            case 0x40...0x4F where mode64: p.rex = b
-            default:
-                opcode = b
-                break prefixLoop
-            }
-        }
+        let (p, opcode) = try readPrefixes(&c, mode64: mode64)
         // Every VMX opcode starts with the 0F escape.
         guard opcode == 0x0F else { throw DecodeError(exception: .invalidOpcode) }
         // LOCK with any VMX instruction is #UD (SDM Vol. 2 2.1.1, Vol. 3C 31.3).
@@ -172,6 +151,29 @@ public enum VMXDecoder {
         if p.lock { throw DecodeError(exception: .invalidOpcode) }
         if insn.requiresMemoryOperand, case .register = rm { throw DecodeError(exception: .invalidOpcode) }
         return make(insn, rm, reg)
+    }
+
+    /// Legacy prefixes and REX, up to the first opcode byte.
+    static func readPrefixes(_ c: inout Cursor, mode64: Bool) throws(DecodeError) -> (Prefixes, UInt8) {
+        var p = Prefixes()
+        while true {
+            let b = try c.next()
+            if p.rex != 0, isLegacyPrefix(b) { p.rex = 0 }
+            switch b {
+            case 0xF0: p.lock = true
+            case 0xF2, 0xF3: p.repeatPrefix = b
+            case 0x66: p.operandSize = true
+            case 0x67: p.addressSize = true
+            case 0x26: p.segment = .es
+            case 0x2E: p.segment = .cs
+            case 0x36: p.segment = .ss
+            case 0x3E: p.segment = .ds
+            case 0x64: p.segment = .fs
+            case 0x65: p.segment = .gs
+            case 0x40...0x4F where mode64: p.rex = b
+            default: return (p, b)
+            }
+        }
     }
 
     static func isLegacyPrefix(_ b: UInt8) -> Bool {
