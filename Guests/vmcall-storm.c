@@ -59,6 +59,11 @@ int main(int argc, char **argv)
 	if (argc > 2 || (argc == 2 && !parse_u64(argv[1], &n)))
 		return usage(USAGE);
 	trap_init();
+	/*
+	 * Print before the first VMCALL: L0 finds this guest's #UD handler (where
+	 * it catches VMCALL) when it next sees an exit after the IDT is loaded.
+	 */
+	printf("vmcall-storm: %llu nop hypercalls\n", (unsigned long long)n);
 
 	int vec = probe_vmcall(&ret);
 	if (vec != NO_FAULT) {
@@ -67,7 +72,6 @@ int main(int argc, char **argv)
 	}
 	report(ret == 0, "the first nop hypercall returned 0x%llx", (unsigned long long)ret);
 
-	printf("vmcall-storm: %llu nop hypercalls\n", (unsigned long long)n);
 	uint64_t t0 = rdtsc();
 	for (uint64_t i = 0; i < n; i++)
 		if (hypercall(HC_NOP, i) != 0)

@@ -20,7 +20,10 @@ extension Machine {
                 do { try prepareEntry() } catch { throw MonitorError(error) }
                 do { exit = try vcpu.runOnce() } catch { throw MonitorError(error) }
             } else if let l2 = l2Machine {
-                do { exit = try l2.vcpu.runOnce() } catch { throw MonitorError(error) }
+                do {
+                    try refreshL2Breakpoints(l2)
+                    exit = try l2.vcpu.runOnce()
+                } catch { throw MonitorError(error) }
             } else {
                 throw MonitorError.kvm("level 2 is active but no L2 VM exists")
             }

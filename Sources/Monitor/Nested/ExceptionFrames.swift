@@ -18,7 +18,7 @@ struct ExceptionFrame {
     var rip: UInt64, cs: UInt64, rflags: UInt64, rsp: UInt64, ss: UInt64
 
     /// Reads the frame at the handler's RSP; nil if it is not readable.
-    init?(cpu: CPUState, hasErrorCode: Bool, memory: GuestRAM) {
+    init?(cpu: CPUState, hasErrorCode: Bool, memory: some GuestMemoryAccess) {
         let count = hasErrorCode ? 6 : 5
         guard case let .success(bytes) = PageWalker.readLinear(cpu.gprs[.rsp], count: count * 8, access: MemoryAccess(),
                                                                  state: cpu, memory: memory) else { return nil }
@@ -42,12 +42,16 @@ struct ExceptionFrame {
 extension Machine {
     /// Up to 15 bytes of the instruction at `linear`, stopping at an unmapped page.
     func fetchInstruction(at linear: UInt64, cpu: CPUState) -> [UInt8] {
+        fetchInstruction(at: linear, cpu: cpu, memory: ram)
+    }
+
+    func fetchInstruction(at linear: UInt64, cpu: CPUState, memory: some GuestMemoryAccess) -> [UInt8] {
         var bytes: [UInt8] = []
         var address = linear
         while bytes.count < 15 {
             let chunk = min(15 - bytes.count, Int(0x1000 - (address & 0xfff)))
             guard case let .success(b) = PageWalker.readLinear(address, count: chunk, access: MemoryAccess(fetch: true),
-                                                                state: cpu, memory: ram) else { break }
+                                                                state: cpu, memory: memory) else { break }
             bytes += b
             address &+= UInt64(chunk)
         }

@@ -9,6 +9,10 @@ struct IDTBreakpoints {
     static let gpVector = 13
     static let udVector = 6
 
+    /// Watch #GP too (L1, for CR4.VMXE), or only #UD (L2, for VMCALL).
+    let watchGP: Bool
+
+    init(watchGP: Bool) { self.watchGP = watchGP }
     private(set) var gpHandler: UInt64?
     private(set) var udHandler: UInt64?
     private var idtr = TableRegister(base: .max, limit: 0)
@@ -19,14 +23,14 @@ struct IDTBreakpoints {
 
     /// Re-reads the gates (re-walking only when IDTR or CR3 changed); true
     /// when a handler address changed and the debug registers need arming.
-    mutating func refresh(cpu: CPUState, memory: GuestRAM) -> Bool {
+    mutating func refresh(cpu: CPUState, memory: some GuestMemoryAccess) -> Bool {
         if cpu.idtr != idtr || cpu.cr3 != cr3 {
             idtr = cpu.idtr
             cr3 = cpu.cr3
             gpGate = gateAddress(Self.gpVector, cpu: cpu, memory: memory)
             udGate = gateAddress(Self.udVector, cpu: cpu, memory: memory)
         }
-        let gp = gpGate.flatMap { Self.handler(at: $0, memory: memory) }
+        let gp = watchGP ? gpGate.flatMap { Self.handler(at: $0, memory: memory) } : nil
         let ud = udGate.flatMap { Self.handler(at: $0, memory: memory) }
         guard gp != gpHandler || ud != udHandler else { return false }
         gpHandler = gp
@@ -44,7 +48,7 @@ struct IDTBreakpoints {
 
     /// Where gate `vector` lives: IA-32e IDT entries are 16 bytes. Only
     /// IA-32e mode is handled; in legacy modes no breakpoints are armed.
-    private func gateAddress(_ vector: Int, cpu: CPUState, memory: GuestRAM) -> UInt64? {
+    private func gateAddress(_ vector: Int, cpu: CPUState, memory: some GuestMemoryAccess) -> UInt64? {
         guard cpu.longModeActive, UInt64(vector * 16 + 15) <= UInt64(cpu.idtr.limit) else { return nil }
         let linear = cpu.idtr.base &+ UInt64(vector * 16)
         guard linear & 0xfff <= 0xff0,
@@ -54,7 +58,7 @@ struct IDTBreakpoints {
     }
 
     /// The handler offset of the present 64-bit interrupt or trap gate at `gate`.
-    private static func handler(at gate: UInt64, memory: GuestRAM) -> UInt64? {
+    private static func handler(at gate: UInt64, memory: some GuestMemoryAccess) -> UInt64? {
         guard let lo = memory.load(UInt64.self, at: gate), let hi = memory.load(UInt64.self, at: gate + 8) else { return nil }
         let present = lo & (1 << 47) != 0
         let type = (lo >> 40) & 0xf

@@ -13,6 +13,11 @@ final class L2Machine {
     private var nextSlot: UInt32 = 0
     /// The EPTP the slots were built from; nil: no EPT (L2-physical = L1-physical).
     var builtFor: UInt64??
+    /// A breakpoint on L2's #UD handler catches VMCALL, which KVM turns into
+    /// #UD (the hypercall quirk is off): VMCALL exits unconditionally in VMX
+    /// non-root operation (SDM 26.1.2).
+    var breakpoints = IDTBreakpoints(watchGP: false)
+    var steppingPastBreakpoint = false
 
     init(system: KVMSystem, cpuid: [CPUIDEntry]) throws(KVMError) {
         vm = try system.createVM()

@@ -176,6 +176,10 @@ extension Machine {
             }
             note.address = gpa
             return handleL2Memory(at: gpa, access: EPTWalker.Access(fetch: true), mmio: nil, l2: l2, note: &note)
+        case let .debug(d):
+            note.kind = .debug
+            note.address = d.pc
+            return handleL2Breakpoint(d, l2: l2, note: &note)
         case .interrupted:
             note.kind = .interrupted
             return nil
@@ -185,6 +189,45 @@ extension Machine {
         default:
             note.kind = .unknownExit
             return .unhandledExit("L2 exit \(exit) is not handled yet")
+        }
+    }
+
+    /// Before each L2 entry: keeps the #UD breakpoint on L2's handler.
+    func refreshL2Breakpoints(_ l2: L2Machine) throws(KVMError) {
+        guard !l2.steppingPastBreakpoint,
+              l2.breakpoints.refresh(cpu: l2State, memory: L2PhysicalMemory(machine: self)) else { return }
+        try armL2Breakpoints(l2)
+    }
+
+    func armL2Breakpoints(_ l2: L2Machine) throws(KVMError) {
+        let regs = l2.breakpoints.debugRegisters
+        try l2.vcpu.setGuestDebug(regs[7] == 0 ? [] : [.enable, .useHardwareBreakpoints], debugRegisters: regs)
+    }
+
+    /// A breakpoint hit in L2: VMCALL at its #UD handler is reflected (reason
+    /// 18, length 3) after unwinding the #UD delivery; a genuine #UD runs.
+    func handleL2Breakpoint(_ d: DebugExit, l2: L2Machine, note: inout ExitNote) -> RunOutcome? {
+        do {
+            if l2.steppingPastBreakpoint {
+                l2.steppingPastBreakpoint = false
+                try armL2Breakpoints(l2)
+                return nil
+            }
+            let state = l2State
+            let memory = L2PhysicalMemory(machine: self)
+            guard d.pc == l2.breakpoints.udHandler,
+                  let frame = ExceptionFrame(cpu: state, hasErrorCode: false, memory: memory) else {
+                return .unhandledExit("L2 debug exit at \(hex(d.pc))")
+            }
+            let at = frame.unwound(state)
+            if fetchInstruction(at: frame.rip, cpu: at, memory: memory).starts(with: [0x0f, 0x01, 0xc1]) {
+                return reflect(NestedExit(reason: .vmcall, instructionLength: 3), state: at, note: &note)
+            }
+            try l2.vcpu.setGuestDebug([.enable, .singleStep])
+            l2.steppingPastBreakpoint = true
+            return nil
+        } catch {
+            return .unhandledExit("L2 breakpoints: \(error)")
         }
     }
 
