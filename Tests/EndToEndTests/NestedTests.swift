@@ -1,0 +1,76 @@
+import Foundation
+import TraceFormat
+import XCTest
+
+/// The nested stack on KVM: the `turtle` L1 hypervisor runs each guest as
+/// L2, and the trace shows L2 exits, reflections and episodes.
+final class NestedTests: XCTestCase {
+    override func setUpWithError() throws { try Harness.prepare() }
+
+    /// Runs `l2` under turtle; asserts L2 passed and turtle passed its status on.
+    @discardableResult
+    private func turtle(_ l2: String, _ args: String = "", turtleArgs: String = "", file: StaticString = #filePath,
+                        line: UInt = #line) throws -> (Harness.Result, TraceReader) {
+        let trace = Harness.temporaryPath("turtle-\(l2).trc")
+        var argv = ["run", Harness.guest("turtle"), "--memory", "256M", "--trace", trace,
+                    "--module", "\(Harness.guest(l2)) \(args)"]
+        if !turtleArgs.isEmpty { argv += ["--append", turtleArgs] }
+        let r = try Harness.terrapin(argv)
+        XCTAssertEqual(r.status, 1, "stdout:\n\(r.stdout)\nstderr:\n\(r.stderr)", file: file, line: line)
+        XCTAssertTrue(r.stdout.contains("[L2] SUMMARY:"), r.stdout, file: file, line: line)
+        XCTAssertFalse(r.stdout.contains("FAIL"), r.stdout, file: file, line: line)
+        XCTAssertTrue(r.stdout.contains("turtle: L2 finished with exit value 0"), r.stdout, file: file, line: line)
+        return (r, try TraceReader(path: trace))
+    }
+
+    func testHelloRunsAsL2() throws {
+        let (r, trace) = try turtle("hello", "x y")
+        XCTAssertTrue(r.stdout.contains("[L2] Hello from hello.elf"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("[L2] PASS: fw_cfg signature"), r.stdout)
+        // fw_cfg is not intercepted by turtle: L0 answers L2 with L1's device, at level 2.
+        XCTAssertTrue(trace.contains { $0.level == 2 && $0.address == 0x510 && $0.handler == .l0 })
+    }
+
+    func testPIOStormAsL2ReflectsEveryOUTAndRecordsEpisodes() throws {
+        let (_, trace) = try turtle("pio-storm", "300")
+        let reflected = trace.filter { $0.level == 2 && $0.handler == .reflected && $0.vmxReason == 30 && $0.address == 0x80 }
+        XCTAssertEqual(reflected.count, 300)
+        // Every reflected exit starts its own episode, and L1's VMRESUME closes it.
+        XCTAssertEqual(Set(reflected.map(\.episode)).count, 300)
+        let first = try XCTUnwrap(reflected.first?.episode)
+        let episode = trace.filter { $0.episode == first }
+        XCTAssertTrue(episode.contains { $0.level == 1 && $0.vmxReason == 23 })     // VMREAD
+        XCTAssertEqual(episode.last?.vmxReason, 24)                                // VMRESUME
+    }
+
+    func testMMIOStormAsL2GoesToTurtlesDevice() throws {
+        let (r, trace) = try turtle("mmio-storm", "200")
+        XCTAssertTrue(r.stdout.contains("writes 200"), r.stdout)
+        XCTAssertEqual(trace.filter { $0.level == 2 && $0.vmxReason == 48 && $0.handler == .reflected }.count, 201)
+    }
+
+    func testMSRAndVMCALLAndComputeAndPageTouchAsL2() throws {
+        try turtle("msr-storm", "100")
+        let (_, vmcall) = try turtle("vmcall-storm", "100")
+        XCTAssertGreaterThanOrEqual(vmcall.filter { $0.level == 2 && $0.vmxReason == 18 }.count, 101)
+        try turtle("compute", "1")
+        let (_, touch) = try turtle("page-touch", "64")
+        // EPT02 is built lazily but coalesced: the whole run costs few EPT02 faults.
+        XCTAssertLessThan(touch.filter { $0.level == 2 && $0.flags.contains(.unclaimed) }.count, 16)
+    }
+
+    func testL2OutsideItsEPTNeverReachesL1Memory() throws {
+        // L2-physical 16 MiB is just past turtle's 16 MiB EPT map: every access
+        // must be an EPT violation reflected to turtle, never an EPT02 slot.
+        let (_, trace) = try turtle("mmio-storm", "50 addr=0x1000000")
+        let outside = trace.filter { $0.level == 2 && $0.address == 0x100_0000 }
+        XCTAssertEqual(outside.count, 51)
+        XCTAssertTrue(outside.allSatisfy { $0.vmxReason == 48 && $0.handler == .reflected })
+    }
+
+    func testUnbootableOptionsAreUsageErrors() throws {
+        let r = try Harness.terrapin(["run", Harness.guest("turtle"), "--memory", "256M", "--append", "ept=off",
+                                      "--module", Harness.guest("hello")])
+        XCTAssertEqual(r.status, 5, r.stdout)       // turtle's usage value 2
+    }
+}
