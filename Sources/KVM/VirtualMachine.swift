@@ -64,6 +64,34 @@ public final class VirtualMachine: @unchecked Sendable {
         guard rc == 0 else { throw KVMError.last("KVM_X86_SET_MSR_FILTER") }
     }
 
+    /// One range of a general MSR filter: `allow` has a bit per MSR from
+    /// `base`, 1 = the access is allowed (handled by KVM), 0 = it exits.
+    public struct MSRFilterRange: Sendable {
+        public var base: UInt32
+        public var reads: Bool
+        public var writes: Bool
+        public var allow: [UInt8]
+        public init(base: UInt32, reads: Bool, writes: Bool, allow: [UInt8]) {
+            self.base = base; self.reads = reads; self.writes = writes; self.allow = allow
+        }
+    }
+
+    /// KVM_X86_SET_MSR_FILTER with explicit ranges and a default for MSRs
+    /// outside them.
+    public func setMSRFilter(defaultAllow: Bool, ranges: [MSRFilterRange]) throws(KVMError) {
+        guard ranges.count <= Int(CKVM_MSR_FILTER_MAX_RANGES) else {
+            throw KVMError("MSR filter with \(ranges.count) ranges", errno: E2BIG)
+        }
+        var blob: [UInt8] = [], offsets: [UInt32] = []
+        for r in ranges { offsets.append(UInt32(blob.count)); blob += r.allow }
+        let bases = ranges.map(\.base), counts = ranges.map { UInt32($0.allow.count * 8) }
+        let flags = ranges.map { UInt32(($0.reads ? 1 : 0) | ($0.writes ? 2 : 0)) }
+        let rc = blob.withUnsafeBufferPointer { b in
+            ckvm_set_msr_filter(fd.raw, defaultAllow ? 1 : 0, bases, counts, flags, b.baseAddress, offsets, UInt32(ranges.count))
+        }
+        guard rc == 0 else { throw KVMError.last("KVM_X86_SET_MSR_FILTER") }
+    }
+
     /// KVM_SET_USER_MEMORY_REGION: maps `host` at guest-physical `guestPhysical`.
     /// A size of 0 deletes the slot. Read-only slots turn writes into MMIO exits.
     public func setMemoryRegion(slot: UInt32, guestPhysical: UInt64, size: Int,

@@ -50,7 +50,9 @@ final class NestedTests: XCTestCase {
     }
 
     func testMSRAndVMCALLAndComputeAndPageTouchAsL2() throws {
-        try turtle("msr-storm", "100")
+        // turtle's MSR bitmap intercepts IA32_APIC_BASE: L2's filter sends each read to turtle.
+        let (_, msr) = try turtle("msr-storm", "100")
+        XCTAssertEqual(msr.filter { $0.level == 2 && $0.vmxReason == 31 && $0.address == 0x1b && $0.handler == .reflected }.count, 100)
         let (_, vmcall) = try turtle("vmcall-storm", "100")
         XCTAssertGreaterThanOrEqual(vmcall.filter { $0.level == 2 && $0.vmxReason == 18 }.count, 101)
         try turtle("compute", "1")

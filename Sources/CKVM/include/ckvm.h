@@ -95,6 +95,23 @@ static inline int ckvm_set_msr_deny_ranges(int vm_fd, const uint32_t *bases, con
     return ioctl(vm_fd, KVM_X86_SET_MSR_FILTER, &filter);
 }
 
+// A general filter: `default_allow` for MSRs outside every range; range i
+// covers [bases[i], bases[i] + counts[i]) for reads (flags bit 0) and/or
+// writes (bit 1), with bitmap bytes at bitmaps + offsets[i] (1 = allow).
+static inline int ckvm_set_msr_filter(int vm_fd, int default_allow, const uint32_t *bases, const uint32_t *counts,
+                                      const uint32_t *flags, const uint8_t *bitmaps, const uint32_t *offsets, unsigned count) {
+    struct kvm_msr_filter filter = {0};
+    if (count > KVM_MSR_FILTER_MAX_RANGES) return -1;
+    filter.flags = default_allow ? KVM_MSR_FILTER_DEFAULT_ALLOW : KVM_MSR_FILTER_DEFAULT_DENY;
+    for (unsigned i = 0; i < count; i++) {
+        filter.ranges[i].flags = flags[i];
+        filter.ranges[i].nmsrs = counts[i];
+        filter.ranges[i].base = bases[i];
+        filter.ranges[i].bitmap = (uint8_t *)bitmaps + offsets[i];
+    }
+    return ioctl(vm_fd, KVM_X86_SET_MSR_FILTER, &filter);
+}
+
 enum {
     CKVM_MSR_FILTER_MAX_RANGES = KVM_MSR_FILTER_MAX_RANGES,
     CKVM_MSR_EXIT_REASON_INVAL = KVM_MSR_EXIT_REASON_INVAL,

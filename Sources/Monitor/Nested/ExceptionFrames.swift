@@ -150,6 +150,7 @@ extension Machine {
         }
         let execution = VMXSemantics.execute(insn, cpu: &at, vmx: &vmx, memory: ram)
         describe(execution, in: &note)
+        if let invalidation = execution.invalidation { invalidate(invalidation) }
         note.kind = .debug
         switch execution.result {
         case .succeed, .failInvalid, .failValid:

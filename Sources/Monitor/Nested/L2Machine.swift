@@ -17,12 +17,15 @@ final class L2Machine {
     /// #UD (the hypercall quirk is off): VMCALL exits unconditionally in VMX
     /// non-root operation (SDM 26.1.2).
     var breakpoints = IDTBreakpoints(watchGP: false)
+    /// What the MSR filter was last built from (bitmap use and contents).
+    var msrFilterKey: UInt64?
     var steppingPastBreakpoint = false
 
     init(system: KVMSystem, cpuid: [CPUIDEntry]) throws(KVMError) {
         vm = try system.createVM()
         try? vm.setTSSAddress()
         try vm.disableQuirks(1 << 5)
+        try vm.enableUserSpaceMSR([.filter, .unknown])
         vcpu = try vm.createVCPU()
         try vcpu.setCPUID(cpuid)
         try vcpu.enableSyncRegs([.regs, .sregs, .events])

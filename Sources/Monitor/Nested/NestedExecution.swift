@@ -19,6 +19,7 @@ extension Machine {
             let l2 = try l2Machine ?? L2Machine(system: system, cpuid: l2CPUID)
             l2Machine = l2
             try prepareMemory(of: l2, for: vmcs)
+            try updateMSRFilter(of: l2, for: vmcs)
             let l1 = cpuState
             let state = StateTransfer.guestState(from: vmcs, l1: l1)
             state.store(into: &l2.vcpu.sync.pointee.regs)
@@ -122,6 +123,50 @@ extension Machine {
         try mapRun(t, eptp: eptp, l2: l2)
     }
 
+    /// INVEPT drops the EPT02 slots built from the EPTPs it names, so the
+    /// next L2 access rebuilds them from the current EPT12 (SDM 29.4.3.1).
+    /// INVVPID has nothing to drop: L0 keeps no linear translations for L2.
+    func invalidate(_ invalidation: Invalidation) {
+        guard let l2 = l2Machine, case let .some(built) = l2.builtFor, let eptp = built else { return }
+        let addressMask: UInt64 = ~0xfff
+        switch invalidation {
+        case let .eptSingleContext(target) where target & addressMask != eptp & addressMask:
+            return
+        case .eptSingleContext, .eptAllContexts:
+            try? l2.dropAll()
+            l2.builtFor = nil
+        default:
+            return
+        }
+    }
+
+    /// L1's MSR bitmaps become the L2 VM's MSR filter (SDM 25.6.9): the
+    /// accesses L1 intercepts exit to L0, which reflects them; without
+    /// bitmaps every access does. MSRs L0 emulates for L1's platform exit too,
+    /// so L0 can answer them as L1's platform would. Rebuilt only when the
+    /// bitmap (or its use) changed since the last entry.
+    func updateMSRFilter(of l2: L2Machine, for vmcs: VMCS12) throws(KVMError) {
+        let useBitmaps = (vmcs.read(.processorBasedControls) ?? 0) & (1 << 28) != 0
+        // A bitmap that is not RAM reads as all ones: everything exits.
+        let bitmap = useBitmaps ? (ram.read(vmcs.read(.msrBitmap) ?? 0, count: 4096) ?? [UInt8](repeating: 0xff, count: 4096)) : []
+        var key: UInt64 = useBitmaps ? 0xcbf2_9ce4_8422_2325 : 0
+        for b in bitmap { key = (key ^ UInt64(b)) &* 0x100_0000_01b3 }       // FNV-1a
+        guard key != l2.msrFilterKey else { return }
+        l2.msrFilterKey = key
+        guard useBitmaps else { return try l2.vm.setMSRFilter(defaultAllow: false, ranges: []) }
+        func allow(_ offset: Int) -> [UInt8] { bitmap[offset..<offset + 1024].map { ~$0 } }
+        var readLow = allow(0), writeLow = allow(2048)
+        let apicBase = Int(MSRIndex.apicBase)
+        readLow[apicBase / 8] &= ~UInt8(1 << (apicBase % 8))
+        writeLow[apicBase / 8] &= ~UInt8(1 << (apicBase % 8))
+        try l2.vm.setMSRFilter(defaultAllow: false, ranges: [
+            .init(base: 0, reads: true, writes: false, allow: readLow),
+            .init(base: 0, reads: false, writes: true, allow: writeLow),
+            .init(base: 0xc000_0000, reads: true, writes: false, allow: allow(1024)),
+            .init(base: 0xc000_0000, reads: false, writes: true, allow: allow(3072)),
+        ])
+    }
+
     func ept(of vmcs: VMCS12) -> UInt64? {
         let proc = vmcs.read(.processorBasedControls) ?? 0
         let secondary = proc & Self.procActivateSecondary != 0 ? (vmcs.read(.secondaryProcessorBasedControls) ?? 0) : 0
@@ -180,6 +225,33 @@ extension Machine {
             note.kind = .debug
             note.address = d.pc
             return handleL2Breakpoint(d, l2: l2, note: &note)
+        case let .rdmsr(m), let .wrmsr(m):
+            let write: Bool
+            if case .wrmsr = exit { write = true } else { write = false }
+            note.kind = write ? .wrmsr : .rdmsr
+            note.address = UInt64(m.index); note.value = m.data
+            if ExitRouting.wantsMSR(m.index, write: write, vmcs: vmcs, memory: ram) {
+                // The MSR exit comes before the instruction retires: keep that
+                // state, flush KVM's completion, and let L1 supply the result.
+                let state = l2State
+                l2.vcpu.completeMSR(fault: false)
+                completePending(l2)
+                return reflect(NestedExit(reason: write ? .wrmsr : .rdmsr, instructionLength: 2), state: state, note: &note)
+            }
+            // L1's platform answers: IA32_APIC_BASE; anything else raises #GP,
+            // as it would for an L1 without the MSR.
+            if m.index == MSRIndex.apicBase {
+                if write {
+                    l2.vcpu.completeMSR(fault: !apic.writeBaseMSR(m.data))
+                } else {
+                    l2.vcpu.completeMSR(data: apic.baseMSR, fault: false)
+                    note.value = apic.baseMSR
+                }
+            } else {
+                l2.vcpu.completeMSR(fault: true)
+                note.flags.insert(.faulted)
+            }
+            return nil
         case .interrupted:
             note.kind = .interrupted
             return nil

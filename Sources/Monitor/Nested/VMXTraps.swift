@@ -69,6 +69,7 @@ extension Machine {
         var state = cpu
         let execution = VMXSemantics.execute(insn, cpu: &state, vmx: &vmx, memory: ram)
         describe(execution, in: &note)
+        if let invalidation = execution.invalidation { invalidate(invalidation) }
         switch execution.result {
         case .succeed, .failInvalid, .failValid:
             state.store(into: &vcpu.sync.pointee.regs)
