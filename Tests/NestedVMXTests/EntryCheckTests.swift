@@ -86,7 +86,7 @@ final class EntryCheckTests: XCTestCase {
         var f = Fixture()
         let caps = f.caps
         func must(_ v: UInt64) -> UInt64 { v & 0xffff_ffff }
-        f[.pinBasedControls] = must(caps.truePinBased) | UInt64(PinBasedControls.externalInterruptExiting.rawValue)
+        f[.pinBasedControls] = must(caps.truePinBased)
         f[.processorBasedControls] = must(caps.trueProcBased) | UInt64(([.activateSecondaryControls, .hltExiting,
             .useIOBitmaps, .useMSRBitmaps] as ProcessorBasedControls).rawValue)
         f[.secondaryProcessorBasedControls] = UInt64(([.enableEPT, .enableVPID] as SecondaryProcessorBasedControls).rawValue)
@@ -265,7 +265,7 @@ final class EntryCheckTests: XCTestCase {
         ctl("27.2.1.2 VM-exit controls reserved bits") { $0.clear(.exitControls, 1 << 0) },
         ctl("27.2.1.2 VM-exit controls reserved bits") { $0.set(.exitControls, bits(VMExitControls.loadPerfGlobalCtrl)) },
         ctl("27.2.1.2 save VMX-preemption timer requires activate VMX-preemption timer") {
-            $0.set(.exitControls, bits(.savePreemptionTimer))
+            $0.permissive(); $0.set(.exitControls, bits(.savePreemptionTimer))
         },
         ctl("27.2.1.2 VM-exit MSR-store address") { $0[.exitMSRStoreCount] = 1; $0[.exitMSRStoreAddress] = 0x1008 },
         ctl("27.2.1.2 VM-exit MSR-load address") { $0[.exitMSRLoadCount] = 2; $0[.exitMSRLoadAddress] = (1 << 46) - 16 },

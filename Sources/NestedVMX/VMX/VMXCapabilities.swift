@@ -40,17 +40,19 @@ public struct VMXCapabilities: Equatable, Sendable {
         // SDM A.1: revision, 4 KiB region, write-back (6), INS/OUTS info (54), true controls (55).
         let basic = UInt64(revisionID) | UInt64(4096) << 32 | UInt64(6) << 50 | 1 << 54 | 1 << 55
 
-        // Pin-based (SDM 25.6.1): external-interrupt exiting (0), NMI exiting (3),
-        // VMX-preemption timer (6). Default-1 bits 1, 2, 4.
+        // Pin-based (SDM 25.6.1): NMI exiting (3) only; no NMI is ever raised,
+        // so it is honoured. External-interrupt exiting and the preemption timer
+        // wait until L0 delivers interrupts and timers to L2. Default-1 bits 1, 2, 4.
         let pinDefault1: UInt32 = 0x16
-        let pin = controls(mustBe1: pinDefault1, mayBe1: 1 << 0 | 1 << 3 | 1 << 6)
+        let pin = controls(mustBe1: pinDefault1, mayBe1: 1 << 3)
 
-        // Primary processor-based (SDM 25.6.2): interrupt-window exiting (2), TSC
-        // offsetting (3), HLT exiting (7), unconditional I/O exiting (24), I/O
-        // bitmaps (25), MSR bitmaps (28), secondary controls (31).
+        // Primary processor-based (SDM 25.6.2): TSC offsetting (3), HLT exiting
+        // (7), unconditional I/O exiting (24), I/O bitmaps (25), MSR bitmaps (28),
+        // secondary controls (31). Not interrupt-window exiting: no interrupts
+        // reach L2 yet.
         let procDefault1: UInt32 = 0x0401_e172
         let cr3Exiting: UInt32 = 1 << 15 | 1 << 16
-        let procMay: UInt32 = 1 << 2 | 1 << 3 | 1 << 7 | 1 << 24 | 1 << 25 | 1 << 28 | 1 << 31
+        let procMay: UInt32 = 1 << 3 | 1 << 7 | 1 << 24 | 1 << 25 | 1 << 28 | 1 << 31
         let trueProc = controls(mustBe1: procDefault1 & ~cr3Exiting, mayBe1: procMay | (procDefault1 & ~cr3Exiting))
         let proc = controls(mustBe1: procDefault1, mayBe1: procMay)
 
@@ -61,9 +63,9 @@ public struct VMXCapabilities: Equatable, Sendable {
 
         // VM-exit controls (SDM 25.7.1): save debug controls (2), host address-space
         // size (9), acknowledge interrupt on exit (15), save/load PAT (18, 19),
-        // save/load EFER (20, 21), save preemption-timer value (22). Default-1 0x36dff.
+        // save/load EFER (20, 21). Default-1 0x36dff.
         let exitDefault1: UInt32 = 0x0003_6dff
-        let exitMay: UInt32 = 1 << 2 | 1 << 9 | 1 << 15 | 1 << 18 | 1 << 19 | 1 << 20 | 1 << 21 | 1 << 22
+        let exitMay: UInt32 = 1 << 2 | 1 << 9 | 1 << 15 | 1 << 18 | 1 << 19 | 1 << 20 | 1 << 21
         let exitCtl = controls(mustBe1: exitDefault1, mayBe1: exitMay)
         let trueExit = controls(mustBe1: exitDefault1 & ~(1 << 2), mayBe1: exitMay | exitDefault1)
 
