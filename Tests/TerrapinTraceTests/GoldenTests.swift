@@ -6,7 +6,7 @@ import XCTest
 /// rewrites the golden files instead (then review the diff).
 final class GoldenTests: XCTestCase {
     static let golden = CLI.packageRoot.appendingPathComponent("Tests/TerrapinTraceTests/Golden")
-    static let real = ["hello", "hlt-storm", "mmio-storm", "pio-storm", "vmx-selftest"]
+    static let real = ["hello", "hlt-storm", "mmio-storm", "pio-storm", "vmx-selftest", "turtle-pio-storm"]
     static let nested = ["nested", "nested-shadow"]
 
     /// Compares `actual` with Golden/`name`, or rewrites it under UPDATE_GOLDEN=1.
@@ -63,10 +63,14 @@ final class GoldenTests: XCTestCase {
         try check("compare-pio-mmio.txt", try output(real))
         try check("compare-pio-mmio.json", try output(real + ["--json"]))
         try check("compare-hello-hlt.txt", try output(["compare", CLI.fixture("hello"), CLI.fixture("hlt-storm")]))
+        // A real nested comparison: turtle with I/O bitmaps against unconditional I/O exiting.
+        let io = ["compare", CLI.fixture("turtle-pio-storm"), CLI.fixture("turtle-pio-storm-io-all")]
+        try check("compare-turtle-io.txt", try output(io))
+        try check("compare-turtle-io.json", try output(io + ["--json"]))
     }
 
     func testPlot() throws {
-        for name in ["nested", "hlt-storm"] {
+        for name in ["nested", "hlt-storm", "turtle-pio-storm"] {
             let svg = CLI.temporaryPath("\(name).svg")
             _ = try output(["plot", CLI.fixture(name), "--out", svg])
             try check("plot-\(name).svg", try String(contentsOfFile: svg, encoding: .utf8))
@@ -74,6 +78,8 @@ final class GoldenTests: XCTestCase {
     }
 
     func testExport() throws {
+        let real = CLI.fixture("turtle-pio-storm")
+        try check("export-turtle-pio-storm.csv", try output(["export", real, "--format", "csv"]))
         let small = CLI.fixture("nested-small")
         try check("export-nested-small.perfetto.json", try output(["export", small, "--format", "perfetto"]))
         try check("export-nested-small.csv", try output(["export", small, "--format", "csv"]))
