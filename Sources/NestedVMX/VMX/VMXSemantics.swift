@@ -8,23 +8,6 @@ import VMXArch
 /// and RIP moves past it. On a fault nothing changes and the monitor injects
 /// the exception at the instruction. `.vmEntry` leaves the state as it was.
 public enum VMXSemantics {
-    /// VM-instruction error numbers used here (SDM Vol. 3C 31.4, Table 31-1).
-    enum Error {
-        static let vmcallInRoot: UInt32 = 1
-        static let vmclearInvalidAddress: UInt32 = 2
-        static let vmclearVMXONPointer: UInt32 = 3
-        static let vmlaunchNonClear: UInt32 = 4
-        static let vmresumeNonLaunched: UInt32 = 5
-        static let vmptrldInvalidAddress: UInt32 = 9
-        static let vmptrldVMXONPointer: UInt32 = 10
-        static let vmptrldBadRevision: UInt32 = 11
-        static let unsupportedComponent: UInt32 = 12
-        static let writeReadOnlyComponent: UInt32 = 13
-        static let vmxonInRoot: UInt32 = 15
-        static let entryBlockedByMovSS: UInt32 = 26
-        static let invalidInvOperand: UInt32 = 28
-    }
-
     public static func execute(_ insn: DecodedInstruction, cpu: inout CPUState, vmx: inout VMXState,
                                memory: some GuestMemoryAccess) -> VMXExecution {
         var context = Context(insn: insn, cpu: cpu, vmx: vmx, memory: memory)
@@ -71,7 +54,7 @@ struct Context<Memory: GuestMemoryAccess> {
     var cpu: CPUState
     var vmx: VMXState
     let memory: Memory
-    typealias E = VMXSemantics.Error
+    typealias E = VMInstructionError
 
     init(insn: DecodedInstruction, cpu: CPUState, vmx: VMXState, memory: Memory) {
         self.insn = insn; self.cpu = cpu; self.vmx = vmx; self.memory = memory
@@ -107,7 +90,7 @@ struct Context<Memory: GuestMemoryAccess> {
     }
 
     /// VMfail(n): VMfailValid when a VMCS is current, else VMfailInvalid.
-    func fail(_ error: UInt32) -> VMXResult { vmx.current == nil ? .failInvalid : .failValid(error) }
+    func fail(_ error: VMInstructionError) -> VMXResult { vmx.current == nil ? .failInvalid : .failValid(error.rawValue) }
 
     /// An address VMXON, VMCLEAR and VMPTRLD accept: 4 KiB aligned, within MAXPHYADDR.
     func isValidRegionAddress(_ a: UInt64) -> Bool {
@@ -167,7 +150,7 @@ struct Context<Memory: GuestMemoryAccess> {
         if !cpu.protectedMode || !vmx.vmxe || cpu.virtual8086 || cpu.compatibilityMode { return .fault(.invalidOpcode) }
         if vmx.inVMXOperation {
             if cpu.cpl > 0 { return .fault(.generalProtection()) }
-            return fail(E.vmxonInRoot)
+            return fail(.vmxonInVMXRoot)
         }
         let fc = vmx.featureControl
         // No A20M and no SMX on this platform. CR4 as L1 sees it includes the virtual VMXE.
@@ -215,8 +198,8 @@ struct Context<Memory: GuestMemoryAccess> {
         case let .failure(e): return .fault(e)
         case let .success(a): address = a
         }
-        guard isValidRegionAddress(address) else { return fail(E.vmclearInvalidAddress) }
-        guard address != vmx.vmxonPointer else { return fail(E.vmclearVMXONPointer) }
+        guard isValidRegionAddress(address) else { return fail(.vmclearInvalidAddress) }
+        guard address != vmx.vmxonPointer else { return fail(.vmclearWithVMXONPointer) }
         if var c = vmx.current, c.address == address {
             c.launched = false
             _ = c.store(to: memory)
@@ -226,7 +209,7 @@ struct Context<Memory: GuestMemoryAccess> {
         // Not current: only the launch state lives in the region. Not RAM: treated
         // as an invalid physical address (a documented choice; see README).
         guard memory.store(UInt32(0), at: address + VMCS12Layout.launchStateOffset) else {
-            return fail(E.vmclearInvalidAddress)
+            return fail(.vmclearInvalidAddress)
         }
         return .succeed
     }
@@ -240,14 +223,14 @@ struct Context<Memory: GuestMemoryAccess> {
         case let .failure(e): return .fault(e)
         case let .success(a): address = a
         }
-        guard isValidRegionAddress(address) else { return fail(E.vmptrldInvalidAddress) }
-        guard address != vmx.vmxonPointer else { return fail(E.vmptrldVMXONPointer) }
-        guard let revision = memory.load(UInt32.self, at: address) else { return fail(E.vmptrldInvalidAddress) }
+        guard isValidRegionAddress(address) else { return fail(.vmptrldInvalidAddress) }
+        guard address != vmx.vmxonPointer else { return fail(.vmptrldWithVMXONPointer) }
+        guard let revision = memory.load(UInt32.self, at: address) else { return fail(.vmptrldInvalidAddress) }
         // Bit 31 (shadow VMCS) is refused: VMCS shadowing is not supported.
-        guard revision == VMXCapabilities.revisionID else { return fail(E.vmptrldBadRevision) }
+        guard revision == VMXCapabilities.revisionID else { return fail(.vmptrldIncorrectRevisionID) }
         if vmx.current?.address == address { return .succeed }   // keep the cache
         flushCurrent()
-        guard let loaded = VMCS12(loadingFrom: address, memory: memory) else { return fail(E.vmptrldInvalidAddress) }
+        guard let loaded = VMCS12(loadingFrom: address, memory: memory) else { return fail(.vmptrldInvalidAddress) }
         vmx.current = loaded
         return .succeed
     }
@@ -277,7 +260,7 @@ struct Context<Memory: GuestMemoryAccess> {
         guard let current = vmx.current else { return VMXExecution(.vmread, .failInvalid) }
         let named = insn.reg.map { VMCSField(rawValue: UInt32(truncatingIfNeeded: register($0))) }
         guard let field = fieldOperand(), let raw = current.read(field) else {
-            return VMXExecution(.vmread, .failValid(E.unsupportedComponent), field: named)
+            return VMXExecution(.vmread, .failValid(E.unsupportedVMCSComponent.rawValue), field: named)
         }
         // A field wider than the operand gives its low bits; narrower is zero-extended.
         let value = operandSize == 64 ? raw : raw & 0xffff_ffff
@@ -298,10 +281,10 @@ struct Context<Memory: GuestMemoryAccess> {
         if let f = rootOperationFault() { return VMXExecution(.vmwrite, f) }
         guard vmx.current != nil else { return VMXExecution(.vmwrite, .failInvalid) }
         let named = insn.reg.map { VMCSField(rawValue: UInt32(truncatingIfNeeded: register($0))) }
-        guard let field = fieldOperand() else { return VMXExecution(.vmwrite, .failValid(E.unsupportedComponent), field: named) }
+        guard let field = fieldOperand() else { return VMXExecution(.vmwrite, .failValid(E.unsupportedVMCSComponent.rawValue), field: named) }
         // IA32_VMX_MISC bit 29 is not advertised: exit-information fields are read-only.
         if field.isReadOnly && vmx.capabilities.misc & (1 << 29) == 0 {
-            return VMXExecution(.vmwrite, .failValid(E.writeReadOnlyComponent), field: field)
+            return VMXExecution(.vmwrite, .failValid(E.vmwriteToReadOnlyComponent.rawValue), field: field)
         }
         let value: UInt64
         switch insn.rm {
@@ -324,9 +307,9 @@ struct Context<Memory: GuestMemoryAccess> {
     mutating func vmentry(launch: Bool) -> VMXResult {
         if let f = rootOperationFault() { return f }
         guard let current = vmx.current else { return .failInvalid }
-        if cpu.blockingByMovSS { return .failValid(E.entryBlockedByMovSS) }
-        if launch && current.launched { return .failValid(E.vmlaunchNonClear) }
-        if !launch && !current.launched { return .failValid(E.vmresumeNonLaunched) }
+        if cpu.blockingByMovSS { return .failValid(E.entryEventsBlockedByMovSS.rawValue) }
+        if launch && current.launched { return .failValid(E.vmlaunchNonClearVMCS.rawValue) }
+        if !launch && !current.launched { return .failValid(E.vmresumeNonLaunchedVMCS.rawValue) }
         // SDM 27.2-27.4: controls and host state fail as VMfailValid(7/8);
         // guest state and the MSR-load list fail as a VM exit.
         if let failure = VMEntryChecker.check(current, capabilities: vmx.capabilities, memory: memory, launch: launch) {
@@ -343,7 +326,7 @@ struct Context<Memory: GuestMemoryAccess> {
         if cpu.virtual8086 || cpu.compatibilityMode { return .fault(.invalidOpcode) }
         if cpu.cpl > 0 { return .fault(.generalProtection()) }
         // No dual-monitor treatment (IA32_SMM_MONITOR_CTL[0] = 0).
-        return fail(E.vmcallInRoot)
+        return fail(.vmcallInVMXRoot)
     }
 
     // MARK: INVEPT / INVVPID
@@ -351,7 +334,7 @@ struct Context<Memory: GuestMemoryAccess> {
     mutating func invept() -> VMXExecution {
         if let f = rootOperationFault() { return VMXExecution(.invept, f) }
         let type = insn.reg.map(register) ?? .max
-        guard vmx.capabilities.supportsINVEPT(type: type) else { return VMXExecution(.invept, fail(E.invalidInvOperand)) }
+        guard vmx.capabilities.supportsINVEPT(type: type) else { return VMXExecution(.invept, fail(.invalidINVEPTINVVPIDOperand)) }
         let descriptor: [UInt8]
         switch readOperand(size: 16) {
         case let .failure(e): return VMXExecution(.invept, .fault(e))
@@ -359,7 +342,7 @@ struct Context<Memory: GuestMemoryAccess> {
         }
         if type == 1 {
             let eptp = descriptor.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-            guard isValidEPTP(eptp) else { return VMXExecution(.invept, fail(E.invalidInvOperand)) }
+            guard isValidEPTP(eptp) else { return VMXExecution(.invept, fail(.invalidINVEPTINVVPIDOperand)) }
             return VMXExecution(.invept, .succeed, invalidation: .eptSingleContext(eptp: eptp))
         }
         return VMXExecution(.invept, .succeed, invalidation: .eptAllContexts)
@@ -381,7 +364,7 @@ struct Context<Memory: GuestMemoryAccess> {
     mutating func invvpid() -> VMXExecution {
         if let f = rootOperationFault() { return VMXExecution(.invvpid, f) }
         let type = insn.reg.map(register) ?? .max
-        guard vmx.capabilities.supportsINVVPID(type: type) else { return VMXExecution(.invvpid, fail(E.invalidInvOperand)) }
+        guard vmx.capabilities.supportsINVVPID(type: type) else { return VMXExecution(.invvpid, fail(.invalidINVEPTINVVPIDOperand)) }
         let d: [UInt8]
         switch readOperand(size: 16) {
         case let .failure(e): return VMXExecution(.invvpid, .fault(e))
@@ -390,14 +373,14 @@ struct Context<Memory: GuestMemoryAccess> {
         func qword(_ at: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(d[at + $1]) << (8 * UInt64($1)) } }
         let low = qword(0), address = qword(8)
         let vpid = UInt16(truncatingIfNeeded: low)
-        guard low >> 16 == 0 else { return VMXExecution(.invvpid, fail(E.invalidInvOperand)) }
+        guard low >> 16 == 0 else { return VMXExecution(.invvpid, fail(.invalidINVEPTINVVPIDOperand)) }
         switch type {
         case 0:
             let canonical = UInt64(bitPattern: Int64(bitPattern: address << 16) >> 16) == address
-            guard vpid != 0, canonical else { return VMXExecution(.invvpid, fail(E.invalidInvOperand)) }
+            guard vpid != 0, canonical else { return VMXExecution(.invvpid, fail(.invalidINVEPTINVVPIDOperand)) }
             return VMXExecution(.invvpid, .succeed, invalidation: .vpidIndividualAddress(vpid: vpid, address: address))
         case 1, 3:
-            guard vpid != 0 else { return VMXExecution(.invvpid, fail(E.invalidInvOperand)) }
+            guard vpid != 0 else { return VMXExecution(.invvpid, fail(.invalidINVEPTINVVPIDOperand)) }
             return VMXExecution(.invvpid, .succeed, invalidation: .vpidSingleContext(vpid: vpid, retainGlobals: type == 3))
         default:
             return VMXExecution(.invvpid, .succeed, invalidation: .vpidAllContexts)
