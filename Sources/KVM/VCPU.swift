@@ -107,6 +107,13 @@ public final class VCPU: @unchecked Sendable {
         return e
     }
 
+    /// KVM_GET_TSC_KHZ: the guest TSC frequency.
+    public func tscKHz() throws(KVMError) -> UInt64 {
+        let khz = ckvm_ioctl(fd.raw, CKVM_GET_TSC_KHZ)
+        guard khz > 0 else { throw KVMError.last("KVM_GET_TSC_KHZ") }
+        return UInt64(khz)
+    }
+
     /// KVM_SET_CPUID2.
     public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
         let bytes = MemoryLayout<kvm_cpuid2>.size + entries.count * MemoryLayout<kvm_cpuid_entry2>.stride

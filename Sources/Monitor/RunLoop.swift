@@ -20,10 +20,14 @@ extension Machine {
                 do { try prepareEntry() } catch { throw MonitorError(error) }
                 do { exit = try vcpu.runOnce() } catch { throw MonitorError(error) }
             } else if let l2 = l2Machine {
-                do {
-                    try refreshL2Breakpoints(l2)
-                    exit = try l2.vcpu.runOnce()
-                } catch { throw MonitorError(error) }
+                if let deadline = l2.preemptionDeadline, monotonicNanos() >= deadline {
+                    exit = .interrupted                 // the timer expired before L2 ran
+                } else {
+                    do {
+                        try refreshL2Breakpoints(l2)
+                        exit = try l2.vcpu.runOnce()
+                    } catch { throw MonitorError(error) }
+                }
             } else {
                 throw MonitorError.kvm("level 2 is active but no L2 VM exists")
             }

@@ -61,6 +61,14 @@ final class NestedTests: XCTestCase {
         XCTAssertLessThan(touch.filter { $0.level == 2 && $0.flags.contains(.unclaimed) }.count, 16)
     }
 
+    func testPreemptionTimerInterruptsL2() throws {
+        // 2,000,000 ticks of TSC >> 5 is about 25 ms; compute runs well over a second.
+        let (r, trace) = try turtle("compute", "1", turtleArgs: "preempt=2000000")
+        let expiries = trace.filter { $0.level == 2 && $0.vmxReason == 52 && $0.handler == .reflected }
+        XCTAssertGreaterThan(expiries.count, 5, r.stdout)
+        XCTAssertTrue(r.stdout.contains("preemption-timer exits \(expiries.count)"), r.stdout)
+    }
+
     func testL2OutsideItsEPTNeverReachesL1Memory() throws {
         // L2-physical 16 MiB is just past turtle's 16 MiB EPT map: every access
         // must be an EPT violation reflected to turtle, never an EPT02 slot.

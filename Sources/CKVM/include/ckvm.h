@@ -31,6 +31,7 @@ static const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
 static const unsigned long CKVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
 static const unsigned long CKVM_GET_MSRS = KVM_GET_MSRS;
 static const unsigned long CKVM_SET_MSRS = KVM_SET_MSRS;
+static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
 
 // --- ioctl(2) is variadic; Swift needs fixed signatures ----------------------
 static inline int ckvm_ioctl(int fd, unsigned long request) { return ioctl(fd, request, 0); }

@@ -19,6 +19,13 @@ final class L2Machine {
     var breakpoints = IDTBreakpoints(watchGP: false)
     /// What the MSR filter was last built from (bitmap use and contents).
     var msrFilterKey: UInt64?
+    /// The VMX-preemption timer (SDM 26.5.1): the monotonic deadline while
+    /// it counts down in VMX non-root operation, and the host timer that
+    /// kicks the L2 vCPU when it passes.
+    var preemptionDeadline: UInt64?
+    var preemptionTimer: HostTimer?
+    /// Nanoseconds per preemption-timer tick: 2^rate TSC cycles.
+    var preemptionTickNanos: Double = 0
     var steppingPastBreakpoint = false
 
     init(system: KVMSystem, cpuid: [CPUIDEntry]) throws(KVMError) {

@@ -33,6 +33,7 @@ extension Machine {
             l2.vcpu.sync.pointee.events = events
             l2.vcpu.markDirty([.regs, .sregs, .events])
             try mapCodePage(of: state, l2: l2, vmcs: vmcs)
+            try armPreemptionTimer(l2, vmcs: vmcs)
         } catch {
             return .unhandledExit("setting up the L2 VM: \(error)")
         }
@@ -61,6 +62,43 @@ extension Machine {
         vcpu.markDirty([.regs, .sregs])
         note.value = VMXOutcomeCode.encode(.entryFailed(failure))
         return nil
+    }
+
+    static let pinPreemptionTimer: UInt64 = 1 << 6
+    static let exitSavePreemptionTimer: UInt64 = 1 << 22
+
+    /// Starts the VMX-preemption timer (SDM 26.5.1): it counts down at the
+    /// TSC rate shifted right by IA32_VMX_MISC[4:0]; a host timer kicks L2's
+    /// vCPU at the deadline and L0 then reflects exit reason 52.
+    func armPreemptionTimer(_ l2: L2Machine, vmcs: VMCS12) throws(KVMError) {
+        guard (vmcs.read(.pinBasedControls) ?? 0) & Self.pinPreemptionTimer != 0 else {
+            l2.preemptionDeadline = nil
+            l2.preemptionTimer?.disarm()
+            return
+        }
+        if l2.preemptionTickNanos == 0 {
+            let rate = vmx.capabilities.misc & 0x1f
+            l2.preemptionTickNanos = Double(UInt64(1) << rate) * 1_000_000 / Double(try l2.vcpu.tscKHz())
+        }
+        if l2.preemptionTimer == nil { l2.preemptionTimer = HostTimer(kicker: try l2.vcpu.makeKicker()) }
+        let ticks = Double(vmcs.read(.guestVMXPreemptionTimerValue) ?? 0)
+        let now = monotonicNanos()
+        let deadline = now &+ UInt64(min(ticks * l2.preemptionTickNanos, Double(UInt64.max >> 1)))
+        l2.preemptionDeadline = deadline
+        l2.preemptionTimer?.arm(deadline: deadline, now: now)
+    }
+
+    /// Stops the timer as L2 leaves VMX non-root operation, saving what is
+    /// left when "save VMX-preemption-timer value" asks for it (SDM 28.3).
+    func stopPreemptionTimer(_ l2: L2Machine, into vmcs: inout VMCS12) {
+        guard let deadline = l2.preemptionDeadline else { return }
+        l2.preemptionDeadline = nil
+        l2.preemptionTimer?.disarm()
+        if (vmcs.read(.exitControls) ?? 0) & Self.exitSavePreemptionTimer != 0, l2.preemptionTickNanos > 0 {
+            let now = monotonicNanos()
+            let left = deadline > now ? Double(deadline - now) / l2.preemptionTickNanos : 0
+            vmcs.write(.guestVMXPreemptionTimerValue, UInt64(left))
+        }
     }
 
     /// The event the VM-entry interruption-information field asks for
@@ -254,6 +292,10 @@ extension Machine {
             return nil
         case .interrupted:
             note.kind = .interrupted
+            if let deadline = l2.preemptionDeadline, monotonicNanos() >= deadline {
+                completePending(l2)
+                return reflect(NestedExit(reason: .preemptionTimerExpired), state: l2State, note: &note)
+            }
             return nil
         case .irqWindowOpen:
             note.kind = .irqWindow
@@ -466,6 +508,7 @@ extension Machine {
     /// VM entry.
     func reflect(_ exit: NestedExit, state: CPUState, note: inout ExitNote) -> RunOutcome? {
         guard var vmcs = vmx.current else { return .unhandledExit("VM exit without a current VMCS") }
+        if let l2 = l2Machine { stopPreemptionTimer(l2, into: &vmcs) }
         StateTransfer.saveGuestState(state, into: &vmcs)
         StateTransfer.recordExit(exit, into: &vmcs)
         let host = StateTransfer.hostState(from: vmcs, l2: state, l1: cpuState)

@@ -40,11 +40,12 @@ public struct VMXCapabilities: Equatable, Sendable {
         // SDM A.1: revision, 4 KiB region, write-back (6), INS/OUTS info (54), true controls (55).
         let basic = UInt64(revisionID) | UInt64(4096) << 32 | UInt64(6) << 50 | 1 << 54 | 1 << 55
 
-        // Pin-based (SDM 25.6.1): NMI exiting (3) only; no NMI is ever raised,
-        // so it is honoured. External-interrupt exiting and the preemption timer
-        // wait until L0 delivers interrupts and timers to L2. Default-1 bits 1, 2, 4.
+        // Pin-based (SDM 25.6.1): NMI exiting (3; no NMI is ever raised, so it is
+        // honoured) and the VMX-preemption timer (6; a host timer kicks L2).
+        // External-interrupt exiting waits until L0 delivers interrupts to L2.
+        // Default-1 bits 1, 2, 4.
         let pinDefault1: UInt32 = 0x16
-        let pin = controls(mustBe1: pinDefault1, mayBe1: 1 << 3)
+        let pin = controls(mustBe1: pinDefault1, mayBe1: 1 << 3 | 1 << 6)
 
         // Primary processor-based (SDM 25.6.2): TSC offsetting (3), HLT exiting
         // (7), unconditional I/O exiting (24), I/O bitmaps (25), MSR bitmaps (28),
@@ -63,9 +64,9 @@ public struct VMXCapabilities: Equatable, Sendable {
 
         // VM-exit controls (SDM 25.7.1): save debug controls (2), host address-space
         // size (9), acknowledge interrupt on exit (15), save/load PAT (18, 19),
-        // save/load EFER (20, 21). Default-1 0x36dff.
+        // save/load EFER (20, 21), save preemption-timer value (22). Default-1 0x36dff.
         let exitDefault1: UInt32 = 0x0003_6dff
-        let exitMay: UInt32 = 1 << 2 | 1 << 9 | 1 << 15 | 1 << 18 | 1 << 19 | 1 << 20 | 1 << 21
+        let exitMay: UInt32 = 1 << 2 | 1 << 9 | 1 << 15 | 1 << 18 | 1 << 19 | 1 << 20 | 1 << 21 | 1 << 22
         let exitCtl = controls(mustBe1: exitDefault1, mayBe1: exitMay)
         let trueExit = controls(mustBe1: exitDefault1 & ~(1 << 2), mayBe1: exitMay | exitDefault1)
 
