@@ -17,6 +17,8 @@
  *               debug-exit port (0xf4-0xf7) and 0x80; other ports go to L0.
  *   io=all      unconditional I/O exiting: turtle is L2's only platform.
  *   preempt=N   VMX-preemption timer with value N, re-armed on each expiry.
+ *   msrlists=on IA32_SYSENTER_CS through the VM-entry MSR-load list (into L2)
+ *               and the VM-exit MSR-store and MSR-load lists, checked at the end.
  *   prefix=off  do not prefix L2's output lines with "[L2] ".
  *
  * turtle exits with L2's own exit value (what L2 wrote to port 0xf4 or
@@ -25,7 +27,7 @@
  */
 #include "turtle/turtle.h"
 
-#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] (L2 image = module 0)"
+#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] (L2 image = module 0)"
 #define MIB	(1ull << 20)
 
 struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
@@ -146,6 +148,13 @@ static int parse_args(int argc, char **argv)
 		} else if ((v = arg_value(argv[i], "preempt"))) {
 			if (!parse_u64(v, &cfg.preempt) || cfg.preempt > 0xffffffffull)
 				return usage("%s: preempt=N needs N from 0 to 2^32-1", USAGE);
+		} else if ((v = arg_value(argv[i], "msrlists"))) {
+			if (!strcmp(v, "on"))
+				cfg.msrlists = true;
+			else if (!strcmp(v, "off"))
+				cfg.msrlists = false;
+			else
+				return usage(USAGE);
 		} else if ((v = arg_value(argv[i], "prefix"))) {
 			if (!strcmp(v, "on"))
 				cfg.prefix = true;
@@ -308,6 +317,14 @@ int main(int argc, char **argv)
 		}
 	}
 	exit_report();
+	if (cfg.msrlists) {
+		report(msr_exit_store[0].value == MSR_LIST_L2_VALUE,
+		       "turtle: the exit MSR-store list holds L2's IA32_SYSENTER_CS 0x%llx (entry list loaded 0x%x)",
+		       (unsigned long long)msr_exit_store[0].value, MSR_LIST_L2_VALUE);
+		report(rdmsr(MSR_LIST_MSR) == MSR_LIST_L1_VALUE,
+		       "turtle: the exit MSR-load list set L1's IA32_SYSENTER_CS to 0x%llx (wanted 0x%x)",
+		       (unsigned long long)rdmsr(MSR_LIST_MSR), MSR_LIST_L1_VALUE);
+	}
 	if (l2_finished)
 		printf("turtle: L2 finished with exit value %u\n", l2_status);
 	else

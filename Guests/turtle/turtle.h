@@ -210,6 +210,7 @@ struct turtle_config {
 	bool ept;
 	bool io_all;
 	bool prefix;			/* "[L2] " at the start of L2 output lines */
+	bool msrlists;			/* exercise the VM-entry/exit MSR lists */
 	uint64_t l2mem;			/* bytes of L2 physical memory */
 	uint64_t preempt;		/* 0 = no preemption timer */
 };
@@ -274,5 +275,16 @@ extern const char *stop_why;		/* why the run stopped */
 int turtle_handle_exit(void);		/* called by entry.S: 0 resume, 1 stop */
 void exit_report(void);
 const char *exit_reason_name(uint32_t reason);
+
+/* MSR lists (SDM 25.7.2, 25.8.2): 16-byte entries, 16-byte aligned. */
+struct msr_entry {
+	uint32_t index, reserved;
+	uint64_t value;
+} __attribute__((aligned(16)));
+
+#define MSR_LIST_MSR		0x174u		/* IA32_SYSENTER_CS */
+#define MSR_LIST_L2_VALUE	0x1234u		/* loaded into L2 at entry */
+#define MSR_LIST_L1_VALUE	0x5678u		/* loaded into L1 at exit */
+extern struct msr_entry msr_entry_load[1], msr_exit_store[1], msr_exit_load[1];
 
 #endif

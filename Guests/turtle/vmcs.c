@@ -8,6 +8,8 @@
  */
 #include "turtle.h"
 
+struct msr_entry msr_entry_load[1], msr_exit_store[1], msr_exit_load[1];
+
 #define CR0_PE		(1ull << 0)
 #define CR0_ET		(1ull << 4)
 #define CR0_PG		(1ull << 31)
@@ -270,6 +272,17 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	if (proc_ctl & PROC_MSR_BITMAPS) {
 		msr_intercept(MSR_IA32_APIC_BASE);
 		VMW(MSR_BITMAP, (uintptr_t)msr_bitmap);
+	}
+	if (cfg.msrlists) {
+		msr_entry_load[0] = (struct msr_entry){ MSR_LIST_MSR, 0, MSR_LIST_L2_VALUE };
+		msr_exit_store[0] = (struct msr_entry){ MSR_LIST_MSR, 0, 0 };
+		msr_exit_load[0] = (struct msr_entry){ MSR_LIST_MSR, 0, MSR_LIST_L1_VALUE };
+		VMW(ENTRY_MSR_LOAD_ADDR, (uintptr_t)msr_entry_load);
+		VMW(ENTRY_MSR_LOAD_COUNT, 1);
+		VMW(EXIT_MSR_STORE_ADDR, (uintptr_t)msr_exit_store);
+		VMW(EXIT_MSR_STORE_COUNT, 1);
+		VMW(EXIT_MSR_LOAD_ADDR, (uintptr_t)msr_exit_load);
+		VMW(EXIT_MSR_LOAD_COUNT, 1);
 	}
 	if (sec_ctl & SEC_ENABLE_EPT)
 		VMW(EPT_POINTER, eptp);

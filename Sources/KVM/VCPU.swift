@@ -107,6 +107,33 @@ public final class VCPU: @unchecked Sendable {
         return e
     }
 
+    /// KVM_GET_MSRS: the values of `indices`, or nil for the first one KVM
+    /// cannot read (and every one after it).
+    public func getMSRs(_ indices: [UInt32]) -> [UInt64?] {
+        let bytes = MemoryLayout<kvm_msrs>.size + indices.count * MemoryLayout<kvm_msr_entry>.stride
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        buffer.assumingMemoryBound(to: kvm_msrs.self).pointee.nmsrs = UInt32(indices.count)
+        let entries = (buffer + MemoryLayout<kvm_msrs>.size).assumingMemoryBound(to: kvm_msr_entry.self)
+        for (i, index) in indices.enumerated() { entries[i].index = index }
+        let read = max(0, Int(ckvm_ioctl_ptr(fd.raw, CKVM_GET_MSRS, buffer)))
+        return indices.indices.map { $0 < read ? entries[$0].data : nil }
+    }
+
+    /// KVM_SET_MSRS: writes the pairs in order; returns how many KVM took
+    /// (it stops at the first it refuses).
+    public func setMSRs(_ pairs: [(index: UInt32, value: UInt64)]) -> Int {
+        let bytes = MemoryLayout<kvm_msrs>.size + pairs.count * MemoryLayout<kvm_msr_entry>.stride
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        buffer.assumingMemoryBound(to: kvm_msrs.self).pointee.nmsrs = UInt32(pairs.count)
+        let entries = (buffer + MemoryLayout<kvm_msrs>.size).assumingMemoryBound(to: kvm_msr_entry.self)
+        for (i, p) in pairs.enumerated() { entries[i].index = p.index; entries[i].data = p.value }
+        return max(0, Int(ckvm_ioctl_ptr(fd.raw, CKVM_SET_MSRS, buffer)))
+    }
+
     /// KVM_GET_TSC_KHZ: the guest TSC frequency.
     public func tscKHz() throws(KVMError) -> UInt64 {
         let khz = ckvm_ioctl(fd.raw, CKVM_GET_TSC_KHZ)

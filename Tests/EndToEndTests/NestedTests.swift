@@ -69,6 +69,12 @@ final class NestedTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("preemption-timer exits \(expiries.count)"), r.stdout)
     }
 
+    func testMSRListsOnEntryAndExit() throws {
+        let (r, _) = try turtle("pio-storm", "10", turtleArgs: "msrlists=on")
+        XCTAssertTrue(r.stdout.contains("PASS: turtle: the exit MSR-store list holds L2's IA32_SYSENTER_CS 0x1234"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("PASS: turtle: the exit MSR-load list set L1's IA32_SYSENTER_CS to 0x5678"), r.stdout)
+    }
+
     func testL2OutsideItsEPTNeverReachesL1Memory() throws {
         // L2-physical 16 MiB is just past turtle's 16 MiB EPT map: every access
         // must be an EPT violation reflected to turtle, never an EPT02 slot.

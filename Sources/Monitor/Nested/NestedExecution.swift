@@ -37,6 +37,13 @@ extension Machine {
         } catch {
             return .unhandledExit("setting up the L2 VM: \(error)")
         }
+        // 27.4: the VM-entry MSR-load list, into L2's vCPU; an entry KVM refuses
+        // fails the entry with reason 34 and its 1-based index.
+        if let l2 = l2Machine, let list = msrList(at: vmcs.read(.entryMSRLoadAddress) ?? 0, count: vmcs.read(.entryMSRLoadCount) ?? 0),
+           !list.isEmpty {
+            let loaded = l2.vcpu.setMSRs(list)
+            if loaded < list.count { return failEntry(.msrLoad(index: loaded + 1), l1: cpuState, note: &note) }
+        }
         if launch { vmcs.launched = true }
         vmcs.write(.entryInterruptionInfo, (vmcs.read(.entryInterruptionInfo) ?? 0) & ~(1 << 31))   // 27.6: consumed
         vmx.current = vmcs
@@ -99,6 +106,21 @@ extension Machine {
             let left = deadline > now ? Double(deadline - now) / l2.preemptionTickNanos : 0
             vmcs.write(.guestVMXPreemptionTimerValue, UInt64(left))
         }
+    }
+
+    /// An MSR list (SDM 25.7.2, 25.8.2): `count` 16-byte entries of index
+    /// (bits 31:0) and value (bits 127:64). nil when it is not in RAM or is
+    /// longer than the 512 entries IA32_VMX_MISC allows (the entry checks
+    /// reject both before this is read).
+    func msrList(at address: UInt64, count: UInt64) -> [(index: UInt32, value: UInt64)]? {
+        guard count <= 512 else { return nil }
+        var list: [(index: UInt32, value: UInt64)] = []
+        for i in 0..<count {
+            guard let index = ram.load(UInt32.self, at: address + 16 * i),
+                  let value = ram.load(UInt64.self, at: address + 16 * i + 8) else { return nil }
+            list.append((index, value))
+        }
+        return list
     }
 
     /// The event the VM-entry interruption-information field asks for
@@ -511,6 +533,22 @@ extension Machine {
         if let l2 = l2Machine { stopPreemptionTimer(l2, into: &vmcs) }
         StateTransfer.saveGuestState(state, into: &vmcs)
         StateTransfer.recordExit(exit, into: &vmcs)
+        // 28.4: the VM-exit MSR-store list takes L2's values.
+        if let l2 = l2Machine, let address = vmcs.read(.exitMSRStoreAddress),
+           let list = msrList(at: address, count: vmcs.read(.exitMSRStoreCount) ?? 0), !list.isEmpty {
+            for (i, value) in l2.vcpu.getMSRs(list.map(\.index)).enumerated() {
+                guard let value else { return .unhandledExit("VMX abort (SDM 28.7): L2's MSR \(hex(list[i].index)) cannot be stored") }
+                _ = ram.store(value, at: address + 16 * UInt64(i) + 8)
+            }
+        }
+        // 28.6: the VM-exit MSR-load list, into L1 (MSRs L0 emulates go to L0).
+        if let list = msrList(at: vmcs.read(.exitMSRLoadAddress) ?? 0, count: vmcs.read(.exitMSRLoadCount) ?? 0) {
+            for (index, value) in list where readMSR(index) != nil || index == MSRIndex.featureControl {
+                guard writeMSR(index, value) else { return .unhandledExit("VMX abort (SDM 28.7): loading MSR \(hex(index)) failed") }
+            }
+            let forKVM = list.filter { readMSR($0.index) == nil && $0.index != MSRIndex.featureControl }
+            if vcpu.setMSRs(forKVM) < forKVM.count { return .unhandledExit("VMX abort (SDM 28.7): an exit MSR-load entry failed") }
+        }
         let host = StateTransfer.hostState(from: vmcs, l2: state, l1: cpuState)
         vmx.current = vmcs
         host.store(into: &vcpu.sync.pointee.regs)
