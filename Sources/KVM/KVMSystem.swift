@@ -60,20 +60,16 @@ public final class KVMSystem: @unchecked Sendable {
     public func supportedCPUID() throws(KVMError) -> [CPUIDEntry] {
         var capacity = 128
         while capacity <= 4096 {
-            let bytes = MemoryLayout<kvm_cpuid2>.size + capacity * MemoryLayout<kvm_cpuid_entry2>.stride
-            let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
-            defer { buffer.deallocate() }
-            buffer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
-            let header = buffer.assumingMemoryBound(to: kvm_cpuid2.self)
-            header.pointee.nent = UInt32(capacity)
-            if ckvm_ioctl_ptr(fd.raw, CKVM_GET_SUPPORTED_CPUID, buffer) == 0 {
-                let entries = (buffer + MemoryLayout<kvm_cpuid2>.size).assumingMemoryBound(to: kvm_cpuid_entry2.self)
+            let found = withFlexibleArray(kvm_cpuid2.self, kvm_cpuid_entry2.self, count: capacity) { header, entries -> [CPUIDEntry]? in
+                header.pointee.nent = UInt32(capacity)
+                guard ckvm_ioctl_ptr(fd.raw, CKVM_GET_SUPPORTED_CPUID, header) == 0 else { return nil }
                 return (0..<Int(header.pointee.nent)).map { i in
                     let e = entries[i]
                     return CPUIDEntry(function: e.function, index: e.index, flags: e.flags,
                                       eax: e.eax, ebx: e.ebx, ecx: e.ecx, edx: e.edx)
                 }
             }
+            if let found { return found }
             guard Glibc.errno == E2BIG else { throw KVMError.last("KVM_GET_SUPPORTED_CPUID") }
             capacity *= 2
         }

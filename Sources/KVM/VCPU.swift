@@ -110,28 +110,22 @@ public final class VCPU: @unchecked Sendable {
     /// KVM_GET_MSRS: the values of `indices`, or nil for the first one KVM
     /// cannot read (and every one after it).
     public func getMSRs(_ indices: [UInt32]) -> [UInt64?] {
-        let bytes = MemoryLayout<kvm_msrs>.size + indices.count * MemoryLayout<kvm_msr_entry>.stride
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
-        defer { buffer.deallocate() }
-        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
-        buffer.assumingMemoryBound(to: kvm_msrs.self).pointee.nmsrs = UInt32(indices.count)
-        let entries = (buffer + MemoryLayout<kvm_msrs>.size).assumingMemoryBound(to: kvm_msr_entry.self)
-        for (i, index) in indices.enumerated() { entries[i].index = index }
-        let read = max(0, Int(ckvm_ioctl_ptr(fd.raw, CKVM_GET_MSRS, buffer)))
-        return indices.indices.map { $0 < read ? entries[$0].data : nil }
+        withFlexibleArray(kvm_msrs.self, kvm_msr_entry.self, count: indices.count) { header, entries in
+            header.pointee.nmsrs = UInt32(indices.count)
+            for (i, index) in indices.enumerated() { entries[i].index = index }
+            let read = max(0, Int(ckvm_ioctl_ptr(fd.raw, CKVM_GET_MSRS, header)))
+            return indices.indices.map { $0 < read ? entries[$0].data : nil }
+        }
     }
 
     /// KVM_SET_MSRS: writes the pairs in order; returns how many KVM took
     /// (it stops at the first it refuses).
     public func setMSRs(_ pairs: [(index: UInt32, value: UInt64)]) -> Int {
-        let bytes = MemoryLayout<kvm_msrs>.size + pairs.count * MemoryLayout<kvm_msr_entry>.stride
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
-        defer { buffer.deallocate() }
-        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
-        buffer.assumingMemoryBound(to: kvm_msrs.self).pointee.nmsrs = UInt32(pairs.count)
-        let entries = (buffer + MemoryLayout<kvm_msrs>.size).assumingMemoryBound(to: kvm_msr_entry.self)
-        for (i, p) in pairs.enumerated() { entries[i].index = p.index; entries[i].data = p.value }
-        return max(0, Int(ckvm_ioctl_ptr(fd.raw, CKVM_SET_MSRS, buffer)))
+        withFlexibleArray(kvm_msrs.self, kvm_msr_entry.self, count: pairs.count) { header, entries in
+            header.pointee.nmsrs = UInt32(pairs.count)
+            for (i, p) in pairs.enumerated() { entries[i].index = p.index; entries[i].data = p.value }
+            return max(0, Int(ckvm_ioctl_ptr(fd.raw, CKVM_SET_MSRS, header)))
+        }
     }
 
     /// KVM_GET_TSC_KHZ: the guest TSC frequency.
@@ -143,17 +137,15 @@ public final class VCPU: @unchecked Sendable {
 
     /// KVM_SET_CPUID2.
     public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
-        let bytes = MemoryLayout<kvm_cpuid2>.size + entries.count * MemoryLayout<kvm_cpuid_entry2>.stride
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
-        defer { buffer.deallocate() }
-        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
-        buffer.assumingMemoryBound(to: kvm_cpuid2.self).pointee.nent = UInt32(entries.count)
-        let out = (buffer + MemoryLayout<kvm_cpuid2>.size).assumingMemoryBound(to: kvm_cpuid_entry2.self)
-        for (i, e) in entries.enumerated() {
-            out[i].function = e.function; out[i].index = e.index; out[i].flags = e.flags
-            out[i].eax = e.eax; out[i].ebx = e.ebx; out[i].ecx = e.ecx; out[i].edx = e.edx
+        let rc = withFlexibleArray(kvm_cpuid2.self, kvm_cpuid_entry2.self, count: entries.count) { header, out in
+            header.pointee.nent = UInt32(entries.count)
+            for (i, e) in entries.enumerated() {
+                out[i].function = e.function; out[i].index = e.index; out[i].flags = e.flags
+                out[i].eax = e.eax; out[i].ebx = e.ebx; out[i].ecx = e.ecx; out[i].edx = e.edx
+            }
+            return ckvm_ioctl_ptr(fd.raw, CKVM_SET_CPUID2, header)
         }
-        guard ckvm_ioctl_ptr(fd.raw, CKVM_SET_CPUID2, buffer) == 0 else { throw KVMError.last("KVM_SET_CPUID2") }
+        guard rc == 0 else { throw KVMError.last("KVM_SET_CPUID2") }
     }
 
     /// KVM_SET_GUEST_DEBUG. `debugRegisters` are DR0-DR3, (unused 4, 5), DR6, DR7.
@@ -312,4 +304,16 @@ public struct VCPUKicker: @unchecked Sendable {
         UnsafeMutableRawPointer(run).storeBytes(of: 1, toByteOffset: MemoryLayout<kvm_run>.offset(of: \.immediate_exit)!, as: UInt8.self)
         _ = ckvm_kick_thread(thread, signal)
     }
+}
+
+/// Runs `body` on a zeroed KVM structure with a trailing array: `Header`
+/// followed by `count` `Entry` values (kvm_cpuid2, kvm_msrs), for one ioctl.
+func withFlexibleArray<Header, Entry, R>(_: Header.Type, _: Entry.Type, count: Int,
+                                         _ body: (UnsafeMutablePointer<Header>, UnsafeMutablePointer<Entry>) -> R) -> R {
+    let bytes = MemoryLayout<Header>.size + max(count, 1) * MemoryLayout<Entry>.stride
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
+    defer { buffer.deallocate() }
+    buffer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+    return body(buffer.assumingMemoryBound(to: Header.self),
+                (buffer + MemoryLayout<Header>.size).assumingMemoryBound(to: Entry.self))
 }
