@@ -17,6 +17,8 @@
  *               debug-exit port (0xf4-0xf7) and 0x80; other ports go to L0.
  *   io=all      unconditional I/O exiting: turtle is L2's only platform.
  *   preempt=N   VMX-preemption timer with value N, re-armed on each expiry.
+ *   timer=N     turtle's own APIC timer, periodic every N bus ticks (ns): its
+ *               interrupts arrive while L2 runs, as external-interrupt exits.
  *   msrlists=on IA32_SYSENTER_CS through the VM-entry MSR-load list (into L2)
  *               and the VM-exit MSR-store and MSR-load lists, checked at the end.
  *   prefix=off  do not prefix L2's output lines with "[L2] ".
@@ -27,7 +29,7 @@
  */
 #include "turtle/turtle.h"
 
-#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] (L2 image = module 0)"
+#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] (L2 image = module 0)"
 #define MIB	(1ull << 20)
 
 struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
@@ -148,6 +150,9 @@ static int parse_args(int argc, char **argv)
 		} else if ((v = arg_value(argv[i], "preempt"))) {
 			if (!parse_u64(v, &cfg.preempt) || cfg.preempt > 0xffffffffull)
 				return usage("%s: preempt=N needs N from 0 to 2^32-1", USAGE);
+		} else if ((v = arg_value(argv[i], "timer"))) {
+			if (!parse_u64(v, &cfg.timer) || cfg.timer > 0xffffffffull)
+				return usage("%s: timer=N needs N from 0 to 2^32-1", USAGE);
 		} else if ((v = arg_value(argv[i], "msrlists"))) {
 			if (!strcmp(v, "on"))
 				cfg.msrlists = true;
@@ -296,7 +301,18 @@ int main(int argc, char **argv)
 	printf("turtle: VMLAUNCH L2 at 0x%llx (EAX 0x%x, EBX 0x%llx)\n", (unsigned long long)img.entry,
 	       MULTIBOOT_BOOTLOADER_MAGIC, (unsigned long long)img.mbi);
 
+	if (cfg.timer) {
+		/* Interrupts stay off in turtle: with external-interrupt exiting and
+		 * "acknowledge interrupt on exit", each tick is an exit (SDM 25.7.1). */
+		pic_mask_all();
+		apic_enable(0xff);
+		apic_write(APIC_TIMER_DIVIDE, APIC_TIMER_DIV_1);
+		apic_write(APIC_LVT_TIMER, APIC_TIMER_PERIODIC | TURTLE_TIMER_VECTOR);
+		apic_write(APIC_TIMER_INITIAL, (uint32_t)cfg.timer);
+	}
 	rc = turtle_run(1);
+	if (cfg.timer)
+		apic_write(APIC_TIMER_INITIAL, 0);
 	if (rc != 0) {
 		uint64_t total = exit_other;
 		for (int r = 0; r <= EXIT_REASON_MAX; r++)

@@ -42,6 +42,18 @@ const char *decode_mov(const uint8_t *b, int n, bool mode64, struct mmio_insn *d
 	d->reg = -1;
 	d->high8 = false;
 	d->imm = 0;
+	if (op >= 0xa0 && op <= 0xa3) {
+		/* MOV AL/eAX to or from moffs: an address-size immediate, no ModRM. */
+		int asz = mode64 ? 8 : 4;
+		if (i + asz > n || i + asz > 15)
+			return "instruction truncated";
+		d->write = op >= 0xa2;
+		d->size = (op & 1) ? opsize : 1;
+		d->dst_size = d->size;
+		d->reg = 0;
+		d->len = i + asz;
+		return NULL;
+	}
 	switch (op) {
 	case 0x88: d->write = true; d->size = 1; break;
 	case 0x89: d->write = true; d->size = opsize; break;

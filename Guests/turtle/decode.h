@@ -21,7 +21,7 @@ struct mmio_insn {
 /*
  * Decodes the n bytes at b (n <= 15) as one of
  *   88/89 MOV r/m, r    8A/8B MOV r, r/m    C6/C7 /0 MOV r/m, imm
- *   0F B6/B7 MOVZX r, r/m8/16
+ *   A0-A3 MOV AL/eAX to or from moffs (movabs)    0F B6/B7 MOVZX r, r/m8/16
  * with 66, 67 and segment prefixes and (mode64) REX. Returns NULL and fills
  * *d, or a reason why it cannot.
  */

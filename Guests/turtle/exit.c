@@ -27,6 +27,7 @@ uint32_t l2_status;
 
 const char *stop_why = "";
 static uint64_t hc_print, hc_nop, hc_unknown, port80_outs, mmio_reads, mmio_writes, preempt_exits;
+static uint64_t timer_exits, bad_interrupts;
 static uint64_t mmio_last_gpa, mmio_last_value;
 static bool l2_line_start = true;
 
@@ -429,6 +430,16 @@ int turtle_handle_exit(void)
 		return handle_msr(true);
 	case EXIT_REASON_EPT_VIOLATION:
 		return handle_ept_violation();
+	case EXIT_REASON_EXTERNAL_INTERRUPT: {
+		/* Acknowledged on exit: the vector is in the interruption information. */
+		uint64_t info = vmr(EXIT_INTR_INFO);
+		if ((info & (1u << 31)) && (info & 0xff) == TURTLE_TIMER_VECTOR)
+			timer_exits++;
+		else
+			bad_interrupts++;
+		apic_eoi();
+		return 0;
+	}
 	case EXIT_REASON_PREEMPTION_TIMER:
 		preempt_exits++;
 		VMW(PREEMPTION_TIMER_VALUE, cfg.preempt);	/* re-arm */
@@ -485,5 +496,7 @@ void exit_report(void)
 	if (mmio_writes)
 		printf(" (last 0x%llx to 0x%llx)", (unsigned long long)mmio_last_value,
 		       (unsigned long long)mmio_last_gpa);
-	printf("; preemption-timer exits %llu\n", (unsigned long long)preempt_exits);
+	printf("; preemption-timer exits %llu; timer interrupts %llu (unexpected %llu)\n",
+	       (unsigned long long)preempt_exits, (unsigned long long)timer_exits,
+	       (unsigned long long)bad_interrupts);
 }

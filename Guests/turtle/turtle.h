@@ -176,6 +176,7 @@
 #define ENTRY_LOAD_EFER		(1u << 15)
 
 /* ---- Exit reasons (SDM Vol. 3C Appendix C) ---- */
+#define EXIT_REASON_EXTERNAL_INTERRUPT	1
 #define EXIT_REASON_TRIPLE_FAULT	2
 #define EXIT_REASON_HLT			12
 #define EXIT_REASON_VMCALL		18
@@ -211,6 +212,7 @@ struct turtle_config {
 	bool io_all;
 	bool prefix;			/* "[L2] " at the start of L2 output lines */
 	bool msrlists;			/* exercise the VM-entry/exit MSR lists */
+	uint64_t timer;			/* L1 APIC timer period in bus ticks (0 = off) */
 	uint64_t l2mem;			/* bytes of L2 physical memory */
 	uint64_t preempt;		/* 0 = no preemption timer */
 };
@@ -281,6 +283,8 @@ struct msr_entry {
 	uint32_t index, reserved;
 	uint64_t value;
 } __attribute__((aligned(16)));
+
+#define TURTLE_TIMER_VECTOR	0x40		/* turtle's own APIC timer */
 
 #define MSR_LIST_MSR		0x174u		/* IA32_SYSENTER_CS */
 #define MSR_LIST_L2_VALUE	0x1234u		/* loaded into L2 at entry */

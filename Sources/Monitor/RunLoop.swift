@@ -20,8 +20,8 @@ extension Machine {
                 do { try prepareEntry() } catch { throw MonitorError(error) }
                 do { exit = try vcpu.runOnce() } catch { throw MonitorError(error) }
             } else if let l2 = l2Machine {
-                if let deadline = l2.preemptionDeadline, monotonicNanos() >= deadline {
-                    exit = .interrupted                 // the timer expired before L2 ran
+                if l2ExitIsDue(l2) {
+                    exit = .interrupted                 // a timer expired, or L1 has an interrupt
                 } else {
                     do {
                         try refreshL2Breakpoints(l2)

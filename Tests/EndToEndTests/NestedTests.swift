@@ -69,6 +69,16 @@ final class NestedTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("preemption-timer exits \(expiries.count)"), r.stdout)
     }
 
+    func testL1TimerInterruptsExitL2() throws {
+        // turtle's APIC timer fires every 20 ms while compute runs as L2: each
+        // tick is an external-interrupt exit, acknowledged with vector 0x40.
+        let (r, trace) = try turtle("compute", "1", turtleArgs: "timer=20000000")
+        let ticks = trace.filter { $0.level == 2 && $0.vmxReason == 1 && $0.handler == .reflected }
+        XCTAssertGreaterThan(ticks.count, 5, r.stdout)
+        XCTAssertTrue(ticks.allSatisfy { $0.value == 0x40 })
+        XCTAssertTrue(r.stdout.contains("timer interrupts \(ticks.count) (unexpected 0)"), r.stdout)
+    }
+
     func testMSRListsOnEntryAndExit() throws {
         let (r, _) = try turtle("pio-storm", "10", turtleArgs: "msrlists=on")
         XCTAssertTrue(r.stdout.contains("PASS: turtle: the exit MSR-store list holds L2's IA32_SYSENTER_CS 0x1234"), r.stdout)

@@ -72,6 +72,22 @@ extension Machine {
     }
 
     static let pinPreemptionTimer: UInt64 = 1 << 6
+    static let exitAcknowledgeInterrupt: UInt64 = 1 << 15
+
+    /// An interrupt of L1's APIC that is due while L2 runs (the timer is
+    /// brought up to date first). External-interrupt exiting is always 1
+    /// (the capability MSRs require it), so such an interrupt is an exit.
+    func pendingL1Interrupt() -> UInt8? {
+        if let deadline = apic.timerDeadline, deadline <= monotonicNanos() { apic.updateTimer(at: monotonicNanos()) }
+        return apic.deliverableVector
+    }
+
+    /// True when L2 must leave before it runs again: its preemption timer
+    /// expired, or L1 has an interrupt.
+    func l2ExitIsDue(_ l2: L2Machine) -> Bool {
+        if let deadline = l2.preemptionDeadline, monotonicNanos() >= deadline { return true }
+        return pendingL1Interrupt() != nil
+    }
     static let exitSavePreemptionTimer: UInt64 = 1 << 22
 
     /// Starts the VMX-preemption timer (SDM 26.5.1): it counts down at the
@@ -317,6 +333,18 @@ extension Machine {
             if let deadline = l2.preemptionDeadline, monotonicNanos() >= deadline {
                 completePending(l2)
                 return reflect(NestedExit(reason: .preemptionTimerExpired), state: l2State, note: &note)
+            }
+            if let vector = pendingL1Interrupt() {
+                // SDM 25.7.1 "acknowledge interrupt on exit": the vector goes into
+                // the exit interruption information and the APIC marks it in service.
+                completePending(l2)
+                var exit = NestedExit(reason: .externalInterrupt)
+                if (vmcs.read(.exitControls) ?? 0) & Self.exitAcknowledgeInterrupt != 0 {
+                    apic.acknowledge(vector)
+                    exit.interruptionInfo = UInt32(vector) | 1 << 31
+                }
+                note.value = UInt64(vector)
+                return reflect(exit, state: l2State, note: &note)
             }
             return nil
         case .irqWindowOpen:

@@ -1,7 +1,8 @@
 /// The MOV forms compilers emit for device (MMIO) accesses, decoded so L0 can
 /// find the instruction behind an access KVM has already retired (SDM Vol. 2B
 /// "MOV", "MOVZX"): 88/89 stores, 8A/8B loads, C6/C7 immediate stores,
-/// 0F B6/B7 zero-extending loads.
+/// A0-A3 moffs loads and stores (`movabs` to a constant address), 0F B6/B7
+/// zero-extending loads.
 public struct MemoryMove: Equatable, Sendable {
     public var length: Int
     public var operand: MemoryOperand
@@ -20,6 +21,17 @@ extension VMXDecoder {
         var opcode = UInt16(first)
         if first == 0x0f { guard let second = try? c.next() else { return nil }; opcode = 0x0f00 | UInt16(second) }
         let wide = mode64 && p.rexW ? 8 : (p.operandSize ? 2 : 4)
+        let defaultAddressSize = mode64 ? 64 : (state.cs.db ? 32 : 16)
+        let addressSize = mode64 ? (p.addressSize ? 32 : 64)
+            : (p.addressSize ? (defaultAddressSize == 32 ? 16 : 32) : defaultAddressSize)
+        if (0xa0...0xa3).contains(first), !p.lock {
+            // moffs: the address is an immediate of the address size, no ModRM.
+            guard let offset = try? c.littleEndian(addressSize / 8) else { return nil }
+            let operand = MemoryOperand(segment: p.segment ?? .ds, displacement: Int64(bitPattern: offset),
+                                        addressSize: addressSize)
+            return MemoryMove(length: c.position, operand: operand, isWrite: first >= 0xa2,
+                              size: first & 1 == 0 ? 1 : wide, register: 0)
+        }
         let size: Int, isWrite: Bool, immediate: Int
         switch opcode {
         case 0x88: (size, isWrite, immediate) = (1, true, 0)
@@ -33,9 +45,6 @@ extension VMXDecoder {
         default: return nil
         }
         guard !p.lock, let modrm = try? c.next() else { return nil }
-        let defaultAddressSize = mode64 ? 64 : (state.cs.db ? 32 : 16)
-        let addressSize = mode64 ? (p.addressSize ? 32 : 64)
-            : (p.addressSize ? (defaultAddressSize == 32 ? 16 : 32) : defaultAddressSize)
         guard case let .memory(m)? = try? decodeRM(modrm, &c, p: p, addressSize: addressSize, mode64: mode64) else { return nil }
         if (opcode == 0xc6 || opcode == 0xc7) && (modrm >> 3) & 7 != 0 { return nil }
         guard (try? c.littleEndian(immediate)) != nil else { return nil }

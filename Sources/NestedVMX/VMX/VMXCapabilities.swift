@@ -40,17 +40,20 @@ public struct VMXCapabilities: Equatable, Sendable {
         // SDM A.1: revision, 4 KiB region, write-back (6), INS/OUTS info (54), true controls (55).
         let basic = UInt64(revisionID) | UInt64(4096) << 32 | UInt64(6) << 50 | 1 << 54 | 1 << 55
 
-        // Pin-based (SDM 25.6.1): NMI exiting (3; no NMI is ever raised, so it is
-        // honoured) and the VMX-preemption timer (6; a host timer kicks L2).
-        // External-interrupt exiting waits until L0 delivers interrupts to L2.
-        // Default-1 bits 1, 2, 4.
+        // Pin-based (SDM 25.6.1): external-interrupt exiting (0) is required:
+        // L1's interrupts arriving while L2 runs always exit to L1, which is the
+        // only delivery L0 implements (none into L2's IDT). NMI exiting (3; no
+        // NMI is ever raised, so it is honoured) and the VMX-preemption timer
+        // (6; a host timer kicks L2) may be set. Default-1 bits 1, 2, 4.
         let pinDefault1: UInt32 = 0x16
-        let pin = controls(mustBe1: pinDefault1, mayBe1: 1 << 3 | 1 << 6)
+        let pin = controls(mustBe1: pinDefault1 | 1 << 0, mayBe1: 1 << 3 | 1 << 6)
 
         // Primary processor-based (SDM 25.6.2): TSC offsetting (3), HLT exiting
         // (7), unconditional I/O exiting (24), I/O bitmaps (25), MSR bitmaps (28),
-        // secondary controls (31). Not interrupt-window exiting: no interrupts
-        // reach L2 yet.
+        // secondary controls (31). Not interrupt-window exiting: KVM's interrupt
+        // window on L2's vCPU is only checked at KVM's own exits, which an
+        // emulated L2 may not take while its window is open (measured: no exit
+        // across STI and a 64-iteration loop), so it cannot be honoured.
         let procDefault1: UInt32 = 0x0401_e172
         let cr3Exiting: UInt32 = 1 << 15 | 1 << 16
         let procMay: UInt32 = 1 << 3 | 1 << 7 | 1 << 24 | 1 << 25 | 1 << 28 | 1 << 31
