@@ -17,6 +17,8 @@
  *               debug-exit port (0xf4-0xf7) and 0x80; other ports go to L0.
  *   io=all      unconditional I/O exiting: turtle is L2's only platform.
  *   preempt=N   VMX-preemption timer with value N, re-armed on each expiry.
+ *   exceptions=MASK  exception bitmap: L2's exceptions in MASK exit to turtle,
+ *               which logs and re-injects each into L2.
  *   timer=N     turtle's own APIC timer, periodic every N bus ticks (ns): its
  *               interrupts arrive while L2 runs, as external-interrupt exits.
  *   msrlists=on IA32_SYSENTER_CS through the VM-entry MSR-load list (into L2)
@@ -29,7 +31,7 @@
  */
 #include "turtle/turtle.h"
 
-#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] (L2 image = module 0)"
+#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] (L2 image = module 0)"
 #define MIB	(1ull << 20)
 
 struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
@@ -150,6 +152,9 @@ static int parse_args(int argc, char **argv)
 		} else if ((v = arg_value(argv[i], "preempt"))) {
 			if (!parse_u64(v, &cfg.preempt) || cfg.preempt > 0xffffffffull)
 				return usage("%s: preempt=N needs N from 0 to 2^32-1", USAGE);
+		} else if ((v = arg_value(argv[i], "exceptions"))) {
+			if (!parse_u64(v, &cfg.exceptions) || cfg.exceptions > 0xffffffffull)
+				return usage("%s: exceptions=MASK needs a 32-bit mask", USAGE);
 		} else if ((v = arg_value(argv[i], "timer"))) {
 			if (!parse_u64(v, &cfg.timer) || cfg.timer > 0xffffffffull)
 				return usage("%s: timer=N needs N from 0 to 2^32-1", USAGE);

@@ -27,7 +27,7 @@ uint32_t l2_status;
 
 const char *stop_why = "";
 static uint64_t hc_print, hc_nop, hc_unknown, port80_outs, mmio_reads, mmio_writes, preempt_exits;
-static uint64_t timer_exits, bad_interrupts;
+static uint64_t timer_exits, bad_interrupts, exception_exits;
 static uint64_t mmio_last_gpa, mmio_last_value;
 static bool l2_line_start = true;
 
@@ -430,6 +430,18 @@ int turtle_handle_exit(void)
 		return handle_msr(true);
 	case EXIT_REASON_EPT_VIOLATION:
 		return handle_ept_violation();
+	case EXIT_REASON_EXCEPTION: {
+		/* An intercepted exception (SDM 27.2.2): log it and deliver it to L2
+		 * after all, through VM-entry event injection (SDM 26.6). */
+		uint64_t info = vmr(EXIT_INTR_INFO), code = vmr(EXIT_INTR_ERRCODE);
+		exception_exits++;
+		printf("turtle: L2 exception %llu (error code 0x%llx, qualification 0x%llx) at RIP 0x%llx: re-injected\n",
+		       (unsigned long long)(info & 0xff), (unsigned long long)code,
+		       (unsigned long long)vmr(EXIT_QUALIFICATION), (unsigned long long)vmr(GUEST_RIP));
+		VMW(ENTRY_INTR_INFO, info & ((1u << 31) | (1u << 11) | (7u << 8) | 0xff));
+		VMW(ENTRY_EXCEPTION_ERRCODE, code);
+		return 0;
+	}
 	case EXIT_REASON_EXTERNAL_INTERRUPT: {
 		/* Acknowledged on exit: the vector is in the interruption information. */
 		uint64_t info = vmr(EXIT_INTR_INFO);
@@ -496,7 +508,7 @@ void exit_report(void)
 	if (mmio_writes)
 		printf(" (last 0x%llx to 0x%llx)", (unsigned long long)mmio_last_value,
 		       (unsigned long long)mmio_last_gpa);
-	printf("; preemption-timer exits %llu; timer interrupts %llu (unexpected %llu)\n",
+	printf("; preemption-timer exits %llu; timer interrupts %llu (unexpected %llu); exceptions %llu\n",
 	       (unsigned long long)preempt_exits, (unsigned long long)timer_exits,
-	       (unsigned long long)bad_interrupts);
+	       (unsigned long long)bad_interrupts, (unsigned long long)exception_exits);
 }

@@ -176,6 +176,7 @@
 #define ENTRY_LOAD_EFER		(1u << 15)
 
 /* ---- Exit reasons (SDM Vol. 3C Appendix C) ---- */
+#define EXIT_REASON_EXCEPTION		0
 #define EXIT_REASON_EXTERNAL_INTERRUPT	1
 #define EXIT_REASON_TRIPLE_FAULT	2
 #define EXIT_REASON_HLT			12
@@ -213,6 +214,7 @@ struct turtle_config {
 	bool prefix;			/* "[L2] " at the start of L2 output lines */
 	bool msrlists;			/* exercise the VM-entry/exit MSR lists */
 	uint64_t timer;			/* L1 APIC timer period in bus ticks (0 = off) */
+	uint64_t exceptions;		/* exception bitmap: L2 exceptions to intercept */
 	uint64_t l2mem;			/* bytes of L2 physical memory */
 	uint64_t preempt;		/* 0 = no preemption timer */
 };

@@ -273,6 +273,7 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 		msr_intercept(MSR_IA32_APIC_BASE);
 		VMW(MSR_BITMAP, (uintptr_t)msr_bitmap);
 	}
+	VMW(EXCEPTION_BITMAP, cfg.exceptions);
 	if (cfg.msrlists) {
 		msr_entry_load[0] = (struct msr_entry){ MSR_LIST_MSR, 0, MSR_LIST_L2_VALUE };
 		msr_exit_store[0] = (struct msr_entry){ MSR_LIST_MSR, 0, 0 };

@@ -29,7 +29,7 @@ public final class Machine {
     /// L1's emulated VMX: virtual CR4.VMXE, feature control, VMX operation, VMCS12.
     public internal(set) var vmx: VMXState
     let vmxTrapChannel: VMXTrapChannel
-    var breakpoints = IDTBreakpoints(watchGP: true)
+    var breakpoints = IDTBreakpoints(vectors: [IDTBreakpoints.gpVector, IDTBreakpoints.udVector])
     /// Single-stepping a guest handler's first instruction with the breakpoints lifted.
     var steppingPastBreakpoint = false
     /// L1 has touched a VMX MSR: channel (b)'s breakpoints are worth their cost.

@@ -79,6 +79,20 @@ final class NestedTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("timer interrupts \(ticks.count) (unexpected 0)"), r.stdout)
     }
 
+    func testExceptionBitmapReflectsL2sExceptions() throws {
+        // turtle intercepts #UD (bitmap bit 6), logs it and re-injects it; L2's
+        // own handler then reports it and exits with value 3 (status 7).
+        let trace = Harness.temporaryPath("turtle-exception.trc")
+        let r = try Harness.terrapin(["run", Harness.guest("turtle"), "--memory", "256M", "--trace", trace,
+                                      "--append", "exceptions=0x40", "--module", "\(Harness.guest("fault")) ud"])
+        XCTAssertEqual(r.status, 7, r.stdout + r.stderr)
+        XCTAssertTrue(r.stdout.contains("turtle: L2 exception 6"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("[L2] UNEXPECTED EXCEPTION vector 6 (#UD)"), r.stdout)
+        let reader = try TraceReader(path: trace)
+        XCTAssertEqual(reader.filter { $0.level == 2 && $0.vmxReason == 0 && $0.value == 6 }.count, 1,
+                       "the re-injected #UD is not intercepted again")
+    }
+
     func testMSRListsOnEntryAndExit() throws {
         let (r, _) = try turtle("pio-storm", "10", turtleArgs: "msrlists=on")
         XCTAssertTrue(r.stdout.contains("PASS: turtle: the exit MSR-store list holds L2's IA32_SYSENTER_CS 0x1234"), r.stdout)

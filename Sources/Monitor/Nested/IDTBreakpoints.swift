@@ -1,25 +1,41 @@
 import KVM
 import NestedVMX
 
-/// Trap channel (b) of DESIGN.md: hardware breakpoints on L1's own #GP and
-/// #UD handlers. L0 finds the handlers by walking IDTR and the IDT through
-/// L1's page tables (SDM Vol. 3A 6.14.1, 64-bit IDT gates) and re-arms the
-/// debug registers whenever IDTR, CR3 or a handler's gate changes.
+/// Trap channel (b) of DESIGN.md: execute breakpoints on a guest's own
+/// exception handlers, one debug register per vector (at most four). L0 finds
+/// the handlers by walking IDTR and the IDT through the guest's page tables
+/// (SDM Vol. 3A 6.14.1, 64-bit IDT gates) and re-arms the debug registers
+/// whenever IDTR, CR3, the watched vectors or a handler's gate changes.
+/// L1: #GP (CR4.VMXE) and #UD (VMX instructions). L2: #UD (VMCALL) and the
+/// vectors of L1's exception bitmap.
 struct IDTBreakpoints {
     static let gpVector = 13
     static let udVector = 6
+    static let maximumVectors = 4
 
-    /// Watch #GP too (L1, for CR4.VMXE), or only #UD (L2, for VMCALL).
-    let watchGP: Bool
-
-    init(watchGP: Bool) { self.watchGP = watchGP }
-    private(set) var gpHandler: UInt64?
-    private(set) var udHandler: UInt64?
+    private(set) var vectors: [Int]
+    /// The handler of each watched vector, where its gate is present.
+    private(set) var handlers: [Int: UInt64] = [:]
     private var idtr = TableRegister(base: .max, limit: 0)
     private var cr3: UInt64 = .max
-    /// Guest-physical addresses of the two gates, valid while IDTR and CR3 hold.
-    private var gpGate: UInt64?
-    private var udGate: UInt64?
+    /// Guest-physical addresses of the gates, valid while IDTR and CR3 hold.
+    private var gates: [Int: UInt64] = [:]
+
+    init(vectors: [Int]) { self.vectors = Array(vectors.prefix(Self.maximumVectors)) }
+
+    var gpHandler: UInt64? { handlers[Self.gpVector] }
+    var udHandler: UInt64? { handlers[Self.udVector] }
+
+    /// The watched vector whose handler starts at `address`.
+    func vector(atHandler address: UInt64) -> Int? { vectors.first { handlers[$0] == address } }
+
+    /// Watches `newVectors` from now on (forcing a re-walk).
+    mutating func watch(_ newVectors: [Int]) {
+        let trimmed = Array(newVectors.prefix(Self.maximumVectors))
+        guard trimmed != vectors else { return }
+        vectors = trimmed
+        cr3 = .max
+    }
 
     /// Re-reads the gates (re-walking only when IDTR or CR3 changed); true
     /// when a handler address changed and the debug registers need arming.
@@ -27,23 +43,26 @@ struct IDTBreakpoints {
         if cpu.idtr != idtr || cpu.cr3 != cr3 {
             idtr = cpu.idtr
             cr3 = cpu.cr3
-            gpGate = gateAddress(Self.gpVector, cpu: cpu, memory: memory)
-            udGate = gateAddress(Self.udVector, cpu: cpu, memory: memory)
+            gates = [:]
+            for v in vectors { gates[v] = gateAddress(v, cpu: cpu, memory: memory) }
         }
-        let gp = watchGP ? gpGate.flatMap { Self.handler(at: $0, memory: memory) } : nil
-        let ud = udGate.flatMap { Self.handler(at: $0, memory: memory) }
-        guard gp != gpHandler || ud != udHandler else { return false }
-        gpHandler = gp
-        udHandler = ud
+        var found: [Int: UInt64] = [:]
+        for v in vectors { if let gate = gates[v], let h = Self.handler(at: gate, memory: memory) { found[v] = h } }
+        guard found != handlers else { return false }
+        handlers = found
         return true
     }
 
-    /// DR0 = #GP handler, DR1 = #UD handler, as execute breakpoints (DR7 L0, L1).
+    /// DR0-DR3 on the handlers in `vectors` order, as execute breakpoints
+    /// (DR7 local enables, R/W and LEN 0).
     var debugRegisters: [UInt64] {
-        var dr7: UInt64 = 0
-        if gpHandler != nil { dr7 |= 1 << 0 }
-        if udHandler != nil { dr7 |= 1 << 2 }
-        return [gpHandler ?? 0, udHandler ?? 0, 0, 0, 0, 0, 0, dr7]
+        var regs = [UInt64](repeating: 0, count: 8)
+        for (i, v) in vectors.enumerated() {
+            guard let h = handlers[v] else { continue }
+            regs[i] = h
+            regs[7] |= 1 << UInt64(2 * i)
+        }
+        return regs
     }
 
     /// Where gate `vector` lives: IA-32e IDT entries are 16 bytes. Only

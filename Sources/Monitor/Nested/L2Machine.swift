@@ -16,7 +16,11 @@ final class L2Machine {
     /// A breakpoint on L2's #UD handler catches VMCALL, which KVM turns into
     /// #UD (the hypercall quirk is off): VMCALL exits unconditionally in VMX
     /// non-root operation (SDM 26.1.2).
-    var breakpoints = IDTBreakpoints(watchGP: false)
+    var breakpoints = IDTBreakpoints(vectors: [IDTBreakpoints.udVector])
+    /// L1's exception bitmap the breakpoints were chosen for.
+    var watchedExceptionBitmap: UInt64 = 0
+    /// An exception L1 injected at VM entry: its delivery is not intercepted.
+    var injectedVector: Int?
     /// What the MSR filter was last built from (bitmap use and contents).
     var msrFilterKey: UInt64?
     /// The VMX-preemption timer (SDM 26.5.1): the monotonic deadline while

@@ -28,8 +28,9 @@ extension Machine {
             events.interrupt.shadow = (state.blockingByMovSS ? 1 : 0) | (state.blockingBySTI ? 2 : 0)
             events.flags |= UInt32(KVM_VCPUEVENT_VALID_SHADOW)
             events.exception.injected = 0
-            Self.injectEntryEvent(vmcs.read(.entryInterruptionInfo) ?? 0, errorCode: vmcs.read(.entryExceptionErrorCode) ?? 0,
-                                  into: &events)
+            let entryEvent = vmcs.read(.entryInterruptionInfo) ?? 0
+            Self.injectEntryEvent(entryEvent, errorCode: vmcs.read(.entryExceptionErrorCode) ?? 0, into: &events)
+            l2.injectedVector = entryEvent & (1 << 31) != 0 ? Int(entryEvent & 0xff) : nil
             l2.vcpu.sync.pointee.events = events
             l2.vcpu.markDirty([.regs, .sregs, .events])
             try mapCodePage(of: state, l2: l2, vmcs: vmcs)
@@ -356,10 +357,18 @@ extension Machine {
         }
     }
 
-    /// Before each L2 entry: keeps the #UD breakpoint on L2's handler.
+    /// Before each L2 entry: keeps breakpoints on L2's #UD handler (VMCALL)
+    /// and on the handlers of the first three other vectors of L1's exception
+    /// bitmap (four debug registers in all; further vectors reach L2's IDT).
     func refreshL2Breakpoints(_ l2: L2Machine) throws(KVMError) {
-        guard !l2.steppingPastBreakpoint,
-              l2.breakpoints.refresh(cpu: l2State, memory: L2PhysicalMemory(machine: self)) else { return }
+        guard !l2.steppingPastBreakpoint else { return }
+        let bitmap = vmx.current?.read(.exceptionBitmap) ?? 0
+        if bitmap != l2.watchedExceptionBitmap {
+            l2.watchedExceptionBitmap = bitmap
+            let intercepted = (0..<32).filter { $0 != IDTBreakpoints.udVector && bitmap & (1 << UInt64($0)) != 0 }
+            l2.breakpoints.watch([IDTBreakpoints.udVector] + intercepted)
+        }
+        guard l2.breakpoints.refresh(cpu: l2State, memory: L2PhysicalMemory(machine: self)) else { return }
         try armL2Breakpoints(l2)
     }
 
@@ -369,7 +378,10 @@ extension Machine {
     }
 
     /// A breakpoint hit in L2: VMCALL at its #UD handler is reflected (reason
-    /// 18, length 3) after unwinding the #UD delivery; a genuine #UD runs.
+    /// 18, length 3), and an exception L1 intercepts is reflected as exit 0
+    /// (SDM 26.2), each after unwinding the delivery. Anything else runs
+    /// L2's own handler. For #PF, L2's CR2 has already been written by the
+    /// delivery (documented).
     func handleL2Breakpoint(_ d: DebugExit, l2: L2Machine, note: inout ExitNote) -> RunOutcome? {
         do {
             if l2.steppingPastBreakpoint {
@@ -379,13 +391,28 @@ extension Machine {
             }
             let state = l2State
             let memory = L2PhysicalMemory(machine: self)
-            guard d.pc == l2.breakpoints.udHandler,
-                  let frame = ExceptionFrame(cpu: state, hasErrorCode: false, memory: memory) else {
+            guard let vector = l2.breakpoints.vector(atHandler: d.pc),
+                  let frame = ExceptionFrame(cpu: state, hasErrorCode: ExitRouting.hasErrorCode(vector), memory: memory),
+                  let vmcs = vmx.current else {
                 return .unhandledExit("L2 debug exit at \(hex(d.pc))")
             }
             let at = frame.unwound(state)
-            if fetchInstruction(at: frame.rip, cpu: at, memory: memory).starts(with: [0x0f, 0x01, 0xc1]) {
+            if vector == IDTBreakpoints.udVector,
+               fetchInstruction(at: frame.rip, cpu: at, memory: memory).starts(with: [0x0f, 0x01, 0xc1]) {
                 return reflect(NestedExit(reason: .vmcall, instructionLength: 3), state: at, note: &note)
+            }
+            // The delivery of an exception L1 injected is not intercepted again.
+            let injected = l2.injectedVector == vector
+            l2.injectedVector = nil
+            if !injected, ExitRouting.wantsException(vector, errorCode: frame.errorCode, vmcs: vmcs) {
+                // Interruption information: vector, type 3 (hardware exception),
+                // error code valid (bit 11), valid (bit 31); SDM 25.9.2.
+                let hasError = frame.errorCode != nil
+                let info = UInt32(vector) | 3 << 8 | (hasError ? 1 << 11 : 0) | 1 << 31
+                let exit = NestedExit(reason: .exceptionOrNMI, qualification: vector == 14 ? state.cr2 : 0,
+                                      interruptionInfo: info, interruptionErrorCode: UInt32(truncatingIfNeeded: frame.errorCode ?? 0))
+                note.value = UInt64(vector)
+                return reflect(exit, state: at, note: &note)
             }
             try l2.vcpu.setGuestDebug([.enable, .singleStep])
             l2.steppingPastBreakpoint = true

@@ -26,6 +26,21 @@ public enum ExitRouting {
         return false
     }
 
+    /// An exception L2 raised: its bit in the exception bitmap decides, and
+    /// for #PF the error-code mask and match invert that bit when they do
+    /// not match (SDM 26.2).
+    public static func wantsException(_ vector: Int, errorCode: UInt64?, vmcs: VMCS12) -> Bool {
+        guard (0..<32).contains(vector) else { return false }
+        let bit = (vmcs.read(.exceptionBitmap) ?? 0) & (1 << UInt64(vector)) != 0
+        guard vector == 14 else { return bit }
+        let pfec = errorCode ?? 0
+        let matches = pfec & (vmcs.read(.pageFaultErrorCodeMask) ?? 0) == (vmcs.read(.pageFaultErrorCodeMatch) ?? 0)
+        return matches ? bit : !bit
+    }
+
+    /// The vectors that push an error code (SDM Vol. 3A 6.13, Table 6-1).
+    public static func hasErrorCode(_ vector: Int) -> Bool { [8, 10, 11, 12, 13, 14, 17, 21].contains(vector) }
+
     public static func wantsHLT(vmcs: VMCS12) -> Bool {
         (vmcs.read(.processorBasedControls) ?? 0) & procHLTExiting != 0
     }

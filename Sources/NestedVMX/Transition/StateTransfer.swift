@@ -140,6 +140,7 @@ public enum StateTransfer {
         vmcs.write(.exitInstructionLength, UInt64(exit.instructionLength))
         vmcs.write(.vmxInstructionInfo, UInt64(exit.instructionInfo))
         vmcs.write(.exitInterruptionInfo, UInt64(exit.interruptionInfo))
+        vmcs.write(.exitInterruptionErrorCode, UInt64(exit.interruptionErrorCode))
         vmcs.write(.idtVectoringInfo, 0)
     }
 }
@@ -155,11 +156,13 @@ public struct NestedExit: Equatable, Sendable {
     /// VM-exit interruption information (SDM 25.9.2): for an acknowledged
     /// external interrupt, its vector with bit 31 (valid) set.
     public var interruptionInfo: UInt32 = 0
+    public var interruptionErrorCode: UInt32 = 0
 
     public init(reason: VMXExitReason, qualification: UInt64 = 0, guestPhysical: UInt64 = 0, guestLinear: UInt64 = 0,
-                instructionLength: Int = 0, instructionInfo: UInt32 = 0, interruptionInfo: UInt32 = 0) {
+                instructionLength: Int = 0, instructionInfo: UInt32 = 0, interruptionInfo: UInt32 = 0,
+                interruptionErrorCode: UInt32 = 0) {
         self.reason = reason; self.qualification = qualification; self.guestPhysical = guestPhysical
         self.guestLinear = guestLinear; self.instructionLength = instructionLength; self.instructionInfo = instructionInfo
-        self.interruptionInfo = interruptionInfo
+        self.interruptionInfo = interruptionInfo; self.interruptionErrorCode = interruptionErrorCode
     }
 }
