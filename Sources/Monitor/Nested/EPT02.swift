@@ -1,0 +1,134 @@
+import CKVM
+import KVM
+import NestedVMX
+import TraceFormat
+import VMXArch
+
+/// EPT02: the L2 VM's memory slots, built from L1's EPT12 on demand
+/// (DESIGN.md point 5; SDM Vol. 3C 29.3).
+extension Machine {
+
+    /// An L2 access to an address with no slot (or a write to a read-only
+    /// one): map the EPT12 run it falls in, reflect an EPT violation or
+    /// misconfiguration, or emulate L1's device behind it.
+    func handleL2Memory(at gpa: UInt64, access: EPTWalker.Access, mmio: MMIOExit?, l2: L2Machine,
+                        note: inout ExitNote) -> RunOutcome? {
+        guard let vmcs = vmx.current else { return .unhandledExit("L2 memory access without VMCS") }
+        guard let eptp = ept(of: vmcs) else {
+            // No EPT: L2-physical is L1-physical; beyond RAM are L1's devices.
+            guard let mmio else { return .unhandledExit("L2 fetch from \(hex(gpa)), outside L1's RAM") }
+            return handleMMIO(mmio, on: l2.vcpu, note: &note)
+        }
+        switch EPTWalker.translate(gpa, access: access, eptp: eptp, physicalAddressBits: vmx.capabilities.physicalAddressBits,
+                                   memory: ram) {
+        case let .failure(.violation(qualification)):
+            guard let state = stateAtFaultingAccess(mmio, gpa: gpa, l2: l2) else {
+                return .unhandledExit("cannot find the L2 store to \(hex(gpa)) that KVM retired")
+            }
+            return reflect(NestedExit(reason: .eptViolation, qualification: qualification, guestPhysical: gpa),
+                           state: state, note: &note)
+        case .failure(.misconfiguration):
+            guard let state = stateAtFaultingAccess(mmio, gpa: gpa, l2: l2) else {
+                return .unhandledExit("cannot find the L2 store to \(hex(gpa)) that KVM retired")
+            }
+            return reflect(NestedExit(reason: .eptMisconfiguration, guestPhysical: gpa), state: state, note: &note)
+        case let .success(t):
+            guard t.physical < UInt64(memory.size) else {
+                // EPT12 points at one of L1's device addresses: that device answers.
+                guard var m = mmio else { return .unhandledExit("L2 fetch from L1 device address \(hex(t.physical))") }
+                m.address = t.physical
+                return handleMMIO(m, on: l2.vcpu, note: &note)
+            }
+            if let existing = l2.slot(containing: gpa), existing.readOnly, access.write {
+                return .unhandledExit("EPT12 allows a write that the read-only slot at \(hex(existing.base)) refused")
+            }
+            do { try mapRun(t, eptp: eptp, l2: l2) } catch { return .unhandledExit("EPT02 slot: \(error)") }
+            note.flags.insert(.unclaimed)     // an EPT02 fault L0 handled
+            note.value = t.physical
+            if let m = mmio {
+                // Replay the access through the new slot: the MMIO exit already
+                // carries the data, so complete it against L1 RAM directly.
+                if m.isWrite {
+                    for i in 0..<Int(m.length) {
+                        _ = memory.store(UInt8(truncatingIfNeeded: m.data >> (8 * UInt64(i))), at: t.physical + UInt64(i))
+                    }
+                } else {
+                    var v: UInt64 = 0
+                    for i in 0..<Int(m.length) { v |= UInt64(memory.load(UInt8.self, at: t.physical + UInt64(i)) ?? 0xff) << (8 * UInt64(i)) }
+                    l2.vcpu.completeMMIORead(v)
+                }
+            }
+            return nil
+        }
+    }
+
+    /// L2's state at the instruction that made `mmio`, which an EPT violation
+    /// must report (SDM 28.2). KVM leaves a load at its instruction but
+    /// retires a store before reporting it, so a store is found again by
+    /// decoding backwards from RIP (`VMXDecoder.retiredStoreLength`). KVM's
+    /// pending completion is then flushed; L1 re-supplies the results.
+    func stateAtFaultingAccess(_ mmio: MMIOExit?, gpa: UInt64, l2: L2Machine) -> CPUState? {
+        var state = l2State
+        guard let m = mmio else { return state }
+        if m.isWrite {
+            let memory = L2PhysicalMemory(machine: self)
+            let at = state
+            guard let length = VMXDecoder.retiredStoreLength(
+                endingAt: at, address: gpa, size: Int(m.length),
+                fetch: { a, n in
+                    if case let .success(b) = PageWalker.readLinear(a, count: n, access: MemoryAccess(), state: at, memory: memory) { return b }
+                    return nil
+                },
+                translate: { a in
+                    if case let .success(p) = PageWalker.translate(a, access: MemoryAccess(), state: at, memory: memory,
+                                                                    setAccessedDirty: false) { return p }
+                    return nil
+                }) else { return nil }
+            state.rip &-= UInt64(length)
+        }
+        completePending(l2)
+        return state
+    }
+
+    /// Maps the run of EPT12 pages starting at the faulting page that are
+    /// contiguous in both address spaces with the same permissions, up to the
+    /// next existing slot: a flat mapping costs a handful of slots.
+    func mapRun(_ first: EPTWalker.Translation, eptp: UInt64, l2: L2Machine) throws(KVMError) {
+        var size = first.pageSize
+        let limit = l2.slots.map(\.base).filter { $0 > first.pageBase }.min() ?? .max
+        while size < 1 << 30, first.pageBase + size < limit {
+            let next = first.pageBase + size
+            guard case let .success(t) = EPTWalker.translate(next, access: EPTWalker.Access(read: true), eptp: eptp,
+                                                             physicalAddressBits: vmx.capabilities.physicalAddressBits,
+                                                             memory: ram),
+                  t.frame == first.frame + size, t.write == first.write, t.read == first.read,
+                  t.frame + t.pageSize <= UInt64(memory.size), next + t.pageSize <= limit else { break }
+            size += t.pageSize
+        }
+        try l2.map(base: first.pageBase, size: size, l1: first.frame, readOnly: !first.write, memory: memory)
+    }
+}
+
+/// L2-physical memory through EPT12, for reading L2's page tables and code.
+struct L2PhysicalMemory: GuestMemoryAccess {
+    let machine: Machine
+
+    func read(_ address: UInt64, count: Int) -> [UInt8]? {
+        guard let vmcs = machine.vmx.current else { return nil }
+        guard let eptp = machine.ept(of: vmcs) else { return machine.ram.read(address, count: count) }
+        var out: [UInt8] = []
+        var a = address
+        while out.count < count {
+            guard case let .success(t) = EPTWalker.translate(a, access: EPTWalker.Access(read: true), eptp: eptp,
+                                                             physicalAddressBits: machine.vmx.capabilities.physicalAddressBits,
+                                                             memory: machine.ram) else { return nil }
+            let chunk = min(count - out.count, Int(t.pageSize - (a - t.pageBase)))
+            guard let bytes = machine.ram.read(t.physical, count: chunk) else { return nil }
+            out += bytes
+            a += UInt64(chunk)
+        }
+        return out
+    }
+
+    func write(_ address: UInt64, bytes: [UInt8]) -> Bool { false }
+}
