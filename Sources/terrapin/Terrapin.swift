@@ -11,7 +11,9 @@ struct Terrapin: ParsableCommand {
         abstract: "A nested-virtualization research hypervisor on Linux KVM.",
         discussion: """
             terrapin boots Multiboot v1 guests (ELF32, ELF64 or a.out-kludge images, as QEMU's \
-            -kernel does) on /dev/kvm and records every exit to a trace that terrapin-trace analyses.
+            -kernel does) on /dev/kvm and records every exit to a trace that terrapin-trace analyses. \
+            Guests see an emulated Intel VMX, so a guest hypervisor (L1, such as Guests/turtle) can run \
+            its own guests (L2), with EPT-on-EPT and exit reflection; traces then show every level.
 
             Exit status: odd values come from the guest's isa-debug-exit write (value << 1 | 1). \
             Even values are the monitor's: 64 bad flags, 66 image cannot be loaded, 70 host or KVM \

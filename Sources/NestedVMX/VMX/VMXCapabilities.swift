@@ -48,15 +48,17 @@ public struct VMXCapabilities: Equatable, Sendable {
         let pinDefault1: UInt32 = 0x16
         let pin = controls(mustBe1: pinDefault1 | 1 << 0, mayBe1: 1 << 3 | 1 << 6)
 
-        // Primary processor-based (SDM 25.6.2): TSC offsetting (3), HLT exiting
-        // (7), unconditional I/O exiting (24), I/O bitmaps (25), MSR bitmaps (28),
-        // secondary controls (31). Not interrupt-window exiting: KVM's interrupt
+        // Primary processor-based (SDM 25.6.2): HLT exiting (7), unconditional I/O
+        // exiting (24), I/O bitmaps (25), MSR bitmaps (28), secondary controls
+        // (31). Not TSC offsetting: this backend ignores a new IA32_TSC for the
+        // L2 VM (measured: KVM_SET_MSRS takes it, the TSC reads back unchanged),
+        // so L2's TSC cannot run ahead of L1's. Not interrupt-window exiting: KVM's interrupt
         // window on L2's vCPU is only checked at KVM's own exits, which an
         // emulated L2 may not take while its window is open (measured: no exit
         // across STI and a 64-iteration loop), so it cannot be honoured.
         let procDefault1: UInt32 = 0x0401_e172
         let cr3Exiting: UInt32 = 1 << 15 | 1 << 16
-        let procMay: UInt32 = 1 << 3 | 1 << 7 | 1 << 24 | 1 << 25 | 1 << 28 | 1 << 31
+        let procMay: UInt32 = 1 << 7 | 1 << 24 | 1 << 25 | 1 << 28 | 1 << 31
         let trueProc = controls(mustBe1: procDefault1 & ~cr3Exiting, mayBe1: procMay | (procDefault1 & ~cr3Exiting))
         let proc = controls(mustBe1: procDefault1, mayBe1: procMay)
 
