@@ -6,17 +6,23 @@ import KVM
 /// finds the expired deadline. Used only on the vCPU thread, apart from the
 /// timer's own handler, which touches nothing but the kicker.
 final class HostTimer {
+    private let queue = DispatchQueue(label: "terrapin.host-timer")
     private let source: DispatchSourceTimer
     private var armedDeadline: UInt64?
 
     init(kicker: VCPUKicker) {
-        source = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "terrapin.host-timer"))
+        source = DispatchSource.makeTimerSource(queue: queue)
         source.setEventHandler { kicker.kick() }
         source.schedule(deadline: .distantFuture)
         source.resume()
     }
 
-    deinit { source.cancel() }
+    /// Cancels the timer and waits for a handler already running on its
+    /// queue, so no kick can touch a vCPU's `kvm_run` after its owner frees it.
+    deinit {
+        source.cancel()
+        queue.sync {}
+    }
 
     /// Arms for `deadline` (monotonic ns) unless already armed for it.
     func arm(deadline: UInt64, now: UInt64) {

@@ -108,6 +108,12 @@ public final class Machine {
         }
     }
 
+    /// The host timer goes first: its kicker points into the vCPU's `kvm_run`.
+    deinit {
+        hostTimer = nil
+        l2Machine = nil
+    }
+
     static func readFile(_ path: String) throws(MonitorError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .badImage(path: path, reason: String(cString: strerror(errno))) }

@@ -26,6 +26,21 @@ extension Machine {
                     do {
                         try refreshL2Breakpoints(l2)
                         exit = try l2.vcpu.runOnce()
+                    } catch where error.errno == ENOSPC {
+                        // The L2 VM has no memory slot at all yet (an EPT12 that maps
+                        // nothing L2 touched): KVM cannot start it. That is L2's first
+                        // fetch missing EPT02, handled as such below.
+                        exit = .internalError(InternalErrorExit(suberror: InternalErrorExit.emulation))
+                    } catch where error.errno == EINVAL {
+                        // KVM refused the state L1 loaded (a combination the entry
+                        // checks let through): a VM-entry failure, never a crash.
+                        var note = ExitNote(kind: .failEntry)
+                        note.level = 2
+                        outcome = failEntry(.guestState(check: "KVM refused L2's state (KVM_RUN: EINVAL)", qualification: 0),
+                                            l1: cpuState, note: &note)
+                        activeLevel = 1
+                        if trace != nil { record(note, at: monotonicNanos(), duration: 0) }
+                        continue
                     } catch { throw MonitorError(error) }
                 }
             } else {

@@ -108,6 +108,20 @@ final class NestedTests: XCTestCase {
         XCTAssertTrue(outside.allSatisfy { $0.vmxReason == 48 && $0.handler == .reflected })
     }
 
+    /// Thousands of random guest states on VMLAUNCH: every one ends in an SDM
+    /// outcome and the monitor survives (this found three monitor bugs).
+    func testRandomGuestStatesNeverCrashTheMonitor() throws {
+        for seed in [1, 7] {
+            let trace = Harness.temporaryPath("vmcs-fuzz-\(seed).trc")
+            let r = try Harness.terrapin(["run", Harness.guest("vmcs-fuzz"), "--append", "1500 seed=\(seed)", "--trace", trace])
+            XCTAssertEqual(r.status, 1, "seed \(seed):\n\(r.stdout)")
+            XCTAssertTrue(r.stdout.contains("SUMMARY: 4 tests, 0 failures"), r.stdout)
+            let reader = try TraceReader(path: trace)
+            XCTAssertTrue(reader.finished)
+            XCTAssertGreaterThan(reader.filter { $0.level == 2 && $0.vmxReason == 48 }.count, 100)
+        }
+    }
+
     func testUnbootableOptionsAreUsageErrors() throws {
         let r = try Harness.terrapin(["run", Harness.guest("turtle"), "--memory", "256M", "--append", "ept=off",
                                       "--module", Harness.guest("hello")])

@@ -46,6 +46,9 @@ final class L2Machine {
         vcpu.sync.pointee.events = try vcpu.getEvents()
     }
 
+    /// The timer goes first: its kicker points into the vCPU's `kvm_run`.
+    deinit { preemptionTimer = nil }
+
     /// Drops every EPT02 slot (INVEPT, or a new EPTP).
     func dropAll() throws(KVMError) {
         for s in slots { try vm.setMemoryRegion(slot: s.slot, guestPhysical: s.base, size: 0, host: nil) }

@@ -230,7 +230,11 @@ extension Machine {
         for b in bitmap { key = (key ^ UInt64(b)) &* 0x100_0000_01b3 }       // FNV-1a
         guard key != l2.msrFilterKey else { return }
         l2.msrFilterKey = key
-        guard useBitmaps else { return try l2.vm.setMSRFilter(defaultAllow: false, ranges: []) }
+        guard useBitmaps else {
+            // KVM refuses a deny-everything filter without ranges (EINVAL): give
+            // it one range that denies too.
+            return try l2.vm.setMSRFilter(defaultAllow: false, ranges: [.init(base: 0, reads: true, writes: true, allow: [0])])
+        }
         func allow(_ offset: Int) -> [UInt8] { bitmap[offset..<offset + 1024].map { ~$0 } }
         var readLow = allow(0), writeLow = allow(2048)
         let apicBase = Int(MSRIndex.apicBase)

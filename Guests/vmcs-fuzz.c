@@ -1,0 +1,223 @@
+/*
+ * vmcs-fuzz - an L1 that launches L2 with thousands of random guest states:
+ * a valid baseline (a flat 32-bit guest with paging off, "unrestricted
+ * guest", and an EPT that maps nothing) with a few fields mutated at
+ * random each time. Every VMLAUNCH must end in one of the SDM's outcomes:
+ * VMfailValid (7 or 8), a VM-entry failure exit (33 or 34), or a VM exit
+ * (48: the first fetch of L2 hits the empty EPT; 2: triple fault; ...).
+ * The monitor must never crash or hang, whatever the state.
+ *
+ * usage: vmcs-fuzz [N] [seed=S]    (default N=2000, seed=1)
+ *
+ * Host state is always valid, so each VM exit returns here, right after the
+ * VMLAUNCH (HOST_RIP and HOST_RSP point back into the launching code).
+ */
+#include "guest.h"
+#include "vmx.h"
+
+#define USAGE	"vmcs-fuzz [N] [seed=S]"
+
+static uint8_t vmxon_region[4096] __attribute__((aligned(4096)));
+static uint8_t vmcs[4096] __attribute__((aligned(4096)));
+static uint8_t ept_pml4[4096] __attribute__((aligned(4096)));	/* all not present */
+static uint8_t host_tss[104] __attribute__((aligned(16)));
+static uint64_t host_gdt[8] __attribute__((aligned(16)));
+
+static uint64_t rng = 1;
+static uint64_t next(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+/* The guest-state fields mutated (SDM Appendix B). */
+static const uint32_t guest_fields[] = {
+	0x0800, 0x0802, 0x0804, 0x0806, 0x0808, 0x080a, 0x080c, 0x080e,	/* selectors */
+	0x4800, 0x4802, 0x4804, 0x4806, 0x4808, 0x480a, 0x480c, 0x480e, 0x4810, 0x4812, /* limits */
+	0x4814, 0x4816, 0x4818, 0x481a, 0x481c, 0x481e, 0x4820, 0x4822,	/* access rights */
+	0x4824, 0x4826,							/* interruptibility, activity */
+	0x6800, 0x6802, 0x6804, 0x6806, 0x6808, 0x680a, 0x680c, 0x680e,	/* CR0 CR3 CR4 ES..DS base */
+	0x6810, 0x6812, 0x6814, 0x6816, 0x6818, 0x681a, 0x681c, 0x681e, 0x6820, 0x6822,
+	0x2800, 0x2802, 0x2806,						/* link pointer, DEBUGCTL, EFER */
+	0x4016, 0x4018, 0x401a,						/* entry event injection */
+	0x4012, 0x4000, 0x4002, 0x401e,					/* entry, pin, primary, secondary controls */
+};
+#define NFIELDS (sizeof(guest_fields) / sizeof(guest_fields[0]))
+
+static uint32_t ctl(uint32_t msr, uint32_t want)
+{
+	uint64_t cap = rdmsr(msr);
+	return (want | (uint32_t)cap) & (uint32_t)(cap >> 32);
+}
+
+/* A TSS descriptor for the host: VM entry needs a non-null host TR (27.2.3). */
+static void host_tr_init(void)
+{
+	struct { uint16_t limit; uint64_t base; } __attribute__((packed)) gdtr;
+	__asm__ volatile("sgdt %0" : "=m"(gdtr));
+	memcpy(host_gdt, (void *)gdtr.base, gdtr.limit + 1 < 48 ? gdtr.limit + 1 : 48);
+	uint64_t base = (uint64_t)(uintptr_t)host_tss, limit = sizeof(host_tss) - 1;
+	host_gdt[6] = (limit & 0xffff) | (base & 0xffffff) << 16 | 0x89ull << 40 | ((base >> 24) & 0xff) << 56;
+	host_gdt[7] = base >> 32;
+	gdtr.base = (uint64_t)(uintptr_t)host_gdt;
+	gdtr.limit = sizeof(host_gdt) - 1;
+	__asm__ volatile("lgdt %0; ltr %w1" : : "m"(gdtr), "r"(0x30) : "memory");
+}
+
+static void baseline(void)
+{
+	uint16_t cs, ss;
+	__asm__ volatile("mov %%cs, %0; mov %%ss, %1" : "=r"(cs), "=r"(ss));
+	uint64_t ept = (uint64_t)(uintptr_t)ept_pml4 | 6 | 3 << 3;
+
+	vmwrite(0x4000, ctl(MSR_IA32_VMX_TRUE_PINBASED_CTLS, 1u << 6));		/* preemption timer */
+	vmwrite(0x4002, ctl(MSR_IA32_VMX_TRUE_PROCBASED_CTLS, 1u << 31));
+	vmwrite(0x401e, ctl(MSR_IA32_VMX_PROCBASED_CTLS2, (1u << 1) | (1u << 7)));	/* EPT, unrestricted */
+	vmwrite(0x400c, ctl(MSR_IA32_VMX_TRUE_EXIT_CTLS, 1u << 9));			/* 64-bit host */
+	vmwrite(0x4012, ctl(MSR_IA32_VMX_TRUE_ENTRY_CTLS, 0));
+	vmwrite(0x201a, ept);
+	vmwrite(0x482e, 100000);							/* preemption timer */
+	vmwrite(0x2800, ~0ull);								/* link pointer */
+	/* Host state (SDM 25.5): this code, this stack, these segments. */
+	vmwrite(0x6c00, read_cr0());
+	vmwrite(0x6c02, read_cr3());
+	vmwrite(0x6c04, read_cr4());
+	vmwrite(0x0c02, cs);
+	vmwrite(0x0c00, ss); vmwrite(0x0c04, ss); vmwrite(0x0c06, ss);
+	vmwrite(0x0c08, ss); vmwrite(0x0c0a, ss);
+	vmwrite(0x0c0c, 0x30);
+	vmwrite(0x6c0a, (uint64_t)(uintptr_t)host_tss);
+	vmwrite(0x6c0c, (uint64_t)(uintptr_t)host_gdt);
+	struct { uint16_t limit; uint64_t base; } __attribute__((packed)) idtr;
+	__asm__ volatile("sidt %0" : "=m"(idtr));
+	vmwrite(0x6c0e, idtr.base);
+	vmwrite(0x2c02, rdmsr(0xc0000080));
+	/* Guest state: a flat 32-bit protected-mode guest, paging off. */
+	vmwrite(0x6800, 0x31); vmwrite(0x6802, 0); vmwrite(0x6804, 0);
+	for (int i = 0; i < 6; i++) {
+		uint32_t sel = 0x0800 + 2 * i, lim = 0x4800 + 2 * i, ar = 0x4814 + 2 * i, base = 0x6806 + 2 * i;
+		vmwrite(sel, i == 1 ? 0x10 : 0x18);
+		vmwrite(lim, 0xffffffff);
+		vmwrite(ar, i == 1 ? 0xc09b : 0xc093);
+		vmwrite(base, 0);
+	}
+	vmwrite(0x080c, 0); vmwrite(0x480c, 0); vmwrite(0x4820, 0x10000); vmwrite(0x6812, 0);	/* LDTR unusable */
+	vmwrite(0x080e, 0); vmwrite(0x480e, 0x67); vmwrite(0x4822, 0x8b); vmwrite(0x6814, 0);	/* TR busy TSS */
+	vmwrite(0x6816, 0); vmwrite(0x4810, 0xffff);						/* GDTR */
+	vmwrite(0x6818, 0); vmwrite(0x4812, 0xffff);						/* IDTR */
+	vmwrite(0x681a, 0x400); vmwrite(0x681c, 0); vmwrite(0x681e, 0x100000); vmwrite(0x6820, 2);
+	vmwrite(0x4824, 0); vmwrite(0x4826, 0); vmwrite(0x6822, 0);
+	vmwrite(0x2802, 0); vmwrite(0x2806, 0);
+	vmwrite(0x4016, 0);
+}
+
+static uint64_t mutate(uint64_t old)
+{
+	switch (next() % 5) {
+	case 0: return next();
+	case 1: return old ^ (1ull << (next() % 64));
+	case 2: return old ^ (1ull << (next() % 32));
+	case 3: return next() & 0xffff;
+	default: return 0;
+	}
+}
+
+/* VMCLEAR + VMPTRLD (launch state clear), then VMLAUNCH; returns how it ended. */
+static int launch(uint64_t *reason)
+{
+	uint64_t fl;
+	vmclear((uintptr_t)vmcs);
+	vmptrld((uintptr_t)vmcs);
+	/* VMX switches no GPRs: after an exit they hold what L2 left, so the asm
+	 * saves RBP itself and declares every other one clobbered. */
+	__asm__ volatile(
+		"push %%rbp\n\t"
+		"mov $0x6c16, %%rdx\n\t"		/* HOST_RIP = label 1 */
+		"lea 1f(%%rip), %%rax\n\t"
+		"vmwrite %%rax, %%rdx\n\t"
+		"mov $0x6c14, %%rdx\n\t"		/* HOST_RSP = this stack */
+		"vmwrite %%rsp, %%rdx\n\t"
+		"vmlaunch\n"
+		"1:\tpushfq\n\t"
+		"popq %%rax\n\t"
+		"pop %%rbp\n\t"
+		"mov %%rax, %[fl]"
+		: [fl] "=m"(fl)
+		:
+		: "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "cc", "memory");
+	if (fl & RFLAGS_CF)
+		return VMX_FAIL_INVALID;
+	if (fl & RFLAGS_ZF)
+		return VMX_FAIL_VALID;
+	vmread(VMCS_EXIT_REASON, reason);
+	return VMX_SUCCEED;			/* a VM exit (maybe an entry-failure exit) */
+}
+
+int main(int argc, char **argv)
+{
+	uint64_t n = 2000, seed = 1, counts[4] = { 0 }, reasons[64] = { 0 }, errors[32] = { 0 }, odd = 0;
+	const char *v;
+
+	for (int i = 1; i < argc; i++) {
+		if ((v = arg_value(argv[i], "seed"))) {
+			if (!parse_u64(v, &seed) || seed == 0)
+				return usage(USAGE);
+		} else if (!parse_u64(argv[i], &n)) {
+			return usage(USAGE);
+		}
+	}
+	rng = seed;
+	trap_init();
+	host_tr_init();
+	uint32_t revision = (uint32_t)rdmsr(MSR_IA32_VMX_BASIC) & 0x7fffffffu;
+	*(uint32_t *)vmxon_region = revision;
+	*(uint32_t *)vmcs = revision;
+	write_cr0(read_cr0() | CR0_NE);
+	write_cr4(read_cr4() | CR4_VMXE);
+	report(vmxon((uintptr_t)vmxon_region).outcome == VMX_SUCCEED, "VMXON");
+
+	/* The unmutated baseline enters L2, whose first fetch hits the empty EPT. */
+	uint64_t reason = 0;
+	vmclear((uintptr_t)vmcs);
+	vmptrld((uintptr_t)vmcs);
+	baseline();
+	int first = launch(&reason);
+	report(first == VMX_SUCCEED && reason == 48, "the baseline enters L2 and exits on an EPT violation (reason %llu)",
+	       (unsigned long long)reason);
+
+	printf("vmcs-fuzz: %llu launches, seed %llu\n", (unsigned long long)n, (unsigned long long)seed);
+	for (uint64_t i = 0; i < n; i++) {
+		baseline();
+		for (uint64_t m = 1 + next() % 3; m; m--) {
+			uint32_t f = guest_fields[next() % NFIELDS];
+			uint64_t old = 0;
+			vmread(f, &old);
+			vmwrite(f, mutate(old));
+		}
+		int r = launch(&reason);
+		counts[r]++;
+		if (r == VMX_FAIL_VALID) {
+			uint64_t e = 0;
+			vmread(VMCS_VM_INSTRUCTION_ERROR, &e);
+			errors[e < 32 ? e : 31]++;
+			odd += e != 7 && e != 8;
+		} else if (r == VMX_SUCCEED) {
+			reasons[(reason & 0xffff) < 64 ? (reason & 0xffff) : 63]++;
+		} else {
+			odd++;
+		}
+	}
+	printf("vmcs-fuzz: VMfailValid %llu (error 7: %llu, 8: %llu), VMfailInvalid %llu, VM exits %llu\n",
+	       (unsigned long long)counts[VMX_FAIL_VALID], (unsigned long long)errors[7], (unsigned long long)errors[8],
+	       (unsigned long long)counts[VMX_FAIL_INVALID], (unsigned long long)counts[VMX_SUCCEED]);
+	for (int r = 0; r < 64; r++)
+		if (reasons[r])
+			printf("vmcs-fuzz:   exit reason %d: %llu\n", r, (unsigned long long)reasons[r]);
+	report(odd == 0, "every launch ended in VMfailValid 7/8 or a VM exit (%llu others)", (unsigned long long)odd);
+	report(reasons[33] > 0 && counts[VMX_FAIL_VALID] > 0 && reasons[48] > 0,
+	       "the runs cover entry-failure exits, VMfailValid and real entries");
+	vmxoff();
+	return report_summary();
+}
