@@ -127,16 +127,24 @@ static bool parse_size(const char *s, uint64_t *out)
 	return true;
 }
 
+/* "on" or "off" into *out; false for anything else. */
+static bool parse_on_off(const char *v, bool *out)
+{
+	if (!strcmp(v, "on"))
+		*out = true;
+	else if (!strcmp(v, "off"))
+		*out = false;
+	else
+		return false;
+	return true;
+}
+
 static int parse_args(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
 		const char *v;
 		if ((v = arg_value(argv[i], "ept"))) {
-			if (!strcmp(v, "on"))
-				cfg.ept = true;
-			else if (!strcmp(v, "off"))
-				cfg.ept = false;
-			else
+			if (!parse_on_off(v, &cfg.ept))
 				return usage(USAGE);
 		} else if ((v = arg_value(argv[i], "l2mem"))) {
 			if (!parse_size(v, &cfg.l2mem) || cfg.l2mem < 2 * MIB || cfg.l2mem > 1024 * MIB ||
@@ -159,18 +167,10 @@ static int parse_args(int argc, char **argv)
 			if (!parse_u64(v, &cfg.timer) || cfg.timer > 0xffffffffull)
 				return usage("%s: timer=N needs N from 0 to 2^32-1", USAGE);
 		} else if ((v = arg_value(argv[i], "msrlists"))) {
-			if (!strcmp(v, "on"))
-				cfg.msrlists = true;
-			else if (!strcmp(v, "off"))
-				cfg.msrlists = false;
-			else
+			if (!parse_on_off(v, &cfg.msrlists))
 				return usage(USAGE);
 		} else if ((v = arg_value(argv[i], "prefix"))) {
-			if (!strcmp(v, "on"))
-				cfg.prefix = true;
-			else if (!strcmp(v, "off"))
-				cfg.prefix = false;
-			else
+			if (!parse_on_off(v, &cfg.prefix))
 				return usage(USAGE);
 		} else {
 			return usage(USAGE);
