@@ -19,6 +19,7 @@
  *   preempt=N   VMX-preemption timer with value N, re-armed on each expiry.
  *   exceptions=MASK  exception bitmap: L2's exceptions in MASK exit to turtle,
  *               which logs and re-injects each into L2.
+ *   ad=on       EPT accessed and dirty flags, checked at the end.
  *   timer=N     turtle's own APIC timer, periodic every N bus ticks (ns): its
  *               interrupts arrive while L2 runs, as external-interrupt exits.
  *   msrlists=on IA32_SYSENTER_CS through the VM-entry MSR-load list (into L2)
@@ -31,7 +32,7 @@
  */
 #include "turtle/turtle.h"
 
-#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] (L2 image = module 0)"
+#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] (L2 image = module 0)"
 #define MIB	(1ull << 20)
 
 struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
@@ -166,6 +167,9 @@ static int parse_args(int argc, char **argv)
 		} else if ((v = arg_value(argv[i], "timer"))) {
 			if (!parse_u64(v, &cfg.timer) || cfg.timer > 0xffffffffull)
 				return usage("%s: timer=N needs N from 0 to 2^32-1", USAGE);
+		} else if ((v = arg_value(argv[i], "ad"))) {
+			if (!parse_on_off(v, &cfg.ad))
+				return usage(USAGE);
 		} else if ((v = arg_value(argv[i], "msrlists"))) {
 			if (!parse_on_off(v, &cfg.msrlists))
 				return usage(USAGE);
@@ -338,6 +342,8 @@ int main(int argc, char **argv)
 		}
 	}
 	exit_report();
+	if (cfg.ad)
+		ept_report_ad();
 	if (cfg.msrlists) {
 		report(msr_exit_store[0].value == MSR_LIST_L2_VALUE,
 		       "turtle: the exit MSR-store list holds L2's IA32_SYSENTER_CS 0x%llx (entry list loaded 0x%x)",

@@ -74,8 +74,34 @@ bool ept_build(uint64_t *eptp_out)
 	ept_pml4[0] = (uint64_t)(uintptr_t)ept_pdpt | EPT_RWX;
 
 	*eptp_out = (uint64_t)(uintptr_t)ept_pml4 | mt | ((4 - 1) << 3);
+	if (cfg.ad) {
+		if (!(cap & (1ull << 21))) {
+			fail("EPT: accessed and dirty flags are not supported (EPT_VPID_CAP bit 21)");
+			return false;
+		}
+		*eptp_out |= 1ull << 6;		/* EPTP bit 6: keep A/D flags (25.6.11) */
+	}
 	printf("turtle: EPT maps L2-physical [0, 0x%llx) -> L1-physical 0x%llx with %llu 2 MiB pages, EPTP 0x%llx\n",
 	       (unsigned long long)cfg.l2mem, (unsigned long long)l2_base,
 	       (unsigned long long)(cfg.l2mem >> 21), (unsigned long long)*eptp_out);
 	return true;
+}
+
+/*
+ * With ad=on, what the CPU recorded in the 2 MiB leaves (SDM 29.3.5):
+ * bit 8 accessed, bit 9 dirty. The leaf holding L2's image at 1 MiB was
+ * fetched and written; the last leaf of L2's memory was never touched.
+ */
+void ept_report_ad(void)
+{
+	uint64_t n = cfg.l2mem >> 21, accessed = 0, dirty = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		accessed += (ept_pd[i] >> 8) & 1;
+		dirty += (ept_pd[i] >> 9) & 1;
+	}
+	printf("turtle: EPT A/D: %llu of %llu leaves accessed, %llu dirty\n",
+	       (unsigned long long)accessed, (unsigned long long)n, (unsigned long long)dirty);
+	report((ept_pd[0] & 0x300) == 0x300, "turtle: the leaf holding L2's image is accessed and dirty");
+	report(n < 2 || !(ept_pd[n - 1] & 0x300), "turtle: L2's untouched last leaf is neither accessed nor dirty");
+	report((ept_pdpt[0] & (1ull << 8)) && (ept_pml4[0] & (1ull << 8)), "turtle: the PML4E and PDPTE are accessed");
 }

@@ -215,6 +215,7 @@ struct turtle_config {
 	bool msrlists;			/* exercise the VM-entry/exit MSR lists */
 	uint64_t timer;			/* L1 APIC timer period in bus ticks (0 = off) */
 	uint64_t exceptions;		/* exception bitmap: L2 exceptions to intercept */
+	bool ad;			/* EPT accessed/dirty flags (EPTP bit 6) */
 	uint64_t l2mem;			/* bytes of L2 physical memory */
 	uint64_t preempt;		/* 0 = no preemption timer */
 };
@@ -262,6 +263,7 @@ bool l2_load(const uint8_t *img, uint64_t len, const char *cmdline, struct l2_im
 
 /* ept.c */
 bool ept_build(uint64_t *eptp_out);
+void ept_report_ad(void);
 
 /* vmcs.c */
 extern uint32_t pin_ctl, proc_ctl, sec_ctl, exit_ctl, entry_ctl;	/* as written to the VMCS */

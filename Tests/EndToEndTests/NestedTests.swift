@@ -93,6 +93,17 @@ final class NestedTests: XCTestCase {
                        "the re-injected #UD is not intercepted again")
     }
 
+    func testEPTAccessedAndDirtyFlags() throws {
+        // page-touch writes 64 pages at 4 MiB: the 2 MiB leaves at 0 (its image)
+        // and 4 MiB become accessed and dirty; the others stay clean.
+        let (r, trace) = try turtle("page-touch", "64", turtleArgs: "ad=on")
+        XCTAssertTrue(r.stdout.contains("turtle: EPT A/D: 2 of 8 leaves accessed, 2 dirty"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("PASS: turtle: the leaf holding L2's image is accessed and dirty"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("PASS: turtle: L2's untouched last leaf is neither accessed nor dirty"), r.stdout)
+        // Clean leaves are mapped read-only, so each first write is an EPT02 fault of its own.
+        XCTAssertGreaterThanOrEqual(trace.filter { $0.level == 2 && $0.flags.contains(.unclaimed) && $0.kind == .mmioWrite }.count, 2)
+    }
+
     func testMSRListsOnEntryAndExit() throws {
         let (r, _) = try turtle("pio-storm", "10", turtleArgs: "msrlists=on")
         XCTAssertTrue(r.stdout.contains("PASS: turtle: the exit MSR-store list holds L2's IA32_SYSENTER_CS 0x1234"), r.stdout)

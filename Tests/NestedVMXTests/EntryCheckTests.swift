@@ -245,7 +245,9 @@ final class EntryCheckTests: XCTestCase {
         },
         ctl("27.2.1.1 EPTP page-walk length") { $0[.eptPointer] = EPTPointer(rootAddress: 0x10000, pageWalkLevels: 5).rawValue },
         ctl("27.2.1.1 EPTP page-walk length") { $0[.eptPointer] = EPTPointer(rootAddress: 0x10000, pageWalkLevels: 2).rawValue },
-        ctl("27.2.1.1 EPTP accessed and dirty flags") { $0[.eptPointer] = eptp | 1 << 6 },
+        ctl("27.2.1.1 EPTP accessed and dirty flags") {
+            $0.caps.eptVPIDCap &= ~(1 << 21); $0[.eptPointer] = eptp | 1 << 6    // A/D on a CPU without it
+        },
         ctl("27.2.1.1 EPTP supervisor shadow-stack control") { $0[.eptPointer] = eptp | 1 << 7 },
         ctl("27.2.1.1 EPTP reserved bits") { $0[.eptPointer] = eptp | 1 << 8 },
         ctl("27.2.1.1 EPTP reserved bits") { $0[.eptPointer] = eptp | 1 << 46 },

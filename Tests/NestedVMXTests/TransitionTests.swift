@@ -46,6 +46,32 @@ final class TransitionTests: XCTestCase {
         XCTAssertEqual(walk(0x8000_0000, .init(write: true), m, eptp), .failure(.violation(qualification: 2)))
     }
 
+    /// SDM 29.3.5: with EPTP bit 6, a walk sets A in every entry it used and
+    /// D in the leaf for a write; without it, nothing changes.
+    func testAccessedAndDirtyFlags() throws {
+        let (m, eptp) = makeEPT()
+        let before = m.bytes
+        _ = try EPTWalker.translate(0x1234, access: .init(read: true), eptp: eptp, physicalAddressBits: 46, memory: m,
+                                    setAccessedDirty: true).get()
+        XCTAssertEqual(m.bytes, before, "EPTP bit 6 clear: no flags")
+        let ad = eptp | 1 << 6
+        let read = try EPTWalker.translate(0x1234, access: .init(read: true), eptp: ad, physicalAddressBits: 46, memory: m,
+                                           setAccessedDirty: true).get()
+        XCTAssertFalse(read.dirty)
+        XCTAssertEqual(m.load(UInt64.self, at: 0x10000)! & 0x300, 0x100)        // PML4E: A
+        XCTAssertEqual(m.load(UInt64.self, at: 0x11000)! & 0x300, 0x100)        // PDPTE: A
+        XCTAssertEqual(m.load(UInt64.self, at: 0x12000)! & 0x300, 0x100)        // 2 MiB leaf: A, not D
+        let write = try EPTWalker.translate(0x1234, access: .init(write: true), eptp: ad, physicalAddressBits: 46, memory: m,
+                                            setAccessedDirty: true).get()
+        XCTAssertTrue(write.dirty)
+        XCTAssertEqual(m.load(UInt64.self, at: 0x12000)! & 0x300, 0x300)        // leaf: A and D
+        XCTAssertEqual(m.load(UInt64.self, at: 0x11000)! & 0x200, 0, "D is set in the leaf only")
+        // A violation sets nothing.
+        _ = EPTWalker.translate(0x20_0000, access: .init(write: true), eptp: ad, physicalAddressBits: 46, memory: m,
+                                setAccessedDirty: true)
+        XCTAssertEqual(m.load(UInt64.self, at: 0x13000)! & 0x300, 0)
+    }
+
     func testMisconfigurations() {
         let (m, eptp) = makeEPT()
         _ = m.store(UInt64(0x30_3000) | 2 | 6 << 3, at: 0x13010)       // write without read

@@ -415,7 +415,7 @@ final class VMXInstructionTests: XCTestCase {
         let bad: [(UInt64, String)] = [
             (0x5000 | 3 << 3 | 1, "memory type WC"), (0x5000 | 3 << 3 | 7, "memory type 7"),
             (0x5000 | 4 << 3 | 6, "5-level walk not advertised"), (0x5000 | 0 << 3 | 6, "1-level walk"),
-            (0x5000 | 1 << 6 | 3 << 3 | 6, "A/D not advertised"), (0x5000 | 1 << 7 | 3 << 3 | 6, "bit 7"),
+            (0x5000 | 1 << 7 | 3 << 3 | 6, "bit 7"),
             (0x5000 | 1 << 11 | 3 << 3 | 6, "bit 11"), (1 << 46 | 3 << 3 | 6, "bit 46 = MAXPHYADDR"),
             (1 << 63 | 3 << 3 | 6, "bit 63"),
         ]

@@ -20,7 +20,7 @@ extension Machine {
             return handleMMIO(mmio, on: l2.vcpu, note: &note)
         }
         switch EPTWalker.translate(gpa, access: access, eptp: eptp, physicalAddressBits: vmx.capabilities.physicalAddressBits,
-                                   memory: ram) {
+                                   memory: ram, setAccessedDirty: true) {
         case let .failure(.violation(qualification)):
             guard let state = stateAtFaultingAccess(mmio, gpa: gpa, l2: l2) else {
                 return .unhandledExit("cannot find the L2 store to \(hex(gpa)) that KVM retired")
@@ -39,10 +39,14 @@ extension Machine {
                 m.address = t.physical
                 return handleMMIO(m, on: l2.vcpu, note: &note)
             }
-            if let existing = l2.slot(containing: gpa), existing.readOnly, access.write {
-                return .unhandledExit("EPT12 allows a write that the read-only slot at \(hex(existing.base)) refused")
+            do {
+                // A write EPT12 allows, to a read-only slot: the page was clean
+                // under A/D tracking and is now dirty. Its slot is rebuilt.
+                if let existing = l2.slot(containing: gpa), existing.readOnly, access.write { try l2.unmap(existing) }
+                try mapRun(t, eptp: eptp, l2: l2)
+            } catch {
+                return .unhandledExit("EPT02 slot: \(error)")
             }
-            do { try mapRun(t, eptp: eptp, l2: l2) } catch { return .unhandledExit("EPT02 slot: \(error)") }
             note.flags.insert(.unclaimed)     // an EPT02 fault L0 handled
             note.value = t.physical
             if let m = mmio {
@@ -93,10 +97,15 @@ extension Machine {
     /// Maps the run of EPT12 pages starting at the faulting page that are
     /// contiguous in both address spaces with the same permissions, up to the
     /// next existing slot: a flat mapping costs a handful of slots.
+    ///
+    /// With accessed/dirty flags enabled (SDM 29.3.5) every leaf gets its own
+    /// slot, mapped when L2 first touches it (which sets A), and read-only
+    /// until its first write (which sets D and rebuilds the slot writable).
     func mapRun(_ first: EPTWalker.Translation, eptp: UInt64, l2: L2Machine) throws(KVMError) {
+        let tracking = EPTWalker.accessedDirtyEnabled(eptp)
         var size = first.pageSize
         let limit = l2.slots.map(\.base).filter { $0 > first.pageBase }.min() ?? .max
-        while size < 1 << 30, first.pageBase + size < limit {
+        while !tracking, size < 1 << 30, first.pageBase + size < limit {
             let next = first.pageBase + size
             guard case let .success(t) = EPTWalker.translate(next, access: EPTWalker.Access(read: true), eptp: eptp,
                                                              physicalAddressBits: vmx.capabilities.physicalAddressBits,
@@ -105,7 +114,9 @@ extension Machine {
                   t.frame + t.pageSize <= UInt64(memory.size), next + t.pageSize <= limit else { break }
             size += t.pageSize
         }
-        try l2.map(base: first.pageBase, size: size, l1: first.frame, readOnly: !first.write, memory: memory)
+        let readOnly = !first.write || (tracking && !first.dirty)
+        try l2.map(base: first.pageBase, size: min(size, limit - first.pageBase), l1: first.frame, readOnly: readOnly,
+                   memory: memory)
     }
 }
 

@@ -63,6 +63,12 @@ final class L2Machine {
         nextSlot += 1
     }
 
+    /// Removes one slot.
+    func unmap(_ slot: Slot) throws(KVMError) {
+        try vm.setMemoryRegion(slot: slot.slot, guestPhysical: slot.base, size: 0, host: nil)
+        slots.removeAll { $0.slot == slot.slot }
+    }
+
     func slot(containing address: UInt64) -> Slot? {
         slots.first { address >= $0.base && address - $0.base < $0.size }
     }

@@ -195,7 +195,8 @@ extension Machine {
                                                             state: state, memory: L2PhysicalMemory(machine: self)),
               l2.slot(containing: gpa) == nil,
               case let .success(t) = EPTWalker.translate(gpa, access: EPTWalker.Access(fetch: true), eptp: eptp,
-                                                         physicalAddressBits: vmx.capabilities.physicalAddressBits, memory: ram),
+                                                         physicalAddressBits: vmx.capabilities.physicalAddressBits, memory: ram,
+                                                         setAccessedDirty: true),
               t.physical < UInt64(memory.size) else { return }
         try mapRun(t, eptp: eptp, l2: l2)
     }

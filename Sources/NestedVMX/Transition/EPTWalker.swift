@@ -11,7 +11,13 @@ public enum EPTWalker {
         public var pageSize: UInt64
         /// Effective permissions: the AND over every level.
         public var read: Bool, write: Bool, execute: Bool
+        /// The leaf's dirty flag (bit 9), after this walk set it for a write;
+        /// only meaningful when the EPTP enables accessed and dirty flags.
+        public var dirty: Bool = false
     }
+
+    /// EPTP bit 6: accessed and dirty flags are kept (SDM 25.6.11, 29.3.5).
+    public static func accessedDirtyEnabled(_ eptp: UInt64) -> Bool { eptp & (1 << 6) != 0 }
 
     public enum Failure: Error, Equatable, Sendable {
         /// Not present, or the access is not permitted: an EPT violation
@@ -32,8 +38,12 @@ public enum EPTWalker {
 
     /// Translates `address` for `access` through the EPT rooted at `eptp`.
     /// `physicalAddressBits` is MAXPHYADDR; entries are read from L1 memory.
+    /// With `setAccessedDirty` and A/D enabled in the EPTP, a successful walk
+    /// sets the accessed flag (bit 8) in every entry it used and, for a write,
+    /// the dirty flag (bit 9) in the leaf (SDM 29.3.5).
     public static func translate(_ address: UInt64, access: Access, eptp: UInt64, physicalAddressBits: Int,
-                                 memory: some GuestMemoryAccess) -> Result<Translation, Failure> {
+                                 memory: some GuestMemoryAccess, setAccessedDirty: Bool = false) -> Result<Translation, Failure> {
+        var walked: [(address: UInt64, entry: UInt64)] = []
         let addressMask: UInt64 = ((1 << UInt64(physicalAddressBits)) - 1) & ~UInt64(0xfff)
         let reservedHigh: UInt64 = ~((1 << UInt64(physicalAddressBits)) - 1) & 0x000f_ffff_ffff_ffff
         var table = eptp & addressMask
@@ -43,6 +53,7 @@ public enum EPTWalker {
             let index = (address >> shift) & 0x1ff
             // An entry outside RAM reads as all ones, as unbacked memory does: a misconfiguration.
             let entry = memory.load(UInt64.self, at: table + index * 8) ?? .max
+            walked.append((table + index * 8, entry))
             let r = entry & 1 != 0, w = entry & 2 != 0, x = entry & 4 != 0
             if !r && !w && !x {
                 return .failure(.violation(qualification: qualification(access, read, write, execute, present: false)))
@@ -69,8 +80,18 @@ public enum EPTWalker {
                 guard (!access.read || read) && (!access.write || write) && (!access.fetch || execute) else {
                     return .failure(.violation(qualification: qualification(access, read, write, execute, present: true)))
                 }
+                var dirty = entry & (1 << 9) != 0
+                if setAccessedDirty && accessedDirtyEnabled(eptp) {
+                    for (i, w) in walked.enumerated() {
+                        var updated = w.entry | 1 << 8
+                        if i == walked.count - 1 && access.write { updated |= 1 << 9 }
+                        if updated != w.entry { _ = memory.store(updated, at: w.address) }
+                    }
+                    dirty = dirty || access.write
+                }
                 return .success(Translation(physical: frame | (address & (size - 1)), pageBase: address & ~(size - 1),
-                                            frame: frame, pageSize: size, read: read, write: write, execute: execute))
+                                            frame: frame, pageSize: size, read: read, write: write, execute: execute,
+                                            dirty: dirty))
             }
             table = entry & addressMask
         }

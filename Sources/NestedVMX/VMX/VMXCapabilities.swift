@@ -94,8 +94,9 @@ public struct VMXCapabilities: Equatable, Sendable {
         let cr4Fixed1Value = cr4Fixed1 | 1 << 13
 
         // EPT/VPID (SDM A.10): 4-level walks, UC and WB, 2 MiB and 1 GiB pages,
-        // INVEPT single- and all-context, INVVPID all four types.
-        let ept: UInt64 = 1 << 6 | 1 << 8 | 1 << 14 | 1 << 16 | 1 << 17 | 1 << 20 | 1 << 25 | 1 << 26
+        // INVEPT, accessed and dirty flags (21), INVEPT single- and all-context,
+        // INVVPID all four types.
+        let ept: UInt64 = 1 << 6 | 1 << 8 | 1 << 14 | 1 << 16 | 1 << 17 | 1 << 20 | 1 << 21 | 1 << 25 | 1 << 26
             | 1 << 32 | 1 << 40 | 1 << 41 | 1 << 42 | 1 << 43
 
         return VMXCapabilities(
