@@ -103,4 +103,7 @@ public struct RecordFlags: OptionSet, Hashable, Sendable {
     @inlinable public static var string: RecordFlags { RecordFlags(rawValue: 1 << 1) }
     /// The access failed or faulted (e.g. an MSR access that injected #GP).
     @inlinable public static var faulted: RecordFlags { RecordFlags(rawValue: 1 << 2) }
+    /// An L2 access that missed EPT02 and that L0 resolved itself by mapping
+    /// the EPT12 run behind it (not reflected to L1).
+    @inlinable public static var ept02Fault: RecordFlags { RecordFlags(rawValue: 1 << 3) }
 }

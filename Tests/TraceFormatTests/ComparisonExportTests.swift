@@ -57,6 +57,6 @@ final class ComparisonExportTests: TraceTestCase {
         let o = try? JSONSerialization.jsonObject(with: Data(RecordExport.jsonLine(r, index: 5).utf8)) as? [String: Any]
         XCTAssertEqual(o?["reason"] as? String, "EPT_VIOLATION")
         XCTAssertEqual(o?["flags"] as? [String], ["unclaimed", "faulted"])
-        XCTAssertEqual(RecordExport.flagNames(RecordFlags(rawValue: 0x88)), ["bit3", "bit7"])
+        XCTAssertEqual(RecordExport.flagNames(RecordFlags(rawValue: 0x88)), ["ept02-fault", "bit7"])
     }
 }

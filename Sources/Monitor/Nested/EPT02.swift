@@ -47,7 +47,7 @@ extension Machine {
             } catch {
                 return .unhandledExit("EPT02 slot: \(error)")
             }
-            note.flags.insert(.unclaimed)     // an EPT02 fault L0 handled
+            note.flags.insert(.ept02Fault)
             note.value = t.physical
             if let m = mmio {
                 // Replay the access through the new slot: the MMIO exit already
