@@ -7,8 +7,12 @@ import VMXArch
 /// Running L2: VM entry from VMCS12 into the L2 VM, the exits L2 causes,
 /// and the VM exits L0 reflects to L1 (SDM Vol. 3C chapters 27 and 28).
 extension Machine {
+    // Control bits used here (SDM Vol. 3C 25.6-25.7).
     static let procActivateSecondary: UInt64 = 1 << 31
     static let secondaryEnableEPT: UInt64 = 1 << 1
+    static let pinPreemptionTimer: UInt64 = 1 << 6
+    static let exitAcknowledgeInterrupt: UInt64 = 1 << 15
+    static let exitSavePreemptionTimer: UInt64 = 1 << 22
 
     // MARK: VM entry
 
@@ -72,9 +76,6 @@ extension Machine {
         return nil
     }
 
-    static let pinPreemptionTimer: UInt64 = 1 << 6
-    static let exitAcknowledgeInterrupt: UInt64 = 1 << 15
-
     /// An interrupt of L1's APIC that is due while L2 runs (the timer is
     /// brought up to date first). External-interrupt exiting is always 1
     /// (the capability MSRs require it), so such an interrupt is an exit.
@@ -89,7 +90,6 @@ extension Machine {
         if let deadline = l2.preemptionDeadline, monotonicNanos() >= deadline { return true }
         return pendingL1Interrupt() != nil
     }
-    static let exitSavePreemptionTimer: UInt64 = 1 << 22
 
     /// Starts the VMX-preemption timer (SDM 26.5.1): it counts down at the
     /// TSC rate shifted right by IA32_VMX_MISC[4:0]; a host timer kicks L2's
