@@ -20,6 +20,9 @@
  *   exceptions=MASK  exception bitmap: L2's exceptions in MASK exit to turtle,
  *               which logs and re-injects each into L2.
  *   ad=on       EPT accessed and dirty flags, checked at the end.
+ *   hlt=wait    no HLT exiting: L2's HLT leaves it in the HLT activity state,
+ *               where only turtle's timer (timer=N) brings exits; turtle stops
+ *               after 5 of them, since it has no interrupt to give L2.
  *   timer=N     turtle's own APIC timer, periodic every N bus ticks (ns): its
  *               interrupts arrive while L2 runs, as external-interrupt exits.
  *   msrlists=on IA32_SYSENTER_CS through the VM-entry MSR-load list (into L2)
@@ -32,7 +35,7 @@
  */
 #include "turtle/turtle.h"
 
-#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] (L2 image = module 0)"
+#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] (L2 image = module 0)"
 #define MIB	(1ull << 20)
 
 struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
@@ -167,6 +170,13 @@ static int parse_args(int argc, char **argv)
 		} else if ((v = arg_value(argv[i], "timer"))) {
 			if (!parse_u64(v, &cfg.timer) || cfg.timer > 0xffffffffull)
 				return usage("%s: timer=N needs N from 0 to 2^32-1", USAGE);
+		} else if ((v = arg_value(argv[i], "hlt"))) {
+			if (!strcmp(v, "exit"))
+				cfg.hlt_wait = false;
+			else if (!strcmp(v, "wait"))
+				cfg.hlt_wait = true;
+			else
+				return usage(USAGE);
 		} else if ((v = arg_value(argv[i], "ad"))) {
 			if (!parse_on_off(v, &cfg.ad))
 				return usage(USAGE);

@@ -27,7 +27,7 @@ uint32_t l2_status;
 
 const char *stop_why = "";
 static uint64_t hc_print, hc_nop, hc_unknown, port80_outs, mmio_reads, mmio_writes, preempt_exits;
-static uint64_t timer_exits, bad_interrupts, exception_exits;
+static uint64_t timer_exits, bad_interrupts, exception_exits, halted_wakeups;
 static uint64_t mmio_last_gpa, mmio_last_value;
 static bool l2_line_start = true;
 
@@ -450,6 +450,12 @@ int turtle_handle_exit(void)
 		else
 			bad_interrupts++;
 		apic_eoi();
+		if (vmr(GUEST_ACTIVITY_STATE) == 1 && ++halted_wakeups == 5) {
+			/* SDM 25.4.2: L2 sleeps in the HLT state; turtle has nothing to inject. */
+			printf("turtle: L2 is in the HLT activity state at RIP 0x%llx; %llu timer exits reached it there\n",
+			       (unsigned long long)vmr(GUEST_RIP), (unsigned long long)halted_wakeups);
+			return stop("L2 halted and turtle has no interrupt for it");
+		}
 		return 0;
 	}
 	case EXIT_REASON_PREEMPTION_TIMER:

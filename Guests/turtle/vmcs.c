@@ -215,7 +215,7 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	/* ---- Controls (SDM 25.6-25.8) ---- */
 	pin_ctl = control("pin-based", truectl ? MSR_IA32_VMX_TRUE_PINBASED_CTLS : MSR_IA32_VMX_PINBASED_CTLS,
 			  cfg.preempt ? PIN_PREEMPTION_TIMER : 0, 0);
-	uint32_t proc_want = PROC_HLT_EXITING | PROC_MSR_BITMAPS | PROC_SECONDARY |
+	uint32_t proc_want = (cfg.hlt_wait ? 0 : PROC_HLT_EXITING) | PROC_MSR_BITMAPS | PROC_SECONDARY |
 			     (cfg.io_all ? PROC_UNCOND_IO : PROC_IO_BITMAPS);
 	proc_ctl = control("primary", truectl ? MSR_IA32_VMX_TRUE_PROCBASED_CTLS : MSR_IA32_VMX_PROCBASED_CTLS,
 			   proc_want, 0);

@@ -104,6 +104,19 @@ final class NestedTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(trace.filter { $0.level == 2 && $0.flags.contains(.ept02Fault) && $0.kind == .mmioWrite }.count, 2)
     }
 
+    func testL2HaltedWithoutHLTExitingWaitsForL1sInterrupts() throws {
+        // Without HLT exiting, L2's STI; HLT leaves it in the HLT activity state:
+        // only turtle's timer brings exits, each saving activity state 1.
+        let trace = Harness.temporaryPath("turtle-hlt-wait.trc")
+        let r = try Harness.terrapin(["run", Harness.guest("turtle"), "--memory", "256M", "--trace", trace,
+                                      "--append", "hlt=wait timer=5000000", "--module", "\(Harness.guest("fault")) idle"])
+        XCTAssertEqual(r.status, 7, r.stdout + r.stderr)      // L2 never finishes: turtle's panic value 3
+        XCTAssertTrue(r.stdout.contains("turtle: L2 is in the HLT activity state"), r.stdout)
+        let reader = try TraceReader(path: trace)
+        XCTAssertTrue(reader.contains { $0.level == 2 && $0.kind == .hlt && $0.handler == .l0 })
+        XCTAssertGreaterThanOrEqual(reader.filter { $0.level == 2 && $0.vmxReason == 1 }.count, 5)
+    }
+
     func testMSRListsOnEntryAndExit() throws {
         let (r, _) = try turtle("pio-storm", "10", turtleArgs: "msrlists=on")
         XCTAssertTrue(r.stdout.contains("PASS: turtle: the exit MSR-store list holds L2's IA32_SYSENTER_CS 0x1234"), r.stdout)

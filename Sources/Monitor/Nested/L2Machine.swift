@@ -21,6 +21,10 @@ final class L2Machine {
     var watchedExceptionBitmap: UInt64 = 0
     /// An exception L1 injected at VM entry: its delivery is not intercepted.
     var injectedVector: Int?
+    /// L2 is in the HLT activity state (SDM 25.4.2): it executed HLT without
+    /// HLT exiting, or L1 entered it with activity state 1. It runs again only
+    /// after an event; meanwhile L1's interrupts exit to L1.
+    var halted = false
     /// What the MSR filter was last built from (bitmap use and contents).
     var msrFilterKey: UInt64?
     /// The VMX-preemption timer (SDM 26.5.1): the monotonic deadline while

@@ -39,6 +39,8 @@ extension Machine {
             l2.vcpu.markDirty([.regs, .sregs, .events])
             try mapCodePage(of: state, l2: l2, vmcs: vmcs)
             try armPreemptionTimer(l2, vmcs: vmcs)
+            // Activity state HLT (1) stays halted unless the entry injects an event.
+            l2.halted = vmcs.read(.guestActivityState) == 1 && entryEvent & (1 << 31) == 0
         } catch {
             return .unhandledExit("setting up the L2 VM: \(error)")
         }
@@ -85,9 +87,14 @@ extension Machine {
     }
 
     /// True when L2 must leave before it runs again: its preemption timer
-    /// expired, or L1 has an interrupt.
+    /// expired, L1 has an interrupt, or L2 is halted. A halted L2 skips idle
+    /// time as L1 does: L1's armed APIC timer fires at once.
     func l2ExitIsDue(_ l2: L2Machine) -> Bool {
         if let deadline = l2.preemptionDeadline, monotonicNanos() >= deadline { return true }
+        if l2.halted {
+            if pendingL1Interrupt() == nil, apic.timerDeadline != nil { apic.fireTimer(at: monotonicNanos()) }
+            return true
+        }
         return pendingL1Interrupt() != nil
     }
 
@@ -287,7 +294,9 @@ extension Machine {
                 state.rip &-= 1                              // KVM reports HLT retired
                 return reflect(NestedExit(reason: .hlt, instructionLength: 1), state: state, note: &note)
             }
-            return .deadHalt(reason: "L2 halted and L0 has no interrupt to wake it (HLT exiting is off)")
+            // No HLT exiting: L2 enters the HLT activity state, RIP past the HLT.
+            l2.halted = true
+            return nil
         case .shutdown:
             note.kind = .shutdown
             return reflect(NestedExit(reason: .tripleFault), state: l2State, note: &note)
@@ -351,6 +360,14 @@ extension Machine {
                 }
                 note.value = UInt64(vector)
                 return reflect(exit, state: l2State, note: &note)
+            }
+            if l2.halted, l2.preemptionDeadline != nil {
+                // The preemption timer counts in the HLT state too: skip to it.
+                completePending(l2)
+                return reflect(NestedExit(reason: .preemptionTimerExpired), state: l2State, note: &note)
+            }
+            if l2.halted {
+                return .deadHalt(reason: "L2 halted (HLT activity state) and nothing can wake it: L1 has no interrupt or timer")
             }
             return nil
         case .irqWindowOpen:
@@ -488,7 +505,10 @@ extension Machine {
     /// VM entry.
     func reflect(_ exit: NestedExit, state: CPUState, note: inout ExitNote) -> RunOutcome? {
         guard var vmcs = vmx.current else { return .unhandledExit("VM exit without a current VMCS") }
-        if let l2 = l2Machine { stopPreemptionTimer(l2, into: &vmcs) }
+        if let l2 = l2Machine {
+            stopPreemptionTimer(l2, into: &vmcs)
+            vmcs.write(.guestActivityState, l2.halted ? 1 : 0)      // 28.3.4: HLT or active
+        }
         StateTransfer.saveGuestState(state, into: &vmcs)
         StateTransfer.recordExit(exit, into: &vmcs)
         // 28.4: the VM-exit MSR-store list takes L2's values.
