@@ -26,7 +26,8 @@
  *   timer=N     turtle's own APIC timer, periodic every N bus ticks (ns): its
  *               interrupts arrive while L2 runs, as external-interrupt exits.
  *   msrlists=on IA32_SYSENTER_CS through the VM-entry MSR-load list (into L2)
- *               and the VM-exit MSR-store and MSR-load lists, checked at the end.
+ *               and the VM-exit MSR-store and MSR-load lists, checked at the end,
+ *               with the SYSENTER MSRs of the guest- and host-state areas.
  *   prefix=off  do not prefix L2's output lines with "[L2] ".
  *
  * turtle exits with L2's own exit value (what L2 wrote to port 0xf4 or
@@ -361,6 +362,16 @@ int main(int argc, char **argv)
 		report(rdmsr(MSR_LIST_MSR) == MSR_LIST_L1_VALUE,
 		       "turtle: the exit MSR-load list set L1's IA32_SYSENTER_CS to 0x%llx (wanted 0x%x)",
 		       (unsigned long long)rdmsr(MSR_LIST_MSR), MSR_LIST_L1_VALUE);
+		/* The SYSENTER MSRs travel with the guest- and host-state areas too. */
+		report(msr_exit_store[1].value == GUEST_SYSENTER_ESP_VALUE,
+		       "turtle: L2 ran with the guest-state IA32_SYSENTER_ESP 0x%llx (wanted 0x%x, SDM 27.3.2.1)",
+		       (unsigned long long)msr_exit_store[1].value, GUEST_SYSENTER_ESP_VALUE);
+		report(vmr(GUEST_SYSENTER_CS) == MSR_LIST_L2_VALUE,
+		       "turtle: the exit saved L2's IA32_SYSENTER_CS 0x%llx into the guest-state area (SDM 28.3.3)",
+		       (unsigned long long)vmr(GUEST_SYSENTER_CS));
+		report(rdmsr(MSR_SYSENTER_EIP) == HOST_SYSENTER_EIP_VALUE,
+		       "turtle: the exit loaded L1's IA32_SYSENTER_EIP 0x%llx from the host-state area (SDM 28.5.1)",
+		       (unsigned long long)rdmsr(MSR_SYSENTER_EIP));
 	}
 	if (l2_finished)
 		printf("turtle: L2 finished with exit value %u\n", l2_status);

@@ -294,6 +294,10 @@ struct msr_entry {
 #define MSR_LIST_MSR		0x174u		/* IA32_SYSENTER_CS */
 #define MSR_LIST_L2_VALUE	0x1234u		/* loaded into L2 at entry */
 #define MSR_LIST_L1_VALUE	0x5678u		/* loaded into L1 at exit */
-extern struct msr_entry msr_entry_load[1], msr_exit_store[1], msr_exit_load[1];
+#define MSR_SYSENTER_ESP	0x175u
+#define MSR_SYSENTER_EIP	0x176u
+#define GUEST_SYSENTER_ESP_VALUE 0x5e5e000u	/* guest-state field, loaded into L2 */
+#define HOST_SYSENTER_EIP_VALUE	0xfeed000u	/* host-state field, loaded into L1 */
+extern struct msr_entry msr_entry_load[1], msr_exit_store[2], msr_exit_load[1];
 
 #endif

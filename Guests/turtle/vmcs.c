@@ -8,7 +8,7 @@
  */
 #include "turtle.h"
 
-struct msr_entry msr_entry_load[1], msr_exit_store[1], msr_exit_load[1];
+struct msr_entry msr_entry_load[1], msr_exit_store[2], msr_exit_load[1];
 
 #define CR0_PE		(1ull << 0)
 #define CR0_ET		(1ull << 4)
@@ -277,11 +277,12 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	if (cfg.msrlists) {
 		msr_entry_load[0] = (struct msr_entry){ MSR_LIST_MSR, 0, MSR_LIST_L2_VALUE };
 		msr_exit_store[0] = (struct msr_entry){ MSR_LIST_MSR, 0, 0 };
+		msr_exit_store[1] = (struct msr_entry){ MSR_SYSENTER_ESP, 0, 0 };
 		msr_exit_load[0] = (struct msr_entry){ MSR_LIST_MSR, 0, MSR_LIST_L1_VALUE };
 		VMW(ENTRY_MSR_LOAD_ADDR, (uintptr_t)msr_entry_load);
 		VMW(ENTRY_MSR_LOAD_COUNT, 1);
 		VMW(EXIT_MSR_STORE_ADDR, (uintptr_t)msr_exit_store);
-		VMW(EXIT_MSR_STORE_COUNT, 1);
+		VMW(EXIT_MSR_STORE_COUNT, 2);
 		VMW(EXIT_MSR_LOAD_ADDR, (uintptr_t)msr_exit_load);
 		VMW(EXIT_MSR_LOAD_COUNT, 1);
 	}
@@ -310,7 +311,7 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	VMW(HOST_IDTR_BASE, idtr.base);
 	VMW(HOST_SYSENTER_CS, 0);
 	VMW(HOST_SYSENTER_ESP, 0);
-	VMW(HOST_SYSENTER_EIP, 0);
+	VMW(HOST_SYSENTER_EIP, cfg.msrlists ? HOST_SYSENTER_EIP_VALUE : 0);
 	VMW(HOST_RSP, (uintptr_t)turtle_exit_stack_top);
 	VMW(HOST_RIP, (uintptr_t)turtle_vmexit);
 	if (exit_ctl & EXIT_LOAD_EFER)
@@ -364,7 +365,7 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	VMW(GUEST_IDTR_LIMIT, 0xffff);
 
 	VMW(GUEST_SYSENTER_CS, 0);
-	VMW(GUEST_SYSENTER_ESP, 0);
+	VMW(GUEST_SYSENTER_ESP, cfg.msrlists ? GUEST_SYSENTER_ESP_VALUE : 0);
 	VMW(GUEST_SYSENTER_EIP, 0);
 	VMW(GUEST_ACTIVITY_STATE, 0);	/* active */
 	VMW(GUEST_INTERRUPTIBILITY, 0);

@@ -121,6 +121,11 @@ final class NestedTests: XCTestCase {
         let (r, _) = try turtle("pio-storm", "10", turtleArgs: "msrlists=on")
         XCTAssertTrue(r.stdout.contains("PASS: turtle: the exit MSR-store list holds L2's IA32_SYSENTER_CS 0x1234"), r.stdout)
         XCTAssertTrue(r.stdout.contains("PASS: turtle: the exit MSR-load list set L1's IA32_SYSENTER_CS to 0x5678"), r.stdout)
+        // The SYSENTER MSRs of the guest- and host-state areas (27.3.2.1, 28.3.3, 28.5.1).
+        XCTAssertTrue(r.stdout.contains("PASS: turtle: L2 ran with the guest-state IA32_SYSENTER_ESP 0x5e5e000"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("PASS: turtle: the exit saved L2's IA32_SYSENTER_CS 0x1234"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("PASS: turtle: the exit loaded L1's IA32_SYSENTER_EIP 0xfeed000"), r.stdout)
+        XCTAssertFalse(r.stdout.contains("FAIL:"), r.stdout)
     }
 
     func testL2OutsideItsEPTNeverReachesL1Memory() throws {

@@ -103,6 +103,8 @@ final class TransitionTests: XCTestCase {
         XCTAssertTrue(ExitRouting.wantsIO(port: 0xfffe, size: 4, vmcs: vmcs, memory: m))   // wraps
         XCTAssertEqual(ExitRouting.ioQualification(port: 0x3f8, size: 1, input: false, string: false, rep: false), 0x3f8_0000)
         XCTAssertEqual(ExitRouting.ioQualification(port: 0x60, size: 4, input: true, string: true, rep: true), 0x60_003b)
+        XCTAssertEqual(ExitRouting.ioQualification(port: 0x80, size: 1, input: false, string: false, rep: false, immediate: true),
+                       0x80_0040)
     }
 
     func testMSRBitmaps() {

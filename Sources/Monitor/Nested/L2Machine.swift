@@ -25,6 +25,9 @@ final class L2Machine {
     /// HLT exiting, or L1 entered it with activity state 1. It runs again only
     /// after an event; meanwhile L1's interrupts exit to L1.
     var halted = false
+    /// The MSR-held guest state last written to L2's vCPU (SYSENTER, PAT,
+    /// DEBUGCTL), so an entry writes it again only when it changed.
+    var loadedMSRs: [UInt32: UInt64] = [:]
     /// What the MSR filter was last built from (bitmap use and contents).
     var msrFilterKey: UInt64?
     /// The VMX-preemption timer (SDM 26.5.1): the monotonic deadline while

@@ -37,6 +37,7 @@ extension Machine {
             l2.injectedVector = entryEvent & (1 << 31) != 0 ? Int(entryEvent & 0xff) : nil
             l2.vcpu.sync.pointee.events = events
             l2.vcpu.markDirty([.regs, .sregs, .events])
+            loadGuestMSRs(l2, vmcs: vmcs)
             try mapCodePage(of: state, l2: l2, vmcs: vmcs)
             try armPreemptionTimer(l2, vmcs: vmcs)
             // Activity state HLT (1) stays halted unless the entry injects an event.
@@ -49,6 +50,7 @@ extension Machine {
         if let l2 = l2Machine, let list = msrList(at: vmcs.read(.entryMSRLoadAddress) ?? 0, count: vmcs.read(.entryMSRLoadCount) ?? 0),
            !list.isEmpty {
             let loaded = l2.vcpu.setMSRs(list)
+            for (index, _) in list { l2.loadedMSRs[index] = nil }  // the cache no longer knows them
             if loaded < list.count { return failEntry(.msrLoad(index: loaded + 1), l1: cpuState, note: &note) }
         }
         if launch { vmcs.launched = true }
@@ -129,6 +131,63 @@ extension Machine {
             let now = monotonicNanos()
             let left = deadline > now ? Double(deadline - now) / l2.preemptionTickNanos : 0
             vmcs.write(.guestVMXPreemptionTimerValue, UInt64(left))
+        }
+    }
+
+    // MARK: Guest state that KVM keeps in MSRs
+
+    static let sysenterCS: UInt32 = 0x174, sysenterESP: UInt32 = 0x175, sysenterEIP: UInt32 = 0x176
+    static let pat: UInt32 = 0x277, debugctl: UInt32 = 0x1d9
+    static let entryLoadDebugControls: UInt64 = 1 << 2, entryLoadPAT: UInt64 = 1 << 14
+    static let exitSaveDebugControls: UInt64 = 1 << 2, exitSavePAT: UInt64 = 1 << 18, exitLoadPAT: UInt64 = 1 << 19
+
+    /// The SYSENTER MSRs always, PAT and DEBUGCTL when the entry controls ask
+    /// (SDM 27.3.2.1), into L2's vCPU; only values that changed are written.
+    func loadGuestMSRs(_ l2: L2Machine, vmcs: VMCS12) {
+        let entry = vmcs.read(.entryControls) ?? 0
+        var wanted: [(index: UInt32, value: UInt64)] = [
+            (Self.sysenterCS, vmcs.read(.guestIA32SysenterCS) ?? 0),
+            (Self.sysenterESP, vmcs.read(.guestIA32SysenterESP) ?? 0),
+            (Self.sysenterEIP, vmcs.read(.guestIA32SysenterEIP) ?? 0),
+        ]
+        if entry & Self.entryLoadPAT != 0 { wanted.append((Self.pat, vmcs.read(.guestIA32PAT) ?? 0)) }
+        if entry & Self.entryLoadDebugControls != 0 { wanted.append((Self.debugctl, vmcs.read(.guestIA32Debugctl) ?? 0)) }
+        let changed = wanted.filter { l2.loadedMSRs[$0.index] != $0.value }
+        guard !changed.isEmpty else { return }
+        // KVM stops at an MSR it refuses (DEBUGCTL bits this host lacks): the
+        // rest are written one by one so each is applied if it can be.
+        for pair in changed where l2.vcpu.setMSRs([pair]) == 1 { l2.loadedMSRs[pair.index] = pair.value }
+    }
+
+    /// Saves them back at VM exit (SDM 28.3.3): SYSENTER always, PAT and
+    /// DEBUGCTL when the exit controls ask.
+    func saveGuestMSRs(_ l2: L2Machine, into vmcs: inout VMCS12) {
+        let exit = vmcs.read(.exitControls) ?? 0
+        var fields: [(index: UInt32, field: VMCSField)] = [
+            (Self.sysenterCS, .guestIA32SysenterCS), (Self.sysenterESP, .guestIA32SysenterESP),
+            (Self.sysenterEIP, .guestIA32SysenterEIP),
+        ]
+        if exit & Self.exitSavePAT != 0 { fields.append((Self.pat, .guestIA32PAT)) }
+        if exit & Self.exitSaveDebugControls != 0 { fields.append((Self.debugctl, .guestIA32Debugctl)) }
+        for (f, value) in zip(fields, l2.vcpu.getMSRs(fields.map(\.index))) {
+            guard let value else { continue }
+            vmcs.write(f.field, value)
+            l2.loadedMSRs[f.index] = value
+        }
+    }
+
+    /// L1's host SYSENTER MSRs, and PAT when "load IA32_PAT" is set; DEBUGCTL
+    /// is cleared (SDM 28.5.1).
+    func loadHostMSRs(_ vmcs: VMCS12) {
+        var pairs: [(index: UInt32, value: UInt64)] = [
+            (Self.sysenterCS, vmcs.read(.hostIA32SysenterCS) ?? 0),
+            (Self.sysenterESP, vmcs.read(.hostIA32SysenterESP) ?? 0),
+            (Self.sysenterEIP, vmcs.read(.hostIA32SysenterEIP) ?? 0),
+            (Self.debugctl, 0),
+        ]
+        if (vmcs.read(.exitControls) ?? 0) & Self.exitLoadPAT != 0 { pairs.append((Self.pat, vmcs.read(.hostIA32PAT) ?? 0)) }
+        if vcpu.setMSRs(pairs) < pairs.count {
+            for pair in pairs { _ = vcpu.setMSRs([pair]) }        // apply what KVM accepts
         }
     }
 
@@ -466,9 +525,30 @@ extension Machine {
             length = outLength(io, endingAt: before)               // an OUT: KVM retired it already
         }
         state.rip = state.rip &- UInt64(length)
+        let (string, rep, immediate) = ioEncoding(at: state, length: length)
         let q = ExitRouting.ioQualification(port: io.port, size: Int(io.size), input: io.direction == .input,
-                                            string: io.count > 1, rep: false)
+                                            string: string || io.count > 1, rep: rep, immediate: immediate)
         return reflect(NestedExit(reason: .ioInstruction, qualification: q, instructionLength: length), state: state, note: &note)
+    }
+
+    /// How the I/O instruction at L2's RIP is encoded (SDM Vol. 2B "IN",
+    /// "OUT", "INS", "OUTS"): string forms 6C-6F, a REP (F3) prefix, and
+    /// the immediate-port forms E4-E7 (Table 28-5 bits 4, 5 and 6).
+    func ioEncoding(at state: CPUState, length: Int) -> (string: Bool, rep: Bool, immediate: Bool) {
+        guard case let .success(bytes) = PageWalker.readLinear(state.cs.base &+ state.rip, count: max(1, length),
+                                                               access: MemoryAccess(), state: state,
+                                                               memory: L2PhysicalMemory(machine: self)) else { return (false, false, false) }
+        var rep = false
+        for b in bytes {
+            switch b {
+            case 0xf3, 0xf2: rep = true
+            case 0x66, 0x67, 0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x40...0x4f: continue
+            case 0x6c...0x6f: return (true, rep, false)
+            case 0xe4...0xe7: return (false, false, true)
+            default: return (false, false, false)
+            }
+        }
+        return (false, false, false)
     }
 
     /// The length of the OUT that ends at L2's RIP, from the encodings that
@@ -508,6 +588,7 @@ extension Machine {
         if let l2 = l2Machine {
             stopPreemptionTimer(l2, into: &vmcs)
             vmcs.write(.guestActivityState, l2.halted ? 1 : 0)      // 28.3.4: HLT or active
+            saveGuestMSRs(l2, into: &vmcs)
         }
         StateTransfer.saveGuestState(state, into: &vmcs)
         StateTransfer.recordExit(exit, into: &vmcs)
@@ -519,6 +600,7 @@ extension Machine {
                 _ = ram.store(value, at: address + 16 * UInt64(i) + 8)
             }
         }
+        loadHostMSRs(vmcs)                                          // 28.5.1, before the list (28.6)
         // 28.6: the VM-exit MSR-load list, into L1 (MSRs L0 emulates go to L0).
         if let list = msrList(at: vmcs.read(.exitMSRLoadAddress) ?? 0, count: vmcs.read(.exitMSRLoadCount) ?? 0) {
             for (index, value) in list where readMSR(index) != nil || index == MSRIndex.featureControl {

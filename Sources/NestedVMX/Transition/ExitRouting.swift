@@ -63,8 +63,12 @@ public enum ExitRouting {
         return byte & (1 << (bit % 8)) != 0
     }
 
-    /// The exit qualification of an I/O instruction (SDM 28.2.1, Table 28-5).
-    public static func ioQualification(port: UInt16, size: Int, input: Bool, string: Bool, rep: Bool) -> UInt64 {
-        UInt64(max(size, 1) - 1) | (input ? 1 << 3 : 0) | (string ? 1 << 4 : 0) | (rep ? 1 << 5 : 0) | UInt64(port) << 16
+    /// The exit qualification of an I/O instruction (SDM 28.2.1, Table 28-5):
+    /// size - 1, direction (1 = IN), string, REP, operand encoding (1 = the
+    /// port is an immediate), port.
+    public static func ioQualification(port: UInt16, size: Int, input: Bool, string: Bool, rep: Bool,
+                                       immediate: Bool = false) -> UInt64 {
+        UInt64(max(size, 1) - 1) | (input ? 1 << 3 : 0) | (string ? 1 << 4 : 0) | (rep ? 1 << 5 : 0)
+            | (immediate ? 1 << 6 : 0) | UInt64(port) << 16
     }
 }
