@@ -27,7 +27,7 @@ uint32_t l2_status;
 
 const char *stop_why = "";
 static uint64_t hc_print, hc_nop, hc_unknown, port80_outs, mmio_reads, mmio_writes, preempt_exits;
-static uint64_t timer_exits, bad_interrupts, exception_exits, halted_wakeups;
+static uint64_t timer_exits, bad_interrupts, exception_exits, halted_wakeups, vectored_exits;
 static uint64_t mmio_last_gpa, mmio_last_value;
 static bool l2_line_start = true;
 
@@ -419,6 +419,20 @@ int turtle_handle_exit(void)
 		return stop("VM-entry failure");
 	}
 
+	/* An exit during event delivery (SDM 28.2.4): the event was not
+	 * delivered, so inject it again at the next entry, as KVM does. A
+	 * handler below that injects its own event replaces it. */
+	uint64_t vectoring = vmr(IDT_VECTORING_INFO);
+	if ((vectoring & (1u << 31)) && basic != EXIT_REASON_EPT_VIOLATION) {
+		uint32_t type = (vectoring >> 8) & 7;
+		vectored_exits++;
+		VMW(ENTRY_INTR_INFO, vectoring & ((1u << 31) | (1u << 11) | (7u << 8) | 0xff));
+		if (vectoring & (1u << 11))
+			VMW(ENTRY_EXCEPTION_ERRCODE, vmr(IDT_VECTORING_ERRCODE));
+		if (type == 4 || type == 5 || type == 6)
+			VMW(ENTRY_INSTRUCTION_LEN, vmr(EXIT_INSTRUCTION_LEN));
+	}
+
 	switch (basic) {
 	case EXIT_REASON_IO:
 		return handle_io();
@@ -517,4 +531,7 @@ void exit_report(void)
 	printf("; preemption-timer exits %llu; timer interrupts %llu (unexpected %llu); exceptions %llu\n",
 	       (unsigned long long)preempt_exits, (unsigned long long)timer_exits,
 	       (unsigned long long)bad_interrupts, (unsigned long long)exception_exits);
+	if (vectored_exits)
+		printf("turtle: exits during event delivery, event re-injected: %llu\n",
+		       (unsigned long long)vectored_exits);
 }

@@ -103,6 +103,9 @@ public struct CPUState: Equatable, Sendable {
     /// Interruptibility: blocking by STI and by MOV SS / POP SS (SDM Vol. 3C 25.4.2).
     public var blockingBySTI = false
     public var blockingByMovSS = false
+    /// An event whose delivery was under way when the vCPU stopped (KVM's
+    /// "injected" event): it goes into the IDT-vectoring fields at a VM exit.
+    public var eventInDelivery: DeliveredEvent?
 
     public init() {}
 
@@ -140,5 +143,28 @@ extension CPUState {
             case .ds: ds = newValue; case .fs: fs = newValue; case .gs: gs = newValue
             }
         }
+    }
+}
+
+/// An event being delivered through the IDT, in the terms of the
+/// IDT-vectoring information field (SDM Vol. 3C 25.9.3, Table 25-19).
+public struct DeliveredEvent: Equatable, Sendable {
+    /// Bits 10:8 of the interruption-information formats.
+    public enum Kind: UInt32, Sendable {
+        case externalInterrupt = 0, nmi = 2, hardwareException = 3, softwareInterrupt = 4
+        case privilegedSoftwareException = 5, softwareException = 6
+    }
+    public var kind: Kind
+    public var vector: UInt8
+    public var errorCode: UInt32?
+
+    public init(kind: Kind, vector: UInt8, errorCode: UInt32? = nil) {
+        self.kind = kind; self.vector = vector; self.errorCode = errorCode
+    }
+
+    /// The IDT-vectoring information field: vector, type, bit 11 when an
+    /// error code is delivered, and bit 31 (valid).
+    public var vectoringInformation: UInt32 {
+        UInt32(vector) | kind.rawValue << 8 | (errorCode != nil ? 1 << 11 : 0) | 1 << 31
     }
 }

@@ -177,5 +177,23 @@ final class TransitionTests: XCTestCase {
         XCTAssertEqual(vmcs.read(.exitReason), 48)
         XCTAssertEqual(vmcs.read(.exitQualification), 0x182)
         XCTAssertEqual(vmcs.read(.guestPhysicalAddress), 0xd000_0000)
+        XCTAssertEqual(vmcs.read(.idtVectoringInfo), 0, "no event in delivery: bit 31 clear")
+    }
+
+    func testExitDuringEventDeliveryRecordsTheEvent() {
+        // SDM 25.9.3: vector 7:0, type 10:8, error code valid 11, valid 31.
+        XCTAssertEqual(DeliveredEvent(kind: .hardwareException, vector: 14, errorCode: 2).vectoringInformation, 0x8000_0b0e)
+        XCTAssertEqual(DeliveredEvent(kind: .externalInterrupt, vector: 0x30).vectoringInformation, 0x8000_0030)
+        XCTAssertEqual(DeliveredEvent(kind: .softwareInterrupt, vector: 0x80).vectoringInformation, 0x8000_0480)
+        XCTAssertEqual(DeliveredEvent(kind: .softwareException, vector: 3).vectoringInformation, 0x8000_0603)
+        XCTAssertEqual(DeliveredEvent(kind: .nmi, vector: 2).vectoringInformation, 0x8000_0202)
+
+        var vmcs = VMCS12(address: 0)
+        vmcs.write(.idtVectoringErrorCode, 0x55)
+        var exit = NestedExit(reason: .eptViolation, qualification: 0x181, guestPhysical: 0x9000)
+        exit.vectoring = DeliveredEvent(kind: .hardwareException, vector: 13, errorCode: 0x18)
+        StateTransfer.recordExit(exit, into: &vmcs)
+        XCTAssertEqual(vmcs.read(.idtVectoringInfo), 0x8000_0b0d)
+        XCTAssertEqual(vmcs.read(.idtVectoringErrorCode), 0x18)
     }
 }

@@ -28,6 +28,7 @@ extension CPUState {
         // KVM_X86_SHADOW_INT_MOV_SS = 1, KVM_X86_SHADOW_INT_STI = 2.
         blockingByMovSS = e.interrupt.shadow & 1 != 0
         blockingBySTI = e.interrupt.shadow & 2 != 0
+        eventInDelivery = DeliveredEvent(e)
     }
 
     /// Copies the general-purpose registers, RIP and RFLAGS into `r`: all a
@@ -39,6 +40,24 @@ extension CPUState {
         r.r12 = gprs[12]; r.r13 = gprs[13]; r.r14 = gprs[14]; r.r15 = gprs[15]
         r.rip = rip
         r.rflags = rflags
+    }
+}
+
+extension DeliveredEvent {
+    /// KVM's injected event, if one is in delivery. KVM treats #BP and #OF as
+    /// software exceptions (INT3, INTO); its interrupts are external unless soft.
+    init?(_ e: kvm_vcpu_events) {
+        if e.exception.injected != 0 {
+            let v = e.exception.nr
+            self.init(kind: v == 3 || v == 4 ? .softwareException : .hardwareException, vector: v,
+                      errorCode: e.exception.has_error_code != 0 ? e.exception.error_code : nil)
+        } else if e.nmi.injected != 0 {
+            self.init(kind: .nmi, vector: 2)
+        } else if e.interrupt.injected != 0 {
+            self.init(kind: e.interrupt.soft != 0 ? .softwareInterrupt : .externalInterrupt, vector: e.interrupt.nr)
+        } else {
+            return nil
+        }
     }
 }
 

@@ -32,6 +32,8 @@ extension Machine {
             events.interrupt.shadow = (state.blockingByMovSS ? 1 : 0) | (state.blockingBySTI ? 2 : 0)
             events.flags |= UInt32(KVM_VCPUEVENT_VALID_SHADOW)
             events.exception.injected = 0
+            events.interrupt.injected = 0
+            events.nmi.injected = 0
             let entryEvent = vmcs.read(.entryInterruptionInfo) ?? 0
             Self.injectEntryEvent(entryEvent, errorCode: vmcs.read(.entryExceptionErrorCode) ?? 0, into: &events)
             l2.injectedVector = entryEvent & (1 << 31) != 0 ? Int(entryEvent & 0xff) : nil
@@ -589,6 +591,16 @@ extension Machine {
             stopPreemptionTimer(l2, into: &vmcs)
             vmcs.write(.guestActivityState, l2.halted ? 1 : 0)      // 28.3.4: HLT or active
             saveGuestMSRs(l2, into: &vmcs)
+        }
+        // 28.2.4: an event still in delivery goes to L1, which must
+        // re-inject it; L2's vCPU forgets it.
+        var exit = exit
+        if exit.vectoring == nil, let event = state.eventInDelivery, let l2 = l2Machine {
+            exit.vectoring = event
+            l2.vcpu.sync.pointee.events.exception.injected = 0
+            l2.vcpu.sync.pointee.events.interrupt.injected = 0
+            l2.vcpu.sync.pointee.events.nmi.injected = 0
+            l2.vcpu.markDirty([.events])
         }
         StateTransfer.saveGuestState(state, into: &vmcs)
         StateTransfer.recordExit(exit, into: &vmcs)

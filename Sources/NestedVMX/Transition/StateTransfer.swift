@@ -141,7 +141,9 @@ public enum StateTransfer {
         vmcs.write(.vmxInstructionInfo, UInt64(exit.instructionInfo))
         vmcs.write(.exitInterruptionInfo, UInt64(exit.interruptionInfo))
         vmcs.write(.exitInterruptionErrorCode, UInt64(exit.interruptionErrorCode))
-        vmcs.write(.idtVectoringInfo, 0)
+        // 28.2.4: an exit during event delivery records that event.
+        vmcs.write(.idtVectoringInfo, UInt64(exit.vectoring?.vectoringInformation ?? 0))
+        if let code = exit.vectoring?.errorCode { vmcs.write(.idtVectoringErrorCode, UInt64(code)) }
     }
 }
 
@@ -157,6 +159,8 @@ public struct NestedExit: Equatable, Sendable {
     /// external interrupt, its vector with bit 31 (valid) set.
     public var interruptionInfo: UInt32 = 0
     public var interruptionErrorCode: UInt32 = 0
+    /// The event L2 was receiving when the exit happened (SDM 28.2.4).
+    public var vectoring: DeliveredEvent?
 
     public init(reason: VMXExitReason, qualification: UInt64 = 0, guestPhysical: UInt64 = 0, guestLinear: UInt64 = 0,
                 instructionLength: Int = 0, instructionInfo: UInt32 = 0, interruptionInfo: UInt32 = 0,
