@@ -187,6 +187,19 @@ int main(int argc, char **argv)
 	report(first == VMX_SUCCEED && reason == 48, "the baseline enters L2 and exits on an EPT violation (reason %llu)",
 	       (unsigned long long)reason);
 
+	/* A #GP injected at entry meets the empty EPT while it is delivered: the
+	 * EPT violation carries it as IDT-vectoring information (SDM 28.2.4). */
+	baseline();
+	vmwrite(0x4016, (1u << 31) | (1u << 11) | (3u << 8) | 13);	/* valid, error code, hardware exception */
+	vmwrite(0x4018, 0x1234);
+	uint64_t vectoring = 0, vectoring_code = 0;
+	first = launch(&reason);
+	vmread(0x4408, &vectoring);
+	vmread(0x440a, &vectoring_code);
+	report(first == VMX_SUCCEED && reason == 48 && vectoring == 0x80000b0d && vectoring_code == 0x1234,
+	       "an exit during delivery of an injected #GP records it: reason %llu, IDT-vectoring 0x%llx, error code 0x%llx",
+	       (unsigned long long)reason, (unsigned long long)vectoring, (unsigned long long)vectoring_code);
+
 	printf("vmcs-fuzz: %llu launches, seed %llu\n", (unsigned long long)n, (unsigned long long)seed);
 	for (uint64_t i = 0; i < n; i++) {
 		baseline();
