@@ -20,6 +20,11 @@
 static uint8_t vmxon_region[4096] __attribute__((aligned(4096)));
 static uint8_t vmcs[4096] __attribute__((aligned(4096)));
 static uint8_t ept_pml4[4096] __attribute__((aligned(4096)));	/* all not present */
+/* A map of L2's first code page only, for one fixed launch. */
+static uint64_t ept_pdpt[512] __attribute__((aligned(4096)));
+static uint64_t ept_pd[512] __attribute__((aligned(4096)));
+static uint64_t ept_pt[512] __attribute__((aligned(4096)));
+static uint8_t l2_code[4096] __attribute__((aligned(4096)));
 static uint8_t host_tss[104] __attribute__((aligned(16)));
 static uint64_t host_gdt[8] __attribute__((aligned(16)));
 
@@ -199,6 +204,29 @@ int main(int argc, char **argv)
 	report(first == VMX_SUCCEED && reason == 48 && vectoring == 0x80000b0d && vectoring_code == 0x1234,
 	       "an exit during delivery of an injected #GP records it: reason %llu, IDT-vectoring 0x%llx, error code 0x%llx",
 	       (unsigned long long)reason, (unsigned long long)vectoring, (unsigned long long)vectoring_code);
+
+	/* The same with L2's code page mapped, so the delivery's own read of
+	 * gate 13 (IDT base 0, L2-physical 0x68) meets the EPT. The EPT is then
+	 * emptied again, with INVEPT, for the random launches. */
+	l2_code[0] = 0xf4;	/* hlt */
+	ept_pt[0x100] = (uint64_t)(uintptr_t)l2_code | 7 | 6 << 3;
+	ept_pd[0] = (uint64_t)(uintptr_t)ept_pt | 7;
+	ept_pdpt[0] = (uint64_t)(uintptr_t)ept_pd | 7;
+	((uint64_t *)ept_pml4)[0] = (uint64_t)(uintptr_t)ept_pdpt | 7;
+	baseline();
+	vmwrite(0x4016, (1u << 31) | (1u << 11) | (3u << 8) | 13);
+	vmwrite(0x4018, 0x1234);
+	first = launch(&reason);
+	uint64_t gpa = 0;
+	vmread(0x4408, &vectoring);
+	vmread(0x440a, &vectoring_code);
+	vmread(0x2400, &gpa);
+	report(first == VMX_SUCCEED && reason == 48 && vectoring == 0x80000b0d && gpa == 0x68,
+	       "the IDT read of an injected #GP exits: reason %llu, IDT-vectoring 0x%llx, L2-physical 0x%llx",
+	       (unsigned long long)reason, (unsigned long long)vectoring, (unsigned long long)gpa);
+	((uint64_t *)ept_pml4)[0] = 0;
+	struct inv_descriptor all = { 0 };
+	invept(2, &all);
 
 	printf("vmcs-fuzz: %llu launches, seed %llu\n", (unsigned long long)n, (unsigned long long)seed);
 	for (uint64_t i = 0; i < n; i++) {

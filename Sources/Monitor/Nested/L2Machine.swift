@@ -25,6 +25,9 @@ final class L2Machine {
     /// HLT exiting, or L1 entered it with activity state 1. It runs again only
     /// after an event; meanwhile L1's interrupts exit to L1.
     var halted = false
+    /// The EPT violation or misconfiguration that delivering the entry's
+    /// injected event meets at its IDT gate; taken as L2's first exit.
+    var deliveryFault: NestedExit?
     /// The MSR-held guest state last written to L2's vCPU (SYSENTER, PAT,
     /// DEBUGCTL), so an entry writes it again only when it changed.
     var loadedMSRs: [UInt32: UInt64] = [:]

@@ -41,6 +41,10 @@ extension Machine {
             l2.vcpu.markDirty([.regs, .sregs, .events])
             loadGuestMSRs(l2, vmcs: vmcs)
             try mapCodePage(of: state, l2: l2, vmcs: vmcs)
+            l2.deliveryFault = nil
+            if entryEvent & (1 << 31) != 0 {
+                l2.deliveryFault = try mapDeliveryGate(vector: UInt8(truncatingIfNeeded: entryEvent), of: state, l2: l2, vmcs: vmcs)
+            }
             try armPreemptionTimer(l2, vmcs: vmcs)
             // Activity state HLT (1) stays halted unless the entry injects an event.
             l2.halted = vmcs.read(.guestActivityState) == 1 && entryEvent & (1 << 31) == 0
@@ -94,6 +98,7 @@ extension Machine {
     /// expired, L1 has an interrupt, or L2 is halted. A halted L2 skips idle
     /// time as L1 does: L1's armed APIC timer fires at once.
     func l2ExitIsDue(_ l2: L2Machine) -> Bool {
+        if l2.deliveryFault != nil { return true }
         if let deadline = l2.preemptionDeadline, monotonicNanos() >= deadline { return true }
         if l2.halted {
             if pendingL1Interrupt() == nil, apic.timerDeadline != nil { apic.fireTimer(at: monotonicNanos()) }
@@ -269,6 +274,35 @@ extension Machine {
         try mapRun(t, eptp: eptp, l2: l2)
     }
 
+    /// The IDT gate an injected event reads first (SDM Vol. 3A 6.10-6.14;
+    /// the IVT in real mode). KVM turns a gate read from an address with no
+    /// slot into a triple fault, so L0 maps the gate's page beforehand, or,
+    /// when EPT12 does not map it, returns the EPT violation or
+    /// misconfiguration that the delivery meets (SDM 28.2.4).
+    func mapDeliveryGate(vector: UInt8, of state: CPUState, l2: L2Machine, vmcs: VMCS12) throws(KVMError) -> NestedExit? {
+        guard let eptp = ept(of: vmcs) else { return nil }
+        let size: UInt64 = !state.protectedMode ? 4 : state.longModeActive ? 16 : 8
+        let offset = UInt64(vector) * size
+        guard offset + size - 1 <= UInt64(state.idtr.limit) else { return nil }   // beyond the limit: KVM's #GP
+        let linear = state.idtr.base &+ offset
+        guard case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(), state: state,
+                                                            memory: L2PhysicalMemory(machine: self)),
+              l2.slot(containing: gpa) == nil else { return nil }
+        switch EPTWalker.translate(gpa, access: EPTWalker.Access(read: true), eptp: eptp,
+                                   physicalAddressBits: vmx.capabilities.physicalAddressBits, memory: ram,
+                                   setAccessedDirty: true) {
+        case let .success(t) where t.physical < UInt64(memory.size):
+            try mapRun(t, eptp: eptp, l2: l2)
+            return nil
+        case .success:
+            return nil                              // an L1 device address: not a descriptor table
+        case let .failure(.violation(qualification)):
+            return NestedExit(reason: .eptViolation, qualification: qualification, guestPhysical: gpa, guestLinear: linear)
+        case .failure(.misconfiguration):
+            return NestedExit(reason: .eptMisconfiguration, guestPhysical: gpa)
+        }
+    }
+
     /// INVEPT drops the EPT02 slots built from the EPTPs it names, so the
     /// next L2 access rebuilds them from the current EPT12 (SDM 29.4.3.1).
     /// INVVPID has nothing to drop: L0 keeps no linear translations for L2.
@@ -372,6 +406,11 @@ extension Machine {
                 return .unhandledExit("L2 fetch fault at \(hex(linear)) that its page tables do not map")
             }
             note.address = gpa
+            // A fetch from a page that has a slot is not what stopped L2 (an
+            // event delivery KVM cannot finish, say): end the run, don't loop.
+            if l2.slot(containing: gpa) != nil {
+                return .unhandledExit("L2 internal error, suberror \(e.suberror), at RIP \(hex(state.rip)) whose page is mapped")
+            }
             return handleL2Memory(at: gpa, access: EPTWalker.Access(fetch: true), mmio: nil, l2: l2, note: &note)
         case let .debug(d):
             note.kind = .debug
@@ -406,6 +445,14 @@ extension Machine {
             return nil
         case .interrupted:
             note.kind = .interrupted
+            if let fault = l2.deliveryFault {
+                // The injected event's gate is not in EPT12: the exit happens
+                // during its delivery, so reflect records it as IDT-vectoring.
+                l2.deliveryFault = nil
+                note.kind = .mmioRead
+                note.address = fault.guestPhysical
+                return reflect(fault, state: l2State, note: &note)
+            }
             if let deadline = l2.preemptionDeadline, monotonicNanos() >= deadline {
                 completePending(l2)
                 return reflect(NestedExit(reason: .preemptionTimerExpired), state: l2State, note: &note)
