@@ -5,7 +5,8 @@
  * random each time. Every VMLAUNCH must end in one of the SDM's outcomes:
  * VMfailValid (7 or 8), a VM-entry failure exit (33 or 34), or a VM exit
  * (48: the first fetch of L2 hits the empty EPT; 2: triple fault; ...).
- * The monitor must never crash or hang, whatever the state.
+ * The monitor must never crash or hang, whatever the state. Three fixed
+ * launches first check exits during event delivery (SDM 28.2.4).
  *
  * usage: vmcs-fuzz [N] [seed=S]    (default N=2000, seed=1)
  *
@@ -25,6 +26,8 @@ static uint64_t ept_pdpt[512] __attribute__((aligned(4096)));
 static uint64_t ept_pd[512] __attribute__((aligned(4096)));
 static uint64_t ept_pt[512] __attribute__((aligned(4096)));
 static uint8_t l2_code[4096] __attribute__((aligned(4096)));
+static uint64_t l2_gdt[512] __attribute__((aligned(4096)));
+static uint64_t l2_idt[512] __attribute__((aligned(4096)));
 static uint8_t host_tss[104] __attribute__((aligned(16)));
 static uint64_t host_gdt[8] __attribute__((aligned(16)));
 
@@ -224,8 +227,33 @@ int main(int argc, char **argv)
 	report(first == VMX_SUCCEED && reason == 48 && vectoring == 0x80000b0d && gpa == 0x68,
 	       "the IDT read of an injected #GP exits: reason %llu, IDT-vectoring 0x%llx, L2-physical 0x%llx",
 	       (unsigned long long)reason, (unsigned long long)vectoring, (unsigned long long)gpa);
-	((uint64_t *)ept_pml4)[0] = 0;
+
+	/* L2's own #UD (UD2) with a GDT at L2-physical 0 and an IDT at 0x1000
+	 * that EPT12 maps but L2 never touched: the delivery reads both and
+	 * pushes on the code page, and the handler's fetch at 0x200000, outside
+	 * EPT12, is the exit. */
+	l2_code[0] = 0x0f;
+	l2_code[1] = 0x0b;
+	l2_gdt[2] = 0x00cf9b000000ffffull;				/* 0x10: flat 32-bit code */
+	l2_gdt[3] = 0x00cf93000000ffffull;				/* 0x18: flat data */
+	l2_idt[6] = 0x00208e0000100000ull;				/* #UD: 0x10:0x200000, interrupt gate */
+	ept_pt[0] = (uint64_t)(uintptr_t)l2_gdt | 7 | 6 << 3;
+	ept_pt[1] = (uint64_t)(uintptr_t)l2_idt | 7 | 6 << 3;
 	struct inv_descriptor all = { 0 };
+	invept(2, &all);
+	baseline();
+	vmwrite(0x6818, 0x1000);					/* IDTR base */
+	vmwrite(0x681c, 0x100800);					/* RSP, in the code page */
+	first = launch(&reason);
+	uint64_t q = 0;
+	vmread(0x4408, &vectoring);
+	vmread(0x2400, &gpa);
+	vmread(0x6400, &q);
+	report(first == VMX_SUCCEED && reason == 48 && gpa == 0x200000 && (q & 7) == 4 && !(vectoring & (1u << 31)),
+	       "L2's #UD is delivered through untouched IDT and GDT pages: reason %llu, fetch at 0x%llx (qualification 0x%llx)",
+	       (unsigned long long)reason, (unsigned long long)gpa, (unsigned long long)q);
+
+	((uint64_t *)ept_pml4)[0] = 0;
 	invept(2, &all);
 
 	printf("vmcs-fuzz: %llu launches, seed %llu\n", (unsigned long long)n, (unsigned long long)seed);

@@ -40,11 +40,7 @@ extension Machine {
             l2.vcpu.sync.pointee.events = events
             l2.vcpu.markDirty([.regs, .sregs, .events])
             loadGuestMSRs(l2, vmcs: vmcs)
-            try mapCodePage(of: state, l2: l2, vmcs: vmcs)
-            l2.deliveryFault = nil
-            if entryEvent & (1 << 31) != 0 {
-                l2.deliveryFault = try mapDeliveryGate(vector: UInt8(truncatingIfNeeded: entryEvent), of: state, l2: l2, vmcs: vmcs)
-            }
+            l2.deliveryFault = try mapEntryPages(of: state, injecting: entryEvent, l2: l2, vmcs: vmcs)
             try armPreemptionTimer(l2, vmcs: vmcs)
             // Activity state HLT (1) stays halted unless the entry injects an event.
             l2.halted = vmcs.read(.guestActivityState) == 1 && entryEvent & (1 << 31) == 0
@@ -260,47 +256,56 @@ extension Machine {
         if eptp == nil { try l2.map(base: 0, size: UInt64(memory.size), l1: 0, readOnly: false, memory: memory) }
     }
 
-    /// Maps the EPT12 run holding L2's first instruction before it runs, so
-    /// the entry does not start with a fetch from an address with no slot.
-    func mapCodePage(of state: CPUState, l2: L2Machine, vmcs: VMCS12) throws(KVMError) {
-        guard let eptp = ept(of: vmcs),
-              case let .success(gpa) = PageWalker.translate(state.cs.base &+ state.rip, access: MemoryAccess(fetch: true),
-                                                            state: state, memory: L2PhysicalMemory(machine: self)),
-              l2.slot(containing: gpa) == nil,
-              case let .success(t) = EPTWalker.translate(gpa, access: EPTWalker.Access(fetch: true), eptp: eptp,
-                                                         physicalAddressBits: vmx.capabilities.physicalAddressBits, memory: ram,
-                                                         setAccessedDirty: true),
-              t.physical < UInt64(memory.size) else { return }
-        try mapRun(t, eptp: eptp, l2: l2)
-    }
-
-    /// The IDT gate an injected event reads first (SDM Vol. 3A 6.10-6.14;
-    /// the IVT in real mode). KVM turns a gate read from an address with no
-    /// slot into a triple fault, so L0 maps the gate's page beforehand, or,
-    /// when EPT12 does not map it, returns the EPT violation or
-    /// misconfiguration that the delivery meets (SDM 28.2.4).
-    func mapDeliveryGate(vector: UInt8, of state: CPUState, l2: L2Machine, vmcs: VMCS12) throws(KVMError) -> NestedExit? {
-        guard let eptp = ept(of: vmcs) else { return nil }
-        let size: UInt64 = !state.protectedMode ? 4 : state.longModeActive ? 16 : 8
-        let offset = UInt64(vector) * size
-        guard offset + size - 1 <= UInt64(state.idtr.limit) else { return nil }   // beyond the limit: KVM's #GP
-        let linear = state.idtr.base &+ offset
-        guard case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(), state: state,
+    /// Maps the EPT12 run holding the L2 page of `linear` if it has no slot
+    /// yet. Returns the EPT violation or misconfiguration an access to it
+    /// would meet; nil when it is mapped now, or when L2's own paging or an
+    /// L1 device address stands in the way (then L2's run finds out).
+    func mapL2Page(_ linear: UInt64, access: EPTWalker.Access, state: CPUState, l2: L2Machine,
+                   eptp: UInt64) throws(KVMError) -> NestedExit? {
+        guard case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: access.fetch), state: state,
                                                             memory: L2PhysicalMemory(machine: self)),
               l2.slot(containing: gpa) == nil else { return nil }
-        switch EPTWalker.translate(gpa, access: EPTWalker.Access(read: true), eptp: eptp,
-                                   physicalAddressBits: vmx.capabilities.physicalAddressBits, memory: ram,
-                                   setAccessedDirty: true) {
+        switch EPTWalker.translate(gpa, access: access, eptp: eptp, physicalAddressBits: vmx.capabilities.physicalAddressBits,
+                                   memory: ram, setAccessedDirty: true) {
         case let .success(t) where t.physical < UInt64(memory.size):
             try mapRun(t, eptp: eptp, l2: l2)
             return nil
         case .success:
-            return nil                              // an L1 device address: not a descriptor table
+            return nil
         case let .failure(.violation(qualification)):
             return NestedExit(reason: .eptViolation, qualification: qualification, guestPhysical: gpa, guestLinear: linear)
         case .failure(.misconfiguration):
             return NestedExit(reason: .eptMisconfiguration, guestPhysical: gpa)
         }
+    }
+
+    /// Before L2 runs: the page of its first instruction, and the pages an
+    /// event delivery reads without an instruction fetch of its own, the
+    /// IDT (its first two pages cover all 256 gates), the GDT's first page
+    /// and the stack page below RSP. KVM turns a delivery that meets an
+    /// address with no slot into a triple fault, where the SDM has an EPT
+    /// violation during delivery; pages EPT12 maps are therefore in EPT02
+    /// before they are needed.
+    ///
+    /// For the event the entry injects, the gate's page must be there: when
+    /// EPT12 does not map it, the result is the EPT violation or
+    /// misconfiguration the delivery meets (SDM 28.2.4), L2's first exit.
+    func mapEntryPages(of state: CPUState, injecting event: UInt64, l2: L2Machine, vmcs: VMCS12) throws(KVMError) -> NestedExit? {
+        guard let eptp = ept(of: vmcs) else { return nil }
+        _ = try mapL2Page(state.cs.base &+ state.rip, access: EPTWalker.Access(fetch: true), state: state, l2: l2, eptp: eptp)
+        let read = EPTWalker.Access(read: true)
+        for offset in stride(from: 0, through: min(UInt64(state.idtr.limit), 0xfff), by: 0x1000) {
+            _ = try mapL2Page(state.idtr.base &+ offset, access: read, state: state, l2: l2, eptp: eptp)
+        }
+        if state.protectedMode { _ = try mapL2Page(state.gdtr.base, access: read, state: state, l2: l2, eptp: eptp) }
+        // A read, so that A/D tracking marks the page dirty only when L2 writes it.
+        _ = try mapL2Page(state.ss.base &+ state.gprs[4] &- 1, access: read, state: state, l2: l2, eptp: eptp)
+        guard event & (1 << 31) != 0 else { return nil }
+        // The gate (SDM Vol. 3A 6.10-6.14; the IVT in real mode).
+        let size: UInt64 = !state.protectedMode ? 4 : state.longModeActive ? 16 : 8
+        let offset = (event & 0xff) * size
+        guard offset + size - 1 <= UInt64(state.idtr.limit) else { return nil }   // beyond the limit: KVM's #GP
+        return try mapL2Page(state.idtr.base &+ offset, access: read, state: state, l2: l2, eptp: eptp)
     }
 
     /// INVEPT drops the EPT02 slots built from the EPTPs it names, so the
