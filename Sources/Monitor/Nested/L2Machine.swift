@@ -28,6 +28,9 @@ final class L2Machine {
     /// The EPT violation or misconfiguration that delivering the entry's
     /// injected event meets at its IDT gate; taken as L2's first exit.
     var deliveryFault: NestedExit?
+    /// What the last entry's page pre-mapping looked at (`mapEntryPages`):
+    /// while it and the slots stay the same, there is nothing to redo.
+    var premapped: [UInt64]?
     /// The MSR-held guest state last written to L2's vCPU (SYSENTER, PAT,
     /// DEBUGCTL), so an entry writes it again only when it changed.
     var loadedMSRs: [UInt32: UInt64] = [:]
@@ -64,6 +67,7 @@ final class L2Machine {
         for s in slots { try vm.setMemoryRegion(slot: s.slot, guestPhysical: s.base, size: 0, host: nil) }
         slots.removeAll()
         nextSlot = 0
+        premapped = nil
     }
 
     /// Maps [base, base+size) of L2-physical space onto L1 RAM at `l1`.
@@ -77,6 +81,7 @@ final class L2Machine {
     func unmap(_ slot: Slot) throws(KVMError) {
         try vm.setMemoryRegion(slot: slot.slot, guestPhysical: slot.base, size: 0, host: nil)
         slots.removeAll { $0.slot == slot.slot }
+        premapped = nil
     }
 
     func slot(containing address: UInt64) -> Slot? {

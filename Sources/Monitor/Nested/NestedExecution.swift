@@ -292,14 +292,22 @@ extension Machine {
     /// misconfiguration the delivery meets (SDM 28.2.4), L2's first exit.
     func mapEntryPages(of state: CPUState, injecting event: UInt64, l2: L2Machine, vmcs: VMCS12) throws(KVMError) -> NestedExit? {
         guard let eptp = ept(of: vmcs) else { return nil }
-        _ = try mapL2Page(state.cs.base &+ state.rip, access: EPTWalker.Access(fetch: true), state: state, l2: l2, eptp: eptp)
         let read = EPTWalker.Access(read: true)
-        for offset in stride(from: 0, through: min(UInt64(state.idtr.limit), 0xfff), by: 0x1000) {
-            _ = try mapL2Page(state.idtr.base &+ offset, access: read, state: state, l2: l2, eptp: eptp)
+        let code = state.cs.base &+ state.rip, stack = state.ss.base &+ state.gprs[4] &- 1
+        // The same pages under the same paging as last time: done already.
+        // (A page EPT12 maps only since then is picked up once these change.)
+        let key = [eptp, state.cr0, state.cr3, state.cr4, state.efer, state.idtr.base, UInt64(state.idtr.limit),
+                   state.gdtr.base, code >> 12, stack >> 12]
+        if l2.premapped != key {
+            _ = try mapL2Page(code, access: EPTWalker.Access(fetch: true), state: state, l2: l2, eptp: eptp)
+            for offset in stride(from: 0, through: min(UInt64(state.idtr.limit), 0xfff), by: 0x1000) {
+                _ = try mapL2Page(state.idtr.base &+ offset, access: read, state: state, l2: l2, eptp: eptp)
+            }
+            if state.protectedMode { _ = try mapL2Page(state.gdtr.base, access: read, state: state, l2: l2, eptp: eptp) }
+            // A read, so that A/D tracking marks the page dirty only when L2 writes it.
+            _ = try mapL2Page(stack, access: read, state: state, l2: l2, eptp: eptp)
+            l2.premapped = key
         }
-        if state.protectedMode { _ = try mapL2Page(state.gdtr.base, access: read, state: state, l2: l2, eptp: eptp) }
-        // A read, so that A/D tracking marks the page dirty only when L2 writes it.
-        _ = try mapL2Page(state.ss.base &+ state.gprs[4] &- 1, access: read, state: state, l2: l2, eptp: eptp)
         guard event & (1 << 31) != 0 else { return nil }
         // The gate (SDM Vol. 3A 6.10-6.14; the IVT in real mode).
         let size: UInt64 = !state.protectedMode ? 4 : state.longModeActive ? 16 : 8
