@@ -300,8 +300,9 @@ extension Machine {
                    state.gdtr.base, code >> 12, stack >> 12]
         if l2.premapped != key {
             _ = try mapL2Page(code, access: EPTWalker.Access(fetch: true), state: state, l2: l2, eptp: eptp)
-            for offset in stride(from: 0, through: min(UInt64(state.idtr.limit), 0xfff), by: 0x1000) {
-                _ = try mapL2Page(state.idtr.base &+ offset, access: read, state: state, l2: l2, eptp: eptp)
+            let idtEnd = state.idtr.base &+ min(UInt64(state.idtr.limit), 0xfff)   // 256 gates at most
+            for page in stride(from: state.idtr.base & ~0xfff, through: idtEnd & ~0xfff, by: 0x1000) {
+                _ = try mapL2Page(page, access: read, state: state, l2: l2, eptp: eptp)
             }
             if state.protectedMode { _ = try mapL2Page(state.gdtr.base, access: read, state: state, l2: l2, eptp: eptp) }
             // A read, so that A/D tracking marks the page dirty only when L2 writes it.
