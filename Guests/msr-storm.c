@@ -4,11 +4,16 @@
  * (KVM_EXIT_X86_RDMSR). Each value must describe the boot processor's
  * enabled xAPIC at the default base (SDM Vol. 3A 11.4.4).
  *
+ * It also writes IA32_SYSENTER_EIP (MSR 0x176) once and reads it back: as
+ * L2, that write goes through L0, which keeps L2's guest-state MSRs.
+ *
  * usage: msr-storm [N]    (default N=100000)
  */
 #include "guest.h"
 
 #define USAGE	"msr-storm [N]"
+#define MSR_SYSENTER_EIP_STORM	0x176u		/* IA32_SYSENTER_EIP */
+#define SYSENTER_EIP_VALUE	0xc0de000u
 
 static bool apic_base_ok(uint64_t v)
 {
@@ -25,6 +30,11 @@ int main(int argc, char **argv)
 
 	printf("msr-storm: %llu reads of MSR 0x%x\n",
 	       (unsigned long long)n, MSR_IA32_APIC_BASE);
+
+	wrmsr(MSR_SYSENTER_EIP_STORM, SYSENTER_EIP_VALUE);
+	uint64_t eip = rdmsr(MSR_SYSENTER_EIP_STORM);
+	report(eip == SYSENTER_EIP_VALUE, "wrmsr(0x176, 0x%x) reads back 0x%llx", SYSENTER_EIP_VALUE,
+	       (unsigned long long)eip);
 
 	uint64_t t0 = rdtsc();
 	for (uint64_t i = 0; i < n; i++) {

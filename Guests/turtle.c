@@ -369,6 +369,9 @@ int main(int argc, char **argv)
 		report(vmr(GUEST_SYSENTER_CS) == MSR_LIST_L2_VALUE,
 		       "turtle: the exit saved L2's IA32_SYSENTER_CS 0x%llx into the guest-state area (SDM 28.3.3)",
 		       (unsigned long long)vmr(GUEST_SYSENTER_CS));
+		report(vmr(GUEST_SYSENTER_EIP) == msr_exit_store[2].value,
+		       "turtle: the saved guest-state IA32_SYSENTER_EIP 0x%llx agrees with the MSR-store list's 0x%llx",
+		       (unsigned long long)vmr(GUEST_SYSENTER_EIP), (unsigned long long)msr_exit_store[2].value);
 		report(rdmsr(MSR_SYSENTER_EIP) == HOST_SYSENTER_EIP_VALUE,
 		       "turtle: the exit loaded L1's IA32_SYSENTER_EIP 0x%llx from the host-state area (SDM 28.5.1)",
 		       (unsigned long long)rdmsr(MSR_SYSENTER_EIP));

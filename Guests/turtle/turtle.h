@@ -298,6 +298,6 @@ struct msr_entry {
 #define MSR_SYSENTER_EIP	0x176u
 #define GUEST_SYSENTER_ESP_VALUE 0x5e5e000u	/* guest-state field, loaded into L2 */
 #define HOST_SYSENTER_EIP_VALUE	0xfeed000u	/* host-state field, loaded into L1 */
-extern struct msr_entry msr_entry_load[1], msr_exit_store[2], msr_exit_load[1];
+extern struct msr_entry msr_entry_load[1], msr_exit_store[3], msr_exit_load[1];
 
 #endif

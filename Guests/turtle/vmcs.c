@@ -8,7 +8,7 @@
  */
 #include "turtle.h"
 
-struct msr_entry msr_entry_load[1], msr_exit_store[2], msr_exit_load[1];
+struct msr_entry msr_entry_load[1], msr_exit_store[3], msr_exit_load[1];
 
 #define CR0_PE		(1ull << 0)
 #define CR0_ET		(1ull << 4)
@@ -278,11 +278,12 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 		msr_entry_load[0] = (struct msr_entry){ MSR_LIST_MSR, 0, MSR_LIST_L2_VALUE };
 		msr_exit_store[0] = (struct msr_entry){ MSR_LIST_MSR, 0, 0 };
 		msr_exit_store[1] = (struct msr_entry){ MSR_SYSENTER_ESP, 0, 0 };
+		msr_exit_store[2] = (struct msr_entry){ MSR_SYSENTER_EIP, 0, 0 };
 		msr_exit_load[0] = (struct msr_entry){ MSR_LIST_MSR, 0, MSR_LIST_L1_VALUE };
 		VMW(ENTRY_MSR_LOAD_ADDR, (uintptr_t)msr_entry_load);
 		VMW(ENTRY_MSR_LOAD_COUNT, 1);
 		VMW(EXIT_MSR_STORE_ADDR, (uintptr_t)msr_exit_store);
-		VMW(EXIT_MSR_STORE_COUNT, 2);
+		VMW(EXIT_MSR_STORE_COUNT, 3);
 		VMW(EXIT_MSR_LOAD_ADDR, (uintptr_t)msr_exit_load);
 		VMW(EXIT_MSR_LOAD_COUNT, 1);
 	}

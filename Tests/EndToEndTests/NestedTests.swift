@@ -126,6 +126,14 @@ final class NestedTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("PASS: turtle: the exit saved L2's IA32_SYSENTER_CS 0x1234"), r.stdout)
         XCTAssertTrue(r.stdout.contains("PASS: turtle: the exit loaded L1's IA32_SYSENTER_EIP 0xfeed000"), r.stdout)
         XCTAssertFalse(r.stdout.contains("FAIL:"), r.stdout)
+        // L2's own WRMSR to IA32_SYSENTER_EIP goes through L0 (the value is
+        // then saved at exit without asking KVM) and reaches KVM: msr-storm
+        // reads it back, and the save agrees with the MSR-store list.
+        let (m, trace) = try turtle("msr-storm", "10", turtleArgs: "msrlists=on")
+        XCTAssertTrue(m.stdout.contains("[L2] PASS: wrmsr(0x176, 0xc0de000) reads back 0xc0de000"), m.stdout)
+        XCTAssertTrue(m.stdout.contains("PASS: turtle: the saved guest-state IA32_SYSENTER_EIP 0xc0de000 agrees"), m.stdout)
+        XCTAssertFalse(m.stdout.contains("FAIL:"), m.stdout)
+        XCTAssertTrue(trace.contains { $0.level == 2 && $0.kind == .wrmsr && $0.address == 0x176 && $0.handler == .l0 })
     }
 
     func testL2OutsideItsEPTNeverReachesL1Memory() throws {

@@ -141,6 +141,7 @@ extension Machine {
 
     static let sysenterCS: UInt32 = 0x174, sysenterESP: UInt32 = 0x175, sysenterEIP: UInt32 = 0x176
     static let pat: UInt32 = 0x277, debugctl: UInt32 = 0x1d9
+    static let guestStateMSRs: Set<UInt32> = [sysenterCS, sysenterESP, sysenterEIP, pat, debugctl]
     static let entryLoadDebugControls: UInt64 = 1 << 2, entryLoadPAT: UInt64 = 1 << 14
     static let exitSaveDebugControls: UInt64 = 1 << 2, exitSavePAT: UInt64 = 1 << 18, exitLoadPAT: UInt64 = 1 << 19
 
@@ -172,11 +173,13 @@ extension Machine {
         ]
         if exit & Self.exitSavePAT != 0 { fields.append((Self.pat, .guestIA32PAT)) }
         if exit & Self.exitSaveDebugControls != 0 { fields.append((Self.debugctl, .guestIA32Debugctl)) }
-        for (f, value) in zip(fields, l2.vcpu.getMSRs(fields.map(\.index))) {
-            guard let value else { continue }
-            vmcs.write(f.field, value)
-            l2.loadedMSRs[f.index] = value
+        // L0 knows the values it loaded at entry and those L2 wrote through
+        // it (L2's filter sends those writes here); KVM is asked for the rest.
+        let missing = fields.map(\.index).filter { l2.loadedMSRs[$0] == nil }
+        if !missing.isEmpty {
+            for (index, value) in zip(missing, l2.vcpu.getMSRs(missing)) { l2.loadedMSRs[index] = value }
         }
+        for f in fields { if let value = l2.loadedMSRs[f.index] { vmcs.write(f.field, value) } }
     }
 
     /// L1's host SYSENTER MSRs, and PAT when "load IA32_PAT" is set; DEBUGCTL
@@ -357,6 +360,9 @@ extension Machine {
         let apicBase = Int(MSRIndex.apicBase)
         readLow[apicBase / 8] &= ~UInt8(1 << (apicBase % 8))
         writeLow[apicBase / 8] &= ~UInt8(1 << (apicBase % 8))
+        // L2's writes to the MSRs that hold guest-state fields come to L0,
+        // which then knows their values at exit without asking KVM.
+        for index in Self.guestStateMSRs { writeLow[Int(index) / 8] &= ~UInt8(1 << (index % 8)) }
         try l2.vm.setMSRFilter(defaultAllow: false, ranges: [
             .init(base: 0, reads: true, writes: false, allow: readLow),
             .init(base: 0, reads: false, writes: true, allow: writeLow),
@@ -445,7 +451,13 @@ extension Machine {
             }
             // L1's platform answers: IA32_APIC_BASE; anything else raises #GP,
             // as it would for an L1 without the MSR.
-            if m.index == MSRIndex.apicBase {
+            if write, Self.guestStateMSRs.contains(m.index) {
+                // L0 makes the write KVM would have made, and remembers it.
+                let done = l2.vcpu.setMSRs([(m.index, m.data)]) == 1
+                l2.loadedMSRs[m.index] = done ? m.data : nil
+                l2.vcpu.completeMSR(fault: !done)
+                if !done { note.flags.insert(.faulted) }
+            } else if m.index == MSRIndex.apicBase {
                 if write {
                     l2.vcpu.completeMSR(fault: !apic.writeBaseMSR(m.data))
                 } else {
