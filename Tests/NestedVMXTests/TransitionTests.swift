@@ -107,6 +107,17 @@ final class TransitionTests: XCTestCase {
                        0x80_0040)
     }
 
+    func testIOInstructionEncodings() {
+        // (string, rep, immediate) from the instruction bytes (SDM Vol. 2B).
+        XCTAssertTrue(ExitRouting.ioEncoding([0xee]) == (false, false, false))          // out dx, al
+        XCTAssertTrue(ExitRouting.ioEncoding([0xe6, 0x80]) == (false, false, true))     // out 0x80, al
+        XCTAssertTrue(ExitRouting.ioEncoding([0x66, 0xe5, 0x60]) == (false, false, true)) // in ax, 0x60
+        XCTAssertTrue(ExitRouting.ioEncoding([0xf3, 0x6e]) == (true, true, false))      // rep outsb
+        XCTAssertTrue(ExitRouting.ioEncoding([0x66, 0xf3, 0x6d]) == (true, true, false)) // rep insw
+        XCTAssertTrue(ExitRouting.ioEncoding([0x6f]) == (true, false, false))           // outsd
+        XCTAssertTrue(ExitRouting.ioEncoding([]) == (false, false, false))              // unreadable: none set
+    }
+
     func testMSRBitmaps() {
         let m = ArrayMemory(size: 0x10000)
         var vmcs = VMCS12(address: 0)

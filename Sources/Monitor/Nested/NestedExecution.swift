@@ -593,54 +593,44 @@ extension Machine {
         let before = l2State
         completePending(l2)
         var state = l2State
-        let length: Int
+        let length: Int, bytes: [UInt8]
         if state.rip != before.rip {
             length = Int(state.rip &- before.rip)                 // an IN: retired just now
+            bytes = l2Bytes(at: state.cs.base &+ before.rip, count: length, state: state) ?? []
         } else {
-            length = outLength(io, endingAt: before)               // an OUT: KVM retired it already
+            (length, bytes) = outInstruction(io, endingAt: before) // an OUT: KVM retired it already
         }
         state.rip = state.rip &- UInt64(length)
-        let (string, rep, immediate) = ioEncoding(at: state, length: length)
+        let encoding = ExitRouting.ioEncoding(bytes)
         let q = ExitRouting.ioQualification(port: io.port, size: Int(io.size), input: io.direction == .input,
-                                            string: string || io.count > 1, rep: rep, immediate: immediate)
+                                            string: encoding.string || io.count > 1, rep: encoding.rep,
+                                            immediate: encoding.immediate)
         return reflect(NestedExit(reason: .ioInstruction, qualification: q, instructionLength: length), state: state, note: &note)
     }
 
-    /// How the I/O instruction at L2's RIP is encoded (SDM Vol. 2B "IN",
-    /// "OUT", "INS", "OUTS"): string forms 6C-6F, a REP (F3) prefix, and
-    /// the immediate-port forms E4-E7 (Table 28-5 bits 4, 5 and 6).
-    func ioEncoding(at state: CPUState, length: Int) -> (string: Bool, rep: Bool, immediate: Bool) {
-        guard case let .success(bytes) = PageWalker.readLinear(state.cs.base &+ state.rip, count: max(1, length),
-                                                               access: MemoryAccess(), state: state,
-                                                               memory: L2PhysicalMemory(machine: self)) else { return (false, false, false) }
-        var rep = false
-        for b in bytes {
-            switch b {
-            case 0xf3, 0xf2: rep = true
-            case 0x66, 0x67, 0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x40...0x4f: continue
-            case 0x6c...0x6f: return (true, rep, false)
-            case 0xe4...0xe7: return (false, false, true)
-            default: return (false, false, false)
-            }
-        }
-        return (false, false, false)
+    func l2Bytes(at linear: UInt64, count: Int, state: CPUState) -> [UInt8]? {
+        guard case let .success(bytes) = PageWalker.readLinear(linear, count: count, access: MemoryAccess(), state: state,
+                                                               memory: L2PhysicalMemory(machine: self)) else { return nil }
+        return bytes
     }
 
-    /// The length of the OUT that ends at L2's RIP, from the encodings that
-    /// match the access (SDM Vol. 2B "OUT"): EE/EF (DX), E6/E7 ib (immediate),
-    /// with 66 for 16-bit.
-    func outLength(_ io: IOExit, endingAt state: CPUState) -> Int {
+    /// The OUT that ends at L2's RIP: its length, from the encodings that
+    /// match the access (SDM Vol. 2B "OUT": EE/EF with DX, E6/E7 ib with an
+    /// immediate, 66 for 16-bit), and its bytes.
+    func outInstruction(_ io: IOExit, endingAt state: CPUState) -> (length: Int, bytes: [UInt8]) {
         let linear = state.cs.base &+ state.rip
-        guard linear >= 3, case let .success(bytes) = PageWalker.readLinear(linear - 3, count: 3, access: MemoryAccess(),
-                                                                            state: state, memory: L2PhysicalMemory(machine: self)) else { return 1 }
+        guard linear >= 3, let bytes = l2Bytes(at: linear - 3, count: 3, state: state) else { return (1, []) }
         let wide: UInt8 = io.size == 1 ? 0 : 1
         let imm = bytes[2] == UInt8(truncatingIfNeeded: io.port) && io.port < 0x100 && bytes[1] == 0xe6 | wide
-        if io.size == 2 {
-            if imm && bytes[0] == 0x66 { return 3 }
-            if bytes[1] == 0x66 && bytes[2] == 0xef { return 2 }
+        var length = 1
+        if io.size == 2, imm, bytes[0] == 0x66 {
+            length = 3
+        } else if io.size == 2, bytes[1] == 0x66, bytes[2] == 0xef {
+            length = 2
+        } else if imm, io.size != 2 {
+            length = 2
         }
-        if imm && io.size != 2 { return 2 }
-        return 1
+        return (length, Array(bytes.suffix(length)))
     }
 
     /// A VMX instruction executed by L2: reasons 18-28, 50, 53 with the

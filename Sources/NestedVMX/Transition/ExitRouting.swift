@@ -63,6 +63,23 @@ public enum ExitRouting {
         return byte & (1 << (bit % 8)) != 0
     }
 
+    /// How an I/O instruction is encoded (SDM Vol. 2B "IN", "OUT", "INS",
+    /// "OUTS"), from its bytes: a string form (6C-6F), a REP prefix (F3, or
+    /// F2, which the string forms treat alike), an immediate port (E4-E7).
+    public static func ioEncoding(_ bytes: [UInt8]) -> (string: Bool, rep: Bool, immediate: Bool) {
+        var rep = false
+        for b in bytes {
+            switch b {
+            case 0xf3, 0xf2: rep = true
+            case 0x66, 0x67, 0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x40...0x4f: continue
+            case 0x6c...0x6f: return (true, rep, false)
+            case 0xe4...0xe7: return (false, false, true)
+            default: return (false, false, false)
+            }
+        }
+        return (false, false, false)
+    }
+
     /// The exit qualification of an I/O instruction (SDM 28.2.1, Table 28-5):
     /// size - 1, direction (1 = IN), string, REP, operand encoding (1 = the
     /// port is an immediate), port.
