@@ -7,13 +7,6 @@ import VMXArch
 /// Running L2: VM entry from VMCS12 into the L2 VM, the exits L2 causes,
 /// and the VM exits L0 reflects to L1 (SDM Vol. 3C chapters 27 and 28).
 extension Machine {
-    // Control bits used here (SDM Vol. 3C 25.6-25.7).
-    static let procActivateSecondary: UInt64 = 1 << 31
-    static let secondaryEnableEPT: UInt64 = 1 << 1
-    static let pinPreemptionTimer: UInt64 = 1 << 6
-    static let exitAcknowledgeInterrupt: UInt64 = 1 << 15
-    static let exitSavePreemptionTimer: UInt64 = 1 << 22
-
     // MARK: VM entry
 
     /// VMLAUNCH/VMRESUME passed the launch-state checks: load L2 and run it.
@@ -107,7 +100,7 @@ extension Machine {
     /// TSC rate shifted right by IA32_VMX_MISC[4:0]; a host timer kicks L2's
     /// vCPU at the deadline and L0 then reflects exit reason 52.
     func armPreemptionTimer(_ l2: L2Machine, vmcs: VMCS12) throws(KVMError) {
-        guard (vmcs.read(.pinBasedControls) ?? 0) & Self.pinPreemptionTimer != 0 else {
+        guard vmcs.pin.contains(.activatePreemptionTimer) else {
             l2.preemptionDeadline = nil
             l2.preemptionTimer?.disarm()
             return
@@ -130,7 +123,7 @@ extension Machine {
         guard let deadline = l2.preemptionDeadline else { return }
         l2.preemptionDeadline = nil
         l2.preemptionTimer?.disarm()
-        if (vmcs.read(.exitControls) ?? 0) & Self.exitSavePreemptionTimer != 0, l2.preemptionTickNanos > 0 {
+        if vmcs.exitControls.contains(.savePreemptionTimer), l2.preemptionTickNanos > 0 {
             let now = monotonicNanos()
             let left = deadline > now ? Double(deadline - now) / l2.preemptionTickNanos : 0
             vmcs.write(.guestVMXPreemptionTimerValue, UInt64(left))
@@ -142,20 +135,17 @@ extension Machine {
     static let sysenterCS: UInt32 = 0x174, sysenterESP: UInt32 = 0x175, sysenterEIP: UInt32 = 0x176
     static let pat: UInt32 = 0x277, debugctl: UInt32 = 0x1d9
     static let guestStateMSRs: Set<UInt32> = [sysenterCS, sysenterESP, sysenterEIP, pat, debugctl]
-    static let entryLoadDebugControls: UInt64 = 1 << 2, entryLoadPAT: UInt64 = 1 << 14
-    static let exitSaveDebugControls: UInt64 = 1 << 2, exitSavePAT: UInt64 = 1 << 18, exitLoadPAT: UInt64 = 1 << 19
 
     /// The SYSENTER MSRs always, PAT and DEBUGCTL when the entry controls ask
     /// (SDM 27.3.2.1), into L2's vCPU; only values that changed are written.
     func loadGuestMSRs(_ l2: L2Machine, vmcs: VMCS12) {
-        let entry = vmcs.read(.entryControls) ?? 0
         var wanted: [(index: UInt32, value: UInt64)] = [
             (Self.sysenterCS, vmcs.read(.guestIA32SysenterCS) ?? 0),
             (Self.sysenterESP, vmcs.read(.guestIA32SysenterESP) ?? 0),
             (Self.sysenterEIP, vmcs.read(.guestIA32SysenterEIP) ?? 0),
         ]
-        if entry & Self.entryLoadPAT != 0 { wanted.append((Self.pat, vmcs.read(.guestIA32PAT) ?? 0)) }
-        if entry & Self.entryLoadDebugControls != 0 { wanted.append((Self.debugctl, vmcs.read(.guestIA32Debugctl) ?? 0)) }
+        if vmcs.entryControls.contains(.loadPAT) { wanted.append((Self.pat, vmcs.read(.guestIA32PAT) ?? 0)) }
+        if vmcs.entryControls.contains(.loadDebugControls) { wanted.append((Self.debugctl, vmcs.read(.guestIA32Debugctl) ?? 0)) }
         let changed = wanted.filter { l2.loadedMSRs[$0.index] != $0.value }
         guard !changed.isEmpty else { return }
         // KVM stops at an MSR it refuses (DEBUGCTL bits this host lacks): the
@@ -166,13 +156,12 @@ extension Machine {
     /// Saves them back at VM exit (SDM 28.3.3): SYSENTER always, PAT and
     /// DEBUGCTL when the exit controls ask.
     func saveGuestMSRs(_ l2: L2Machine, into vmcs: inout VMCS12) {
-        let exit = vmcs.read(.exitControls) ?? 0
         var fields: [(index: UInt32, field: VMCSField)] = [
             (Self.sysenterCS, .guestIA32SysenterCS), (Self.sysenterESP, .guestIA32SysenterESP),
             (Self.sysenterEIP, .guestIA32SysenterEIP),
         ]
-        if exit & Self.exitSavePAT != 0 { fields.append((Self.pat, .guestIA32PAT)) }
-        if exit & Self.exitSaveDebugControls != 0 { fields.append((Self.debugctl, .guestIA32Debugctl)) }
+        if vmcs.exitControls.contains(.savePAT) { fields.append((Self.pat, .guestIA32PAT)) }
+        if vmcs.exitControls.contains(.saveDebugControls) { fields.append((Self.debugctl, .guestIA32Debugctl)) }
         // L0 knows the values it loaded at entry and those L2 wrote through
         // it (L2's filter sends those writes here); KVM is asked for the rest.
         let missing = fields.map(\.index).filter { l2.loadedMSRs[$0] == nil }
@@ -191,7 +180,7 @@ extension Machine {
             (Self.sysenterEIP, vmcs.read(.hostIA32SysenterEIP) ?? 0),
             (Self.debugctl, 0),
         ]
-        if (vmcs.read(.exitControls) ?? 0) & Self.exitLoadPAT != 0 { pairs.append((Self.pat, vmcs.read(.hostIA32PAT) ?? 0)) }
+        if vmcs.exitControls.contains(.loadPAT) { pairs.append((Self.pat, vmcs.read(.hostIA32PAT) ?? 0)) }
         if vcpu.setMSRs(pairs) < pairs.count {
             for pair in pairs { _ = vcpu.setMSRs([pair]) }        // apply what KVM accepts
         }
@@ -343,7 +332,7 @@ extension Machine {
     /// so L0 can answer them as L1's platform would. Rebuilt only when the
     /// bitmap (or its use) changed since the last entry.
     func updateMSRFilter(of l2: L2Machine, for vmcs: VMCS12) throws(KVMError) {
-        let useBitmaps = (vmcs.read(.processorBasedControls) ?? 0) & (1 << 28) != 0
+        let useBitmaps = vmcs.proc.contains(.useMSRBitmaps)
         // A bitmap that is not RAM reads as all ones: everything exits.
         let bitmap = useBitmaps ? (ram.read(vmcs.read(.msrBitmap) ?? 0, count: 4096) ?? [UInt8](repeating: 0xff, count: 4096)) : []
         var key: UInt64 = useBitmaps ? 0xcbf2_9ce4_8422_2325 : 0
@@ -372,9 +361,7 @@ extension Machine {
     }
 
     func ept(of vmcs: VMCS12) -> UInt64? {
-        let proc = vmcs.read(.processorBasedControls) ?? 0
-        let secondary = proc & Self.procActivateSecondary != 0 ? (vmcs.read(.secondaryProcessorBasedControls) ?? 0) : 0
-        return secondary & Self.secondaryEnableEPT != 0 ? vmcs.read(.eptPointer) : nil
+        vmcs.proc2.contains(.enableEPT) ? vmcs.read(.eptPointer) : nil
     }
 
     // MARK: L2 exits
@@ -488,7 +475,7 @@ extension Machine {
                 // the exit interruption information and the APIC marks it in service.
                 completePending(l2)
                 var exit = NestedExit(reason: .externalInterrupt)
-                if (vmcs.read(.exitControls) ?? 0) & Self.exitAcknowledgeInterrupt != 0 {
+                if vmcs.exitControls.contains(.acknowledgeInterruptOnExit) {
                     apic.acknowledge(vector)
                     exit.interruptionInfo = UInt32(vector) | 1 << 31
                 }

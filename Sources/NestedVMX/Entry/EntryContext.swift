@@ -92,16 +92,11 @@ public struct EntryContext {
 
     // MARK: Controls
 
-    public var pin: PinBasedControls { PinBasedControls(rawValue: read32(.pinBasedControls)) }
-    public var proc: ProcessorBasedControls { ProcessorBasedControls(rawValue: read32(.processorBasedControls)) }
-    /// The secondary controls in effect: 0 when "activate secondary
-    /// controls" is 0 (SDM 25.6.2).
-    public var proc2: SecondaryProcessorBasedControls {
-        proc.contains(.activateSecondaryControls)
-            ? SecondaryProcessorBasedControls(rawValue: read32(.secondaryProcessorBasedControls)) : []
-    }
-    public var exitControls: VMExitControls { VMExitControls(rawValue: read32(.exitControls)) }
-    public var entryControls: VMEntryControls { VMEntryControls(rawValue: read32(.entryControls)) }
+    public var pin: PinBasedControls { vmcs.pin }
+    public var proc: ProcessorBasedControls { vmcs.proc }
+    public var proc2: SecondaryProcessorBasedControls { vmcs.proc2 }
+    public var exitControls: VMExitControls { vmcs.exitControls }
+    public var entryControls: VMEntryControls { vmcs.entryControls }
 
     public var unrestrictedGuest: Bool { proc2.contains(.unrestrictedGuest) }
     public var ia32eModeGuest: Bool { entryControls.contains(.ia32eModeGuest) }

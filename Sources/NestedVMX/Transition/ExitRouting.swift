@@ -3,18 +3,12 @@ import VMXArch
 /// Which L2 exits L1 asked for (SDM Vol. 3C 26.1, 26.2): the "L1 wants it"
 /// half of Linux's split. Pure functions of VMCS12 and L1 memory.
 public enum ExitRouting {
-    static let procHLTExiting: UInt64 = 1 << 7
-    static let procUnconditionalIO: UInt64 = 1 << 24
-    static let procUseIOBitmaps: UInt64 = 1 << 25
-    static let procUseMSRBitmaps: UInt64 = 1 << 28
-
     /// I/O: with "use I/O bitmaps", any port of the access whose bit is set in
     /// bitmap A (0-0x7fff) or B (0x8000-0xffff) exits, and so does an access
     /// wrapping past 0xffff; otherwise "unconditional I/O exiting" decides
     /// (SDM 26.1.3). A bitmap page outside RAM reads as all ones: exit.
     public static func wantsIO(port: UInt16, size: Int, vmcs: VMCS12, memory: some GuestMemoryAccess) -> Bool {
-        let proc = vmcs.read(.processorBasedControls) ?? 0
-        guard proc & procUseIOBitmaps != 0 else { return proc & procUnconditionalIO != 0 }
+        guard vmcs.proc.contains(.useIOBitmaps) else { return vmcs.proc.contains(.unconditionalIOExiting) }
         for offset in 0..<max(size, 1) {
             let p = Int(port) + offset
             if p > 0xffff { return true }
@@ -42,15 +36,14 @@ public enum ExitRouting {
     public static func hasErrorCode(_ vector: Int) -> Bool { [8, 10, 11, 12, 13, 14, 17, 21].contains(vector) }
 
     public static func wantsHLT(vmcs: VMCS12) -> Bool {
-        (vmcs.read(.processorBasedControls) ?? 0) & procHLTExiting != 0
+        vmcs.proc.contains(.hltExiting)
     }
 
     /// RDMSR/WRMSR: without MSR bitmaps every access exits; with them, the
     /// bit for the MSR in the read or write bitmap for its range decides, and
     /// MSRs outside both ranges always exit (SDM 26.1.3).
     public static func wantsMSR(_ index: UInt32, write: Bool, vmcs: VMCS12, memory: some GuestMemoryAccess) -> Bool {
-        let proc = vmcs.read(.processorBasedControls) ?? 0
-        guard proc & procUseMSRBitmaps != 0 else { return true }
+        guard vmcs.proc.contains(.useMSRBitmaps) else { return true }
         let base = vmcs.read(.msrBitmap) ?? 0
         let offset: UInt64
         switch index {

@@ -19,12 +19,6 @@ public enum StateTransfer {
         (\.tr, SegmentFields(selector: .guestTRSelector, base: .guestTRBase, limit: .guestTRLimit, accessRights: .guestTRAccessRights)),
     ]
 
-    static let entryLoadEFER: UInt64 = 1 << 15
-    static let entryIA32eGuest: UInt64 = 1 << 9
-    static let exitHostAddressSpace: UInt64 = 1 << 9
-    static let exitSaveEFER: UInt64 = 1 << 20
-    static let exitLoadEFER: UInt64 = 1 << 21
-
     /// L2's state at VM entry: the guest-state area, with the GPRs other
     /// than RSP carried over from L1 (VMX does not switch them, SDM 27.3.2.1).
     public static func guestState(from vmcs: VMCS12, l1: CPUState) -> CPUState {
@@ -37,12 +31,11 @@ public enum StateTransfer {
         s.cr0 = f(.guestCR0)
         s.cr3 = f(.guestCR3)
         s.cr4 = f(.guestCR4) & ~(1 << 13)    // VMXE stays virtual for L2 too
-        let entry = f(.entryControls)
-        if entry & entryLoadEFER != 0 {
+        if vmcs.entryControls.contains(.loadEFER) {
             s.efer = f(.guestIA32EFER)
         } else {
             // SDM 27.3.2.1: without "load IA32_EFER", LMA and LME follow "IA-32e mode guest".
-            let ia32e = entry & entryIA32eGuest != 0
+            let ia32e = vmcs.entryControls.contains(.ia32eModeGuest)
             s.efer = ia32e ? (l1.efer | 0x500) : (l1.efer & ~0x500)
         }
         for (path, fields) in guestSegments {
@@ -69,11 +62,12 @@ public enum StateTransfer {
         vmcs.write(.guestCR0, s.cr0)
         vmcs.write(.guestCR3, s.cr3)
         vmcs.write(.guestCR4, s.cr4)
-        if (vmcs.read(.exitControls) ?? 0) & exitSaveEFER != 0 { vmcs.write(.guestIA32EFER, s.efer) }
+        if vmcs.exitControls.contains(.saveEFER) { vmcs.write(.guestIA32EFER, s.efer) }
         // 28.3.3: the "IA-32e mode guest" entry control follows IA32_EFER.LMA,
         // so an L2 that entered long mode by itself can be resumed.
-        let entry = vmcs.read(.entryControls) ?? 0
-        vmcs.write(.entryControls, s.efer & (1 << 10) != 0 ? entry | entryIA32eGuest : entry & ~entryIA32eGuest)
+        var entry = vmcs.entryControls
+        if s.efer & (1 << 10) != 0 { entry.insert(.ia32eModeGuest) } else { entry.remove(.ia32eModeGuest) }
+        vmcs.write(.entryControls, UInt64(entry.rawValue))
         for (path, fields) in guestSegments {
             let seg = s[keyPath: path]
             vmcs.write(fields.selector, UInt64(seg.selector))
@@ -100,9 +94,8 @@ public enum StateTransfer {
         s.cr0 = f(.hostCR0)
         s.cr3 = f(.hostCR3)
         s.cr4 = f(.hostCR4) & ~(1 << 13)                // VMXE is virtual: never in the real CR4
-        let exit = f(.exitControls)
-        let longMode = exit & exitHostAddressSpace != 0
-        if exit & exitLoadEFER != 0 {
+        let longMode = vmcs.exitControls.contains(.hostAddressSpaceSize)
+        if vmcs.exitControls.contains(.loadEFER) {
             s.efer = f(.hostIA32EFER)
         } else {
             s.efer = longMode ? (s.efer | 0x500) : (s.efer & ~0x500)
