@@ -220,6 +220,9 @@ public final class Machine {
 public enum MSRIndex {
     public static let apicBase: UInt32 = 0x1b
     public static let featureControl: UInt32 = 0x3a
+    public static let sysenterCS: UInt32 = 0x174, sysenterESP: UInt32 = 0x175, sysenterEIP: UInt32 = 0x176
+    public static let debugctl: UInt32 = 0x1d9
+    public static let pat: UInt32 = 0x277
     /// IA32_VMX_BASIC ... IA32_VMX_VMFUNC (SDM Vol. 3C Appendix A).
     public static let vmxCapabilities: ClosedRange<UInt32> = 0x480...0x491
 }

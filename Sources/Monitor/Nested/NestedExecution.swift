@@ -132,36 +132,32 @@ extension Machine {
 
     // MARK: Guest state that KVM keeps in MSRs
 
-    static let sysenterCS: UInt32 = 0x174, sysenterESP: UInt32 = 0x175, sysenterEIP: UInt32 = 0x176
-    static let pat: UInt32 = 0x277, debugctl: UInt32 = 0x1d9
-    static let guestStateMSRs: Set<UInt32> = [sysenterCS, sysenterESP, sysenterEIP, pat, debugctl]
+    /// The guest-state fields KVM holds as MSRs (SDM 25.4.1), with the entry
+    /// control that loads each and the exit control that saves it; the
+    /// SYSENTER MSRs are always loaded and saved.
+    static let guestStateMSRFields: [(index: UInt32, field: VMCSField, load: VMEntryControls, save: VMExitControls)] = [
+        (MSRIndex.sysenterCS, .guestIA32SysenterCS, [], []),
+        (MSRIndex.sysenterESP, .guestIA32SysenterESP, [], []),
+        (MSRIndex.sysenterEIP, .guestIA32SysenterEIP, [], []),
+        (MSRIndex.pat, .guestIA32PAT, .loadPAT, .savePAT),
+        (MSRIndex.debugctl, .guestIA32Debugctl, .loadDebugControls, .saveDebugControls),
+    ]
+    static let guestStateMSRs = Set(guestStateMSRFields.map(\.index))
 
-    /// The SYSENTER MSRs always, PAT and DEBUGCTL when the entry controls ask
-    /// (SDM 27.3.2.1), into L2's vCPU; only values that changed are written.
+    /// Into L2's vCPU at entry (SDM 27.3.2.1); only values that changed are written.
     func loadGuestMSRs(_ l2: L2Machine, vmcs: VMCS12) {
-        var wanted: [(index: UInt32, value: UInt64)] = [
-            (Self.sysenterCS, vmcs.read(.guestIA32SysenterCS) ?? 0),
-            (Self.sysenterESP, vmcs.read(.guestIA32SysenterESP) ?? 0),
-            (Self.sysenterEIP, vmcs.read(.guestIA32SysenterEIP) ?? 0),
-        ]
-        if vmcs.entryControls.contains(.loadPAT) { wanted.append((Self.pat, vmcs.read(.guestIA32PAT) ?? 0)) }
-        if vmcs.entryControls.contains(.loadDebugControls) { wanted.append((Self.debugctl, vmcs.read(.guestIA32Debugctl) ?? 0)) }
-        let changed = wanted.filter { l2.loadedMSRs[$0.index] != $0.value }
-        guard !changed.isEmpty else { return }
-        // KVM stops at an MSR it refuses (DEBUGCTL bits this host lacks): the
-        // rest are written one by one so each is applied if it can be.
-        for pair in changed where l2.vcpu.setMSRs([pair]) == 1 { l2.loadedMSRs[pair.index] = pair.value }
+        let wanted = Self.guestStateMSRFields.filter { vmcs.entryControls.isSuperset(of: $0.load) }
+            .map { (index: $0.index, value: vmcs.read($0.field) ?? 0) }
+        // KVM stops at an MSR it refuses (DEBUGCTL bits this host lacks), so
+        // each is written alone and applied if it can be.
+        for pair in wanted where l2.loadedMSRs[pair.index] != pair.value && l2.vcpu.setMSRs([pair]) == 1 {
+            l2.loadedMSRs[pair.index] = pair.value
+        }
     }
 
-    /// Saves them back at VM exit (SDM 28.3.3): SYSENTER always, PAT and
-    /// DEBUGCTL when the exit controls ask.
+    /// Back into the guest-state area at VM exit (SDM 28.3.3).
     func saveGuestMSRs(_ l2: L2Machine, into vmcs: inout VMCS12) {
-        var fields: [(index: UInt32, field: VMCSField)] = [
-            (Self.sysenterCS, .guestIA32SysenterCS), (Self.sysenterESP, .guestIA32SysenterESP),
-            (Self.sysenterEIP, .guestIA32SysenterEIP),
-        ]
-        if vmcs.exitControls.contains(.savePAT) { fields.append((Self.pat, .guestIA32PAT)) }
-        if vmcs.exitControls.contains(.saveDebugControls) { fields.append((Self.debugctl, .guestIA32Debugctl)) }
+        let fields = Self.guestStateMSRFields.filter { vmcs.exitControls.isSuperset(of: $0.save) }
         // L0 knows the values it loaded at entry and those L2 wrote through
         // it (L2's filter sends those writes here); KVM is asked for the rest.
         let missing = fields.map(\.index).filter { l2.loadedMSRs[$0] == nil }
@@ -175,12 +171,12 @@ extension Machine {
     /// is cleared (SDM 28.5.1).
     func loadHostMSRs(_ vmcs: VMCS12) {
         var pairs: [(index: UInt32, value: UInt64)] = [
-            (Self.sysenterCS, vmcs.read(.hostIA32SysenterCS) ?? 0),
-            (Self.sysenterESP, vmcs.read(.hostIA32SysenterESP) ?? 0),
-            (Self.sysenterEIP, vmcs.read(.hostIA32SysenterEIP) ?? 0),
-            (Self.debugctl, 0),
+            (MSRIndex.sysenterCS, vmcs.read(.hostIA32SysenterCS) ?? 0),
+            (MSRIndex.sysenterESP, vmcs.read(.hostIA32SysenterESP) ?? 0),
+            (MSRIndex.sysenterEIP, vmcs.read(.hostIA32SysenterEIP) ?? 0),
+            (MSRIndex.debugctl, 0),
         ]
-        if vmcs.exitControls.contains(.loadPAT) { pairs.append((Self.pat, vmcs.read(.hostIA32PAT) ?? 0)) }
+        if vmcs.exitControls.contains(.loadPAT) { pairs.append((MSRIndex.pat, vmcs.read(.hostIA32PAT) ?? 0)) }
         if vcpu.setMSRs(pairs) < pairs.count {
             for pair in pairs { _ = vcpu.setMSRs([pair]) }        // apply what KVM accepts
         }
