@@ -146,8 +146,9 @@ extension CPUState {
     }
 }
 
-/// An event being delivered through the IDT, in the terms of the
-/// IDT-vectoring information field (SDM Vol. 3C 25.9.3, Table 25-19).
+/// An event delivered through the IDT, in the terms of the
+/// interruption-information formats: VM-exit interruption information and
+/// IDT-vectoring information (SDM Vol. 3C 25.9.2, 25.9.3).
 public struct DeliveredEvent: Equatable, Sendable {
     /// Bits 10:8 of the interruption-information formats.
     public enum Kind: UInt32, Sendable {
@@ -162,9 +163,9 @@ public struct DeliveredEvent: Equatable, Sendable {
         self.kind = kind; self.vector = vector; self.errorCode = errorCode
     }
 
-    /// The IDT-vectoring information field: vector, type, bit 11 when an
-    /// error code is delivered, and bit 31 (valid).
-    public var vectoringInformation: UInt32 {
+    /// The field: vector, type, bit 11 when an error code is delivered,
+    /// and bit 31 (valid).
+    public var interruptionInformation: UInt32 {
         UInt32(vector) | kind.rawValue << 8 | (errorCode != nil ? 1 << 11 : 0) | 1 << 31
     }
 }

@@ -18,7 +18,7 @@ final class CPUStateBridgeTests: XCTestCase {
         e.interrupt.injected = 1; e.interrupt.nr = 0x30
         XCTAssertEqual(DeliveredEvent(e), DeliveredEvent(kind: .externalInterrupt, vector: 0x30))
         e.interrupt.soft = 1
-        XCTAssertEqual(DeliveredEvent(e)?.vectoringInformation, 0x8000_0430)
+        XCTAssertEqual(DeliveredEvent(e)?.interruptionInformation, 0x8000_0430)
 
         e = kvm_vcpu_events()
         e.nmi.injected = 1

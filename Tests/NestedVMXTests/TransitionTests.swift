@@ -193,11 +193,11 @@ final class TransitionTests: XCTestCase {
 
     func testExitDuringEventDeliveryRecordsTheEvent() {
         // SDM 25.9.3: vector 7:0, type 10:8, error code valid 11, valid 31.
-        XCTAssertEqual(DeliveredEvent(kind: .hardwareException, vector: 14, errorCode: 2).vectoringInformation, 0x8000_0b0e)
-        XCTAssertEqual(DeliveredEvent(kind: .externalInterrupt, vector: 0x30).vectoringInformation, 0x8000_0030)
-        XCTAssertEqual(DeliveredEvent(kind: .softwareInterrupt, vector: 0x80).vectoringInformation, 0x8000_0480)
-        XCTAssertEqual(DeliveredEvent(kind: .softwareException, vector: 3).vectoringInformation, 0x8000_0603)
-        XCTAssertEqual(DeliveredEvent(kind: .nmi, vector: 2).vectoringInformation, 0x8000_0202)
+        XCTAssertEqual(DeliveredEvent(kind: .hardwareException, vector: 14, errorCode: 2).interruptionInformation, 0x8000_0b0e)
+        XCTAssertEqual(DeliveredEvent(kind: .externalInterrupt, vector: 0x30).interruptionInformation, 0x8000_0030)
+        XCTAssertEqual(DeliveredEvent(kind: .softwareInterrupt, vector: 0x80).interruptionInformation, 0x8000_0480)
+        XCTAssertEqual(DeliveredEvent(kind: .softwareException, vector: 3).interruptionInformation, 0x8000_0603)
+        XCTAssertEqual(DeliveredEvent(kind: .nmi, vector: 2).interruptionInformation, 0x8000_0202)
 
         var vmcs = VMCS12(address: 0)
         vmcs.write(.idtVectoringErrorCode, 0x55)

@@ -61,6 +61,16 @@ extension DeliveredEvent {
     }
 }
 
+extension kvm_vcpu_events {
+    /// Drops the event KVM holds as injected (the one `DeliveredEvent`
+    /// reads), so the next KVM_RUN delivers none.
+    mutating func forgetInjectedEvent() {
+        exception.injected = 0
+        interrupt.injected = 0
+        nmi.injected = 0
+    }
+}
+
 extension kvm_segment {
     init(_ s: SegmentState) {
         self.init()

@@ -24,9 +24,7 @@ extension Machine {
             var events = l2.vcpu.sync.pointee.events
             events.interrupt.shadow = (state.blockingByMovSS ? 1 : 0) | (state.blockingBySTI ? 2 : 0)
             events.flags |= UInt32(KVM_VCPUEVENT_VALID_SHADOW)
-            events.exception.injected = 0
-            events.interrupt.injected = 0
-            events.nmi.injected = 0
+            events.forgetInjectedEvent()
             let entryEvent = vmcs.read(.entryInterruptionInfo) ?? 0
             Self.injectEntryEvent(entryEvent, errorCode: vmcs.read(.entryExceptionErrorCode) ?? 0, into: &events)
             l2.injectedVector = entryEvent & (1 << 31) != 0 ? Int(entryEvent & 0xff) : nil
@@ -473,7 +471,7 @@ extension Machine {
                 var exit = NestedExit(reason: .externalInterrupt)
                 if vmcs.exitControls.contains(.acknowledgeInterruptOnExit) {
                     apic.acknowledge(vector)
-                    exit.interruptionInfo = UInt32(vector) | 1 << 31
+                    exit.interruptionInfo = DeliveredEvent(kind: .externalInterrupt, vector: UInt8(truncatingIfNeeded: vector)).interruptionInformation
                 }
                 note.value = UInt64(vector)
                 return reflect(exit, state: l2State, note: &note)
@@ -544,10 +542,8 @@ extension Machine {
             let injected = l2.injectedVector == vector
             l2.injectedVector = nil
             if !injected, ExitRouting.wantsException(vector, errorCode: frame.errorCode, vmcs: vmcs) {
-                // Interruption information: vector, type 3 (hardware exception),
-                // error code valid (bit 11), valid (bit 31); SDM 25.9.2.
-                let hasError = frame.errorCode != nil
-                let info = UInt32(vector) | 3 << 8 | (hasError ? 1 << 11 : 0) | 1 << 31
+                let info = DeliveredEvent(kind: .hardwareException, vector: UInt8(truncatingIfNeeded: vector),
+                                          errorCode: frame.errorCode.map { UInt32(truncatingIfNeeded: $0) }).interruptionInformation
                 let exit = NestedExit(reason: .exceptionOrNMI, qualification: vector == 14 ? state.cr2 : 0,
                                       interruptionInfo: info, interruptionErrorCode: UInt32(truncatingIfNeeded: frame.errorCode ?? 0))
                 note.value = UInt64(vector)
@@ -643,9 +639,7 @@ extension Machine {
         var exit = exit
         if exit.vectoring == nil, let event = state.eventInDelivery, let l2 = l2Machine {
             exit.vectoring = event
-            l2.vcpu.sync.pointee.events.exception.injected = 0
-            l2.vcpu.sync.pointee.events.interrupt.injected = 0
-            l2.vcpu.sync.pointee.events.nmi.injected = 0
+            l2.vcpu.sync.pointee.events.forgetInjectedEvent()
             l2.vcpu.markDirty([.events])
         }
         StateTransfer.saveGuestState(state, into: &vmcs)

@@ -135,7 +135,7 @@ public enum StateTransfer {
         vmcs.write(.exitInterruptionInfo, UInt64(exit.interruptionInfo))
         vmcs.write(.exitInterruptionErrorCode, UInt64(exit.interruptionErrorCode))
         // 28.2.4: an exit during event delivery records that event.
-        vmcs.write(.idtVectoringInfo, UInt64(exit.vectoring?.vectoringInformation ?? 0))
+        vmcs.write(.idtVectoringInfo, UInt64(exit.vectoring?.interruptionInformation ?? 0))
         if let code = exit.vectoring?.errorCode { vmcs.write(.idtVectoringErrorCode, UInt64(code)) }
     }
 }
