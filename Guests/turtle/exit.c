@@ -426,7 +426,7 @@ int turtle_handle_exit(void)
 	if ((vectoring & (1u << 31)) && basic != EXIT_REASON_EPT_VIOLATION) {
 		uint32_t type = (vectoring >> 8) & 7;
 		vectored_exits++;
-		VMW(ENTRY_INTR_INFO, vectoring & ((1u << 31) | (1u << 11) | (7u << 8) | 0xff));
+		VMW(ENTRY_INTR_INFO, vectoring & INTR_INFO_INJECTABLE);
 		if (vectoring & (1u << 11))
 			VMW(ENTRY_EXCEPTION_ERRCODE, vmr(IDT_VECTORING_ERRCODE));
 		if (type == 4 || type == 5 || type == 6)
@@ -452,7 +452,7 @@ int turtle_handle_exit(void)
 		printf("turtle: L2 exception %llu (error code 0x%llx, qualification 0x%llx) at RIP 0x%llx: re-injected\n",
 		       (unsigned long long)(info & 0xff), (unsigned long long)code,
 		       (unsigned long long)vmr(EXIT_QUALIFICATION), (unsigned long long)vmr(GUEST_RIP));
-		VMW(ENTRY_INTR_INFO, info & ((1u << 31) | (1u << 11) | (7u << 8) | 0xff));
+		VMW(ENTRY_INTR_INFO, info & INTR_INFO_INJECTABLE);
 		VMW(ENTRY_EXCEPTION_ERRCODE, code);
 		return 0;
 	}

@@ -74,6 +74,9 @@
 #define EXIT_INTR_ERRCODE	0x4406
 #define IDT_VECTORING_INFO	0x4408
 #define IDT_VECTORING_ERRCODE	0x440a
+/* The bits of an exit or IDT-vectoring interruption-information field that
+ * VM-entry injection takes (SDM 25.8.3): vector, type, error code, valid. */
+#define INTR_INFO_INJECTABLE	((1u << 31) | (1u << 11) | (7u << 8) | 0xff)
 #define EXIT_INSTRUCTION_LEN	0x440c
 #define EXIT_INSTRUCTION_INFO	0x440e
 /* 32-bit guest state */
