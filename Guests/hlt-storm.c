@@ -12,14 +12,16 @@
  * forever. The handler counts the interrupt and writes EOI. If HLT returns
  * for any other reason we simply halt again until the count moves.
  *
- * usage: hlt-storm [N]    (default N=10000)
+ * usage: hlt-storm [N] [ticks=T]    (default N=10000, T=1)
+ *
+ * ticks=T arms the timer T bus clocks ahead instead of 1, so that the HLT
+ * comes well before the interrupt and the vCPU really sleeps.
  */
 #include "guest.h"
 
-#define USAGE		"hlt-storm [N]"
+#define USAGE		"hlt-storm [N] [ticks=T]"
 #define TIMER_VECTOR	0x40
 #define SPURIOUS_VECTOR	0xff
-#define TIMER_COUNT	1		/* bus clocks until the interrupt */
 
 static volatile uint64_t timer_irqs;
 static volatile uint64_t spurious_irqs;
@@ -40,10 +42,17 @@ static void spurious_handler(struct regs *r)
 
 int main(int argc, char **argv)
 {
-	uint64_t n = 10000, halts = 0;
+	uint64_t n = 10000, halts = 0, ticks = 1;	/* ticks: bus clocks until the interrupt */
+	const char *v;
 
-	if (argc > 2 || (argc == 2 && !parse_u64(argv[1], &n)))
-		return usage(USAGE);
+	for (int i = 1; i < argc; i++) {
+		if ((v = arg_value(argv[i], "ticks"))) {
+			if (!parse_u64(v, &ticks) || ticks == 0 || ticks > 0xffffffffull)
+				return usage(USAGE);
+		} else if (!parse_u64(argv[i], &n)) {
+			return usage(USAGE);
+		}
+	}
 
 	printf("hlt-storm: %llu HLTs woken by the APIC timer (vector 0x%x)\n",
 	       (unsigned long long)n, TIMER_VECTOR);
@@ -58,7 +67,7 @@ int main(int argc, char **argv)
 
 	uint64_t t0 = rdtsc();
 	for (uint64_t i = 0; i < n; i++) {
-		apic_write(APIC_TIMER_INITIAL, TIMER_COUNT);
+		apic_write(APIC_TIMER_INITIAL, (uint32_t)ticks);
 		while (timer_irqs == i) {
 			safe_halt();	/* sti; hlt */
 			cli();

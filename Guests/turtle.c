@@ -107,6 +107,12 @@ void *l2_ptr(uint64_t gpa, uint64_t len)
 	return (void *)(uintptr_t)(l2_base + gpa);
 }
 
+/* Spurious interrupts need no EOI (SDM Vol. 3A 11.9). */
+static void spurious_interrupt(struct regs *r)
+{
+	(void)r;
+}
+
 /* ---- arguments ---- */
 
 static bool parse_size(const char *s, uint64_t *out)
@@ -321,18 +327,21 @@ int main(int argc, char **argv)
 	printf("turtle: VMLAUNCH L2 at 0x%llx (EAX 0x%x, EBX 0x%llx)\n", (unsigned long long)img.entry,
 	       MULTIBOOT_BOOTLOADER_MAGIC, (unsigned long long)img.mbi);
 
+	/* turtle's APIC timer is its own (timer=N) or runs L2's (turtle/vapic.c).
+	 * Interrupts stay off in turtle except while it sleeps for a halted L2:
+	 * with external-interrupt exiting and "acknowledge interrupt on exit",
+	 * each expiry while L2 runs is an exit (SDM 25.7.1). */
+	pic_mask_all();
+	set_irq_handler(TURTLE_TIMER_VECTOR, turtle_timer_interrupt);
+	set_irq_handler(TURTLE_SPURIOUS_VECTOR, spurious_interrupt);
+	apic_enable(TURTLE_SPURIOUS_VECTOR);
 	if (cfg.timer) {
-		/* Interrupts stay off in turtle: with external-interrupt exiting and
-		 * "acknowledge interrupt on exit", each tick is an exit (SDM 25.7.1). */
-		pic_mask_all();
-		apic_enable(0xff);
 		apic_write(APIC_TIMER_DIVIDE, APIC_TIMER_DIV_1);
 		apic_write(APIC_LVT_TIMER, APIC_TIMER_PERIODIC | TURTLE_TIMER_VECTOR);
 		apic_write(APIC_TIMER_INITIAL, (uint32_t)cfg.timer);
 	}
 	rc = turtle_run(1);
-	if (cfg.timer)
-		apic_write(APIC_TIMER_INITIAL, 0);
+	apic_write(APIC_TIMER_INITIAL, 0);
 	if (rc != 0) {
 		uint64_t total = exit_other;
 		for (int r = 0; r <= EXIT_REASON_MAX; r++)

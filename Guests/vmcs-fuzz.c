@@ -5,8 +5,9 @@
  * random each time. Every VMLAUNCH must end in one of the SDM's outcomes:
  * VMfailValid (7 or 8), a VM-entry failure exit (33 or 34), or a VM exit
  * (48: the first fetch of L2 hits the empty EPT; 2: triple fault; ...).
- * The monitor must never crash or hang, whatever the state. Three fixed
- * launches first check exits during event delivery (SDM 28.2.4).
+ * The monitor must never crash or hang, whatever the state. Four fixed
+ * launches first check exits during and after event delivery (SDM 27.6,
+ * 28.2.4).
  *
  * usage: vmcs-fuzz [N] [seed=S]    (default N=2000, seed=1)
  *
@@ -32,6 +33,15 @@ static uint8_t host_tss[104] __attribute__((aligned(16)));
 static uint64_t host_gdt[8] __attribute__((aligned(16)));
 
 static uint64_t rng = 1;
+static volatile uint64_t l1_timer_irqs;
+
+static void l1_timer(struct regs *r)
+{
+	(void)r;
+	l1_timer_irqs++;
+	apic_eoi();
+}
+
 static uint64_t next(void)
 {
 	rng ^= rng << 13;
@@ -252,6 +262,40 @@ int main(int argc, char **argv)
 	report(first == VMX_SUCCEED && reason == 48 && gpa == 0x200000 && (q & 7) == 4 && !(vectoring & (1u << 31)),
 	       "L2's #UD is delivered through untouched IDT and GDT pages: reason %llu, fetch at 0x%llx (qualification 0x%llx)",
 	       (unsigned long long)reason, (unsigned long long)gpa, (unsigned long long)q);
+
+	/* An interrupt of L1's is pending when VM entry injects external
+	 * interrupt 0x30: the entry delivers it first, and the external-interrupt
+	 * exit comes at the first instruction of L2's handler, with nothing in
+	 * IDT-vectoring (SDM 27.6, 28.2.4). L1's own timer, with count 1 and
+	 * interrupts off, makes the interrupt pending. */
+	l2_idt[0x30] = 0x00108e0000100010ull;			/* 0x10:0x100010, interrupt gate */
+	l2_code[0x10] = 0xf4;						/* its handler: hlt */
+	set_irq_handler(0x40, l1_timer);
+	pic_mask_all();
+	apic_enable(0xff);
+	apic_write(APIC_TIMER_DIVIDE, APIC_TIMER_DIV_1);
+	apic_write(APIC_LVT_TIMER, APIC_TIMER_ONESHOT | 0x40);
+	apic_write(APIC_TIMER_INITIAL, 1);
+	baseline();
+	vmwrite(0x6818, 0x1000);					/* IDTR base */
+	vmwrite(0x681c, 0x100800);					/* RSP, in the code page */
+	vmwrite(0x6820, 0x202);						/* RFLAGS.IF, as injection needs */
+	vmwrite(0x4016, (1u << 31) | 0x30);				/* external interrupt 0x30 */
+	first = launch(&reason);
+	uint64_t rip = 0, rsp = 0;
+	vmread(0x4408, &vectoring);
+	vmread(0x681e, &rip);
+	vmread(0x681c, &rsp);
+	const uint32_t *frame = (const uint32_t *)&l2_code[0x7f4];
+	report(first == VMX_SUCCEED && reason == 1 && !(vectoring & (1u << 31)) && rip == 0x100010 && rsp == 0x1007f4 &&
+	       frame[0] == 0x100000 && frame[1] == 0x10 && frame[2] == 0x202,
+	       "an L1 interrupt pending at an injecting entry exits after the delivery: reason %llu, RIP 0x%llx, "
+	       "RSP 0x%llx, frame %x:%x flags 0x%x, IDT-vectoring 0x%llx",
+	       (unsigned long long)reason, (unsigned long long)rip, (unsigned long long)rsp, frame[1], frame[0],
+	       frame[2], (unsigned long long)vectoring);
+	safe_halt();		/* sti; hlt: the interrupt, still pending, wakes L1 */
+	cli();
+	report(l1_timer_irqs == 1, "L1 then takes its own timer interrupt (%llu)", (unsigned long long)l1_timer_irqs);
 
 	((uint64_t *)ept_pml4)[0] = 0;
 	invept(2, &all);

@@ -28,6 +28,9 @@ uint32_t l2_status;
 const char *stop_why = "";
 static uint64_t hc_print, hc_nop, hc_unknown, port80_outs, mmio_reads, mmio_writes, preempt_exits;
 static uint64_t timer_exits, bad_interrupts, exception_exits, halted_wakeups, vectored_exits;
+static uint64_t hlt_sleeps, window_polls;
+static bool rip_advanced;		/* this exit's handler moved L2 past an instruction */
+static bool polling;			/* the preemption timer looks for an interrupt window */
 static uint64_t mmio_last_gpa, mmio_last_value;
 static bool l2_line_start = true;
 
@@ -67,9 +70,15 @@ static int stop(const char *why)
 
 /* ---- L2 state helpers ---- */
 
+static void set_rip(uint64_t rip)
+{
+	VMW(GUEST_RIP, rip);
+	rip_advanced = true;
+}
+
 static void skip_instruction(uint64_t len)
 {
-	VMW(GUEST_RIP, vmr(GUEST_RIP) + len);
+	set_rip(vmr(GUEST_RIP) + len);
 }
 
 /* VM-exit instruction length (SDM 28.2.5), for exits that set it. */
@@ -385,8 +394,23 @@ static int handle_ept_violation(void)
 		return stop("EPT violation that the MMIO device cannot decode");
 	}
 
-	/* The toy device: every address outside L2 RAM reads all ones and
-	 * swallows writes, which it counts and remembers. */
+	if (vapic_claims(gpa)) {
+		uint32_t offset = (uint32_t)(gpa - VAPIC_BASE);
+		if (d.write) {
+			const char *why = vapic_write(offset, (uint32_t)(d.reg < 0 ? d.imm : get_reg(d.reg) >> (d.high8 ? 8 : 0)));
+			if (why) {
+				printf("turtle: %s\n", why);
+				return stop(why);
+			}
+		} else {
+			write_reg_sized(d.reg, d.dst_size, d.high8, vapic_read(offset) & size_mask(d.size));
+		}
+		set_rip(rip + d.len);
+		return 0;
+	}
+
+	/* The toy device: every other address outside L2 RAM reads all ones
+	 * and swallows writes, which it counts and remembers. */
 	if (d.write) {
 		uint64_t v = d.reg < 0 ? d.imm : get_reg(d.reg) >> (d.high8 ? 8 : 0);
 		mmio_writes++;
@@ -396,13 +420,103 @@ static int handle_ept_violation(void)
 		mmio_reads++;
 		write_reg_sized(d.reg, d.dst_size, d.high8, size_mask(d.size));
 	}
-	VMW(GUEST_RIP, rip + d.len);
+	set_rip(rip + d.len);
 	return 0;
+}
+
+/* ---- 12: HLT (SDM Vol. 2A "HLT") ---- */
+
+/* L2 sleeps until its APIC has an interrupt for it. turtle sleeps in its
+ * place: its own timer, which runs L2's, wakes it. */
+static int handle_hlt(void)
+{
+	uint64_t rip = vmr(GUEST_RIP);
+
+	if (!(vmr(GUEST_RFLAGS) & RFLAGS_IF)) {
+		printf("turtle: L2 halted with interrupts off at RIP 0x%llx: it can never wake\n",
+		       (unsigned long long)rip);
+		return stop("L2 halted with interrupts off");
+	}
+	skip_instruction(exit_insn_len(1));
+	while (vapic_deliverable() < 0) {
+		if (!vapic_timer_armed()) {
+			printf("turtle: L2 halted at RIP 0x%llx with no interrupt pending and no APIC timer armed: "
+			       "it can never wake\n", (unsigned long long)rip);
+			return stop("L2 halted with nothing to wake it");
+		}
+		hlt_sleeps++;
+		safe_halt();		/* sti; hlt: a pending timer interrupt still wakes it */
+		cli();
+	}
+	return 0;
+}
+
+/* turtle's timer interrupt while turtle itself runs with interrupts on. */
+void turtle_timer_interrupt(struct regs *r)
+{
+	(void)r;
+	vapic_timer_fired();
+	apic_eoi();
+}
+
+/* ---- interrupts into L2 ---- */
+
+/*
+ * There is no interrupt-window exiting on this platform (README), so while
+ * an interrupt waits for L2 to enable interrupts, the VMX-preemption timer
+ * brings L2 back every WINDOW_POLL_TICKS to look again (unless preempt=N
+ * already does).
+ */
+#define WINDOW_POLL_TICKS	10000
+
+static void poll_for_window(bool on)
+{
+	if (on == polling || cfg.preempt || !preempt_allowed)
+		return;
+	polling = on;
+	VMW(PIN_BASED_CONTROLS, on ? pin_ctl | PIN_PREEMPTION_TIMER : pin_ctl);
+	if (on)
+		VMW(PREEMPTION_TIMER_VALUE, WINDOW_POLL_TICKS);
+}
+
+/*
+ * Before VM entry: inject L2's highest-priority APIC interrupt as an
+ * external interrupt (SDM 26.6) when L2 can take it: RFLAGS.IF = 1, no
+ * blocking by STI or MOV SS (SDM 26.3.1.5) and no other event to inject.
+ * An instruction that turtle emulated or skipped ends that blocking.
+ */
+static void inject_l2_interrupt(void)
+{
+	bool waiting = false;
+
+	if (vapic_deliverable() >= 0) {
+		uint64_t blocking = vmr(GUEST_INTERRUPTIBILITY);
+		if (rip_advanced && (blocking & 3)) {
+			blocking &= ~3ull;
+			VMW(GUEST_INTERRUPTIBILITY, blocking);
+		}
+		if ((vmr(ENTRY_INTR_INFO) & (1u << 31)) || !(vmr(GUEST_RFLAGS) & RFLAGS_IF) || (blocking & 3))
+			waiting = true;
+		else
+			VMW(ENTRY_INTR_INFO, (1u << 31) | (uint32_t)vapic_ack());	/* type 0 */
+	}
+	poll_for_window(waiting);
 }
 
 /* ---- the dispatcher ---- */
 
+static int dispatch(void);
+
 int turtle_handle_exit(void)
+{
+	rip_advanced = false;
+	int rc = dispatch();
+	if (rc == 0)
+		inject_l2_interrupt();
+	return rc;
+}
+
+static int dispatch(void)
 {
 	uint32_t reason = (uint32_t)vmr(EXIT_REASON);
 	uint32_t basic = reason & 0xffff;
@@ -459,12 +573,15 @@ int turtle_handle_exit(void)
 	case EXIT_REASON_EXTERNAL_INTERRUPT: {
 		/* Acknowledged on exit: the vector is in the interruption information. */
 		uint64_t info = vmr(EXIT_INTR_INFO);
-		if ((info & (1u << 31)) && (info & 0xff) == TURTLE_TIMER_VECTOR)
+		if ((info & (1u << 31)) && (info & 0xff) == TURTLE_TIMER_VECTOR) {
 			timer_exits++;
-		else
+			vapic_timer_fired();
+		} else {
 			bad_interrupts++;
+		}
 		apic_eoi();
-		if (vmr(GUEST_ACTIVITY_STATE) == 1 && ++halted_wakeups == 5) {
+		if (vmr(GUEST_ACTIVITY_STATE) == 1 && vapic_deliverable() < 0 && !vapic_timer_armed() &&
+		    ++halted_wakeups == 5) {
 			/* SDM 25.4.2: L2 sleeps in the HLT state; turtle has nothing to inject. */
 			printf("turtle: L2 is in the HLT activity state at RIP 0x%llx; %llu timer exits reached it there\n",
 			       (unsigned long long)vmr(GUEST_RIP), (unsigned long long)halted_wakeups);
@@ -473,20 +590,15 @@ int turtle_handle_exit(void)
 		return 0;
 	}
 	case EXIT_REASON_PREEMPTION_TIMER:
+		if (polling) {
+			window_polls++;
+			return 0;
+		}
 		preempt_exits++;
 		VMW(PREEMPTION_TIMER_VALUE, cfg.preempt);	/* re-arm */
 		return 0;
-	case EXIT_REASON_HLT: {
-		uint64_t rflags = vmr(GUEST_RFLAGS), rip = vmr(GUEST_RIP);
-		if (!(rflags & RFLAGS_IF)) {
-			printf("turtle: L2 halted with interrupts off at RIP 0x%llx: it can never wake\n",
-			       (unsigned long long)rip);
-			return stop("L2 halted with interrupts off");
-		}
-		printf("turtle: L2 halted with interrupts on at RIP 0x%llx, but turtle gives L2 no interrupts or timers yet\n",
-		       (unsigned long long)rip);
-		return stop("L2 halted waiting for an interrupt turtle cannot deliver");
-	}
+	case EXIT_REASON_HLT:
+		return handle_hlt();
 	case EXIT_REASON_TRIPLE_FAULT:
 		printf("turtle: L2 triple-faulted at RIP 0x%llx\n", (unsigned long long)vmr(GUEST_RIP));
 		return stop("L2 triple fault");
@@ -531,6 +643,10 @@ void exit_report(void)
 	printf("; preemption-timer exits %llu; timer interrupts %llu (unexpected %llu); exceptions %llu\n",
 	       (unsigned long long)preempt_exits, (unsigned long long)timer_exits,
 	       (unsigned long long)bad_interrupts, (unsigned long long)exception_exits);
+	if (hlt_sleeps || window_polls)
+		printf("turtle: turtle slept %llu times for halted L2; interrupt-window polls %llu\n",
+		       (unsigned long long)hlt_sleeps, (unsigned long long)window_polls);
+	vapic_report();
 	if (vectored_exits)
 		printf("turtle: exits during event delivery, event re-injected: %llu\n",
 		       (unsigned long long)vectored_exits);

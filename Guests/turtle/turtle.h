@@ -271,6 +271,7 @@ void ept_report_ad(void);
 
 /* vmcs.c */
 extern uint32_t pin_ctl, proc_ctl, sec_ctl, exit_ctl, entry_ctl;	/* as written to the VMCS */
+extern bool preempt_allowed;		/* the preemption timer may be switched on */
 bool vmx_enable(void);
 bool vmcs_setup(const struct l2_image *img, uint64_t eptp);
 void vmx_disable(void);
@@ -283,8 +284,20 @@ extern bool l2_finished;
 extern uint32_t l2_status;
 extern const char *stop_why;		/* why the run stopped */
 int turtle_handle_exit(void);		/* called by entry.S: 0 resume, 1 stop */
+void turtle_timer_interrupt(struct regs *r);	/* turtle's IDT handler for TURTLE_TIMER_VECTOR */
 void exit_report(void);
 const char *exit_reason_name(uint32_t reason);
+
+/* vapic.c: the local APIC L2 sees at VAPIC_BASE, emulated on EPT violations. */
+#define VAPIC_BASE		0xfee00000ull
+bool vapic_claims(uint64_t gpa);
+uint32_t vapic_read(uint32_t offset);
+const char *vapic_write(uint32_t offset, uint32_t value);	/* NULL, or why the run must stop */
+int vapic_deliverable(void);		/* the vector L2 would take now by priority, or -1 */
+int vapic_ack(void);			/* that vector moves from IRR to ISR; -1 if none */
+bool vapic_timer_armed(void);		/* an expiry of L2's timer is still to come */
+void vapic_timer_fired(void);		/* turtle's timer expired while it runs L2's */
+void vapic_report(void);
 
 /* MSR lists (SDM 25.7.2, 25.8.2): 16-byte entries, 16-byte aligned. */
 struct msr_entry {
@@ -293,6 +306,7 @@ struct msr_entry {
 } __attribute__((aligned(16)));
 
 #define TURTLE_TIMER_VECTOR	0x40		/* turtle's own APIC timer */
+#define TURTLE_SPURIOUS_VECTOR	0xff
 
 #define MSR_LIST_MSR		0x174u		/* IA32_SYSENTER_CS */
 #define MSR_LIST_L2_VALUE	0x1234u		/* loaded into L2 at entry */

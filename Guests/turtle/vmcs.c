@@ -27,6 +27,7 @@ static uint8_t msr_bitmap[4096] __attribute__((aligned(4096)));
 
 static uint64_t vmx_basic;
 uint32_t pin_ctl, proc_ctl, sec_ctl, exit_ctl, entry_ctl;
+bool preempt_allowed;
 
 static const char *const vm_errors[29] = {
 	[1] = "VMCALL executed in VMX root operation",
@@ -213,8 +214,9 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	int before = setup_failures;
 
 	/* ---- Controls (SDM 25.6-25.8) ---- */
-	pin_ctl = control("pin-based", truectl ? MSR_IA32_VMX_TRUE_PINBASED_CTLS : MSR_IA32_VMX_PINBASED_CTLS,
-			  cfg.preempt ? PIN_PREEMPTION_TIMER : 0, 0);
+	uint32_t pin_msr = truectl ? MSR_IA32_VMX_TRUE_PINBASED_CTLS : MSR_IA32_VMX_PINBASED_CTLS;
+	pin_ctl = control("pin-based", pin_msr, cfg.preempt ? PIN_PREEMPTION_TIMER : 0, 0);
+	preempt_allowed = (rdmsr(pin_msr) >> 32) & PIN_PREEMPTION_TIMER;
 	uint32_t proc_want = (cfg.hlt_wait ? 0 : PROC_HLT_EXITING) | PROC_MSR_BITMAPS | PROC_SECONDARY |
 			     (cfg.io_all ? PROC_UNCOND_IO : PROC_IO_BITMAPS);
 	proc_ctl = control("primary", truectl ? MSR_IA32_VMX_TRUE_PROCBASED_CTLS : MSR_IA32_VMX_PROCBASED_CTLS,

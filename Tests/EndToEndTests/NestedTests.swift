@@ -61,6 +61,32 @@ final class NestedTests: XCTestCase {
         XCTAssertLessThan(touch.filter { $0.level == 2 && $0.flags.contains(.ept02Fault) }.count, 16)
     }
 
+    func testHLTStormAndAPICTimerRunAsL2OnTurtlesAPIC() throws {
+        // hlt-storm's timer (1 tick) expires while turtle handles the APIC
+        // write: each interrupt waits for L2's STI; HLT and is injected at
+        // the HLT exit, one HLT per interrupt.
+        let (r, trace) = try turtle("hlt-storm", "30")
+        XCTAssertTrue(r.stdout.contains("[L2] hlt-storm: 30 HLTs, 30 timer and 0 spurious interrupts"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("interrupts injected 30"), r.stdout)
+        XCTAssertEqual(trace.filter { $0.level == 2 && $0.vmxReason == 12 && $0.handler == .reflected }.count, 30)
+        // With the timer 20 ms ahead the HLT comes first: turtle sleeps in
+        // L2's place until its own timer, which runs L2's, fires.
+        let (s, _) = try turtle("hlt-storm", "10 ticks=20000000")
+        XCTAssertTrue(s.stdout.contains("turtle: turtle slept 10 times for halted L2"), s.stdout)
+        // Without HLT exiting L2 waits in the HLT activity state (L0 keeps the
+        // HLT), and the entry that injects the interrupt wakes it (SDM 27.6).
+        let (w, waited) = try turtle("hlt-storm", "20", turtleArgs: "hlt=wait")
+        XCTAssertTrue(w.stdout.contains("interrupts injected 20"), w.stdout)
+        XCTAssertEqual(waited.filter { $0.level == 2 && $0.kind == .hlt && $0.handler == .l0 }.count, 20)
+        XCTAssertFalse(waited.contains { $0.level == 2 && $0.vmxReason == 12 })
+        // One-shot, masked and periodic timers, a self-IPI and TPR masking,
+        // all through turtle's APIC; the TPR case needs the window polls.
+        let (a, _) = try turtle("apic-timer")
+        XCTAssertTrue(a.stdout.contains("[L2] SUMMARY: 8 tests, 0 failures"), a.stdout)
+        XCTAssertTrue(a.stdout.contains("self-IPIs 2 (unsupported 0)"), a.stdout)
+        XCTAssertTrue(a.stdout.contains("interrupt-window polls ") && !a.stdout.contains("interrupt-window polls 0\n"), a.stdout)
+    }
+
     func testPreemptionTimerInterruptsL2() throws {
         // 2,000,000 ticks of TSC >> 5 is about 25 ms; compute runs well over a second.
         let (r, trace) = try turtle("compute", "1", turtleArgs: "preempt=2000000")
@@ -152,11 +178,14 @@ final class NestedTests: XCTestCase {
             let trace = Harness.temporaryPath("vmcs-fuzz-\(seed).trc")
             let r = try Harness.terrapin(["run", Harness.guest("vmcs-fuzz"), "--append", "1500 seed=\(seed)", "--trace", trace])
             XCTAssertEqual(r.status, 1, "seed \(seed):\n\(r.stdout)")
-            XCTAssertTrue(r.stdout.contains("SUMMARY: 7 tests, 0 failures"), r.stdout)
+            XCTAssertTrue(r.stdout.contains("SUMMARY: 9 tests, 0 failures"), r.stdout)
             XCTAssertTrue(r.stdout.contains("PASS: an exit during delivery of an injected #GP records it"), r.stdout)
             XCTAssertTrue(r.stdout.contains("PASS: the IDT read of an injected #GP exits: reason 48, IDT-vectoring 0x80000b0d, L2-physical 0x68"), r.stdout)
             // Without EPT02 slots for the IDT and GDT, KVM made this a triple fault.
             XCTAssertTrue(r.stdout.contains("PASS: L2's #UD is delivered through untouched IDT and GDT pages: reason 48, fetch at 0x200000"), r.stdout)
+            // An exit due at an injecting entry waits for the delivery: RIP is
+            // the handler's, the frame is pushed, IDT-vectoring is empty.
+            XCTAssertTrue(r.stdout.contains("PASS: an L1 interrupt pending at an injecting entry exits after the delivery: reason 1, RIP 0x100010, RSP 0x1007f4, frame 10:100000 flags 0x202, IDT-vectoring 0x0"), r.stdout)
             let reader = try TraceReader(path: trace)
             XCTAssertTrue(reader.finished)
             XCTAssertGreaterThan(reader.filter { $0.level == 2 && $0.vmxReason == 48 }.count, 100)

@@ -2,8 +2,6 @@ import KVM
 import NestedVMX
 import VMXArch
 
-/// The IA-32e interrupt stack frame an exception pushed (SDM Vol. 3A 6.14.2):
-/// [error code,] RIP, CS, RFLAGS, RSP, SS.
 /// What L0 made of a breakpoint hit at a guest exception handler.
 enum TrapResult {
     /// A genuine exception: the guest's handler runs.
@@ -13,19 +11,35 @@ enum TrapResult {
     case stop(RunOutcome)
 }
 
+/// The stack frame an exception delivery pushed, read at the handler's RSP.
+/// IA-32e mode (SDM Vol. 3A 6.14.2): [error code,] RIP, CS, RFLAGS, RSP,
+/// SS, 8 bytes each. Protected mode (6.12.1): [error code,] EIP, CS,
+/// EFLAGS, 4 bytes each, then ESP and SS only when the privilege level
+/// changed; otherwise they are the handler's own.
 struct ExceptionFrame {
     var errorCode: UInt64?
     var rip: UInt64, cs: UInt64, rflags: UInt64, rsp: UInt64, ss: UInt64
 
     /// Reads the frame at the handler's RSP; nil if it is not readable.
     init?(cpu: CPUState, hasErrorCode: Bool, memory: some GuestMemoryAccess) {
-        let count = hasErrorCode ? 6 : 5
-        guard case let .success(bytes) = PageWalker.readLinear(cpu.gprs[.rsp], count: count * 8, access: MemoryAccess(),
-                                                                 state: cpu, memory: memory) else { return nil }
-        func q(_ i: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(bytes[i * 8 + $1]) << (8 * UInt64($1)) } }
+        let word = cpu.longModeActive ? 8 : 4
         let o = hasErrorCode ? 1 : 0
-        errorCode = hasErrorCode ? q(0) : nil
-        rip = q(o); cs = q(o + 1); rflags = q(o + 2); rsp = q(o + 3); ss = q(o + 4)
+        let stack = cpu.longModeActive ? cpu.gprs[.rsp] : cpu.gprs[.rsp] & 0xffff_ffff
+        guard case let .success(bytes) = PageWalker.readLinear(stack, count: (o + 3) * word, access: MemoryAccess(),
+                                                                 state: cpu, memory: memory) else { return nil }
+        func item(_ i: Int) -> UInt64 { (0..<word).reduce(0) { $0 | UInt64(bytes[i * word + $1]) << (8 * UInt64($1)) } }
+        errorCode = hasErrorCode ? item(0) : nil
+        rip = item(o); cs = item(o + 1); rflags = item(o + 2)
+        let outer = cpu.longModeActive || cs & 3 != UInt64(cpu.cs.selector & 3)
+        if outer {
+            guard case let .success(more) = PageWalker.readLinear(stack &+ UInt64((o + 3) * word), count: 2 * word,
+                                                                   access: MemoryAccess(), state: cpu, memory: memory) else { return nil }
+            func extra(_ i: Int) -> UInt64 { (0..<word).reduce(0) { $0 | UInt64(more[i * word + $1]) << (8 * UInt64($1)) } }
+            rsp = extra(0); ss = extra(1)
+        } else {
+            rsp = stack &+ UInt64((o + 3) * word)
+            ss = UInt64(cpu.ss.selector)
+        }
     }
 
     /// The state at the faulting instruction, as it was before delivery (same

@@ -4,7 +4,8 @@ import NestedVMX
 /// Trap channel (b) of DESIGN.md: execute breakpoints on a guest's own
 /// exception handlers, one debug register per vector (at most four). L0 finds
 /// the handlers by walking IDTR and the IDT through the guest's page tables
-/// (SDM Vol. 3A 6.14.1, 64-bit IDT gates) and re-arms the debug registers
+/// (SDM Vol. 3A 6.11 and 6.14.1: 32-bit and 64-bit interrupt and trap
+/// gates; task gates and 16-bit gates get none) and re-arms the debug registers
 /// whenever IDTR, CR3, the watched vectors or a handler's gate changes.
 /// L1: #GP (CR4.VMXE) and #UD (VMX instructions). L2: #UD (VMCALL) and the
 /// vectors of L1's exception bitmap.
@@ -47,7 +48,7 @@ struct IDTBreakpoints {
             for v in vectors { gates[v] = gateAddress(v, cpu: cpu, memory: memory) }
         }
         var found: [Int: UInt64] = [:]
-        for v in vectors { if let gate = gates[v], let h = Self.handler(at: gate, memory: memory) { found[v] = h } }
+        for v in vectors { if let gate = gates[v], let h = Self.handler(at: gate, cpu: cpu, memory: memory) { found[v] = h } }
         guard found != handlers else { return false }
         handlers = found
         return true
@@ -65,23 +66,40 @@ struct IDTBreakpoints {
         return regs
     }
 
-    /// Where gate `vector` lives: IA-32e IDT entries are 16 bytes. Only
-    /// IA-32e mode is handled; in legacy modes no breakpoints are armed.
+    /// Where gate `vector` lives: 16-byte gates in IA-32e mode, 8-byte
+    /// gates in protected mode; none in real or virtual-8086 mode.
     private func gateAddress(_ vector: Int, cpu: CPUState, memory: some GuestMemoryAccess) -> UInt64? {
-        guard cpu.longModeActive, UInt64(vector * 16 + 15) <= UInt64(cpu.idtr.limit) else { return nil }
-        let linear = cpu.idtr.base &+ UInt64(vector * 16)
-        guard linear & 0xfff <= 0xff0,
+        guard cpu.protectedMode, !cpu.virtual8086 else { return nil }
+        let size = cpu.longModeActive ? 16 : 8
+        guard UInt64(vector * size + size - 1) <= UInt64(cpu.idtr.limit) else { return nil }
+        return Self.physical(cpu.idtr.base &+ UInt64(vector * size), bytes: size, cpu: cpu, memory: memory)
+    }
+
+    private static func physical(_ linear: UInt64, bytes: Int, cpu: CPUState, memory: some GuestMemoryAccess) -> UInt64? {
+        guard linear & 0xfff <= UInt64(0x1000 - bytes),
               case let .success(physical) = PageWalker.translate(linear, access: MemoryAccess(), state: cpu, memory: memory,
                                                                  setAccessedDirty: false) else { return nil }
         return physical
     }
 
-    /// The handler offset of the present 64-bit interrupt or trap gate at `gate`.
-    private static func handler(at gate: UInt64, memory: some GuestMemoryAccess) -> UInt64? {
-        guard let lo = memory.load(UInt64.self, at: gate), let hi = memory.load(UInt64.self, at: gate + 8) else { return nil }
+    /// The linear address of the handler of the present interrupt or trap
+    /// gate at `gate`: the offset, plus in protected mode the base of the
+    /// gate's code segment from the GDT (64-bit code segments have base 0).
+    private static func handler(at gate: UInt64, cpu: CPUState, memory: some GuestMemoryAccess) -> UInt64? {
+        guard let lo = memory.load(UInt64.self, at: gate) else { return nil }
         let present = lo & (1 << 47) != 0
         let type = (lo >> 40) & 0xf
         guard present, type == 0xe || type == 0xf else { return nil }
-        return (lo & 0xffff) | ((lo >> 32) & 0xffff_0000) | (hi & 0xffff_ffff) << 32
+        let offset = (lo & 0xffff) | ((lo >> 32) & 0xffff_0000)
+        if cpu.longModeActive {
+            guard let hi = memory.load(UInt64.self, at: gate + 8) else { return nil }
+            return offset | (hi & 0xffff_ffff) << 32
+        }
+        let selector = (lo >> 16) & 0xffff
+        guard selector & 4 == 0, selector | 7 <= UInt64(cpu.gdtr.limit),           // LDT selectors: no breakpoint
+              let entry = physical(cpu.gdtr.base &+ (selector & ~7), bytes: 8, cpu: cpu, memory: memory),
+              let descriptor = memory.load(UInt64.self, at: entry) else { return nil }
+        let base = ((descriptor >> 16) & 0xff_ffff) | ((descriptor >> 56) & 0xff) << 24
+        return (base &+ offset) & 0xffff_ffff
     }
 }

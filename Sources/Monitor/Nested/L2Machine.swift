@@ -21,6 +21,12 @@ final class L2Machine {
     var watchedExceptionBitmap: UInt64 = 0
     /// An exception L1 injected at VM entry: its delivery is not intercepted.
     var injectedVector: Int?
+    /// The vector of an injected event that L2 takes before an exit already
+    /// due: a breakpoint on its handler stops L2 just after the delivery
+    /// (`Machine.stopAfterDelivery`), and the vector the breakpoints were
+    /// last chosen with.
+    var deliveryStop: Int?
+    var watchedDeliveryStop: Int?
     /// L2 is in the HLT activity state (SDM 25.4.2): it executed HLT without
     /// HLT exiting, or L1 entered it with activity state 1. It runs again only
     /// after an event; meanwhile L1's interrupts exit to L1.

@@ -28,6 +28,13 @@ extension Machine {
             let entryEvent = vmcs.read(.entryInterruptionInfo) ?? 0
             Self.injectEntryEvent(entryEvent, errorCode: vmcs.read(.entryExceptionErrorCode) ?? 0, into: &events)
             l2.injectedVector = entryEvent & (1 << 31) != 0 ? Int(entryEvent & 0xff) : nil
+            l2.deliveryStop = nil
+            if l2.steppingPastBreakpoint, l2.breakpoints.vector(atHandler: state.cs.base &+ state.rip) == nil {
+                // L1 enters L2 away from the handler L0 was stepping past:
+                // the step is moot, and the breakpoints are armed again.
+                l2.steppingPastBreakpoint = false
+                try armL2Breakpoints(l2)
+            }
             l2.vcpu.sync.pointee.events = events
             l2.vcpu.markDirty([.regs, .sregs, .events])
             loadGuestMSRs(l2, vmcs: vmcs)
@@ -86,12 +93,33 @@ extension Machine {
     /// time as L1 does: L1's armed APIC timer fires at once.
     func l2ExitIsDue(_ l2: L2Machine) -> Bool {
         if l2.deliveryFault != nil { return true }
-        if let deadline = l2.preemptionDeadline, monotonicNanos() >= deadline { return true }
         if l2.halted {
             if pendingL1Interrupt() == nil, apic.timerDeadline != nil { apic.fireTimer(at: monotonicNanos()) }
             return true
         }
-        return pendingL1Interrupt() != nil
+        let preempted = l2.preemptionDeadline.map { monotonicNanos() >= $0 } ?? false
+        guard preempted || pendingL1Interrupt() != nil else { return false }
+        return !stopAfterDelivery(l2)
+    }
+
+    /// An injected event still waiting for KVM_RUN is delivered before a
+    /// due preemption-timer or external-interrupt exit: VM entry delivers
+    /// it (SDM 27.6), and the exit comes at the next instruction boundary,
+    /// the first instruction of its handler (KVM's nested_run_pending). A
+    /// breakpoint on that handler stops L2 there. False when there is no
+    /// such event, or its handler has no debug register (no IA-32e gate, or
+    /// all four in use): then the exit comes first and the event goes back
+    /// to L1 as IDT-vectoring information.
+    func stopAfterDelivery(_ l2: L2Machine) -> Bool {
+        guard let event = DeliveredEvent(l2.vcpu.sync.pointee.events) else {
+            l2.deliveryStop = nil
+            return false
+        }
+        let vector = Int(event.vector)
+        l2.deliveryStop = vector
+        if (try? refreshL2Breakpoints(l2)) != nil, l2.breakpoints.handlers[vector] != nil { return true }
+        l2.deliveryStop = nil
+        return false
     }
 
     /// Starts the VMX-preemption timer (SDM 26.5.1): it counts down at the
@@ -500,10 +528,15 @@ extension Machine {
     func refreshL2Breakpoints(_ l2: L2Machine) throws(KVMError) {
         guard !l2.steppingPastBreakpoint else { return }
         let bitmap = vmx.current?.read(.exceptionBitmap) ?? 0
-        if bitmap != l2.watchedExceptionBitmap {
+        if bitmap != l2.watchedExceptionBitmap || l2.deliveryStop != l2.watchedDeliveryStop {
             l2.watchedExceptionBitmap = bitmap
+            l2.watchedDeliveryStop = l2.deliveryStop
             let intercepted = (0..<32).filter { $0 != IDTBreakpoints.udVector && bitmap & (1 << UInt64($0)) != 0 }
-            l2.breakpoints.watch([IDTBreakpoints.udVector] + intercepted)
+            var vectors = Array(([IDTBreakpoints.udVector] + intercepted).prefix(IDTBreakpoints.maximumVectors))
+            if let stop = l2.deliveryStop, !vectors.contains(stop), vectors.count < IDTBreakpoints.maximumVectors {
+                vectors.append(stop)
+            }
+            l2.breakpoints.watch(vectors)
         }
         guard l2.breakpoints.refresh(cpu: l2State, memory: L2PhysicalMemory(machine: self)) else { return }
         try armL2Breakpoints(l2)
@@ -525,6 +558,13 @@ extension Machine {
                 l2.steppingPastBreakpoint = false
                 try armL2Breakpoints(l2)
                 return nil
+            }
+            if let stop = l2.deliveryStop, l2.breakpoints.handlers[stop] == d.pc {
+                // The injected event is delivered: the exit that waited for it
+                // comes now. A vector watched for L1 as well is handled below.
+                l2.deliveryStop = nil
+                let forL1 = stop == IDTBreakpoints.udVector || (stop < 32 && l2.watchedExceptionBitmap & (1 << UInt64(stop)) != 0)
+                if !forL1 { return nil }
             }
             let state = l2State
             let memory = L2PhysicalMemory(machine: self)
