@@ -21,10 +21,12 @@
  *               which logs and re-injects each into L2.
  *   ad=on       EPT accessed and dirty flags, checked at the end.
  *   hlt=wait    no HLT exiting: L2's HLT leaves it in the HLT activity state,
- *               where only turtle's timer (timer=N) brings exits; turtle stops
- *               after 5 of them, since it has no interrupt to give L2.
+ *               where only turtle's timers bring exits; an interrupt of L2's
+ *               APIC injected at entry wakes it, and with none to come turtle
+ *               stops after 5 such exits.
  *   timer=N     turtle's own APIC timer, periodic every N bus ticks (ns): its
  *               interrupts arrive while L2 runs, as external-interrupt exits.
+ *               L2's APIC timer (turtle/vapic.c) cannot run on it as well.
  *   msrlists=on IA32_SYSENTER_CS through the VM-entry MSR-load list (into L2)
  *               and the VM-exit MSR-store and MSR-load lists, checked at the end,
  *               with the SYSENTER MSRs of the guest- and host-state areas.

@@ -30,7 +30,7 @@ struct ExceptionFrame {
         func item(_ i: Int) -> UInt64 { (0..<word).reduce(0) { $0 | UInt64(bytes[i * word + $1]) << (8 * UInt64($1)) } }
         errorCode = hasErrorCode ? item(0) : nil
         rip = item(o); cs = item(o + 1); rflags = item(o + 2)
-        let outer = cpu.longModeActive || cs & 3 != UInt64(cpu.cs.selector & 3)
+        let outer = cpu.longModeActive || UInt8(cs & 3) != cpu.cpl
         if outer {
             guard case let .success(more) = PageWalker.readLinear(stack &+ UInt64((o + 3) * word), count: 2 * word,
                                                                    access: MemoryAccess(), state: cpu, memory: memory) else { return nil }

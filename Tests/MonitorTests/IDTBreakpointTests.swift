@@ -1,0 +1,80 @@
+import XCTest
+import NestedVMX
+@testable import Monitor
+
+/// The breakpoint channel in protected mode: 8-byte gates whose handler is
+/// the offset plus the code segment's base (SDM Vol. 3A 6.11), and the
+/// 4-byte exception frames it unwinds (6.12.1).
+final class IDTBreakpointTests: XCTestCase {
+    private let memory = ArrayMemory(size: 0x10000)
+
+    /// Flat protected mode, paging off: GDT at 0x1000, IDT at 0x2000.
+    private func protectedMode() -> CPUState {
+        var cpu = CPUState()
+        cpu.cr0 = 0x11
+        cpu.gdtr = TableRegister(base: 0x1000, limit: 0x1f)
+        cpu.idtr = TableRegister(base: 0x2000, limit: 0x7ff)
+        cpu.cs.selector = 0x08
+        // 0x08: flat code; 0x10: code based at 0x10000.
+        _ = memory.store(UInt64(0x00cf_9b00_0000_ffff), at: 0x1008)
+        _ = memory.store(UInt64(0x00cf_9b01_0000_ffff), at: 0x1010)
+        return cpu
+    }
+
+    private func gate(_ vector: Int, selector: UInt64, offset: UInt64, type: UInt64 = 0xe) {
+        let lo = (offset & 0xffff) | selector << 16 | (0x80 | type) << 40 | (offset >> 16) << 48
+        _ = memory.store(lo, at: 0x2000 + UInt64(vector * 8))
+    }
+
+    func testProtectedModeGatesAddTheirSegmentBase() {
+        let cpu = protectedMode()
+        gate(6, selector: 0x08, offset: 0x0020_0000)
+        gate(0x30, selector: 0x10, offset: 0x1234)
+        gate(0x31, selector: 0x10, offset: 0x1234, type: 0x5)      // task gate: no handler to watch
+        gate(0x32, selector: 0x14, offset: 0x1234)                 // LDT selector: not followed
+        gate(0x33, selector: 0x20, offset: 0x1234)                 // beyond the GDT limit
+        var bp = IDTBreakpoints(vectors: [6, 0x30, 0x31, 0x32])
+        XCTAssertTrue(bp.refresh(cpu: cpu, memory: memory))
+        XCTAssertEqual(bp.handlers, [6: 0x20_0000, 0x30: 0x1_1234])
+        bp.watch([0x33])
+        _ = bp.refresh(cpu: cpu, memory: memory)
+        XCTAssertEqual(bp.handlers, [:])
+        XCTAssertEqual(bp.debugRegisters[7], 0, "no handler, no enabled breakpoint")
+    }
+
+    func testRealModeHasNoGates() {
+        var cpu = protectedMode()
+        cpu.cr0 = 0x10
+        gate(6, selector: 0x08, offset: 0x1000)
+        var bp = IDTBreakpoints(vectors: [6])
+        XCTAssertFalse(bp.refresh(cpu: cpu, memory: memory))
+        XCTAssertNil(bp.udHandler)
+    }
+
+    func testProtectedModeFrameAtTheSamePrivilegeLevel() throws {
+        var cpu = protectedMode()
+        cpu.gprs[.rsp] = 0x3000
+        cpu.ss.selector = 0x10
+        for (i, v) in [UInt32(0x6), 0x0010_0000, 0x08, 0x202].enumerated() { _ = memory.store(v, at: 0x3000 + UInt64(4 * i)) }
+        let frame = try XCTUnwrap(ExceptionFrame(cpu: cpu, hasErrorCode: true, memory: memory))
+        XCTAssertEqual(frame.errorCode, 6)
+        XCTAssertEqual(frame.rip, 0x10_0000)
+        XCTAssertEqual(frame.cs, 0x08)
+        XCTAssertEqual(frame.rflags, 0x202)
+        XCTAssertEqual(frame.rsp, 0x3010, "ESP before the delivery: nothing else was pushed")
+        XCTAssertEqual(frame.ss, 0x10)
+    }
+
+    func testProtectedModeFrameFromUserMode() throws {
+        var cpu = protectedMode()
+        cpu.gprs[.rsp] = 0x3000
+        for (i, v) in [UInt32(0x0040_0000), 0x1b, 0x3202, 0x0080_0000, 0x23].enumerated() {
+            _ = memory.store(v, at: 0x3000 + UInt64(4 * i))
+        }
+        let frame = try XCTUnwrap(ExceptionFrame(cpu: cpu, hasErrorCode: false, memory: memory))
+        XCTAssertEqual(frame.rip, 0x40_0000)
+        XCTAssertEqual(frame.cs, 0x1b)
+        XCTAssertEqual(frame.rsp, 0x80_0000, "CPL 3 to 0 pushes the old ESP and SS")
+        XCTAssertEqual(frame.ss, 0x23)
+    }
+}
