@@ -5,7 +5,7 @@
  * random each time. Every VMLAUNCH must end in one of the SDM's outcomes:
  * VMfailValid (7 or 8), a VM-entry failure exit (33 or 34), or a VM exit
  * (48: the first fetch of L2 hits the empty EPT; 2: triple fault; ...).
- * The monitor must never crash or hang, whatever the state. Four fixed
+ * The monitor must never crash or hang, whatever the state. Five fixed
  * launches first check exits during and after event delivery (SDM 27.6,
  * 28.2.4).
  *
@@ -296,6 +296,24 @@ int main(int argc, char **argv)
 	safe_halt();		/* sti; hlt: the interrupt, still pending, wakes L1 */
 	cli();
 	report(l1_timer_irqs == 1, "L1 then takes its own timer interrupt (%llu)", (unsigned long long)l1_timer_irqs);
+
+	/* A software interrupt (INT 0x30, 2 bytes) injected with its gate
+	 * outside EPT12: the gate read exits, and the IDT-vectoring information
+	 * keeps type 4 and the VM-exit instruction length the entry's 2. */
+	baseline();
+	vmwrite(0x6818, 0x300000);					/* IDTR base, not in EPT12 */
+	vmwrite(0x681c, 0x100800);
+	vmwrite(0x4016, (1u << 31) | (4u << 8) | 0x30);			/* software interrupt 0x30 */
+	vmwrite(0x401a, 2);						/* VM-entry instruction length */
+	first = launch(&reason);
+	uint64_t length = 0;
+	vmread(0x4408, &vectoring);
+	vmread(0x2400, &gpa);
+	vmread(0x440c, &length);
+	report(first == VMX_SUCCEED && reason == 48 && vectoring == 0x80000430 && gpa == 0x300180 && length == 2,
+	       "an injected INT 0x30 whose gate is outside EPT12 exits with it: reason %llu, IDT-vectoring 0x%llx, "
+	       "L2-physical 0x%llx, instruction length %llu", (unsigned long long)reason, (unsigned long long)vectoring,
+	       (unsigned long long)gpa, (unsigned long long)length);
 
 	((uint64_t *)ept_pml4)[0] = 0;
 	invept(2, &all);

@@ -440,7 +440,7 @@ static int handle_hlt(void)
 	skip_instruction(exit_insn_len(1));
 	while (vapic_deliverable() < 0) {
 		if (!vapic_timer_armed()) {
-			printf("turtle: L2 halted at RIP 0x%llx with no interrupt pending and no APIC timer armed: "
+			printf("turtle: L2 halted at RIP 0x%llx with no deliverable interrupt and no APIC timer armed: "
 			       "it can never wake\n", (unsigned long long)rip);
 			return stop("L2 halted with nothing to wake it");
 		}

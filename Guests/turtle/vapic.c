@@ -58,9 +58,10 @@
 
 static struct {
 	uint32_t irr[8], isr[8];	/* 256 bits each, as the APIC lays them out */
+	bool irr_any;			/* some IRR bit is set: the fast path of every exit */
 	uint32_t tpr, svr, lvt_timer, timer_init, timer_div, icr_high;
 	bool timer_used;		/* L2 programmed its timer */
-	bool expired;			/* it fired since the last initial count */
+	bool expired;			/* it fired, and no new count or period started since */
 } apic = { .svr = 0xff, .lvt_timer = LVT_MASKED };
 
 static uint64_t reads, writes, ignored_writes, expiries, dropped_expiries, ipis, unsupported_ipis, injected;
@@ -94,12 +95,16 @@ static uint32_t ppr(void)
 /* Accepting an interrupt sets its IRR bit (11.8.4); vectors 0-15 are illegal. */
 static void accept(uint8_t vector)
 {
-	if (vector >= 16)
+	if (vector >= 16) {
 		set_bit(apic.irr, vector);
+		apic.irr_any = true;
+	}
 }
 
 int vapic_deliverable(void)
 {
+	if (!apic.irr_any)
+		return -1;
 	int v = highest(apic.irr);
 
 	if (!(apic.svr & SVR_ENABLE) || v < 0 || ((uint32_t)v & 0xf0) <= (ppr() & 0xf0))
@@ -113,18 +118,21 @@ int vapic_ack(void)
 
 	if (v >= 0) {
 		clear_bit(apic.irr, (uint8_t)v);
+		apic.irr_any = highest(apic.irr) >= 0;
 		set_bit(apic.isr, (uint8_t)v);
 		injected++;
-		if (apic.timer_used && (apic.lvt_timer & LVT_PERIODIC) && (uint8_t)v == (uint8_t)apic.lvt_timer)
-			apic_write(APIC_TIMER_INITIAL, apic.timer_init);	/* the next period */
+		if (apic.timer_used && (apic.lvt_timer & LVT_PERIODIC) && (uint8_t)v == (uint8_t)apic.lvt_timer &&
+		    apic.timer_init) {
+			apic.expired = false;					/* the next period */
+			apic_write(APIC_TIMER_INITIAL, apic.timer_init);
+		}
 	}
 	return v;
 }
 
 bool vapic_timer_armed(void)
 {
-	return apic.timer_used && apic.timer_init != 0 && !(apic.lvt_timer & LVT_MASKED) &&
-	       ((apic.lvt_timer & LVT_PERIODIC) || !apic.expired);
+	return apic.timer_used && apic.timer_init != 0 && !(apic.lvt_timer & LVT_MASKED) && !apic.expired;
 }
 
 void vapic_timer_fired(void)

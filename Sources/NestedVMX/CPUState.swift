@@ -154,6 +154,10 @@ public struct DeliveredEvent: Equatable, Sendable {
     public enum Kind: UInt32, Sendable {
         case externalInterrupt = 0, nmi = 2, hardwareException = 3, softwareInterrupt = 4
         case privilegedSoftwareException = 5, softwareException = 6
+
+        /// Types 4-6, raised by an instruction (INT n, INT1, INT3, INTO):
+        /// their delivery pushes the address after it (SDM 25.8.3).
+        public var isSoftware: Bool { rawValue >= 4 }
     }
     public var kind: Kind
     public var vector: UInt8
@@ -161,6 +165,13 @@ public struct DeliveredEvent: Equatable, Sendable {
 
     public init(kind: Kind, vector: UInt8, errorCode: UInt32? = nil) {
         self.kind = kind; self.vector = vector; self.errorCode = errorCode
+    }
+
+    /// The event a valid interruption-information field describes (the
+    /// VM-entry one, SDM 25.8.3), or nil; reserved types give nil.
+    public init?(interruptionInformation info: UInt32, errorCode: UInt32) {
+        guard info & (1 << 31) != 0, let kind = Kind(rawValue: (info >> 8) & 7) else { return nil }
+        self.init(kind: kind, vector: UInt8(truncatingIfNeeded: info), errorCode: info & (1 << 11) != 0 ? errorCode : nil)
     }
 
     /// The field: vector, type, bit 11 when an error code is delivered,

@@ -178,7 +178,7 @@ final class NestedTests: XCTestCase {
             let trace = Harness.temporaryPath("vmcs-fuzz-\(seed).trc")
             let r = try Harness.terrapin(["run", Harness.guest("vmcs-fuzz"), "--append", "1500 seed=\(seed)", "--trace", trace])
             XCTAssertEqual(r.status, 1, "seed \(seed):\n\(r.stdout)")
-            XCTAssertTrue(r.stdout.contains("SUMMARY: 9 tests, 0 failures"), r.stdout)
+            XCTAssertTrue(r.stdout.contains("SUMMARY: 10 tests, 0 failures"), r.stdout)
             XCTAssertTrue(r.stdout.contains("PASS: an exit during delivery of an injected #GP records it"), r.stdout)
             XCTAssertTrue(r.stdout.contains("PASS: the IDT read of an injected #GP exits: reason 48, IDT-vectoring 0x80000b0d, L2-physical 0x68"), r.stdout)
             // Without EPT02 slots for the IDT and GDT, KVM made this a triple fault.
@@ -186,6 +186,8 @@ final class NestedTests: XCTestCase {
             // An exit due at an injecting entry waits for the delivery: RIP is
             // the handler's, the frame is pushed, IDT-vectoring is empty.
             XCTAssertTrue(r.stdout.contains("PASS: an L1 interrupt pending at an injecting entry exits after the delivery: reason 1, RIP 0x100010, RSP 0x1007f4, frame 10:100000 flags 0x202, IDT-vectoring 0x0"), r.stdout)
+            // An injected software interrupt keeps its type and its length (28.2.4).
+            XCTAssertTrue(r.stdout.contains("PASS: an injected INT 0x30 whose gate is outside EPT12 exits with it: reason 48, IDT-vectoring 0x80000430, L2-physical 0x300180, instruction length 2"), r.stdout)
             let reader = try TraceReader(path: trace)
             XCTAssertTrue(reader.finished)
             XCTAssertGreaterThan(reader.filter { $0.level == 2 && $0.vmxReason == 48 }.count, 100)

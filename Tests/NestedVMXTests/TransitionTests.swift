@@ -207,4 +207,21 @@ final class TransitionTests: XCTestCase {
         XCTAssertEqual(vmcs.read(.idtVectoringInfo), 0x8000_0b0d)
         XCTAssertEqual(vmcs.read(.idtVectoringErrorCode), 0x18)
     }
+
+    func testTheVMEntryFieldReadsBackAsTheEvent() {
+        // SDM 25.8.3: the error code counts only with bit 11; invalid or
+        // reserved-type fields are no event.
+        XCTAssertEqual(DeliveredEvent(interruptionInformation: 0x8000_0b0e, errorCode: 6),
+                       DeliveredEvent(kind: .hardwareException, vector: 14, errorCode: 6))
+        XCTAssertEqual(DeliveredEvent(interruptionInformation: 0x8000_0430, errorCode: 6),
+                       DeliveredEvent(kind: .softwareInterrupt, vector: 0x30))
+        XCTAssertEqual(DeliveredEvent(interruptionInformation: 0x8000_0501, errorCode: 0)?.kind, .privilegedSoftwareException)
+        XCTAssertTrue(DeliveredEvent.Kind.privilegedSoftwareException.isSoftware)
+        XCTAssertFalse(DeliveredEvent.Kind.hardwareException.isSoftware)
+        XCTAssertNil(DeliveredEvent(interruptionInformation: 0x0000_0b0e, errorCode: 0), "valid bit clear")
+        XCTAssertNil(DeliveredEvent(interruptionInformation: 0x8000_0130, errorCode: 0), "type 1 is reserved")
+        for info in [UInt32(0x8000_0030), 0x8000_0202, 0x8000_0b0d, 0x8000_0603] {
+            XCTAssertEqual(DeliveredEvent(interruptionInformation: info, errorCode: 0)?.interruptionInformation, info)
+        }
+    }
 }

@@ -23,19 +23,19 @@ struct ExceptionFrame {
     /// Reads the frame at the handler's RSP; nil if it is not readable.
     init?(cpu: CPUState, hasErrorCode: Bool, memory: some GuestMemoryAccess) {
         let word = cpu.longModeActive ? 8 : 4
-        let o = hasErrorCode ? 1 : 0
         let stack = cpu.longModeActive ? cpu.gprs[.rsp] : cpu.gprs[.rsp] & 0xffff_ffff
-        guard case let .success(bytes) = PageWalker.readLinear(stack, count: (o + 3) * word, access: MemoryAccess(),
-                                                                 state: cpu, memory: memory) else { return nil }
-        func item(_ i: Int) -> UInt64 { (0..<word).reduce(0) { $0 | UInt64(bytes[i * word + $1]) << (8 * UInt64($1)) } }
-        errorCode = hasErrorCode ? item(0) : nil
-        rip = item(o); cs = item(o + 1); rflags = item(o + 2)
-        let outer = cpu.longModeActive || UInt8(cs & 3) != cpu.cpl
-        if outer {
-            guard case let .success(more) = PageWalker.readLinear(stack &+ UInt64((o + 3) * word), count: 2 * word,
-                                                                   access: MemoryAccess(), state: cpu, memory: memory) else { return nil }
-            func extra(_ i: Int) -> UInt64 { (0..<word).reduce(0) { $0 | UInt64(more[i * word + $1]) << (8 * UInt64($1)) } }
-            rsp = extra(0); ss = extra(1)
+        func words(from index: Int, count: Int) -> [UInt64]? {
+            guard case let .success(bytes) = PageWalker.readLinear(stack &+ UInt64(index * word), count: count * word,
+                                                                    access: MemoryAccess(), state: cpu, memory: memory) else { return nil }
+            return (0..<count).map { i in (0..<word).reduce(0) { $0 | UInt64(bytes[i * word + $1]) << (8 * UInt64($1)) } }
+        }
+        let o = hasErrorCode ? 1 : 0
+        guard let inner = words(from: 0, count: o + 3) else { return nil }
+        errorCode = hasErrorCode ? inner[0] : nil
+        rip = inner[o]; cs = inner[o + 1]; rflags = inner[o + 2]
+        if cpu.longModeActive || UInt8(cs & 3) != cpu.cpl {
+            guard let outer = words(from: o + 3, count: 2) else { return nil }
+            rsp = outer[0]; ss = outer[1]
         } else {
             rsp = stack &+ UInt64((o + 3) * word)
             ss = UInt64(cpu.ss.selector)
@@ -108,7 +108,7 @@ extension Machine {
         let bytes = fetchInstruction(at: frame.rip, cpu: cpu)
         guard bytes.starts(with: [0x0f, 0x01, 0xc1]) else { return false }
         var regs = vcpu.sync.pointee.regs
-        regs.rsp &+= 8
+        regs.rsp &+= cpu.longModeActive ? 8 : 4          // the error code, dropped
         regs.rip = handler
         vcpu.sync.pointee.regs = regs
         vcpu.markDirty(.regs)

@@ -17,10 +17,16 @@ final class L2Machine {
     /// #UD (the hypercall quirk is off): VMCALL exits unconditionally in VMX
     /// non-root operation (SDM 26.1.2).
     var breakpoints = IDTBreakpoints(vectors: [IDTBreakpoints.udVector])
-    /// L1's exception bitmap the breakpoints were chosen for.
+    /// L1's exception bitmap the breakpoints were chosen for, and the
+    /// vectors watched for L1: #UD and the bitmap's first three.
     var watchedExceptionBitmap: UInt64 = 0
+    var vectorsForL1 = [IDTBreakpoints.udVector]
     /// An exception L1 injected at VM entry: its delivery is not intercepted.
     var injectedVector: Int?
+    /// The event the last VM entry injected, with its VM-entry instruction
+    /// length and L2's RIP at the entry: an exit during its delivery reports
+    /// it as L1 wrote it (SDM 28.2.4).
+    var entryEvent: (event: DeliveredEvent, length: Int, rip: UInt64)?
     /// The vector of an injected event that L2 takes before an exit already
     /// due: a breakpoint on its handler stops L2 just after the delivery
     /// (`Machine.stopAfterDelivery`), and the vector the breakpoints were

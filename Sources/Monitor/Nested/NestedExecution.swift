@@ -28,6 +28,9 @@ extension Machine {
             let entryEvent = vmcs.read(.entryInterruptionInfo) ?? 0
             Self.injectEntryEvent(entryEvent, errorCode: vmcs.read(.entryExceptionErrorCode) ?? 0, into: &events)
             l2.injectedVector = entryEvent & (1 << 31) != 0 ? Int(entryEvent & 0xff) : nil
+            l2.entryEvent = DeliveredEvent(interruptionInformation: UInt32(truncatingIfNeeded: entryEvent),
+                                           errorCode: UInt32(truncatingIfNeeded: vmcs.read(.entryExceptionErrorCode) ?? 0))
+                .map { ($0, Int(vmcs.read(.entryInstructionLength) ?? 0), state.rip) }
             l2.deliveryStop = nil
             if l2.steppingPastBreakpoint, l2.breakpoints.vector(atHandler: state.cs.base &+ state.rip) == nil {
                 // L1 enters L2 away from the handler L0 was stepping past:
@@ -532,7 +535,8 @@ extension Machine {
             l2.watchedExceptionBitmap = bitmap
             l2.watchedDeliveryStop = l2.deliveryStop
             let intercepted = (0..<32).filter { $0 != IDTBreakpoints.udVector && bitmap & (1 << UInt64($0)) != 0 }
-            var vectors = Array(([IDTBreakpoints.udVector] + intercepted).prefix(IDTBreakpoints.maximumVectors))
+            l2.vectorsForL1 = Array(([IDTBreakpoints.udVector] + intercepted).prefix(IDTBreakpoints.maximumVectors))
+            var vectors = l2.vectorsForL1
             if let stop = l2.deliveryStop, !vectors.contains(stop), vectors.count < IDTBreakpoints.maximumVectors {
                 vectors.append(stop)
             }
@@ -563,8 +567,7 @@ extension Machine {
                 // The injected event is delivered: the exit that waited for it
                 // comes now. A vector watched for L1 as well is handled below.
                 l2.deliveryStop = nil
-                let forL1 = stop == IDTBreakpoints.udVector || (stop < 32 && l2.watchedExceptionBitmap & (1 << UInt64(stop)) != 0)
-                if !forL1 { return nil }
+                if !l2.vectorsForL1.contains(stop) { return nil }
             }
             let state = l2State
             let memory = L2PhysicalMemory(machine: self)
@@ -679,6 +682,12 @@ extension Machine {
         var exit = exit
         if exit.vectoring == nil, let event = state.eventInDelivery, let l2 = l2Machine {
             exit.vectoring = event
+            if let entry = l2.entryEvent, entry.event.vector == event.vector, entry.rip == state.rip {
+                // The entry's own event keeps the type L1 gave it (KVM makes
+                // INT1 a #DB), and a software one the VM-entry instruction length.
+                exit.vectoring = entry.event
+                if entry.event.kind.isSoftware { exit.instructionLength = entry.length }
+            }
             l2.vcpu.sync.pointee.events.forgetInjectedEvent()
             l2.vcpu.markDirty([.events])
         }
