@@ -28,7 +28,7 @@ uint32_t l2_status;
 const char *stop_why = "";
 static uint64_t hc_print, hc_nop, hc_unknown, port80_outs, mmio_reads, mmio_writes, preempt_exits;
 static uint64_t timer_exits, bad_interrupts, exception_exits, halted_wakeups, vectored_exits;
-static uint64_t hlt_sleeps, window_polls;
+static uint64_t hlt_sleeps, window_polls, vmx_insns;
 static bool rip_advanced;		/* this exit's handler moved L2 past an instruction */
 static bool polling;			/* the preemption timer looks for an interrupt window */
 static uint64_t mmio_last_gpa, mmio_last_value;
@@ -172,6 +172,12 @@ static int handle_io(void)
 }
 
 /* ---- 31/32: RDMSR/WRMSR ---- */
+
+/* VM-entry interruption information (SDM 25.8.3): valid, type 3. */
+static void inject_ud(void)
+{
+	VMW(ENTRY_INTR_INFO, (1u << 31) | (3u << 8) | 6);
+}
 
 static void inject_gp(void)
 {
@@ -589,6 +595,14 @@ static int dispatch(void)
 		}
 		return 0;
 	}
+	case 19: case 20: case 21: case 22: case 23: case 24: case 25: case 26: case 27:
+	case 50: case 53:
+		/* VMX instructions exit unconditionally (SDM 26.1.2). turtle offers
+		 * L2 no VMX (CPUID.1:ECX.VMX is clear, so CR4.VMXE cannot be set):
+		 * they are #UD, as outside VMX operation (SDM 31.3). */
+		vmx_insns++;
+		inject_ud();
+		return 0;
 	case EXIT_REASON_PREEMPTION_TIMER:
 		if (polling) {
 			window_polls++;
@@ -646,6 +660,8 @@ void exit_report(void)
 	if (hlt_sleeps || window_polls)
 		printf("turtle: turtle slept %llu times for halted L2; interrupt-window polls %llu\n",
 		       (unsigned long long)hlt_sleeps, (unsigned long long)window_polls);
+	if (vmx_insns)
+		printf("turtle: L2's VMX instructions, answered with #UD: %llu\n", (unsigned long long)vmx_insns);
 	vapic_report();
 	if (vectored_exits)
 		printf("turtle: exits during event delivery, event re-injected: %llu\n",

@@ -87,6 +87,20 @@ final class NestedTests: XCTestCase {
         XCTAssertTrue(a.stdout.contains("interrupt-window polls ") && !a.stdout.contains("interrupt-window polls 0\n"), a.stdout)
     }
 
+    func testL2sVMXInstructionsAreUDUnderTurtle() throws {
+        // turtle offers L2 no VMX: L0 reflects each VMX instruction (SDM
+        // 26.1.2) and turtle answers with #UD, which vmx-selftest expects
+        // outside VMX operation. Its later CR0.NE clear is not refused by KVM
+        // (no CR0 exits here), so turtle's next entry fails its CR0 check.
+        let r = try Harness.terrapin(["run", Harness.guest("turtle"), "--memory", "256M",
+                                      "--module", Harness.guest("vmx-selftest")])
+        XCTAssertEqual(r.status, 7, r.stdout)          // turtle's value 3: L2 stopped
+        XCTAssertTrue(r.stdout.contains("[L2] PASS: VMXON with CR4.VMXE clear raises #UD"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("[L2] PASS: VMREAD outside VMX operation raises #UD"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("turtle: L2's VMX instructions, answered with #UD: 3"), r.stdout)
+        XCTAssertTrue(r.stderr.contains("27.3.1.1 guest CR0 fixed bits"), r.stderr)
+    }
+
     func testPreemptionTimerInterruptsL2() throws {
         // 2,000,000 ticks of TSC >> 5 is about 25 ms; compute runs well over a second.
         let (r, trace) = try turtle("compute", "1", turtleArgs: "preempt=2000000")
