@@ -9,9 +9,13 @@
  *   ept=on      (default) L2 runs under a 4-level EPT mapping L2-physical
  *               [0, l2mem) to a 2 MiB-aligned region of turtle's RAM, with
  *               "unrestricted guest" so it can start in the Multiboot state
- *               (protected mode, paging off). ept=off is refused: without
- *               EPT there is no unrestricted guest, and VMX cannot enter a
- *               guest with CR0.PG = 0 (SDM 27.3.1.1).
+ *               (protected mode, paging off).
+ *   ept=off     no EPT: L2-physical is L1-physical, L2 gets [0, l2mem) and
+ *               reaches L1's devices (the APIC too) directly. Without EPT
+ *               there is no unrestricted guest and VMX cannot enter a guest
+ *               with CR0.PG = 0 (SDM 27.3.1.1), so L2 starts in 64-bit mode
+ *               at its image's 64-bit entry (the "T64E" tag of
+ *               Guests/lib/boot.S), on an identity map.
  *   l2mem=SIZE  L2's memory, 2 MiB multiple from 2M to 1G (default 16M).
  *   io=bitmap   (default) I/O bitmaps intercept COM1 (0x3f8-0x3ff), the
  *               debug-exit port (0xf4-0xf7) and 0x80; other ports go to L0.
@@ -199,11 +203,6 @@ static int parse_args(int argc, char **argv)
 			return usage(USAGE);
 		}
 	}
-	if (!cfg.ept) {
-		printf("turtle: ept=off cannot boot a multiboot L2: it starts in protected mode with paging off,\n"
-		       "turtle: which VMX allows only with \"unrestricted guest\", which requires EPT (SDM 27.3.1.1, 25.6.2)\n");
-		return usage("%s: ept=off is not supported yet", USAGE);
-	}
 	return -1;
 }
 
@@ -223,6 +222,23 @@ static bool choose_l2_region(const struct multiboot_info *mbi)
 {
 	uint64_t floor = (uintptr_t)__image_end;
 	const struct multiboot_module *mods = (const void *)(uintptr_t)mbi->mods_addr;
+
+	if (!cfg.ept) {
+		/* Without EPT, L2-physical is L1-physical: L2 gets [0, l2mem),
+		 * which must end below turtle's image and the modules. */
+		uint64_t ceiling = (uintptr_t)__image_start;
+		for (uint32_t i = 0; i < mbi->mods_count; i++)
+			ceiling = mods[i].mod_start < ceiling ? mods[i].mod_start : ceiling;
+		if (cfg.l2mem > ceiling) {
+			fail("ept=off: L2 uses L1-physical [0, 0x%llx), which must end below turtle and its modules at 0x%llx "
+			     "(try a smaller l2mem)", (unsigned long long)cfg.l2mem, (unsigned long long)ceiling);
+			return false;
+		}
+		l2_base = 0;
+		printf("turtle: L2 memory: %llu MiB at L1-physical 0 (ept=off: L2-physical is L1-physical)\n",
+		       (unsigned long long)(cfg.l2mem / MIB));
+		return true;
+	}
 
 	floor = max_u64(floor, (uintptr_t)mbi + sizeof(*mbi));
 	if (mbi->flags & MB_INFO_CMDLINE)
@@ -313,6 +329,11 @@ int main(int argc, char **argv)
 	if (!choose_l2_region(mbi) ||
 	    !l2_load((const uint8_t *)(uintptr_t)mod->mod_start, mod->mod_end - mod->mod_start, cmdline, &img))
 		finish(false, EXIT_FAIL);
+	if (!cfg.ept && !img.entry64) {
+		printf("turtle: ept=off starts L2 in 64-bit mode, since without EPT there is no \"unrestricted guest\" to run\n"
+		       "turtle: its paging-off Multiboot entry (SDM 27.3.1.1), but this image has no 64-bit entry (\"T64E\" tag)\n");
+		finish(false, EXIT_FAIL);
+	}
 	if (!vmx_enable())
 		finish(false, EXIT_FAIL);
 	if ((cfg.ept && !ept_build(&eptp)) || !vmcs_setup(&img, eptp)) {
@@ -326,7 +347,8 @@ int main(int argc, char **argv)
 		l2_gprs[i] = 0;
 	l2_gprs[R_RAX] = MULTIBOOT_BOOTLOADER_MAGIC;
 	l2_gprs[R_RBX] = img.mbi;
-	printf("turtle: VMLAUNCH L2 at 0x%llx (EAX 0x%x, EBX 0x%llx)\n", (unsigned long long)img.entry,
+	printf("turtle: VMLAUNCH L2 at 0x%llx (EAX 0x%x, EBX 0x%llx)\n",
+	       (unsigned long long)(cfg.ept ? img.entry : img.entry64),
 	       MULTIBOOT_BOOTLOADER_MAGIC, (unsigned long long)img.mbi);
 
 	/* turtle's APIC timer is its own (timer=N) or runs L2's (turtle/vapic.c).

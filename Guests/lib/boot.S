@@ -27,6 +27,8 @@
 #define PTE_PCD		0x010
 #define PTE_PS		0x080		/* 2 MiB page in a PD entry */
 
+#define ENTRY64_TAG_MAGIC 0x45343654	/* "T64E" */
+
 #define KERNEL_CS	0x08
 #define KERNEL_DS	0x10
 
@@ -39,6 +41,13 @@
 	.long MB_HEADER_MAGIC
 	.long MB_HEADER_FLAGS
 	.long -(MB_HEADER_MAGIC + MB_HEADER_FLAGS)
+	/*
+	 * Terrapin's tag, where flags bit 16 would put the a.out addresses
+	 * (loaders ignore these words while that bit is clear): the address
+	 * of the 64-bit entry _start64 below.
+	 */
+	.long ENTRY64_TAG_MAGIC
+	.long _start64
 
 	.section .text.boot, "ax"
 	.code32
@@ -107,7 +116,58 @@ _start:
 
 	ljmp $KERNEL_CS, $start64	/* load the 64-bit CS: 64-bit mode */
 
+/*
+ * _start64: a second entry, in 64-bit mode, for a loader that cannot start
+ * a guest with paging off: a VMX hypervisor without "unrestricted guest"
+ * (SDM 27.3.1.1: CR0.PG must then be 1), such as turtle with ept=off. The
+ * loader enters with paging on, identity-mapping at least this image, a
+ * 64-bit CS and interrupts off, with EAX = the multiboot magic and EBX =
+ * the MBI as at _start. This image's own page tables, GDT and stack take
+ * over at once, so nothing else of the loader's state is used.
+ */
 	.code64
+	.globl _start64
+_start64:
+	cli
+	cld
+	movl %eax, boot_magic(%rip)
+	movl %ebx, boot_mbi(%rip)
+	leaq __bss_start(%rip), %rdi
+	leaq __bss_end(%rip), %rcx
+	subq %rdi, %rcx
+	xorl %eax, %eax
+	rep stosb
+	leaq boot_stack_top(%rip), %rsp
+	/* The same tables as the 32-bit path builds. */
+	movq $(boot_pdpt + PTE_P + PTE_RW), %rax
+	movq %rax, boot_pml4(%rip)
+	movq $(boot_pd + PTE_P + PTE_RW), %rax
+	leaq boot_pdpt(%rip), %rdi
+	movl $4, %ecx
+1:	movq %rax, (%rdi)
+	addq $0x1000, %rax
+	addq $8, %rdi
+	loop 1b
+	movq $(PTE_P + PTE_RW + PTE_PS), %rax
+	leaq boot_pd(%rip), %rdi
+	movl $2048, %ecx
+1:	movq %rax, (%rdi)
+	addq $0x200000, %rax
+	addq $8, %rdi
+	loop 1b
+	leaq (boot_pd + 3 * 0x1000)(%rip), %rdi
+	movl $512, %ecx
+1:	orq $(PTE_PCD + PTE_PWT), (%rdi)
+	addq $8, %rdi
+	loop 1b
+	leaq boot_pml4(%rip), %rax
+	movq %rax, %cr3
+	lgdt boot_gdt_ptr(%rip)
+	pushq $KERNEL_CS
+	leaq start64(%rip), %rax
+	pushq %rax
+	lretq				/* reload CS from our GDT */
+
 start64:
 	movw $KERNEL_DS, %ax
 	movw %ax, %ds

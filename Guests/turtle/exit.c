@@ -432,6 +432,25 @@ static int handle_ept_violation(void)
 
 /* ---- 12: HLT (SDM Vol. 2A "HLT") ---- */
 
+/* ept=off: can turtle's APIC, which L2 programs itself, still interrupt?
+ * Its timer counts down unmasked, or a vector waits in its IRR. */
+static bool own_apic_can_interrupt(void)
+{
+	if (apic_read(APIC_TIMER_CURRENT) && !(apic_read(APIC_LVT_TIMER) & APIC_LVT_MASKED))
+		return true;
+	for (uint32_t reg = 0x200; reg < 0x280; reg += 0x10)	/* IRR (SDM Vol. 3A 11.8.4) */
+		if (apic_read(reg))
+			return true;
+	return false;
+}
+
+static int halted_forever(uint64_t rip)
+{
+	printf("turtle: L2 halted at RIP 0x%llx with no deliverable interrupt and no APIC timer armed: "
+	       "it can never wake\n", (unsigned long long)rip);
+	return stop("L2 halted with nothing to wake it");
+}
+
 /* L2 sleeps until its APIC has an interrupt for it. turtle sleeps in its
  * place: its own timer, which runs L2's, wakes it. */
 static int handle_hlt(void)
@@ -444,12 +463,19 @@ static int handle_hlt(void)
 		return stop("L2 halted with interrupts off");
 	}
 	skip_instruction(exit_insn_len(1));
+	if (!cfg.ept) {
+		/* L2 uses turtle's APIC: it waits in the HLT activity state (SDM
+		 * 25.4.2) for an interrupt, which then exits to turtle. */
+		if (vapic_deliverable() >= 0)
+			return 0;
+		if (!own_apic_can_interrupt())
+			return halted_forever(rip);
+		VMW(GUEST_ACTIVITY_STATE, 1);
+		return 0;
+	}
 	while (vapic_deliverable() < 0) {
-		if (!vapic_timer_armed()) {
-			printf("turtle: L2 halted at RIP 0x%llx with no deliverable interrupt and no APIC timer armed: "
-			       "it can never wake\n", (unsigned long long)rip);
-			return stop("L2 halted with nothing to wake it");
-		}
+		if (!vapic_timer_armed())
+			return halted_forever(rip);
 		hlt_sleeps++;
 		safe_halt();		/* sti; hlt: a pending timer interrupt still wakes it */
 		cli();
@@ -579,6 +605,11 @@ static int dispatch(void)
 	case EXIT_REASON_EXTERNAL_INTERRUPT: {
 		/* Acknowledged on exit: the vector is in the interruption information. */
 		uint64_t info = vmr(EXIT_INTR_INFO);
+		if ((info & (1u << 31)) && !cfg.ept && !cfg.timer) {
+			/* ept=off: L2 uses turtle's APIC, and writes the EOI itself. */
+			vapic_pass_through((uint8_t)info);
+			return 0;
+		}
 		if ((info & (1u << 31)) && (info & 0xff) == TURTLE_TIMER_VECTOR) {
 			timer_exits++;
 			vapic_timer_fired();

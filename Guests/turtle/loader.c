@@ -10,12 +10,17 @@
  *
  * L2's MBI lives at L2-physical MBI_ADDR in low memory, with its memory map
  * and command line right after it; nothing of the image may overlap that.
+ *
+ * Terrapin's guests carry a tag after the header's checksum (where flags
+ * bit 16 would put the a.out addresses): "T64E" and the address of a 64-bit
+ * entry, which ept=off needs (Guests/lib/boot.S, _start64).
  */
 #include "turtle.h"
 
 #define MB_HEADER_MAGIC		0x1badb002u
 #define MB_SEARCH		8192
 #define MB_FLAG_AOUT_KLUDGE	(1u << 16)
+#define ENTRY64_TAG_MAGIC	0x45343654u	/* "T64E" */
 
 #define MBI_ADDR		0x8000ull
 #define MBI_MMAP		0x8100ull
@@ -61,7 +66,7 @@ struct elf64_phdr {
 #define EM_386		3
 #define EM_X86_64	62
 
-static bool check_multiboot_header(const uint8_t *img, uint64_t len)
+static bool check_multiboot_header(const uint8_t *img, uint64_t len, struct l2_image *out)
 {
 	uint64_t end = len < MB_SEARCH ? len : MB_SEARCH;
 
@@ -78,6 +83,9 @@ static bool check_multiboot_header(const uint8_t *img, uint64_t len)
 			fail("L2 image: the multiboot a.out kludge (flags bit 16) is not supported");
 			return false;
 		}
+		out->entry64 = 0;
+		if (off + 20 <= len && h[3] == ENTRY64_TAG_MAGIC)
+			out->entry64 = h[4];
 		return true;
 	}
 	fail("L2 image: no multiboot header in the first 8 KiB");
@@ -185,12 +193,16 @@ static bool load_elf(const uint8_t *img, uint64_t len, struct l2_image *out)
 		     (unsigned long long)out->hi);
 		return false;
 	}
+	if (out->entry64 && (out->entry64 < out->lo || out->entry64 >= out->hi)) {
+		fail("L2 image: 64-bit entry 0x%llx is outside the loaded segments", (unsigned long long)out->entry64);
+		return false;
+	}
 	return true;
 }
 
 bool l2_load(const uint8_t *img, uint64_t len, const char *cmdline, struct l2_image *out)
 {
-	if (!check_multiboot_header(img, len) || !load_elf(img, len, out))
+	if (!check_multiboot_header(img, len, out) || !load_elf(img, len, out))
 		return false;
 
 	/* Multiboot info (spec 3.3): memory, command line, memory map. */
@@ -228,8 +240,8 @@ bool l2_load(const uint8_t *img, uint64_t len, const char *cmdline, struct l2_im
 	mbi->mmap_length = 2 * sizeof(*mm);
 
 	out->mbi = MBI_ADDR;
-	printf("turtle: L2 image loaded at L2-physical [0x%llx, 0x%llx), entry 0x%llx, MBI 0x%llx, command line \"%s\"\n",
-	       (unsigned long long)out->lo, (unsigned long long)out->hi,
-	       (unsigned long long)out->entry, (unsigned long long)out->mbi, cmdline);
+	printf("turtle: L2 image loaded at L2-physical [0x%llx, 0x%llx), entry 0x%llx (64-bit 0x%llx), MBI 0x%llx, "
+	       "command line \"%s\"\n", (unsigned long long)out->lo, (unsigned long long)out->hi,
+	       (unsigned long long)out->entry, (unsigned long long)out->entry64, (unsigned long long)out->mbi, cmdline);
 	return true;
 }

@@ -258,6 +258,7 @@ uint64_t turtle_tss_base(void);
 /* loader.c */
 struct l2_image {
 	uint64_t entry;
+	uint64_t entry64;		/* the 64-bit entry of the image's "T64E" tag, or 0 */
 	uint64_t mbi;			/* L2-physical address of the multiboot info */
 	uint64_t lo, hi;		/* L2-physical extent of the loaded segments */
 };
@@ -297,6 +298,7 @@ int vapic_deliverable(void);		/* the vector L2 would take now by priority, or -1
 int vapic_ack(void);			/* that vector moves from IRR to ISR; -1 if none */
 bool vapic_timer_armed(void);		/* an expiry of L2's timer is still to come */
 void vapic_timer_fired(void);		/* turtle's timer expired while it runs L2's */
+void vapic_pass_through(uint8_t vector);	/* ept=off: an interrupt L2 raised on turtle's APIC */
 void vapic_report(void);
 
 /* MSR lists (SDM 25.7.2, 25.8.2): 16-byte entries, 16-byte aligned. */

@@ -19,6 +19,9 @@
  *   (11.8.3), EOI clearing the highest in-service vector (11.8.5), and
  *   fixed-mode self-IPIs through the ICR (11.6.1).
  * - exit.c injects the highest deliverable vector at VM entry (SDM 26.6).
+ * - With ept=off the APIC page is not remapped, so L2 uses turtle's APIC
+ *   itself: its interrupts exit to turtle acknowledged, pass through the
+ *   IRR here untouched by priority or ISR, and L2's EOI goes to the APIC.
  *
  * Not emulated: LINT0/1, error and thermal LVTs, TSC-deadline mode, logical
  * destinations, IPIs to other CPUs. Their registers read 0 and writes to
@@ -58,13 +61,14 @@
 
 static struct {
 	uint32_t irr[8], isr[8];	/* 256 bits each, as the APIC lays them out */
+	uint32_t direct[8];		/* IRR vectors of the APIC itself (ept=off) */
 	bool irr_any;			/* some IRR bit is set: the fast path of every exit */
 	uint32_t tpr, svr, lvt_timer, timer_init, timer_div, icr_high;
 	bool timer_used;		/* L2 programmed its timer */
 	bool expired;			/* it fired, and no new count or period started since */
 } apic = { .svr = 0xff, .lvt_timer = LVT_MASKED };
 
-static uint64_t reads, writes, ignored_writes, expiries, dropped_expiries, ipis, unsupported_ipis, injected;
+static uint64_t reads, writes, ignored_writes, expiries, dropped_expiries, ipis, unsupported_ipis, injected, passed;
 
 bool vapic_claims(uint64_t gpa)
 {
@@ -73,6 +77,7 @@ bool vapic_claims(uint64_t gpa)
 
 static void set_bit(uint32_t *map, uint8_t v)   { map[v / 32] |= 1u << (v % 32); }
 static void clear_bit(uint32_t *map, uint8_t v) { map[v / 32] &= ~(1u << (v % 32)); }
+static bool test_bit(const uint32_t *map, uint8_t v) { return map[v / 32] & (1u << (v % 32)); }
 
 /* The highest vector set in a 256-bit map, or -1. */
 static int highest(const uint32_t *map)
@@ -107,6 +112,8 @@ int vapic_deliverable(void)
 		return -1;
 	int v = highest(apic.irr);
 
+	if (v >= 0 && test_bit(apic.direct, (uint8_t)v))
+		return v;		/* the APIC itself arbitrated it */
 	if (!(apic.svr & SVR_ENABLE) || v < 0 || ((uint32_t)v & 0xf0) <= (ppr() & 0xf0))
 		return -1;
 	return v;
@@ -116,7 +123,12 @@ int vapic_ack(void)
 {
 	int v = vapic_deliverable();
 
-	if (v >= 0) {
+	if (v >= 0 && test_bit(apic.direct, (uint8_t)v)) {
+		clear_bit(apic.direct, (uint8_t)v);
+		clear_bit(apic.irr, (uint8_t)v);
+		apic.irr_any = highest(apic.irr) >= 0;
+		injected++;
+	} else if (v >= 0) {
 		clear_bit(apic.irr, (uint8_t)v);
 		apic.irr_any = highest(apic.irr) >= 0;
 		set_bit(apic.isr, (uint8_t)v);
@@ -133,6 +145,14 @@ int vapic_ack(void)
 bool vapic_timer_armed(void)
 {
 	return apic.timer_used && apic.timer_init != 0 && !(apic.lvt_timer & LVT_MASKED) && !apic.expired;
+}
+
+void vapic_pass_through(uint8_t vector)
+{
+	set_bit(apic.direct, vector);
+	set_bit(apic.irr, vector);
+	apic.irr_any = true;
+	passed++;
 }
 
 void vapic_timer_fired(void)
@@ -242,6 +262,9 @@ const char *vapic_write(uint32_t offset, uint32_t value)
 
 void vapic_report(void)
 {
+	if (passed)
+		printf("turtle: interrupts of turtle's APIC passed through to L2: %llu, injected %llu\n",
+		       (unsigned long long)passed, (unsigned long long)injected);
 	if (!reads && !writes && !expiries)
 		return;
 	printf("turtle: L2's APIC: %llu reads, %llu writes (%llu ignored); timer expiries %llu (%llu masked); "

@@ -13,6 +13,8 @@ struct msr_entry msr_entry_load[1], msr_exit_store[3], msr_exit_load[1];
 #define CR0_PE		(1ull << 0)
 #define CR0_ET		(1ull << 4)
 #define CR0_PG		(1ull << 31)
+#define CR4_PAE		(1ull << 5)
+#define EFER_LME	(1ull << 8)
 #define EFER_LMA	(1ull << 10)
 #define MSR_IA32_PAT	0x277
 #define FC_LOCK		(1ull << 0)
@@ -208,6 +210,24 @@ static uint64_t fixed_bits(uint64_t value, uint32_t fixed0_msr, uint32_t fixed1_
 	return (value | f0) & f1;
 }
 
+/* 4-level paging (SDM Vol. 3A 4.5) mapping L2-linear [0, 4 GiB) onto the
+ * same L2-physical addresses with 2 MiB pages, the top GiB (MMIO)
+ * uncacheable: where an ept=off L2 starts, until it loads its own CR3. */
+static uint64_t id_pml4[512] __attribute__((aligned(4096)));
+static uint64_t id_pdpt[512] __attribute__((aligned(4096)));
+static uint64_t id_pd[4][512] __attribute__((aligned(4096)));
+
+static uint64_t l2_identity_map(void)
+{
+	for (int g = 0; g < 4; g++) {
+		id_pdpt[g] = (uintptr_t)id_pd[g] | 3;				/* P, RW */
+		for (int i = 0; i < 512; i++)
+			id_pd[g][i] = (((uint64_t)g << 30) + ((uint64_t)i << 21)) | 0x83 | (g == 3 ? 0x18 : 0);	/* P, RW, PS [, PWT, PCD] */
+	}
+	id_pml4[0] = (uintptr_t)id_pdpt | 3;
+	return (uintptr_t)id_pml4;
+}
+
 bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 {
 	bool truectl = (vmx_basic & BASIC_TRUE_CTLS) != 0;
@@ -228,8 +248,8 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	exit_ctl = control("exit", truectl ? MSR_IA32_VMX_TRUE_EXIT_CTLS : MSR_IA32_VMX_EXIT_CTLS,
 			   EXIT_HOST_ADDR_SPACE | EXIT_ACK_INTERRUPT, EXIT_SAVE_EFER | EXIT_LOAD_EFER);
 	entry_ctl = control("entry", truectl ? MSR_IA32_VMX_TRUE_ENTRY_CTLS : MSR_IA32_VMX_ENTRY_CTLS,
-			    0, ENTRY_LOAD_EFER);
-	if (entry_ctl & ENTRY_IA32E_GUEST)
+			    cfg.ept ? 0 : ENTRY_IA32E_GUEST, ENTRY_LOAD_EFER);
+	if (cfg.ept && (entry_ctl & ENTRY_IA32E_GUEST))
 		fail("entry controls force \"IA-32e mode guest\": a multiboot L2 starts in 32-bit mode");
 	if (setup_failures != before)
 		return false;
@@ -323,28 +343,33 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 		VMW(HOST_IA32_PAT, rdmsr(MSR_IA32_PAT));
 
 	/* ---- Guest state: the Multiboot entry state (Multiboot 3.2; SDM
-	 * 27.3.1 checks, with "unrestricted guest" exempting CR0.PE/PG) ---- */
-	uint64_t cr0 = CR0_PE | CR0_ET | CR0_NE;
+	 * 27.3.1 checks, with "unrestricted guest" exempting CR0.PE/PG) ----
+	 * Without EPT there is no unrestricted guest, so paging must be on:
+	 * L2 starts in 64-bit mode at its image's 64-bit entry instead, on an
+	 * identity map of the low 4 GiB (L2-physical is L1-physical). */
+	uint64_t cr0 = CR0_PE | CR0_ET | CR0_NE | (cfg.ept ? 0 : CR0_PG);
 	if (sec_ctl & SEC_UNRESTRICTED_GUEST)
 		cr0 = fixed_bits(cr0, MSR_IA32_VMX_CR0_FIXED0, MSR_IA32_VMX_CR0_FIXED1, CR0_PE | CR0_PG);
 	else
 		cr0 = fixed_bits(cr0, MSR_IA32_VMX_CR0_FIXED0, MSR_IA32_VMX_CR0_FIXED1, 0);
-	uint64_t cr4 = fixed_bits(0, MSR_IA32_VMX_CR4_FIXED0, MSR_IA32_VMX_CR4_FIXED1, 0);
+	uint64_t cr4 = fixed_bits(cfg.ept ? 0 : CR4_PAE, MSR_IA32_VMX_CR4_FIXED0, MSR_IA32_VMX_CR4_FIXED1, 0);
+	uint64_t rip = cfg.ept ? img->entry : img->entry64;
 	VMW(GUEST_CR0, cr0);
 	VMW(CR0_READ_SHADOW, cr0);
-	VMW(GUEST_CR3, 0);
+	VMW(GUEST_CR3, cfg.ept ? 0 : l2_identity_map());
 	VMW(GUEST_CR4, cr4);
 	VMW(CR4_READ_SHADOW, cr4);
 	VMW(GUEST_DR7, 0x400);
 	VMW(GUEST_IA32_DEBUGCTL, 0);
 	VMW(GUEST_RSP, 0);
-	VMW(GUEST_RIP, img->entry);
+	VMW(GUEST_RIP, rip);
 	VMW(GUEST_RFLAGS, 0x2);
 
 	VMW(GUEST_CS_SEL, 0x10);
 	VMW(GUEST_CS_BASE, 0);
 	VMW(GUEST_CS_LIMIT, 0xffffffff);
-	VMW(GUEST_CS_AR, 0xc09b);	/* code exec/read accessed, S, P, D/B, G */
+	/* Code exec/read accessed, S, P, G; D/B for 32-bit code, L for 64-bit. */
+	VMW(GUEST_CS_AR, cfg.ept ? 0xc09b : 0xa09b);
 	/* Flat 4 GiB data segments, selector 0x18 (read/write accessed, S, P, D/B, G). */
 #define DATA_SEG(S)	do { VMW(GUEST_##S##_SEL, 0x18); VMW(GUEST_##S##_BASE, 0); \
 			     VMW(GUEST_##S##_LIMIT, 0xffffffff); VMW(GUEST_##S##_AR, 0xc093); } while (0)
@@ -375,14 +400,14 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	VMW(GUEST_PENDING_DBG, 0);
 	VMW(VMCS_LINK_POINTER, ~0ull);
 	VMW(GUEST_IA32_PAT, 0x0007040600070406ull);	/* the power-up PAT */
-	VMW(GUEST_IA32_EFER, 0);
+	VMW(GUEST_IA32_EFER, cfg.ept ? 0 : EFER_LME | EFER_LMA);
 	VMW(GUEST_PDPTE0, 0);
 	VMW(GUEST_PDPTE1, 0);
 	VMW(GUEST_PDPTE2, 0);
 	VMW(GUEST_PDPTE3, 0);
 
 	printf("turtle: guest CR0 0x%llx CR4 0x%llx RIP 0x%llx; host CR0 0x%llx CR3 0x%llx CR4 0x%llx RSP 0x%llx RIP 0x%llx\n",
-	       (unsigned long long)cr0, (unsigned long long)cr4, (unsigned long long)img->entry,
+	       (unsigned long long)cr0, (unsigned long long)cr4, (unsigned long long)rip,
 	       (unsigned long long)read_cr0(), (unsigned long long)read_cr3(),
 	       (unsigned long long)read_cr4(), (unsigned long long)(uintptr_t)turtle_exit_stack_top,
 	       (unsigned long long)(uintptr_t)turtle_vmexit);

@@ -25,6 +25,7 @@ extension Machine {
                 } else {
                     do {
                         try refreshL2Breakpoints(l2)
+                        try kickL2AtL1TimerDeadline(l2)
                         exit = try l2.vcpu.runOnce()
                     } catch where error.errno == ENOSPC {
                         // The L2 VM has no memory slot at all yet (an EPT12 that maps

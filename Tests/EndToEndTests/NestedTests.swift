@@ -101,6 +101,30 @@ final class NestedTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("27.3.1.1 guest CR0 fixed bits"), r.stderr)
     }
 
+    /// Without EPT, L2-physical is L1-physical: L2 starts at its 64-bit
+    /// entry on turtle's identity map, L0 gives the L2 VM all of L1's RAM
+    /// in one slot, and L2 reaches L1's devices (the APIC too) directly.
+    func testGuestsRunAsL2WithoutEPT() throws {
+        let (h, hello) = try turtle("hello", "x y", turtleArgs: "ept=off")
+        XCTAssertTrue(h.stdout.contains("turtle: VMLAUNCH L2 at 0x1000c0"), h.stdout)   // _start64, 64-bit mode
+        XCTAssertFalse(hello.contains { $0.level == 2 && $0.flags.contains(.ept02Fault) }, "no EPT12: nothing to fault in")
+        let (_, pio) = try turtle("pio-storm", "200", turtleArgs: "ept=off")
+        XCTAssertEqual(pio.filter { $0.level == 2 && $0.vmxReason == 30 && $0.address == 0x80 && $0.handler == .reflected }.count, 200)
+        // MMIO at 0xd0000000 is no EPT violation now: L0 answers it as L1's platform.
+        let (_, mmio) = try turtle("mmio-storm", "100", turtleArgs: "ept=off")
+        XCTAssertFalse(mmio.contains { $0.level == 2 && $0.vmxReason == 48 })
+        XCTAssertGreaterThanOrEqual(mmio.filter { $0.level == 2 && $0.kind == .mmioWrite && $0.handler == .l0 }.count, 100)
+        for (guest, args) in [("msr-storm", "50"), ("vmcall-storm", "50"), ("compute", "1"), ("page-touch", "64")] {
+            try turtle(guest, args, turtleArgs: "ept=off")
+        }
+        // L2 programs turtle's APIC itself; its interrupts exit to turtle
+        // acknowledged and turtle passes them in, and L2 writes the EOI.
+        let (t, _) = try turtle("hlt-storm", "30", turtleArgs: "ept=off")
+        XCTAssertTrue(t.stdout.contains("turtle: interrupts of turtle's APIC passed through to L2: 30, injected 30"), t.stdout)
+        let (a, _) = try turtle("apic-timer", turtleArgs: "ept=off")
+        XCTAssertTrue(a.stdout.contains("[L2] SUMMARY: 8 tests, 0 failures"), a.stdout)
+    }
+
     func testPreemptionTimerInterruptsL2() throws {
         // 2,000,000 ticks of TSC >> 5 is about 25 ms; compute runs well over a second.
         let (r, trace) = try turtle("compute", "1", turtleArgs: "preempt=2000000")
@@ -208,9 +232,14 @@ final class NestedTests: XCTestCase {
         }
     }
 
-    func testUnbootableOptionsAreUsageErrors() throws {
-        let r = try Harness.terrapin(["run", Harness.guest("turtle"), "--memory", "256M", "--append", "ept=off",
+    func testBadOptionsAreUsageErrorsAndAnL2BelowTurtleIsChecked() throws {
+        let r = try Harness.terrapin(["run", Harness.guest("turtle"), "--memory", "256M", "--append", "ept=maybe",
                                       "--module", Harness.guest("hello")])
         XCTAssertEqual(r.status, 5, r.stdout)       // turtle's usage value 2
+        // Without EPT, L2 gets L1-physical [0, l2mem): 128M would run into turtle at 64 MiB.
+        let big = try Harness.terrapin(["run", Harness.guest("turtle"), "--memory", "256M", "--append", "ept=off l2mem=128M",
+                                        "--module", Harness.guest("hello")])
+        XCTAssertEqual(big.status, 3, big.stdout)   // turtle's set-up failure value 1
+        XCTAssertTrue(big.stdout.contains("FAIL: turtle: ept=off: L2 uses L1-physical [0, 0x8000000), which must end below turtle"), big.stdout)
     }
 }

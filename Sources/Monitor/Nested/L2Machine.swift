@@ -53,6 +53,8 @@ final class L2Machine {
     /// kicks the L2 vCPU when it passes.
     var preemptionDeadline: UInt64?
     var preemptionTimer: HostTimer?
+    /// Kicks L2's vCPU at the deadline of L1's APIC timer.
+    var l1TimerKick: HostTimer?
     /// Nanoseconds per preemption-timer tick: 2^rate TSC cycles.
     var preemptionTickNanos: Double = 0
     var steppingPastBreakpoint = false

@@ -125,6 +125,18 @@ extension Machine {
         return false
     }
 
+    /// L1's APIC timer runs on while L2 does (and an L2 that L1 gives the
+    /// APIC page programs it itself): a host timer kicks L2's vCPU at its
+    /// deadline, so that the interrupt exits to L1 in time.
+    func kickL2AtL1TimerDeadline(_ l2: L2Machine) throws(KVMError) {
+        guard let deadline = apic.timerDeadline else {
+            l2.l1TimerKick?.disarm()
+            return
+        }
+        if l2.l1TimerKick == nil { l2.l1TimerKick = HostTimer(kicker: try l2.vcpu.makeKicker()) }
+        l2.l1TimerKick?.arm(deadline: deadline, now: monotonicNanos())
+    }
+
     /// Starts the VMX-preemption timer (SDM 26.5.1): it counts down at the
     /// TSC rate shifted right by IA32_VMX_MISC[4:0]; a host timer kicks L2's
     /// vCPU at the deadline and L0 then reflects exit reason 52.
