@@ -110,9 +110,9 @@ extension Machine {
     /// it (SDM 27.6), and the exit comes at the next instruction boundary,
     /// the first instruction of its handler (KVM's nested_run_pending). A
     /// breakpoint on that handler stops L2 there. False when there is no
-    /// such event, or its handler has no debug register (no IA-32e gate, or
-    /// all four in use): then the exit comes first and the event goes back
-    /// to L1 as IDT-vectoring information.
+    /// such event, or its handler has no debug register (no interrupt or
+    /// trap gate, or all four in use): then the exit comes first and the
+    /// event goes back to L1 as IDT-vectoring information.
     func stopAfterDelivery(_ l2: L2Machine) -> Bool {
         guard let event = DeliveredEvent(l2.vcpu.sync.pointee.events) else {
             l2.deliveryStop = nil
