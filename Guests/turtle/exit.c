@@ -401,15 +401,18 @@ static int handle_ept_violation(void)
 	}
 
 	if (vapic_claims(gpa)) {
+		/* 32-bit accesses at 16-byte boundaries (SDM Vol. 3A 11.4.1); any
+		 * other access, model-specific there, reads 0 and writes nothing. */
 		uint32_t offset = (uint32_t)(gpa - VAPIC_BASE);
-		if (d.write) {
+		bool whole = d.size == 4 && !(offset & 0xf);
+		if (d.write && whole) {
 			const char *why = vapic_write(offset, (uint32_t)(d.reg < 0 ? d.imm : get_reg(d.reg) >> (d.high8 ? 8 : 0)));
 			if (why) {
 				printf("turtle: %s\n", why);
 				return stop(why);
 			}
-		} else {
-			write_reg_sized(d.reg, d.dst_size, d.high8, vapic_read(offset) & size_mask(d.size));
+		} else if (!d.write) {
+			write_reg_sized(d.reg, d.dst_size, d.high8, whole ? vapic_read(offset) : 0);
 		}
 		set_rip(rip + d.len);
 		return 0;
@@ -626,8 +629,9 @@ static int dispatch(void)
 		}
 		return 0;
 	}
-	case 19: case 20: case 21: case 22: case 23: case 24: case 25: case 26: case 27:
-	case 50: case 53:
+	case EXIT_REASON_VMCLEAR ... EXIT_REASON_VMXON:
+	case EXIT_REASON_INVEPT:
+	case EXIT_REASON_INVVPID:
 		/* VMX instructions exit unconditionally (SDM 26.1.2). turtle offers
 		 * L2 no VMX (CPUID.1:ECX.VMX is clear, so CR4.VMXE cannot be set):
 		 * they are #UD, as outside VMX operation (SDM 31.3). */
