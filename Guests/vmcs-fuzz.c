@@ -5,7 +5,7 @@
  * random each time. Every VMLAUNCH must end in one of the SDM's outcomes:
  * VMfailValid (7 or 8), a VM-entry failure exit (33 or 34), or a VM exit
  * (48: the first fetch of L2 hits the empty EPT; 2: triple fault; ...).
- * The monitor must never crash or hang, whatever the state. Five fixed
+ * The monitor must never crash or hang, whatever the state. Six fixed
  * launches first check exits during and after event delivery (SDM 27.6,
  * 28.2.4).
  *
@@ -29,6 +29,8 @@ static uint64_t ept_pt[512] __attribute__((aligned(4096)));
 static uint8_t l2_code[4096] __attribute__((aligned(4096)));
 static uint64_t l2_gdt[512] __attribute__((aligned(4096)));
 static uint64_t l2_idt[512] __attribute__((aligned(4096)));
+static uint32_t l2_tss[1024] __attribute__((aligned(4096)));	/* L2-physical 0x2000 */
+static uint8_t l2_kstack[4096] __attribute__((aligned(4096)));	/* L2-physical 0x103000 */
 static uint8_t host_tss[104] __attribute__((aligned(16)));
 static uint64_t host_gdt[8] __attribute__((aligned(16)));
 
@@ -314,6 +316,33 @@ int main(int argc, char **argv)
 	       "an injected INT 0x30 whose gate is outside EPT12 exits with it: reason %llu, IDT-vectoring 0x%llx, "
 	       "L2-physical 0x%llx, instruction length %llu", (unsigned long long)reason, (unsigned long long)vectoring,
 	       (unsigned long long)gpa, (unsigned long long)length);
+
+	/* L2's own #UD at CPL 3: the delivery switches to SS0:ESP0 of its
+	 * 32-bit TSS (SDM Vol. 3A 6.12.1), in pages EPT12 maps but L2 never
+	 * touched, and the handler's fetch at 0x200000 is the exit. */
+	l2_gdt[4] = 0x00cffb000000ffffull;				/* 0x20: flat 32-bit code, DPL 3 */
+	l2_gdt[5] = 0x00cff3000000ffffull;				/* 0x28: flat data, DPL 3 */
+	l2_tss[1] = 0x104000;						/* ESP0: top of L2-physical 0x103000 */
+	l2_tss[2] = 0x18;						/* SS0 */
+	ept_pt[2] = (uint64_t)(uintptr_t)l2_tss | 7 | 6 << 3;
+	ept_pt[0x103] = (uint64_t)(uintptr_t)l2_kstack | 7 | 6 << 3;
+	invept(2, &all);
+	baseline();
+	vmwrite(0x6818, 0x1000);					/* IDTR base */
+	vmwrite(0x681c, 0x100800);					/* the user stack, in the code page */
+	for (int i = 0; i < 6; i++) {					/* CS 0x23, the others 0x2b: CPL 3 */
+		vmwrite(0x0800 + 2 * i, i == 1 ? 0x23 : 0x2b);
+		vmwrite(0x4814 + 2 * i, i == 1 ? 0xc0fb : 0xc0f3);
+	}
+	vmwrite(0x6814, 0x2000);					/* TR base: the TSS */
+	first = launch(&reason);
+	uint64_t kstack_eip = 0;
+	vmread(0x2400, &gpa);
+	vmread(0x6400, &q);
+	memcpy(&kstack_eip, &l2_kstack[4096 - 20], 4);
+	report(first == VMX_SUCCEED && reason == 48 && gpa == 0x200000 && (q & 7) == 4 && kstack_eip == 0x100000,
+	       "a CPL-3 #UD switches to an untouched TSS stack: reason %llu, fetch at 0x%llx, EIP 0x%llx pushed there",
+	       (unsigned long long)reason, (unsigned long long)gpa, (unsigned long long)kstack_eip);
 
 	((uint64_t *)ept_pml4)[0] = 0;
 	invept(2, &all);

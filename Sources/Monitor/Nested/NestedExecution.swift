@@ -289,6 +289,27 @@ extension Machine {
     /// yet. Returns the EPT violation or misconfiguration an access to it
     /// would meet; nil when it is mapped now, or when L2's own paging or an
     /// L1 device address stands in the way (then L2's run finds out).
+    /// What a delivery that switches stacks reads and writes (SDM Vol. 3A
+    /// 6.12.1, 6.14.4-6.14.5, 7.7): the TSS, and the stacks it names below
+    /// their tops: RSP0 and IST1-7 of an IA-32e TSS, SS0:ESP0 of a 32-bit one.
+    func stackSwitchPages(_ state: CPUState) -> [UInt64] {
+        guard state.protectedMode, !state.virtual8086, !state.tr.unusable else { return [] }
+        var pages = [state.tr.base, state.tr.base &+ UInt64(state.tr.limit)]
+        func le(_ b: [UInt8], _ at: Int, _ n: Int) -> UInt64 { (0..<n).reduce(0) { $0 | UInt64(b[at + $1]) << (8 * UInt64($1)) } }
+        if state.longModeActive {
+            guard let b = l2Bytes(at: state.tr.base &+ 4, count: 88, state: state) else { return pages }
+            for offset in [0] + (0..<7).map({ 32 + 8 * $0 }) where le(b, offset, 8) != 0 { pages.append(le(b, offset, 8) &- 1) }
+        } else {
+            guard let b = l2Bytes(at: state.tr.base &+ 4, count: 6, state: state) else { return pages }
+            let ss0 = le(b, 4, 2)
+            guard ss0 & 4 == 0, (ss0 | 7) <= UInt64(state.gdtr.limit),
+                  let d = l2Bytes(at: state.gdtr.base &+ (ss0 & ~7), count: 8, state: state) else { return pages }
+            let base = le(d, 2, 3) | le(d, 7, 1) << 24
+            pages.append((base &+ le(b, 0, 4) &- 1) & 0xffff_ffff)
+        }
+        return pages
+    }
+
     func mapL2Page(_ linear: UInt64, access: EPTWalker.Access, state: CPUState, l2: L2Machine,
                    eptp: UInt64) throws(KVMError) -> NestedExit? {
         guard case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: access.fetch), state: state,
@@ -326,16 +347,23 @@ extension Machine {
         // The same pages under the same paging as last time: done already.
         // (A page EPT12 maps only since then is picked up once these change.)
         let key = [eptp, state.cr0, state.cr3, state.cr4, state.efer, state.idtr.base, UInt64(state.idtr.limit),
-                   state.gdtr.base, code >> 12, stack >> 12]
+                   state.gdtr.base, UInt64(state.gdtr.limit), state.tr.base, code >> 12, stack >> 12]
         if l2.premapped != key {
             _ = try mapL2Page(code, access: EPTWalker.Access(fetch: true), state: state, l2: l2, eptp: eptp)
             let idtEnd = state.idtr.base &+ min(UInt64(state.idtr.limit), 0xfff)   // 256 gates at most
             for page in stride(from: state.idtr.base & ~0xfff, through: idtEnd & ~0xfff, by: 0x1000) {
                 _ = try mapL2Page(page, access: read, state: state, l2: l2, eptp: eptp)
             }
-            if state.protectedMode { _ = try mapL2Page(state.gdtr.base, access: read, state: state, l2: l2, eptp: eptp) }
-            // A read, so that A/D tracking marks the page dirty only when L2 writes it.
-            _ = try mapL2Page(stack, access: read, state: state, l2: l2, eptp: eptp)
+            // Reads, so that A/D tracking marks a page dirty only when L2 writes it.
+            for page in [stack] + stackSwitchPages(state) {
+                _ = try mapL2Page(page, access: read, state: state, l2: l2, eptp: eptp)
+            }
+            if state.protectedMode {
+                let gdtEnd = state.gdtr.base &+ UInt64(state.gdtr.limit)
+                for page in stride(from: state.gdtr.base & ~0xfff, through: gdtEnd & ~0xfff, by: 0x1000) {
+                    _ = try mapL2Page(page, access: read, state: state, l2: l2, eptp: eptp)
+                }
+            }
             l2.premapped = key
         }
         guard event & (1 << 31) != 0 else { return nil }
