@@ -123,21 +123,20 @@ int vapic_ack(void)
 {
 	int v = vapic_deliverable();
 
-	if (v >= 0 && test_bit(apic.direct, (uint8_t)v)) {
-		clear_bit(apic.direct, (uint8_t)v);
-		clear_bit(apic.irr, (uint8_t)v);
-		apic.irr_any = highest(apic.irr) >= 0;
-		injected++;
-	} else if (v >= 0) {
-		clear_bit(apic.irr, (uint8_t)v);
-		apic.irr_any = highest(apic.irr) >= 0;
-		set_bit(apic.isr, (uint8_t)v);
-		injected++;
-		if (apic.timer_used && (apic.lvt_timer & LVT_PERIODIC) && (uint8_t)v == (uint8_t)apic.lvt_timer &&
-		    apic.timer_init) {
-			apic.expired = false;					/* the next period */
-			apic_write(APIC_TIMER_INITIAL, apic.timer_init);
-		}
+	if (v < 0)
+		return v;
+	clear_bit(apic.irr, (uint8_t)v);
+	apic.irr_any = highest(apic.irr) >= 0;
+	injected++;
+	if (test_bit(apic.direct, (uint8_t)v)) {
+		clear_bit(apic.direct, (uint8_t)v);	/* L2's EOI goes to the APIC itself */
+		return v;
+	}
+	set_bit(apic.isr, (uint8_t)v);
+	if (apic.timer_used && (apic.lvt_timer & LVT_PERIODIC) && (uint8_t)v == (uint8_t)apic.lvt_timer &&
+	    apic.timer_init) {
+		apic.expired = false;					/* the next period */
+		apic_write(APIC_TIMER_INITIAL, apic.timer_init);
 	}
 	return v;
 }
