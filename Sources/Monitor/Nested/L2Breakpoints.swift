@@ -1,0 +1,85 @@
+import CKVM
+import KVM
+import NestedVMX
+import TraceFormat
+import VMXArch
+
+/// The breakpoint channel for L2 (DESIGN.md channel b): VMCALL at L2's #UD
+/// handler, the exceptions of L1's exception bitmap, and the stop after an
+/// injected event's delivery.
+extension Machine {
+    /// Before each L2 entry: keeps breakpoints on L2's #UD handler (VMCALL)
+    /// and on the handlers of the first three other vectors of L1's exception
+    /// bitmap (four debug registers in all; further vectors reach L2's IDT).
+    func refreshL2Breakpoints(_ l2: L2Machine) throws(KVMError) {
+        guard !l2.steppingPastBreakpoint else { return }
+        let bitmap = vmx.current?.read(.exceptionBitmap) ?? 0
+        if bitmap != l2.watchedExceptionBitmap || l2.deliveryStop != l2.watchedDeliveryStop {
+            l2.watchedExceptionBitmap = bitmap
+            l2.watchedDeliveryStop = l2.deliveryStop
+            let intercepted = (0..<32).filter { $0 != IDTBreakpoints.udVector && bitmap & (1 << UInt64($0)) != 0 }
+            l2.vectorsForL1 = Array(([IDTBreakpoints.udVector] + intercepted).prefix(IDTBreakpoints.maximumVectors))
+            var vectors = l2.vectorsForL1
+            if let stop = l2.deliveryStop, !vectors.contains(stop), vectors.count < IDTBreakpoints.maximumVectors {
+                vectors.append(stop)
+            }
+            l2.breakpoints.watch(vectors)
+        }
+        guard l2.breakpoints.refresh(cpu: l2State, memory: L2PhysicalMemory(machine: self)) else { return }
+        try armL2Breakpoints(l2)
+    }
+
+    func armL2Breakpoints(_ l2: L2Machine) throws(KVMError) {
+        let regs = l2.breakpoints.debugRegisters
+        try l2.vcpu.setGuestDebug(regs[7] == 0 ? [] : [.enable, .useHardwareBreakpoints], debugRegisters: regs)
+    }
+
+    /// A breakpoint hit in L2: VMCALL at its #UD handler is reflected (reason
+    /// 18, length 3), and an exception L1 intercepts is reflected as exit 0
+    /// (SDM 26.2), each after unwinding the delivery. Anything else runs
+    /// L2's own handler. For #PF, L2's CR2 has already been written by the
+    /// delivery (documented).
+    func handleL2Breakpoint(_ d: DebugExit, l2: L2Machine, note: inout ExitNote) -> RunOutcome? {
+        do {
+            if l2.steppingPastBreakpoint {
+                l2.steppingPastBreakpoint = false
+                try armL2Breakpoints(l2)
+                return nil
+            }
+            if let stop = l2.deliveryStop, l2.breakpoints.handlers[stop] == d.pc {
+                // The injected event is delivered: the exit that waited for it
+                // comes now. A vector watched for L1 as well is handled below.
+                l2.deliveryStop = nil
+                if !l2.vectorsForL1.contains(stop) { return nil }
+            }
+            let state = l2State
+            let memory = L2PhysicalMemory(machine: self)
+            guard let vector = l2.breakpoints.vector(atHandler: d.pc),
+                  let frame = ExceptionFrame(cpu: state, hasErrorCode: ExitRouting.hasErrorCode(vector), memory: memory),
+                  let vmcs = vmx.current else {
+                return .unhandledExit("L2 debug exit at \(hex(d.pc))")
+            }
+            let at = frame.unwound(state)
+            if vector == IDTBreakpoints.udVector,
+               fetchInstruction(at: frame.rip, cpu: at, memory: memory).starts(with: [0x0f, 0x01, 0xc1]) {
+                return reflect(NestedExit(reason: .vmcall, instructionLength: 3), state: at, note: &note)
+            }
+            // The delivery of an exception L1 injected is not intercepted again.
+            let injected = l2.injectedVector == vector
+            l2.injectedVector = nil
+            if !injected, ExitRouting.wantsException(vector, errorCode: frame.errorCode, vmcs: vmcs) {
+                let info = DeliveredEvent(kind: .hardwareException, vector: UInt8(truncatingIfNeeded: vector),
+                                          errorCode: frame.errorCode.map { UInt32(truncatingIfNeeded: $0) }).interruptionInformation
+                let exit = NestedExit(reason: .exceptionOrNMI, qualification: vector == 14 ? state.cr2 : 0,
+                                      interruptionInfo: info, interruptionErrorCode: UInt32(truncatingIfNeeded: frame.errorCode ?? 0))
+                note.value = UInt64(vector)
+                return reflect(exit, state: at, note: &note)
+            }
+            try l2.vcpu.setGuestDebug([.enable, .singleStep])
+            l2.steppingPastBreakpoint = true
+            return nil
+        } catch {
+            return .unhandledExit("L2 breakpoints: \(error)")
+        }
+    }
+}
