@@ -25,6 +25,14 @@ extension GuestMemoryAccess {
     }
 }
 
+extension Array where Element == UInt8 {
+    /// The little-endian integer (x86 byte order) in the `count` bytes from
+    /// `offset`, or in all the bytes from there when `count` is nil.
+    public func littleEndian(at offset: Int = 0, count: Int? = nil) -> UInt64 {
+        (0..<(count ?? self.count - offset)).reduce(0) { $0 | UInt64(self[offset + $1]) << (8 * UInt64($1)) }
+    }
+}
+
 /// A flat array of bytes as guest RAM from address 0: for tests and tools.
 public final class ArrayMemory: GuestMemoryAccess {
     public var bytes: [UInt8]

@@ -27,7 +27,7 @@ struct ExceptionFrame {
         func words(from index: Int, count: Int) -> [UInt64]? {
             guard case let .success(bytes) = PageWalker.readLinear(stack &+ UInt64(index * word), count: count * word,
                                                                     access: MemoryAccess(), state: cpu, memory: memory) else { return nil }
-            return (0..<count).map { i in (0..<word).reduce(0) { $0 | UInt64(bytes[i * word + $1]) << (8 * UInt64($1)) } }
+            return (0..<count).map { bytes.littleEndian(at: $0 * word, count: word) }
         }
         let o = hasErrorCode ? 1 : 0
         guard let inner = words(from: 0, count: o + 3) else { return nil }
@@ -50,6 +50,24 @@ struct ExceptionFrame {
         s.rflags = rflags
         s.gprs[.rsp] = rsp
         return s
+    }
+}
+
+/// Segment descriptors in a guest's GDT (SDM Vol. 3A 3.4.5).
+enum GDT {
+    /// The 8-byte descriptor for `selector`, read through the guest's
+    /// paging; nil for an LDT selector, one beyond the limit, or unreadable.
+    static func descriptor(_ selector: UInt64, cpu: CPUState, memory: some GuestMemoryAccess) -> UInt64? {
+        let offset = selector & 0xfff8
+        guard selector & 4 == 0, offset + 7 <= UInt64(cpu.gdtr.limit),
+              case let .success(bytes) = PageWalker.readLinear(cpu.gdtr.base &+ offset, count: 8, access: MemoryAccess(),
+                                                               state: cpu, memory: memory) else { return nil }
+        return bytes.littleEndian()
+    }
+
+    /// The 32-bit base address a descriptor holds.
+    static func base(of descriptor: UInt64) -> UInt64 {
+        ((descriptor >> 16) & 0xff_ffff) | ((descriptor >> 56) & 0xff) << 24
     }
 }
 
@@ -117,14 +135,6 @@ extension Machine {
         return true
     }
 
-    /// The 8-byte GDT descriptor for `selector`, read through L1's paging.
-    func descriptor(selector: UInt16, cpu: CPUState) -> UInt64? {
-        let offset = UInt64(selector & ~7)
-        guard selector & 4 == 0, offset + 7 <= UInt64(cpu.gdtr.limit),
-              case let .success(bytes) = PageWalker.readLinear(cpu.gdtr.base &+ offset, count: 8, access: MemoryAccess(),
-                                                               state: cpu, memory: ram) else { return nil }
-        return bytes.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-    }
 
     /// `mov cr4, r64`: [REX] 0F 22 /r with reg = 4 (SDM Vol. 2B "MOV—Move
     /// to/from Control Registers"). Returns the source register and the length.
@@ -151,7 +161,7 @@ extension Machine {
         if crossPrivilege {
             // The instruction ran at the frame's privilege: CPL from CS.RPL, the
             // code segment's L/D bits from its GDT descriptor (SDM Vol. 3A 3.4.5).
-            guard let code = descriptor(selector: UInt16(truncatingIfNeeded: frame.cs), cpu: cpu) else { return .notOurs }
+            guard let code = GDT.descriptor(frame.cs, cpu: cpu, memory: ram) else { return .notOurs }
             at.cs.selector = UInt16(truncatingIfNeeded: frame.cs)
             at.cs.dpl = UInt8(frame.cs & 3)
             at.cs.l = code & (1 << 53) != 0

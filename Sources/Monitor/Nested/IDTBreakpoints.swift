@@ -95,11 +95,12 @@ struct IDTBreakpoints {
             guard let hi = memory.load(UInt64.self, at: gate + 8) else { return nil }
             return offset | (hi & 0xffff_ffff) << 32
         }
+        // Not GDT.descriptor: L0's look here must not set accessed flags in
+        // the guest's page tables, so it translates without them.
         let selector = (lo >> 16) & 0xffff
         guard selector & 4 == 0, selector | 7 <= UInt64(cpu.gdtr.limit),           // LDT selectors: no breakpoint
               let entry = physical(cpu.gdtr.base &+ (selector & ~7), bytes: 8, cpu: cpu, memory: memory),
               let descriptor = memory.load(UInt64.self, at: entry) else { return nil }
-        let base = ((descriptor >> 16) & 0xff_ffff) | ((descriptor >> 56) & 0xff) << 24
-        return (base &+ offset) & 0xffff_ffff
+        return (GDT.base(of: descriptor) &+ offset) & 0xffff_ffff
     }
 }

@@ -197,31 +197,31 @@ extension Machine {
         if eptp == nil { try l2.map(base: 0, size: UInt64(memory.size), l1: 0, readOnly: false, memory: memory) }
     }
 
-    /// Maps the EPT12 run holding the L2 page of `linear` if it has no slot
-    /// yet. Returns the EPT violation or misconfiguration an access to it
-    /// would meet; nil when it is mapped now, or when L2's own paging or an
-    /// L1 device address stands in the way (then L2's run finds out).
     /// What a delivery that switches stacks reads and writes (SDM Vol. 3A
     /// 6.12.1, 6.14.4-6.14.5, 7.7): the TSS, and the stacks it names below
     /// their tops: RSP0 and IST1-7 of an IA-32e TSS, SS0:ESP0 of a 32-bit one.
     func stackSwitchPages(_ state: CPUState) -> [UInt64] {
         guard state.protectedMode, !state.virtual8086, !state.tr.unusable else { return [] }
         var pages = [state.tr.base, state.tr.base &+ UInt64(state.tr.limit)]
-        func le(_ b: [UInt8], _ at: Int, _ n: Int) -> UInt64 { (0..<n).reduce(0) { $0 | UInt64(b[at + $1]) << (8 * UInt64($1)) } }
         if state.longModeActive {
             guard let b = l2Bytes(at: state.tr.base &+ 4, count: 88, state: state) else { return pages }
-            for offset in [0] + (0..<7).map({ 32 + 8 * $0 }) where le(b, offset, 8) != 0 { pages.append(le(b, offset, 8) &- 1) }
+            for offset in [0] + (0..<7).map({ 32 + 8 * $0 }) {
+                let top = b.littleEndian(at: offset, count: 8)
+                if top != 0 { pages.append(top &- 1) }
+            }
         } else {
-            guard let b = l2Bytes(at: state.tr.base &+ 4, count: 6, state: state) else { return pages }
-            let ss0 = le(b, 4, 2)
-            guard ss0 & 4 == 0, (ss0 | 7) <= UInt64(state.gdtr.limit),
-                  let d = l2Bytes(at: state.gdtr.base &+ (ss0 & ~7), count: 8, state: state) else { return pages }
-            let base = le(d, 2, 3) | le(d, 7, 1) << 24
-            pages.append((base &+ le(b, 0, 4) &- 1) & 0xffff_ffff)
+            guard let b = l2Bytes(at: state.tr.base &+ 4, count: 6, state: state),
+                  let ss0 = GDT.descriptor(b.littleEndian(at: 4, count: 2), cpu: state, memory: L2PhysicalMemory(machine: self))
+            else { return pages }
+            pages.append((GDT.base(of: ss0) &+ b.littleEndian(at: 0, count: 4) &- 1) & 0xffff_ffff)
         }
         return pages
     }
 
+    /// Maps the EPT12 run holding the L2 page of `linear` if it has no slot
+    /// yet. Returns the EPT violation or misconfiguration an access to it
+    /// would meet; nil when it is mapped now, or when L2's own paging or an
+    /// L1 device address stands in the way (then L2's run finds out).
     func mapL2Page(_ linear: UInt64, access: EPTWalker.Access, state: CPUState, l2: L2Machine,
                    eptp: UInt64) throws(KVMError) -> NestedExit? {
         guard case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: access.fetch), state: state,

@@ -45,10 +45,9 @@ public struct VMCS12: Equatable, Sendable {
     /// Loads the region at `address`; nil if it is not wholly in RAM.
     public init?(loadingFrom address: UInt64, memory: some GuestMemoryAccess) {
         guard let raw = memory.read(address, count: VMCS12Layout.regionSize) else { return nil }
-        func word64(_ at: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(raw[at + $1]) << (8 * UInt64($1)) } }
         self.address = address
         launched = raw[Int(VMCS12Layout.launchStateOffset)] & 1 != 0
-        values = (0..<VMCSField.allFields.count).map { word64(Int(VMCS12Layout.offset(ofSlot: $0))) }
+        values = (0..<VMCSField.allFields.count).map { raw.littleEndian(at: Int(VMCS12Layout.offset(ofSlot: $0)), count: 8) }
     }
 
     /// A VMCS with every field zero, as after VMCLEAR of fresh memory.

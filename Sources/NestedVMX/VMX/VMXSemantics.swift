@@ -124,7 +124,7 @@ struct Context<Memory: GuestMemoryAccess> {
     }
 
     func readOperand64() -> Result<UInt64, X86Exception> {
-        readOperand(size: 8).map { $0.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) } }
+        readOperand(size: 8).map { $0.littleEndian() }
     }
 
     /// Writes the r/m memory operand; writes to non-RAM are dropped.
@@ -293,7 +293,7 @@ struct Context<Memory: GuestMemoryAccess> {
         case .memory?:
             switch readOperand(size: operandSize / 8) {
             case let .failure(e): return VMXExecution(.vmwrite, .fault(e), field: field)
-            case let .success(bytes): value = bytes.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+            case let .success(bytes): value = bytes.littleEndian()
             }
         case nil:
             return VMXExecution(.vmwrite, .fault(.invalidOpcode), field: field)
@@ -370,8 +370,7 @@ struct Context<Memory: GuestMemoryAccess> {
         case let .failure(e): return VMXExecution(.invvpid, .fault(e))
         case let .success(bytes): d = bytes
         }
-        func qword(_ at: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(d[at + $1]) << (8 * UInt64($1)) } }
-        let low = qword(0), address = qword(8)
+        let low = d.littleEndian(at: 0, count: 8), address = d.littleEndian(at: 8, count: 8)
         let vpid = UInt16(truncatingIfNeeded: low)
         guard low >> 16 == 0 else { return VMXExecution(.invvpid, fail(.invalidINVEPTINVVPIDOperand)) }
         switch type {
