@@ -58,42 +58,13 @@ _start:
 	movl %eax, boot_magic		/* checked later by mb_magic() users */
 	movl %ebx, boot_mbi
 
-	/* Zero .bss (page tables and stack live there). */
+	/* Zero .bss (the stack lives there); the page tables are in .data. */
 	movl $__bss_start, %edi
 	movl $__bss_end, %ecx
 	subl %edi, %ecx
 	xorl %eax, %eax
 	rep stosb
 	movl $boot_stack_top, %esp
-
-	/* PML4[0] -> PDPT; PDPT[0..3] -> four page directories. */
-	movl $(boot_pdpt + PTE_P + PTE_RW), boot_pml4
-	movl $(boot_pd + PTE_P + PTE_RW), %eax
-	movl $boot_pdpt, %edi
-	movl $4, %ecx
-1:	movl %eax, (%edi)
-	addl $0x1000, %eax
-	addl $8, %edi
-	loop 1b
-
-	/* 4 x 512 PD entries map 0-4 GiB with 2 MiB pages, identity. */
-	movl $(PTE_P + PTE_RW + PTE_PS), %eax
-	movl $boot_pd, %edi
-	movl $2048, %ecx
-1:	movl %eax, (%edi)		/* upper half already zero */
-	addl $0x200000, %eax
-	addl $8, %edi
-	loop 1b
-
-	/*
-	 * 3-4 GiB holds MMIO (the 0xd0000000 test address, the local APIC
-	 * at 0xfee00000): make it uncacheable (PCD|PWT, SDM Vol. 3A 12.12.3).
-	 */
-	movl $(boot_pd + 3 * 0x1000), %edi
-	movl $512, %ecx
-1:	orl $(PTE_PCD + PTE_PWT), (%edi)
-	addl $8, %edi
-	loop 1b
 
 	/* SDM 10.8.5 steps: PAE, CR3, EFER.LME, then paging. */
 	movl %cr4, %eax
@@ -122,8 +93,9 @@ _start:
  * (SDM 27.3.1.1: CR0.PG must then be 1), such as turtle with ept=off. The
  * loader enters with paging on, identity-mapping at least this image, a
  * 64-bit CS and interrupts off, with EAX = the multiboot magic and EBX =
- * the MBI as at _start. This image's own page tables, GDT and stack take
- * over at once, so nothing else of the loader's state is used.
+ * the MBI as at _start. This image's own page tables (built in .data),
+ * GDT and stack take over at once, so nothing else of the loader's state
+ * is used.
  */
 	.code64
 	.globl _start64
@@ -138,28 +110,6 @@ _start64:
 	xorl %eax, %eax
 	rep stosb
 	leaq boot_stack_top(%rip), %rsp
-	/* The same tables as the 32-bit path builds. */
-	movq $(boot_pdpt + PTE_P + PTE_RW), %rax
-	movq %rax, boot_pml4(%rip)
-	movq $(boot_pd + PTE_P + PTE_RW), %rax
-	leaq boot_pdpt(%rip), %rdi
-	movl $4, %ecx
-1:	movq %rax, (%rdi)
-	addq $0x1000, %rax
-	addq $8, %rdi
-	loop 1b
-	movq $(PTE_P + PTE_RW + PTE_PS), %rax
-	leaq boot_pd(%rip), %rdi
-	movl $2048, %ecx
-1:	movq %rax, (%rdi)
-	addq $0x200000, %rax
-	addq $8, %rdi
-	loop 1b
-	leaq (boot_pd + 3 * 0x1000)(%rip), %rdi
-	movl $512, %ecx
-1:	orq $(PTE_PCD + PTE_PWT), (%rdi)
-	addq $8, %rdi
-	loop 1b
 	leaq boot_pml4(%rip), %rax
 	movq %rax, %cr3
 	lgdt boot_gdt_ptr(%rip)
@@ -206,13 +156,36 @@ boot_gdt_ptr:
 boot_magic:	.long 0
 boot_mbi:	.long 0
 
-	.section .bss
+/*
+ * The page tables, built here rather than by code, so that both entries
+ * use them as they are: PML4[0] -> PDPT, PDPT[0..3] -> four page
+ * directories whose 2048 entries map 0-4 GiB identically with 2 MiB pages
+ * (SDM Vol. 3A 4.5). 3-4 GiB holds MMIO (the 0xd0000000 test address, the
+ * local APIC at 0xfee00000): uncacheable, PCD|PWT (SDM Vol. 3A 12.12.3).
+ */
 	.balign 4096
 	.globl boot_pml4, boot_pdpt, boot_pd	/* lib/usermode.c sets U/S bits */
-boot_pml4:	.skip 4096
-boot_pdpt:	.skip 4096
-boot_pd:	.skip 4 * 4096
+boot_pml4:
+	.quad boot_pdpt + PTE_P + PTE_RW
+	.fill 511, 8, 0
+boot_pdpt:
+	.quad boot_pd + PTE_P + PTE_RW
+	.quad boot_pd + 0x1000 + PTE_P + PTE_RW
+	.quad boot_pd + 0x2000 + PTE_P + PTE_RW
+	.quad boot_pd + 0x3000 + PTE_P + PTE_RW
+	.fill 508, 8, 0
+boot_pd:
+	.set page, 0
+	.rept 3 * 512
+	.quad page + PTE_P + PTE_RW + PTE_PS
+	.set page, page + 0x200000
+	.endr
+	.rept 512
+	.quad page + PTE_P + PTE_RW + PTE_PS + PTE_PCD + PTE_PWT
+	.set page, page + 0x200000
+	.endr
 
+	.section .bss
 	.balign 16
 boot_stack:	.skip 64 * 1024
 boot_stack_top:
