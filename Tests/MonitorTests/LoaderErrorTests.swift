@@ -1,6 +1,7 @@
 import XCTest
 import KVM
 @testable import Monitor
+import TraceFormat
 
 /// Images the loader must refuse with a clear `.badImage` reason, and seeded
 /// mutation fuzzing: the monitor never crashes on a bad image.
@@ -158,7 +159,7 @@ final class LoaderErrorTests: XCTestCase {
     func testMutatedELFNeverCrashes() throws {
         let valid = sampleKernel(is64: false).build()
         let mem = try makeMemory()
-        var rng = XorShift(seed: 0x5EED_E1F0)
+        var rng = SeededRandom(seed: 0x5EED_E1F0)
         var loaded = 0, refused = 0
         let headerAt = sampleKernel(is64: false).fileOffsets[0]   // the multiboot header
         for round in 0..<2000 {
@@ -204,7 +205,7 @@ final class LoaderErrorTests: XCTestCase {
     /// arithmetic must never trap.
     func testRandomKludgeAddressesNeverCrash() throws {
         let mem = try makeMemory()
-        var rng = XorShift(seed: 0xA0A0_17)
+        var rng = SeededRandom(seed: 0xA0A0_17)
         var loaded = 0
         func address() -> UInt32 {
             switch rng.below(4) {

@@ -18,19 +18,6 @@ func pattern(_ count: Int, seed: UInt8) -> [UInt8] {
     (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ Int(seed) &* 31 &+ 1) }
 }
 
-/// xorshift64*: small, seeded, reproducible.
-struct XorShift {
-    var state: UInt64
-    init(seed: UInt64) { state = seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed }
-    mutating func next() -> UInt64 {
-        state ^= state >> 12
-        state ^= state << 25
-        state ^= state >> 27
-        return state &* 0x2545_F491_4F6C_DD1D
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
-}
-
 // MARK: Multiboot header (Multiboot spec 0.6.96, section 3.1)
 
 /// The a.out-kludge address fields of a Multiboot header (section 3.1.3).

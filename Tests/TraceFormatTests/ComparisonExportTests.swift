@@ -28,7 +28,7 @@ final class ComparisonExportTests: TraceTestCase {
     }
 
     func testPerfettoTrackPlacementNeverOverlapsPartially() {
-        var rng = XorShift(seed: 77)
+        var rng = SeededRandom(seed: 77)
         for _ in 0..<200 {
             var track = PerfettoExport.Track()
             var placed: [(s: UInt64, e: UInt64)] = []

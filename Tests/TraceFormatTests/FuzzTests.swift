@@ -7,7 +7,7 @@ import XCTest
 final class FuzzTests: TraceTestCase {
     func testSeededMutationsNeverCrash() throws {
         let valid = try bytes(try writeTrace("seed.trc", sampleRecords(40)))
-        var rng = XorShift(seed: 0x7E44A9)
+        var rng = SeededRandom(seed: 0x7E44A9)
         var opened = 0, rejected = 0, recordsSeen = 0
         let p = path("fuzz.trc")
         for round in 0..<3000 {

@@ -4,7 +4,7 @@ import XCTest
 
 final class SummaryTests: TraceTestCase {
     func testBucketsCoverEveryValueWithinRelativeError() {
-        var rng = XorShift(seed: 9)
+        var rng = SeededRandom(seed: 9)
         let values: [UInt32] = Array(0...4096) + [.max, .max - 1, 1 << 31, (1 << 31) - 1]
             + (0..<20000).map { _ in UInt32(truncatingIfNeeded: rng.next() >> UInt64(rng.below(40))) }
         for v in values {
@@ -21,7 +21,7 @@ final class SummaryTests: TraceTestCase {
 
     func testPercentilesOfKnownDurations() throws {
         // 1 ... 1000 µs, shuffled so order cannot matter.
-        var rng = XorShift(seed: 3)
+        var rng = SeededRandom(seed: 3)
         var micros = Array(1...1000)
         for i in stride(from: micros.count - 1, to: 0, by: -1) { micros.swapAt(i, rng.below(i + 1)) }
         let records = micros.enumerated().map { i, us in

@@ -58,7 +58,7 @@ let sampleMetadata = TraceMetadata(
 
 /// Deterministic records exercising every field, including extremes.
 func sampleRecords(_ n: Int) -> [TraceRecord] {
-    var rng = XorShift(seed: 42)
+    var rng = SeededRandom(seed: 42)
     return (0..<n).map { i in
         switch i % 4 {
         case 0:
@@ -83,19 +83,6 @@ func sampleRecords(_ n: Int) -> [TraceRecord] {
                                flags: RecordFlags(rawValue: UInt8(truncatingIfNeeded: rng.next())))
         }
     }
-}
-
-/// xorshift64*: small, seeded, reproducible.
-struct XorShift {
-    var state: UInt64
-    init(seed: UInt64) { state = seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed }
-    mutating func next() -> UInt64 {
-        state ^= state >> 12
-        state ^= state << 25
-        state ^= state >> 27
-        return state &* 0x2545_F491_4F6C_DD1D
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
 }
 
 func put<T: FixedWidthInteger>(_ v: T, into b: inout [UInt8], at offset: Int) {
