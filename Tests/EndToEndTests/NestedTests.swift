@@ -7,15 +7,21 @@ import XCTest
 final class NestedTests: XCTestCase {
     override func setUpWithError() throws { try Harness.prepare() }
 
+    /// Runs turtle with `l2` and its `args` as L2, and `turtleArgs` on
+    /// turtle's own command line.
+    private func runTurtle(_ l2: String, _ args: String = "", turtleArgs: String = "", trace: String? = nil) throws -> Harness.Result {
+        var argv = ["run", Harness.guest("turtle"), "--memory", "256M", "--module", "\(Harness.guest(l2)) \(args)"]
+        if let trace { argv += ["--trace", trace] }
+        if !turtleArgs.isEmpty { argv += ["--append", turtleArgs] }
+        return try Harness.terrapin(argv)
+    }
+
     /// Runs `l2` under turtle; asserts L2 passed and turtle passed its status on.
     @discardableResult
     private func turtle(_ l2: String, _ args: String = "", turtleArgs: String = "", file: StaticString = #filePath,
                         line: UInt = #line) throws -> (Harness.Result, TraceReader) {
         let trace = Harness.temporaryPath("turtle-\(l2).trc")
-        var argv = ["run", Harness.guest("turtle"), "--memory", "256M", "--trace", trace,
-                    "--module", "\(Harness.guest(l2)) \(args)"]
-        if !turtleArgs.isEmpty { argv += ["--append", turtleArgs] }
-        let r = try Harness.terrapin(argv)
+        let r = try runTurtle(l2, args, turtleArgs: turtleArgs, trace: trace)
         XCTAssertEqual(r.status, 1, "stdout:\n\(r.stdout)\nstderr:\n\(r.stderr)", file: file, line: line)
         XCTAssertTrue(r.stdout.contains("[L2] SUMMARY:"), r.stdout, file: file, line: line)
         XCTAssertFalse(r.stdout.contains("FAIL"), r.stdout, file: file, line: line)
@@ -92,8 +98,7 @@ final class NestedTests: XCTestCase {
         // 26.1.2) and turtle answers with #UD, which vmx-selftest expects
         // outside VMX operation. Its later CR0.NE clear is not refused by KVM
         // (no CR0 exits here), so turtle's next entry fails its CR0 check.
-        let r = try Harness.terrapin(["run", Harness.guest("turtle"), "--memory", "256M",
-                                      "--module", Harness.guest("vmx-selftest")])
+        let r = try runTurtle("vmx-selftest")
         XCTAssertEqual(r.status, 7, r.stdout)          // turtle's value 3: L2 stopped
         XCTAssertTrue(r.stdout.contains("[L2] PASS: VMXON with CR4.VMXE clear raises #UD"), r.stdout)
         XCTAssertTrue(r.stdout.contains("[L2] PASS: VMREAD outside VMX operation raises #UD"), r.stdout)
@@ -151,8 +156,7 @@ final class NestedTests: XCTestCase {
         // turtle intercepts #UD (bitmap bit 6), logs it and re-injects it; L2's
         // own handler then reports it and exits with value 3 (status 7).
         let trace = Harness.temporaryPath("turtle-exception.trc")
-        let r = try Harness.terrapin(["run", Harness.guest("turtle"), "--memory", "256M", "--trace", trace,
-                                      "--append", "exceptions=0x40", "--module", "\(Harness.guest("fault")) ud"])
+        let r = try runTurtle("fault", "ud", turtleArgs: "exceptions=0x40", trace: trace)
         XCTAssertEqual(r.status, 7, r.stdout + r.stderr)
         XCTAssertTrue(r.stdout.contains("turtle: L2 exception 6"), r.stdout)
         XCTAssertTrue(r.stdout.contains("[L2] UNEXPECTED EXCEPTION vector 6 (#UD)"), r.stdout)
@@ -176,8 +180,7 @@ final class NestedTests: XCTestCase {
         // Without HLT exiting, L2's STI; HLT leaves it in the HLT activity state:
         // only turtle's timer brings exits, each saving activity state 1.
         let trace = Harness.temporaryPath("turtle-hlt-wait.trc")
-        let r = try Harness.terrapin(["run", Harness.guest("turtle"), "--memory", "256M", "--trace", trace,
-                                      "--append", "hlt=wait timer=5000000", "--module", "\(Harness.guest("fault")) idle"])
+        let r = try runTurtle("fault", "idle", turtleArgs: "hlt=wait timer=5000000", trace: trace)
         XCTAssertEqual(r.status, 7, r.stdout + r.stderr)      // L2 never finishes: turtle's panic value 3
         XCTAssertTrue(r.stdout.contains("turtle: L2 is in the HLT activity state"), r.stdout)
         let reader = try TraceReader(path: trace)
@@ -240,12 +243,10 @@ final class NestedTests: XCTestCase {
     }
 
     func testBadOptionsAreUsageErrorsAndAnL2BelowTurtleIsChecked() throws {
-        let r = try Harness.terrapin(["run", Harness.guest("turtle"), "--memory", "256M", "--append", "ept=maybe",
-                                      "--module", Harness.guest("hello")])
+        let r = try runTurtle("hello", turtleArgs: "ept=maybe")
         XCTAssertEqual(r.status, 5, r.stdout)       // turtle's usage value 2
         // Without EPT, L2 gets L1-physical [0, l2mem): 128M would run into turtle at 64 MiB.
-        let big = try Harness.terrapin(["run", Harness.guest("turtle"), "--memory", "256M", "--append", "ept=off l2mem=128M",
-                                        "--module", Harness.guest("hello")])
+        let big = try runTurtle("hello", turtleArgs: "ept=off l2mem=128M")
         XCTAssertEqual(big.status, 3, big.stdout)   // turtle's set-up failure value 1
         XCTAssertTrue(big.stdout.contains("FAIL: turtle: ept=off: L2 uses L1-physical [0, 0x8000000), which must end below turtle"), big.stdout)
     }
