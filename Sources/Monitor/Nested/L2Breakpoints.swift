@@ -17,8 +17,6 @@ extension Machine {
         if bitmap != l2.watchedExceptionBitmap || l2.deliveryStop != l2.watchedDeliveryStop {
             l2.watchedExceptionBitmap = bitmap
             l2.watchedDeliveryStop = l2.deliveryStop
-            let intercepted = (0..<32).filter { $0 != IDTBreakpoints.udVector && bitmap & (1 << UInt64($0)) != 0 }
-            l2.vectorsForL1 = Array(([IDTBreakpoints.udVector] + intercepted).prefix(IDTBreakpoints.maximumVectors))
             var vectors = l2.vectorsForL1
             if let stop = l2.deliveryStop, !vectors.contains(stop), vectors.count < IDTBreakpoints.maximumVectors {
                 vectors.append(stop)

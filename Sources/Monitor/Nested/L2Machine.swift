@@ -17,10 +17,13 @@ final class L2Machine {
     /// #UD (the hypercall quirk is off): VMCALL exits unconditionally in VMX
     /// non-root operation (SDM 26.1.2).
     var breakpoints = IDTBreakpoints(vectors: [IDTBreakpoints.udVector])
-    /// L1's exception bitmap the breakpoints were chosen for, and the
-    /// vectors watched for L1: #UD and the bitmap's first three.
+    /// L1's exception bitmap the breakpoints were chosen for.
     var watchedExceptionBitmap: UInt64 = 0
-    var vectorsForL1 = [IDTBreakpoints.udVector]
+    /// The vectors watched for L1: #UD and the bitmap's first three.
+    var vectorsForL1: [Int] {
+        let intercepted = (0..<32).filter { $0 != IDTBreakpoints.udVector && watchedExceptionBitmap & (1 << UInt64($0)) != 0 }
+        return Array(([IDTBreakpoints.udVector] + intercepted).prefix(IDTBreakpoints.maximumVectors))
+    }
     /// An exception L1 injected at VM entry: its delivery is not intercepted.
     var injectedVector: Int?
     /// The event the last VM entry injected, with its VM-entry instruction
