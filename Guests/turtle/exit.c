@@ -465,7 +465,7 @@ static int handle_hlt(void)
 		       (unsigned long long)rip);
 		return stop("L2 halted with interrupts off");
 	}
-	skip_instruction(exit_insn_len(1));
+	set_rip(rip + exit_insn_len(1));
 	if (!cfg.ept) {
 		/* L2 uses turtle's APIC: it waits in the HLT activity state (SDM
 		 * 25.4.2) for an interrupt, which then exits to turtle. */
