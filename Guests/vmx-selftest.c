@@ -339,11 +339,15 @@ static const char *const cpl3_names[U_COUNT] = {
 	"INVEPT", "INVVPID", "VMCALL", "VMXON", "VMXOFF",
 };
 
+#define VMCALL_RAX_IN 0x5a5a5a5aull
+#define KVM_EPERM_RESULT ((uint64_t)-1)
+
 static struct {
 	struct vmx_result result[U_COUNT];
 	uint64_t error_code[U_COUNT];
 	int cpl_at_entry, cpl_at_end;
 	uint64_t vmptrst_out;
+	uint64_t vmcall_rax;
 } cpl3;
 
 static void cpl3_record(enum cpl3_insn i, struct vmx_result r)
@@ -366,7 +370,9 @@ static void cpl3_reset(void)
 		cpl3.result[i].outcome = VMX_SUCCEED;	/* "not run" must not pass */
 	cpl3.cpl_at_entry = cpl3.cpl_at_end = -1;
 	cpl3.vmptrst_out = 0x5a5a5a5a5a5a5a5aull;
+	cpl3.vmcall_rax = VMCALL_RAX_IN;
 }
+
 
 /* Runs at CPL 3, in VMX root operation with vmcs_copy current. */
 static int vmx_root_at_cpl3(void)
@@ -385,7 +391,7 @@ static int vmx_root_at_cpl3(void)
 	cpl3_record(U_VMRESUME, vmresume());
 	cpl3_record(U_INVEPT, invept(2, &d));
 	cpl3_record(U_INVVPID, invvpid(2, &d));
-	cpl3_record(U_VMCALL, vmcall());
+	cpl3_record(U_VMCALL, vmcall_rax(&cpl3.vmcall_rax));
 	cpl3_record(U_VMXON, vmxon(pa(vmxon_region)));
 	cpl3_record(U_VMXOFF, vmxoff());		/* last: it would end VMX operation */
 	cpl3.cpl_at_end = current_cpl();
@@ -410,6 +416,29 @@ static bool raised(enum cpl3_insn i, int vector)
 	       (vector != 13 || cpl3.error_code[i] == 0);
 }
 
+/*
+ * KVM on an Intel host takes VMCALL as its own hypercall instruction, and at
+ * CPL > 0 it answers in the host (RAX = -KVM_EPERM, RIP past the VMCALL)
+ * without any exit that L0 could see. Only that exact signature, on an Intel
+ * vendor string, is an expected failure of the CPL-3 VMCALL checks (README,
+ * "What does not work yet").
+ */
+
+static bool host_answered_vmcall(void)
+{
+	uint32_t a, b, c, d;
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+	bool intel = b == 0x756e6547 && d == 0x49656e69 && c == 0x6c65746e;	/* "GenuineIntel" */
+	return intel && cpl3.result[U_VMCALL].outcome == VMX_SUCCEED && cpl3.vmcall_rax == KVM_EPERM_RESULT;
+}
+
+static void report_cpl3_vmcall(int vector, const char *where)
+{
+	report_xfail(host_answered_vmcall(), raised(U_VMCALL, vector),
+		     "VMCALL at CPL 3 %s raises %s (got %s, RAX 0x%llx)", where, vector == 6 ? "#UD" : "#GP(0)",
+		     outcome(U_VMCALL), (unsigned long long)cpl3.vmcall_rax);
+}
+
 static void check_cpl3(void)
 {
 	cpl3_reset();
@@ -418,9 +447,13 @@ static void check_cpl3(void)
 	       "run_in_user_mode runs the body at CPL 3 and returns its value to CPL 0");
 	report(cpl3.cpl_at_end == 3, "exceptions caught at CPL 3 resume at CPL 3");
 	report(raised(U_HLT, 13), "HLT at CPL 3 raises #GP(0), caught by trap.h (got %s)", outcome(U_HLT));
-	for (int i = U_VMPTRST; i < U_COUNT; i++)
-		report(raised(i, 13), "%s at CPL 3 in VMX root operation raises #GP(0) (got %s)",
-		       cpl3_names[i], outcome(i));
+	for (int i = U_VMPTRST; i < U_COUNT; i++) {
+		if (i == U_VMCALL)
+			report_cpl3_vmcall(13, "in VMX root operation");
+		else
+			report(raised(i, 13), "%s at CPL 3 in VMX root operation raises #GP(0) (got %s)",
+			       cpl3_names[i], outcome(i));
+	}
 	report(cpl3.vmptrst_out == 0x5a5a5a5a5a5a5a5aull, "VMPTRST at CPL 3 stores nothing");
 
 	uint64_t ptr = 0, rip = 0;
@@ -436,7 +469,7 @@ static int outside_vmx_at_cpl3(void)
 
 	cpl3_record(U_VMXOFF, vmxoff());
 	cpl3_record(U_VMREAD, vmread(VMCS_GUEST_RIP, &value));
-	cpl3_record(U_VMCALL, vmcall());
+	cpl3_record(U_VMCALL, vmcall_rax(&cpl3.vmcall_rax));
 	cpl3_record(U_VMXON, vmxon(pa(vmxon_region)));
 	return 0;
 }
@@ -447,7 +480,7 @@ static void check_cpl3_outside_vmx(void)
 	run_in_user_mode(outside_vmx_at_cpl3);
 	report(raised(U_VMXOFF, 6), "VMXOFF at CPL 3 outside VMX operation raises #UD (got %s)", outcome(U_VMXOFF));
 	report(raised(U_VMREAD, 6), "VMREAD at CPL 3 outside VMX operation raises #UD (got %s)", outcome(U_VMREAD));
-	report(raised(U_VMCALL, 6), "VMCALL at CPL 3 outside VMX operation raises #UD (got %s)", outcome(U_VMCALL));
+	report_cpl3_vmcall(6, "outside VMX operation");
 	report(raised(U_VMXON, 13), "VMXON at CPL 3 outside VMX operation raises #GP(0) (got %s)", outcome(U_VMXON));
 	report(vmxoff().vector == 6, "... and VMX operation was not entered");
 }

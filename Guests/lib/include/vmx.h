@@ -146,6 +146,16 @@ static inline struct vmx_result vmcall(void)
 	return vmx_result_of(fl);
 }
 
+/* VMCALL with RAX = *rax in and out: a host that takes VMCALL as its own
+ * hypercall (KVM on Intel does, at CPL 3 too) writes its result there. */
+static inline struct vmx_result vmcall_rax(uint64_t *rax)
+{
+	uint64_t fl;
+	trap_reset();
+	__asm__ volatile(VMX_ASM("vmcall") : [fl] "=r"(fl), "+a"(*rax) : [fin] "r"(RFLAGS_DEFAULT) : "r11", "cc", "memory");
+	return vmx_result_of(fl);
+}
+
 struct inv_descriptor {
 	uint64_t lo, hi;
 };
