@@ -2,10 +2,32 @@
 import Glibc
 #endif
 
-/// CLOCK_MONOTONIC in nanoseconds: the trace clock and the APIC timer's.
-@inline(__always)
-public func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+/// The monitor's time, injected so that time-driven paths (the APIC timer,
+/// the VMX-preemption timer, trace timestamps) can be driven by a test.
+public protocol MonitorClock: AnyObject, Sendable {
+    /// Wall time in nanoseconds (CLOCK_MONOTONIC on the host): trace
+    /// timestamps, L1's APIC timer and the host timers' deadlines.
+    func now() -> UInt64
+    /// CPU time of the calling thread in nanoseconds: what a guest ran on
+    /// the vCPU thread. The VMX-preemption timer counts this, so L0's own
+    /// handling and a loaded host are not L2's time (docs/ARCHITECTURE.md).
+    func threadCPUTime() -> UInt64
+}
+
+/// The host's clocks.
+public final class HostClock: MonitorClock {
+    public init() {}
+
+    @inline(__always)
+    public func now() -> UInt64 { Self.read(CLOCK_MONOTONIC) }
+
+    @inline(__always)
+    public func threadCPUTime() -> UInt64 { Self.read(CLOCK_THREAD_CPUTIME_ID) }
+
+    @inline(__always)
+    static func read(_ id: clockid_t) -> UInt64 {
+        var ts = timespec()
+        clock_gettime(id, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
 }

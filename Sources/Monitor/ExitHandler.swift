@@ -129,7 +129,7 @@ extension Machine {
         guard interruptsEnabled else { return .deadHalt(reason: "HLT with interrupts disabled (RFLAGS.IF = 0)") }
         if apic.deliverableVector != nil { return nil }
         if apic.timerDeadline != nil {
-            apic.fireTimer(at: monotonicNanos())
+            apic.fireTimer(at: clock.now())
             if apic.deliverableVector != nil { return nil }
         }
         return .deadHalt(reason: "HLT with no interrupt pending and no timer armed")

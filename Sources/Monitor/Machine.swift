@@ -23,6 +23,8 @@ public final class Machine {
     public let serial: Serial16550
     var trace: TraceWriter?
     var hostTimer: HostTimer?
+    /// Where the monitor reads time (a test may inject its own).
+    let clock: any MonitorClock
     /// Monotonic ns when `run()` started: trace timestamps count from here.
     var runStart: UInt64 = 0
 
@@ -53,9 +55,10 @@ public final class Machine {
     ]
 
     /// Builds the VM and loads the image. Errors name what failed.
-    public init(config: MachineConfig) throws(MonitorError) {
+    public init(config: MachineConfig, clock: any MonitorClock = HostClock()) throws(MonitorError) {
         try config.validate()
         self.config = config
+        self.clock = clock
         let image = try Self.readFile(config.imagePath)
         var modules: [BootModule] = []
         for spec in config.modules {
@@ -90,7 +93,7 @@ public final class Machine {
         ram = GuestRAM(memory: memory)
         boot = try MultibootLoader.load(image: image, path: config.imagePath, commandLine: config.guestCommandLine,
                                         modules: modules, into: memory)
-        apic = LocalAPIC(now: monotonicNanos)
+        apic = LocalAPIC(now: { [clock] in clock.now() })
         serialSink = try config.serialPath.map { (p) throws(MonitorError) in try SerialSink(path: p) } ?? SerialSink(fd: 1)
         serial = Serial16550(sink: serialSink)
         try registerDevices()

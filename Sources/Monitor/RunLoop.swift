@@ -11,7 +11,7 @@ extension Machine {
         do {
             hostTimer = HostTimer(kicker: try vcpu.makeKicker())
         } catch { throw MonitorError(error) }
-        runStart = monotonicNanos()
+        runStart = clock.now()
         var outcome: RunOutcome?
         while outcome == nil {
             let level = activeLevel
@@ -20,45 +20,36 @@ extension Machine {
                 do { try prepareEntry() } catch { throw MonitorError(error) }
                 do { exit = try vcpu.runOnce() } catch { throw MonitorError(error) }
             } else if let l2 = l2Machine {
-                if l2ExitIsDue(l2) {
-                    exit = .interrupted                 // a timer expired, or L1 has an interrupt
-                } else {
-                    do {
-                        try refreshL2Breakpoints(l2)
-                        try kickL2AtL1TimerDeadline(l2)
-                        exit = try l2.vcpu.runOnce()
-                    } catch where error.errno == ENOSPC {
-                        // The L2 VM has no memory slot at all yet (an EPT12 that maps
-                        // nothing L2 touched): KVM cannot start it. That is L2's first
-                        // fetch missing EPT02, handled as such below.
-                        exit = .internalError(InternalErrorExit(suberror: InternalErrorExit.emulation))
-                    } catch where error.errno == EINVAL {
-                        // KVM refused the state L1 loaded (a combination the entry
-                        // checks let through): a VM-entry failure, never a crash.
-                        var note = ExitNote(kind: .failEntry)
-                        note.level = 2
-                        outcome = failEntry(.guestState(check: "KVM refused L2's state (KVM_RUN: EINVAL)", qualification: 0),
-                                            l1: cpuState, note: &note)
-                        activeLevel = 1
-                        if trace != nil { record(note, at: monotonicNanos(), duration: 0) }
-                        continue
-                    } catch { throw MonitorError(error) }
+                let step = nextL2Step(l2)
+                if step != .run && step != .runToHandler, let vmcs = vmx.current {
+                    // An exit is due before L2 runs again: a timer expired, or L1 has an interrupt.
+                    outcome = traced(level: level, kind: .interrupted) { takeL2Step(step, l2: l2, vmcs: vmcs, note: &$0) }
+                    continue
                 }
+                do {
+                    try refreshL2Breakpoints(l2)
+                    try kickL2AtL1TimerDeadline(l2)
+                    exit = try runL2(l2)
+                } catch where error.errno == ENOSPC {
+                    // The L2 VM has no memory slot at all yet (an EPT12 that maps
+                    // nothing L2 touched): KVM cannot start it. That is L2's first
+                    // fetch missing EPT02, handled as such below.
+                    exit = .internalError(InternalErrorExit(suberror: InternalErrorExit.emulation))
+                } catch where error.errno == EINVAL {
+                    // KVM refused the state L1 loaded (a combination the entry
+                    // checks let through): a VM-entry failure, never a crash.
+                    var note = ExitNote(kind: .failEntry)
+                    note.level = 2
+                    outcome = failEntry(.guestState(check: "KVM refused L2's state (KVM_RUN: EINVAL)", qualification: 0),
+                                        l1: cpuState, note: &note)
+                    activeLevel = 1
+                    if trace != nil { record(note, at: clock.now(), duration: 0) }
+                    continue
+                } catch { throw MonitorError(error) }
             } else {
                 throw MonitorError.kvm("level 2 is active but no L2 VM exists")
             }
-            if trace == nil {
-                var note = ExitNote()
-                outcome = handle(exit, note: &note)
-            } else {
-                let t0 = monotonicNanos()
-                var note = ExitNote()
-                note.level = UInt8(level)
-                if level == 1 { note.episode = currentEpisode }
-                outcome = handle(exit, note: &note)
-                let t1 = monotonicNanos()
-                record(note, at: t0, duration: t1 &- t0)
-            }
+            outcome = traced(level: level) { handle(exit, note: &$0) }
         }
         hostTimer = nil
         serialSink.flush()
@@ -78,7 +69,7 @@ extension Machine {
     func prepareEntry() throws(KVMError) {
         try refreshBreakpoints()
         if let deadline = apic.timerDeadline {
-            let now = monotonicNanos()
+            let now = clock.now()
             if deadline <= now { apic.updateTimer(at: now) }
             if let next = apic.timerDeadline { hostTimer?.arm(deadline: next, now: now) } else { hostTimer?.disarm() }
         }
@@ -93,11 +84,25 @@ extension Machine {
             if trace != nil {
                 var note = ExitNote(kind: .interruptInjected)
                 note.value = UInt64(vector)
-                record(note, at: monotonicNanos(), duration: 0)
+                record(note, at: clock.now(), duration: 0)
             }
         } else {
             vcpu.requestInterruptWindow = true
         }
+    }
+
+    /// Runs one exit's handling and, when tracing, records it with the time
+    /// it took. Exits of L1 carry the episode they belong to.
+    @inline(__always)
+    private func traced(level: Int, kind: ExitKind = .unknownExit, _ body: (inout ExitNote) -> RunOutcome?) -> RunOutcome? {
+        var note = ExitNote(kind: kind)
+        guard trace != nil else { return body(&note) }
+        let t0 = clock.now()
+        note.level = UInt8(level)
+        if level == 1 { note.episode = currentEpisode }
+        let outcome = body(&note)
+        record(note, at: t0, duration: clock.now() &- t0)
+        return outcome
     }
 
     @inline(__always)

@@ -32,7 +32,7 @@ final class L2Machine {
     var entryEvent: (event: DeliveredEvent, length: Int, rip: UInt64)?
     /// The vector of an injected event that L2 takes before an exit already
     /// due: a breakpoint on its handler stops L2 just after the delivery
-    /// (`Machine.stopAfterDelivery`), and the vector the breakpoints were
+    /// (`Machine.prepareStopAfterDelivery`), and the vector the breakpoints were
     /// last chosen with.
     var deliveryStop: Int?
     var watchedDeliveryStop: Int?
@@ -51,11 +51,10 @@ final class L2Machine {
     var loadedMSRs: [UInt32: UInt64] = [:]
     /// What the MSR filter was last built from (bitmap use and contents).
     var msrFilterKey: UInt64?
-    /// The VMX-preemption timer (SDM 26.5.1): the monotonic deadline while
-    /// it counts down in VMX non-root operation, and the host timer that
-    /// kicks the L2 vCPU when it passes.
-    var preemptionDeadline: UInt64?
-    var preemptionTimer: HostTimer?
+    /// The VMX-preemption timer while it counts down (SDM 26.5.1), and the
+    /// host timer that kicks the L2 vCPU when it may have run out.
+    var preemption: PreemptionTimer?
+    var preemptionKick: HostTimer?
     /// Kicks L2's vCPU at the deadline of L1's APIC timer.
     var l1TimerKick: HostTimer?
     /// Nanoseconds per preemption-timer tick: 2^rate TSC cycles.
@@ -76,8 +75,11 @@ final class L2Machine {
         vcpu.sync.pointee.events = try vcpu.getEvents()
     }
 
-    /// The timer goes first: its kicker points into the vCPU's `kvm_run`.
-    deinit { preemptionTimer = nil }
+    /// The timers go first: their kickers point into the vCPU's `kvm_run`.
+    deinit {
+        preemptionKick = nil
+        l1TimerKick = nil
+    }
 
     /// Drops every EPT02 slot (INVEPT, or a new EPTP).
     func dropAll() throws(KVMError) {

@@ -1,4 +1,3 @@
-import CKVM
 import KVM
 import NestedVMX
 import TraceFormat
@@ -6,48 +5,96 @@ import VMXArch
 
 /// When L2 must leave before it runs again: L1's interrupts, the
 /// VMX-preemption timer, and the order of those exits against an event the
-/// entry injected (SDM Vol. 3C 26.5.1, 27.6).
+/// entry injected. The decision itself is `L2Schedule.next` (NestedVMX);
+/// this file gathers its inputs and carries out what it decides.
 extension Machine {
     /// An interrupt of L1's APIC that is due while L2 runs (the timer is
     /// brought up to date first). External-interrupt exiting is always 1
     /// (the capability MSRs require it), so such an interrupt is an exit.
     func pendingL1Interrupt() -> UInt8? {
-        if let deadline = apic.timerDeadline, deadline <= monotonicNanos() { apic.updateTimer(at: monotonicNanos()) }
+        if let deadline = apic.timerDeadline {
+            let now = clock.now()
+            if deadline <= now { apic.updateTimer(at: now) }
+        }
         return apic.deliverableVector
     }
 
-    /// True when L2 must leave before it runs again: its preemption timer
-    /// expired, L1 has an interrupt, or L2 is halted. A halted L2 skips idle
-    /// time as L1 does: L1's armed APIC timer fires at once.
-    func l2ExitIsDue(_ l2: L2Machine) -> Bool {
-        if l2.deliveryFault != nil { return true }
-        if l2.halted {
-            if pendingL1Interrupt() == nil, apic.timerDeadline != nil { apic.fireTimer(at: monotonicNanos()) }
-            return true
+    /// What is pending for L2 now. When an exit is due while the entry's
+    /// injected event still waits for KVM_RUN, L0 arms a breakpoint on that
+    /// event's handler, so that L2 can be stopped just after the delivery.
+    func l2Pending(_ l2: L2Machine) -> L2Pending {
+        var p = L2Pending(deliveryFault: l2.deliveryFault != nil, preemptionTimer: l2.preemption,
+                          l1InterruptPending: pendingL1Interrupt() != nil, halted: l2.halted)
+        if let deadline = apic.timerDeadline {
+            let now = clock.now()
+            p.l1TimerDue = deadline > now ? deadline - now : 0
         }
-        let preempted = l2.preemptionDeadline.map { monotonicNanos() >= $0 } ?? false
-        guard preempted || pendingL1Interrupt() != nil else { return false }
-        return !stopAfterDelivery(l2)
+        let waiting = DeliveredEvent(l2.vcpu.sync.pointee.events)
+        p.injectedEventWaiting = waiting != nil
+        if let event = waiting, p.l1InterruptPending || (p.preemptionTimer?.expired ?? false) {
+            p.canStopAfterDelivery = prepareStopAfterDelivery(l2, vector: Int(event.vector))
+        } else if waiting == nil {
+            l2.deliveryStop = nil
+        }
+        return p
     }
 
-    /// An injected event still waiting for KVM_RUN is delivered before a
-    /// due preemption-timer or external-interrupt exit: VM entry delivers
-    /// it (SDM 27.6), and the exit comes at the next instruction boundary,
-    /// the first instruction of its handler (KVM's nested_run_pending). A
-    /// breakpoint on that handler stops L2 there. False when there is no
-    /// such event, or its handler has no debug register (no interrupt or
-    /// trap gate, or all four in use): then the exit comes first and the
-    /// event goes back to L1 as IDT-vectoring information.
-    func stopAfterDelivery(_ l2: L2Machine) -> Bool {
-        guard let event = DeliveredEvent(l2.vcpu.sync.pointee.events) else {
-            l2.deliveryStop = nil
-            return false
-        }
-        let vector = Int(event.vector)
+    /// The next step for L2, from one decision (`L2Schedule.next`).
+    func nextL2Step(_ l2: L2Machine) -> L2Step { L2Schedule.next(l2Pending(l2)) }
+
+    /// Arms a breakpoint on the handler of the injected event's `vector`
+    /// (KVM's nested_run_pending, SDM 27.6). False when its handler can have
+    /// no debug register (no interrupt or trap gate, or all four in use):
+    /// then the exit comes first and the event goes back to L1 as
+    /// IDT-vectoring information.
+    func prepareStopAfterDelivery(_ l2: L2Machine, vector: Int) -> Bool {
         l2.deliveryStop = vector
         if (try? refreshL2Breakpoints(l2)) != nil, l2.breakpoints.handlers[vector] != nil { return true }
         l2.deliveryStop = nil
         return false
+    }
+
+    /// Carries out a step that ends L2's run: an exit to L1, or the end of
+    /// the run. `.run` and `.runToHandler` do nothing here: L2 runs next.
+    func takeL2Step(_ step: L2Step, l2: L2Machine, vmcs: VMCS12, note: inout ExitNote) -> RunOutcome? {
+        switch step {
+        case .run, .runToHandler:
+            return nil
+        case .exitDuringDelivery:
+            guard let fault = l2.deliveryFault else { return nil }
+            // The injected event's gate is not in EPT12: the exit happens
+            // during its delivery, so reflect records it as IDT-vectoring.
+            l2.deliveryFault = nil
+            note.kind = .mmioRead
+            note.address = fault.guestPhysical
+            return reflect(fault, state: l2State, note: &note)
+        case .preemptionTimerExpired:
+            // A halted L2 skips its idle time to the expiry: nothing is left.
+            if var timer = l2.preemption {
+                timer.charge(timer.remainingNanos)
+                l2.preemption = timer
+            }
+            completePending(l2)
+            return reflect(NestedExit(reason: .preemptionTimerExpired), state: l2State, note: &note)
+        case .externalInterrupt:
+            guard let vector = pendingL1Interrupt() else { return nil }
+            // SDM 25.7.1 "acknowledge interrupt on exit": the vector goes into
+            // the exit interruption information and the APIC marks it in service.
+            completePending(l2)
+            var exit = NestedExit(reason: .externalInterrupt)
+            if vmcs.exitControls.contains(.acknowledgeInterruptOnExit) {
+                apic.acknowledge(vector)
+                exit.interruptionInfo = DeliveredEvent(kind: .externalInterrupt, vector: vector).interruptionInformation
+            }
+            note.value = UInt64(vector)
+            return reflect(exit, state: l2State, note: &note)
+        case .fireL1Timer:
+            apic.fireTimer(at: clock.now())
+            if pendingL1Interrupt() != nil { return takeL2Step(.externalInterrupt, l2: l2, vmcs: vmcs, note: &note) }
+            return .deadHalt(reason: "L2 halted (HLT activity state) and L1's timer interrupt cannot be delivered")
+        case .deadHalt:
+            return .deadHalt(reason: "L2 halted (HLT activity state) and nothing can wake it: L1 has no interrupt or timer")
+        }
     }
 
     /// L1's APIC timer runs on while L2 does (and an L2 that L1 gives the
@@ -59,40 +106,52 @@ extension Machine {
             return
         }
         if l2.l1TimerKick == nil { l2.l1TimerKick = HostTimer(kicker: try l2.vcpu.makeKicker()) }
-        l2.l1TimerKick?.arm(deadline: deadline, now: monotonicNanos())
+        l2.l1TimerKick?.arm(deadline: deadline, now: clock.now())
     }
 
-    /// Starts the VMX-preemption timer (SDM 26.5.1): it counts down at the
-    /// TSC rate shifted right by IA32_VMX_MISC[4:0]; a host timer kicks L2's
-    /// vCPU at the deadline and L0 then reflects exit reason 52.
+    /// Starts the VMX-preemption timer at VM entry (SDM 27.7.4) with the
+    /// timer-value field. It counts L2's run time only (`runL2`).
     func armPreemptionTimer(_ l2: L2Machine, vmcs: VMCS12) throws(KVMError) {
         guard vmcs.pin.contains(.activatePreemptionTimer) else {
-            l2.preemptionDeadline = nil
-            l2.preemptionTimer?.disarm()
+            l2.preemption = nil
+            l2.preemptionKick?.disarm()
             return
         }
         if l2.preemptionTickNanos == 0 {
+            // 2^rate TSC cycles a tick, IA32_VMX_MISC[4:0] (SDM A.6).
             let rate = vmx.capabilities.misc & 0x1f
             l2.preemptionTickNanos = Double(UInt64(1) << rate) * 1_000_000 / Double(try l2.vcpu.tscKHz())
         }
-        if l2.preemptionTimer == nil { l2.preemptionTimer = HostTimer(kicker: try l2.vcpu.makeKicker()) }
-        let ticks = Double(vmcs.read(.guestVMXPreemptionTimerValue) ?? 0)
-        let now = monotonicNanos()
-        let deadline = now &+ UInt64(min(ticks * l2.preemptionTickNanos, Double(UInt64.max >> 1)))
-        l2.preemptionDeadline = deadline
-        l2.preemptionTimer?.arm(deadline: deadline, now: now)
+        let ticks = UInt32(truncatingIfNeeded: vmcs.read(.guestVMXPreemptionTimerValue) ?? 0)
+        l2.preemption = PreemptionTimer(ticks: ticks, tickNanos: l2.preemptionTickNanos)
+    }
+
+    /// One KVM_RUN of L2. With the VMX-preemption timer active, the CPU time
+    /// the run took is charged to it (SDM 26.5.1: it counts down in VMX
+    /// non-root operation only), and a host timer kicks L2 when the rest
+    /// would have run out if L2 had the CPU to itself.
+    func runL2(_ l2: L2Machine) throws(KVMError) -> VCPUExit {
+        guard let timer = l2.preemption else {
+            l2.preemptionKick?.disarm()
+            return try l2.vcpu.runOnce()
+        }
+        let start = clock.threadCPUTime()
+        if l2.preemptionKick == nil { l2.preemptionKick = HostTimer(kicker: try l2.vcpu.makeKicker()) }
+        let now = clock.now()
+        l2.preemptionKick?.arm(deadline: now &+ timer.remainingNanos, now: now)
+        let exit = try l2.vcpu.runOnce()
+        l2.preemption?.charge(clock.threadCPUTime() &- start)
+        return exit
     }
 
     /// Stops the timer as L2 leaves VMX non-root operation, saving what is
-    /// left when "save VMX-preemption-timer value" asks for it (SDM 28.3).
+    /// left when "save VMX-preemption-timer value" asks for it (SDM 28.3.4).
     func stopPreemptionTimer(_ l2: L2Machine, into vmcs: inout VMCS12) {
-        guard let deadline = l2.preemptionDeadline else { return }
-        l2.preemptionDeadline = nil
-        l2.preemptionTimer?.disarm()
-        if vmcs.exitControls.contains(.savePreemptionTimer), l2.preemptionTickNanos > 0 {
-            let now = monotonicNanos()
-            let left = deadline > now ? Double(deadline - now) / l2.preemptionTickNanos : 0
-            vmcs.write(.guestVMXPreemptionTimerValue, UInt64(left))
+        guard let timer = l2.preemption else { return }
+        l2.preemption = nil
+        l2.preemptionKick?.disarm()
+        if vmcs.exitControls.contains(.savePreemptionTimer) {
+            vmcs.write(.guestVMXPreemptionTimerValue, UInt64(timer.remainingTicks))
         }
     }
 }

@@ -434,40 +434,9 @@ extension Machine {
             }
             return nil
         case .interrupted:
+            // A kick (a host timer, or L0's own): what is due now, if anything.
             note.kind = .interrupted
-            if let fault = l2.deliveryFault {
-                // The injected event's gate is not in EPT12: the exit happens
-                // during its delivery, so reflect records it as IDT-vectoring.
-                l2.deliveryFault = nil
-                note.kind = .mmioRead
-                note.address = fault.guestPhysical
-                return reflect(fault, state: l2State, note: &note)
-            }
-            if let deadline = l2.preemptionDeadline, monotonicNanos() >= deadline {
-                completePending(l2)
-                return reflect(NestedExit(reason: .preemptionTimerExpired), state: l2State, note: &note)
-            }
-            if let vector = pendingL1Interrupt() {
-                // SDM 25.7.1 "acknowledge interrupt on exit": the vector goes into
-                // the exit interruption information and the APIC marks it in service.
-                completePending(l2)
-                var exit = NestedExit(reason: .externalInterrupt)
-                if vmcs.exitControls.contains(.acknowledgeInterruptOnExit) {
-                    apic.acknowledge(vector)
-                    exit.interruptionInfo = DeliveredEvent(kind: .externalInterrupt, vector: UInt8(truncatingIfNeeded: vector)).interruptionInformation
-                }
-                note.value = UInt64(vector)
-                return reflect(exit, state: l2State, note: &note)
-            }
-            if l2.halted, l2.preemptionDeadline != nil {
-                // The preemption timer counts in the HLT state too: skip to it.
-                completePending(l2)
-                return reflect(NestedExit(reason: .preemptionTimerExpired), state: l2State, note: &note)
-            }
-            if l2.halted {
-                return .deadHalt(reason: "L2 halted (HLT activity state) and nothing can wake it: L1 has no interrupt or timer")
-            }
-            return nil
+            return takeL2Step(nextL2Step(l2), l2: l2, vmcs: vmcs, note: &note)
         case .irqWindowOpen:
             note.kind = .irqWindow
             return nil
