@@ -83,9 +83,10 @@ public final class Machine {
             // exits: sync all three, so no exit needs a GET ioctl.
             try vcpu.enableSyncRegs([.regs, .sregs, .events])
             cr4Supported = Self.supportedCR4(cpuid)
-            vmx = VMXState(capabilities: .terrapin(physicalAddressBits: Self.physicalAddressBits(cpuid),
-                                                   cr4Fixed1: cr4Supported),
-                           lockedByFirmware: !config.featureControlUnlocked)
+            var capabilities = VMXCapabilities.terrapin(physicalAddressBits: Self.physicalAddressBits(cpuid),
+                                                        cr4Fixed1: cr4Supported)
+            capabilities.linearAddressBits = Self.linearAddressBits(cpuid)
+            vmx = VMXState(capabilities: capabilities, lockedByFirmware: !config.featureControlUnlocked)
         } catch {
             throw MonitorError(error)
         }
@@ -155,6 +156,13 @@ public final class Machine {
     /// MAXPHYADDR: CPUID.80000008H:EAX[7:0], 36 if the leaf is missing.
     static func physicalAddressBits(_ cpuid: [CPUIDEntry]) -> Int {
         cpuid.first { $0.function == 0x8000_0008 }.map { Int($0.eax & 0xff) } ?? 36
+    }
+
+    /// The linear-address width: CPUID.80000008H:EAX[15:8], 48 if the leaf
+    /// is missing or says less (SDM Vol. 3A 4.1.4).
+    static func linearAddressBits(_ cpuid: [CPUIDEntry]) -> Int {
+        let bits = cpuid.first { $0.function == 0x8000_0008 }.map { Int($0.eax >> 8 & 0xff) } ?? 48
+        return bits == 57 ? 57 : 48
     }
 
     /// The CR4 bits this vCPU accepts, from the CPUID features behind them

@@ -124,6 +124,47 @@ final class EntryCheckTests: XCTestCase {
         return f
     }
 
+    /// The baseline with a 32-bit L1 as host (27.2.4: host address-space
+    /// size 0, so no IA-32e-mode guest) and a 32-bit PAE L2.
+    static func thirtyTwoBitHost() -> Fixture {
+        var f = baseline()
+        f.clear(.exitControls, UInt64(VMExitControls.hostAddressSpaceSize.rawValue))
+        f.paeGuest()
+        f[.hostIA32EFER] = 0x1                   // SCE; LME and LMA follow the address-space size
+        f[.hostCR4] = 0x2020
+        return f
+    }
+
+    /// VMLAUNCH through VMXSemantics, on a VMXMachine in `mode` whose
+    /// current VMCS is `f`'s.
+    func launch(_ f: Fixture, from mode: CPUMode, linearAddressBits: Int = 48) -> VMXResult {
+        var m = VMXMachine(mode)
+        m.vmx.capabilities.linearAddressBits = linearAddressBits
+        m.enterVMX()
+        m.vmx.current = f.vmcs
+        return m.run(Bytes.vmlaunch).result
+    }
+
+    /// The entry checks see L1's IA32_EFER.LMA (27.2.4): a 32-bit L1 enters
+    /// with a 32-bit host state, and a 64-bit L1 fails that same VMCS.
+    func testTheEntryChecksSeeL1sMode() {
+        XCTAssertEqual(launch(Self.thirtyTwoBitHost(), from: .protected32), .vmEntry(launch: true))
+        XCTAssertEqual(launch(Self.thirtyTwoBitHost(), from: .long64), .failValid(8))
+        XCTAssertEqual(launch(Self.baseline(), from: .long64), .vmEntry(launch: true))
+        XCTAssertEqual(launch(Self.baseline(), from: .protected32), .failValid(8))
+    }
+
+    /// "Canonical" follows the linear-address width L1's CPUID gives: 57
+    /// bits with 5-level paging (SDM Vol. 1 3.3.7.1; 27.2.3).
+    func testCanonicalFollowsTheLinearAddressWidth() {
+        var f = Self.baseline()
+        f[.hostGSBase] = 0x0080_0000_0000_0000   // bit 55: canonical with 57 bits only
+        XCTAssertEqual(launch(f, from: .long64, linearAddressBits: 57), .vmEntry(launch: true))
+        XCTAssertEqual(launch(f, from: .long64, linearAddressBits: 48), .failValid(8))
+        f[.hostGSBase] = 0x0100_0000_0000_0000   // bit 56 set, bits 63:57 clear: canonical for neither
+        XCTAssertEqual(launch(f, from: .long64, linearAddressBits: 57), .failValid(8))
+    }
+
     // MARK: Baseline and failure encoding
 
     func testBaselinePassesEveryCheck() {

@@ -28,6 +28,10 @@ public struct VMXCapabilities: Equatable, Sendable {
     public var vmfunc: UInt64
     /// MAXPHYADDR: VMXON/VMCLEAR/VMPTRLD operands may not set bits at or above it.
     public var physicalAddressBits: Int
+    /// The linear-address width L1's CPUID advertises (CPUID.80000008H:EAX[15:8]):
+    /// 57 with 5-level paging, else 48. What "canonical" means in the VM-entry
+    /// checks (SDM 27.2.2, 27.3.1.2).
+    public var linearAddressBits = 48
 
     /// Packs allowed-0 (must be 1) and allowed-1 (may be 1) settings (SDM A.3).
     static func controls(mustBe1: UInt32, mayBe1: UInt32) -> UInt64 {

@@ -312,7 +312,11 @@ struct Context<Memory: GuestMemoryAccess> {
         if !launch && !current.launched { return .failValid(E.vmresumeNonLaunchedVMCS.rawValue) }
         // SDM 27.2-27.4: controls and host state fail as VMfailValid(7/8);
         // guest state and the MSR-load list fail as a VM exit.
-        if let failure = VMEntryChecker.check(current, capabilities: vmx.capabilities, memory: memory, launch: launch) {
+        // 27.2.4 reads IA32_EFER.LMA of the processor executing VMLAUNCH: L1's.
+        let platform = EntryPlatform(processorInIA32eMode: cpu.longModeActive,
+                                     linearAddressBits: vmx.capabilities.linearAddressBits)
+        if let failure = VMEntryChecker.check(current, capabilities: vmx.capabilities, memory: memory, launch: launch,
+                                              platform: platform) {
             if let error = failure.vmInstructionError { return .failValid(error) }
             return .entryFailed(failure)
         }
