@@ -150,20 +150,20 @@ final class VMXCapabilityTests: XCTestCase {
     func testFeatureControlWrites() {
         var locked = VMXState(capabilities: caps)
         XCTAssertFalse(locked.writeFeatureControl(0))
-        XCTAssertEqual(locked.featureControl, 0b101)
+        XCTAssertEqual(locked.featureControl.rawValue, 0b101)
 
         var s = VMXState(capabilities: caps, lockedByFirmware: false)
-        XCTAssertEqual(s.featureControl, 0)
+        XCTAssertEqual(s.featureControl.rawValue, 0)
         XCTAssertFalse(s.writeFeatureControl(1 << 8), "SENTER bits unsupported")
         XCTAssertFalse(s.writeFeatureControl(1 << 20), "LMCE unsupported")
-        XCTAssertEqual(s.featureControl, 0)
+        XCTAssertEqual(s.featureControl.rawValue, 0)
         XCTAssertTrue(s.writeFeatureControl(0b100))
-        XCTAssertEqual(s.featureControl, 0b100)
+        XCTAssertEqual(s.featureControl.rawValue, 0b100)
         XCTAssertTrue(s.writeFeatureControl(0b101))
-        XCTAssertEqual(s.featureControl, 0b101)
+        XCTAssertEqual(s.featureControl.rawValue, 0b101)
         XCTAssertFalse(s.writeFeatureControl(0b100), "locked")
         XCTAssertFalse(s.writeFeatureControl(0b101), "locked, even the same value")
-        XCTAssertEqual(s.featureControl, 0b101)
+        XCTAssertEqual(s.featureControl.rawValue, 0b101)
     }
 
     /// The end-to-end path: unlocked feature control, VMXON #GP; enable and lock, VMXON succeeds.
