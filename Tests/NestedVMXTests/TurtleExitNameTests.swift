@@ -3,15 +3,17 @@ import XCTest
 import VMXArch
 
 /// turtle, the C guest hypervisor, prints exit reasons from its own table
-/// (`reason_names` in Guests/turtle/exit.c), since a freestanding guest cannot
-/// use VMXArch. These tests read that table from the source and hold every
-/// entry to VMXArch's names of SDM Vol. 3C Appendix C (Table C-1), so the two
+/// (`reason_names` in Guests/turtle/exit.c) and dispatches on its own
+/// `EXIT_REASON_*` numbers (Guests/turtle/turtle.h), since a freestanding guest
+/// cannot use VMXArch. These tests read both from the source and hold every
+/// entry to VMXArch's names of SDM Vol. 3C Appendix C (Table C-1), so they
 /// cannot drift apart: a misnumbered entry, a number Appendix C leaves unused
 /// or a renamed reason fails here.
 final class TurtleExitNameTests: XCTestCase {
     static let exitC = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Guests/turtle/exit.c")
+    static let turtleH = exitC.deletingLastPathComponent().appendingPathComponent("turtle.h")
 
     /// turtle's prose spellings that differ from VMXArch's Linux-style names by
     /// more than case, spaces and punctuation. Keyed by turtle's spelling, never
@@ -38,6 +40,16 @@ final class TurtleExitNameTests: XCTestCase {
         "SPP-related event": "SPP",
     ]
 
+    /// The same for turtle.h's macro names (after `EXIT_REASON_`).
+    static let macroSpellings: [String: String] = [
+        "EXCEPTION": "EXCEPTION_NMI",
+        "IO": "IO_INSTRUCTION",
+        "RDMSR": "MSR_READ",
+        "WRMSR": "MSR_WRITE",
+        "INVALID_GUEST": "INVALID_STATE",
+        "MSR_LOADING": "MSR_LOAD_FAIL",
+    ]
+
     /// Upper case, letters and digits only: "I/O instruction" and
     /// "IO_INSTRUCTION" both become "IOINSTRUCTION".
     static func normalised(_ name: String) -> String {
@@ -57,8 +69,19 @@ final class TurtleExitNameTests: XCTestCase {
         }
     }
 
+    /// The `#define EXIT_REASON_NAME N` macros with a decimal value, in source
+    /// order, without the prefix; `EXIT_REASON_MAX` (a bound, no reason) left out.
+    static func parseMacros(_ source: String) -> [(number: Int, name: String)] {
+        source.matches(of: /(?m)^#define\s+EXIT_REASON_(\w+)\s+(\d+)\b/).compactMap { match in
+            guard match.output.1 != "MAX", let number = Int(match.output.2) else { return nil }
+            return (number: number, name: String(match.output.1))
+        }
+    }
+
     /// One line per entry that disagrees with VMXArch; empty when all agree.
-    static func mismatches(in table: [(number: Int, name: String)]) -> [String] {
+    /// `spellings` maps turtle's words to VMXArch's name where they differ.
+    static func mismatches(in table: [(number: Int, name: String)],
+                           spellings: [String: String] = turtleSpellings) -> [String] {
         var problems: [String] = []
         var seen = Set<Int>()
         for (number, name) in table {
@@ -67,7 +90,7 @@ final class TurtleExitNameTests: XCTestCase {
                 problems.append("[\(number)] \"\(name)\": Appendix C defines no exit reason \(number)")
                 continue
             }
-            let spelled = turtleSpellings[name] ?? name
+            let spelled = spellings[name] ?? name
             if normalised(spelled) != normalised(expected) {
                 problems.append("[\(number)] \"\(name)\": VMXArch names \(number) \(expected)")
             }
@@ -78,9 +101,18 @@ final class TurtleExitNameTests: XCTestCase {
     func testTurtleNamesMatchVMXArch() throws {
         let source = try String(contentsOf: Self.exitC, encoding: .utf8)
         let table = try XCTUnwrap(Self.parseTable(source), "no reason_names table in \(Self.exitC.path)")
-        // 62 entries when this test was written: a parse that finds few has lost the table.
+        // 66 entries when this test was written: a parse that finds few has lost the table.
         XCTAssertGreaterThanOrEqual(table.count, 60, "reason_names parsed to \(table.count) entries")
         XCTAssertEqual(Self.mismatches(in: table), [])
+    }
+
+    func testTurtleMacrosMatchVMXArch() throws {
+        let source = try String(contentsOf: Self.turtleH, encoding: .utf8)
+        let macros = Self.parseMacros(source)
+        // 17 macros when this test was written, HLT among them.
+        XCTAssertGreaterThanOrEqual(macros.count, 15, "EXIT_REASON_* parsed to \(macros.count) macros")
+        XCTAssertTrue(macros.contains { $0.name == "HLT" && $0.number == 12 })
+        XCTAssertEqual(Self.mismatches(in: macros, spellings: Self.macroSpellings), [])
     }
 
     /// The checker itself: drifted entries must be reported, agreeing ones not.
@@ -102,5 +134,15 @@ final class TurtleExitNameTests: XCTestCase {
             "[70000] \"HLT\": Appendix C defines no exit reason 70000",
         ])
         XCTAssertNil(Self.parseTable("static const char *names[] = { \"HLT\" };"))
+
+        let macros = Self.parseMacros("""
+            #define EXIT_REASON\t\t0x4402
+            #define EXIT_REASON_IO\t\t30
+            #define EXIT_REASON_INVVPID\t50
+            #define EXIT_REASON_MAX\t\t70
+            """)
+        XCTAssertEqual(macros.map(\.name), ["IO", "INVVPID"])
+        XCTAssertEqual(Self.mismatches(in: macros, spellings: Self.macroSpellings),
+                       ["[50] \"INVVPID\": VMXArch names 50 INVEPT"])
     }
 }
