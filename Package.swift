@@ -20,7 +20,7 @@ let package = Package(
         .target(name: "VMXArch"),
         // The core: VMX semantics in pure Swift, over value-type CPU state and a memory protocol.
         .target(name: "NestedVMX", dependencies: ["VMXArch"]),
-        .target(name: "TraceFormat"),
+        .target(name: "TraceFormat", dependencies: ["VMXArch"]),
         .target(name: "Monitor", dependencies: ["CKVM", "KVM", "VMXArch", "NestedVMX", "TraceFormat", "CLibElf"]),
         .executableTarget(name: "terrapin", dependencies: [
             "Monitor", "TraceFormat",
@@ -33,7 +33,7 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
         .testTarget(name: "MonitorTests", dependencies: ["Monitor", "KVM", "TraceFormat"]),
         .testTarget(name: "NestedVMXTests", dependencies: ["NestedVMX", "VMXArch"]),
-        .testTarget(name: "TraceFormatTests", dependencies: ["TraceFormat"]),
+        .testTarget(name: "TraceFormatTests", dependencies: ["TraceFormat", "VMXArch"]),
         .testTarget(name: "TerrapinTraceTests", dependencies: ["terrapin-trace", "TraceFormat"], exclude: ["Golden"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TraceFormat", "terrapin", "terrapin-trace"]),
     ]

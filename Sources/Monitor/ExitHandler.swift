@@ -1,5 +1,6 @@
 import KVM
 import TraceFormat
+import VMXArch
 
 extension Machine {
     /// Handles one exit: the single flat switch over exit reasons. Returns an
@@ -151,7 +152,7 @@ extension Machine {
     func writeMSR(_ index: UInt32, _ value: UInt64) -> Bool {
         switch index {
         case MSRIndex.apicBase: return apic.writeBaseMSR(value)
-        case MSRIndex.featureControl:
+        case VMXMSR.featureControl:
             vmxBreakpointsWanted = true
             return vmx.writeFeatureControl(value)
         default: return false

@@ -5,6 +5,7 @@ import CKVM
 import KVM
 import NestedVMX
 import TraceFormat
+import VMXArch
 
 /// A one-vCPU PC-like machine on KVM that boots a Multiboot kernel: RAM, the
 /// platform devices, the userspace local APIC, and the trace.
@@ -50,8 +51,8 @@ public final class Machine {
     /// MSRs L0 emulates; the KVM MSR filter sends their accesses here.
     static let emulatedMSRs: [ClosedRange<UInt32>] = [
         MSRIndex.apicBase...MSRIndex.apicBase,
-        MSRIndex.featureControl...MSRIndex.featureControl,
-        MSRIndex.vmxCapabilities,
+        VMXMSR.featureControl...VMXMSR.featureControl,
+        VMXMSR.capabilityRange,
     ]
 
     /// Builds the VM and loads the image. Errors name what failed.
@@ -227,13 +228,12 @@ public final class Machine {
     }
 }
 
-/// MSR numbers L0 handles itself (Intel SDM Vol. 4, chapter 2).
+/// MSR numbers L0 handles itself (Intel SDM Vol. 4, chapter 2). The VMX
+/// MSRs (IA32_FEATURE_CONTROL and the capability MSRs) are named once, in
+/// VMXArch's `VMXMSR`.
 public enum MSRIndex {
     public static let apicBase: UInt32 = 0x1b
-    public static let featureControl: UInt32 = 0x3a
     public static let sysenterCS: UInt32 = 0x174, sysenterESP: UInt32 = 0x175, sysenterEIP: UInt32 = 0x176
     public static let debugctl: UInt32 = 0x1d9
     public static let pat: UInt32 = 0x277
-    /// IA32_VMX_BASIC ... IA32_VMX_VMFUNC (SDM Vol. 3C Appendix A).
-    public static let vmxCapabilities: ClosedRange<UInt32> = 0x480...0x491
 }

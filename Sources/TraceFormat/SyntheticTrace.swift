@@ -1,3 +1,5 @@
+import VMXArch
+
 /// A deterministic generator of nested traces, for tests, fixtures and the
 /// benchmark, until real nested runs exist (`terrapin-trace generate`).
 ///
@@ -91,39 +93,39 @@ private struct Generator {
         t += UInt64(r.duration) + gap
     }
 
-    mutating func vmx(_ reason: UInt32, field: UInt64, episode id: UInt64, dur: ClosedRange<Int>) {
+    mutating func vmx(_ reason: VMXExitReason, field: UInt64, episode id: UInt64, dur: ClosedRange<Int>) {
         put(TraceRecord(timestamp: t, duration: UInt32(rng.in(dur)), level: 1, kind: .internalError,
                         rip: 0xFFFF_8000_0010_0000 + UInt64(rng.in(0...0xFFF)), address: field,
-                        value: rng.next() & 0xFFFF_FFFF, episode: id, vmxReason: reason),
+                        value: rng.next() & 0xFFFF_FFFF, episode: id, vmxReason: UInt32(reason.rawValue)),
             gap: UInt64(rng.in(80...600)))
     }
 
     mutating func run() {
         // L1 boot: VMXON, VMPTRLD, VMCS setup, VMLAUNCH.
-        vmx(27, field: 0, episode: 0, dur: 2_000...4_000)
-        vmx(21, field: 0, episode: 0, dur: 1_000...2_000)
+        vmx(.vmxon, field: 0, episode: 0, dur: 2_000...4_000)
+        vmx(.vmptrld, field: 0, episode: 0, dur: 1_000...2_000)
         for f in [0x0000 as UInt64, 0x4000, 0x4002, 0x401E, 0x6800, 0x6802, 0x681E, 0x681C] {
-            vmx(25, field: f, episode: 0, dur: 150...400)
+            vmx(.vmwrite, field: f, episode: 0, dur: 150...400)
         }
-        vmx(20, field: 0, episode: 0, dur: 5_000...9_000)
+        vmx(.vmlaunch, field: 0, episode: 0, dur: 5_000...9_000)
         var storm = 0
         while count < limit {
             // A storm after the first 200 L2 exits, then one per ~5000 on average.
             if storm == 0 && (l2Exits == 200 || rng.below(5000) == 0) { storm = rng.in(2000...4000) }
             if storm > 0 || room < 40 {
                 storm = max(0, storm - 1)
-                l2(reason: 48, kind: rng.below(4) == 0 ? .mmioRead : .mmioWrite, reflected: false,
+                l2(reason: .eptViolation, kind: rng.below(4) == 0 ? .mmioRead : .mmioWrite, reflected: false,
                    dur: 150...450, gap: 40...250)
                 continue
             }
             let pick = rng.below(100)
-            let reason: UInt32, kind: ExitKind, reflectPercent: Int
+            let reason: VMXExitReason, kind: ExitKind, reflectPercent: Int
             switch pick {
-            case 0..<35: (reason, kind, reflectPercent) = (30, rng.below(10) < 7 ? .ioOut : .ioIn, 75)
-            case 35..<70: (reason, kind, reflectPercent) = (48, rng.below(10) < 6 ? .mmioWrite : .mmioRead, 35)
-            case 70..<80: (reason, kind, reflectPercent) = (12, .hlt, 90)
-            case 80..<90: (reason, kind, reflectPercent) = (18, .internalError, 100)
-            default: (reason, kind, reflectPercent) = (32, .wrmsr, 50)
+            case 0..<35: (reason, kind, reflectPercent) = (.ioInstruction, rng.below(10) < 7 ? .ioOut : .ioIn, 75)
+            case 35..<70: (reason, kind, reflectPercent) = (.eptViolation, rng.below(10) < 6 ? .mmioWrite : .mmioRead, 35)
+            case 70..<80: (reason, kind, reflectPercent) = (.hlt, .hlt, 90)
+            case 80..<90: (reason, kind, reflectPercent) = (.vmcall, .internalError, 100)
+            default: (reason, kind, reflectPercent) = (.wrmsr, .wrmsr, 50)
             }
             l2(reason: reason, kind: kind, reflected: rng.below(100) < reflectPercent,
                dur: 300...3_000, gap: 4_000...30_000)
@@ -131,7 +133,7 @@ private struct Generator {
     }
 
     /// One L2 exit; a reflected one is followed by its L1 episode.
-    mutating func l2(reason: UInt32, kind: ExitKind, reflected: Bool, dur: ClosedRange<Int>, gap: ClosedRange<Int>) {
+    mutating func l2(reason: VMXExitReason, kind: ExitKind, reflected: Bool, dur: ClosedRange<Int>, gap: ClosedRange<Int>) {
         l2Exits += 1
         rip = 0x40_0000 + UInt64(rng.below(0x4000))
         let address: UInt64, size: UInt8
@@ -143,21 +145,21 @@ private struct Generator {
         }
         let id: UInt64 = reflected ? { episode += 1; return episode }() : 0
         put(TraceRecord(timestamp: t, duration: UInt32(rng.in(dur)), level: 2, kind: kind, rip: rip,
-                        address: address, value: rng.next() & 0xFFFF, episode: id, vmxReason: reason,
+                        address: address, value: rng.next() & 0xFFFF, episode: id, vmxReason: UInt32(reason.rawValue),
                         handler: reflected ? .reflected : .l0, size: size),
             gap: reflected ? UInt64(rng.in(300...900)) : UInt64(rng.in(gap)))
         guard reflected else { return }
         let reads: Int
         switch reason {
-        case 48: reads = rng.in(5...7)
-        case 12: reads = 3
+        case .eptViolation: reads = rng.in(5...7)
+        case .hlt: reads = 3
         default: reads = rng.in(4...5)
         }
         for i in 0..<(shadow ? reads / 4 : reads) {
-            vmx(23, field: [0x4402, 0x6400, 0x681E, 0x440C, 0x2400, 0x640A, 0x4406][i], episode: id, dur: 100...400)
+            vmx(.vmread, field: [0x4402, 0x6400, 0x681E, 0x440C, 0x2400, 0x640A, 0x4406][i], episode: id, dur: 100...400)
         }
-        if (reason == 30 && rng.below(10) < 4) || (reason == 48 && rng.below(10) < 2) {
-            let mmio = reason == 48
+        if (reason == .ioInstruction && rng.below(10) < 4) || (reason == .eptViolation && rng.below(10) < 2) {
+            let mmio = reason == .eptViolation
             put(TraceRecord(timestamp: t, duration: UInt32(rng.in(200...2_500)), level: 1,
                             kind: mmio ? .mmioWrite : .ioOut, rip: 0xFFFF_8000_0020_0000,
                             address: mmio ? 0xFEC0_0000 : 0x3F8, value: UInt64(rng.below(256)),
@@ -166,11 +168,11 @@ private struct Generator {
         }
         if !shadow {
             for i in 0..<rng.in(1...3) {
-                vmx(25, field: [0x681E, 0x4824, 0x4016][i], episode: id, dur: 120...500)
+                vmx(.vmwrite, field: [0x681E, 0x4824, 0x4016][i], episode: id, dur: 120...500)
             }
         }
-        vmx(24, field: 0, episode: id, dur: 800...3_000)
-        if reason == 12 && rng.below(10) < 3 {
+        vmx(.vmresume, field: 0, episode: id, dur: 800...3_000)
+        if reason == .hlt && rng.below(10) < 3 {
             put(TraceRecord(timestamp: t, duration: 0, level: 2, kind: .interruptInjected, value: 0x40),
                 gap: UInt64(rng.in(100...400)))
         }

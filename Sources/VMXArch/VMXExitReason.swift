@@ -127,9 +127,21 @@ public struct VMXExitReason: RawRepresentable, Hashable, Sendable, CustomStringC
     /// True when Appendix C (as transcribed here) defines this reason.
     public var isKnown: Bool { Self.names[rawValue] != nil }
 
+    /// The Linux-style name of a reason Appendix C defines, nil for any other number.
+    public var knownName: String? { Self.names[rawValue] }
+
     /// Linux-style name (uapi/asm/vmx.h spelling: "EPT_VIOLATION", "VMREAD",
-    /// "MSR_READ"), or "exit reason N" for unknown numbers.
-    public var name: String { Self.names[rawValue] ?? "exit reason \(rawValue)" }
+    /// "MSR_READ"), or "VMX_REASON_N" for unknown numbers.
+    public var name: String { Self.name(code: UInt32(rawValue)) }
+
+    /// The name of a basic exit reason kept as a 32-bit number, as trace
+    /// records keep it: the Linux-style name, or "VMX_REASON_N" when the
+    /// table lacks it. Bits 15:0 hold the basic reason (SDM 25.9.1), so a
+    /// number above 0xffff is no reason at all and is spelled the same way.
+    public static func name(code: UInt32) -> String {
+        if let basic = UInt16(exactly: code), let name = names[basic] { return name }
+        return "VMX_REASON_\(code)"
+    }
 
     public var description: String { name }
 }

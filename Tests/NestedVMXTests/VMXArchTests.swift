@@ -171,8 +171,15 @@ final class VMXArchTests: XCTestCase {
         XCTAssertEqual(VMXExitReason.vmread.name, "VMREAD")
         XCTAssertEqual(VMXExitReason.cpuid.description, "CPUID")
         XCTAssertEqual(VMXExitReason.tripleFault.name, "TRIPLE_FAULT")
-        XCTAssertEqual(VMXExitReason(rawValue: 35).name, "exit reason 35")
+        XCTAssertEqual(VMXExitReason(rawValue: 35).name, "VMX_REASON_35")
         XCTAssertFalse(VMXExitReason(rawValue: 35).isKnown)
+        XCTAssertNil(VMXExitReason(rawValue: 35).knownName)
+        // Appendix C, Table C-1: 65 PCONFIG, 78 RDMSRLIST, 79 WRMSRLIST.
+        XCTAssertEqual(VMXExitReason(rawValue: 65).knownName, "PCONFIG")
+        XCTAssertEqual(VMXExitReason(rawValue: 78).knownName, "RDMSRLIST")
+        XCTAssertEqual(VMXExitReason(rawValue: 79).knownName, "WRMSRLIST")
+        XCTAssertEqual(VMXExitReason.name(code: 48), "EPT_VIOLATION")
+        XCTAssertEqual(VMXExitReason.name(code: 0x1_0030), "VMX_REASON_65584", "no truncation to 16 bits")
     }
 
     func testExitReasonCatalogIsConsistent() {

@@ -54,6 +54,37 @@ final class VMXCapabilityTests: XCTestCase {
         XCTAssertEqual(settings(VMXMSR.procbasedCtls).allowed1 & 1 << 17, 0, "no tertiary controls")
     }
 
+    /// Every advertised MSR value, bit for bit (SDM Vol. 3C Appendix A). The
+    /// constants were taken from the raw-shift construction before it was
+    /// rebuilt from VMXArch's typed controls, so the rebuild changes nothing L1 sees.
+    func testAdvertisedValuesArePinned() {
+        let expected: [(UInt32, UInt64, String)] = [
+            (VMXMSR.basic, 0x00d8_1000_5452_5031, "basic"),
+            (VMXMSR.pinbasedCtls, 0x0000_005f_0000_0017, "pin"),
+            (VMXMSR.truePinbasedCtls, 0x0000_005f_0000_0017, "true pin"),
+            (VMXMSR.procbasedCtls, 0x9701_e1f2_0401_e172, "proc"),
+            (VMXMSR.trueProcbasedCtls, 0x9700_61f2_0400_6172, "true proc"),
+            (VMXMSR.procbasedCtls2, 0x0000_00a2_0000_0000, "proc2"),
+            (VMXMSR.exitCtls, 0x007f_efff_0003_6dff, "exit"),
+            (VMXMSR.trueExitCtls, 0x007f_efff_0003_6dfb, "true exit"),
+            (VMXMSR.entryCtls, 0x0000_d3ff_0000_11ff, "entry"),
+            (VMXMSR.trueEntryCtls, 0x0000_d3ff_0000_11fb, "true entry"),
+            (VMXMSR.misc, 0x0000_0000_0000_0065, "misc"),
+            (VMXMSR.cr0Fixed0, 0x0000_0000_8000_0021, "cr0 fixed0"),
+            (VMXMSR.cr0Fixed1, 0x0000_0000_ffff_ffff, "cr0 fixed1"),
+            (VMXMSR.cr4Fixed0, 0, "cr4 fixed0"),
+            (VMXMSR.cr4Fixed1, 0x0000_0000_0037_27ff, "cr4 fixed1"),
+            (VMXMSR.eptVPIDCap, 0x0000_0f01_0633_4140, "ept/vpid"),
+            (VMXMSR.vmfunc, 0, "vmfunc"),
+        ]
+        for (msr, value, name) in expected {
+            XCTAssertEqual(caps.read(msr: msr), value, "\(name): \(String(caps.read(msr: msr) ?? 0, radix: 16))")
+        }
+        // VMXE (bit 13) is added to whatever CR4 bits the vCPU accepts.
+        XCTAssertEqual(VMXCapabilities.terrapin(cr4Fixed1: 0).cr4Fixed1, 0x2000)
+        XCTAssertEqual(VMXCapabilities.terrapin(physicalAddressBits: 39).physicalAddressBits, 39)
+    }
+
     func testBasicAndMisc() {
         let basic = VMXBasic(rawValue: caps.basic)
         XCTAssertEqual(basic.revisionID, VMXCapabilities.revisionID)
@@ -119,20 +150,20 @@ final class VMXCapabilityTests: XCTestCase {
     func testFeatureControlWrites() {
         var locked = VMXState(capabilities: caps)
         XCTAssertFalse(locked.writeFeatureControl(0))
-        XCTAssertEqual(locked.featureControl, 0b101)
+        XCTAssertEqual(locked.featureControl.rawValue, 0b101)
 
         var s = VMXState(capabilities: caps, lockedByFirmware: false)
-        XCTAssertEqual(s.featureControl, 0)
+        XCTAssertEqual(s.featureControl.rawValue, 0)
         XCTAssertFalse(s.writeFeatureControl(1 << 8), "SENTER bits unsupported")
         XCTAssertFalse(s.writeFeatureControl(1 << 20), "LMCE unsupported")
-        XCTAssertEqual(s.featureControl, 0)
+        XCTAssertEqual(s.featureControl.rawValue, 0)
         XCTAssertTrue(s.writeFeatureControl(0b100))
-        XCTAssertEqual(s.featureControl, 0b100)
+        XCTAssertEqual(s.featureControl.rawValue, 0b100)
         XCTAssertTrue(s.writeFeatureControl(0b101))
-        XCTAssertEqual(s.featureControl, 0b101)
+        XCTAssertEqual(s.featureControl.rawValue, 0b101)
         XCTAssertFalse(s.writeFeatureControl(0b100), "locked")
         XCTAssertFalse(s.writeFeatureControl(0b101), "locked, even the same value")
-        XCTAssertEqual(s.featureControl, 0b101)
+        XCTAssertEqual(s.featureControl.rawValue, 0b101)
     }
 
     /// The end-to-end path: unlocked feature control, VMXON #GP; enable and lock, VMXON succeeds.

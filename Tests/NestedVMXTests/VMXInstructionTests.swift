@@ -41,8 +41,8 @@ final class VMXInstructionTests: XCTestCase {
         attempt({ $0.cpu.setCPL3() }, "CPL 3")
         attempt({ $0.cpu.cr0 &= ~(1 << 5) }, "CR0.NE clear (IA32_VMX_CR0_FIXED0 bit 5)")
         attempt({ $0.cpu.cr4 |= 1 << 30 }, "CR4 bit 30 outside CR4_FIXED1")
-        attempt({ $0.vmx.featureControl = VMXState.featureControlVMXOutsideSMX }, "feature control unlocked")
-        attempt({ $0.vmx.featureControl = VMXState.featureControlLock }, "VMX outside SMX clear")
+        attempt({ $0.vmx.featureControl = .vmxOutsideSMX }, "feature control unlocked")
+        attempt({ $0.vmx.featureControl = .lock }, "VMX outside SMX clear")
         attempt({ $0.vmx = VMXState(capabilities: .terrapin(), lockedByFirmware: false); $0.vmx.vmxe = true }, "BIOS left it unlocked")
     }
 

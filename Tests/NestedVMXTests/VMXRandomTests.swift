@@ -142,9 +142,9 @@ final class VMXRandomTests: XCTestCase {
             cpu.blockingByMovSS = r.oneIn(8)
             vmx.vmxe = !r.oneIn(40)
             switch r.below(10) {
-            case 0: vmx.featureControl = 0
-            case 1: vmx.featureControl = VMXState.featureControlLock
-            default: vmx.featureControl = VMXState.featureControlLock | VMXState.featureControlVMXOutsideSMX
+            case 0: vmx.featureControl = []
+            case 1: vmx.featureControl = .lock
+            default: vmx.featureControl = [.lock, .vmxOutsideSMX]
             }
         }
         // VMX transitions, biased towards VMX root operation with a current VMCS.

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import TraceFormat
+import VMXArch
 
 final class EpisodeTests: TraceTestCase {
     private func l2(_ t: UInt64, _ reason: UInt32, episode: UInt64, reflected: Bool = true, vcpu: UInt16 = 0) -> TraceRecord {
@@ -89,7 +90,7 @@ final class EpisodeTests: TraceTestCase {
         for e in a.episodes.dropLast() {
             let steps = EpisodeAnalysis.steps(of: e, in: reader)
             XCTAssertEqual(steps.first?.reason.isVMX, true)
-            XCTAssertEqual(steps.last?.reason, .vmx(VMXExitReasons.vmresume))
+            XCTAssertEqual(steps.last?.reason, .vmx(.vmresume))
             XCTAssertEqual(reader[e.firstRecord].level, 2)
             XCTAssertEqual(reader[e.firstRecord].handler, .reflected)
         }

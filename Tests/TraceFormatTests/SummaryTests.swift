@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import TraceFormat
+import VMXArch
 
 final class SummaryTests: TraceTestCase {
     func testBucketsCoverEveryValueWithinRelativeError() {
@@ -132,5 +133,19 @@ final class SummaryTests: TraceTestCase {
         XCTAssertEqual(ExitReason.kind(.hlt).name, "hlt")
         XCTAssertEqual(ExitReason(TraceRecord(timestamp: 0, duration: 0, kind: .hlt, vmxReason: 12)).name, "HLT")
         XCTAssertTrue(ExitReason.kind(ExitKind(rawValue: 255)) < ExitReason.vmx(0))
+    }
+
+    /// The trace tool names VMX reasons from VMXArch's one table (SDM Vol. 3C
+    /// Appendix C), including the reasons TraceFormat's old copy lacked.
+    func testReasonNamesComeFromVMXArch() {
+        XCTAssertEqual(ExitReason.vmx(65).name, "PCONFIG")
+        XCTAssertEqual(ExitReason.vmx(78).name, "RDMSRLIST")
+        XCTAssertEqual(ExitReason.vmx(79).name, "WRMSRLIST")
+        XCTAssertEqual(ExitReason.vmx(.eptViolation), ExitReason.vmx(48))
+        for reason in VMXExitReason.allKnown {
+            XCTAssertEqual(ExitReason.vmx(reason).name, reason.name, "\(reason.rawValue)")
+        }
+        // Beyond 16 bits no basic reason exists; the number must not be truncated onto one.
+        XCTAssertEqual(ExitReason.vmx(0x1_0030).name, "VMX_REASON_65584")
     }
 }

@@ -550,10 +550,10 @@ extension Machine {
         loadHostMSRs(vmcs)                                          // 28.5.1, before the list (28.6)
         // 28.6: the VM-exit MSR-load list, into L1 (MSRs L0 emulates go to L0).
         if let list = msrList(at: vmcs.read(.exitMSRLoadAddress) ?? 0, count: vmcs.read(.exitMSRLoadCount) ?? 0) {
-            for (index, value) in list where readMSR(index) != nil || index == MSRIndex.featureControl {
+            for (index, value) in list where readMSR(index) != nil || index == VMXMSR.featureControl {
                 guard writeMSR(index, value) else { return .unhandledExit("VMX abort (SDM 28.7): loading MSR \(hex(index)) failed") }
             }
-            let forKVM = list.filter { readMSR($0.index) == nil && $0.index != MSRIndex.featureControl }
+            let forKVM = list.filter { readMSR($0.index) == nil && $0.index != VMXMSR.featureControl }
             if vcpu.setMSRs(forKVM) < forKVM.count { return .unhandledExit("VMX abort (SDM 28.7): an exit MSR-load entry failed") }
         }
         let host = StateTransfer.hostState(from: vmcs, l2: state, l1: cpuState)

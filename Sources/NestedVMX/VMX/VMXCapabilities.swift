@@ -33,81 +33,96 @@ public struct VMXCapabilities: Equatable, Sendable {
     /// checks (SDM 27.2.2, 27.3.1.2).
     public var linearAddressBits = 48
 
-    /// Packs allowed-0 (must be 1) and allowed-1 (may be 1) settings (SDM A.3).
-    static func controls(mustBe1: UInt32, mayBe1: UInt32) -> UInt64 {
-        UInt64(mustBe1) | UInt64(mayBe1 | mustBe1) << 32
+    /// Packs a control capability MSR (SDM A.3-A.5): the allowed-0 half holds
+    /// the bits that must be 1, the allowed-1 half those that may be 1, which
+    /// always include the must-be-1 bits.
+    static func controls<Control: OptionSet>(mustBe1: Control, mayBe1: Control) -> UInt64
+    where Control.RawValue == UInt32 {
+        AllowedSettings(allowed0: mustBe1.rawValue, allowed1: mayBe1.union(mustBe1).rawValue).rawValue
     }
 
     /// What Terrapin emulates. `cr4Fixed1` is every CR4 bit the vCPU accepts
     /// (from CPUID), plus VMXE, which L0 virtualises.
     public static func terrapin(physicalAddressBits: Int = 46, cr4Fixed1: UInt64 = 0x0037_27ff) -> VMXCapabilities {
-        // SDM A.1: revision, 4 KiB region, write-back (6), INS/OUTS info (54), true controls (55).
-        let basic = UInt64(revisionID) | UInt64(4096) << 32 | UInt64(6) << 50 | 1 << 54 | 1 << 55
+        // SDM A.1: revision, 4 KiB region, write-back, INS/OUTS info (54), true controls (55).
+        let basic = VMXBasic(revisionID: revisionID, regionSize: 4096, memoryType: VMXBasic.memoryTypeWriteBack,
+                             insOutsReporting: true, trueControls: true).rawValue
 
-        // Pin-based (SDM 25.6.1): external-interrupt exiting (0) is required:
+        // Pin-based (SDM 25.6.1): external-interrupt exiting is required:
         // L1's interrupts arriving while L2 runs always exit to L1, which is the
-        // only delivery L0 implements (none into L2's IDT). NMI exiting (3; no
+        // only delivery L0 implements (none into L2's IDT). NMI exiting (no
         // NMI is ever raised, so it is honoured) and the VMX-preemption timer
-        // (6; a host timer kicks L2) may be set. Default-1 bits 1, 2, 4.
-        let pinDefault1: UInt32 = 0x16
-        let pin = controls(mustBe1: pinDefault1 | 1 << 0, mayBe1: 1 << 3 | 1 << 6)
+        // (a host timer kicks L2) may be set. Default-1 bits per A.3.1.
+        let pinDefault1 = PinBasedControls(rawValue: DefaultSettings.pinBased)
+        let pin = controls(mustBe1: pinDefault1.union(.externalInterruptExiting),
+                           mayBe1: [.nmiExiting, .activatePreemptionTimer] as PinBasedControls)
 
-        // Primary processor-based (SDM 25.6.2): HLT exiting (7), unconditional I/O
-        // exiting (24), I/O bitmaps (25), MSR bitmaps (28), secondary controls
-        // (31). Not TSC offsetting: this backend ignores a new IA32_TSC for the
-        // L2 VM (measured: KVM_SET_MSRS takes it, the TSC reads back unchanged),
-        // so L2's TSC cannot run ahead of L1's. Not interrupt-window exiting: KVM's interrupt
-        // window on L2's vCPU is only checked at KVM's own exits, which an
-        // emulated L2 may not take while its window is open (measured: no exit
-        // across STI and a 64-iteration loop), so it cannot be honoured.
-        let procDefault1: UInt32 = 0x0401_e172
-        let cr3Exiting: UInt32 = 1 << 15 | 1 << 16
-        let procMay: UInt32 = 1 << 7 | 1 << 24 | 1 << 25 | 1 << 28 | 1 << 31
-        let trueProc = controls(mustBe1: procDefault1 & ~cr3Exiting, mayBe1: procMay | (procDefault1 & ~cr3Exiting))
+        // Primary processor-based (SDM 25.6.2): HLT exiting, unconditional I/O
+        // exiting, I/O bitmaps, MSR bitmaps, secondary controls. Not TSC offsetting:
+        // this backend ignores a new IA32_TSC for the L2 VM (measured: KVM_SET_MSRS
+        // takes it, the TSC reads back unchanged), so L2's TSC cannot run ahead of
+        // L1's. Not interrupt-window exiting: KVM's interrupt window on L2's vCPU is
+        // only checked at KVM's own exits, which an emulated L2 may not take while its
+        // window is open (measured: no exit across STI and a 64-iteration loop), so it
+        // cannot be honoured. The true MSR (A.3.2) lets the default-1 CR3-load and
+        // CR3-store exiting be 0, and L0 cannot deliver them, so they may not be 1.
+        let procDefault1 = ProcessorBasedControls(rawValue: DefaultSettings.processorBased)
+        let procTrueDefault1 = procDefault1.subtracting([.cr3LoadExiting, .cr3StoreExiting])
+        let procMay: ProcessorBasedControls = [.hltExiting, .unconditionalIOExiting, .useIOBitmaps, .useMSRBitmaps,
+                                               .activateSecondaryControls]
+        let trueProc = controls(mustBe1: procTrueDefault1, mayBe1: procMay)
         let proc = controls(mustBe1: procDefault1, mayBe1: procMay)
 
-        // Secondary (SDM 25.6.2): enable EPT (1), enable VPID (5), unrestricted
-        // guest (7): L2 runs in a KVM VM, which takes any mode, so a Multiboot
-        // L2 can start in protected mode with paging off.
-        let proc2 = controls(mustBe1: 0, mayBe1: 1 << 1 | 1 << 5 | 1 << 7)
+        // Secondary (SDM 25.6.2): enable EPT, enable VPID, unrestricted guest:
+        // L2 runs in a KVM VM, which takes any mode, so a Multiboot L2 can start
+        // in protected mode with paging off.
+        let proc2 = controls(mustBe1: [] as SecondaryProcessorBasedControls,
+                             mayBe1: [.enableEPT, .enableVPID, .unrestrictedGuest])
 
-        // VM-exit controls (SDM 25.7.1): save debug controls (2), host address-space
-        // size (9), acknowledge interrupt on exit (15), save/load PAT (18, 19),
-        // save/load EFER (20, 21), save preemption-timer value (22). Default-1 0x36dff.
-        let exitDefault1: UInt32 = 0x0003_6dff
-        let exitMay: UInt32 = 1 << 2 | 1 << 9 | 1 << 15 | 1 << 18 | 1 << 19 | 1 << 20 | 1 << 21 | 1 << 22
+        // VM-exit controls (SDM 25.7.1): save debug controls, host address-space
+        // size, acknowledge interrupt on exit, save/load PAT, save/load EFER, save
+        // preemption-timer value. The true MSR (A.4.1) lets "save debug controls",
+        // a default-1 bit, be 0.
+        let exitDefault1 = VMExitControls(rawValue: DefaultSettings.exit)
+        let exitMay: VMExitControls = [.saveDebugControls, .hostAddressSpaceSize, .acknowledgeInterruptOnExit,
+                                       .savePAT, .loadPAT, .saveEFER, .loadEFER, .savePreemptionTimer]
         let exitCtl = controls(mustBe1: exitDefault1, mayBe1: exitMay)
-        let trueExit = controls(mustBe1: exitDefault1 & ~(1 << 2), mayBe1: exitMay | exitDefault1)
+        let trueExit = controls(mustBe1: exitDefault1.subtracting(.saveDebugControls), mayBe1: exitMay.union(exitDefault1))
 
-        // VM-entry controls (SDM 25.8.1): load debug controls (2), IA-32e mode guest
-        // (9), load PAT (14), load EFER (15). Default-1 0x11ff.
-        let entryDefault1: UInt32 = 0x0000_11ff
-        let entryMay: UInt32 = 1 << 2 | 1 << 9 | 1 << 14 | 1 << 15
+        // VM-entry controls (SDM 25.8.1): load debug controls, IA-32e mode guest,
+        // load PAT, load EFER. The true MSR (A.5) lets "load debug controls", a
+        // default-1 bit, be 0.
+        let entryDefault1 = VMEntryControls(rawValue: DefaultSettings.entry)
+        let entryMay: VMEntryControls = [.loadDebugControls, .ia32eModeGuest, .loadPAT, .loadEFER]
         let entryCtl = controls(mustBe1: entryDefault1, mayBe1: entryMay)
-        let trueEntry = controls(mustBe1: entryDefault1 & ~(1 << 2), mayBe1: entryMay | entryDefault1)
+        let trueEntry = controls(mustBe1: entryDefault1.subtracting(.loadDebugControls),
+                                 mayBe1: entryMay.union(entryDefault1))
 
-        // MISC (SDM A.6): preemption timer at TSC >> 5, store LMA on exit (5), HLT
-        // activity state (6), no CR3 targets, 512-entry MSR lists, no VMWRITE to
+        // MISC (SDM A.6): preemption timer at TSC >> 5, store LMA on exit, HLT
+        // activity state, no CR3 targets, 512-entry MSR lists, no VMWRITE to
         // exit-information fields (bit 29 clear), MSEG revision 0.
-        let misc: UInt64 = 5 | 1 << 5 | 1 << 6
+        let misc = VMXMisc(preemptionTimerTSCShift: 5, storesLMAOnExit: true, activityHLT: true).rawValue
 
-        // CR0: PE, NE and PG must be 1 (SDM A.7). CR4: VMXE is virtual (L0 keeps it
-        // apart from the real CR4), so FIXED0 has bit 13 clear; see DESIGN.md.
-        let cr0Fixed0: UInt64 = 0x8000_0021
+        // CR0: PE (0), NE (5) and PG (31) must be 1 (SDM A.7). CR4: VMXE (13) is
+        // virtual (L0 keeps it apart from the real CR4), so FIXED0 has it clear; see DESIGN.md.
+        let cr0Fixed0: UInt64 = 1 << 31 | 1 << 5 | 1 << 0
         let cr0Fixed1: UInt64 = 0xffff_ffff
         let cr4Fixed1Value = cr4Fixed1 | 1 << 13
 
         // EPT/VPID (SDM A.10): 4-level walks, UC and WB, 2 MiB and 1 GiB pages,
-        // INVEPT, accessed and dirty flags (21), INVEPT single- and all-context,
+        // INVEPT, accessed and dirty flags, INVEPT single- and all-context,
         // INVVPID all four types.
-        let ept: UInt64 = 1 << 6 | 1 << 8 | 1 << 14 | 1 << 16 | 1 << 17 | 1 << 20 | 1 << 21 | 1 << 25 | 1 << 26
-            | 1 << 32 | 1 << 40 | 1 << 41 | 1 << 42 | 1 << 43
+        let ept: EPTVPIDCapabilities = [
+            .pageWalkLength4, .memoryTypeUC, .memoryTypeWB, .pde2MB, .pdpte1GB, .invept, .accessedDirty,
+            .inveptSingleContext, .inveptAllContext, .invvpid, .invvpidIndividualAddress, .invvpidSingleContext,
+            .invvpidAllContext, .invvpidSingleContextRetainGlobals,
+        ]
 
         return VMXCapabilities(
             basic: basic, pinBased: pin, truePinBased: pin, procBased: proc, trueProcBased: trueProc,
             procBased2: proc2, exit: exitCtl, trueExit: trueExit, entry: entryCtl, trueEntry: trueEntry,
             misc: misc, cr0Fixed0: cr0Fixed0, cr0Fixed1: cr0Fixed1, cr4Fixed0: 0, cr4Fixed1: cr4Fixed1Value,
-            vmcsEnum: UInt64(VMCSField.highestIndex) << 1, eptVPIDCap: ept, vmfunc: 0,
+            vmcsEnum: UInt64(VMCSField.highestIndex) << 1, eptVPIDCap: ept.rawValue, vmfunc: 0,
             physicalAddressBits: physicalAddressBits)
     }
 

@@ -152,10 +152,9 @@ struct Context<Memory: GuestMemoryAccess> {
             if cpu.cpl > 0 { return .fault(.generalProtection()) }
             return fail(.vmxonInVMXRoot)
         }
-        let fc = vmx.featureControl
         // No A20M and no SMX on this platform. CR4 as L1 sees it includes the virtual VMXE.
         if cpu.cpl > 0 || !vmx.capabilities.permitsCR0(cpu.cr0) || !vmx.capabilities.permitsCR4(cpu.cr4 | 1 << 13)
-            || fc & VMXState.featureControlLock == 0 || fc & VMXState.featureControlVMXOutsideSMX == 0 {
+            || !vmx.featureControl.contains([.lock, .vmxOutsideSMX]) {
             return .fault(.generalProtection())
         }
         let address: UInt64

@@ -10,24 +10,22 @@ public struct VMXState: Equatable, Sendable {
     public var capabilities: VMXCapabilities
     /// CR4.VMXE as L1 believes it to be; the real CR4 never has it.
     public var vmxe = false
-    /// IA32_FEATURE_CONTROL (MSR 0x3a).
-    public var featureControl: UInt64
+    /// IA32_FEATURE_CONTROL (MSR 0x3a; SDM Vol. 3C 24.7).
+    public var featureControl: FeatureControl
     public var inVMXOperation = false
     public var vmxonPointer: UInt64 = VMXState.invalidPointer
     /// The current VMCS, cached; nil when the pointer is invalid.
     public var current: VMCS12?
 
-    /// Feature-control bits (SDM Vol. 4, MSR 0x3a): lock, VMX outside SMX.
-    public static let featureControlLock: UInt64 = 1 << 0
-    public static let featureControlVMXOutsideSMX: UInt64 = 1 << 2
-    /// The bits L0 lets L1 set: lock, VMX inside/outside SMX.
-    public static let featureControlWritable: UInt64 = 0b111
+    /// The IA32_FEATURE_CONTROL bits L0 lets L1 set: lock, VMX inside and
+    /// outside SMX. Any other bit (SENTER, SGX, LMCE) is #GP (SDM Vol. 4 Table 2-2).
+    public static let writableFeatureControl: FeatureControl = [.lock, .vmxInsideSMX, .vmxOutsideSMX]
 
     /// `lockedByFirmware`: IA32_FEATURE_CONTROL starts locked with VMX enabled
     /// outside SMX, as a BIOS leaves it; otherwise unlocked at zero.
     public init(capabilities: VMXCapabilities, lockedByFirmware: Bool = true) {
         self.capabilities = capabilities
-        featureControl = lockedByFirmware ? Self.featureControlLock | Self.featureControlVMXOutsideSMX : 0
+        featureControl = lockedByFirmware ? [.lock, .vmxOutsideSMX] : []
     }
 
     public var currentPointer: UInt64 { current?.address ?? Self.invalidPointer }
@@ -35,13 +33,14 @@ public struct VMXState: Equatable, Sendable {
     /// WRMSR IA32_FEATURE_CONTROL: #GP once locked, or for bits we do not
     /// implement (SDM Vol. 3C 24.7). False means #GP.
     public mutating func writeFeatureControl(_ value: UInt64) -> Bool {
-        guard featureControl & Self.featureControlLock == 0, value & ~Self.featureControlWritable == 0 else { return false }
-        featureControl = value
+        let new = FeatureControl(rawValue: value)
+        guard !featureControl.contains(.lock), Self.writableFeatureControl.isSuperset(of: new) else { return false }
+        featureControl = new
         return true
     }
 
     /// Reads a VMX MSR L0 emulates: feature control or a capability MSR.
     public func readMSR(_ index: UInt32) -> UInt64? {
-        index == VMXMSR.featureControl ? featureControl : capabilities.read(msr: index)
+        index == VMXMSR.featureControl ? featureControl.rawValue : capabilities.read(msr: index)
     }
 }
