@@ -21,7 +21,7 @@ let package = Package(
         // The core: VMX semantics in pure Swift, over value-type CPU state and a memory protocol.
         .target(name: "NestedVMX", dependencies: ["VMXArch"]),
         .target(name: "TraceFormat", dependencies: ["VMXArch"]),
-        .target(name: "Monitor", dependencies: ["CKVM", "KVM", "VMXArch", "NestedVMX", "TraceFormat", "CLibElf"]),
+        .target(name: "Monitor", dependencies: ["KVM", "VMXArch", "NestedVMX", "TraceFormat", "CLibElf"]),
         .executableTarget(name: "terrapin", dependencies: [
             "Monitor", "TraceFormat",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

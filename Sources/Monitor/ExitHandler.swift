@@ -66,7 +66,7 @@ extension Machine {
     /// `target` is the vCPU that made the access: L1's, or L2's for a port L1
     /// does not intercept (L1's devices answer it).
     @inline(__always)
-    func handleIO(_ io: IOExit, on target: VCPU, note: inout ExitNote) -> RunOutcome? {
+    func handleIO(_ io: IOExit, on target: any VirtualCPU, note: inout ExitNote) -> RunOutcome? {
         note.kind = io.direction == .input ? .ioIn : .ioOut
         note.address = UInt64(io.port); note.size = io.size
         if io.count > 1 { note.flags.insert(.string) }
@@ -87,11 +87,8 @@ extension Machine {
             if case let .stop(outcome) = device.write(port: io.port, size: io.size, value: io.value) { return outcome }
             return nil
         }
-        let data = target.ioData
-        let size = Int(io.size)
-        for i in 0..<Int(io.count) where (i + 1) * size <= data.count {
-            var v: UInt32 = 0
-            for b in 0..<size { v |= UInt32(data[i * size + b]) << (8 * UInt32(b)) }
+        for i in 0..<Int(io.count) {
+            guard let v = target.ioOutputElement(i) else { break }
             if case let .stop(outcome) = device.write(port: io.port, size: io.size, value: v) { return outcome }
         }
         return nil
@@ -99,7 +96,7 @@ extension Machine {
 
     /// MMIO: a registered device, or an unbacked address that reads all ones.
     @inline(__always)
-    func handleMMIO(_ access: MMIOExit, on target: VCPU, note: inout ExitNote) -> RunOutcome? {
+    func handleMMIO(_ access: MMIOExit, on target: any VirtualCPU, note: inout ExitNote) -> RunOutcome? {
         note.kind = access.isWrite ? .mmioWrite : .mmioRead
         note.address = access.address; note.size = access.length
         guard let (device, offset) = mmio.device(at: access.address) else {
@@ -126,7 +123,7 @@ extension Machine {
     /// the timer is armed, idle time is skipped by firing it now. If nothing
     /// can ever wake the guest, the run ends.
     func handleHalt() -> RunOutcome? {
-        let interruptsEnabled = vcpu.sync.pointee.regs.rflags & (1 << 9) != 0
+        let interruptsEnabled = vcpu.registers.rflags & (1 << 9) != 0
         guard interruptsEnabled else { return .deadHalt(reason: "HLT with interrupts disabled (RFLAGS.IF = 0)") }
         if apic.deliverableVector != nil { return nil }
         if apic.timerDeadline != nil {

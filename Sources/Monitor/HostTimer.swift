@@ -10,7 +10,7 @@ final class HostTimer {
     private let source: DispatchSourceTimer
     private var armedDeadline: UInt64?
 
-    init(kicker: VCPUKicker) {
+    init(kicker: any Kicker) {
         source = DispatchSource.makeTimerSource(queue: queue)
         source.setEventHandler { kicker.kick() }
         source.schedule(deadline: .distantFuture)

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CKVM
 import KVM
 import NestedVMX
 import TraceFormat
@@ -14,7 +13,7 @@ public final class Machine {
     let system: KVMSystem
     let vm: VirtualMachine
     public let memory: GuestMemory
-    public let vcpu: VCPU
+    let vcpu: any VirtualCPU
     public let boot: BootInfo
 
     var ports = PortBus()
@@ -77,12 +76,14 @@ public final class Machine {
             try vm.disableQuirks(1 << 5)
             try vm.enableUserSpaceMSR([.filter, .unknown])
             try vm.denyMSRs(Self.emulatedMSRs)
-            vcpu = try vm.createVCPU()
+            let kvmVCPU = try vm.createVCPU()
             let cpuid = try system.supportedCPUID()
-            try vcpu.setCPUID(Self.guestCPUID(cpuid))
+            try kvmVCPU.setCPUID(Self.guestCPUID(cpuid))
             // VMX emulation reads CR0/CR4/EFER, segments and interruptibility on its
             // exits: sync all three, so no exit needs a GET ioctl.
-            try vcpu.enableSyncRegs([.regs, .sregs, .events])
+            try kvmVCPU.enableSyncRegs([.regs, .sregs, .events])
+            try kvmVCPU.loadSyncedState()
+            vcpu = kvmVCPU
             cr4Supported = Self.supportedCR4(cpuid)
             var capabilities = VMXCapabilities.terrapin(physicalAddressBits: Self.physicalAddressBits(cpuid),
                                                         cr4Fixed1: cr4Supported)
@@ -99,8 +100,8 @@ public final class Machine {
         serialSink = try config.serialPath.map { (p) throws(MonitorError) in try SerialSink(path: p) } ?? SerialSink(fd: 1)
         serial = Serial16550(sink: serialSink)
         try registerDevices()
+        enterProtectedMode()
         do {
-            try enterProtectedMode()
             if let path = config.tracePath {
                 trace = try TraceWriter(path: path, metadata: TraceRecorder.metadata(config: config))
             }
@@ -205,26 +206,24 @@ public final class Machine {
     /// The CPU state the Multiboot specification (section 3.2) promises:
     /// 32-bit protected mode, flat 4 GiB segments, paging off, IF clear,
     /// EAX = 0x2BADB002 and EBX = the boot information.
-    private func enterProtectedMode() throws(KVMError) {
-        var s = try vcpu.getSRegs()
-        func flat(_ selector: UInt16, type: UInt8) -> kvm_segment {
-            var seg = kvm_segment()
-            seg.base = 0; seg.limit = 0xffff_ffff; seg.selector = selector; seg.type = type
-            seg.present = 1; seg.dpl = 0; seg.db = 1; seg.s = 1; seg.l = 0; seg.g = 1
-            return seg
+    private func enterProtectedMode() {
+        var s = vcpu.specialRegisters
+        func flat(_ selector: UInt16, type: UInt8) -> Segment {
+            Segment(base: 0, limit: 0xffff_ffff, selector: selector, type: type, present: true, dpl: 0, db: true, s: true,
+                    l: false, g: true)
         }
         s.cs = flat(0x10, type: 0xb)                  // execute/read, accessed
         s.ds = flat(0x18, type: 0x3); s.es = s.ds; s.fs = s.ds; s.gs = s.ds; s.ss = s.ds
         s.cr0 = 0x11                                   // PE | ET
         s.cr4 = 0; s.efer = 0
-        s.apic_base = apic.baseMSR
-        try vcpu.setSRegs(s)
-        var r = kvm_regs()
+        s.apicBase = apic.baseMSR
+        vcpu.specialRegisters = s
+        var r = Registers()
         r.rip = UInt64(boot.entry)
         r.rax = UInt64(MultibootHeader.bootloaderMagic)
         r.rbx = UInt64(boot.infoAddress)
         r.rflags = 0x2
-        try vcpu.setRegs(r)
+        vcpu.registers = r
     }
 }
 

@@ -1,16 +1,15 @@
-import CKVM
 import KVM
 
 /// A readable dump of the vCPU state, printed when a run ends abnormally.
-/// Uses GET ioctls: this is never on the per-exit path.
+/// The state as of the last exit, with what L0 has set since.
 enum RegisterDump {
-    static func text(of vcpu: VCPU) -> String {
-        guard let r = try? vcpu.getRegs(), let s = try? vcpu.getSRegs() else { return "(registers unavailable)" }
+    static func text(of vcpu: any VirtualCPU) -> String {
+        let r = vcpu.registers, s = vcpu.specialRegisters
         func row(_ pairs: [(String, UInt64)]) -> String {
             pairs.map { "\($0.0.padding(3))=\(hex($0.1, digits: 16))" }.joined(separator: " ")
         }
-        func seg(_ name: String, _ x: kvm_segment) -> String {
-            "\(name.padding(3))=\(hex(x.selector, digits: 4)) base=\(hex(x.base, digits: 16)) limit=\(hex(x.limit, digits: 8)) type=\(x.type) dpl=\(x.dpl) p=\(x.present) db=\(x.db) l=\(x.l)"
+        func seg(_ name: String, _ x: Segment) -> String {
+            "\(name.padding(3))=\(hex(x.selector, digits: 4)) base=\(hex(x.base, digits: 16)) limit=\(hex(x.limit, digits: 8)) type=\(x.type) dpl=\(x.dpl) p=\(x.present ? 1 : 0) db=\(x.db ? 1 : 0) l=\(x.l ? 1 : 0)"
         }
         return [
             row([("rax", r.rax), ("rbx", r.rbx), ("rcx", r.rcx), ("rdx", r.rdx)]),

@@ -107,7 +107,7 @@ extension Machine {
 
     @inline(__always)
     private func record(_ note: ExitNote, at time: UInt64, duration: UInt64) {
-        let rip = note.level == 2 ? (l2Machine?.vcpu.sync.pointee.regs.rip ?? 0) : vcpu.sync.pointee.regs.rip
+        let rip = note.level == 2 ? (l2Machine?.vcpu.registers.rip ?? 0) : vcpu.registers.rip
         trace?.append(TraceRecord(timestamp: time &- runStart, duration: TraceRecord.clampDuration(duration), level: note.level,
                                   kind: note.kind, vcpu: UInt16(truncatingIfNeeded: vcpu.id), rip: rip,
                                   address: note.address, value: note.value, episode: note.episode, vmxReason: note.vmxReason,

@@ -93,7 +93,7 @@ extension Machine {
     /// #GP at L1's handler: if the fault was `mov cr4, reg` setting VMXE, L0
     /// records the virtual VMXE, loads the rest of the value, skips the
     /// instruction and unwinds the delivery, so L1 sees the write succeed
-    /// (DESIGN.md point 2). Returns false for any other #GP.
+    /// (docs/ARCHITECTURE.md, "Virtual CR4.VMXE"). Returns false for any other #GP.
     func handleGeneralProtection(cpu: CPUState, note: inout ExitNote) -> Bool {
         guard let frame = ExceptionFrame(cpu: cpu, hasErrorCode: true, memory: ram) else { return false }
         if frame.cs & 3 != 0 { return redirectVMCALLToUD(frame: frame, cpu: cpu, note: &note) }
@@ -103,14 +103,12 @@ extension Machine {
         let vmxe: UInt64 = 1 << 13
         guard value & vmxe != 0, value & ~vmxe & ~cr4Supported == 0 else { return false }
         vmx.vmxe = true
-        vcpu.sync.pointee.sregs.cr4 = value & ~vmxe
-        vcpu.markDirty(.sregs)
-        var regs = vcpu.sync.pointee.regs
+        vcpu.specialRegisters.cr4 = value & ~vmxe
+        var regs = vcpu.registers
         regs.rip = frame.rip &+ UInt64(length)
         regs.rflags = frame.rflags
         regs.rsp = frame.rsp
-        vcpu.sync.pointee.regs = regs
-        vcpu.markDirty(.regs)
+        vcpu.registers = regs
         note.kind = .debug
         note.address = 4          // CR4
         note.value = value
@@ -125,11 +123,10 @@ extension Machine {
         guard !vmx.inVMXOperation, let handler = breakpoints.udHandler else { return false }
         let bytes = fetchInstruction(at: frame.rip, cpu: cpu)
         guard bytes.starts(with: [0x0f, 0x01, 0xc1]) else { return false }
-        var regs = vcpu.sync.pointee.regs
+        var regs = vcpu.registers
         regs.rsp &+= cpu.longModeActive ? 8 : 4          // the error code, dropped
         regs.rip = handler
-        vcpu.sync.pointee.regs = regs
-        vcpu.markDirty(.regs)
+        vcpu.registers = regs
         note.vmxReason = UInt32(VMXExitReason.vmcall.rawValue)
         note.value = VMXOutcomeCode.encode(.fault(.invalidOpcode))
         return true
@@ -178,8 +175,7 @@ extension Machine {
         note.kind = .debug
         switch execution.result {
         case .succeed, .failInvalid, .failValid:
-            at.store(into: &vcpu.sync.pointee.regs)
-            vcpu.markDirty(.regs)
+            at.storeRegisters(into: vcpu)
             return .handled
         case .fault(.invalidOpcode):
             return .notOurs                    // the #UD stands: let the handler run
@@ -188,20 +184,18 @@ extension Machine {
             // have built the same frame plus an error code. So push the error
             // code and enter L1's #GP handler instead (same gate type assumed).
             guard exception.vector == 13, let handler = breakpoints.gpHandler else { return .notOurs }
-            var regs = vcpu.sync.pointee.regs
+            var regs = vcpu.registers
             regs.rsp &-= 8
             guard case .success = PageWalker.writeLinear(regs.rsp, bytes: Array(repeating: 0, count: 8),
                                                          access: MemoryAccess(write: true), state: cpu, memory: ram) else {
                 return .notOurs
             }
             regs.rip = handler
-            vcpu.sync.pointee.regs = regs
-            vcpu.markDirty(.regs)
+            vcpu.registers = regs
             return .handled
         case let .fault(exception):
             // Deliver `exception` instead of the #UD: unwind, then inject.
-            frame.unwound(cpu).store(into: &vcpu.sync.pointee.regs)
-            vcpu.markDirty(.regs)
+            frame.unwound(cpu).storeRegisters(into: vcpu)
             inject(exception)
             return .handled
         case let .vmEntry(launch):

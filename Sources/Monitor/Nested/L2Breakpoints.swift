@@ -1,4 +1,3 @@
-import CKVM
 import KVM
 import NestedVMX
 import TraceFormat

@@ -70,9 +70,7 @@ final class L2Machine {
         try vcpu.setCPUID(cpuid)
         try vcpu.enableSyncRegs([.regs, .sregs, .events])
         // Fill the sync area once, so later partial updates start from KVM's values.
-        _ = try vcpu.setRegs(vcpu.getRegs())
-        _ = try vcpu.setSRegs(vcpu.getSRegs())
-        vcpu.sync.pointee.events = try vcpu.getEvents()
+        try vcpu.loadSyncedState()
     }
 
     /// The timers go first: their kickers point into the vCPU's `kvm_run`.

@@ -29,7 +29,7 @@ extension Machine {
             let now = clock.now()
             p.l1TimerDue = deadline > now ? deadline - now : 0
         }
-        let waiting = DeliveredEvent(l2.vcpu.sync.pointee.events)
+        let waiting = DeliveredEvent(l2.vcpu.events)
         p.injectedEventWaiting = waiting != nil
         if let event = waiting, p.l1InterruptPending || (p.preemptionTimer?.expired ?? false) {
             p.canStopAfterDelivery = prepareStopAfterDelivery(l2, vector: Int(event.vector))

@@ -1,4 +1,3 @@
-import CKVM
 import KVM
 import NestedVMX
 import TraceFormat
@@ -19,11 +18,11 @@ extension Machine {
             try updateMSRFilter(of: l2, for: vmcs)
             let l1 = cpuState
             let state = StateTransfer.guestState(from: vmcs, l1: l1)
-            state.store(into: &l2.vcpu.sync.pointee.regs)
-            state.store(into: &l2.vcpu.sync.pointee.sregs)
-            var events = l2.vcpu.sync.pointee.events
-            events.interrupt.shadow = (state.blockingByMovSS ? 1 : 0) | (state.blockingBySTI ? 2 : 0)
-            events.flags |= UInt32(KVM_VCPUEVENT_VALID_SHADOW)
+            state.storeRegistersAndSegments(into: l2.vcpu)
+            var events = l2.vcpu.events
+            events.shadow = []
+            if state.blockingByMovSS { events.shadow.insert(.movSS) }
+            if state.blockingBySTI { events.shadow.insert(.sti) }
             events.forgetInjectedEvent()
             let entryEvent = vmcs.read(.entryInterruptionInfo) ?? 0
             Self.injectEntryEvent(entryEvent, errorCode: vmcs.read(.entryExceptionErrorCode) ?? 0, into: &events)
@@ -38,8 +37,7 @@ extension Machine {
                 l2.steppingPastBreakpoint = false
                 try armL2Breakpoints(l2)
             }
-            l2.vcpu.sync.pointee.events = events
-            l2.vcpu.markDirty([.regs, .sregs, .events])
+            l2.vcpu.events = events
             loadGuestMSRs(l2, vmcs: vmcs)
             l2.deliveryFault = try mapEntryPages(of: state, injecting: entryEvent, l2: l2, vmcs: vmcs)
             try armPreemptionTimer(l2, vmcs: vmcs)
@@ -76,9 +74,7 @@ extension Machine {
         vmcs.write(.exitQualification, failure.exitQualification ?? 0)
         let host = StateTransfer.hostState(from: vmcs, l2: l1, l1: l1)
         vmx.current = vmcs
-        host.store(into: &vcpu.sync.pointee.regs)
-        host.store(into: &vcpu.sync.pointee.sregs)
-        vcpu.markDirty([.regs, .sregs])
+        host.storeRegistersAndSegments(into: vcpu)
         note.value = VMXOutcomeCode.encode(.entryFailed(failure))
         return nil
     }
@@ -153,23 +149,17 @@ extension Machine {
     /// The event the VM-entry interruption-information field asks for
     /// (SDM 27.6): external interrupts and exceptions through KVM's event
     /// injection. NMIs are not delivered (none are advertised).
-    static func injectEntryEvent(_ info: UInt64, errorCode: UInt64, into events: inout kvm_vcpu_events) {
+    static func injectEntryEvent(_ info: UInt64, errorCode: UInt64, into events: inout VCPUEvents) {
         guard info & (1 << 31) != 0 else { return }
         let vector = UInt8(truncatingIfNeeded: info)
         switch (info >> 8) & 7 {
         case 0:
-            events.interrupt.injected = 1
-            events.interrupt.nr = vector
-            events.interrupt.soft = 0
+            events.interrupt = VCPUEvents.Interrupt(injected: true, vector: vector, soft: false)
         case 3, 5, 6:
-            events.exception.injected = 1
-            events.exception.nr = vector
-            events.exception.has_error_code = info & (1 << 11) != 0 ? 1 : 0
-            events.exception.error_code = UInt32(truncatingIfNeeded: errorCode)
+            events.exception = VCPUEvents.Exception(injected: true, vector: vector,
+                                                    errorCode: info & (1 << 11) != 0 ? UInt32(truncatingIfNeeded: errorCode) : nil)
         case 4:
-            events.interrupt.injected = 1
-            events.interrupt.nr = vector
-            events.interrupt.soft = 1
+            events.interrupt = VCPUEvents.Interrupt(injected: true, vector: vector, soft: true)
         default:
             break
         }
@@ -343,11 +333,7 @@ extension Machine {
 
     // MARK: L2 exits
 
-    var l2State: CPUState {
-        guard let l2 = l2Machine else { return CPUState() }
-        let s = l2.vcpu.sync.pointee
-        return CPUState(regs: s.regs, sregs: s.sregs, events: s.events)
-    }
+    var l2State: CPUState { l2Machine.map { CPUState($0.vcpu) } ?? CPUState() }
 
     /// One exit of the L2 VM: L1 wants it (reflect), or L0 handles it as
     /// L1's platform would.
@@ -451,9 +437,7 @@ extension Machine {
     /// Completes whatever KVM left pending for L2 (an IN or MMIO read) without
     /// running it, so its state is consistent before it is saved.
     func completePending(_ l2: L2Machine) {
-        l2.vcpu.run.pointee.immediate_exit = 1
-        _ = try? l2.vcpu.runOnce()
-        l2.vcpu.run.pointee.immediate_exit = 0
+        l2.vcpu.finishPendingExit()
     }
 
     /// An I/O exit L1 asked for (reason 30, qualification per Table 28-5).
@@ -534,8 +518,7 @@ extension Machine {
                 exit.vectoring = entry.event
                 if entry.event.kind.isSoftware { exit.instructionLength = entry.length }
             }
-            l2.vcpu.sync.pointee.events.forgetInjectedEvent()
-            l2.vcpu.markDirty([.events])
+            l2.vcpu.events.forgetInjectedEvent()
         }
         StateTransfer.saveGuestState(state, into: &vmcs)
         StateTransfer.recordExit(exit, into: &vmcs)
@@ -558,9 +541,7 @@ extension Machine {
         }
         let host = StateTransfer.hostState(from: vmcs, l2: state, l1: cpuState)
         vmx.current = vmcs
-        host.store(into: &vcpu.sync.pointee.regs)
-        host.store(into: &vcpu.sync.pointee.sregs)
-        vcpu.markDirty([.regs, .sregs])
+        host.storeRegistersAndSegments(into: vcpu)
         activeLevel = 1
         episodeCounter += 1
         currentEpisode = episodeCounter

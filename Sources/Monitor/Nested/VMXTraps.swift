@@ -1,4 +1,3 @@
-import CKVM
 import KVM
 import NestedVMX
 import TraceFormat
@@ -15,10 +14,7 @@ public enum VMXTrapChannel: String, Sendable, CaseIterable {
 
 extension Machine {
     /// The guest state as the core sees it, from sync regs.
-    var cpuState: CPUState {
-        let s = vcpu.sync.pointee
-        return CPUState(regs: s.regs, sregs: s.sregs, events: s.events)
-    }
+    var cpuState: CPUState { CPUState(vcpu) }
 
     // MARK: Channel (a): emulation failures carrying the instruction bytes
 
@@ -72,8 +68,7 @@ extension Machine {
         if let invalidation = execution.invalidation { invalidate(invalidation) }
         switch execution.result {
         case .succeed, .failInvalid, .failValid:
-            state.store(into: &vcpu.sync.pointee.regs)
-            vcpu.markDirty(.regs)
+            state.storeRegisters(into: vcpu)
         case let .fault(exception):
             inject(exception)
         case let .vmEntry(launch):
@@ -94,17 +89,8 @@ extension Machine {
 
     /// Queues `exception` for delivery at the current instruction, through sync events.
     func inject(_ exception: X86Exception) {
-        var events = vcpu.sync.pointee.events
-        events.exception.injected = 1
-        events.exception.nr = exception.vector
-        events.exception.has_error_code = exception.errorCode == nil ? 0 : 1
-        events.exception.error_code = exception.errorCode ?? 0
-        vcpu.sync.pointee.events = events
-        vcpu.markDirty(.events)
-        if let address = exception.faultAddress {
-            vcpu.sync.pointee.sregs.cr2 = address
-            vcpu.markDirty(.sregs)
-        }
+        vcpu.events.exception = VCPUEvents.Exception(injected: true, vector: exception.vector, errorCode: exception.errorCode)
+        if let address = exception.faultAddress { vcpu.specialRegisters.cr2 = address }
     }
 
     // MARK: Channel (b): breakpoints on L1's #GP and #UD handlers
