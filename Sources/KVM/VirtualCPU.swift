@@ -112,3 +112,21 @@ extension VCPU: VirtualCPU {
         (Registers(try getRegs()), SpecialRegisters(try getSRegs()))
     }
 }
+
+/// What a monitor needs from the VM that runs a nested guest: memory slots
+/// over a `GuestMemory` and an MSR filter. `VirtualMachine` is the KVM one.
+public protocol GuestVM: AnyObject {
+    /// Maps `size` bytes of `memory` from `offset` at guest-physical `at` as slot `slot`.
+    func map(_ memory: GuestMemory, offset: Int, size: Int?, slot: UInt32, at: UInt64, readOnly: Bool) throws(KVMError)
+    /// Deletes slot `slot`, which starts at `at`.
+    func unmap(slot: UInt32, at: UInt64) throws(KVMError)
+    /// Which MSR accesses exit to the monitor (`ranges` allow; everything else
+    /// follows `defaultAllow`).
+    func setMSRFilter(defaultAllow: Bool, ranges: [VirtualMachine.MSRFilterRange]) throws(KVMError)
+}
+
+extension VirtualMachine: GuestVM {
+    public func unmap(slot: UInt32, at guestPhysical: UInt64) throws(KVMError) {
+        try setMemoryRegion(slot: slot, guestPhysical: guestPhysical, size: 0, host: nil)
+    }
+}

@@ -10,8 +10,9 @@ import VMXArch
 /// platform devices, the userspace local APIC, and the trace.
 public final class Machine {
     public let config: MachineConfig
-    let system: KVMSystem
-    let vm: VirtualMachine
+    let hypervisor: any Hypervisor
+    /// The host's CPUID, which L1's and L2's are derived from.
+    let hostCPUID: [CPUIDEntry]
     public let memory: GuestMemory
     let vcpu: any VirtualCPU
     public let boot: BootInfo
@@ -55,7 +56,10 @@ public final class Machine {
     ]
 
     /// Builds the VM and loads the image. Errors name what failed.
-    public init(config: MachineConfig, clock: any MonitorClock = HostClock()) throws(MonitorError) {
+    ///
+    /// `hypervisor` is KVM unless a test brings its own.
+    public init(config: MachineConfig, clock: any MonitorClock = HostClock(),
+                hypervisor hypervisorIfAny: (any Hypervisor)? = nil) throws(MonitorError) {
         try config.validate()
         self.config = config
         self.clock = clock
@@ -66,24 +70,11 @@ public final class Machine {
             modules.append(BootModule(bytes: try Self.readFile(path), commandLine: spec))
         }
         do {
-            system = try KVMSystem()
-            vm = try system.createVM()
+            if let given = hypervisorIfAny { hypervisor = given } else { hypervisor = try KVMHypervisor() }
             memory = try GuestMemory(size: config.memorySize)
-            try vm.map(memory, slot: 0, at: 0)
-            try? vm.setTSSAddress()   // needed on Intel hosts only
-            // VMCALL must raise #UD (caught on L1's #UD handler) instead of being
-            // rewritten by KVM as a hypercall: KVM_X86_QUIRK_FIX_HYPERCALL_INSN.
-            try vm.disableQuirks(1 << 5)
-            try vm.enableUserSpaceMSR([.filter, .unknown])
-            try vm.denyMSRs(Self.emulatedMSRs)
-            let kvmVCPU = try vm.createVCPU()
-            let cpuid = try system.supportedCPUID()
-            try kvmVCPU.setCPUID(Self.guestCPUID(cpuid))
-            // VMX emulation reads CR0/CR4/EFER, segments and interruptibility on its
-            // exits: sync all three, so no exit needs a GET ioctl.
-            try kvmVCPU.enableSyncRegs([.regs, .sregs, .events])
-            try kvmVCPU.loadSyncedState()
-            vcpu = kvmVCPU
+            let cpuid = try hypervisor.supportedCPUID()
+            hostCPUID = cpuid
+            vcpu = try hypervisor.makeL1(memory: memory, cpuid: Self.guestCPUID(cpuid), deniedMSRs: Self.emulatedMSRs)
             cr4Supported = Self.supportedCR4(cpuid)
             var capabilities = VMXCapabilities.terrapin(physicalAddressBits: Self.physicalAddressBits(cpuid),
                                                         cr4Fixed1: cr4Supported)

@@ -8,49 +8,9 @@ extension Machine {
     /// Runs the guest until it ends. Returns the outcome; throws only when
     /// KVM itself fails. Prints a register dump for abnormal ends.
     public func run() throws(MonitorError) -> RunOutcome {
-        do {
-            hostTimer = HostTimer(kicker: try vcpu.makeKicker())
-        } catch { throw MonitorError(error) }
-        runStart = clock.now()
+        try start()
         var outcome: RunOutcome?
-        while outcome == nil {
-            let level = activeLevel
-            let exit: VCPUExit
-            if level == 1 {
-                do { try prepareEntry() } catch { throw MonitorError(error) }
-                do { exit = try vcpu.runOnce() } catch { throw MonitorError(error) }
-            } else if let l2 = l2Machine {
-                let step = nextL2Step(l2)
-                if step != .run && step != .runToHandler, let vmcs = vmx.current {
-                    // An exit is due before L2 runs again: a timer expired, or L1 has an interrupt.
-                    outcome = traced(level: level, kind: .interrupted) { takeL2Step(step, l2: l2, vmcs: vmcs, note: &$0) }
-                    continue
-                }
-                do {
-                    try refreshL2Breakpoints(l2)
-                    try kickL2AtL1TimerDeadline(l2)
-                    exit = try runL2(l2)
-                } catch where error.errno == ENOSPC {
-                    // The L2 VM has no memory slot at all yet (an EPT12 that maps
-                    // nothing L2 touched): KVM cannot start it. That is L2's first
-                    // fetch missing EPT02, handled as such below.
-                    exit = .internalError(InternalErrorExit(suberror: InternalErrorExit.emulation))
-                } catch where error.errno == EINVAL {
-                    // KVM refused the state L1 loaded (a combination the entry
-                    // checks let through): a VM-entry failure, never a crash.
-                    var note = ExitNote(kind: .failEntry)
-                    note.level = 2
-                    outcome = failEntry(.guestState(check: "KVM refused L2's state (KVM_RUN: EINVAL)", qualification: 0),
-                                        l1: cpuState, note: &note)
-                    activeLevel = 1
-                    if trace != nil { record(note, at: clock.now(), duration: 0) }
-                    continue
-                } catch { throw MonitorError(error) }
-            } else {
-                throw MonitorError.kvm("level 2 is active but no L2 VM exists")
-            }
-            outcome = traced(level: level) { handle(exit, note: &$0) }
-        }
+        while outcome == nil { outcome = try step() }
         hostTimer = nil
         serialSink.flush()
         do { try trace?.finish() } catch { throw .io("trace: \(error)", errno: 0) }
@@ -60,6 +20,56 @@ extension Machine {
             printError("terrapin: \(result.description)\n\(RegisterDump.text(of: vcpu))")
         }
         return result
+    }
+
+    /// Before the first step: the host timer that kicks L1's vCPU, and the
+    /// trace's time zero.
+    func start() throws(MonitorError) {
+        do {
+            hostTimer = HostTimer(kicker: try vcpu.makeKicker())
+        } catch { throw MonitorError(error) }
+        runStart = clock.now()
+    }
+
+    /// One exit: runs the active level's vCPU once, or takes the L2 exit that
+    /// is due without running it, and handles what came back. Returns the
+    /// outcome when the run is over.
+    func step() throws(MonitorError) -> RunOutcome? {
+        let level = activeLevel
+        let exit: VCPUExit
+        if level == 1 {
+            do { try prepareEntry() } catch { throw MonitorError(error) }
+            do { exit = try vcpu.runOnce() } catch { throw MonitorError(error) }
+        } else if let l2 = l2Machine {
+            let step = nextL2Step(l2)
+            if step != .run && step != .runToHandler, let vmcs = vmx.current {
+                // An exit is due before L2 runs again: a timer expired, or L1 has an interrupt.
+                return traced(level: level, kind: .interrupted) { takeL2Step(step, l2: l2, vmcs: vmcs, note: &$0) }
+            }
+            do {
+                try refreshL2Breakpoints(l2)
+                try kickL2AtL1TimerDeadline(l2)
+                exit = try runL2(l2)
+            } catch where error.errno == ENOSPC {
+                // The L2 VM has no memory slot at all yet (an EPT12 that maps
+                // nothing L2 touched): KVM cannot start it. That is L2's first
+                // fetch missing EPT02, handled as such below.
+                exit = .internalError(InternalErrorExit(suberror: InternalErrorExit.emulation))
+            } catch where error.errno == EINVAL {
+                // KVM refused the state L1 loaded (a combination the entry
+                // checks let through): a VM-entry failure, never a crash.
+                var note = ExitNote(kind: .failEntry)
+                note.level = 2
+                let outcome = failEntry(.guestState(check: "KVM refused L2's state (KVM_RUN: EINVAL)", qualification: 0),
+                                        l1: cpuState, note: &note)
+                activeLevel = 1
+                if trace != nil { record(note, at: clock.now(), duration: 0) }
+                return outcome
+            } catch { throw MonitorError(error) }
+        } else {
+            throw MonitorError.kvm("level 2 is active but no L2 VM exists")
+        }
+        return traced(level: level) { handle(exit, note: &$0) }
     }
 
     /// Before each KVM_RUN: expire the APIC timer, inject a deliverable

@@ -5,8 +5,8 @@ import NestedVMX
 /// reused for every VMLAUNCH; its memory slots are EPT02: runs of L2-physical
 /// addresses mapped onto the host memory that backs L1.
 final class L2Machine {
-    let vm: VirtualMachine
-    let vcpu: VCPU
+    let vm: any GuestVM
+    let vcpu: any VirtualCPU
     /// Installed EPT02 slots: L2-physical base, size, offset into L1 RAM.
     struct Slot { var slot: UInt32; var base: UInt64; var size: UInt64; var l1: UInt64; var readOnly: Bool }
     private(set) var slots: [Slot] = []
@@ -61,16 +61,9 @@ final class L2Machine {
     var preemptionTickNanos: Double = 0
     var steppingPastBreakpoint = false
 
-    init(system: KVMSystem, cpuid: [CPUIDEntry]) throws(KVMError) {
-        vm = try system.createVM()
-        try? vm.setTSSAddress()
-        try vm.disableQuirks(1 << 5)
-        try vm.enableUserSpaceMSR([.filter, .unknown])
-        vcpu = try vm.createVCPU()
-        try vcpu.setCPUID(cpuid)
-        try vcpu.enableSyncRegs([.regs, .sregs, .events])
-        // Fill the sync area once, so later partial updates start from KVM's values.
-        try vcpu.loadSyncedState()
+    init(_ parts: (vm: any GuestVM, vcpu: any VirtualCPU)) {
+        vm = parts.vm
+        vcpu = parts.vcpu
     }
 
     /// The timers go first: their kickers point into the vCPU's `kvm_run`.
@@ -81,7 +74,7 @@ final class L2Machine {
 
     /// Drops every EPT02 slot (INVEPT, or a new EPTP).
     func dropAll() throws(KVMError) {
-        for s in slots { try vm.setMemoryRegion(slot: s.slot, guestPhysical: s.base, size: 0, host: nil) }
+        for s in slots { try vm.unmap(slot: s.slot, at: s.base) }
         slots.removeAll()
         nextSlot = 0
         premapped = nil
@@ -96,7 +89,7 @@ final class L2Machine {
 
     /// Removes one slot.
     func unmap(_ slot: Slot) throws(KVMError) {
-        try vm.setMemoryRegion(slot: slot.slot, guestPhysical: slot.base, size: 0, host: nil)
+        try vm.unmap(slot: slot.slot, at: slot.base)
         slots.removeAll { $0.slot == slot.slot }
         premapped = nil
     }

@@ -12,7 +12,7 @@ extension Machine {
     func enterL2(launch: Bool, note: inout ExitNote) -> RunOutcome? {
         guard var vmcs = vmx.current else { return .unhandledExit("VM entry without a current VMCS") }
         do {
-            let l2 = try l2Machine ?? L2Machine(system: system, cpuid: l2CPUID)
+            let l2 = try l2Machine ?? L2Machine(hypervisor.makeL2(cpuid: l2CPUID))
             l2Machine = l2
             try prepareMemory(of: l2, for: vmcs)
             try updateMSRFilter(of: l2, for: vmcs)
@@ -167,7 +167,7 @@ extension Machine {
 
     /// The CPUID L2 sees: L1's, minus VMX (no L3 yet).
     var l2CPUID: [CPUIDEntry] {
-        ((try? system.supportedCPUID()) ?? []).map { e in
+        hostCPUID.map { e in
             var e = e
             if e.function == 1 {
                 e.ecx &= ~(UInt32(1) << 24 | UInt32(1) << 21 | UInt32(1) << 5)

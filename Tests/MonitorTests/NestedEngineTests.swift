@@ -1,0 +1,334 @@
+import Foundation
+import KVM
+import NestedVMX
+import VMXArch
+import XCTest
+@testable import Monitor
+
+/// L0's nested paths driven by synthetic exits on fake vCPUs and a manual
+/// clock: no /dev/kvm. L2 is a flat 32-bit protected-mode guest, paging
+/// off, whose EPT12 maps L2-physical [0, 2 MiB) onto L1-physical
+/// [4 MiB, 6 MiB) with one 2 MiB leaf (SDM Vol. 3C 29.3.2).
+final class NestedEngineTests: XCTestCase {
+    enum L {
+        static let l2Base: UInt64 = 0x40_0000       // L1-physical of L2-physical 0
+        static let pml4: UInt64 = 0x1_0000, pdpt: UInt64 = 0x1_1000, pd: UInt64 = 0x1_2000
+        static let eptp: UInt64 = pml4 | 6 | 3 << 3
+        static let code: UInt64 = 0x1000, handler: UInt64 = 0x1800
+        static let idt: UInt64 = 0x2000, gdt: UInt64 = 0x3000, tss: UInt64 = 0x4000, stack: UInt64 = 0x8000
+        static let hostRIP: UInt64 = 0x10_0500, hostRSP: UInt64 = 0x9000
+    }
+
+    var hv: FakeHypervisor!
+    var machine: Machine!
+    var imagePath = ""
+
+    override func setUpWithError() throws {
+        hv = FakeHypervisor()
+        imagePath = NSTemporaryDirectory() + "terrapin-nested-engine-\(ProcessInfo.processInfo.processIdentifier).elf"
+        XCTAssertTrue(FileManager.default.createFile(atPath: imagePath, contents: Data(sampleKernel(is64: false).build())))
+        var config = MachineConfig(imagePath: imagePath)
+        config.memorySize = 8 << 20
+        machine = try Machine(config: config, clock: hv.clock, hypervisor: hv)
+        buildL2Memory()
+    }
+
+    override func tearDown() {
+        machine = nil
+        try? FileManager.default.removeItem(atPath: imagePath)
+    }
+
+    // MARK: Fixture
+
+    func store<T: FixedWidthInteger>(_ value: T, l2 address: UInt64) {
+        XCTAssertTrue(machine.ram.store(value, at: L.l2Base + address))
+    }
+
+    func storeBytes(_ bytes: [UInt8], l2 address: UInt64) {
+        for (i, b) in bytes.enumerated() { store(b, l2: address + UInt64(i)) }
+    }
+
+    /// EPT12, L2's GDT (flat code 0x08, data 0x10, TSS 0x18) and its IDT with
+    /// a 32-bit interrupt gate for #UD at `L.handler`.
+    func buildL2Memory() {
+        let ram = machine.ram
+        XCTAssertTrue(ram.store(L.pdpt | 7, at: L.pml4))
+        XCTAssertTrue(ram.store(L.pd | 7, at: L.pdpt))
+        XCTAssertTrue(ram.store(L.l2Base | 7 | 6 << 3 | 1 << 7, at: L.pd))          // 2 MiB, RWX, WB
+        store(UInt64(0x00cf_9b00_0000_ffff), l2: L.gdt + 8)
+        store(UInt64(0x00cf_9300_0000_ffff), l2: L.gdt + 16)
+        store(UInt64(0x0000_8b00_4000_0067), l2: L.gdt + 24)
+        store(L.handler | 0x8 << 16 | 0x8e << 40, l2: L.idt + 6 * 8)
+    }
+
+    /// A VMCS12 for that L2, entered from a 64-bit L1 host state.
+    func vmcs(pin: PinBasedControls = [], proc: ProcessorBasedControls = [.hltExiting, .unconditionalIOExiting],
+              exit: VMExitControls = [.acknowledgeInterruptOnExit]) -> VMCS12 {
+        var v = VMCS12(address: 0x2_0000)
+        func w(_ f: VMCSField, _ value: UInt64) { XCTAssertTrue(v.write(f, value), "\(f)") }
+        w(.pinBasedControls, UInt64(pin.union(.externalInterruptExiting).rawValue) | 0x16)
+        w(.processorBasedControls, UInt64(proc.union(.activateSecondaryControls).rawValue))
+        w(.secondaryProcessorBasedControls, UInt64(([.enableEPT, .unrestrictedGuest] as SecondaryProcessorBasedControls).rawValue))
+        w(.exitControls, UInt64(exit.union(.hostAddressSpaceSize).rawValue))
+        w(.entryControls, 0)
+        w(.eptPointer, L.eptp)
+        w(.vmcsLinkPointer, .max)
+        w(.hostCR0, 0x8005_0033); w(.hostCR3, 0x5000); w(.hostCR4, 0x20)
+        w(.hostCSSelector, 0x08); w(.hostSSSelector, 0x10); w(.hostDSSelector, 0x10); w(.hostESSelector, 0x10)
+        w(.hostTRSelector, 0x18); w(.hostRIP, L.hostRIP); w(.hostRSP, L.hostRSP)
+        w(.guestCR0, 0x31)
+        w(.guestCSSelector, 0x08); w(.guestCSLimit, 0xffff_ffff); w(.guestCSAccessRights, 0xc09b)
+        for (sel, limit, ar): (VMCSField, VMCSField, VMCSField) in [
+            (.guestSSSelector, .guestSSLimit, .guestSSAccessRights), (.guestDSSelector, .guestDSLimit, .guestDSAccessRights),
+            (.guestESSelector, .guestESLimit, .guestESAccessRights), (.guestFSSelector, .guestFSLimit, .guestFSAccessRights),
+            (.guestGSSelector, .guestGSLimit, .guestGSAccessRights),
+        ] { w(sel, 0x10); w(limit, 0xffff_ffff); w(ar, 0xc093) }
+        w(.guestLDTRAccessRights, 1 << 16)
+        w(.guestTRSelector, 0x18); w(.guestTRBase, L.tss); w(.guestTRLimit, 0x67); w(.guestTRAccessRights, 0x8b)
+        w(.guestGDTRBase, L.gdt); w(.guestGDTRLimit, 0x1f); w(.guestIDTRBase, L.idt); w(.guestIDTRLimit, 0xff)
+        w(.guestRIP, L.code); w(.guestRSP, L.stack); w(.guestRFLAGS, 0x2)
+        return v
+    }
+
+    /// L1 in VMX root operation with `v` current executes VMLAUNCH.
+    func launch(_ v: VMCS12, file: StaticString = #filePath, line: UInt = #line) {
+        machine.vmx.vmxe = true
+        machine.vmx.inVMXOperation = true
+        machine.vmx.current = v
+        var note = ExitNote()
+        XCTAssertNil(machine.enterL2(launch: true, note: &note), file: file, line: line)
+        XCTAssertEqual(machine.activeLevel, 2, "L2 runs next", file: file, line: line)
+    }
+
+    func field(_ f: VMCSField) -> UInt64? { machine.vmx.current?.read(f) }
+
+    /// One step of the run loop, which must not end the run.
+    func step(file: StaticString = #filePath, line: UInt = #line) throws {
+        XCTAssertNil(try machine.step(), file: file, line: line)
+    }
+
+    /// L0 reflected an exit with `reason` to L1: L1 runs at its host state.
+    func assertReflected(_ reason: VMXExitReason, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(machine.activeLevel, 1, "L1 runs next", file: file, line: line)
+        XCTAssertEqual(field(.exitReason), UInt64(reason.rawValue), "exit reason", file: file, line: line)
+        XCTAssertEqual(hv.l1.registers.rip, L.hostRIP, "L1 at its host RIP", file: file, line: line)
+        XCTAssertEqual(hv.l1.registers.rsp, L.hostRSP, "L1 at its host RSP", file: file, line: line)
+        XCTAssertEqual(hv.l1.specialRegisters.cr3, 0x5000, "L1's host CR3", file: file, line: line)
+    }
+
+    // MARK: Entry
+
+    func testEntryLoadsL2AndBuildsEPT02() throws {
+        launch(vmcs())
+        XCTAssertEqual(hv.l2VMsMade, 1)
+        XCTAssertEqual(hv.l2.registers.rip, L.code)
+        XCTAssertEqual(hv.l2.registers.rsp, L.stack)
+        XCTAssertEqual(hv.l2.specialRegisters.cs.selector, 0x08)
+        XCTAssertEqual(hv.l2.specialRegisters.idt, DescriptorTable(base: L.idt, limit: 0xff))
+        // The first fetch's run is in EPT02 before L2 runs: L2-physical 0 onto L1 4 MiB.
+        XCTAssertTrue(hv.l2VM.slots.contains { slot in
+            slot.at <= L.code && L.code - slot.at < UInt64(slot.size) && UInt64(slot.offset) + (L.code - slot.at) == L.l2Base + L.code
+        }, "\(hv.l2VM.slots)")
+        XCTAssertGreaterThan(hv.l2VM.filters, 0, "L1's MSR bitmaps became L2's MSR filter")
+        // Before L2 runs, VMCALL's breakpoint goes on L2's #UD handler (DR0).
+        hv.l2.script = [FakeRun(exit: .irqWindowOpen)]
+        XCTAssertNil(try machine.step())
+        let debug = hv.l2.guestDebug.last
+        XCTAssertEqual(debug?.registers.first, L.handler)
+        XCTAssertTrue(debug?.control.contains(.useHardwareBreakpoints) ?? false)
+    }
+
+    func testEntryInjectsTheEventL1Asked() {
+        var v = vmcs()
+        XCTAssertTrue(v.write(.entryInterruptionInfo, 1 << 31 | 3 << 8 | 1 << 11 | 13))    // #GP(error code)
+        XCTAssertTrue(v.write(.entryExceptionErrorCode, 0x18))
+        launch(v)
+        XCTAssertEqual(hv.l2.events.exception, VCPUEvents.Exception(injected: true, vector: 13, errorCode: 0x18))
+        XCTAssertEqual(field(.entryInterruptionInfo).map { $0 >> 31 }, 0, "27.6: the valid bit is cleared at entry")
+    }
+
+    // MARK: Reflection and resumption
+
+    func testAnOUTL1InterceptsIsReflectedAndL2Resumes() throws {
+        storeBytes([0xe6, 0x80], l2: L.code)                            // out 0x80, al
+        launch(vmcs())
+        // KVM retires an OUT before it exits: RIP is past it.
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 2) },
+                                exit: .io(IOExit(port: 0x80, size: 1, direction: .output, value: 0x42)))]
+        try step()
+        assertReflected(.ioInstruction)
+        XCTAssertEqual(field(.exitQualification), 0x80 << 16 | 1 << 6, "port 0x80, immediate, 1 byte, OUT (Table 28-5)")
+        XCTAssertEqual(field(.exitInstructionLength), 2)
+        XCTAssertEqual(field(.guestRIP), L.code, "the saved RIP is the OUT's")
+        // L1 moves RIP past the OUT and resumes: L2 continues there.
+        XCTAssertTrue(machine.vmx.current?.write(.guestRIP, L.code + 2) ?? false)
+        var note = ExitNote()
+        XCTAssertNil(machine.enterL2(launch: false, note: &note))
+        XCTAssertEqual(hv.l2.registers.rip, L.code + 2)
+        XCTAssertEqual(machine.activeLevel, 2)
+    }
+
+    func testAnOUTL1DoesNotInterceptGoesToL1sDevice() throws {
+        launch(vmcs(proc: [.hltExiting]))
+        hv.l2.script = [FakeRun(exit: .io(IOExit(port: 0x80, size: 1, direction: .input)))]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2, "L0 answered it as L1's platform")
+        XCTAssertEqual(hv.l2.ioInputs.count, 1)
+    }
+
+    func testAnRDMSRIsReflectedBeforeItRetires() throws {
+        storeBytes([0x0f, 0x32], l2: L.code)
+        launch(vmcs())
+        hv.l2.script = [FakeRun(exit: .rdmsr(MSRExit(index: 0x10)))]
+        try step()
+        assertReflected(.rdmsr)
+        XCTAssertEqual(field(.exitInstructionLength), 2)
+        XCTAssertEqual(field(.guestRIP), L.code)
+        XCTAssertEqual(hv.l2.finishedPending, 1, "KVM's completion was flushed before L2's state was saved")
+    }
+
+    func testHLTIsReflectedWithItsLength() throws {
+        launch(vmcs())
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 1) }, exit: .hlt)]     // KVM reports HLT retired
+        try step()
+        assertReflected(.hlt)
+        XCTAssertEqual(field(.guestRIP), L.code)
+        XCTAssertEqual(field(.exitInstructionLength), 1)
+    }
+
+    func testAnAccessOutsideEPT12IsAnEPTViolation() throws {
+        storeBytes([0x89, 0x08], l2: L.code)                            // mov [eax], ecx
+        launch(vmcs())
+        // KVM retires a store before it reports it: RIP is past the MOV.
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 2); $0.registers.rax = 0x30_0000 },
+                                exit: .mmio(MMIOExit(address: 0x30_0000, length: 4, isWrite: true, data: 1)))]
+        try step()
+        assertReflected(.eptViolation)
+        XCTAssertEqual(field(.guestPhysicalAddress), 0x30_0000)
+        XCTAssertEqual(field(.exitQualification).map { $0 & 7 }, 2, "a data write (SDM Table 28-7)")
+        XCTAssertEqual(field(.guestRIP), L.code, "reported at the store, found again by decoding")
+    }
+
+    func testALoadOutsideEPT12IsAnEPTViolationAtTheLoad() throws {
+        launch(vmcs())
+        hv.l2.script = [FakeRun(exit: .mmio(MMIOExit(address: 0x30_0000, length: 4, isWrite: false)))]
+        try step()
+        assertReflected(.eptViolation)
+        XCTAssertEqual(field(.exitQualification).map { $0 & 7 }, 1, "a data read")
+        XCTAssertEqual(field(.guestRIP), L.code)
+    }
+
+    func testVMCALLAtL2sUDHandlerIsReflected() throws {
+        storeBytes([0x0f, 0x01, 0xc1], l2: L.code)
+        launch(vmcs())
+        // KVM turned VMCALL into #UD: L2 stops at the handler, frame pushed.
+        let frameAt = L.stack - 12
+        store(UInt32(L.code), l2: frameAt)
+        store(UInt32(0x08), l2: frameAt + 4)
+        store(UInt32(0x2), l2: frameAt + 8)
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.handler); $0.registers.rsp = frameAt },
+                                exit: .debug(DebugExit(exception: 1, pc: L.handler, dr6: 1, dr7: 0x3)))]
+        try step()
+        assertReflected(.vmcall)
+        XCTAssertEqual(field(.exitInstructionLength), 3)
+        XCTAssertEqual(field(.guestRIP), L.code, "the delivery was unwound")
+        XCTAssertEqual(field(.guestRSP), L.stack)
+    }
+
+    func testAnExitDuringDeliveryRecordsTheEvent() throws {
+        var v = vmcs()
+        XCTAssertTrue(v.write(.entryInterruptionInfo, 1 << 31 | 3 << 8 | 1 << 11 | 13))
+        XCTAssertTrue(v.write(.entryExceptionErrorCode, 0))
+        launch(v)
+        // The delivery meets a page outside EPT12; KVM still holds the #GP
+        // as injected.
+        hv.l2.script = [FakeRun(exit: .mmio(MMIOExit(address: 0x30_0000, length: 4, isWrite: false)))]
+        try step()
+        assertReflected(.eptViolation)
+        XCTAssertEqual(field(.idtVectoringInfo), 0x8000_0b0d, "SDM 28.2.4: the #GP in delivery, with its error code")
+        XCTAssertEqual(field(.idtVectoringErrorCode), 0)
+        XCTAssertFalse(hv.l2.events.exception.injected, "L2's vCPU forgets it: L1 re-injects it")
+    }
+
+    // MARK: Time
+
+    /// One VMX-preemption timer tick is 2^rate TSC cycles, 1 ns each here.
+    var tickNanos: UInt64 { 1 << (machine.vmx.capabilities.misc & 0x1f) }
+
+    func timerVMCS(ticks: UInt64, proc: ProcessorBasedControls = [.hltExiting, .unconditionalIOExiting]) -> VMCS12 {
+        var v = vmcs(pin: .activatePreemptionTimer, proc: proc, exit: [.acknowledgeInterruptOnExit, .savePreemptionTimer])
+        XCTAssertTrue(v.write(.guestVMXPreemptionTimerValue, ticks))
+        return v
+    }
+
+    func testATimerThatExpiresWhileL2RunsExits() throws {
+        launch(timerVMCS(ticks: 100))
+        // L2 runs past the deadline; the host timer kicks it out.
+        hv.l2.script = [FakeRun(ran: 100 * tickNanos + 1, exit: .interrupted)]
+        try step()
+        assertReflected(.preemptionTimerExpired)
+        XCTAssertEqual(field(.guestVMXPreemptionTimerValue), 0, "28.3.4: saved as expired")
+    }
+
+    func testL0sOwnTimeIsNotL2s() throws {
+        launch(timerVMCS(ticks: 1000, proc: [.hltExiting]))
+        // L2 runs 10 ticks; L0 then spends 100 times the whole timer handling
+        // the exit for L1's platform (wall time, none of it L2's).
+        hv.l2.script = [FakeRun(ran: 10 * tickNanos, effect: { [hv] _ in hv!.clock.wall += 100_000 * 1000 },
+                                exit: .io(IOExit(port: 0x80, size: 1, direction: .input)))]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2, "no exit yet: the timer has 990 ticks left")
+        XCTAssertEqual(machine.l2Machine?.preemption?.remainingTicks, 990)
+        // Then L1's interrupt: reason 1, not 52, and 990 ticks saved.
+        machine.apic.raise(0x40)
+        _ = machine.apic.write(offset: 0xf0, size: 4, value: 0x1ff)      // APIC software-enabled
+        try step()
+        assertReflected(.externalInterrupt)
+        XCTAssertEqual(field(.exitInterruptionInfo), 0x8000_0040, "acknowledged on exit: vector 0x40")
+        XCTAssertEqual(field(.guestVMXPreemptionTimerValue), 990)
+        XCTAssertEqual(hv.l2.runs, 1, "the interrupt exit came without running L2 again")
+    }
+
+    func testL1sTimerExpiringWhileL0HandlesAnExitEndsL2sRun() throws {
+        launch(vmcs(proc: [.hltExiting]))
+        // L1's APIC timer: one-shot, vector 0x41, due in 1 ms.
+        _ = machine.apic.write(offset: 0xf0, size: 4, value: 0x1ff)
+        _ = machine.apic.write(offset: 0x3e0, size: 4, value: 0xb)          // divide by 1
+        _ = machine.apic.write(offset: 0x320, size: 4, value: 0x41)
+        _ = machine.apic.write(offset: 0x380, size: 4, value: 1)
+        let deadline = try XCTUnwrap(machine.apic.timerDeadline)
+        // L0 handles an exit for L1's platform and its handling outlasts the timer.
+        hv.l2.script = [FakeRun(ran: 10, effect: { [hv] _ in hv!.clock.wall = deadline + 1 },
+                                exit: .io(IOExit(port: 0x80, size: 1, direction: .input)))]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2)
+        try step()                                                           // no run: the exit is due
+        assertReflected(.externalInterrupt)
+        XCTAssertEqual(field(.exitInterruptionInfo), 0x8000_0041)
+        XCTAssertEqual(hv.l2.runs, 1)
+    }
+
+    func testAnExitDueAtAnInjectingEntryWaitsForTheHandler() throws {
+        var v = vmcs()
+        XCTAssertTrue(v.write(.entryInterruptionInfo, 1 << 31 | 3 << 8 | 6))       // #UD, no error code
+        launch(v)
+        machine.apic.raise(0x40)
+        _ = machine.apic.write(offset: 0xf0, size: 4, value: 0x1ff)
+        // The entry's #UD is still waiting: L2 runs to its handler first (27.6).
+        XCTAssertEqual(machine.nextL2Step(machine.l2Machine!), .runToHandler)
+        hv.l2.script = [FakeRun(effect: { cpu in
+            cpu.events.forgetInjectedEvent()                                 // delivered
+            cpu.set(rip: L.handler)
+        }, exit: .debug(DebugExit(exception: 1, pc: L.handler, dr6: 1, dr7: 0x3)))]
+        store(UInt32(L.code), l2: L.stack - 12)
+        store(UInt32(0x08), l2: L.stack - 8)
+        store(UInt32(0x2), l2: L.stack - 4)
+        hv.l2.registers.rsp = L.stack - 12
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2, "the handler's breakpoint is not an exit of its own")
+        try step()
+        assertReflected(.externalInterrupt)
+        XCTAssertEqual(field(.guestRIP), L.handler, "the exit comes at the handler's first instruction")
+        XCTAssertEqual(field(.idtVectoringInfo).map { $0 >> 31 }, 0, "nothing was left in delivery")
+    }
+}
