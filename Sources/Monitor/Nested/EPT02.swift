@@ -4,7 +4,7 @@ import TraceFormat
 import VMXArch
 
 /// EPT02: the L2 VM's memory slots, built from L1's EPT12 on demand
-/// (DESIGN.md point 5; SDM Vol. 3C 29.3).
+/// (docs/ARCHITECTURE.md; SDM Vol. 3C 29.3).
 extension Machine {
 
     /// An L2 access to an address with no slot (or a write to a read-only
@@ -13,7 +13,7 @@ extension Machine {
     func handleL2Memory(at gpa: UInt64, access: EPTWalker.Access, mmio: MMIOExit?, l2: L2Machine,
                         note: inout ExitNote) -> RunOutcome? {
         guard let vmcs = vmx.current else { return .unhandledExit("L2 memory access without VMCS") }
-        guard let eptp = ept(of: vmcs) else {
+        guard case let .ept(eptp) = L2PhysicalMap(vmcs) else {
             // No EPT: L2-physical is L1-physical; beyond RAM are L1's devices.
             guard let mmio else { return .unhandledExit("L2 fetch from \(hex(gpa)), outside L1's RAM") }
             return handleMMIO(mmio, on: l2.vcpu, note: &note)
@@ -125,19 +125,8 @@ struct L2PhysicalMemory: GuestMemoryAccess {
 
     func read(_ address: UInt64, count: Int) -> [UInt8]? {
         guard let vmcs = machine.vmx.current else { return nil }
-        guard let eptp = machine.ept(of: vmcs) else { return machine.ram.read(address, count: count) }
-        var out: [UInt8] = []
-        var a = address
-        while out.count < count {
-            guard case let .success(t) = EPTWalker.translate(a, access: EPTWalker.Access(read: true), eptp: eptp,
-                                                             physicalAddressBits: machine.vmx.capabilities.physicalAddressBits,
-                                                             memory: machine.ram) else { return nil }
-            let chunk = min(count - out.count, Int(t.pageSize - (a - t.pageBase)))
-            guard let bytes = machine.ram.read(t.physical, count: chunk) else { return nil }
-            out += bytes
-            a += UInt64(chunk)
-        }
-        return out
+        return L2PhysicalMap(vmcs).read(address, count: count, physicalAddressBits: machine.vmx.capabilities.physicalAddressBits,
+                                        memory: machine.ram)
     }
 
     func write(_ address: UInt64, bytes: [UInt8]) -> Bool { false }

@@ -1,7 +1,7 @@
 import KVM
 import NestedVMX
 
-/// Trap channel (b) of DESIGN.md: execute breakpoints on a guest's own
+/// Trap channel (b) of docs/ARCHITECTURE.md: execute breakpoints on a guest's own
 /// exception handlers, one debug register per vector (at most four). L0 finds
 /// the handlers by walking IDTR and the IDT through the guest's page tables
 /// (SDM Vol. 3A 6.11 and 6.14.1: 32-bit and 64-bit interrupt and trap

@@ -3,7 +3,7 @@ import NestedVMX
 import TraceFormat
 import VMXArch
 
-/// The breakpoint channel for L2 (DESIGN.md channel b): VMCALL at L2's #UD
+/// The breakpoint channel for L2 (docs/ARCHITECTURE.md, "Trap channels", channel b): VMCALL at L2's #UD
 /// handler, the exceptions of L1's exception bitmap, and the stop after an
 /// injected event's delivery.
 extension Machine {

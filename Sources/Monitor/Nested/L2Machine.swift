@@ -1,7 +1,7 @@
 import KVM
 import NestedVMX
 
-/// The second KVM VM that runs L2 (DESIGN.md point 3). Created once and
+/// The second KVM VM that runs L2 (docs/ARCHITECTURE.md, "Two VMs"). Created once and
 /// reused for every VMLAUNCH; its memory slots are EPT02: runs of L2-physical
 /// addresses mapped onto the host memory that backs L1.
 final class L2Machine {
@@ -11,8 +11,8 @@ final class L2Machine {
     struct Slot { var slot: UInt32; var base: UInt64; var size: UInt64; var l1: UInt64; var readOnly: Bool }
     private(set) var slots: [Slot] = []
     private var nextSlot: UInt32 = 0
-    /// The EPTP the slots were built from; nil: no EPT (L2-physical = L1-physical).
-    var builtFor: UInt64??
+    /// The strategy the slots were built for; nil: none yet, or invalidated.
+    var builtFor: L2PhysicalMap?
     /// A breakpoint on L2's #UD handler catches VMCALL, which KVM turns into
     /// #UD (the hypercall quirk is off): VMCALL exits unconditionally in VMX
     /// non-root operation (SDM 26.1.2).

@@ -177,14 +177,18 @@ extension Machine {
         }
     }
 
-    /// EPT02: rebuilt lazily whenever the EPTP changes. Without EPT, L2 sees
-    /// L1-physical memory directly: one slot covering L1's RAM.
+    /// EPT02: rebuilt lazily whenever the strategy (or its EPTP) changes.
+    /// Without EPT, L2 sees L1-physical memory directly: one slot covering
+    /// L1's RAM. With EPT, slots are built as L2 touches pages.
     func prepareMemory(of l2: L2Machine, for vmcs: VMCS12) throws(KVMError) {
-        let eptp = ept(of: vmcs)
-        if let built = l2.builtFor, built == eptp { return }
+        let map = L2PhysicalMap(vmcs)
+        if l2.builtFor == map { return }
         try l2.dropAll()
-        l2.builtFor = .some(eptp)
-        if eptp == nil { try l2.map(base: 0, size: UInt64(memory.size), l1: 0, readOnly: false, memory: memory) }
+        l2.builtFor = map
+        switch map {
+        case .identity: try l2.map(base: 0, size: UInt64(memory.size), l1: 0, readOnly: false, memory: memory)
+        case .ept: break
+        }
     }
 
     /// What a delivery that switches stacks reads and writes (SDM Vol. 3A
@@ -243,7 +247,7 @@ extension Machine {
     /// EPT12 does not map it, the result is the EPT violation or
     /// misconfiguration the delivery meets (SDM 28.2.4), L2's first exit.
     func mapEntryPages(of state: CPUState, injecting event: UInt64, l2: L2Machine, vmcs: VMCS12) throws(KVMError) -> NestedExit? {
-        guard let eptp = ept(of: vmcs) else { return nil }
+        guard case let .ept(eptp) = L2PhysicalMap(vmcs) else { return nil }
         let read = EPTWalker.Access(read: true)
         let code = state.cs.base &+ state.rip, stack = state.ss.base &+ state.gprs[4] &- 1
         // The same pages under the same paging as last time: done already.
@@ -280,7 +284,7 @@ extension Machine {
     /// next L2 access rebuilds them from the current EPT12 (SDM 29.4.3.1).
     /// INVVPID has nothing to drop: L0 keeps no linear translations for L2.
     func invalidate(_ invalidation: Invalidation) {
-        guard let l2 = l2Machine, case let .some(built) = l2.builtFor, let eptp = built else { return }
+        guard let l2 = l2Machine, case let .ept(eptp)? = l2.builtFor else { return }
         let addressMask: UInt64 = ~0xfff
         switch invalidation {
         case let .eptSingleContext(target) where target & addressMask != eptp & addressMask:
@@ -325,10 +329,6 @@ extension Machine {
             .init(base: 0xc000_0000, reads: true, writes: false, allow: allow(1024)),
             .init(base: 0xc000_0000, reads: false, writes: true, allow: allow(3072)),
         ])
-    }
-
-    func ept(of vmcs: VMCS12) -> UInt64? {
-        vmcs.proc2.contains(.enableEPT) ? vmcs.read(.eptPointer) : nil
     }
 
     // MARK: L2 exits

@@ -3,7 +3,7 @@ import NestedVMX
 import TraceFormat
 import VMXArch
 
-/// How L1's VMX instructions reach L0 (DESIGN.md, "Trap channels").
+/// How L1's VMX instructions reach L0 (docs/ARCHITECTURE.md, "Trap channels").
 public enum VMXTrapChannel: String, Sendable, CaseIterable {
     /// (a) KVM's emulation-failure exit with the instruction bytes, as on our hosts.
     case emulation

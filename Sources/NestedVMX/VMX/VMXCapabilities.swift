@@ -104,7 +104,7 @@ public struct VMXCapabilities: Equatable, Sendable {
         let misc = VMXMisc(preemptionTimerTSCShift: 5, storesLMAOnExit: true, activityHLT: true).rawValue
 
         // CR0: PE (0), NE (5) and PG (31) must be 1 (SDM A.7). CR4: VMXE (13) is
-        // virtual (L0 keeps it apart from the real CR4), so FIXED0 has it clear; see DESIGN.md.
+        // virtual (L0 keeps it apart from the real CR4), so FIXED0 has it clear (docs/ARCHITECTURE.md, "Virtual CR4.VMXE").
         let cr0Fixed0: UInt64 = 1 << 31 | 1 << 5 | 1 << 0
         let cr0Fixed1: UInt64 = 0xffff_ffff
         let cr4Fixed1Value = cr4Fixed1 | 1 << 13

@@ -1,0 +1,50 @@
+import VMXArch
+
+/// How L2-physical addresses reach L1-physical memory: the strategy L0
+/// builds EPT02 with (docs/ARCHITECTURE.md, "Paging strategies"). A new
+/// strategy is a new case here, and the switches over it say what it needs.
+public enum L2PhysicalMap: Equatable, Sendable {
+    /// "Enable EPT" is 0: L2-physical addresses are L1-physical ones (SDM
+    /// Vol. 3C 26.6: without EPT, guest-physical addresses are not translated).
+    case identity
+    /// EPT-on-EPT: L1's EPT12 at this EPTP (SDM 29.3), composed with L0's
+    /// own map of L1's memory.
+    case ept(pointer: UInt64)
+
+    /// The strategy VMCS12 asks for.
+    public init(_ vmcs: VMCS12) {
+        self = vmcs.proc2.contains(.enableEPT) ? .ept(pointer: vmcs.read(.eptPointer) ?? 0) : .identity
+    }
+
+    /// Translates an L2-physical address for `access`. The identity map
+    /// gives every address as itself, in a 4 KiB page with all permissions.
+    public func translate(_ address: UInt64, access: EPTWalker.Access, physicalAddressBits: Int,
+                          memory: some GuestMemoryAccess,
+                          setAccessedDirty: Bool = false) -> Result<EPTWalker.Translation, EPTWalker.Failure> {
+        switch self {
+        case .identity:
+            return .success(EPTWalker.Translation(physical: address, pageBase: address & ~0xfff, frame: address & ~0xfff,
+                                                  pageSize: 0x1000, read: true, write: true, execute: true))
+        case let .ept(pointer):
+            return EPTWalker.translate(address, access: access, eptp: pointer, physicalAddressBits: physicalAddressBits,
+                                       memory: memory, setAccessedDirty: setAccessedDirty)
+        }
+    }
+
+    /// `count` bytes of L2-physical memory from `address`, page by page; nil
+    /// when any of it does not translate for reading or is not L1 RAM.
+    public func read(_ address: UInt64, count: Int, physicalAddressBits: Int, memory: some GuestMemoryAccess) -> [UInt8]? {
+        var out: [UInt8] = []
+        out.reserveCapacity(count)
+        var a = address
+        while out.count < count {
+            guard case let .success(t) = translate(a, access: EPTWalker.Access(read: true), physicalAddressBits: physicalAddressBits,
+                                                   memory: memory) else { return nil }
+            let chunk = min(count - out.count, Int(t.pageSize - (a - t.pageBase)))
+            guard let bytes = memory.read(t.physical, count: chunk) else { return nil }
+            out += bytes
+            a &+= UInt64(chunk)
+        }
+        return out
+    }
+}
