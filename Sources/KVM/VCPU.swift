@@ -107,25 +107,44 @@ public final class VCPU: @unchecked Sendable {
         return e
     }
 
+    /// KVM refuses a KVM_GET_MSRS or KVM_SET_MSRS of 256 entries or more
+    /// (E2BIG, measured): longer lists go in chunks of this size.
+    public static let msrChunk = 255
+
     /// KVM_GET_MSRS: the values of `indices`, or nil for the first one KVM
     /// cannot read (and every one after it).
     public func getMSRs(_ indices: [UInt32]) -> [UInt64?] {
-        withFlexibleArray(kvm_msrs.self, kvm_msr_entry.self, count: indices.count) { header, entries in
-            header.pointee.nmsrs = UInt32(indices.count)
-            for (i, index) in indices.enumerated() { entries[i].index = index }
-            let read = max(0, Int(ckvm_ioctl_ptr(fd.raw, CKVM_GET_MSRS, header)))
-            return indices.indices.map { $0 < read ? entries[$0].data : nil }
+        var values: [UInt64?] = []
+        values.reserveCapacity(indices.count)
+        for start in stride(from: 0, to: indices.count, by: Self.msrChunk) {
+            let chunk = indices[start..<min(start + Self.msrChunk, indices.count)]
+            let read: [UInt64?] = withFlexibleArray(kvm_msrs.self, kvm_msr_entry.self, count: chunk.count) { header, entries in
+                header.pointee.nmsrs = UInt32(chunk.count)
+                for (i, index) in chunk.enumerated() { entries[i].index = index }
+                let n = max(0, Int(ckvm_ioctl_ptr(fd.raw, CKVM_GET_MSRS, header)))
+                return (0..<chunk.count).map { $0 < n ? entries[$0].data : nil }
+            }
+            values += read
+            if read.last.flatMap({ $0 }) == nil { break }
         }
+        return values + Array(repeating: nil, count: indices.count - values.count)
     }
 
     /// KVM_SET_MSRS: writes the pairs in order; returns how many KVM took
     /// (it stops at the first it refuses).
     public func setMSRs(_ pairs: [(index: UInt32, value: UInt64)]) -> Int {
-        withFlexibleArray(kvm_msrs.self, kvm_msr_entry.self, count: pairs.count) { header, entries in
-            header.pointee.nmsrs = UInt32(pairs.count)
-            for (i, p) in pairs.enumerated() { entries[i].index = p.index; entries[i].data = p.value }
-            return max(0, Int(ckvm_ioctl_ptr(fd.raw, CKVM_SET_MSRS, header)))
+        var taken = 0
+        for start in stride(from: 0, to: pairs.count, by: Self.msrChunk) {
+            let chunk = pairs[start..<min(start + Self.msrChunk, pairs.count)]
+            let n = withFlexibleArray(kvm_msrs.self, kvm_msr_entry.self, count: chunk.count) { header, entries in
+                header.pointee.nmsrs = UInt32(chunk.count)
+                for (i, p) in chunk.enumerated() { entries[i].index = p.index; entries[i].data = p.value }
+                return max(0, Int(ckvm_ioctl_ptr(fd.raw, CKVM_SET_MSRS, header)))
+            }
+            taken += n
+            if n < chunk.count { break }
         }
+        return taken
     }
 
     /// KVM_GET_TSC_KHZ: the guest TSC frequency.

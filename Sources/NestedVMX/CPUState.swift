@@ -125,6 +125,12 @@ public struct CPUState: Equatable, Sendable {
     public var mode64: Bool { longModeActive && cs.l }
     /// Compatibility mode: IA-32e mode with a 16/32-bit code segment.
     public var compatibilityMode: Bool { longModeActive && !cs.l }
+
+    /// `rip` wrapped at the current code size (SDM Vol. 1 3.5): 64 bits in
+    /// 64-bit mode, else 32 or 16 by CS.D.
+    public func wrappingRIP(_ rip: UInt64) -> UInt64 {
+        mode64 ? rip : (cs.db ? rip & 0xffff_ffff : rip & 0xffff)
+    }
 }
 
 /// The segment registers by their x86 encoding (ES=0 ... GS=5).

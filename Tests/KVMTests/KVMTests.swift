@@ -263,6 +263,26 @@ final class VCPUExitTests: XCTestCase {
         XCTAssertEqual(try t.vcpu.getRegs().rip, 0x1008, "stopped at the UD2")
     }
 
+    /// KVM refuses 256 or more MSRs in one ioctl (E2BIG); the VCPU sends
+    /// longer lists in chunks, in order, and stops at the first refusal.
+    func testMSRListsLongerThanKVMTakesGoInChunks() throws {
+        let t = try TestVM()
+        let pairs = (0..<512).map { (index: UInt32(0x174 + $0 % 3), value: UInt64($0)) }   // SYSENTER CS/ESP/EIP
+        XCTAssertEqual(t.vcpu.setMSRs(pairs), 512)
+        let values = t.vcpu.getMSRs(pairs.map(\.index))
+        XCTAssertEqual(values.count, 512)
+        XCTAssertEqual(values.suffix(3).map { $0 ?? .max }, [509, 510, 511], "the last write of each MSR is what reads back")
+        XCTAssertTrue(values.allSatisfy { $0 != nil })
+        // An MSR KVM refuses in the second chunk: everything before it is taken.
+        var bad = pairs
+        bad[300] = (index: 0xdead_0000, value: 0)
+        XCTAssertEqual(t.vcpu.setMSRs(bad), 300)
+        let read = t.vcpu.getMSRs(bad.map(\.index))
+        XCTAssertEqual(read.count, 512)
+        XCTAssertNotNil(read[299])
+        XCTAssertTrue(read[300...].allSatisfy { $0 == nil })
+    }
+
     func testMSRFilterExitsAndCompletion() throws {
         let t = try TestVM(code: [
             0x66, 0xB9, 0x1B, 0x00, 0x00, 0x00, // 1000: mov ecx, 0x1b (IA32_APIC_BASE)

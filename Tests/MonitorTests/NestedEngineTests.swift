@@ -250,6 +250,41 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertFalse(hv.l2.events.exception.injected, "L2's vCPU forgets it: L1 re-injects it")
     }
 
+    // MARK: MSR lists at exit (SDM 28.4, 28.6, 28.7)
+
+    func testExitMSRListsRunInOrderAndAbortAtABadEntry() throws {
+        let store: UInt64 = 0x3_0000, load: UInt64 = 0x3_4000
+        var v = vmcs()
+        XCTAssertTrue(v.write(.exitMSRStoreAddress, store))
+        XCTAssertTrue(v.write(.exitMSRStoreCount, 2))
+        XCTAssertTrue(v.write(.exitMSRLoadAddress, load))
+        XCTAssertTrue(v.write(.exitMSRLoadCount, 300))
+        XCTAssertTrue(machine.ram.store(UInt64(0x175), at: store))
+        XCTAssertTrue(machine.ram.store(UInt64(0x176), at: store + 16))
+        for i in 0..<300 { XCTAssertTrue(machine.ram.store(UInt64(0x174), at: load + 16 * UInt64(i))) }
+        XCTAssertTrue(machine.ram.store(UInt64(0xcafe), at: load + 16 * 299 + 8))
+        launch(v)
+        hv.l2.msrs[0x175] = 0x1111
+        hv.l2.msrs[0x176] = 0x2222
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 1) }, exit: .hlt)]
+        try step()
+        assertReflected(.hlt)
+        XCTAssertEqual(machine.ram.load(UInt64.self, at: store + 8), 0x1111)
+        XCTAssertEqual(machine.ram.load(UInt64.self, at: store + 24), 0x2222)
+        XCTAssertEqual(hv.l1.msrs[0x174], 0xcafe, "all 300 loaded, the last one last")
+
+        // The second store entry is an x2APIC MSR: abort 1 after the first.
+        XCTAssertTrue(machine.ram.store(UInt64(0x808), at: store + 16))
+        XCTAssertTrue(machine.ram.store(UInt64(0), at: store + 8))
+        var note = ExitNote()
+        XCTAssertNil(machine.enterL2(launch: false, note: &note))
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 1) }, exit: .hlt)]
+        XCTAssertEqual(try machine.step(), .vmxAbort(indicator: 1))
+        XCTAssertEqual(machine.ram.load(UInt64.self, at: store + 8), 0x1111, "the entry before it was stored")
+        XCTAssertEqual(machine.ram.load(UInt32.self, at: 0x2_0000 + 4), 1, "the indicator, in L1's VMCS region")
+        XCTAssertEqual(RunOutcome.vmxAbort(indicator: 1).exitStatus, 86)
+    }
+
     // MARK: Time
 
     /// One VMX-preemption timer tick is 2^rate TSC cycles, 1 ns each here.

@@ -6,6 +6,37 @@ import VMXArch
 /// EPT02: the L2 VM's memory slots, built from L1's EPT12 on demand
 /// (docs/ARCHITECTURE.md; SDM Vol. 3C 29.3).
 extension Machine {
+    /// EPT02: rebuilt lazily whenever the strategy (or its EPTP) changes.
+    /// Without EPT, L2 sees L1-physical memory directly: one slot covering
+    /// L1's RAM. With EPT, slots are built as L2 touches pages.
+    func prepareMemory(of l2: L2Machine, for vmcs: VMCS12) throws(KVMError) {
+        let map = L2PhysicalMap(vmcs)
+        if l2.builtFor == map { return }
+        try l2.dropAll()
+        l2.builtFor = map
+        switch map {
+        case .identity: try l2.map(base: 0, size: UInt64(memory.size), l1: 0, readOnly: false, memory: memory)
+        case .ept: break
+        }
+    }
+
+    /// INVEPT drops the EPT02 slots built from the EPTPs it names, so the
+    /// next L2 access rebuilds them from the current EPT12 (SDM 29.4.3.1).
+    /// INVVPID has nothing to drop: L0 keeps no linear translations for L2.
+    func invalidate(_ invalidation: Invalidation) {
+        guard let l2 = l2Machine, case let .ept(eptp)? = l2.builtFor else { return }
+        let addressMask: UInt64 = ~0xfff
+        switch invalidation {
+        case let .eptSingleContext(target) where target & addressMask != eptp & addressMask:
+            return
+        case .eptSingleContext, .eptAllContexts:
+            try? l2.dropAll()
+            l2.builtFor = nil
+        default:
+            return
+        }
+    }
+
 
     /// An L2 access to an address with no slot (or a write to a read-only
     /// one): map the EPT12 run it falls in, reflect an EPT violation or

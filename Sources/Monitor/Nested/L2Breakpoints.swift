@@ -58,7 +58,7 @@ extension Machine {
             }
             let at = frame.unwound(state)
             if vector == IDTBreakpoints.udVector,
-               fetchInstruction(at: frame.rip, cpu: at, memory: memory).starts(with: [0x0f, 0x01, 0xc1]) {
+               InstructionFetch.bytes(at: frame.rip, cpu: at, memory: memory).starts(with: [0x0f, 0x01, 0xc1]) {
                 return reflect(NestedExit(reason: .vmcall, instructionLength: 3), state: at, note: &note)
             }
             // The delivery of an exception L1 injected is not intercepted again.

@@ -1,3 +1,5 @@
+import VMXArch
+
 /// The VMX instructions the decoder recognises (SDM Vol. 3C chapter 31).
 public enum VMXInstruction: Sendable, Equatable {
     case vmxon, vmxoff, vmclear, vmptrld, vmptrst, vmread, vmwrite, vmlaunch, vmresume, vmcall, vmfunc, invept, invvpid
@@ -90,6 +92,27 @@ public struct DecodedInstruction: Equatable, Sendable {
         case .invept, .invvpid: 16
         case .vmread, .vmwrite: operandSize / 8
         default: 0
+        }
+    }
+}
+
+extension VMXInstruction {
+    /// The basic exit reason this instruction has when it causes a VM exit (SDM Appendix C).
+    public var exitReason: VMXExitReason {
+        switch self {
+        case .vmcall: .vmcall
+        case .vmclear: .vmclear
+        case .vmlaunch: .vmlaunch
+        case .vmptrld: .vmptrld
+        case .vmptrst: .vmptrst
+        case .vmread: .vmread
+        case .vmresume: .vmresume
+        case .vmwrite: .vmwrite
+        case .vmxoff: .vmxoff
+        case .vmxon: .vmxon
+        case .invept: .invept
+        case .invvpid: .invvpid
+        case .vmfunc: .vmfunc
         }
     }
 }

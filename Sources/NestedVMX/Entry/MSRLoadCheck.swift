@@ -14,15 +14,16 @@ enum MSRLoadCheck {
     /// model-specific reasons (27.4, last-but-one rule), as KVM also does.
     static let biosUpdateTrigger: UInt32 = 0x79
 
-    /// True when an entry (first quadword `low`, value `value`) cannot be loaded.
-    static func refuses(index low: UInt64, value: UInt64, context c: EntryContext) -> Bool {
+    /// True when an entry (first quadword `low`, value `value`) cannot be
+    /// loaded. The same rules hold for the VM-exit MSR-load list (28.6).
+    static func refuses(low: UInt64, value: UInt64, inSMM: Bool, wrmsrFaults: ((UInt32, UInt64) -> Bool)?) -> Bool {
         if low >> 32 != 0 { return true }                            // bits 63:32 reserved
         let msr = UInt32(truncatingIfNeeded: low)
         if msr == fsBase || msr == gsBase { return true }            // FS/GS base: load the VMCS fields
         if msr >> 8 == 0x8 { return true }                           // x2APIC MSRs 800H-8FFH
-        if !c.platform.inSMM && (msr == smmMonitorCtl || msr == smbase) { return true }  // SMM only
+        if !inSMM && (msr == smmMonitorCtl || msr == smbase) { return true }  // SMM only
         if msr == biosUpdateTrigger { return true }
-        if let faults = c.platform.wrmsrFaults, faults(msr, value) { return true }  // WRMSR would #GP
+        if let faults = wrmsrFaults, faults(msr, value) { return true }  // WRMSR would #GP
         return false
     }
 
@@ -38,7 +39,7 @@ enum MSRLoadCheck {
             if i >= limit { return i + 1 }
             let at = base &+ 16 * UInt64(i)
             guard let low = c.memory.load(UInt64.self, at: at), let value = c.memory.load(UInt64.self, at: at &+ 8),
-                  !refuses(index: low, value: value, context: c)
+                  !refuses(low: low, value: value, inSMM: c.platform.inSMM, wrmsrFaults: c.platform.wrmsrFaults)
             else { return i + 1 }
         }
         return nil

@@ -20,17 +20,12 @@ public enum VMXSemantics {
         switch execution.result {
         case .succeed, .failInvalid, .failValid:
             cpu = context.cpu
-            cpu.rip = truncatedRIP(cpu.rip &+ UInt64(insn.length), cpu: cpu)
+            cpu.rip = cpu.wrappingRIP(cpu.rip &+ UInt64(insn.length))
             applyFlags(execution.result, cpu: &cpu, vmx: &vmx)
         case .fault, .vmEntry, .entryFailed:
             break
         }
         return execution
-    }
-
-    /// RIP wraps at the current code size (SDM Vol. 1 3.5).
-    static func truncatedRIP(_ rip: UInt64, cpu: CPUState) -> UInt64 {
-        cpu.mode64 ? rip : (cpu.cs.db ? rip & 0xffff_ffff : rip & 0xffff)
     }
 
     /// RFLAGS and the VM-instruction error field for VMsucceed / VMfail (SDM 31.2).

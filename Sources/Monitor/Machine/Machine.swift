@@ -39,8 +39,10 @@ public final class Machine {
     var vmxBreakpointsWanted = false
     /// The VM that runs L2, created at the first VM entry and reused.
     var l2Machine: L2Machine?
-    /// Which level runs next: 1 (L1 on `vcpu`) or 2 (L2 on the L2 VM).
-    var activeLevel = 1
+    /// Which level runs next.
+    var running: Running = .l1
+    /// 1 or 2, for the trace.
+    var activeLevel: Int { if case .l2 = running { 2 } else { 1 } }
     /// Exit episodes: a reflected L2 exit and L1's exits until it re-enters L2.
     var episodeCounter: UInt64 = 0
     var currentEpisode: UInt64 = 0
@@ -74,7 +76,7 @@ public final class Machine {
             memory = try GuestMemory(size: config.memorySize)
             let cpuid = try hypervisor.supportedCPUID()
             hostCPUID = cpuid
-            vcpu = try hypervisor.makeL1(memory: memory, cpuid: Self.guestCPUID(cpuid), deniedMSRs: Self.emulatedMSRs)
+            vcpu = try hypervisor.makeL1(memory: memory, cpuid: Self.guestCPUID(cpuid, vmx: true), deniedMSRs: Self.emulatedMSRs)
             cr4Supported = Self.supportedCR4(cpuid)
             var capabilities = VMXCapabilities.terrapin(physicalAddressBits: Self.physicalAddressBits(cpuid),
                                                         cr4Fixed1: cr4Supported)
@@ -131,16 +133,18 @@ public final class Machine {
         return bytes
     }
 
-    /// KVM's supported CPUID, minus what this platform does not emulate (the
-    /// APIC timer's TSC-deadline mode and x2APIC, CPUID.1:ECX bits 24 and 21),
-    /// plus the emulated VMX (CPUID.1:ECX bit 5, SDM Vol. 3C 24.6).
-    static func guestCPUID(_ supported: [CPUIDEntry]) -> [CPUIDEntry] {
+    /// The one place that edits CPUID. A guest gets KVM's supported CPUID,
+    /// minus what this platform does not emulate (the APIC timer's
+    /// TSC-deadline mode and x2APIC, CPUID.1:ECX bits 24 and 21), with initial
+    /// APIC ID 0, and with VMX (CPUID.1:ECX bit 5, SDM Vol. 3C 24.6) only
+    /// where L0 emulates it: for L1, not for L2 (no L3 yet).
+    static func guestCPUID(_ supported: [CPUIDEntry], vmx: Bool) -> [CPUIDEntry] {
         supported.map { e in
             var e = e
             if e.function == 1 {
-                e.ecx &= ~(UInt32(1) << 24 | UInt32(1) << 21)
-                e.ecx |= 1 << 5
-                e.ebx &= 0x00ff_ffff          // initial APIC ID 0
+                e.ecx &= ~(UInt32(1) << 24 | UInt32(1) << 21 | UInt32(1) << 5)
+                if vmx { e.ecx |= 1 << 5 }
+                e.ebx &= 0x00ff_ffff
             }
             return e
         }
@@ -216,6 +220,14 @@ public final class Machine {
         r.rflags = 0x2
         vcpu.registers = r
     }
+}
+
+/// The level that runs next: L1 on its vCPU, or L2 on the L2 VM. The L2 VM
+/// outlives L2's runs (one is created and reused), so `Machine.l2Machine`
+/// keeps it while L1 runs.
+enum Running {
+    case l1
+    case l2(L2Machine)
 }
 
 /// MSR numbers L0 handles itself (Intel SDM Vol. 4, chapter 2). The VMX

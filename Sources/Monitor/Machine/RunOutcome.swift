@@ -13,11 +13,15 @@
 /// | 80 | the guest triple-faulted (KVM_EXIT_SHUTDOWN) |
 /// | 82 | the guest halted with nothing that could ever wake it |
 /// | 84 | an exit the monitor does not handle (e.g. an emulation failure) |
+/// | 86 | L1 hit a VMX abort (SDM 28.7): the indicator is in its VMCS region |
 public enum RunOutcome: Equatable, Sendable {
     case guestExit(value: UInt32)
     case tripleFault
     case deadHalt(reason: String)
     case unhandledExit(String)
+    /// A VM exit to L1 could not complete (SDM 28.7); `indicator` is the
+    /// abort indicator, as L0 wrote it into L1's VMCS region.
+    case vmxAbort(indicator: UInt32)
 
     public static let usageStatus: Int32 = 64
     public static let badImageStatus: Int32 = 66
@@ -29,6 +33,7 @@ public enum RunOutcome: Equatable, Sendable {
         case .tripleFault: return 80
         case .deadHalt: return 82
         case .unhandledExit: return 84
+        case .vmxAbort: return 86
         }
     }
 
@@ -38,6 +43,7 @@ public enum RunOutcome: Equatable, Sendable {
         case .tripleFault: return "guest triple-faulted (status 80)"
         case let .deadHalt(reason): return "guest halted for good: \(reason) (status 82)"
         case let .unhandledExit(what): return "unhandled exit: \(what) (status 84)"
+        case let .vmxAbort(indicator): return "L1 hit a VMX abort, indicator \(indicator) (SDM 28.7) (status 86)"
         }
     }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import NestedVMX
 import TraceFormat
 
 /// Builds the trace header for a run and hands records to the writer.
@@ -36,5 +37,22 @@ enum TraceRecorder {
         let ms = Int(nanos / 1_000_000 % 1000)
         let msText = ms < 10 ? "00\(ms)" : (ms < 100 ? "0\(ms)" : "\(ms)")
         return "\(tm.tm_year + 1900)-\(two(tm.tm_mon + 1))-\(two(tm.tm_mday))T\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)).\(msText)Z"
+    }
+}
+
+/// How a VMX instruction's outcome is packed into a trace record's value:
+/// bits 7:0 the kind (0 VMsucceed, 1 VMfailInvalid, 2 VMfailValid, 3 fault,
+/// 4 VM entry, 5 VM-entry failure exit), bits 15:8 the VM-instruction error,
+/// the exception vector or the basic exit reason (33 or 34).
+public enum VMXOutcomeCode {
+    public static func encode(_ result: VMXResult) -> UInt64 {
+        switch result {
+        case .succeed: 0
+        case .failInvalid: 1
+        case let .failValid(error): 2 | UInt64(error & 0xff) << 8
+        case let .fault(e): 3 | UInt64(e.vector) << 8
+        case .vmEntry: 4
+        case let .entryFailed(f): 5 | UInt64((f.exitReason ?? 0) & 0xff) << 8
+        }
     }
 }

@@ -6,7 +6,7 @@ extension Machine {
     /// Handles one exit: the single flat switch over exit reasons. Returns an
     /// outcome when the run is over; fills `note` for the trace.
     public func handle(_ exit: VCPUExit, note: inout ExitNote) -> RunOutcome? {
-        if activeLevel == 2 { return handleL2(exit, note: &note) }
+        if case let .l2(l2) = running { return handleL2(exit, l2: l2, note: &note) }
         switch exit {
         case let .io(io): return handleIO(io, on: vcpu, note: &note)
         case let .mmio(access): return handleMMIO(access, on: vcpu, note: &note)

@@ -37,10 +37,11 @@ extension Machine {
     func step() throws(MonitorError) -> RunOutcome? {
         let level = activeLevel
         let exit: VCPUExit
-        if level == 1 {
+        switch running {
+        case .l1:
             do { try prepareEntry() } catch { throw MonitorError(error) }
             do { exit = try vcpu.runOnce() } catch { throw MonitorError(error) }
-        } else if let l2 = l2Machine {
+        case let .l2(l2):
             let step = nextL2Step(l2)
             if step != .run && step != .runToHandler, let vmcs = vmx.current {
                 // An exit is due before L2 runs again: a timer expired, or L1 has an interrupt.
@@ -62,12 +63,10 @@ extension Machine {
                 note.level = 2
                 let outcome = failEntry(.guestState(check: "KVM refused L2's state (KVM_RUN: EINVAL)", qualification: 0),
                                         l1: cpuState, note: &note)
-                activeLevel = 1
+                running = .l1
                 if trace != nil { record(note, at: clock.now(), duration: 0) }
                 return outcome
             } catch { throw MonitorError(error) }
-        } else {
-            throw MonitorError.kvm("level 2 is active but no L2 VM exists")
         }
         return traced(level: level) { handle(exit, note: &$0) }
     }

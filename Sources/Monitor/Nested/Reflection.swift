@@ -1,0 +1,128 @@
+import KVM
+import NestedVMX
+import TraceFormat
+import VMXArch
+
+/// VM exits L0 reflects to L1 (SDM Vol. 3C chapter 28): saving L2, recording
+/// the exit, loading L1's host state.
+extension Machine {
+    /// Completes whatever KVM left pending for L2 (an IN or MMIO read) without
+    /// running it, so its state is consistent before it is saved.
+    func completePending(_ l2: L2Machine) {
+        l2.vcpu.finishPendingExit()
+    }
+
+    /// An I/O exit L1 asked for (reason 30, qualification per Table 28-5).
+    func reflectIO(_ io: IOExit, l2: L2Machine, note: inout ExitNote) -> RunOutcome? {
+        let before = l2State
+        completePending(l2)
+        var state = l2State
+        let length: Int, bytes: [UInt8]
+        if state.rip != before.rip {
+            // An IN, retired just now: it starts at the RIP it had. Its length
+            // comes from its bytes, never from the two RIPs, which wrap.
+            let fetched = InstructionFetch.bytes(at: before.cs.base &+ before.rip, cpu: before,
+                                                 memory: L2PhysicalMemory(machine: self))
+            length = X86Decoders.ioInstructionLength(fetched, mode64: before.mode64) ?? 1
+            bytes = Array(fetched.prefix(length))
+            state.rip = before.rip
+        } else {
+            (length, bytes) = outInstruction(io, endingAt: before) // an OUT: KVM retired it already
+            state.rip = before.wrappingRIP(before.rip &- UInt64(length))
+        }
+        let encoding = ExitRouting.ioEncoding(bytes)
+        let q = ExitRouting.ioQualification(port: io.port, size: Int(io.size), input: io.direction == .input,
+                                            string: encoding.string || io.count > 1, rep: encoding.rep,
+                                            immediate: encoding.immediate)
+        return reflect(NestedExit(reason: .ioInstruction, qualification: q, instructionLength: length), state: state, note: &note)
+    }
+
+    func l2Bytes(at linear: UInt64, count: Int, state: CPUState) -> [UInt8]? {
+        guard case let .success(bytes) = PageWalker.readLinear(linear, count: count, access: MemoryAccess(), state: state,
+                                                               memory: L2PhysicalMemory(machine: self)) else { return nil }
+        return bytes
+    }
+
+    /// The OUT that ends at L2's RIP: its length, from the encodings that
+    /// match the access (SDM Vol. 2B "OUT": EE/EF with DX, E6/E7 ib with an
+    /// immediate, 66 for 16-bit), and its bytes.
+    func outInstruction(_ io: IOExit, endingAt state: CPUState) -> (length: Int, bytes: [UInt8]) {
+        let linear = state.cs.base &+ state.rip
+        guard linear >= 3, let bytes = l2Bytes(at: linear - 3, count: 3, state: state) else { return (1, []) }
+        let length = X86Decoders.outLength(endingWith: bytes, port: io.port, size: Int(io.size))
+        return (length, Array(bytes.suffix(length)))
+    }
+
+    /// A VMX instruction executed by L2: reasons 18-28, 50, 53 with the
+    /// instruction information and the displacement as qualification (SDM 28.2).
+    func reflectInstruction(_ bytes: InstructionBytes, note: inout ExitNote) -> RunOutcome? {
+        let state = l2State
+        guard case let .success(insn) = VMXDecoder.decode(bytes.array, state: state) else {
+            return .unhandledExit("L2 emulation failure, bytes " + bytes.array.map { hex($0, digits: 2) }.joined(separator: " "))
+        }
+        let exit = NestedExit(reason: insn.instruction.exitReason, qualification: insn.exitQualificationDisplacement,
+                              instructionLength: insn.length, instructionInfo: insn.instructionInformation())
+        return reflect(exit, state: state, note: &note)
+    }
+
+    /// VM exit to L1 (SDM 28): save L2 into VMCS12, record the exit, load
+    /// L1's host state. The exit starts an episode that lasts until the next
+    /// VM entry.
+    func reflect(_ exit: NestedExit, state: CPUState, note: inout ExitNote) -> RunOutcome? {
+        guard var vmcs = vmx.current else { return .unhandledExit("VM exit without a current VMCS") }
+        if let l2 = l2Machine {
+            stopPreemptionTimer(l2, into: &vmcs)
+            vmcs.write(.guestActivityState, l2.halted ? 1 : 0)      // 28.3.4: HLT or active
+            saveGuestMSRs(l2, into: &vmcs)
+        }
+        // 28.2.4: an event still in delivery goes to L1, which must
+        // re-inject it; L2's vCPU forgets it.
+        var exit = exit
+        if exit.vectoring == nil, let event = state.eventInDelivery, let l2 = l2Machine {
+            exit.vectoring = event
+            if let entry = l2.entryEvent, entry.event.vector == event.vector, entry.rip == state.rip {
+                // The entry's own event keeps the type L1 gave it (KVM makes
+                // INT1 a #DB), and a software one the VM-entry instruction length.
+                exit.vectoring = entry.event
+                if entry.event.kind.isSoftware { exit.instructionLength = entry.length }
+            }
+            l2.vcpu.events.forgetInjectedEvent()
+        }
+        StateTransfer.saveGuestState(state, into: &vmcs)
+        StateTransfer.recordExit(exit, into: &vmcs)
+        // 28.4: the VM-exit MSR-store list takes L2's values, in order.
+        if let l2 = l2Machine {
+            let store = MSRLists.store(address: vmcs.read(.exitMSRStoreAddress) ?? 0,
+                                       count: UInt32(truncatingIfNeeded: vmcs.read(.exitMSRStoreCount) ?? 0),
+                                       maximum: maxMSRListEntries, memory: ram)
+            for (entry, value) in zip(store.entries, l2.vcpu.getMSRs(store.entries.map(\.index))) {
+                guard let value, ram.store(value, at: entry.valueAddress) else { return vmxAbort(.savingGuestMSR, vmcs: vmcs) }
+            }
+            if let abort = store.abort { return vmxAbort(abort, vmcs: vmcs) }
+        }
+        loadHostMSRs(vmcs)                                          // 28.5.1, before the list (28.6)
+        // 28.6: the VM-exit MSR-load list, into L1, in order.
+        let load = MSRLists.load(address: vmcs.read(.exitMSRLoadAddress) ?? 0,
+                                 count: UInt32(truncatingIfNeeded: vmcs.read(.exitMSRLoadCount) ?? 0),
+                                 maximum: maxMSRListEntries, memory: ram)
+        guard loadL1MSRs(load.entries) else { return vmxAbort(.loadingHostMSR, vmcs: vmcs) }
+        if let abort = load.abort { return vmxAbort(abort, vmcs: vmcs) }
+        let host = StateTransfer.hostState(from: vmcs, l2: state, l1: cpuState)
+        vmx.current = vmcs
+        host.storeRegistersAndSegments(into: vcpu)
+        running = .l1
+        episodeCounter += 1
+        currentEpisode = episodeCounter
+        note.vmxReason = UInt32(exit.reason.rawValue)
+        note.handler = .reflected
+        note.episode = currentEpisode
+        return nil
+    }
+
+    /// A VMX abort (SDM 28.7): the indicator goes to offset 4 of L1's VMCS
+    /// region, and L1's processor shuts down, which ends the run.
+    func vmxAbort(_ abort: VMXAbort, vmcs: VMCS12) -> RunOutcome {
+        _ = ram.store(abort.rawValue, at: vmcs.address &+ VMCS12Layout.abortOffset)
+        return .vmxAbort(indicator: abort.rawValue)
+    }
+}

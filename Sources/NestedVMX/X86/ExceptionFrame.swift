@@ -1,0 +1,43 @@
+import VMXArch
+
+/// The stack frame an exception delivery pushed, read at the handler's RSP.
+/// IA-32e mode (SDM Vol. 3A 6.14.2): [error code,] RIP, CS, RFLAGS, RSP,
+/// SS, 8 bytes each. Protected mode (6.12.1): [error code,] EIP, CS,
+/// EFLAGS, 4 bytes each, then ESP and SS only when the privilege level
+/// changed; otherwise they are the handler's own.
+public struct ExceptionFrame: Equatable, Sendable {
+    public var errorCode: UInt64?
+    public var rip: UInt64, cs: UInt64, rflags: UInt64, rsp: UInt64, ss: UInt64
+
+    /// Reads the frame at the handler's RSP; nil if it is not readable.
+    public init?(cpu: CPUState, hasErrorCode: Bool, memory: some GuestMemoryAccess) {
+        let word = cpu.longModeActive ? 8 : 4
+        let stack = cpu.longModeActive ? cpu.gprs[.rsp] : cpu.gprs[.rsp] & 0xffff_ffff
+        func words(from index: Int, count: Int) -> [UInt64]? {
+            guard case let .success(bytes) = PageWalker.readLinear(stack &+ UInt64(index * word), count: count * word,
+                                                                    access: MemoryAccess(), state: cpu, memory: memory) else { return nil }
+            return (0..<count).map { bytes.littleEndian(at: $0 * word, count: word) }
+        }
+        let o = hasErrorCode ? 1 : 0
+        guard let inner = words(from: 0, count: o + 3) else { return nil }
+        errorCode = hasErrorCode ? inner[0] : nil
+        rip = inner[o]; cs = inner[o + 1]; rflags = inner[o + 2]
+        if cpu.longModeActive || UInt8(cs & 3) != cpu.cpl {
+            guard let outer = words(from: o + 3, count: 2) else { return nil }
+            rsp = outer[0]; ss = outer[1]
+        } else {
+            rsp = stack &+ UInt64((o + 3) * word)
+            ss = UInt64(cpu.ss.selector)
+        }
+    }
+
+    /// The state at the faulting instruction, as it was before delivery (same
+    /// privilege level only: CS and SS are unchanged).
+    public func unwound(_ cpu: CPUState) -> CPUState {
+        var s = cpu
+        s.rip = rip
+        s.rflags = rflags
+        s.gprs[.rsp] = rsp
+        return s
+    }
+}
