@@ -25,13 +25,8 @@ extension Machine {
     /// the revision identifier). Until then a VMX instruction can only #UD,
     /// which channel (a) handles, and VMCALL's #UD is genuine.
     func refreshBreakpoints() throws(KVMError) {
-        guard vmxBreakpointsWanted, breakpoints.refresh(cpu: cpuState, memory: ram), !steppingPastBreakpoint else { return }
-        try armBreakpoints()
-    }
-
-    func armBreakpoints() throws(KVMError) {
-        let regs = breakpoints.debugRegisters
-        try vcpu.setGuestDebug(regs[7] == 0 ? [] : [.enable, .useHardwareBreakpoints], debugRegisters: regs)
+        guard vmxBreakpointsWanted else { return }
+        try l1Breakpoints.refresh(cpu: cpuState, memory: ram)
     }
 
     /// A breakpoint hit: at L1's #GP handler (a CR4.VMXE write?) or its #UD
@@ -40,16 +35,14 @@ extension Machine {
         let cpu = cpuState
         note.kind = .debug
         note.address = exit.pc
-        if steppingPastBreakpoint {
-            // The handler's first instruction has run: put the breakpoints back.
-            steppingPastBreakpoint = false
-            do { try armBreakpoints() } catch { return .unhandledExit("re-arming breakpoints: \(error)") }
-            return nil
-        }
-        if exit.pc == breakpoints.gpHandler {
+        do {
+            // The handler's first instruction has run: the breakpoints are back.
+            if try l1Breakpoints.finishStep() { return nil }
+        } catch { return .unhandledExit("re-arming breakpoints: \(error)") }
+        if exit.pc == l1Breakpoints.breakpoints.gpHandler {
             return handleGeneralProtection(cpu: cpu, note: &note) ? nil : resumeHandler()
         }
-        if exit.pc == breakpoints.udHandler {
+        if exit.pc == l1Breakpoints.breakpoints.udHandler {
             switch handleInvalidOpcode(cpu: cpu, note: &note) {
             case .notOurs: return resumeHandler()
             case .handled: return nil
@@ -65,11 +58,10 @@ extension Machine {
     /// re-arms them at the resulting debug exit.
     func resumeHandler() -> RunOutcome? {
         do {
-            try vcpu.setGuestDebug([.enable, .singleStep])
+            try l1Breakpoints.stepPastHandler()
         } catch {
             return .unhandledExit("single-stepping past a breakpoint: \(error)")
         }
-        steppingPastBreakpoint = true
         return nil
     }
 
@@ -103,7 +95,7 @@ extension Machine {
     /// check), so L0 turns that #GP delivery into a #UD one: drop the error
     /// code and enter L1's #UD handler (same gate type assumed).
     func redirectVMCALLToUD(frame: ExceptionFrame, cpu: CPUState, note: inout ExitNote) -> Bool {
-        guard !vmx.inVMXOperation, let handler = breakpoints.udHandler else { return false }
+        guard !vmx.inVMXOperation, let handler = l1Breakpoints.breakpoints.udHandler else { return false }
         let bytes = InstructionFetch.bytes(at: frame.rip, cpu: cpu, memory: ram)
         guard bytes.starts(with: [0x0f, 0x01, 0xc1]) else { return false }
         var regs = vcpu.registers
@@ -148,7 +140,7 @@ extension Machine {
             // The delivery already switched to the handler's stack; a #GP would
             // have built the same frame plus an error code. So push the error
             // code and enter L1's #GP handler instead (same gate type assumed).
-            guard exception.vector == 13, let handler = breakpoints.gpHandler else { return .notOurs }
+            guard exception.vector == 13, let handler = l1Breakpoints.breakpoints.gpHandler else { return .notOurs }
             var regs = vcpu.registers
             regs.rsp &-= 8
             guard case .success = PageWalker.writeLinear(regs.rsp, bytes: Array(repeating: 0, count: 8),

@@ -32,9 +32,8 @@ public final class Machine {
     /// L1's emulated VMX: virtual CR4.VMXE, feature control, VMX operation, VMCS12.
     public internal(set) var vmx: VMXState
     let vmxTrapChannel: VMXTrapChannel
-    var breakpoints = IDTBreakpoints(vectors: [IDTBreakpoints.gpVector, IDTBreakpoints.udVector])
-    /// Single-stepping a guest handler's first instruction with the breakpoints lifted.
-    var steppingPastBreakpoint = false
+    /// Channel (b) on L1's vCPU: #GP (CR4.VMXE) and #UD (VMX instructions).
+    let l1Breakpoints: BreakpointChannel
     /// L1 has touched a VMX MSR: channel (b)'s breakpoints are worth their cost.
     var vmxBreakpointsWanted = false
     /// The VM that runs L2, created at the first VM entry and reused.
@@ -77,6 +76,7 @@ public final class Machine {
             let cpuid = try hypervisor.supportedCPUID()
             hostCPUID = cpuid
             vcpu = try hypervisor.makeL1(memory: memory, cpuid: Self.guestCPUID(cpuid, vmx: true), deniedMSRs: Self.emulatedMSRs)
+            l1Breakpoints = BreakpointChannel(vcpu: vcpu, vectors: [IDTBreakpoints.gpVector, IDTBreakpoints.udVector])
             cr4Supported = Self.supportedCR4(cpuid)
             var capabilities = VMXCapabilities.terrapin(physicalAddressBits: Self.physicalAddressBits(cpuid),
                                                         cr4Fixed1: cr4Supported)

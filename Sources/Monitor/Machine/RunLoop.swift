@@ -49,7 +49,6 @@ extension Machine {
             }
             do {
                 try refreshL2Breakpoints(l2)
-                try kickL2AtL1TimerDeadline(l2)
                 exit = try runL2(l2)
             } catch where error.errno == ENOSPC {
                 // The L2 VM has no memory slot at all yet (an EPT12 that maps

@@ -11,7 +11,7 @@ extension Machine {
     /// and on the handlers of the first three other vectors of L1's exception
     /// bitmap (four debug registers in all; further vectors reach L2's IDT).
     func refreshL2Breakpoints(_ l2: L2Machine) throws(KVMError) {
-        guard !l2.steppingPastBreakpoint else { return }
+        guard !l2.breakpoints.stepping else { return }
         let bitmap = vmx.current?.read(.exceptionBitmap) ?? 0
         if bitmap != l2.watchedExceptionBitmap || l2.deliveryStop != l2.watchedDeliveryStop {
             l2.watchedExceptionBitmap = bitmap
@@ -22,13 +22,7 @@ extension Machine {
             }
             l2.breakpoints.watch(vectors)
         }
-        guard l2.breakpoints.refresh(cpu: l2State, memory: L2PhysicalMemory(machine: self)) else { return }
-        try armL2Breakpoints(l2)
-    }
-
-    func armL2Breakpoints(_ l2: L2Machine) throws(KVMError) {
-        let regs = l2.breakpoints.debugRegisters
-        try l2.vcpu.setGuestDebug(regs[7] == 0 ? [] : [.enable, .useHardwareBreakpoints], debugRegisters: regs)
+        try l2.breakpoints.refresh(cpu: l2State, memory: L2PhysicalMemory(machine: self))
     }
 
     /// A breakpoint hit in L2: VMCALL at its #UD handler is reflected (reason
@@ -38,12 +32,8 @@ extension Machine {
     /// delivery (documented).
     func handleL2Breakpoint(_ d: DebugExit, l2: L2Machine, note: inout ExitNote) -> RunOutcome? {
         do {
-            if l2.steppingPastBreakpoint {
-                l2.steppingPastBreakpoint = false
-                try armL2Breakpoints(l2)
-                return nil
-            }
-            if let stop = l2.deliveryStop, l2.breakpoints.handlers[stop] == d.pc {
+            if try l2.breakpoints.finishStep() { return nil }
+            if let stop = l2.deliveryStop, l2.breakpoints.breakpoints.handlers[stop] == d.pc {
                 // The injected event is delivered: the exit that waited for it
                 // comes now. A vector watched for L1 as well is handled below.
                 l2.deliveryStop = nil
@@ -51,7 +41,7 @@ extension Machine {
             }
             let state = l2State
             let memory = L2PhysicalMemory(machine: self)
-            guard let vector = l2.breakpoints.vector(atHandler: d.pc),
+            guard let vector = l2.breakpoints.breakpoints.vector(atHandler: d.pc),
                   let frame = ExceptionFrame(cpu: state, hasErrorCode: ExitRouting.hasErrorCode(vector), memory: memory),
                   let vmcs = vmx.current else {
                 return .unhandledExit("L2 debug exit at \(hex(d.pc))")
@@ -72,8 +62,7 @@ extension Machine {
                 note.value = UInt64(vector)
                 return reflect(exit, state: at, note: &note)
             }
-            try l2.vcpu.setGuestDebug([.enable, .singleStep])
-            l2.steppingPastBreakpoint = true
+            try l2.breakpoints.stepPastHandler()
             return nil
         } catch {
             return .unhandledExit("L2 breakpoints: \(error)")

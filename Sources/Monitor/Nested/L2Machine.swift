@@ -16,7 +16,7 @@ final class L2Machine {
     /// A breakpoint on L2's #UD handler catches VMCALL, which KVM turns into
     /// #UD (the hypercall quirk is off): VMCALL exits unconditionally in VMX
     /// non-root operation (SDM 26.1.2).
-    var breakpoints = IDTBreakpoints(vectors: [IDTBreakpoints.udVector])
+    let breakpoints: BreakpointChannel
     /// L1's exception bitmap the breakpoints were chosen for.
     var watchedExceptionBitmap: UInt64 = 0
     /// The vectors watched for L1: #UD and the bitmap's first three.
@@ -29,7 +29,7 @@ final class L2Machine {
     /// The event the last VM entry injected, with its VM-entry instruction
     /// length and L2's RIP at the entry: an exit during its delivery reports
     /// it as L1 wrote it (SDM 28.2.4).
-    var entryEvent: (event: DeliveredEvent, length: Int, rip: UInt64)?
+    var entryEvent: EntryEvent?
     /// The vector of an injected event that L2 takes before an exit already
     /// due: a breakpoint on its handler stops L2 just after the delivery
     /// (`Machine.prepareStopAfterDelivery`), and the vector the breakpoints were
@@ -51,26 +51,22 @@ final class L2Machine {
     var loadedMSRs: [UInt32: UInt64] = [:]
     /// What the MSR filter was last built from (bitmap use and contents).
     var msrFilterKey: UInt64?
-    /// The VMX-preemption timer while it counts down (SDM 26.5.1), and the
-    /// host timer that kicks the L2 vCPU when it may have run out.
+    /// The VMX-preemption timer while it counts down (SDM 26.5.1).
     var preemption: PreemptionTimer?
-    var preemptionKick: HostTimer?
-    /// Kicks L2's vCPU at the deadline of L1's APIC timer.
-    var l1TimerKick: HostTimer?
+    /// Kicks L2's vCPU at the earlier of L1's APIC-timer deadline and the
+    /// preemption timer's: the one host timer of this vCPU.
+    var kick: HostTimer?
     /// Nanoseconds per preemption-timer tick: 2^rate TSC cycles.
     var preemptionTickNanos: Double = 0
-    var steppingPastBreakpoint = false
 
     init(_ parts: (vm: any GuestVM, vcpu: any VirtualCPU)) {
         vm = parts.vm
         vcpu = parts.vcpu
+        breakpoints = BreakpointChannel(vcpu: parts.vcpu, vectors: [IDTBreakpoints.udVector])
     }
 
-    /// The timers go first: their kickers point into the vCPU's `kvm_run`.
-    deinit {
-        preemptionKick = nil
-        l1TimerKick = nil
-    }
+    /// The timer goes first: its kicker points into the vCPU's `kvm_run`.
+    deinit { kick = nil }
 
     /// Drops every EPT02 slot (INVEPT, or a new EPTP).
     func dropAll() throws(KVMError) {

@@ -49,7 +49,7 @@ extension Machine {
     /// IDT-vectoring information.
     func prepareStopAfterDelivery(_ l2: L2Machine, vector: Int) -> Bool {
         l2.deliveryStop = vector
-        if (try? refreshL2Breakpoints(l2)) != nil, l2.breakpoints.handlers[vector] != nil { return true }
+        if (try? refreshL2Breakpoints(l2)) != nil, l2.breakpoints.breakpoints.handlers[vector] != nil { return true }
         l2.deliveryStop = nil
         return false
     }
@@ -97,24 +97,11 @@ extension Machine {
         }
     }
 
-    /// L1's APIC timer runs on while L2 does (and an L2 that L1 gives the
-    /// APIC page programs it itself): a host timer kicks L2's vCPU at its
-    /// deadline, so that the interrupt exits to L1 in time.
-    func kickL2AtL1TimerDeadline(_ l2: L2Machine) throws(KVMError) {
-        guard let deadline = apic.timerDeadline else {
-            l2.l1TimerKick?.disarm()
-            return
-        }
-        if l2.l1TimerKick == nil { l2.l1TimerKick = HostTimer(kicker: try l2.vcpu.makeKicker()) }
-        l2.l1TimerKick?.arm(deadline: deadline, now: clock.now())
-    }
-
     /// Starts the VMX-preemption timer at VM entry (SDM 27.7.4) with the
     /// timer-value field. It counts L2's run time only (`runL2`).
     func armPreemptionTimer(_ l2: L2Machine, vmcs: VMCS12) throws(KVMError) {
         guard vmcs.pin.contains(.activatePreemptionTimer) else {
             l2.preemption = nil
-            l2.preemptionKick?.disarm()
             return
         }
         if l2.preemptionTickNanos == 0 {
@@ -126,21 +113,28 @@ extension Machine {
         l2.preemption = PreemptionTimer(ticks: ticks, tickNanos: l2.preemptionTickNanos)
     }
 
-    /// One KVM_RUN of L2. With the VMX-preemption timer active, the CPU time
-    /// the run took is charged to it (SDM 26.5.1: it counts down in VMX
-    /// non-root operation only), and a host timer kicks L2 when the rest
-    /// would have run out if L2 had the CPU to itself.
+    /// One KVM_RUN of L2. L1's APIC timer runs on while L2 does (and an L2
+    /// that L1 gives the APIC page programs it itself), so L2's host timer
+    /// kicks it at that deadline or at the preemption timer's, whichever
+    /// comes first. With the VMX-preemption timer active, the CPU time the
+    /// run took is charged to it (SDM 26.5.1: it counts down in VMX non-root
+    /// operation only); its wall-clock deadline assumes L2 has the CPU to itself.
     func runL2(_ l2: L2Machine) throws(KVMError) -> VCPUExit {
-        guard let timer = l2.preemption else {
-            l2.preemptionKick?.disarm()
-            return try l2.vcpu.runOnce()
-        }
-        let start = clock.threadCPUTime()
-        if l2.preemptionKick == nil { l2.preemptionKick = HostTimer(kicker: try l2.vcpu.makeKicker()) }
+        let start = l2.preemption == nil ? 0 : clock.threadCPUTime()
         let now = clock.now()
-        l2.preemptionKick?.arm(deadline: now &+ timer.remainingNanos, now: now)
+        var deadline = apic.timerDeadline
+        if let timer = l2.preemption {
+            let expiry = now &+ timer.remainingNanos
+            deadline = deadline.map { min($0, expiry) } ?? expiry
+        }
+        if let deadline {
+            if l2.kick == nil { l2.kick = HostTimer(kicker: try l2.vcpu.makeKicker()) }
+            l2.kick?.arm(deadline: deadline, now: now)
+        } else {
+            l2.kick?.disarm()
+        }
         let exit = try l2.vcpu.runOnce()
-        l2.preemption?.charge(clock.threadCPUTime() &- start)
+        if l2.preemption != nil { l2.preemption?.charge(clock.threadCPUTime() &- start) }
         return exit
     }
 
@@ -149,7 +143,6 @@ extension Machine {
     func stopPreemptionTimer(_ l2: L2Machine, into vmcs: inout VMCS12) {
         guard let timer = l2.preemption else { return }
         l2.preemption = nil
-        l2.preemptionKick?.disarm()
         if vmcs.exitControls.contains(.savePreemptionTimer) {
             vmcs.write(.guestVMXPreemptionTimerValue, UInt64(timer.remainingTicks))
         }

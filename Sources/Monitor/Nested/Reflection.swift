@@ -77,17 +77,8 @@ extension Machine {
         }
         // 28.2.4: an event still in delivery goes to L1, which must
         // re-inject it; L2's vCPU forgets it.
-        var exit = exit
-        if exit.vectoring == nil, let event = state.eventInDelivery, let l2 = l2Machine {
-            exit.vectoring = event
-            if let entry = l2.entryEvent, entry.event.vector == event.vector, entry.rip == state.rip {
-                // The entry's own event keeps the type L1 gave it (KVM makes
-                // INT1 a #DB), and a software one the VM-entry instruction length.
-                exit.vectoring = entry.event
-                if entry.event.kind.isSoftware { exit.instructionLength = entry.length }
-            }
-            l2.vcpu.events.forgetInjectedEvent()
-        }
+        if exit.vectoring == nil, state.eventInDelivery != nil { l2Machine?.vcpu.events.forgetInjectedEvent() }
+        let exit = StateTransfer.vectoring(exit, inDelivery: state.eventInDelivery, entry: l2Machine?.entryEvent, rip: state.rip)
         StateTransfer.saveGuestState(state, into: &vmcs)
         StateTransfer.recordExit(exit, into: &vmcs)
         // 28.4: the VM-exit MSR-store list takes L2's values, in order.

@@ -25,16 +25,11 @@ extension Machine {
             let entryEvent = vmcs.read(.entryInterruptionInfo) ?? 0
             Self.injectEntryEvent(entryEvent, errorCode: vmcs.read(.entryExceptionErrorCode) ?? 0, into: &events)
             l2.injectedVector = entryEvent & (1 << 31) != 0 ? Int(entryEvent & 0xff) : nil
-            l2.entryEvent = DeliveredEvent(interruptionInformation: UInt32(truncatingIfNeeded: entryEvent),
-                                           errorCode: UInt32(truncatingIfNeeded: vmcs.read(.entryExceptionErrorCode) ?? 0))
-                .map { ($0, Int(vmcs.read(.entryInstructionLength) ?? 0), state.rip) }
+            l2.entryEvent = EntryEvent(vmcs: vmcs, rip: state.rip)
             l2.deliveryStop = nil
-            if l2.steppingPastBreakpoint, l2.breakpoints.vector(atHandler: state.cs.base &+ state.rip) == nil {
-                // L1 enters L2 away from the handler L0 was stepping past:
-                // the step is moot, and the breakpoints are armed again.
-                l2.steppingPastBreakpoint = false
-                try armL2Breakpoints(l2)
-            }
+            // L1 enters L2 away from the handler L0 was stepping past: the
+            // step is moot, and the breakpoints are armed again.
+            try l2.breakpoints.cancelStep(unlessAt: state.cs.base &+ state.rip)
             l2.vcpu.events = events
             loadGuestMSRs(l2, vmcs: vmcs)
             l2.deliveryFault = try mapEntryPages(of: state, injecting: entryEvent, l2: l2, vmcs: vmcs)

@@ -163,3 +163,41 @@ public struct NestedExit: Equatable, Sendable {
         self.interruptionInfo = interruptionInfo; self.interruptionErrorCode = interruptionErrorCode
     }
 }
+
+/// The event a VM entry injected (SDM 27.6), as L1 wrote it, with the
+/// VM-entry instruction length and L2's RIP at the entry.
+public struct EntryEvent: Equatable, Sendable {
+    public var event: DeliveredEvent
+    public var instructionLength: Int
+    public var rip: UInt64
+
+    /// The entry's event from VMCS12, nil when the valid bit is clear. The
+    /// 32-bit fields are read as 32-bit values whatever the cache holds.
+    public init?(vmcs: VMCS12, rip: UInt64) {
+        guard let event = DeliveredEvent(interruptionInformation: UInt32(truncatingIfNeeded: vmcs.read(.entryInterruptionInfo) ?? 0),
+                                         errorCode: UInt32(truncatingIfNeeded: vmcs.read(.entryExceptionErrorCode) ?? 0))
+        else { return nil }
+        self.event = event
+        instructionLength = Int(UInt32(truncatingIfNeeded: vmcs.read(.entryInstructionLength) ?? 0))
+        self.rip = rip
+    }
+}
+
+extension StateTransfer {
+    /// SDM 28.2.4: an exit while an event is being delivered records it as
+    /// IDT-vectoring information. The entry's own event, still at the entry's
+    /// RIP, is recorded as L1 wrote it: with its type (a vCPU may hold INT1
+    /// as #DB) and, for a software event, the VM-entry instruction length as
+    /// the VM-exit instruction length. An exit that already has vectoring
+    /// information keeps it.
+    public static func vectoring(_ exit: NestedExit, inDelivery: DeliveredEvent?, entry: EntryEvent?, rip: UInt64) -> NestedExit {
+        guard exit.vectoring == nil, let event = inDelivery else { return exit }
+        var exit = exit
+        exit.vectoring = event
+        if let entry, entry.event.vector == event.vector, entry.rip == rip {
+            exit.vectoring = entry.event
+            if entry.event.kind.isSoftware { exit.instructionLength = entry.instructionLength }
+        }
+        return exit
+    }
+}
