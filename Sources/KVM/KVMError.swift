@@ -17,6 +17,11 @@ public struct KVMError: Error, CustomStringConvertible, Sendable {
         KVMError(operation, errno: Glibc.errno)
     }
 
+    /// KVM_RUN of a VM with no memory slot at all (ENOSPC).
+    public var noMemorySlot: Bool { errno == ENOSPC }
+    /// KVM refused the vCPU state it was asked to run (EINVAL).
+    public var invalidState: Bool { errno == EINVAL }
+
     public var description: String {
         if errno == 0 { return "\(operation) failed" }
         return "\(operation) failed: \(String(cString: strerror(errno))) (errno \(errno))"

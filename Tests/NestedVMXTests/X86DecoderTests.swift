@@ -55,3 +55,17 @@ final class X86DecoderTests: XCTestCase {
         XCTAssertEqual(cpu.wrappingRIP(0 &- 2), .max - 1)
     }
 }
+
+/// The basic exit reason each VMX instruction has when L2 executes it
+/// (SDM Vol. 3C Appendix C; 26.1.2 and 26.1.3).
+final class VMXInstructionExitReasonTests: XCTestCase {
+    func testEveryVMXInstructionHasItsExitReason() {
+        let expected: [(VMXInstruction, UInt16)] = [
+            (.vmcall, 18), (.vmclear, 19), (.vmlaunch, 20), (.vmptrld, 21), (.vmptrst, 22), (.vmread, 23),
+            (.vmresume, 24), (.vmwrite, 25), (.vmxoff, 26), (.vmxon, 27), (.invept, 50), (.invvpid, 53), (.vmfunc, 59),
+        ]
+        for (instruction, reason) in expected {
+            XCTAssertEqual(instruction.exitReason.rawValue, reason, "\(instruction)")
+        }
+    }
+}

@@ -24,3 +24,10 @@ public enum MonitorError: Error, CustomStringConvertible, Equatable {
 
     init(_ error: KVMError) { self = .kvm(error.description) }
 }
+
+/// Writes one line to standard error.
+public func printError(_ text: String) {
+    var line = text
+    line.append("\n")
+    line.withUTF8 { buf in _ = write(2, buf.baseAddress, buf.count) }
+}

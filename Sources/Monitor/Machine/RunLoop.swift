@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KVM
 import TraceFormat
 
@@ -50,12 +47,12 @@ extension Machine {
             do {
                 try refreshL2Breakpoints(l2)
                 exit = try runL2(l2)
-            } catch where error.errno == ENOSPC {
+            } catch where error.noMemorySlot {
                 // The L2 VM has no memory slot at all yet (an EPT12 that maps
                 // nothing L2 touched): KVM cannot start it. That is L2's first
                 // fetch missing EPT02, handled as such below.
                 exit = .internalError(InternalErrorExit(suberror: InternalErrorExit.emulation))
-            } catch where error.errno == EINVAL {
+            } catch where error.invalidState {
                 // KVM refused the state L1 loaded (a combination the entry
                 // checks let through): a VM-entry failure, never a crash.
                 var note = ExitNote(kind: .failEntry)
@@ -135,11 +132,4 @@ public struct ExitNote: Equatable, Sendable {
     public var handler: Handler = .l0
     public var episode: UInt64 = 0
     public init(kind: ExitKind = .unknownExit) { self.kind = kind }
-}
-
-/// Writes one line to standard error.
-public func printError(_ text: String) {
-    var line = text
-    line.append("\n")
-    line.withUTF8 { buf in _ = write(2, buf.baseAddress, buf.count) }
 }
