@@ -235,7 +235,4 @@ enum Running {
 /// VMXArch's `VMXMSR`.
 public enum MSRIndex {
     public static let apicBase: UInt32 = 0x1b
-    public static let sysenterCS: UInt32 = 0x174, sysenterESP: UInt32 = 0x175, sysenterEIP: UInt32 = 0x176
-    public static let debugctl: UInt32 = 0x1d9
-    public static let pat: UInt32 = 0x277
 }

@@ -61,7 +61,7 @@ extension Machine {
     /// For the event the entry injects, the gate's page must be there: when
     /// EPT12 does not map it, the result is the EPT violation or
     /// misconfiguration the delivery meets (SDM 28.2.4), L2's first exit.
-    func mapEntryPages(of state: CPUState, injecting event: UInt64, l2: L2Machine, vmcs: VMCS12) throws(KVMError) -> NestedExit? {
+    func mapEntryPages(of state: CPUState, injecting event: DeliveredEvent?, l2: L2Machine, vmcs: VMCS12) throws(KVMError) -> NestedExit? {
         guard case let .ept(eptp) = L2PhysicalMap(vmcs) else { return nil }
         let read = EPTWalker.Access(read: true)
         let code = state.cs.base &+ state.rip, stack = state.ss.base &+ state.gprs[4] &- 1
@@ -87,10 +87,10 @@ extension Machine {
             }
             l2.premapped = key
         }
-        guard event & (1 << 31) != 0 else { return nil }
+        guard let event else { return nil }
         // The gate (SDM Vol. 3A 6.10-6.14; the IVT in real mode).
         let size: UInt64 = !state.protectedMode ? 4 : state.longModeActive ? 16 : 8
-        let offset = (event & 0xff) * size
+        let offset = UInt64(event.vector) * size
         guard offset + size - 1 <= UInt64(state.idtr.limit) else { return nil }   // beyond the limit: KVM's #GP
         return try mapL2Page(state.idtr.base &+ offset, access: read, state: state, l2: l2, eptp: eptp)
     }

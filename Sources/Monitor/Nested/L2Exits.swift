@@ -74,7 +74,7 @@ extension Machine {
             }
             // L1's platform answers: IA32_APIC_BASE; anything else raises #GP,
             // as it would for an L1 without the MSR.
-            if write, Self.guestStateMSRs.contains(m.index) {
+            if write, GuestStateMSRs.indices.contains(m.index) {
                 // L0 makes the write KVM would have made, and remembers it.
                 let done = l2.vcpu.setMSRs([(m.index, m.data)]) == 1
                 l2.loadedMSRs[m.index] = done ? m.data : nil

@@ -7,51 +7,32 @@ import VMXArch
 /// exit, the MSR lists (SDM 25.7.2, 25.8.2) and the MSR filter made from
 /// L1's MSR bitmaps.
 extension Machine {
-    /// The guest-state fields KVM holds as MSRs (SDM 25.4.1), with the entry
-    /// control that loads each and the exit control that saves it; the
-    /// SYSENTER MSRs are always loaded and saved.
-    static let guestStateMSRFields: [(index: UInt32, field: VMCSField, load: VMEntryControls, save: VMExitControls)] = [
-        (MSRIndex.sysenterCS, .guestIA32SysenterCS, [], []),
-        (MSRIndex.sysenterESP, .guestIA32SysenterESP, [], []),
-        (MSRIndex.sysenterEIP, .guestIA32SysenterEIP, [], []),
-        (MSRIndex.pat, .guestIA32PAT, .loadPAT, .savePAT),
-        (MSRIndex.debugctl, .guestIA32Debugctl, .loadDebugControls, .saveDebugControls),
-    ]
-    static let guestStateMSRs = Set(guestStateMSRFields.map(\.index))
-
-    /// Into L2's vCPU at entry (SDM 27.3.2.1); only values that changed are written.
-    func loadGuestMSRs(_ l2: L2Machine, vmcs: VMCS12) {
-        let wanted = Self.guestStateMSRFields.filter { vmcs.entryControls.isSuperset(of: $0.load) }
-            .map { (index: $0.index, value: vmcs.read($0.field) ?? 0) }
-        // KVM stops at an MSR it refuses (DEBUGCTL bits this host lacks), so
-        // each is written alone and applied if it can be.
-        for pair in wanted where l2.loadedMSRs[pair.index] != pair.value && l2.vcpu.setMSRs([pair]) == 1 {
-            l2.loadedMSRs[pair.index] = pair.value
+    /// Into L2's vCPU at entry (SDM 27.3.2.1); only values that changed are
+    /// written. KVM stops at an MSR it refuses (DEBUGCTL bits this host
+    /// lacks), so each is written alone and applied if it can be.
+    func loadGuestMSRs(_ l2: L2Machine, _ values: [MSRValue]) {
+        for m in values where l2.loadedMSRs[m.index] != m.value && l2.vcpu.setMSRs([(m.index, m.value)]) == 1 {
+            l2.loadedMSRs[m.index] = m.value
         }
     }
 
-    /// Back into the guest-state area at VM exit (SDM 28.3.3).
-    func saveGuestMSRs(_ l2: L2Machine, into vmcs: inout VMCS12) {
-        let fields = Self.guestStateMSRFields.filter { vmcs.exitControls.isSuperset(of: $0.save) }
-        // L0 knows the values it loaded at entry and those L2 wrote through
-        // it (L2's filter sends those writes here); KVM is asked for the rest.
-        let missing = fields.map(\.index).filter { l2.loadedMSRs[$0] == nil }
+    /// L2's values of the MSR-held guest fields the exit controls save (SDM
+    /// 28.3.3). L0 knows the values it loaded at entry and those L2 wrote
+    /// through it (L2's filter sends those writes here); KVM is asked for the rest.
+    func guestMSRValues(_ l2: L2Machine, saving controls: VMExitControls) -> [UInt32: UInt64] {
+        let fields = GuestStateMSRs.fields.filter { controls.isSuperset(of: $0.save) }.map(\.index)
+        let missing = fields.filter { l2.loadedMSRs[$0] == nil }
         if !missing.isEmpty {
             for (index, value) in zip(missing, l2.vcpu.getMSRs(missing)) { l2.loadedMSRs[index] = value }
         }
-        for f in fields { if let value = l2.loadedMSRs[f.index] { vmcs.write(f.field, value) } }
+        var values: [UInt32: UInt64] = [:]
+        for index in fields { values[index] = l2.loadedMSRs[index] }
+        return values
     }
 
-    /// L1's host SYSENTER MSRs, and PAT when "load IA32_PAT" is set; DEBUGCTL
-    /// is cleared (SDM 28.5.1).
-    func loadHostMSRs(_ vmcs: VMCS12) {
-        var pairs: [(index: UInt32, value: UInt64)] = [
-            (MSRIndex.sysenterCS, vmcs.read(.hostIA32SysenterCS) ?? 0),
-            (MSRIndex.sysenterESP, vmcs.read(.hostIA32SysenterESP) ?? 0),
-            (MSRIndex.sysenterEIP, vmcs.read(.hostIA32SysenterEIP) ?? 0),
-            (MSRIndex.debugctl, 0),
-        ]
-        if vmcs.exitControls.contains(.loadPAT) { pairs.append((MSRIndex.pat, vmcs.read(.hostIA32PAT) ?? 0)) }
+    /// L1's host MSRs at exit (SDM 28.5.1), each KVM accepts.
+    func loadHostMSRs(_ values: [MSRValue]) {
+        let pairs = values.map { (index: $0.index, value: $0.value) }
         if vcpu.setMSRs(pairs) < pairs.count {
             for pair in pairs { _ = vcpu.setMSRs([pair]) }        // apply what KVM accepts
         }
@@ -103,7 +84,7 @@ extension Machine {
         writeLow[apicBase / 8] &= ~UInt8(1 << (apicBase % 8))
         // L2's writes to the MSRs that hold guest-state fields come to L0,
         // which then knows their values at exit without asking KVM.
-        for index in Self.guestStateMSRs { writeLow[Int(index) / 8] &= ~UInt8(1 << (index % 8)) }
+        for index in GuestStateMSRs.indices { writeLow[Int(index) / 8] &= ~UInt8(1 << (index % 8)) }
         try l2.vm.setMSRFilter(defaultAllow: false, ranges: [
             .init(base: 0, reads: true, writes: false, allow: readLow),
             .init(base: 0, reads: false, writes: true, allow: writeLow),

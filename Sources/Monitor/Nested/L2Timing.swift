@@ -99,8 +99,8 @@ extension Machine {
 
     /// Starts the VMX-preemption timer at VM entry (SDM 27.7.4) with the
     /// timer-value field. It counts L2's run time only (`runL2`).
-    func armPreemptionTimer(_ l2: L2Machine, vmcs: VMCS12) throws(KVMError) {
-        guard vmcs.pin.contains(.activatePreemptionTimer) else {
+    func armPreemptionTimer(_ l2: L2Machine, ticks: UInt32?) throws(KVMError) {
+        guard let ticks else {
             l2.preemption = nil
             return
         }
@@ -109,7 +109,6 @@ extension Machine {
             let rate = vmx.capabilities.misc & 0x1f
             l2.preemptionTickNanos = Double(UInt64(1) << rate) * 1_000_000 / Double(try l2.vcpu.tscKHz())
         }
-        let ticks = UInt32(truncatingIfNeeded: vmcs.read(.guestVMXPreemptionTimerValue) ?? 0)
         l2.preemption = PreemptionTimer(ticks: ticks, tickNanos: l2.preemptionTickNanos)
     }
 
@@ -136,15 +135,5 @@ extension Machine {
         let exit = try l2.vcpu.runOnce()
         if l2.preemption != nil { l2.preemption?.charge(clock.threadCPUTime() &- start) }
         return exit
-    }
-
-    /// Stops the timer as L2 leaves VMX non-root operation, saving what is
-    /// left when "save VMX-preemption-timer value" asks for it (SDM 28.3.4).
-    func stopPreemptionTimer(_ l2: L2Machine, into vmcs: inout VMCS12) {
-        guard let timer = l2.preemption else { return }
-        l2.preemption = nil
-        if vmcs.exitControls.contains(.savePreemptionTimer) {
-            vmcs.write(.guestVMXPreemptionTimerValue, UInt64(timer.remainingTicks))
-        }
     }
 }

@@ -69,42 +69,31 @@ extension Machine {
     /// L1's host state. The exit starts an episode that lasts until the next
     /// VM entry.
     func reflect(_ exit: NestedExit, state: CPUState, note: inout ExitNote) -> RunOutcome? {
-        guard var vmcs = vmx.current else { return .unhandledExit("VM exit without a current VMCS") }
-        if let l2 = l2Machine {
-            stopPreemptionTimer(l2, into: &vmcs)
-            vmcs.write(.guestActivityState, l2.halted ? 1 : 0)      // 28.3.4: HLT or active
-            saveGuestMSRs(l2, into: &vmcs)
-        }
+        guard let vmcs = vmx.current, let l2 = l2Machine else { return .unhandledExit("VM exit without a current VMCS") }
+        let timer = l2.preemption
+        l2.preemption = nil                                         // it stops counting as L2 leaves
+        let plan = VMTransitions.exit(exit, l2: state, l1: cpuState, vmcs: vmcs, entryEvent: l2.entryEvent, halted: l2.halted,
+                                      preemptionTimer: timer, guestMSRs: guestMSRValues(l2, saving: vmcs.exitControls),
+                                      memory: ram, maxMSRListEntries: maxMSRListEntries)
         // 28.2.4: an event still in delivery goes to L1, which must
         // re-inject it; L2's vCPU forgets it.
-        if exit.vectoring == nil, state.eventInDelivery != nil { l2Machine?.vcpu.events.forgetInjectedEvent() }
-        let exit = StateTransfer.vectoring(exit, inDelivery: state.eventInDelivery, entry: l2Machine?.entryEvent, rip: state.rip)
-        StateTransfer.saveGuestState(state, into: &vmcs)
-        StateTransfer.recordExit(exit, into: &vmcs)
+        if exit.vectoring == nil, state.eventInDelivery != nil { l2.vcpu.events.forgetInjectedEvent() }
         // 28.4: the VM-exit MSR-store list takes L2's values, in order.
-        if let l2 = l2Machine {
-            let store = MSRLists.store(address: vmcs.read(.exitMSRStoreAddress) ?? 0,
-                                       count: UInt32(truncatingIfNeeded: vmcs.read(.exitMSRStoreCount) ?? 0),
-                                       maximum: maxMSRListEntries, memory: ram)
-            for (entry, value) in zip(store.entries, l2.vcpu.getMSRs(store.entries.map(\.index))) {
-                guard let value, ram.store(value, at: entry.valueAddress) else { return vmxAbort(.savingGuestMSR, vmcs: vmcs) }
-            }
-            if let abort = store.abort { return vmxAbort(abort, vmcs: vmcs) }
+        let store = plan.msrStore
+        for (entry, value) in zip(store.entries, l2.vcpu.getMSRs(store.entries.map(\.index))) {
+            guard let value, ram.store(value, at: entry.valueAddress) else { return vmxAbort(.savingGuestMSR, vmcs: vmcs) }
         }
-        loadHostMSRs(vmcs)                                          // 28.5.1, before the list (28.6)
+        if let abort = store.abort { return vmxAbort(abort, vmcs: vmcs) }
+        loadHostMSRs(plan.hostMSRs)                                 // 28.5.1, before the list (28.6)
         // 28.6: the VM-exit MSR-load list, into L1, in order.
-        let load = MSRLists.load(address: vmcs.read(.exitMSRLoadAddress) ?? 0,
-                                 count: UInt32(truncatingIfNeeded: vmcs.read(.exitMSRLoadCount) ?? 0),
-                                 maximum: maxMSRListEntries, memory: ram)
-        guard loadL1MSRs(load.entries) else { return vmxAbort(.loadingHostMSR, vmcs: vmcs) }
-        if let abort = load.abort { return vmxAbort(abort, vmcs: vmcs) }
-        let host = StateTransfer.hostState(from: vmcs, l2: state, l1: cpuState)
-        vmx.current = vmcs
-        host.storeRegistersAndSegments(into: vcpu)
+        guard loadL1MSRs(plan.msrLoad.entries) else { return vmxAbort(.loadingHostMSR, vmcs: vmcs) }
+        if let abort = plan.msrLoad.abort { return vmxAbort(abort, vmcs: vmcs) }
+        vmx.current = plan.vmcs
+        plan.host.storeRegistersAndSegments(into: vcpu)             // 28.5
         running = .l1
         episodeCounter += 1
         currentEpisode = episodeCounter
-        note.vmxReason = UInt32(exit.reason.rawValue)
+        note.vmxReason = UInt32(plan.exit.reason.rawValue)
         note.handler = .reflected
         note.episode = currentEpisode
         return nil

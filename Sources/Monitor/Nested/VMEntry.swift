@@ -8,52 +8,46 @@ import VMXArch
 extension Machine {
     /// VMLAUNCH/VMRESUME passed the launch-state checks: load L2 and run it.
     func enterL2(launch: Bool, note: inout ExitNote) -> RunOutcome? {
-        guard var vmcs = vmx.current else { return .unhandledExit("VM entry without a current VMCS") }
+        guard let vmcs = vmx.current else { return .unhandledExit("VM entry without a current VMCS") }
+        let plan = VMTransitions.entry(vmcs: vmcs, l1: cpuState, launch: launch, memory: ram,
+                                       maxMSRListEntries: maxMSRListEntries)
+        let l2: L2Machine
         do {
-            let l2 = try l2Machine ?? L2Machine(hypervisor.makeL2(cpuid: Self.guestCPUID(hostCPUID, vmx: false)))
+            l2 = try l2Machine ?? L2Machine(hypervisor.makeL2(cpuid: Self.guestCPUID(hostCPUID, vmx: false)))
             l2Machine = l2
             try prepareMemory(of: l2, for: vmcs)
             try updateMSRFilter(of: l2, for: vmcs)
-            let l1 = cpuState
-            let state = StateTransfer.guestState(from: vmcs, l1: l1)
+            let state = plan.guest
             state.storeRegistersAndSegments(into: l2.vcpu)
             var events = l2.vcpu.events
             events.shadow = []
             if state.blockingByMovSS { events.shadow.insert(.movSS) }
             if state.blockingBySTI { events.shadow.insert(.sti) }
             events.forgetInjectedEvent()
-            let entryEvent = vmcs.read(.entryInterruptionInfo) ?? 0
-            Self.injectEntryEvent(entryEvent, errorCode: vmcs.read(.entryExceptionErrorCode) ?? 0, into: &events)
-            l2.injectedVector = entryEvent & (1 << 31) != 0 ? Int(entryEvent & 0xff) : nil
-            l2.entryEvent = EntryEvent(vmcs: vmcs, rip: state.rip)
+            if let entry = plan.event { Self.inject(entry.event, into: &events) }
+            l2.vcpu.events = events
+            l2.injectedVector = plan.event.map { Int($0.event.vector) }
+            l2.entryEvent = plan.event
             l2.deliveryStop = nil
             // L1 enters L2 away from the handler L0 was stepping past: the
             // step is moot, and the breakpoints are armed again.
             try l2.breakpoints.cancelStep(unlessAt: state.cs.base &+ state.rip)
-            l2.vcpu.events = events
-            loadGuestMSRs(l2, vmcs: vmcs)
-            l2.deliveryFault = try mapEntryPages(of: state, injecting: entryEvent, l2: l2, vmcs: vmcs)
-            try armPreemptionTimer(l2, vmcs: vmcs)
-            // Activity state HLT (1) stays halted unless the entry injects an event.
-            l2.halted = vmcs.read(.guestActivityState) == 1 && entryEvent & (1 << 31) == 0
+            loadGuestMSRs(l2, plan.guestMSRs)
+            l2.deliveryFault = try mapEntryPages(of: state, injecting: plan.event?.event, l2: l2, vmcs: vmcs)
+            try armPreemptionTimer(l2, ticks: plan.preemptionTimerTicks)
+            l2.halted = plan.halted
         } catch {
             return .unhandledExit("setting up the L2 VM: \(error)")
         }
         // 27.4: the VM-entry MSR-load list, into L2's vCPU; an entry KVM refuses
         // fails the entry with reason 34 and its 1-based index.
-        // The entry checks (MSRLoadCheck) have read every entry already.
-        let list = MSRLists.entries(address: vmcs.read(.entryMSRLoadAddress) ?? 0,
-                                    count: Int(truncatingIfNeeded: vmcs.read(.entryMSRLoadCount) ?? 0) & 0xffff_ffff,
-                                    maximum: maxMSRListEntries, memory: ram).entries.map { (index: $0.index, value: $0.value) }
-        if let l2 = l2Machine, !list.isEmpty {
-            let loaded = l2.vcpu.setMSRs(list)
-            for (index, _) in list { l2.loadedMSRs[index] = nil }  // the cache no longer knows them
-            if loaded < list.count { return failEntry(.msrLoad(index: loaded + 1), l1: cpuState, note: &note) }
+        if !plan.msrLoadList.isEmpty {
+            let loaded = l2.vcpu.setMSRs(plan.msrLoadList.map { (index: $0.index, value: $0.value) })
+            for entry in plan.msrLoadList { l2.loadedMSRs[entry.index] = nil }  // the cache no longer knows them
+            if loaded < plan.msrLoadList.count { return failEntry(.msrLoad(index: loaded + 1), l1: cpuState, note: &note) }
         }
-        if launch { vmcs.launched = true }
-        vmcs.write(.entryInterruptionInfo, (vmcs.read(.entryInterruptionInfo) ?? 0) & ~(1 << 31))   // 27.6: consumed
-        vmx.current = vmcs
-        if let l2 = l2Machine { running = .l2(l2) }
+        vmx.current = plan.vmcs
+        running = .l2(l2)
         note.episode = currentEpisode          // the entry closes the episode
         currentEpisode = 0
         return nil
@@ -75,21 +69,18 @@ extension Machine {
         return nil
     }
 
-    /// The event the VM-entry interruption-information field asks for
-    /// (SDM 27.6): external interrupts and exceptions through KVM's event
-    /// injection. NMIs are not delivered (none are advertised).
-    static func injectEntryEvent(_ info: UInt64, errorCode: UInt64, into events: inout VCPUEvents) {
-        guard info & (1 << 31) != 0 else { return }
-        let vector = UInt8(truncatingIfNeeded: info)
-        switch (info >> 8) & 7 {
-        case 0:
-            events.interrupt = VCPUEvents.Interrupt(injected: true, vector: vector, soft: false)
-        case 3, 5, 6:
-            events.exception = VCPUEvents.Exception(injected: true, vector: vector,
-                                                    errorCode: info & (1 << 11) != 0 ? UInt32(truncatingIfNeeded: errorCode) : nil)
-        case 4:
-            events.interrupt = VCPUEvents.Interrupt(injected: true, vector: vector, soft: true)
-        default:
+    /// The event VM entry injects (SDM 27.6), as the vCPU's event:
+    /// external interrupts, exceptions and software interrupts through KVM's
+    /// event injection. NMIs are not delivered (none are advertised).
+    static func inject(_ event: DeliveredEvent, into events: inout VCPUEvents) {
+        switch event.kind {
+        case .externalInterrupt:
+            events.interrupt = VCPUEvents.Interrupt(injected: true, vector: event.vector, soft: false)
+        case .hardwareException, .privilegedSoftwareException, .softwareException:
+            events.exception = VCPUEvents.Exception(injected: true, vector: event.vector, errorCode: event.errorCode)
+        case .softwareInterrupt:
+            events.interrupt = VCPUEvents.Interrupt(injected: true, vector: event.vector, soft: true)
+        case .nmi:
             break
         }
     }

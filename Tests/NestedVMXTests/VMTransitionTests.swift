@@ -1,0 +1,92 @@
+import NestedVMX
+import VMXArch
+import XCTest
+
+/// The VM-entry and VM-exit sequences as plans (SDM Vol. 3C 27.3-27.7 and
+/// 28.1-28.6): what the monitor applies, computed over plain memory.
+final class VMTransitionTests: XCTestCase {
+    let memory = ArrayMemory(size: 0x1_0000)
+
+    func vmcs(_ fields: [(VMCSField, UInt64)]) -> VMCS12 {
+        var v = VMCS12(address: 0x1000)
+        for (f, value) in fields { XCTAssertTrue(v.write(f, value), "\(f)") }
+        return v
+    }
+
+    func testEntryLoadsTheGuestStateAndConsumesTheEvent() {
+        var l1 = CPUState()
+        l1.gprs[.rax] = 0x1234
+        let v = vmcs([(.guestRIP, 0x5000), (.guestRSP, 0x8000), (.guestActivityState, 1),
+                      (.entryInterruptionInfo, 1 << 31 | 0x30), (.entryControls, UInt64(VMEntryControls.loadPAT.rawValue)),
+                      (.guestIA32PAT, 0x0606), (.guestIA32SysenterEIP, 0xfeed)])
+        let plan = VMTransitions.entry(vmcs: v, l1: l1, launch: true, memory: memory, maxMSRListEntries: 512)
+        XCTAssertEqual(plan.guest.rip, 0x5000)
+        XCTAssertEqual(plan.guest.gprs[.rsp], 0x8000)
+        XCTAssertEqual(plan.guest.gprs[.rax], 0x1234, "VMX does not switch the other GPRs (27.3.2.1)")
+        XCTAssertEqual(plan.event?.event, DeliveredEvent(kind: .externalInterrupt, vector: 0x30))
+        XCTAssertFalse(plan.halted, "an injected event wakes the HLT activity state")
+        XCTAssertTrue(plan.vmcs.launched)
+        XCTAssertEqual(plan.vmcs.read(.entryInterruptionInfo), 0x30, "27.6: the valid bit is cleared")
+        XCTAssertEqual(plan.guestMSRs.map(\.index), [0x174, 0x175, 0x176, 0x277], "SYSENTER always; PAT with load PAT; no DEBUGCTL")
+        XCTAssertEqual(plan.guestMSRs.first { $0.index == 0x176 }?.value, 0xfeed)
+        XCTAssertNil(plan.preemptionTimerTicks)
+    }
+
+    func testEntryWithoutAnEventKeepsAnHLTGuestHalted() {
+        let v = vmcs([(.guestActivityState, 1), (.pinBasedControls, UInt64(PinBasedControls.activatePreemptionTimer.rawValue)),
+                      (.guestVMXPreemptionTimerValue, 77)])
+        let plan = VMTransitions.entry(vmcs: v, l1: CPUState(), launch: false, memory: memory, maxMSRListEntries: 512)
+        XCTAssertTrue(plan.halted)
+        XCTAssertNil(plan.event)
+        XCTAssertFalse(plan.vmcs.launched, "VMRESUME does not change the launch state")
+        XCTAssertEqual(plan.preemptionTimerTicks, 77)
+    }
+
+    func testEntryReadsItsMSRLoadList() {
+        _ = memory.store(UInt64(0x174), at: 0x2000)
+        _ = memory.store(UInt64(9), at: 0x2008)
+        let v = vmcs([(.entryMSRLoadAddress, 0x2000), (.entryMSRLoadCount, 1)])
+        let plan = VMTransitions.entry(vmcs: v, l1: CPUState(), launch: true, memory: memory, maxMSRListEntries: 512)
+        XCTAssertEqual(plan.msrLoadList, [MSRAreaEntry(address: 0x2000, low: 0x174, value: 9)])
+    }
+
+    func testExitSavesRecordsAndLoadsTheHost() {
+        let exitControls: VMExitControls = [.hostAddressSpaceSize, .savePreemptionTimer, .savePAT, .loadPAT]
+        let v = vmcs([(.exitControls, UInt64(exitControls.rawValue)), (.hostRIP, 0x40_0000), (.hostRSP, 0x9000),
+                      (.hostCR3, 0x7000), (.hostIA32PAT, 0x0404), (.hostIA32SysenterCS, 8),
+                      (.exitMSRStoreAddress, 0x3000), (.exitMSRStoreCount, 1)])
+        _ = memory.store(UInt64(0x175), at: 0x3000)
+        var l2 = CPUState()
+        l2.rip = 0x1234
+        let timer = PreemptionTimer(ticks: 50, tickNanos: 2)
+        let plan = VMTransitions.exit(NestedExit(reason: .hlt, instructionLength: 1), l2: l2, l1: CPUState(), vmcs: v,
+                                      entryEvent: nil, halted: true, preemptionTimer: timer,
+                                      guestMSRs: [0x277: 0x0707, 0x174: 3], memory: memory, maxMSRListEntries: 512)
+        XCTAssertEqual(plan.vmcs.read(.exitReason), 12)
+        XCTAssertEqual(plan.vmcs.read(.exitInstructionLength), 1)
+        XCTAssertEqual(plan.vmcs.read(.guestRIP), 0x1234)
+        XCTAssertEqual(plan.vmcs.read(.guestActivityState), 1, "28.3.4: halted")
+        XCTAssertEqual(plan.vmcs.read(.guestVMXPreemptionTimerValue), 50, "saved when asked (28.3.4)")
+        XCTAssertEqual(plan.vmcs.read(.guestIA32PAT), 0x0707, "save PAT")
+        XCTAssertEqual(plan.vmcs.read(.guestIA32SysenterCS), 3)
+        XCTAssertEqual(plan.host.rip, 0x40_0000)
+        XCTAssertEqual(plan.host.gprs[.rsp], 0x9000)
+        XCTAssertEqual(plan.host.cr3, 0x7000)
+        XCTAssertEqual(plan.hostMSRs.map(\.index), [0x174, 0x175, 0x176, 0x1d9, 0x277])
+        XCTAssertEqual(plan.hostMSRs.first { $0.index == 0x1d9 }?.value, 0, "28.5.1: DEBUGCTL cleared")
+        XCTAssertEqual(plan.msrStore.entries.map(\.index), [0x175])
+        XCTAssertNil(plan.msrLoad.abort)
+        XCTAssertTrue(plan.msrLoad.entries.isEmpty)
+    }
+
+    func testExitWithoutSaveControlsLeavesThoseFields() {
+        let v = vmcs([(.guestVMXPreemptionTimerValue, 99), (.guestIA32PAT, 0x1111)])
+        let plan = VMTransitions.exit(NestedExit(reason: .externalInterrupt), l2: CPUState(), l1: CPUState(), vmcs: v,
+                                      entryEvent: nil, halted: false, preemptionTimer: PreemptionTimer(ticks: 1, tickNanos: 1),
+                                      guestMSRs: [0x277: 0x2222], memory: memory, maxMSRListEntries: 512)
+        XCTAssertEqual(plan.vmcs.read(.guestVMXPreemptionTimerValue), 99)
+        XCTAssertEqual(plan.vmcs.read(.guestIA32PAT), 0x1111)
+        XCTAssertEqual(plan.vmcs.read(.guestActivityState), 0)
+        XCTAssertEqual(plan.hostMSRs.count, 4, "no PAT without load PAT")
+    }
+}
