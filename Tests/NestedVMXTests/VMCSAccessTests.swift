@@ -33,6 +33,34 @@ final class VMCSAccessTests: XCTestCase {
         }
     }
 
+    /// Whatever L1 wrote into the region itself, VMPTRLD loads each field
+    /// at its width: a VMREAD never returns more bits than the field has
+    /// (Appendix B), and a 32-bit field such as the VM-entry instruction
+    /// length cannot carry bit 63 into the monitor. Seeded random regions.
+    func testRegionContentsAreCutToTheFieldWidthOnLoad() {
+        var seed: UInt64 = 0x9e37_79b9_7f4a_7c15
+        func next() -> UInt64 { seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17; return seed }
+        for round in 0..<20 {
+            var m = VMXMachine()
+            m.enterVMX()
+            for offset in stride(from: UInt64(8), to: 4096, by: 8) {
+                XCTAssertTrue(m.memory.store(round == 0 ? UInt64.max : next(), at: L.vmcsB + offset))
+            }
+            XCTAssertTrue(m.memory.store(VMXCapabilities.revisionID, at: L.vmcsB))
+            XCTAssertEqual(m.vmptrld(L.vmcsB), .succeed)
+            for field in VMCSField.allFields {
+                guard let value = m.vmread(field) else { return XCTFail("VMREAD \(field.name)") }
+                XCTAssertEqual(value & ~field.width.valueMask, 0, "\(field.name) in round \(round)")
+            }
+        }
+        var m = VMXMachine()
+        m.enterVMX()
+        XCTAssertTrue(m.memory.store(UInt64(0x8000_0000_0000_0002), at: L.vmcsB + VMCS12Layout.offset(ofSlot: VMCS12Layout.slot(of: .entryInstructionLength)!)))
+        XCTAssertTrue(m.memory.store(VMXCapabilities.revisionID, at: L.vmcsB))
+        XCTAssertEqual(m.vmptrld(L.vmcsB), .succeed)
+        XCTAssertEqual(m.vmread(.entryInstructionLength), 2)
+    }
+
     /// High access (encoding | 1) of every 64-bit field reads and writes bits 63:32.
     func testHighAccessOfEvery64BitField() {
         var m = VMXMachine()

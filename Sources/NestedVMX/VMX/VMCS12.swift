@@ -42,12 +42,18 @@ public struct VMCS12: Equatable, Sendable {
     public private(set) var values: [UInt64]
     public var launched: Bool
 
-    /// Loads the region at `address`; nil if it is not wholly in RAM.
+    /// Loads the region at `address`; nil if it is not wholly in RAM. The
+    /// region is L1's memory, which it may have written directly: each
+    /// value is cut to its field's width (Appendix B), as VMWRITE would have
+    /// stored it, so a 16- or 32-bit field never reads back wider (SDM
+    /// 25.11.2 leaves the region's format to the implementation).
     public init?(loadingFrom address: UInt64, memory: some GuestMemoryAccess) {
         guard let raw = memory.read(address, count: VMCS12Layout.regionSize) else { return nil }
         self.address = address
         launched = raw[Int(VMCS12Layout.launchStateOffset)] & 1 != 0
-        values = (0..<VMCSField.allFields.count).map { raw.littleEndian(at: Int(VMCS12Layout.offset(ofSlot: $0)), count: 8) }
+        values = VMCSField.allFields.enumerated().map { slot, field in
+            raw.littleEndian(at: Int(VMCS12Layout.offset(ofSlot: slot)), count: 8) & field.width.valueMask
+        }
     }
 
     /// A VMCS with every field zero, as after VMCLEAR of fresh memory.
