@@ -53,7 +53,13 @@ final class FakeVCPU: VirtualCPU {
         return next.exit
     }
 
-    func finishPendingExit() { finishedPending += 1 }
+    /// What completing the last exit does to the guest (KVM retires an IN there).
+    var onFinishPending: ((FakeVCPU) -> Void)?
+    func finishPendingExit() {
+        finishedPending += 1
+        onFinishPending?(self)
+        onFinishPending = nil
+    }
     func ioOutputElement(_ index: Int) -> UInt32? { nil }
     func completeIOIn(_ value: UInt32, element index: Int) { ioInputs.append(value) }
     func completeMMIORead(_ value: UInt64) { mmioReads.append(value) }

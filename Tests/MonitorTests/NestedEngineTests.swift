@@ -168,6 +168,34 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(machine.activeLevel, 2)
     }
 
+    /// An IN at EIP 0xffffffff: KVM retires it to EIP 0 when it completes.
+    /// The length comes from the instruction, never from the two RIPs.
+    func testAnINThatWrapsEIPIsReflectedWithoutATrap() throws {
+        launch(vmcs())
+        hv.l2.script = [FakeRun(effect: { cpu in
+            cpu.set(rip: 0xffff_ffff)
+            cpu.onFinishPending = { $0.set(rip: 0) }
+        }, exit: .io(IOExit(port: 0x60, size: 1, direction: .input)))]
+        try step()
+        assertReflected(.ioInstruction)
+        XCTAssertEqual(field(.guestRIP), 0xffff_ffff)
+        XCTAssertEqual(field(.exitInstructionLength), 1, "no bytes to fetch there: the one-byte form")
+        XCTAssertEqual(field(.exitQualification), 0x60 << 16 | 1 << 3, "port 0x60, IN, 1 byte")
+    }
+
+    func testAnINIsReportedAtItsOwnAddressWithItsLength() throws {
+        storeBytes([0x66, 0xe5, 0x60], l2: L.code)                    // in ax, 0x60
+        launch(vmcs())
+        hv.l2.script = [FakeRun(effect: { cpu in
+            cpu.onFinishPending = { $0.set(rip: L.code + 3) }
+        }, exit: .io(IOExit(port: 0x60, size: 2, direction: .input)))]
+        try step()
+        assertReflected(.ioInstruction)
+        XCTAssertEqual(field(.guestRIP), L.code)
+        XCTAssertEqual(field(.exitInstructionLength), 3)
+        XCTAssertEqual(field(.exitQualification), 0x60 << 16 | 1 << 6 | 1 << 3 | 1, "immediate port, IN, 2 bytes")
+    }
+
     func testAnOUTL1DoesNotInterceptGoesToL1sDevice() throws {
         launch(vmcs(proc: [.hltExiting]))
         hv.l2.script = [FakeRun(exit: .io(IOExit(port: 0x80, size: 1, direction: .input)))]
