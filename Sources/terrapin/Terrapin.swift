@@ -17,9 +17,16 @@ struct Terrapin: ParsableCommand {
 
             Exit status: odd values come from the guest's isa-debug-exit write (value << 1 | 1). \
             Even values are the monitor's: 64 bad flags, 66 image cannot be loaded, 70 host or KVM \
-            failure, 80 triple fault, 82 halted with nothing to wake it, 84 unhandled exit.
+            failure, 80 triple fault, 82 halted with nothing to wake it, 84 unhandled exit, 86 L1 hit \
+            a VMX abort.
             """,
         subcommands: [Run.self])
+
+    /// No subcommand is a usage error like any other: the usage, and status 64.
+    func run() throws {
+        printError(Self.helpMessage())
+        throw ExitCode(RunOutcome.usageStatus)
+    }
 }
 
 struct Run: ParsableCommand {

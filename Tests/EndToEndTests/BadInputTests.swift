@@ -18,6 +18,14 @@ final class BadInputTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("no multiboot header"), r.stderr)
     }
 
+    /// No subcommand is a usage error: status 64 and the usage on stderr.
+    func testNoArgumentsIsAUsageError() throws {
+        let r = try Harness.terrapin([])
+        XCTAssertEqual(r.status, 64)
+        XCTAssertTrue(r.stderr.contains("USAGE: terrapin <subcommand>"), r.stderr)
+        XCTAssertEqual(try Harness.terrapin(["--help"]).status, 0, "asking for help is not an error")
+    }
+
     func testMissingImage() throws {
         let r = try Harness.terrapin(["run", "/nonexistent/kernel.elf"])
         XCTAssertEqual(r.status, 66)
