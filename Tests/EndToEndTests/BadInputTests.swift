@@ -26,6 +26,14 @@ final class BadInputTests: XCTestCase {
         XCTAssertEqual(try Harness.terrapin(["--help"]).status, 0, "asking for help is not an error")
     }
 
+    /// A trace error says the real reason once, never strerror(0).
+    func testATraceThatCannotBeCreatedSaysWhy() throws {
+        let r = try Harness.terrapin(["run", Harness.guest("hello"), "--trace", "/nonexistent/dir/x.trc"])
+        XCTAssertEqual(r.status, 70)
+        XCTAssertTrue(r.stderr.contains("x.trc: cannot create: No such file or directory"), r.stderr)
+        XCTAssertFalse(r.stderr.contains("Success"), r.stderr)
+    }
+
     func testMissingImage() throws {
         let r = try Harness.terrapin(["run", "/nonexistent/kernel.elf"])
         XCTAssertEqual(r.status, 66)

@@ -9,7 +9,8 @@ public enum MonitorError: Error, CustomStringConvertible, Equatable {
     case badImage(path: String, reason: String)
     /// A configuration value is out of range.
     case badConfig(String)
-    /// A host operation (file, KVM) failed.
+    /// A host operation (file, KVM) failed, with its errno (0: the message
+    /// already says why, as a trace error does).
     case io(String, errno: Int32)
     case kvm(String)
 
@@ -17,7 +18,7 @@ public enum MonitorError: Error, CustomStringConvertible, Equatable {
         switch self {
         case let .badImage(path, reason): return "\(path): \(reason)"
         case let .badConfig(message): return message
-        case let .io(what, errno): return "\(what): \(String(cString: strerror(errno)))"
+        case let .io(what, errno): return errno == 0 ? what : "\(what): \(String(cString: strerror(errno)))"
         case let .kvm(message): return message
         }
     }
