@@ -34,6 +34,27 @@ final class BadInputTests: XCTestCase {
         XCTAssertFalse(r.stderr.contains("Success"), r.stderr)
     }
 
+    /// A FIFO as the image is refused at once, never waited on.
+    func testAFIFOIsNotAnImage() throws {
+        let path = Harness.temporaryPath("fifo.img")
+        unlink(path)
+        XCTAssertEqual(mkfifo(path, 0o600), 0)
+        let r = try Harness.terrapin(["run", path])
+        XCTAssertEqual(r.status, 66)
+        XCTAssertTrue(r.stderr.contains("not a regular file"), r.stderr)
+        let m = try Harness.terrapin(["run", Harness.guest("hello"), "--module", path])
+        XCTAssertEqual(m.status, 66)
+    }
+
+    /// Serial output that cannot be written is reported once; the guest's
+    /// own status stands.
+    func testSerialWriteErrorsAreReported() throws {
+        let r = try Harness.terrapin(["run", Harness.guest("hello"), "--serial", "/dev/full"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertEqual(r.stderr.components(separatedBy: "serial output to /dev/full failed: No space left on device").count, 2,
+                       r.stderr)
+    }
+
     func testMissingImage() throws {
         let r = try Harness.terrapin(["run", "/nonexistent/kernel.elf"])
         XCTAssertEqual(r.status, 66)

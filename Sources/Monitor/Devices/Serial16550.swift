@@ -7,8 +7,12 @@ public final class SerialSink {
     private let fd: Int32
     private let ownsFD: Bool
     private var buffer: [UInt8] = []
+    private let name: String
+    /// The first write error, reported once on stderr; later output is dropped.
+    public private(set) var writeError: Int32?
 
-    public init(fd: Int32, owns: Bool = false) {
+    public init(fd: Int32, owns: Bool = false, name: String = "standard output") {
+        self.name = name
         self.fd = fd
         self.ownsFD = owns
         buffer.reserveCapacity(4096)
@@ -18,7 +22,7 @@ public final class SerialSink {
     public convenience init(path: String) throws(MonitorError) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw MonitorError.io("open serial output \(path)", errno: errno) }
-        self.init(fd: fd, owns: true)
+        self.init(fd: fd, owns: true, name: path)
     }
 
     deinit {
@@ -33,10 +37,15 @@ public final class SerialSink {
 
     public func flush() {
         var done = 0
-        while done < buffer.count {
+        while done < buffer.count, writeError == nil {
             let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
             if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
+            if n <= 0 {
+                writeError = n < 0 ? errno : EIO
+                printError("terrapin: the guest's serial output to \(name) failed: \(String(cString: strerror(writeError ?? EIO))); "
+                           + "further output is dropped")
+                break
+            }
             done += n
         }
         buffer.removeAll(keepingCapacity: true)

@@ -114,7 +114,8 @@ public final class Machine {
     }
 
     static func readFile(_ path: String) throws(MonitorError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: a FIFO must not block the open; it is refused below.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw .badImage(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         var st = stat()

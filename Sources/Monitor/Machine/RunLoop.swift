@@ -10,7 +10,13 @@ extension Machine {
         while outcome == nil { outcome = try step() }
         hostTimer = nil
         serialSink.flush()
-        do { try trace?.finish() } catch { throw .io("trace: \(error)", errno: 0) }
+        do {
+            try trace?.finish()
+        } catch {
+            // The trace error decides the status (70); the guest's outcome is still said.
+            printError("terrapin: \(outcome?.description ?? "no outcome") before the trace failed")
+            throw .io("trace: \(error)", errno: 0)
+        }
         trace = nil
         let result = outcome ?? .unhandledExit("no outcome")
         if case .guestExit = result {} else {
