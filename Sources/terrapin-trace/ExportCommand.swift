@@ -28,7 +28,7 @@ struct Export: ParsableCommand {
         let reader = try openTrace(trace)
         let output: TextOutput
         do {
-            output = try out.map { try TextOutput(path: $0) } ?? TextOutput()
+            output = try out.map { try TextOutput(path: $0, inputs: [trace]) } ?? TextOutput()
         } catch {
             throw fail("\(error)")
         }

@@ -24,10 +24,13 @@ struct Plot: ParsableCommand {
     }
 
     func run() throws {
+        if let input = FileIdentity.clash(output: out, inputs: [trace]) {
+            throw fail("\(out): is the input \(input); refusing to overwrite it")
+        }
         let reader = try openTrace(trace)
         let svg = PlotRenderer(reader: reader, timeline: Timeline(reader, bins: bins), series: series).render()
         do {
-            let output = try TextOutput(path: out)
+            let output = try TextOutput(path: out, inputs: [trace])
             output.write(svg)
             try output.finish()
         } catch {

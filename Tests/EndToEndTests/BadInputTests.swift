@@ -55,6 +55,27 @@ final class BadInputTests: XCTestCase {
                        r.stderr)
     }
 
+    /// No output may be an input of the run, nor may two outputs be one
+    /// file: refused with status 64 before anything is written.
+    func testOutputsThatAreInputsAreRefused() throws {
+        let image = Harness.temporaryPath("clobber.elf")
+        try? FileManager.default.removeItem(atPath: image)
+        try FileManager.default.copyItem(atPath: Harness.packageRoot.appendingPathComponent(Harness.guest("hello")).path, toPath: image)
+        let original = try XCTUnwrap(FileManager.default.contents(atPath: image))
+        let link = Harness.temporaryPath("clobber-link.elf")
+        try? FileManager.default.removeItem(atPath: link)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: image)
+        let trace = Harness.temporaryPath("twice.trc")
+        for args in [["run", image, "--serial", image], ["run", image, "--trace", link],
+                     ["run", Harness.guest("hello"), "--module", image, "--trace", image],
+                     ["run", Harness.guest("hello"), "--trace", trace, "--serial", trace]] {
+            let r = try Harness.terrapin(args)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("refusing to overwrite it") || r.stderr.contains("are the same file"), r.stderr)
+        }
+        XCTAssertEqual(try XCTUnwrap(FileManager.default.contents(atPath: image)), original, "the image is intact")
+    }
+
     func testMissingImage() throws {
         let r = try Harness.terrapin(["run", "/nonexistent/kernel.elf"])
         XCTAssertEqual(r.status, 66)

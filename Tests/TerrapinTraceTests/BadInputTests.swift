@@ -33,6 +33,29 @@ final class BadInputTests: XCTestCase {
         ]
     }
 
+    /// An output that is the input (by any name) is refused, and the input
+    /// stays as it was; an output that fails leaves no half-written file.
+    func testAnOutputThatIsTheInputIsRefused() throws {
+        let trace = store(valid, "self.trc")
+        let link = CLI.temporaryPath("self-link.trc")
+        try? FileManager.default.removeItem(atPath: link)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: trace)
+        for args in [["export", trace, "--format", "csv", "--out", trace], ["export", trace, "--format", "perfetto", "--out", link],
+                     ["plot", trace, "--out", trace], ["plot", link, "--out", trace]] {
+            let r = try CLI.run(args)
+            XCTAssertEqual(r.status, 1, "\(args)")
+            XCTAssertTrue(r.stderr.contains("refusing to overwrite it"), r.stderr)
+        }
+        XCTAssertEqual([UInt8](try XCTUnwrap(FileManager.default.contents(atPath: trace))), valid, "the input is intact")
+        // A new output appears whole, with no temporary file left beside it.
+        let csv = CLI.temporaryPath("out.csv")
+        try? FileManager.default.removeItem(atPath: csv)
+        XCTAssertEqual(try CLI.run(["export", trace, "--format", "csv", "--out", csv]).status, 0)
+        XCTAssertTrue(try String(contentsOfFile: csv, encoding: .utf8).hasPrefix("record,"))
+        let siblings = try FileManager.default.contentsOfDirectory(atPath: (csv as NSString).deletingLastPathComponent)
+        XCTAssertFalse(siblings.contains { $0.hasPrefix("out.csv.tmp-") }, "\(siblings)")
+    }
+
     func testEveryCommandRejectsDamagedTraces() throws {
         let good = CLI.fixture("nested-small")
         for (path, fragment) in damaged {

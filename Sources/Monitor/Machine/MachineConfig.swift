@@ -1,3 +1,5 @@
+import TraceFormat
+
 /// Everything `terrapin run` needs to build a machine.
 public struct MachineConfig: Sendable {
     public var imagePath: String
@@ -41,6 +43,27 @@ public struct MachineConfig: Sendable {
     public func validate() throws(MonitorError) {
         guard memorySize >= Self.minimumMemory, memorySize <= Self.maximumMemory, memorySize % 4096 == 0 else {
             throw .badConfig("memory size \(memorySize) bytes is not a multiple of 4 KiB between 2 MiB and 3 GiB")
+        }
+        try checkOutputs()
+    }
+
+    /// The files the run reads: the image and each module's file.
+    public var inputPaths: [String] {
+        [imagePath] + modules.map { String($0.split(separator: " ", maxSplits: 1).first ?? "") }
+    }
+
+    /// No output may be an input of the run, and the trace and the serial
+    /// output may not be one file: each would destroy the other. Compared
+    /// by device and inode (`FileIdentity`), so other names of a file count.
+    func checkOutputs() throws(MonitorError) {
+        let outputs = [("--trace", tracePath), ("--serial", serialPath)].compactMap { name, path in path.map { (name, $0) } }
+        for (name, path) in outputs {
+            if let input = FileIdentity.clash(output: path, inputs: inputPaths) {
+                throw .badConfig("\(name) \(path) is an input of this run (\(input)); refusing to overwrite it")
+            }
+        }
+        if let trace = tracePath, let serial = serialPath, FileIdentity.clash(output: trace, inputs: [serial]) != nil {
+            throw .badConfig("--trace \(trace) and --serial \(serial) are the same file")
         }
     }
 }
