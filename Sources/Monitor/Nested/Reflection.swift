@@ -72,6 +72,7 @@ extension Machine {
         guard let vmcs = vmx.current, let l2 = l2Machine else { return .unhandledExit("VM exit without a current VMCS") }
         let timer = l2.preemption
         l2.preemption = nil                                         // it stops counting as L2 leaves
+        l2.kick?.disarm()                                           // and L2's host timer has nothing to kick
         let plan = VMTransitions.exit(exit, l2: state, l1: cpuState, vmcs: vmcs, entryEvent: l2.entryEvent, halted: l2.halted,
                                       preemptionTimer: timer, guestMSRs: guestMSRValues(l2, saving: vmcs.exitControls),
                                       memory: ram, maxMSRListEntries: maxMSRListEntries)
