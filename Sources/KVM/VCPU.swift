@@ -46,9 +46,15 @@ public final class VCPU: @unchecked Sendable {
         self.mmapSize = size
         run = p.assumingMemoryBound(to: kvm_run.self)
         sync = ckvm_sync_regs(run)
+        // A stop request (StopRequest) kicks this vCPU out of KVM_RUN; the
+        // vCPU is run on the thread that creates it.
+        if ckvm_install_kick_handler(SIGUSR1) == 0 { _ = ckvm_watch_for_stop(run, ckvm_thread_self(), SIGUSR1) }
     }
 
-    deinit { munmap(run, mmapSize) }
+    deinit {
+        ckvm_unwatch_for_stop(run)
+        munmap(run, mmapSize)
+    }
 
     // MARK: Register state
 

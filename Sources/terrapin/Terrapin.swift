@@ -18,7 +18,7 @@ struct Terrapin: ParsableCommand {
             Exit status: odd values come from the guest's isa-debug-exit write (value << 1 | 1). \
             Even values are the monitor's: 64 bad flags, 66 image cannot be loaded, 70 host or KVM \
             failure, 80 triple fault, 82 halted with nothing to wake it, 84 unhandled exit, 86 L1 hit \
-            a VMX abort.
+            a VMX abort, 88 stopped by SIGINT, SIGTERM or a closed output pipe (the trace is finished).
             """,
         subcommands: [Run.self])
 

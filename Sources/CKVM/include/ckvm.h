@@ -45,6 +45,15 @@ int ckvm_memfd_create(const char *name, unsigned int flags);
 int ckvm_install_kick_handler(int signo);
 int ckvm_kick_thread(unsigned long thread, int signo);
 unsigned long ckvm_thread_self(void);
+// Stop signals: the handler records the first signal and kicks every watched
+// vCPU (immediate_exit and the kick signal). SIGPIPE is ignored instead, so a
+// write to a closed pipe fails with EPIPE. Each returns 0 or -errno.
+int ckvm_install_stop_handler(int signo);
+int ckvm_ignore_signal(int signo);
+void ckvm_request_stop(int signo);
+int ckvm_stop_requested(void);
+int ckvm_watch_for_stop(struct kvm_run *run, unsigned long thread, int kick_signal);
+void ckvm_unwatch_for_stop(struct kvm_run *run);
 
 // --- struct kvm_run: exit payloads live in anonymous unions --------------------
 static inline uint32_t ckvm_run_exit_reason(const struct kvm_run *r) { return r->exit_reason; }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import KVM
 
 /// Where guest serial output goes: a file descriptor, buffered per line.
 public final class SerialSink {
@@ -42,6 +43,9 @@ public final class SerialSink {
             if n < 0 && errno == EINTR { continue }
             if n <= 0 {
                 writeError = n < 0 ? errno : EIO
+                // A reader that went away (`terrapin run ... | head`) ends the
+                // run as SIGPIPE would, but with the trace finished.
+                if writeError == EPIPE { StopRequest.request(SIGPIPE) }
                 printError("terrapin: the guest's serial output to \(name) failed: \(String(cString: strerror(writeError ?? EIO))); "
                            + "further output is dropped")
                 break

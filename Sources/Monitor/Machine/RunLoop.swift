@@ -19,7 +19,10 @@ extension Machine {
         }
         trace = nil
         let result = outcome ?? .unhandledExit("no outcome")
-        if case .guestExit = result {} else {
+        switch result {
+        case .guestExit: break
+        case .stopped: printError("terrapin: \(result.description)")
+        default:
             printError("terrapin: \(result.description)\n\(RegisterDump.text(of: vcpu))")
         }
         return result
@@ -30,6 +33,7 @@ extension Machine {
     func start() throws(MonitorError) {
         do {
             hostTimer = HostTimer(kicker: try vcpu.makeKicker())
+            try StopRequest.installHandlers()
         } catch { throw MonitorError(error) }
         runStart = clock.now()
     }
@@ -38,6 +42,7 @@ extension Machine {
     /// is due without running it, and handles what came back. Returns the
     /// outcome when the run is over.
     func step() throws(MonitorError) -> RunOutcome? {
+        if let signal = StopRequest.signal { return .stopped(signal: signal) }
         let level = activeLevel
         let exit: VCPUExit
         switch running {

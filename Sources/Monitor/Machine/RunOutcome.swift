@@ -14,6 +14,7 @@
 /// | 82 | the guest halted with nothing that could ever wake it |
 /// | 84 | an exit the monitor does not handle (e.g. an emulation failure) |
 /// | 86 | L1 hit a VMX abort (SDM 28.7): the indicator is in its VMCS region |
+/// | 88 | stopped by SIGINT or SIGTERM, or by a broken output pipe (SIGPIPE) |
 public enum RunOutcome: Equatable, Sendable {
     case guestExit(value: UInt32)
     case tripleFault
@@ -22,6 +23,8 @@ public enum RunOutcome: Equatable, Sendable {
     /// A VM exit to L1 could not complete (SDM 28.7); `indicator` is the
     /// abort indicator, as L0 wrote it into L1's VMCS region.
     case vmxAbort(indicator: UInt32)
+    /// The run was asked to stop by `signal`; the trace was finished.
+    case stopped(signal: Int32)
 
     public static let usageStatus: Int32 = 64
     public static let badImageStatus: Int32 = 66
@@ -34,6 +37,7 @@ public enum RunOutcome: Equatable, Sendable {
         case .deadHalt: return 82
         case .unhandledExit: return 84
         case .vmxAbort: return 86
+        case .stopped: return 88
         }
     }
 
@@ -44,6 +48,16 @@ public enum RunOutcome: Equatable, Sendable {
         case let .deadHalt(reason): return "guest halted for good: \(reason) (status 82)"
         case let .unhandledExit(what): return "unhandled exit: \(what) (status 84)"
         case let .vmxAbort(indicator): return "L1 hit a VMX abort, indicator \(indicator) (SDM 28.7) (status 86)"
+        case let .stopped(signal): return "stopped by \(Self.signalName(signal)); the trace is complete up to here (status 88)"
+        }
+    }
+
+    static func signalName(_ signal: Int32) -> String {
+        switch signal {
+        case 2: "SIGINT"
+        case 13: "SIGPIPE (an output pipe was closed)"
+        case 15: "SIGTERM"
+        default: "signal \(signal)"
         }
     }
 }
