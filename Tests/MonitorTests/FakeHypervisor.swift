@@ -89,8 +89,15 @@ final class FakeVM: GuestVM {
     private(set) var slots: [Slot] = []
     private(set) var filters = 0
 
+    /// KVM's rules: the host range must lie in `memory` (EINVAL) and the
+    /// guest range may not overlap another slot (EEXIST).
     func map(_ memory: GuestMemory, offset: Int, size: Int?, slot: UInt32, at: UInt64, readOnly: Bool) throws(KVMError) {
-        slots.append(Slot(slot: slot, at: at, offset: offset, size: size ?? memory.size - offset, readOnly: readOnly))
+        let length = size ?? memory.size - offset
+        guard offset >= 0, length > 0, offset + length <= memory.size else { throw KVMError("fake map", errno: EINVAL) }
+        guard !slots.contains(where: { at < $0.at + UInt64($0.size) && $0.at < at + UInt64(length) }) else {
+            throw KVMError("fake map", errno: EEXIST)
+        }
+        slots.append(Slot(slot: slot, at: at, offset: offset, size: length, readOnly: readOnly))
     }
 
     func unmap(slot: UInt32, at: UInt64) throws(KVMError) { slots.removeAll { $0.slot == slot } }

@@ -246,6 +246,34 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(field(.guestRIP), L.code)
     }
 
+    /// A 1 GiB EPT12 leaf at frame 0 over 8 MiB of L1 RAM: the slot covers
+    /// the RAM, and the rest of the leaf is L1's unbacked space (all ones).
+    func testALargeLeafPastTheEndOfRAMMapsOnlyRAM() throws {
+        XCTAssertTrue(machine.ram.store(UInt64(0) | 7 | 6 << 3 | 1 << 7, at: L.pdpt))      // PDPT[0]: 1 GiB at 0
+        launch(vmcs())
+        XCTAssertTrue(hv.l2VM.slots.contains { $0.at == 0 && $0.offset == 0 && $0.size == 8 << 20 }, "\(hv.l2VM.slots)")
+        hv.l2.script = [FakeRun(exit: .mmio(MMIOExit(address: 0x90_0000, length: 4, isWrite: false)))]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2, "not an exit: L1's physical space answers")
+        XCTAssertEqual(hv.l2.mmioReads.last, .max, "unbacked L1-physical space reads all ones")
+    }
+
+    /// A 4 KiB mapping that L1 turns into part of a 2 MiB leaf without
+    /// INVEPT: the stale slot may stay (SDM 29.4.3.1); the new slot fits
+    /// around it instead of overlapping it (KVM refuses that, EEXIST).
+    func testARemappedLeafWithoutINVEPTNeverOverlapsAStaleSlot() throws {
+        let pt: UInt64 = 0x1_3000
+        XCTAssertTrue(machine.ram.store(pt | 7, at: L.pd))                                   // PD[0] -> PT
+        XCTAssertTrue(machine.ram.store((L.l2Base + 0x1000) | 7 | 6 << 3, at: pt + 8))      // PT[1]: L2 0x1000 only
+        launch(vmcs())
+        XCTAssertTrue(hv.l2VM.slots.contains { $0.at == 0x1000 && $0.size == 0x1000 }, "\(hv.l2VM.slots)")
+        XCTAssertTrue(machine.ram.store(L.l2Base | 7 | 6 << 3 | 1 << 7, at: L.pd))          // PD[0]: 2 MiB leaf, no INVEPT
+        hv.l2.script = [FakeRun(exit: .mmio(MMIOExit(address: 0x5000, length: 4, isWrite: false)))]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2)
+        XCTAssertTrue(hv.l2VM.slots.contains { $0.at == 0x2000 && $0.offset == Int(L.l2Base) + 0x2000 }, "\(hv.l2VM.slots)")
+    }
+
     func testVMCALLAtL2sUDHandlerIsReflected() throws {
         storeBytes([0x0f, 0x01, 0xc1], l2: L.code)
         launch(vmcs())

@@ -131,10 +131,20 @@ extension Machine {
     /// With accessed/dirty flags enabled (SDM 29.3.5) every leaf gets its own
     /// slot, mapped when L2 first touches it (which sets A), and read-only
     /// until its first write (which sets D and rebuilds the slot writable).
+    ///
+    /// The slot never overlaps another: slots built from a stale EPT12 may
+    /// stay until INVEPT (SDM 29.4.3.1), so a run starts after the nearest
+    /// slot below the faulting address and ends before the nearest above.
+    /// It ends at the end of L1's RAM too: the rest of a large leaf is L1's
+    /// unbacked physical space, which an access then reaches as MMIO.
     func mapRun(_ first: EPTWalker.Translation, eptp: UInt64, l2: L2Machine) throws(KVMError) {
         let tracking = EPTWalker.accessedDirtyEnabled(eptp)
+        let gpa = first.pageBase &+ (first.physical &- first.frame)
+        let ramEnd = UInt64(memory.size)
+        guard first.frame < ramEnd else { return }
+        let floor = l2.slots.map { $0.base &+ $0.size }.filter { $0 <= gpa }.max() ?? 0
+        let limit = l2.slots.map(\.base).filter { $0 > gpa }.min() ?? .max
         var size = first.pageSize
-        let limit = l2.slots.map(\.base).filter { $0 > first.pageBase }.min() ?? .max
         while !tracking, size < 1 << 30, first.pageBase + size < limit {
             let next = first.pageBase + size
             guard case let .success(t) = EPTWalker.translate(next, access: EPTWalker.Access(read: true), eptp: eptp,
@@ -145,8 +155,10 @@ extension Machine {
             size += t.pageSize
         }
         let readOnly = !first.write || (tracking && !first.dirty)
-        try l2.map(base: first.pageBase, size: min(size, limit - first.pageBase), l1: first.frame, readOnly: readOnly,
-                   memory: memory)
+        let start = max(first.pageBase, floor)
+        let end = min(first.pageBase + size, limit, first.pageBase + (ramEnd - first.frame))
+        guard end > start else { return }
+        try l2.map(base: start, size: end - start, l1: first.frame + (start - first.pageBase), readOnly: readOnly, memory: memory)
     }
 }
 
