@@ -49,8 +49,23 @@ public func jsonString(_ s: String) -> String {
 public func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
 
 /// A duration in ns as "12.3 µs", "4.567 ms" or "1.234 s".
-public func durationText(_ ns: UInt64) -> String {
-    if ns >= 1_000_000_000 { return fixed(Double(ns) / 1e9, 3) + " s" }
-    if ns >= 1_000_000 { return fixed(Double(ns) / 1e6, 3) + " ms" }
-    return fixed(Double(ns) / 1e3, 1) + " µs"
+public func durationText(_ ns: UInt64) -> String { durationText(Double(ns)) }
+
+/// The same for a duration that may pass 2^64 ns.
+public func durationText(_ ns: Double) -> String {
+    if ns >= 1e9 { return fixed(ns / 1e9, 3) + " s" }
+    if ns >= 1e6 { return fixed(ns / 1e6, 3) + " ms" }
+    return fixed(ns / 1e3, 1) + " µs"
+}
+
+/// `s` with every control character (C0, DEL, C1) but tab shown as U+FFFD:
+/// text from a file must not drive the reader's terminal.
+public func printable(_ s: String) -> String {
+    var out = ""
+    out.unicodeScalars.reserveCapacity(s.unicodeScalars.count)
+    for u in s.unicodeScalars {
+        let control = (u.value < 0x20 && u != "\t") || (0x7f...0x9f).contains(u.value)
+        out.unicodeScalars.append(control ? "\u{FFFD}" : u)
+    }
+    return out
 }

@@ -20,6 +20,8 @@ public struct Timeline: Sendable {
     public var start: UInt64
     public var binWidth: UInt64
     public var binCount: Int
+    /// The time all bins span, ns (a Double: it can pass 2^64).
+    public var span: Double { Double(binCount) * Double(binWidth) }
     /// Most exits first; ties by level, then reason.
     public var series: [Series]
     /// By level.
@@ -36,9 +38,11 @@ public struct Timeline: Sendable {
         if lo > hi { lo = 0; hi = 0 }
         let n = max(1, bins)
         let span = hi - lo
-        let width = max(1, span / UInt64(n) + 1)
-        start = lo
+        // Checked: a trace may hold any timestamps, 0 and 2^64-1 included.
+        let (sum, overflow) = (span / UInt64(n)).addingReportingOverflow(1)
+        let width = overflow ? UInt64.max : sum
         binWidth = width
+        start = lo
         binCount = n
 
         var slot: [UInt64: Int] = [:]   // level << 40 | reason key

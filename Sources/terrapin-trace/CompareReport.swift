@@ -34,8 +34,8 @@ struct CompareReport {
     }
 
     func text() -> String {
-        var out = "A: \(a.path)" + (a.metadata["command"].map { " (\($0))" } ?? "") + "\n"
-        out += "B: \(b.path)" + (b.metadata["command"].map { " (\($0))" } ?? "") + "\n"
+        var out = "A: \(printable(a.path))" + (a.metadata["command"].map { " (\(printable($0)))" } ?? "") + "\n"
+        out += "B: \(printable(b.path))" + (b.metadata["command"].map { " (\(printable($0)))" } ?? "") + "\n"
         if let per, let ua = comparison.unitsA, let ub = comparison.unitsB {
             out += "normalised per unit of '\(per)': A \(fixed(ua, 0)), B \(fixed(ub, 0)); counts and µs are per unit\n"
         } else {

@@ -20,7 +20,7 @@ struct PlotRenderer {
         svg.text(20, 28, "terrapin-trace: " + clip(command, 120), size: 16, bold: true)
         let exits = timeline.series.reduce(0) { $0 + $1.total }
         svg.text(20, 48, "\(reader.path) · \(reader.recordCount) records · \(exits) exits · "
-                 + "\(durationText(UInt64(timeline.binCount) * timeline.binWidth)) in \(timeline.binCount) bins of "
+                 + "\(durationText(timeline.span)) in \(timeline.binCount) bins of "
                  + durationText(timeline.binWidth), size: 12, fill: "#555")
         drawTimeline(&svg, top: 90, height: 320)
         drawHistogram(&svg, top: 520, height: 250)
@@ -59,16 +59,19 @@ struct PlotRenderer {
         axes(&svg, top: top, height: height)
         // Time axis in ms since the run start.
         let startMs = Double(timeline.start) / 1e6
-        let spanMs = Double(UInt64(n) * timeline.binWidth) / 1e6
+        let spanMs = timeline.span / 1e6
         let steps = niceTicks(max: spanMs, count: 8)
         let step = steps.count > 1 ? steps[1] : max(spanMs, 1e-6)
         let decimals = step >= 1 ? 0 : step >= 0.1 ? 1 : step >= 0.01 ? 2 : 3
-        var tick = (startMs / step).rounded(.up) * step
-        while tick <= startMs + spanMs * 1.0001 {
+        // At most 64 ticks, by construction: a tick count, not a float that
+        // may stop growing when the start is large and the step small.
+        let first = (startMs / step).rounded(.up)
+        for i in 0..<64 {
+            let tick = (first + Double(i)) * step
+            guard tick <= startMs + spanMs * 1.0001, spanMs > 0 else { break }
             let px = left + (tick - startMs) / spanMs * plotWidth
             svg.line(px, top + height, px, top + height + 5)
             svg.text(px, top + height + 18, fixed(tick, decimals), size: 11, anchor: .middle)
-            tick += step
         }
         svg.text(left + plotWidth / 2, top + height + 38, "time since run start (ms)", size: 12, anchor: .middle)
         svg.text(24, top + height / 2, "exits/s", size: 12, anchor: .middle, rotate: -90)

@@ -25,7 +25,9 @@ struct SVG {
             case "<": out += "&lt;"
             case ">": out += "&gt;"
             case "\"": out += "&quot;"
-            default: out.append(c)
+            default:
+                // XML 1.0 has no control characters but tab, LF and CR, even escaped.
+                if c.unicodeScalars.contains(where: { !isXMLCharacter($0) }) { out += "\u{FFFD}" } else { out.append(c) }
             }
         }
         return out
@@ -83,4 +85,12 @@ func niceTicks(max: Double, count: Int = 5) -> [Double] {
     let step = [1.0, 2, 5, 10].map { $0 * p }.first { $0 >= raw } ?? 10 * p
     let top = (max / step).rounded(.up) * step
     return stride(from: 0.0, through: top + step * 1e-9, by: step).map { $0 }
+}
+
+/// A character XML 1.0 allows (its Char production).
+func isXMLCharacter(_ u: Unicode.Scalar) -> Bool {
+    switch u.value {
+    case 0x9, 0xa, 0xd, 0x20...0xd7ff, 0xe000...0xfffd, 0x1_0000...0x10_ffff: true
+    default: false
+    }
 }

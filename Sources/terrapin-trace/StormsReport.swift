@@ -30,7 +30,7 @@ struct StormsReport {
     func text() -> String {
         let a = analysis
         var out = "trace: \(reader.path)\n"
-        if let command = reader.metadata["command"] { out += "command: \(command)\n" }
+        if let command = reader.metadata["command"] { out += "command: \(printable(command))\n" }
         out += "records: \(reader.recordCount), exits: \(a.totalExits)\n"
         if a.episodes.isEmpty {
             out += "episodes: 0 (no reflected L2 exits with an episode id: nothing was reflected to an L1 hypervisor)\n"

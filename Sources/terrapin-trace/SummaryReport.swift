@@ -9,8 +9,8 @@ struct SummaryReport {
     private func micros(_ ns: UInt64) -> String { micros(Double(ns)) }
 
     func text() -> String {
-        var out = "trace: \(reader.path)\n"
-        for (key, value) in reader.metadata.entries { out += "\(key): \(value)\n" }
+        var out = "trace: \(printable(reader.path))\n"
+        for (key, value) in reader.metadata.entries { out += "\(printable(key)): \(printable(value))\n" }
         out += "start time: \(reader.metadata.startTimeNanos) ns since the Unix epoch\n"
         out += "records: \(summary.recordCount)\n"
         out += "run duration: \(durationText(summary.runDuration))\n"
