@@ -142,8 +142,7 @@ extension Machine {
         let gpa = first.pageBase &+ (first.physical &- first.frame)
         let ramEnd = UInt64(memory.size)
         guard first.frame < ramEnd else { return }
-        let floor = l2.slots.map { $0.base &+ $0.size }.filter { $0 <= gpa }.max() ?? 0
-        let limit = l2.slots.map(\.base).filter { $0 > gpa }.min() ?? .max
+        let (floor, limit) = l2.slots.gap(around: gpa)
         var size = first.pageSize
         while !tracking, size < 1 << 30, first.pageBase + size < limit {
             let next = first.pageBase + size

@@ -8,9 +8,8 @@ final class L2Machine {
     let vm: any GuestVM
     let vcpu: any VirtualCPU
     /// Installed EPT02 slots: L2-physical base, size, offset into L1 RAM.
-    struct Slot { var slot: UInt32; var base: UInt64; var size: UInt64; var l1: UInt64; var readOnly: Bool }
-    private(set) var slots: [Slot] = []
-    private var nextSlot: UInt32 = 0
+    private(set) var slots: SlotMap
+    typealias Slot = SlotMap.Slot
     /// The strategy the slots were built for; nil: none yet, or invalidated.
     var builtFor: L2PhysicalMap?
     /// A breakpoint on L2's #UD handler catches VMCALL, which KVM turns into
@@ -59,9 +58,13 @@ final class L2Machine {
     /// Nanoseconds per preemption-timer tick: 2^rate TSC cycles.
     var preemptionTickNanos: Double = 0
 
-    init(_ parts: (vm: any GuestVM, vcpu: any VirtualCPU)) {
+    /// KVM_CAP_NR_MEMSLOTS is 32764 on our hosts; a margin stays free.
+    static let slotCapacity = 32_000
+
+    init(_ parts: (vm: any GuestVM, vcpu: any VirtualCPU), slotCapacity: Int = L2Machine.slotCapacity) {
         vm = parts.vm
         vcpu = parts.vcpu
+        slots = SlotMap(capacity: slotCapacity)
         breakpoints = BreakpointChannel(vcpu: parts.vcpu, vectors: [IDTBreakpoints.udVector])
     }
 
@@ -70,27 +73,34 @@ final class L2Machine {
 
     /// Drops every EPT02 slot (INVEPT, or a new EPTP).
     func dropAll() throws(KVMError) {
-        for s in slots { try vm.unmap(slot: s.slot, at: s.base) }
+        for s in slots.slots { try vm.unmap(slot: s.id, at: s.base) }
         slots.removeAll()
-        nextSlot = 0
         premapped = nil
     }
 
-    /// Maps [base, base+size) of L2-physical space onto L1 RAM at `l1`.
+    /// Maps [base, base+size) of L2-physical space onto L1 RAM at `l1`. When
+    /// every slot is in use, the oldest quarter are evicted first (EPT02 is
+    /// a cache: L2's next touch rebuilds them).
     func map(base: UInt64, size: UInt64, l1: UInt64, readOnly: Bool, memory: GuestMemory) throws(KVMError) {
-        try vm.map(memory, offset: Int(l1), size: Int(size), slot: nextSlot, at: base, readOnly: readOnly)
-        slots.append(Slot(slot: nextSlot, base: base, size: size, l1: l1, readOnly: readOnly))
-        nextSlot += 1
+        if slots.isFull {
+            for old in slots.oldest() { try unmap(old) }
+        }
+        let id = slots.takeID()
+        do {
+            try vm.map(memory, offset: Int(l1), size: Int(size), slot: id, at: base, readOnly: readOnly)
+        } catch {
+            slots.giveBack(id)
+            throw error
+        }
+        slots.insert(Slot(id: id, base: base, size: size, l1: l1, readOnly: readOnly))
     }
 
     /// Removes one slot.
     func unmap(_ slot: Slot) throws(KVMError) {
-        try vm.unmap(slot: slot.slot, at: slot.base)
-        slots.removeAll { $0.slot == slot.slot }
+        try vm.unmap(slot: slot.id, at: slot.base)
+        slots.remove(slot)
         premapped = nil
     }
 
-    func slot(containing address: UInt64) -> Slot? {
-        slots.first { address >= $0.base && address - $0.base < $0.size }
-    }
+    func slot(containing address: UInt64) -> Slot? { slots.slot(containing: address) }
 }
