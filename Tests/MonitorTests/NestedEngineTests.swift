@@ -341,6 +341,31 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(RunOutcome.vmxAbort(indicator: 1).exitStatus, 86)
     }
 
+    /// An exit MSR-load list writes only what L1's WRMSR could: IA32_UCODE_REV,
+    /// whose guest writes KVM ignores, is skipped; IA32_ARCH_CAPABILITIES,
+    /// which L1 cannot write, is a VMX abort (indicator 4).
+    func testTheExitMSRLoadListHasL1sPrivilegeOnly() throws {
+        let load: UInt64 = 0x3_4000
+        var v = vmcs()
+        XCTAssertTrue(v.write(.exitMSRLoadAddress, load))
+        XCTAssertTrue(v.write(.exitMSRLoadCount, 2))
+        XCTAssertTrue(machine.ram.store(UInt64(0x8b), at: load))
+        XCTAssertTrue(machine.ram.store(UInt64(0x1234_0000_0000), at: load + 8))
+        XCTAssertTrue(machine.ram.store(UInt64(0x174), at: load + 16))
+        XCTAssertTrue(machine.ram.store(UInt64(7), at: load + 24))
+        launch(v)
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 1) }, exit: .hlt)]
+        try step()
+        assertReflected(.hlt)
+        XCTAssertNil(hv.l1.msrs[0x8b], "IA32_UCODE_REV is not written with host privilege")
+        XCTAssertEqual(hv.l1.msrs[0x174], 7)
+        XCTAssertTrue(machine.ram.store(UInt64(0x10a), at: load))
+        var note = ExitNote()
+        XCTAssertNil(machine.enterL2(launch: false, note: &note))
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 1) }, exit: .hlt)]
+        XCTAssertEqual(try machine.step(), .vmxAbort(indicator: 4))
+    }
+
     // MARK: Time
 
     /// One VMX-preemption timer tick is 2^rate TSC cycles, 1 ns each here.

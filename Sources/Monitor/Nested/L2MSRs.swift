@@ -41,15 +41,27 @@ extension Machine {
     /// The most entries an MSR list may have (IA32_VMX_MISC, SDM A.6).
     var maxMSRListEntries: Int { VMXMisc(rawValue: vmx.capabilities.misc).maxMSRListEntries }
 
+    /// MSRs that KVM lets its host write but not its guest: a guest WRMSR
+    /// of these #GPs (IA32_ARCH_CAPABILITIES, IA32_PERF_CAPABILITIES), so
+    /// an MSR-load list entry for one fails as L1's WRMSR would (SDM 28.6).
+    static let hostOnlyMSRs: Set<UInt32> = [0x10a, 0x345]
+    /// MSRs whose guest writes KVM ignores (IA32_UCODE_REV): an MSR-load
+    /// list entry for one is ignored too, never written with host privilege.
+    static let guestIgnoredMSRs: Set<UInt32> = [0x8b]
+
+    /// Would L1's own WRMSR of `index` fault? The rule an MSR-load list is held to.
+    static func l1WRMSRFaults(_ index: UInt32, _ value: UInt64) -> Bool { hostOnlyMSRs.contains(index) }
+
     /// Loads MSR-list entries into L1, in order: MSRs L0 emulates through
-    /// L0, the rest through KVM in runs. False at the first one refused.
+    /// L0 (as L1's WRMSR of them), ignored ones not at all, the rest through
+    /// KVM in runs. False at the first one refused.
     func loadL1MSRs(_ entries: [MSRAreaEntry]) -> Bool {
         var run: [(index: UInt32, value: UInt64)] = []
         func flush() -> Bool {
             defer { run.removeAll(keepingCapacity: true) }
             return vcpu.setMSRs(run) == run.count
         }
-        for entry in entries {
+        for entry in entries where !Self.guestIgnoredMSRs.contains(entry.index) {
             if Self.emulatedMSRs.contains(where: { $0.contains(entry.index) }) {
                 guard flush(), writeMSR(entry.index, entry.value) else { return false }
             } else {

@@ -91,9 +91,12 @@ public enum VMTransitions {
     /// VM exit (28.1-28.6). `guestMSRs` holds L2's values of the MSR-held
     /// guest fields the exit controls save; `preemptionTimer` is what is left
     /// of the timer, when it is active.
+    /// `wrmsrFaults` says which MSR writes L1's own WRMSR could not make:
+    /// the MSR-load list is held to the same rule (28.6).
     public static func exit(_ exit: NestedExit, l2: CPUState, l1: CPUState, vmcs: VMCS12, entryEvent: EntryEvent?,
                             halted: Bool, preemptionTimer: PreemptionTimer?, guestMSRs: [UInt32: UInt64],
-                            memory: some GuestMemoryAccess, maxMSRListEntries: Int) -> VMExitPlan {
+                            memory: some GuestMemoryAccess, maxMSRListEntries: Int,
+                            wrmsrFaults: ((UInt32, UInt64) -> Bool)? = nil) -> VMExitPlan {
         var v = vmcs
         let recorded = StateTransfer.vectoring(exit, inDelivery: l2.eventInDelivery, entry: entryEvent, rip: l2.rip)
         // 28.3: the guest-state area.
@@ -119,7 +122,7 @@ public enum VMTransitions {
         if v.exitControls.contains(.loadPAT) { hostMSRs.append(MSRValue(index: GuestStateMSRs.pat, value: v.read(.hostIA32PAT) ?? 0)) }
         let load = MSRLists.load(address: v.read(.exitMSRLoadAddress) ?? 0,
                                  count: UInt32(truncatingIfNeeded: v.read(.exitMSRLoadCount) ?? 0),
-                                 maximum: maxMSRListEntries, memory: memory)
+                                 maximum: maxMSRListEntries, memory: memory, wrmsrFaults: wrmsrFaults)
         return VMExitPlan(vmcs: v, exit: recorded, msrStore: store, host: StateTransfer.hostState(from: v, l2: l2, l1: l1),
                           hostMSRs: hostMSRs, msrLoad: load)
     }
