@@ -274,6 +274,31 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertTrue(hv.l2VM.slots.contains { $0.at == 0x2000 && $0.offset == Int(L.l2Base) + 0x2000 }, "\(hv.l2VM.slots)")
     }
 
+    /// Pins a documented deviation: memory slots cannot say "no execute", so
+    /// once a data access has put a page EPT12 maps RW- into EPT02, L2 can
+    /// fetch from it (the SDM has an EPT violation). A fetch before any data
+    /// access is still a violation, from the walk.
+    func testAnRWPageInEPT02IsExecutableDeviation() throws {
+        let pt: UInt64 = 0x1_3000
+        XCTAssertTrue(machine.ram.store(pt | 7, at: L.pd))
+        XCTAssertTrue(machine.ram.store((L.l2Base + 0x1000) | 7 | 6 << 3, at: pt + 8))      // code page, RWX
+        XCTAssertTrue(machine.ram.store((L.l2Base + 0x6000) | 3 | 6 << 3, at: pt + 0x30))   // 0x6000: RW-
+        launch(vmcs())
+        XCTAssertNil(hv.l2VM.slots.first { $0.at <= 0x6000 && 0x6000 < $0.at + UInt64($0.size) })
+        // An instruction fetch from it, before any slot: EPT violation, fetch, R and W allowed.
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: 0x6000) }, exit: .internalError(InternalErrorExit(suberror: 1)))]
+        try step()
+        assertReflected(.eptViolation)
+        XCTAssertEqual(field(.exitQualification).map { $0 & 0x3f }, 0x4 | 0x8 | 0x10, "fetch; readable, writable, not executable")
+        // After a data read maps it, the slot has no way to forbid a fetch.
+        var note = ExitNote()
+        XCTAssertTrue(machine.vmx.current?.write(.guestRIP, L.code) ?? false)
+        XCTAssertNil(machine.enterL2(launch: false, note: &note))
+        hv.l2.script = [FakeRun(exit: .mmio(MMIOExit(address: 0x6000, length: 4, isWrite: false)))]
+        try step()
+        XCTAssertTrue(hv.l2VM.slots.contains { $0.at <= 0x6000 && 0x6000 < $0.at + UInt64($0.size) })
+    }
+
     func testVMCALLAtL2sUDHandlerIsReflected() throws {
         storeBytes([0x0f, 0x01, 0xc1], l2: L.code)
         launch(vmcs())

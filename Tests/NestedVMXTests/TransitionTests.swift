@@ -84,6 +84,12 @@ final class TransitionTests: XCTestCase {
         XCTAssertEqual(walk(0, .init(read: true), m, eptp), .failure(.misconfiguration))
         // A table outside RAM reads as all ones: misconfigured.
         XCTAssertEqual(walk(0, .init(read: true), m, 0x4000_0000 | 6 | 3 << 3), .failure(.misconfiguration))
+        // Execute-only (bits 2:0 = 100b), which L0 does not advertise: misconfigured
+        // for every access, fetches included (29.3.3.1).
+        XCTAssertEqual(VMXCapabilities.terrapin().eptVPIDCap & 1, 0, "execute-only is not advertised")
+        _ = m.store(UInt64(0x30_3000) | 4 | 6 << 3, at: 0x13010)
+        XCTAssertEqual(walk(0x20_2000, .init(fetch: true), m, eptp), .failure(.misconfiguration))
+        XCTAssertEqual(walk(0x20_2000, .init(read: true), m, eptp), .failure(.misconfiguration))
     }
 
     func testIOBitmapsAndUnconditionalExiting() {

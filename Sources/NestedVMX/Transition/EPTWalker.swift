@@ -58,8 +58,11 @@ public enum EPTWalker {
             if !r && !w && !x {
                 return .failure(.violation(qualification: qualification(access, read, write, execute, present: false)))
             }
-            // 29.3.3.1: write without read; reserved bits; leaf memory type 2, 3 or 7.
+            // 29.3.3.1: write without read; execute-only, which L0 does not
+            // advertise (IA32_VMX_EPT_VPID_CAP bit 0 is 0); reserved bits;
+            // leaf memory type 2, 3 or 7.
             if w && !r { return .failure(.misconfiguration) }
+            if x && !r && !w { return .failure(.misconfiguration) }
             if entry & reservedHigh != 0 { return .failure(.misconfiguration) }
             let large = entry & (1 << 7) != 0
             if large && level == 4 { return .failure(.misconfiguration) }
