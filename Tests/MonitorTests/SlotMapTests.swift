@@ -28,6 +28,9 @@ final class SlotMapTests: XCTestCase {
         for i in 0..<3 { slot(&map, UInt64(i) * 0x1000) }
         XCTAssertEqual(map.slots.map(\.id).sorted(), [0, 1, 2])
         map.remove(map.slots[1])
+        XCTAssertEqual(map.slots.map(\.base), [0, 0x2000])
+        map.remove(SlotMap.Slot(id: 7, base: 0x2000, size: 0x1000, l1: 0, readOnly: false))
+        XCTAssertEqual(map.slots.map(\.base), [0, 0x2000], "another id at that base is not that slot")
         XCTAssertEqual(map.takeID(), 1, "a freed id comes back first")
         XCTAssertEqual(map.takeID(), 3)
     }
