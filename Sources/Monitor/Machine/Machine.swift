@@ -67,8 +67,7 @@ public final class Machine {
         let image = try Self.readFile(config.imagePath)
         var modules: [BootModule] = []
         for spec in config.modules {
-            let path = String(spec.split(separator: " ", maxSplits: 1).first ?? "")
-            modules.append(BootModule(bytes: try Self.readFile(path), commandLine: spec))
+            modules.append(BootModule(bytes: try Self.readFile(MachineConfig.modulePath(spec)), commandLine: spec))
         }
         do {
             if let given = hypervisorIfAny { hypervisor = given } else { hypervisor = try KVMHypervisor() }

@@ -47,10 +47,13 @@ public struct MachineConfig: Sendable {
         try checkOutputs()
     }
 
-    /// The files the run reads: the image and each module's file.
-    public var inputPaths: [String] {
-        [imagePath] + modules.map { String($0.split(separator: " ", maxSplits: 1).first ?? "") }
+    /// The file of a module given as "FILE[ args]".
+    public static func modulePath(_ spec: String) -> String {
+        String(spec.split(separator: " ", maxSplits: 1).first ?? "")
     }
+
+    /// The files the run reads: the image and each module's file.
+    public var inputPaths: [String] { [imagePath] + modules.map(Self.modulePath) }
 
     /// No output may be an input of the run, and the trace and the serial
     /// output may not be one file: each would destroy the other. Compared
