@@ -107,10 +107,6 @@ extension VCPU: VirtualCPU {
         sync.pointee.events = try getEvents()
     }
 
-    /// The state read with GET ioctls, for diagnostics off the exit path.
-    public func fetchState() throws(KVMError) -> (Registers, SpecialRegisters) {
-        (Registers(try getRegs()), SpecialRegisters(try getSRegs()))
-    }
 }
 
 /// What a monitor needs from the VM that runs a nested guest: memory slots
