@@ -26,15 +26,23 @@ let package = Package(
             "Monitor", "TraceFormat",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // What terrapin-trace prints: the summary, storms and compare reports and the SVG plot.
+        .target(name: "TraceReports", dependencies: ["TraceFormat"]),
         .executableTarget(name: "terrapin-trace", dependencies: [
-            "TraceFormat",
+            "TraceFormat", "TraceReports",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // libFuzzer targets over every parser and rule set that takes guest or
+        // file input (docs/FUZZING.md); scripts/fuzz builds terrapin-fuzz with
+        // -sanitize=fuzzer, an ordinary build replays inputs.
+        .target(name: "FuzzTargets", dependencies: ["NestedVMX", "VMXArch", "TraceFormat", "TraceReports", "Monitor", "KVM"]),
+        .executableTarget(name: "terrapin-fuzz", dependencies: ["FuzzTargets"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
         .testTarget(name: "MonitorTests", dependencies: ["Monitor", "KVM", "TraceFormat"]),
         .testTarget(name: "NestedVMXTests", dependencies: ["NestedVMX", "VMXArch"]),
         .testTarget(name: "TraceFormatTests", dependencies: ["TraceFormat", "VMXArch"]),
         .testTarget(name: "TerrapinTraceTests", dependencies: ["terrapin-trace", "TraceFormat"], exclude: ["Golden"]),
+        .testTarget(name: "FuzzTargetTests", dependencies: ["FuzzTargets", "NestedVMX"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TraceFormat", "terrapin", "terrapin-trace"]),
     ]
 )

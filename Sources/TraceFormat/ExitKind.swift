@@ -29,9 +29,12 @@ public struct ExitKind: RawRepresentable, Hashable, Sendable {
     /// Not an exit: L0 injected an interrupt into the guest.
     @inlinable public static var interruptInjected: ExitKind { ExitKind(rawValue: 15) }
     @inlinable public static var unknownExit: ExitKind { ExitKind(rawValue: 16) }
+    /// Not an exit: the run was stopped by a signal (SIGINT, SIGTERM or
+    /// SIGPIPE), whose number is the record's address. The last record.
+    @inlinable public static var stopped: ExitKind { ExitKind(rawValue: 17) }
 
     /// Every kind defined by format version 1, in code order.
-    public static let allKnown: [ExitKind] = (1...16).map { ExitKind(rawValue: $0) }
+    public static let allKnown: [ExitKind] = (1...17).map { ExitKind(rawValue: $0) }
 
     /// Stable lowercase name; values this version does not define print as "kind-N".
     public var name: String {
@@ -52,12 +55,25 @@ public struct ExitKind: RawRepresentable, Hashable, Sendable {
         case 14: "system-event"
         case 15: "interrupt-injected"
         case 16: "unknown-exit"
+        case 17: "stopped"
         default: "kind-\(rawValue)"
         }
     }
 
     /// True for records that are events rather than exits (not counted in exits/s).
-    @inlinable public var isEvent: Bool { rawValue == 15 }
+    @inlinable public var isEvent: Bool { rawValue == 15 || rawValue == 17 }
+}
+
+extension ExitKind {
+    /// The name of the signal in a `stopped` record's address.
+    public static func signalName(_ number: UInt64) -> String {
+        switch number {
+        case 2: "SIGINT"
+        case 13: "SIGPIPE"
+        case 15: "SIGTERM"
+        default: "signal \(number)"
+        }
+    }
 }
 
 extension ExitKind: CustomStringConvertible {

@@ -26,8 +26,7 @@ public final class TraceReader: @unchecked Sendable {
     let mapping: UnsafeMutableRawPointer
     @usableFromInline let records: UnsafeRawPointer
 
-    public init(path: String) throws(TraceError) {
-        self.path = path
+    public convenience init(path: String) throws(TraceError) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw .system(path, "cannot open", errno: errno) }
         defer { close(fd) }
@@ -43,6 +42,25 @@ public final class TraceReader: @unchecked Sendable {
         guard let m = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), m != MAP_FAILED else {
             throw .system(path, "cannot map the file", errno: errno)
         }
+        try self.init(path: path, mapping: m, size: size)
+    }
+
+    /// A trace held in memory (a copy of `bytes`), validated as a file
+    /// would be; errors name `name`. For fuzzing and tools that already
+    /// hold the bytes.
+    public convenience init(bytes: [UInt8], name: String = "<memory>") throws(TraceError) {
+        guard !bytes.isEmpty else { throw TraceError(path: name, offset: 0, message: "empty file (no trace header)") }
+        guard let m = mmap(nil, bytes.count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), m != MAP_FAILED else {
+            throw .system(name, "cannot map memory", errno: errno)
+        }
+        bytes.withUnsafeBytes { m.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        try self.init(path: name, mapping: m, size: bytes.count)
+    }
+
+    /// Takes ownership of the mapping `m` of `size` bytes (unmapped here if
+    /// the header is invalid, else by deinit).
+    private init(path: String, mapping m: UnsafeMutableRawPointer, size: Int) throws(TraceError) {
+        self.path = path
         let h = UnsafeRawBufferPointer(start: m, count: size)
         let header: Header
         do {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import TraceFormat
+import TraceReports
 
 struct Plot: ParsableCommand {
     static let configuration = CommandConfiguration(

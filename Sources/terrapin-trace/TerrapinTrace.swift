@@ -1,5 +1,6 @@
 import ArgumentParser
 import TraceFormat
+import TraceReports
 
 @main
 struct TerrapinTrace: ParsableCommand {

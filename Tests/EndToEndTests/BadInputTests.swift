@@ -1,4 +1,5 @@
 import Foundation
+import TraceFormat
 import XCTest
 
 /// Bad images and bad flags get a clear message and a documented status.
@@ -32,6 +33,32 @@ final class BadInputTests: XCTestCase {
         XCTAssertEqual(r.status, 70)
         XCTAssertTrue(r.stderr.contains("x.trc: cannot create: No such file or directory"), r.stderr)
         XCTAssertFalse(r.stderr.contains("Success"), r.stderr)
+    }
+
+    /// A disk that fills mid-run (a 128 KiB tmpfs, in a mount namespace of
+    /// its own) ends the run with 70; stderr still gives the guest's own
+    /// outcome, and the trace reads back as far as it got.
+    func testADiskFullTraceKeepsTheGuestsOutcomeAndAReadableTrace() throws {
+        guard (try? Harness.run(URL(fileURLWithPath: "/usr/bin/unshare"), ["-m", "true"]))?.status == 0 else {
+            throw XCTSkip("needs mount namespaces (unshare -m) to make a small filesystem")
+        }
+        let dir = Harness.temporaryPath("full-disk"), copy = Harness.temporaryPath("full-disk.trc")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let terrapin = Harness.binDirectory.appendingPathComponent("terrapin").path
+        // The header fits; the first 256 KiB batch of records does not.
+        let script = """
+            mount -t tmpfs -o size=128k none \(dir) || exit 99
+            \(terrapin) run \(Harness.guest("pio-storm")) --append 20000 --trace \(dir)/t.trc
+            status=$?; cp \(dir)/t.trc \(copy); exit $status
+            """
+        let r = try Harness.run(URL(fileURLWithPath: "/usr/bin/unshare"), ["-m", "/bin/sh", "-c", script])
+        XCTAssertEqual(r.status, 70, r.stderr)
+        XCTAssertTrue(r.stderr.contains("No space left on device"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("guest exited with value 0 (status 1) before the trace failed"), r.stderr)
+        let reader = try TraceReader(path: copy)
+        XCTAssertFalse(reader.finished)
+        XCTAssertGreaterThan(reader.recordCount, 0)
+        XCTAssertLessThan(reader.recordCount, 20000)
     }
 
     /// A FIFO as the image is refused at once, never waited on.

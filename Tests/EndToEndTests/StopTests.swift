@@ -35,6 +35,12 @@ final class StopTests: XCTestCase {
             let reader = try TraceReader(path: trace)
             XCTAssertTrue(reader.finished, "the trace was finished")
             XCTAssertGreaterThan(reader.filter { $0.kind == .ioOut && $0.address == 0x80 }.count, 0)
+            // The last record says why the trace ends there, and nothing says it earlier.
+            XCTAssertEqual(reader[reader.recordCount - 1].kind, .stopped)
+            XCTAssertEqual(reader[reader.recordCount - 1].address, UInt64(signal))
+            XCTAssertEqual(reader.filter { $0.kind == .stopped }.count, 1)
+            let summary = try Harness.terrapinTrace(["summary", trace])
+            XCTAssertTrue(summary.stdout.contains("stopped by \(name)"), summary.stdout)
         }
     }
 
@@ -56,6 +62,9 @@ final class StopTests: XCTestCase {
         let stderr = (try? String(contentsOfFile: err, encoding: .utf8)) ?? ""
         XCTAssertEqual(process.terminationStatus, 88, stderr)
         XCTAssertTrue(stderr.contains("stopped by SIGPIPE"), stderr)
-        XCTAssertTrue(try TraceReader(path: trace).finished)
+        let reader = try TraceReader(path: trace)
+        XCTAssertTrue(reader.finished)
+        XCTAssertEqual(reader[reader.recordCount - 1].kind, .stopped)
+        XCTAssertEqual(reader[reader.recordCount - 1].address, UInt64(SIGPIPE))
     }
 }

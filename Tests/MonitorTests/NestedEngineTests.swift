@@ -391,6 +391,33 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(try machine.step(), .vmxAbort(indicator: 4))
     }
 
+    /// The VM-entry MSR-load list has L2's privilege only (SDM 27.4):
+    /// IA32_UCODE_REV is skipped, and IA32_ARCH_CAPABILITIES, which a
+    /// guest's WRMSR cannot write, fails the entry at its index (reason 34).
+    func testTheEntryMSRLoadListHasAGuestsPrivilegeOnly() throws {
+        let load: UInt64 = 0x3_4000
+        var v = vmcs()
+        XCTAssertTrue(v.write(.entryMSRLoadAddress, load))
+        XCTAssertTrue(v.write(.entryMSRLoadCount, 2))
+        for (i, (index, value)) in [(UInt64(0x8b), UInt64(0x1234_0000_0000)), (0x174, 7), (0x10a, 1)].enumerated() {
+            XCTAssertTrue(machine.ram.store(index, at: load + 16 * UInt64(i)))
+            XCTAssertTrue(machine.ram.store(value, at: load + 16 * UInt64(i) + 8))
+        }
+        launch(v)
+        XCTAssertNil(hv.l2.msrs[0x8b], "IA32_UCODE_REV is not written with host privilege")
+        XCTAssertEqual(hv.l2.msrs[0x174], 7)
+
+        XCTAssertTrue(v.write(.entryMSRLoadCount, 3))
+        machine.running = .l1
+        machine.vmx.current = v
+        var note = ExitNote()
+        XCTAssertNil(machine.enterL2(launch: true, note: &note))
+        XCTAssertEqual(machine.activeLevel, 1, "the entry failed")
+        XCTAssertEqual(field(.exitReason), 0x8000_0022, "VM-entry failure: MSR loading (34)")
+        XCTAssertEqual(field(.exitQualification), 3, "at the third entry")
+        XCTAssertNil(hv.l2.msrs[0x10a])
+    }
+
     // MARK: Time
 
     /// One VMX-preemption timer tick is 2^rate TSC cycles, 1 ns each here.

@@ -53,9 +53,9 @@ final class RecordTests: XCTestCase {
     func testExitKindNames() {
         let expected = ["io-in", "io-out", "mmio-read", "mmio-write", "hlt", "shutdown", "rdmsr", "wrmsr",
                         "debug", "internal-error", "interrupted", "irq-window", "fail-entry", "system-event",
-                        "interrupt-injected", "unknown-exit"]
+                        "interrupt-injected", "unknown-exit", "stopped"]
         XCTAssertEqual(ExitKind.allKnown.map(\.name), expected)
-        XCTAssertEqual(ExitKind.allKnown.map(\.rawValue), Array(1...16))
+        XCTAssertEqual(ExitKind.allKnown.map(\.rawValue), Array(1...17))
         XCTAssertEqual(ExitKind(rawValue: 0).name, "kind-0")
         XCTAssertEqual(ExitKind(rawValue: 200).name, "kind-200")
         XCTAssertEqual(ExitKind.interruptInjected.rawValue, 15)

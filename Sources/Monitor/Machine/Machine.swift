@@ -93,16 +93,12 @@ public final class Machine {
         serial = Serial16550(sink: serialSink)
         try registerDevices()
         enterProtectedMode()
-        do {
+        do throws(TraceError) {
             if let path = config.tracePath {
                 trace = try TraceWriter(path: path, metadata: TraceRecorder.metadata(config: config))
             }
-        } catch let e as KVMError {
-            throw MonitorError(e)
-        } catch let e as TraceError {
-            throw .io("trace: \(e)", errno: 0)
         } catch {
-            throw .kvm("\(error)")
+            throw .io("trace: \(error)", errno: 0)
         }
     }
 

@@ -10,6 +10,11 @@ extension Machine {
         while outcome == nil { outcome = try step() }
         hostTimer = nil
         serialSink.flush()
+        if case let .stopped(signal)? = outcome {
+            // The trace says why it ends here (Traces/README.md, kind 17).
+            trace?.append(TraceRecord(timestamp: clock.now() &- runStart, duration: 0, level: UInt8(activeLevel), kind: .stopped,
+                                      vcpu: UInt16(truncatingIfNeeded: vcpu.id), address: UInt64(signal)))
+        }
         do {
             try trace?.finish()
         } catch {

@@ -1,3 +1,6 @@
+import Glibc
+import TraceFormat
+
 /// How a run ended, and the process exit status that reports it.
 ///
 /// Guest-requested exits through isa-debug-exit always give an odd status,
@@ -53,11 +56,6 @@ public enum RunOutcome: Equatable, Sendable {
     }
 
     static func signalName(_ signal: Int32) -> String {
-        switch signal {
-        case 2: "SIGINT"
-        case 13: "SIGPIPE (an output pipe was closed)"
-        case 15: "SIGTERM"
-        default: "signal \(signal)"
-        }
+        signal == SIGPIPE ? "SIGPIPE (an output pipe was closed)" : ExitKind.signalName(UInt64(signal))
     }
 }

@@ -43,14 +43,15 @@ extension Machine {
 
     /// MSRs that KVM lets its host write but not its guest: a guest WRMSR
     /// of these #GPs (IA32_ARCH_CAPABILITIES, IA32_PERF_CAPABILITIES), so
-    /// an MSR-load list entry for one fails as L1's WRMSR would (SDM 28.6).
+    /// an MSR-load list entry for one fails as the guest's WRMSR would (SDM 27.4, 28.6).
     static let hostOnlyMSRs: Set<UInt32> = [0x10a, 0x345]
     /// MSRs whose guest writes KVM ignores (IA32_UCODE_REV): an MSR-load
     /// list entry for one is ignored too, never written with host privilege.
     static let guestIgnoredMSRs: Set<UInt32> = [0x8b]
 
-    /// Would L1's own WRMSR of `index` fault? The rule an MSR-load list is held to.
-    static func l1WRMSRFaults(_ index: UInt32, _ value: UInt64) -> Bool { hostOnlyMSRs.contains(index) }
+    /// Would a guest's own WRMSR of `index` fault? The rule the MSR-load
+    /// lists are held to: L1's at exit (28.6), L2's at entry (27.4).
+    static func guestWRMSRFaults(_ index: UInt32, _ value: UInt64) -> Bool { hostOnlyMSRs.contains(index) }
 
     /// Loads MSR-list entries into L1, in order: MSRs L0 emulates through
     /// L0 (as L1's WRMSR of them), ignored ones not at all, the rest through
@@ -69,6 +70,17 @@ extension Machine {
             }
         }
         return flush()
+    }
+
+    /// Loads the VM-entry MSR-load list into L2's vCPU (SDM 27.4) as L2's
+    /// own WRMSRs would: the index of the first entry refused, or nil.
+    func loadL2MSRs(_ entries: [MSRAreaEntry], into l2: L2Machine) -> Int? {
+        let refused = entries.firstIndex { Self.guestWRMSRFaults($0.index, $0.value) } ?? entries.count
+        let written = entries[..<refused].indices.filter { !Self.guestIgnoredMSRs.contains(entries[$0].index) }
+        let loaded = written.isEmpty ? 0 : l2.vcpu.setMSRs(written.map { (index: entries[$0].index, value: entries[$0].value) })
+        for entry in entries[..<refused] { l2.loadedMSRs[entry.index] = nil }   // the cache no longer knows them
+        if loaded < written.count { return written[loaded] }
+        return refused < entries.count ? refused : nil
     }
 
     /// L1's MSR bitmaps become the L2 VM's MSR filter (SDM 25.6.9): the

@@ -75,7 +75,7 @@ extension Machine {
         l2.kick?.disarm()                                           // and L2's host timer has nothing to kick
         let plan = VMTransitions.exit(exit, l2: state, l1: cpuState, vmcs: vmcs, entryEvent: l2.entryEvent, halted: l2.halted,
                                       preemptionTimer: timer, guestMSRs: guestMSRValues(l2, saving: vmcs.exitControls),
-                                      memory: ram, maxMSRListEntries: maxMSRListEntries, wrmsrFaults: Self.l1WRMSRFaults)
+                                      memory: ram, maxMSRListEntries: maxMSRListEntries, wrmsrFaults: Self.guestWRMSRFaults)
         // 28.2.4: an event still in delivery goes to L1, which must
         // re-inject it; L2's vCPU forgets it.
         if exit.vectoring == nil, state.eventInDelivery != nil { l2.vcpu.events.forgetInjectedEvent() }

@@ -39,12 +39,12 @@ extension Machine {
         } catch {
             return .unhandledExit("setting up the L2 VM: \(error)")
         }
-        // 27.4: the VM-entry MSR-load list, into L2's vCPU; an entry KVM refuses
-        // fails the entry with reason 34 and its 1-based index.
-        if !plan.msrLoadList.isEmpty {
-            let loaded = l2.vcpu.setMSRs(plan.msrLoadList.map { (index: $0.index, value: $0.value) })
-            for entry in plan.msrLoadList { l2.loadedMSRs[entry.index] = nil }  // the cache no longer knows them
-            if loaded < plan.msrLoadList.count { return failEntry(.msrLoad(index: loaded + 1), l1: cpuState, note: &note) }
+        // 27.4: the VM-entry MSR-load list, into L2's vCPU, in order, with a
+        // guest's privilege: an entry whose WRMSR would #GP, or that KVM
+        // refuses, fails the entry with reason 34 and its 1-based index; one
+        // whose guest writes KVM ignores is not written.
+        if let failed = loadL2MSRs(plan.msrLoadList, into: l2) {
+            return failEntry(.msrLoad(index: failed + 1), l1: cpuState, note: &note)
         }
         vmx.current = plan.vmcs
         running = .l2(l2)

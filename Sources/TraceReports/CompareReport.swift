@@ -1,7 +1,11 @@
 import TraceFormat
 
 /// Renders a TraceComparison as tables or JSON.
-struct CompareReport {
+public struct CompareReport {
+    public init(a: TraceReader, b: TraceReader, comparison: TraceComparison, per: String?) {
+        self.a = a; self.b = b; self.comparison = comparison; self.per = per
+    }
+
     let a: TraceReader
     let b: TraceReader
     let comparison: TraceComparison
@@ -33,7 +37,7 @@ struct CompareReport {
          r.exceeds(comparison.threshold) ? "*" : ""]
     }
 
-    func text() -> String {
+    public func text() -> String {
         var out = "A: \(printable(a.path))" + (a.metadata["command"].map { " (\(printable($0)))" } ?? "") + "\n"
         out += "B: \(printable(b.path))" + (b.metadata["command"].map { " (\(printable($0)))" } ?? "") + "\n"
         if let per, let ua = comparison.unitsA, let ub = comparison.unitsB {
@@ -56,7 +60,7 @@ struct CompareReport {
         return out
     }
 
-    func json() -> String {
+    public func json() -> String {
         func num(_ v: Double?) -> String { v.map { fixed($0, 6) } ?? "null" }
         func row(_ r: TraceComparison.Row) -> String {
             var s = "{\"level\": \(r.level), "

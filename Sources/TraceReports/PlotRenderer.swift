@@ -3,7 +3,11 @@ import TraceFormat
 /// Lays out the plot: a title, a stacked-area timeline of exits/s per
 /// (level, reason) with its legend, and a log-log handling-time histogram
 /// with one bar per level in each power-of-two bucket.
-struct PlotRenderer {
+public struct PlotRenderer {
+    public init(reader: TraceReader, timeline: Timeline, series: Int) {
+        self.reader = reader; self.timeline = timeline; self.series = series
+    }
+
     let reader: TraceReader
     let timeline: Timeline
     let series: Int
@@ -14,7 +18,7 @@ struct PlotRenderer {
 
     let left = 90.0, plotWidth = 700.0, legendX = 815.0
 
-    func render() -> String {
+    public func render() -> String {
         var svg = SVG(width: 1100, height: 860)
         let command = reader.metadata["command"] ?? reader.path
         svg.text(20, 28, "terrapin-trace: " + clip(command, 120), size: 16, bold: true)

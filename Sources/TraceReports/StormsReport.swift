@@ -1,7 +1,11 @@
 import TraceFormat
 
 /// Renders an EpisodeAnalysis as tables or as JSON with a fixed key order.
-struct StormsReport {
+public struct StormsReport {
+    public init(reader: TraceReader, analysis: EpisodeAnalysis, top: Int, threshold: BurstThreshold) {
+        self.reader = reader; self.analysis = analysis; self.top = top; self.threshold = threshold
+    }
+
     let reader: TraceReader
     let analysis: EpisodeAnalysis
     let top: Int
@@ -27,7 +31,7 @@ struct StormsReport {
         }
     }
 
-    func text() -> String {
+    public func text() -> String {
         let a = analysis
         var out = "trace: \(reader.path)\n"
         if let command = reader.metadata["command"] { out += "command: \(printable(command))\n" }
@@ -101,7 +105,7 @@ struct StormsReport {
             .prefix(top).sorted { $0.offset < $1.offset }.map(\.element)
     }
 
-    func json() -> String {
+    public func json() -> String {
         let a = analysis, m = a.multiplication, t = a.time, b = a.bursts
         func episode(_ e: EpisodeAnalysis.Episode) -> String {
             let seq = EpisodeAnalysis.ExitSequence(steps: EpisodeAnalysis.steps(of: e, in: reader), episodes: 1, exits: Int(e.exits))

@@ -1,14 +1,18 @@
 import TraceFormat
 
 /// Renders a TraceSummary as a table or as JSON with a fixed key order.
-struct SummaryReport {
+public struct SummaryReport {
+    public init(reader: TraceReader, summary: TraceSummary) {
+        self.reader = reader; self.summary = summary
+    }
+
     let reader: TraceReader
     let summary: TraceSummary
 
     private func micros(_ ns: Double) -> String { fixed(ns / 1000, 1) }
     private func micros(_ ns: UInt64) -> String { micros(Double(ns)) }
 
-    func text() -> String {
+    public func text() -> String {
         var out = "trace: \(printable(reader.path))\n"
         for (key, value) in reader.metadata.entries { out += "\(printable(key)): \(printable(value))\n" }
         out += "start time: \(reader.metadata.startTimeNanos) ns since the Unix epoch\n"
@@ -17,6 +21,9 @@ struct SummaryReport {
         for level in summary.levels {
             let rate = level.exitsPerSecond.map { fixed($0, 1) } ?? "-"
             out += "exits/s L\(level.level): \(rate) (\(level.exits) exits)\n"
+        }
+        if reader.recordCount > 0, case let last = reader[reader.recordCount - 1], last.kind == .stopped {
+            out += "note: the run was stopped by \(ExitKind.signalName(last.address)) (the last record)\n"
         }
         if !reader.finished {
             out += "note: unfinished run (the writer was killed or never finished); "
@@ -45,7 +52,7 @@ struct SummaryReport {
         return out
     }
 
-    func json() -> String {
+    public func json() -> String {
         func opt(_ v: UInt64?) -> String { v.map(String.init) ?? "null" }
         var seen = Set<String>()
         let metadata = reader.metadata.entries
@@ -86,3 +93,4 @@ struct SummaryReport {
             """
     }
 }
+

@@ -1,0 +1,40 @@
+import TraceFormat
+import TraceReports
+
+/// `FuzzTarget.trace`. Input: a trace file's bytes.
+enum TraceTarget {
+    static func run(_ data: [UInt8]) {
+        let reader: TraceReader
+        do {
+            reader = try TraceReader(bytes: data, name: "fuzz.trc")
+        } catch {
+            return   // a TraceError: the reader refused the file with a reason
+        }
+        invariant(reader.headerSize + reader.recordCount * 64 <= reader.fileSize, "\(reader.recordCount) records do not fit")
+        var count = 0
+        reader.forEach { _ in count += 1 }
+        invariant(count == reader.recordCount, "forEach saw \(count) of \(reader.recordCount) records")
+
+        let summary = TraceSummary(reader)
+        invariant(summary.recordCount == reader.recordCount, "summary counted \(summary.recordCount)")
+        _ = SummaryReport(reader: reader, summary: summary).text()
+        _ = SummaryReport(reader: reader, summary: summary).json()
+
+        let threshold = BurstThreshold.meanMultiple(3)
+        let storms = EpisodeAnalysis(reader, window: 1000, threshold: threshold)
+        _ = StormsReport(reader: reader, analysis: storms, top: 5, threshold: threshold).text()
+        _ = StormsReport(reader: reader, analysis: storms, top: 5, threshold: threshold).json()
+
+        let comparison = TraceComparison(summary, summary)
+        _ = CompareReport(a: reader, b: reader, comparison: comparison, per: nil).text()
+
+        for bins in [1, 7] {
+            _ = PlotRenderer(reader: reader, timeline: Timeline(reader, bins: bins), series: 3).render()
+        }
+        guard let sink = try? TextOutput(path: "/dev/null") else { return }
+        PerfettoExport.write(reader, to: sink)
+        RecordExport.writeCSV(reader, to: sink)
+        RecordExport.writeJSONLines(reader, to: sink)
+        try? sink.finish()
+    }
+}
