@@ -418,6 +418,35 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertNil(hv.l2.msrs[0x10a])
     }
 
+    /// A VM entry that fails (here on its MSR-load list) loads L1's host
+    /// state as a VM exit does, MSRs included (SDM 27.8): SYSENTER, PAT
+    /// under "load PAT", DEBUGCTL cleared, then the VM-exit MSR-load list.
+    func testAFailedEntryLoadsTheHostMSRsAndTheExitMSRLoadList() throws {
+        let load: UInt64 = 0x3_4000
+        var v = vmcs(exit: [.acknowledgeInterruptOnExit, .loadPAT])
+        XCTAssertTrue(v.write(.hostIA32PAT, 0x0007_0406_0007_0406))
+        XCTAssertTrue(v.write(.hostIA32SysenterEIP, 0xffff_8000_0000_1000))
+        XCTAssertTrue(v.write(.exitMSRLoadAddress, load))
+        XCTAssertTrue(v.write(.exitMSRLoadCount, 1))
+        XCTAssertTrue(machine.ram.store(UInt64(0xc000_0102), at: load))               // IA32_KERNEL_GS_BASE
+        XCTAssertTrue(machine.ram.store(UInt64(0xffff_8000_dead_0000), at: load + 8))
+        XCTAssertTrue(v.write(.entryMSRLoadAddress, load + 0x100))                     // IA32_ARCH_CAPABILITIES: refused
+        XCTAssertTrue(v.write(.entryMSRLoadCount, 1))
+        XCTAssertTrue(machine.ram.store(UInt64(0x10a), at: load + 0x100))
+        hv.l1.msrs[0x1d9] = 1                                                           // DEBUGCTL
+        machine.vmx.vmxe = true
+        machine.vmx.inVMXOperation = true
+        machine.vmx.current = v
+        var note = ExitNote()
+        XCTAssertNil(machine.enterL2(launch: true, note: &note))
+        XCTAssertEqual(machine.activeLevel, 1, "the entry failed")
+        XCTAssertEqual(field(.exitReason), 0x8000_0022, "VM-entry failure: MSR loading (34)")
+        XCTAssertEqual(hv.l1.msrs[0x277], 0x0007_0406_0007_0406, "host PAT")
+        XCTAssertEqual(hv.l1.msrs[0x176], 0xffff_8000_0000_1000, "host SYSENTER_EIP")
+        XCTAssertEqual(hv.l1.msrs[0x1d9], 0, "DEBUGCTL cleared")
+        XCTAssertEqual(hv.l1.msrs[0xc000_0102], 0xffff_8000_dead_0000, "the VM-exit MSR-load list")
+    }
+
     // MARK: Time
 
     /// One VMX-preemption timer tick is 2^rate TSC cycles, 1 ns each here.

@@ -248,7 +248,8 @@ final class EntryCheckTests: XCTestCase {
         ctl("27.2.1.1 primary processor-based controls reserved bits") { $0.set(proc, bits(.rdtscExiting)) },
         ctl("27.2.1.1 primary processor-based controls reserved bits") { $0.clear(proc, 1 << 26) },
         ctl("27.2.1.1 secondary processor-based controls reserved bits") { $0.set(proc2, bits(.descriptorTableExiting)) },
-        ctl("27.2.1.1 CR3-target count") { $0[.cr3TargetCount] = 5 },
+        ctl("27.2.1.1 CR3-target count") { $0[.cr3TargetCount] = 1 },      // IA32_VMX_MISC reports none
+        ctl("27.2.1.1 CR3-target count") { $0.caps.misc |= 4 << 16; $0[.cr3TargetCount] = 5 },
         ctl("27.2.1.1 I/O bitmap A address") { $0[.ioBitmapA] = 0x2001 },
         ctl("27.2.1.1 I/O bitmap B address") { $0[.ioBitmapB] = 1 << 46 },
         ctl("27.2.1.1 MSR bitmap address") { $0[.msrBitmap] = 0x4800 },
@@ -327,6 +328,12 @@ final class EntryCheckTests: XCTestCase {
         },
         ctl("27.2.1.3 event injection deliver-error-code bit") {
             $0[.entryInterruptionInfo] = inject(type: 0, vector: 0x20, errorCode: true)
+        },
+        // Without "unrestricted guest", PE counts as 1 whatever the CR0 field
+        // says: a #GP without its error code fails here, before the guest-state
+        // checks get to CR0.
+        ctl("27.2.1.3 event injection deliver-error-code bit") {
+            $0.clear(.guestCR0, 1); $0[.entryInterruptionInfo] = inject(type: 3, vector: 13)
         },
         ctl("27.2.1.3 event injection reserved bits 30:12") {
             $0[.entryInterruptionInfo] = inject(type: 0, vector: 0x20) | 1 << 12
@@ -621,7 +628,7 @@ final class EntryCheckTests: XCTestCase {
             (#line, { $0[.entryInterruptionInfo] = inject(type: 2, vector: 2) }),
             (#line, { $0[.guestRFLAGS] = 0x202; $0[.entryInterruptionInfo] = inject(type: 0, vector: 0x20) }),
             (#line, { $0[.entryInterruptionInfo] = inject(type: 4, vector: 0x80); $0[.entryInstructionLength] = 2 }),
-            (#line, { $0[.cr3TargetCount] = 4 }),
+            (#line, { $0.caps.misc |= 4 << 16; $0[.cr3TargetCount] = 4 }),
             (#line, { $0.clear(proc, bits([.useIOBitmaps, .useMSRBitmaps])); $0[.ioBitmapA] = 1; $0[.msrBitmap] = 1 }),
             (#line, { $0.clear(proc2, bits(.enableVPID)); $0[.virtualProcessorID] = 0 }),
             (#line, { $0.clear(proc, bits(ProcessorBasedControls.activateSecondaryControls)); $0[proc2] = bits(.unrestrictedGuest) }),

@@ -15,7 +15,7 @@ final class VMCSAccessTests: XCTestCase {
     func testEveryFieldRoundTrips64() {
         var m = VMXMachine()
         m.enterWithVMCS()
-        for (i, field) in VMCSField.allFields.enumerated() where !field.isReadOnly {
+        for (i, field) in VMCSField.allFields.enumerated() where !field.isReadOnly && m.vmx.capabilities.supports(field) {
             let value = Self.pattern(i)
             let before = m.cpu
             m.cpu.gprs[.rax] = UInt64(field.rawValue)
@@ -28,8 +28,26 @@ final class VMCSAccessTests: XCTestCase {
         // All still there after a write-back and reload (each in its own slot).
         XCTAssertEqual(m.vmclear(L.vmcsA), .succeed)
         XCTAssertEqual(m.vmptrld(L.vmcsA), .succeed)
-        for (i, field) in VMCSField.allFields.enumerated() where !field.isReadOnly {
+        for (i, field) in VMCSField.allFields.enumerated() where !field.isReadOnly && m.vmx.capabilities.supports(field) {
             XCTAssertEqual(m.vmread(field), Self.pattern(i) & field.width.valueMask, field.name)
+        }
+    }
+
+    /// CR3-target values exist only up to the number IA32_VMX_MISC[24:16]
+    /// reports (SDM 25.6.7, A.6): 0 here, so VMREAD and VMWRITE of
+    /// CR3_TARGET_VALUE0-3 fail with error 12 (unsupported component); with
+    /// 2 reported, values 0 and 1 work and 2 and 3 still fail.
+    func testCR3TargetValuesBeyondIA32VMXMISCAreUnsupported() {
+        var m = VMXMachine()
+        m.enterWithVMCS()
+        let values: [VMCSField] = [.cr3TargetValue0, .cr3TargetValue1, .cr3TargetValue2, .cr3TargetValue3]
+        for field in values {
+            XCTAssertEqual(m.vmwrite(field, 0x1000), .failValid(12), field.name)
+            XCTAssertNil(m.vmread(field), field.name)
+        }
+        m.vmx.capabilities.misc |= 2 << 16
+        for (n, field) in values.enumerated() {
+            XCTAssertEqual(m.vmwrite(field, 0x1000), n < 2 ? .succeed : .failValid(12), field.name)
         }
     }
 
@@ -48,7 +66,7 @@ final class VMCSAccessTests: XCTestCase {
             }
             XCTAssertTrue(m.memory.store(VMXCapabilities.revisionID, at: L.vmcsB))
             XCTAssertEqual(m.vmptrld(L.vmcsB), .succeed)
-            for field in VMCSField.allFields {
+            for field in VMCSField.allFields where m.vmx.capabilities.supports(field) {
                 guard let value = m.vmread(field) else { return XCTFail("VMREAD \(field.name)") }
                 XCTAssertEqual(value & ~field.width.valueMask, 0, "\(field.name) in round \(round)")
             }
@@ -260,13 +278,14 @@ final class VMCSAccessTests: XCTestCase {
         expectFault(&m, Bytes.vmwriteReg, .generalProtection(0))
     }
 
-    /// The VMCS_ENUM index is the highest index VMREAD accepts (SDM A.9).
+    /// The VMCS_ENUM index is the highest index VMREAD accepts (SDM A.9),
+    /// and VMREAD accepts every field but the four CR3-target values.
     func testVMCSEnumMatchesVMREAD() {
         var m = VMXMachine()
         m.enterWithVMCS()
         let highest = UInt16((m.vmx.capabilities.vmcsEnum >> 1) & 0x1ff)
         let accepted = VMCSField.allFields.filter { m.vmread($0) != nil }
-        XCTAssertEqual(accepted.count, VMCSField.allFields.count)
+        XCTAssertEqual(accepted.count, VMCSField.allFields.count - 4)
         XCTAssertEqual(accepted.map(\.index).max(), highest)
     }
 }

@@ -42,6 +42,27 @@ final class VMTransitionTests: XCTestCase {
         XCTAssertEqual(plan.preemptionTimerTicks, 77)
     }
 
+    /// 27.8: a failed entry records reason 33 or 34 with bit 31 and its
+    /// qualification, saves no guest state, skips the MSR-store list, and
+    /// loads the host state, host MSRs and the VM-exit MSR-load list.
+    func testAFailedEntryLoadsTheHostAsAnExitDoes() {
+        _ = memory.store(UInt64(0x174), at: 0x3000)
+        _ = memory.store(UInt64(0x10), at: 0x3008)
+        var l1 = CPUState()
+        l1.rip = 0x4444
+        let v = vmcs([(.hostRIP, 0x9000), (.guestRIP, 0x5000), (.exitControls, UInt64(VMExitControls.loadPAT.rawValue)),
+                      (.hostIA32PAT, 0x0606), (.exitMSRLoadAddress, 0x3000), (.exitMSRLoadCount, 1),
+                      (.exitMSRStoreAddress, 0x3800), (.exitMSRStoreCount, 1)])
+        let failed = VMTransitions.failedEntry(.msrLoad(index: 2), l1: l1, vmcs: v, memory: memory, maxMSRListEntries: 512)
+        XCTAssertEqual(failed.vmcs.read(.exitReason), 0x8000_0022)
+        XCTAssertEqual(failed.vmcs.read(.exitQualification), 2)
+        XCTAssertEqual(failed.vmcs.read(.guestRIP), 0x5000, "no guest state is saved")
+        XCTAssertEqual(failed.load.host.rip, 0x9000)
+        XCTAssertTrue(failed.load.hostMSRs.contains(MSRValue(index: 0x277, value: 0x0606)))
+        XCTAssertTrue(failed.load.hostMSRs.contains(MSRValue(index: 0x1d9, value: 0)), "DEBUGCTL cleared")
+        XCTAssertEqual(failed.load.msrLoad.entries, [MSRAreaEntry(address: 0x3000, low: 0x174, value: 0x10)])
+    }
+
     func testEntryReadsItsMSRLoadList() {
         _ = memory.store(UInt64(0x174), at: 0x2000)
         _ = memory.store(UInt64(9), at: 0x2008)

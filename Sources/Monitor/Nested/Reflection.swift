@@ -85,18 +85,25 @@ extension Machine {
             guard let value, ram.store(value, at: entry.valueAddress) else { return vmxAbort(.savingGuestMSR, vmcs: vmcs) }
         }
         if let abort = store.abort { return vmxAbort(abort, vmcs: vmcs) }
-        loadHostMSRs(plan.hostMSRs)                                 // 28.5.1, before the list (28.6)
-        // 28.6: the VM-exit MSR-load list, into L1, in order.
-        guard loadL1MSRs(plan.msrLoad.entries) else { return vmxAbort(.loadingHostMSR, vmcs: vmcs) }
-        if let abort = plan.msrLoad.abort { return vmxAbort(abort, vmcs: vmcs) }
-        vmx.current = plan.vmcs
-        plan.host.storeRegistersAndSegments(into: vcpu)             // 28.5
+        if let outcome = loadHost(plan.hostLoad, vmcs: plan.vmcs) { return outcome }
         running = .l1
         episodeCounter += 1
         currentEpisode = episodeCounter
         note.vmxReason = UInt32(plan.exit.reason.rawValue)
         note.handler = .reflected
         note.episode = currentEpisode
+        return nil
+    }
+
+    /// Loads L1's host state (SDM 28.5), the host MSRs before the VM-exit
+    /// MSR-load list (28.5.1, 28.6), and makes `vmcs` current: at a VM exit
+    /// and at a failed VM entry (27.8). A VMX abort if the list fails.
+    func loadHost(_ load: VMTransitions.HostLoad, vmcs: VMCS12) -> RunOutcome? {
+        loadHostMSRs(load.hostMSRs)
+        guard loadL1MSRs(load.msrLoad.entries) else { return vmxAbort(.loadingHostMSR, vmcs: vmcs) }
+        if let abort = load.msrLoad.abort { return vmxAbort(abort, vmcs: vmcs) }
+        vmx.current = vmcs
+        load.host.storeRegistersAndSegments(into: vcpu)
         return nil
     }
 

@@ -57,16 +57,13 @@ extension Machine {
     /// continues at its host state with exit reason 33 or 34, bit 31 set,
     /// and the qualification; the guest-state area is not saved (SDM 27.8).
     func failEntry(_ failure: VMEntryFailure, l1: CPUState, note: inout ExitNote) -> RunOutcome? {
-        guard var vmcs = vmx.current else { return .unhandledExit("VM-entry failure without a current VMCS") }
+        guard let vmcs = vmx.current else { return .unhandledExit("VM-entry failure without a current VMCS") }
         // Like KVM's kvm_nested_vmenter_failed tracepoint: name the check.
         printError("terrapin: L1's VM entry failed: \(failure)")
-        vmcs.write(.exitReason, UInt64(failure.exitReason ?? 0))
-        vmcs.write(.exitQualification, failure.exitQualification ?? 0)
-        let host = StateTransfer.hostState(from: vmcs, l2: l1, l1: l1)
-        vmx.current = vmcs
-        host.storeRegistersAndSegments(into: vcpu)
         note.value = VMXOutcomeCode.encode(.entryFailed(failure))
-        return nil
+        let failed = VMTransitions.failedEntry(failure, l1: l1, vmcs: vmcs, memory: ram, maxMSRListEntries: maxMSRListEntries,
+                                               wrmsrFaults: Self.guestWRMSRFaults)
+        return loadHost(failed.load, vmcs: failed.vmcs)
     }
 
     /// The event VM entry injects (SDM 27.6), as the vCPU's event:

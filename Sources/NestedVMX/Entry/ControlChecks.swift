@@ -50,10 +50,12 @@ enum ControlChecks {
         EntryCheck("27.2.1.1", "secondary processor-based controls reserved bits", .controls) {
             !$0.proc.contains(.activateSecondaryControls) || $0.allowedProc2.permits($0.read32(.secondaryProcessorBasedControls))
         },
-        // "The CR3-target count must not be greater than 4." The SDM states the
-        // limit as 4; IA32_VMX_MISC[24:16] only advises software how many values
-        // the processor supports.
-        EntryCheck("27.2.1.1", "CR3-target count", .controls) { $0.read32(.cr3TargetCount) <= 4 },
+        // "The CR3-target count must not be greater than 4", and no greater than
+        // the values IA32_VMX_MISC[24:16] says exist (A.6): a count that names
+        // CR3-target fields VMWRITE cannot reach is refused too.
+        EntryCheck("27.2.1.1", "CR3-target count", .controls) {
+            $0.read32(.cr3TargetCount) <= min(4, $0.capabilities.cr3TargetValues)
+        },
         EntryCheck("27.2.1.1", "I/O bitmap A address", .controls) {
             !$0.proc.contains(.useIOBitmaps) || $0.validPageAddress($0.read(.ioBitmapA))
         },
@@ -216,12 +218,16 @@ enum ControlChecks {
             }
         },
         // Deliver-error-code (bit 11) must be 0 unless the type is hardware
-        // exception and the CR0 field has PE = 1. With IA32_VMX_BASIC[56] = 0
-        // it must then be 1 exactly for the vectors that push an error code.
+        // exception and the guest is in protected mode: the CR0 field has
+        // PE = 1, or "unrestricted guest" is 0, where PE counts as 1 (the
+        // guest-state checks, which come later, require it). With
+        // IA32_VMX_BASIC[56] = 0 it must then be 1 exactly for the vectors
+        // that push an error code.
         EntryCheck("27.2.1.3", "event injection deliver-error-code bit", .controls) { c in
             guard c.injecting else { return true }
             let deliver = c.injection & 1 << 11 != 0
-            guard c.injectionType == InterruptionType.hardwareException, c.guestCR0 & 1 != 0 else { return !deliver }
+            let protectedMode = c.guestCR0 & 1 != 0 || !c.unrestrictedGuest
+            guard c.injectionType == InterruptionType.hardwareException, protectedMode else { return !deliver }
             if c.capabilities.basic & 1 << 56 != 0 { return true }
             return deliver == ControlChecks.errorCodeVectors.contains(c.injectionVector)
         },

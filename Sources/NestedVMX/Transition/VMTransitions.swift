@@ -66,6 +66,9 @@ public struct VMExitPlan: Equatable, Sendable {
     public var hostMSRs: [MSRValue]
     /// 28.6: the MSR-load list.
     public var msrLoad: MSRLists.Plan
+
+    /// What the exit loads into L1: 28.5 and 28.6 together.
+    public var hostLoad: VMTransitions.HostLoad { VMTransitions.HostLoad(host: host, hostMSRs: hostMSRs, msrLoad: msrLoad) }
 }
 
 public enum VMTransitions {
@@ -113,6 +116,36 @@ public enum VMTransitions {
         let store = MSRLists.store(address: v.read(.exitMSRStoreAddress) ?? 0,
                                    count: UInt32(truncatingIfNeeded: v.read(.exitMSRStoreCount) ?? 0),
                                    maximum: maxMSRListEntries, memory: memory)
+        let load = hostLoad(vmcs: v, l2: l2, l1: l1, memory: memory, maxMSRListEntries: maxMSRListEntries, wrmsrFaults: wrmsrFaults)
+        return VMExitPlan(vmcs: v, exit: recorded, msrStore: store, host: load.host, hostMSRs: load.hostMSRs, msrLoad: load.msrLoad)
+    }
+
+    /// A VM entry that fails on guest state or MSR loading (27.8): the exit
+    /// reason with bit 31 set and the qualification go into VMCS12, then L1's
+    /// host state loads as at a VM exit (28.5), host MSRs and the VM-exit
+    /// MSR-load list included (28.6). No guest state is saved and the
+    /// MSR-store list is not processed.
+    public static func failedEntry(_ failure: VMEntryFailure, l1: CPUState, vmcs: VMCS12, memory: some GuestMemoryAccess,
+                                   maxMSRListEntries: Int, wrmsrFaults: ((UInt32, UInt64) -> Bool)? = nil)
+        -> (vmcs: VMCS12, load: HostLoad) {
+        var v = vmcs
+        v.write(.exitReason, UInt64(failure.exitReason ?? 0))
+        v.write(.exitQualification, failure.exitQualification ?? 0)
+        return (v, hostLoad(vmcs: v, l2: l1, l1: l1, memory: memory, maxMSRListEntries: maxMSRListEntries, wrmsrFaults: wrmsrFaults))
+    }
+
+    /// What a VM exit loads into L1 (28.5, 28.6).
+    public struct HostLoad: Equatable, Sendable {
+        /// 28.5: L1's host state.
+        public var host: CPUState
+        /// 28.5.1: the host MSRs: SYSENTER, PAT when loaded, DEBUGCTL cleared.
+        public var hostMSRs: [MSRValue]
+        /// 28.6: the MSR-load list.
+        public var msrLoad: MSRLists.Plan
+    }
+
+    static func hostLoad(vmcs v: VMCS12, l2: CPUState, l1: CPUState, memory: some GuestMemoryAccess, maxMSRListEntries: Int,
+                         wrmsrFaults: ((UInt32, UInt64) -> Bool)?) -> HostLoad {
         var hostMSRs = [
             MSRValue(index: GuestStateMSRs.sysenterCS, value: v.read(.hostIA32SysenterCS) ?? 0),
             MSRValue(index: GuestStateMSRs.sysenterESP, value: v.read(.hostIA32SysenterESP) ?? 0),
@@ -123,7 +156,6 @@ public enum VMTransitions {
         let load = MSRLists.load(address: v.read(.exitMSRLoadAddress) ?? 0,
                                  count: UInt32(truncatingIfNeeded: v.read(.exitMSRLoadCount) ?? 0),
                                  maximum: maxMSRListEntries, memory: memory, wrmsrFaults: wrmsrFaults)
-        return VMExitPlan(vmcs: v, exit: recorded, msrStore: store, host: StateTransfer.hostState(from: v, l2: l2, l1: l1),
-                          hostMSRs: hostMSRs, msrLoad: load)
+        return HostLoad(host: StateTransfer.hostState(from: v, l2: l2, l1: l1), hostMSRs: hostMSRs, msrLoad: load)
     }
 }

@@ -33,6 +33,19 @@ public struct VMXCapabilities: Equatable, Sendable {
     /// checks (SDM 27.2.2, 27.3.1.2).
     public var linearAddressBits = 48
 
+    /// IA32_VMX_MISC[24:16]: how many CR3-target values there are (SDM A.6).
+    public var cr3TargetValues: Int { Int(VMXMisc(rawValue: misc).cr3TargetCount) }
+
+    /// Whether VMREAD and VMWRITE reach `field` (SDM 31.3, error 12 if not):
+    /// a field of Appendix B, but no CR3-target value beyond the number
+    /// IA32_VMX_MISC reports (SDM 25.6.7).
+    public func supports(_ field: VMCSField) -> Bool {
+        guard VMCS12Layout.slot(of: field) != nil else { return false }
+        let first = VMCSField.cr3TargetValue0.rawValue
+        if (first...first + 6).contains(field.rawValue) { return Int(field.rawValue - first) / 2 < cr3TargetValues }
+        return true
+    }
+
     /// Packs a control capability MSR (SDM A.3-A.5): the allowed-0 half holds
     /// the bits that must be 1, the allowed-1 half those that may be 1, which
     /// always include the must-be-1 bits.

@@ -240,13 +240,14 @@ struct Context<Memory: GuestMemoryAccess> {
     // MARK: VMREAD
 
     /// The field a VMREAD/VMWRITE names: the register operand; in 64-bit mode
-    /// bits 63:32 set mean "no such field".
+    /// bits 63:32 set mean "no such field", as does a field this processor
+    /// does not support.
     func fieldOperand() -> VMCSField? {
         guard let r = insn.reg else { return nil }
         let v = register(r)
         guard v <= UInt64(UInt32.max) else { return nil }
         let field = VMCSField(rawValue: UInt32(v))
-        return VMCS12Layout.slot(of: field) == nil ? nil : field
+        return vmx.capabilities.supports(field) ? field : nil
     }
 
     mutating func vmread() -> VMXExecution {
