@@ -447,6 +447,29 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(hv.l1.msrs[0xc000_0102], 0xffff_8000_dead_0000, "the VM-exit MSR-load list")
     }
 
+    /// RDTSCP and RDPID with "enable RDTSCP" 0 raise #UD in L2 (SDM 26.3):
+    /// through L2's IDT, or as an exception exit when L1's exception bitmap
+    /// asks for #UD. KVM's emulator cannot run them, so they reach L0.
+    func testRDTSCPAndRDPIDRaiseUDInL2() throws {
+        let rdtscp = InternalErrorExit(suberror: 1, instruction: InstructionBytes([0x0f, 0x01, 0xf9]))
+        launch(vmcs())
+        hv.l2.script = [FakeRun(exit: .internalError(rdtscp))]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2, "L2's own #UD handler runs")
+        XCTAssertEqual(hv.l2.events.exception, VCPUEvents.Exception(injected: true, vector: 6, errorCode: nil))
+
+        var v = vmcs()
+        XCTAssertTrue(v.write(.exceptionBitmap, 1 << 6))
+        machine.running = .l1
+        launch(v)
+        let rdpid = InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xf3, 0x0f, 0xc7, 0xf8]))
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 0x10) }, exit: .internalError(rdpid))]
+        try step()
+        assertReflected(.exceptionOrNMI)
+        XCTAssertEqual(field(.exitInterruptionInfo), 0x8000_0306, "#UD, hardware exception, valid")
+        XCTAssertEqual(field(.guestRIP), L.code + 0x10, "a fault: RIP at the instruction")
+    }
+
     // MARK: Time
 
     /// One VMX-preemption timer tick is 2^rate TSC cycles, 1 ns each here.

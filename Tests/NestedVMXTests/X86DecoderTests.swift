@@ -19,6 +19,17 @@ final class X86DecoderTests: XCTestCase {
                      "16 bytes is past the 15-byte limit")
     }
 
+    func testRDTSCPAndRDPID() {
+        XCTAssertEqual(X86Decoders.rdtscpOrRDPIDLength([0x0f, 0x01, 0xf9], mode64: true), 3)              // rdtscp
+        XCTAssertEqual(X86Decoders.rdtscpOrRDPIDLength([0xf3, 0x0f, 0xc7, 0xf8], mode64: false), 4)       // rdpid eax
+        XCTAssertEqual(X86Decoders.rdtscpOrRDPIDLength([0xf3, 0x41, 0x0f, 0xc7, 0xf9], mode64: true), 5)  // rdpid r9
+        XCTAssertNil(X86Decoders.rdtscpOrRDPIDLength([0xf3, 0x41, 0x0f, 0xc7, 0xf9], mode64: false), "0x41 is INC ecx")
+        XCTAssertNil(X86Decoders.rdtscpOrRDPIDLength([0x0f, 0xc7, 0xf8], mode64: true), "without F3: RDSEED")
+        XCTAssertNil(X86Decoders.rdtscpOrRDPIDLength([0xf3, 0x0f, 0xc7, 0x38], mode64: true), "the memory form is VMPTRST")
+        XCTAssertNil(X86Decoders.rdtscpOrRDPIDLength([0x0f, 0x01, 0xf8], mode64: true), "SWAPGS")
+        XCTAssertNil(X86Decoders.rdtscpOrRDPIDLength([0x0f, 0x01], mode64: true), "cut short")
+    }
+
     func testOUTLengthsFromTheBytesBeforeRIP() {
         XCTAssertEqual(X86Decoders.outLength(endingWith: [0x90, 0xe6, 0x80], port: 0x80, size: 1), 2)
         XCTAssertEqual(X86Decoders.outLength(endingWith: [0x66, 0xe7, 0x80], port: 0x80, size: 2), 3)

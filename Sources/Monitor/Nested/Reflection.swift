@@ -58,6 +58,11 @@ extension Machine {
     func reflectInstruction(_ bytes: InstructionBytes, note: inout ExitNote) -> RunOutcome? {
         let state = l2State
         guard case let .success(insn) = VMXDecoder.decode(bytes.array, state: state) else {
+            // SDM 26.3: with "enable RDTSCP" 0 (never allowed-1 here) RDTSCP
+            // and RDPID raise #UD in VMX non-root operation.
+            if X86Decoders.rdtscpOrRDPIDLength(bytes.array, mode64: state.mode64) != nil {
+                return raiseInL2(vector: 6, state: state, note: &note)
+            }
             return .unhandledExit("L2 emulation failure, bytes " + bytes.array.map { hex($0, digits: 2) }.joined(separator: " "))
         }
         let exit = NestedExit(reason: insn.instruction.exitReason, qualification: insn.exitQualificationDisplacement,
@@ -92,6 +97,20 @@ extension Machine {
         note.vmxReason = UInt32(plan.exit.reason.rawValue)
         note.handler = .reflected
         note.episode = currentEpisode
+        return nil
+    }
+
+    /// An exception without an error code that L2's instruction raises:
+    /// an exception exit if L1's exception bitmap asks for it (SDM 26.2),
+    /// else delivered through L2's own IDT.
+    func raiseInL2(vector: UInt8, state: CPUState, note: inout ExitNote) -> RunOutcome? {
+        guard let vmcs = vmx.current, let l2 = l2Machine else { return .unhandledExit("L2 exception without a current VMCS") }
+        note.value = UInt64(vector)
+        if ExitRouting.wantsException(Int(vector), errorCode: nil, vmcs: vmcs) {
+            let info = DeliveredEvent(kind: .hardwareException, vector: vector).interruptionInformation
+            return reflect(NestedExit(reason: .exceptionOrNMI, interruptionInfo: info), state: state, note: &note)
+        }
+        l2.vcpu.events.exception = VCPUEvents.Exception(injected: true, vector: vector, errorCode: nil)
         return nil
     }
 

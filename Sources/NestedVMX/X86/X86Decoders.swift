@@ -30,6 +30,26 @@ public enum X86Decoders {
         }
     }
 
+    /// RDTSCP (0F 01 F9) or RDPID (F3 [REX] 0F C7 /7, register form) at the
+    /// start of `bytes`, with its prefixes (SDM Vol. 2B "RDTSCP", "RDPID");
+    /// REX counts as a prefix only in 64-bit mode. Their length, or nil.
+    public static func rdtscpOrRDPIDLength(_ bytes: [UInt8], mode64: Bool) -> Int? {
+        var i = 0, repz = false
+        while i < min(bytes.count, InstructionFetch.maximumLength) {
+            switch bytes[i] {
+            case 0x66, 0x67, 0xf2, 0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65: i += 1; continue
+            case 0xf3: repz = true; i += 1; continue
+            case 0x40...0x4f where mode64: i += 1; continue
+            default: break
+            }
+            break
+        }
+        guard i + 3 <= min(bytes.count, InstructionFetch.maximumLength), bytes[i] == 0x0f else { return nil }
+        if bytes[i + 1] == 0x01 && bytes[i + 2] == 0xf9 { return i + 3 }
+        if repz && bytes[i + 1] == 0xc7 && bytes[i + 2] >> 3 == 0b11_111 { return i + 3 }
+        return nil
+    }
+
     /// The length of the I/O instruction at the start of `bytes` (SDM Vol. 2:
     /// IN/OUT E4-E7 with an 8-bit port, EC-EF with DX, INS/OUTS 6C-6F), with
     /// its prefixes; REX counts as a prefix only in 64-bit mode. nil when the
