@@ -63,6 +63,25 @@ final class VMTransitionTests: XCTestCase {
         XCTAssertEqual(failed.load.msrLoad.entries, [MSRAreaEntry(address: 0x3000, low: 0x174, value: 0x10)])
     }
 
+    /// CS.L outside IA-32e mode is ignored by the SDM and refused by a
+    /// vCPU: the entry clears it, and the exit gives L1 back the access
+    /// rights it wrote while CS is the segment the entry loaded.
+    func testCSLOutsideIA32eModeIsClearedForTheVCPUAndKeptForL1() {
+        let v = vmcs([(.guestCSSelector, 8), (.guestCSLimit, 0xffff_ffff), (.guestCSAccessRights, 0xa09b)])
+        let plan = VMTransitions.entry(vmcs: v, l1: CPUState(), launch: true, memory: memory, maxMSRListEntries: 512)
+        XCTAssertFalse(plan.guest.longModeActive)
+        XCTAssertFalse(plan.guest.cs.l, "the vCPU gets CS.L = 0")
+        var saved = plan.vmcs
+        StateTransfer.saveGuestState(plan.guest, into: &saved)
+        XCTAssertEqual(saved.read(.guestCSAccessRights), 0xa09b, "unchanged CS: L1's L bit")
+        var reloaded = plan.guest
+        reloaded.cs.selector = 0x10
+        StateTransfer.saveGuestState(reloaded, into: &saved)
+        XCTAssertEqual(saved.read(.guestCSAccessRights), 0x809b, "a reloaded CS is saved as it is")
+        let longMode = vmcs([(.entryControls, UInt64(VMEntryControls.ia32eModeGuest.rawValue)), (.guestCSAccessRights, 0xa09b)])
+        XCTAssertTrue(VMTransitions.entry(vmcs: longMode, l1: CPUState(), launch: true, memory: memory, maxMSRListEntries: 512).guest.cs.l)
+    }
+
     func testEntryReadsItsMSRLoadList() {
         _ = memory.store(UInt64(0x174), at: 0x2000)
         _ = memory.store(UInt64(9), at: 0x2008)

@@ -46,6 +46,10 @@ public enum StateTransfer {
             seg.accessRights = UInt32(truncatingIfNeeded: f(fields.accessRights))
             s[keyPath: path] = seg
         }
+        // CS.L means nothing outside IA-32e mode (SDM 27.3.1.2 checks it only
+        // for an IA-32e-mode guest), and a vCPU refuses it there: clear it.
+        // saveGuestState gives it back while CS is unchanged.
+        if !s.longModeActive { s.cs.l = false }
         s.gdtr = TableRegister(base: f(.guestGDTRBase), limit: UInt16(truncatingIfNeeded: f(.guestGDTRLimit)))
         s.idtr = TableRegister(base: f(.guestIDTRBase), limit: UInt16(truncatingIfNeeded: f(.guestIDTRLimit)))
         let interruptibility = f(.guestInterruptibilityState)
@@ -69,7 +73,18 @@ public enum StateTransfer {
         if s.efer & (1 << 10) != 0 { entry.insert(.ia32eModeGuest) } else { entry.remove(.ia32eModeGuest) }
         vmcs.write(.entryControls, UInt64(entry.rawValue))
         for (path, fields) in guestSegments {
-            let seg = s[keyPath: path]
+            var seg = s[keyPath: path]
+            if path == \CPUState.cs, s.efer & (1 << 10) == 0, let ar = vmcs.read(fields.accessRights), ar & 1 << 13 != 0 {
+                // An L bit L1 wrote for a guest outside IA-32e mode, which
+                // guestState cleared for the vCPU: kept while CS is the one loaded.
+                var loaded = seg
+                loaded.accessRights = UInt32(truncatingIfNeeded: ar)
+                loaded.l = false
+                if loaded == seg && vmcs.read(fields.selector) == UInt64(seg.selector) && vmcs.read(fields.base) == seg.base
+                    && vmcs.read(fields.limit) == UInt64(seg.limit) {
+                    seg.l = true
+                }
+            }
             vmcs.write(fields.selector, UInt64(seg.selector))
             vmcs.write(fields.base, seg.base)
             vmcs.write(fields.limit, UInt64(seg.limit))
