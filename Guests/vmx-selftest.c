@@ -118,6 +118,22 @@ static void check_capability_msrs(void)
 
 	uint64_t cr4f0 = msr(MSR_IA32_VMX_CR4_FIXED0), cr0f0 = msr(MSR_IA32_VMX_CR0_FIXED0);
 	report(!(cr4f0 & CR4_VMXE), "CR4_FIXED0 has bit 13 (VMXE) clear: VMXE is virtual");
+	/* Every CR4 bit that CPUID advertises is allowed by CR4_FIXED1 (SDM A.8), and can be set. */
+	uint32_t a, b1, c1, d, b7 = 0, c7 = 0;
+	cpuid(1, 0, &a, &b1, &c1, &d);
+	cpuid(7, 0, &a, &b7, &c7, &d);
+	uint64_t advertised = 0x7ff |					/* VME ... OSXMMEXCPT */
+		(c7 & (1u << 2) ? 1ull << 11 : 0) | (c7 & (1u << 16) ? 1ull << 12 : 0) |	/* UMIP, LA57 */
+		(b7 & 1u ? 1ull << 16 : 0) | (c1 & (1u << 17) ? 1ull << 17 : 0) |		/* FSGSBASE, PCIDE */
+		(c1 & (1u << 26) ? 1ull << 18 : 0) | (b7 & (1u << 7) ? 1ull << 20 : 0) |	/* OSXSAVE, SMEP */
+		(b7 & (1u << 20) ? 1ull << 21 : 0) | (c7 & (1u << 3) ? 1ull << 22 : 0);	/* SMAP, PKE */
+	uint64_t cr4f1 = msr(MSR_IA32_VMX_CR4_FIXED1);
+	report((cr4f1 & advertised) == advertised, "CR4_FIXED1 0x%llx allows every CR4 bit CPUID advertises (0x%llx)",
+	       (unsigned long long)cr4f1, (unsigned long long)advertised);
+	/* Those that change nothing for this test's own code: UMIP, FSGSBASE, OSXSAVE. */
+	uint64_t cr4 = read_cr4(), safe = advertised & ((1ull << 11) | (1ull << 16) | (1ull << 18));
+	report(write_cr4_checked(cr4 | safe) == NO_FAULT && write_cr4_checked(cr4) == NO_FAULT,
+	       "CR4 takes the advertised bits 0x%llx (UMIP, FSGSBASE, OSXSAVE)", (unsigned long long)safe);
 	report((cr0f0 & 0x80000021) == 0x80000021, "CR0_FIXED0 requires PE, NE and PG");
 	vmcs_enum = msr(MSR_IA32_VMX_VMCS_ENUM);
 	report(vmcs_enum != 0 && !(vmcs_enum & ~0x3feull), "VMCS_ENUM reports a highest index (0x%llx)",
@@ -259,6 +275,11 @@ static void check_every_field(void)
 	report(failed_valid(vmwrite(VMCS_GUEST_RIP | FIELD_BAD_RESERVED, 0), 12), "VMWRITE with reserved bit 12 fails with error 12");
 	report(failed_valid(vmread(VMCS_GUEST_CS_LIMIT | 1, &(uint64_t){0}), 12), "high access to a 32-bit field fails with error 12");
 	report(failed_valid(vmread(1ull << 32 | VMCS_GUEST_RIP, &(uint64_t){0}), 12), "VMREAD with bits 63:32 set fails with error 12");
+	/* CR3-target values exist up to IA32_VMX_MISC[24:16] (SDM 25.6.7, A.6). */
+	unsigned targets = (unsigned)(msr(MSR_IA32_VMX_MISC) >> 16) & 0x1ff;
+	if (targets < 4)
+		report(failed_valid(vmwrite(0x6008 + 2 * targets, 0), 12),
+		       "VMWRITE of CR3_TARGET_VALUE%u, beyond the %u IA32_VMX_MISC reports, fails with error 12", targets, targets);
 	report(failed_valid(vmwrite(VMCS_EXIT_REASON, 1), 13), "VMWRITE to EXIT_REASON fails with error 13");
 }
 

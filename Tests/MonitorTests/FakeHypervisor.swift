@@ -122,6 +122,9 @@ final class FakeHypervisor: Hypervisor {
 
     func makeL1(memory: GuestMemory, cpuid: [CPUIDEntry], deniedMSRs: [ClosedRange<UInt32>]) throws(KVMError) -> any VirtualCPU { l1 }
 
+    /// The architectural base, UMIP, FSGSBASE, OSXSAVE, SMEP and SMAP.
+    func acceptedCR4(cpuid: [CPUIDEntry]) throws(KVMError) -> UInt64 { 0x35_0fff }
+
     func makeL2(cpuid: [CPUIDEntry]) throws(KVMError) -> (vm: any GuestVM, vcpu: any VirtualCPU) {
         l2VMsMade += 1
         return (l2VM, l2)

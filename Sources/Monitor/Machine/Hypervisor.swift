@@ -11,6 +11,9 @@ public protocol Hypervisor: AnyObject {
     func makeL1(memory: GuestMemory, cpuid: [CPUIDEntry], deniedMSRs: [ClosedRange<UInt32>]) throws(KVMError) -> any VirtualCPU
     /// The VM that runs L2, with no memory yet, and its vCPU.
     func makeL2(cpuid: [CPUIDEntry]) throws(KVMError) -> (vm: any GuestVM, vcpu: any VirtualCPU)
+    /// The CR4 bits a vCPU with `cpuid` accepts, VMXE aside (docs/ARCHITECTURE.md,
+    /// "What the backend accepts"): IA32_VMX_CR4_FIXED1 is built from them.
+    func acceptedCR4(cpuid: [CPUIDEntry]) throws(KVMError) -> UInt64
 }
 
 /// KVM: both VMs live in one process and share L1's memory.
@@ -31,6 +34,29 @@ public final class KVMHypervisor: Hypervisor {
     public func makeL2(cpuid: [CPUIDEntry]) throws(KVMError) -> (vm: any GuestVM, vcpu: any VirtualCPU) {
         let vm = try makeVM()
         return (vm, try makeVCPU(vm, cpuid: cpuid))
+    }
+
+    /// Measured, not derived from `cpuid`: on our hosts KVM_GET_SUPPORTED_CPUID
+    /// leaves out features the vCPU accepts and its guest sees (XSAVE,
+    /// FSGSBASE, SMEP, SMAP: measured 2026-12-06). Each bit is tried with
+    /// KVM_SET_SREGS on a scratch vCPU, in protected mode and in IA-32e
+    /// mode (PCIDE needs the latter).
+    public func acceptedCR4(cpuid: [CPUIDEntry]) throws(KVMError) -> UInt64 {
+        let vcpu = try system.createVM().createVCPU()
+        try vcpu.setCPUID(cpuid)
+        let base = try vcpu.getSRegs()
+        var accepted: UInt64 = 0
+        for bit in 0..<32 where bit != 13 {
+            for longMode in [false, true] {
+                var s = base
+                s.cr0 = longMode ? 0x8000_0011 : 0x11
+                s.efer = longMode ? 0x500 : 0
+                s.cs.l = longMode ? 1 : 0
+                s.cr4 = (longMode ? 0x20 : 0) | 1 << UInt64(bit)
+                if (try? vcpu.setSRegs(s)) != nil { accepted |= 1 << UInt64(bit); break }
+            }
+        }
+        return accepted
     }
 
     /// A VM whose VMCALL raises #UD (caught on the guest's #UD handler)

@@ -76,7 +76,7 @@ public final class Machine {
             hostCPUID = cpuid
             vcpu = try hypervisor.makeL1(memory: memory, cpuid: Self.guestCPUID(cpuid, vmx: true), deniedMSRs: Self.emulatedMSRs)
             l1Breakpoints = BreakpointChannel(vcpu: vcpu, vectors: [IDTBreakpoints.gpVector, IDTBreakpoints.udVector])
-            cr4Supported = Self.supportedCR4(cpuid)
+            cr4Supported = try hypervisor.acceptedCR4(cpuid: Self.guestCPUID(cpuid, vmx: true))
             var capabilities = VMXCapabilities.terrapin(physicalAddressBits: Self.physicalAddressBits(cpuid),
                                                         cr4Fixed1: cr4Supported)
             capabilities.linearAddressBits = Self.linearAddressBits(cpuid)
@@ -156,27 +156,6 @@ public final class Machine {
     static func linearAddressBits(_ cpuid: [CPUIDEntry]) -> Int {
         let bits = cpuid.first { $0.function == 0x8000_0008 }.map { Int($0.eax >> 8 & 0xff) } ?? 48
         return bits == 57 ? 57 : 48
-    }
-
-    /// The CR4 bits this vCPU accepts, from the CPUID features behind them
-    /// (SDM Vol. 3A 2.5): the architectural base, then UMIP, LA57, FSGSBASE,
-    /// PCIDE, OSXSAVE, SMEP, SMAP, PKE. VMXE is not among them: it is virtual.
-    static func supportedCR4(_ cpuid: [CPUIDEntry]) -> UInt64 {
-        let leaf1 = cpuid.first { $0.function == 1 }
-        let leaf7 = cpuid.first { $0.function == 7 && $0.index == 0 }
-        func has(_ e: CPUIDEntry?, _ reg: KeyPath<CPUIDEntry, UInt32>, _ bit: Int) -> Bool {
-            e.map { $0[keyPath: reg] & (1 << bit) != 0 } ?? false
-        }
-        var mask: UInt64 = 0x7ff                              // VME ... OSXMMEXCPT
-        if has(leaf7, \.ecx, 2) { mask |= 1 << 11 }           // UMIP
-        if has(leaf7, \.ecx, 16) { mask |= 1 << 12 }          // LA57
-        if has(leaf7, \.ebx, 0) { mask |= 1 << 16 }           // FSGSBASE
-        if has(leaf1, \.ecx, 17) { mask |= 1 << 17 }          // PCIDE
-        if has(leaf1, \.ecx, 26) { mask |= 1 << 18 }          // OSXSAVE
-        if has(leaf7, \.ebx, 7) { mask |= 1 << 20 }           // SMEP
-        if has(leaf7, \.ebx, 20) { mask |= 1 << 21 }          // SMAP
-        if has(leaf7, \.ecx, 3) { mask |= 1 << 22 }           // PKE
-        return mask
     }
 
     private func registerDevices() throws(MonitorError) {
