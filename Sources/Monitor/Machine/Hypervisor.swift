@@ -11,8 +11,8 @@ public protocol Hypervisor: AnyObject {
     func makeL1(memory: GuestMemory, cpuid: [CPUIDEntry], deniedMSRs: [ClosedRange<UInt32>]) throws(KVMError) -> any VirtualCPU
     /// The VM that runs L2, with no memory yet, and its vCPU.
     func makeL2(cpuid: [CPUIDEntry]) throws(KVMError) -> (vm: any GuestVM, vcpu: any VirtualCPU)
-    /// The CR4 bits a vCPU with `cpuid` accepts, VMXE aside (docs/ARCHITECTURE.md,
-    /// "What the backend accepts"): IA32_VMX_CR4_FIXED1 is built from them.
+    /// The CR4 bits a vCPU with `cpuid` accepts, VMXE aside (README, "CPUID
+    /// and CR4"): IA32_VMX_CR4_FIXED1 is built from them.
     func acceptedCR4(cpuid: [CPUIDEntry]) throws(KVMError) -> UInt64
 }
 
