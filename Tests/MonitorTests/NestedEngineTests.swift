@@ -331,6 +331,31 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertFalse(hv.l2.events.exception.injected, "L2's vCPU forgets it: L1 re-injects it")
     }
 
+    /// An EPT violation on L2's own access (a fetch, or the MOV behind an
+    /// MMIO exit) has the guest-linear address and qualification bits 7 and
+    /// 8 (SDM 28.2.1, Table 28-7): 0x181 for a read, not 0x1.
+    func testEPTViolationsCarryTheGuestLinearAddress() throws {
+        let pt: UInt64 = 0x1_3000
+        XCTAssertTrue(machine.ram.store(pt | 7, at: L.pd))
+        XCTAssertTrue(machine.ram.store((L.l2Base + 0x1000) | 7 | 6 << 3, at: pt + 8))      // code page only
+        storeBytes([0xa1, 0x10, 0x70, 0x00, 0x00], l2: L.code)                              // mov eax, [0x7010]
+        launch(vmcs())
+        hv.l2.script = [FakeRun(exit: .mmio(MMIOExit(address: 0x7010, length: 4, isWrite: false)))]
+        try step()
+        assertReflected(.eptViolation)
+        XCTAssertEqual(field(.exitQualification), 0x181, "read; linear address valid; the translation of it")
+        XCTAssertEqual(field(.guestLinearAddress), 0x7010)
+        XCTAssertEqual(field(.guestPhysicalAddress), 0x7010)
+
+        var note = ExitNote()
+        XCTAssertNil(machine.enterL2(launch: false, note: &note))
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: 0x6000) }, exit: .internalError(InternalErrorExit(suberror: 1)))]
+        try step()
+        assertReflected(.eptViolation)
+        XCTAssertEqual(field(.exitQualification), 0x184, "fetch; linear address valid; the translation of it")
+        XCTAssertEqual(field(.guestLinearAddress), 0x6000)
+    }
+
     // MARK: MSR lists at exit (SDM 28.4, 28.6, 28.7)
 
     func testExitMSRListsRunInOrderAndAbortAtABadEntry() throws {

@@ -55,7 +55,12 @@ extension Machine {
             guard let state = stateAtFaultingAccess(mmio, gpa: gpa, l2: l2) else {
                 return .unhandledExit("cannot find the L2 store to \(hex(gpa)) that KVM retired")
             }
-            return reflect(NestedExit(reason: .eptViolation, qualification: qualification, guestPhysical: gpa),
+            // Table 28-7: bits 7 and 8 with the guest-linear address, when the
+            // access behind the GPA is found (a fetch at RIP, or a decodable MOV).
+            let linear = linearAddress(of: mmio, gpa: gpa, state: state)
+            return reflect(NestedExit(reason: .eptViolation,
+                                      qualification: qualification | (linear == nil ? 0 : EPTWalker.linearAccessBits),
+                                      guestPhysical: gpa, guestLinear: linear ?? 0),
                            state: state, note: &note)
         case .failure(.misconfiguration):
             guard let state = stateAtFaultingAccess(mmio, gpa: gpa, l2: l2) else {
@@ -122,6 +127,33 @@ extension Machine {
         }
         completePending(l2)
         return state
+    }
+
+    /// The linear address whose translation is `gpa`, for L2's access at
+    /// `state` (at the instruction, before it retires): the instruction
+    /// fetch for a fetch, else the memory operand of the MOV behind the MMIO
+    /// exit. nil when neither translates to the page of `gpa`.
+    func linearAddress(of mmio: MMIOExit?, gpa: UInt64, state: CPUState) -> UInt64? {
+        let memory = L2PhysicalMemory(machine: self)
+        let start: UInt64, size: Int
+        if let m = mmio {
+            let bytes = InstructionFetch.bytes(at: state.cs.base &+ state.rip, cpu: state, memory: memory)
+            guard let move = VMXDecoder.decodeMemoryMove(bytes, state: state),
+                  case let .success(la) = move.operand.linearAddress(state: state, instructionLength: move.length,
+                                                                      size: Int(m.length), write: m.isWrite) else { return nil }
+            (start, size) = (la, move.size)
+        } else {
+            (start, size) = (state.cs.base &+ state.rip, InstructionFetch.maximumLength)
+        }
+        // The access may cross a page: the page of `gpa` is its first or its last.
+        for page in [start & ~0xfff, (start &+ UInt64(size - 1)) & ~0xfff] {
+            let linear = page | (gpa & 0xfff)
+            if case let .success(p) = PageWalker.translate(linear, access: MemoryAccess(), state: state, memory: memory,
+                                                            setAccessedDirty: false), p & ~0xfff == gpa & ~0xfff {
+                return state.mode64 ? linear : linear & 0xffff_ffff
+            }
+        }
+        return nil
     }
 
     /// Maps the run of EPT12 pages starting at the faulting page that are

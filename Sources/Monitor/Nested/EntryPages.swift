@@ -44,7 +44,8 @@ extension Machine {
         case .success:
             return nil
         case let .failure(.violation(qualification)):
-            return NestedExit(reason: .eptViolation, qualification: qualification, guestPhysical: gpa, guestLinear: linear)
+            return NestedExit(reason: .eptViolation, qualification: qualification | EPTWalker.linearAccessBits,
+                              guestPhysical: gpa, guestLinear: linear)
         case .failure(.misconfiguration):
             return NestedExit(reason: .eptMisconfiguration, guestPhysical: gpa)
         }

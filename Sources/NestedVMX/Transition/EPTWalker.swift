@@ -16,6 +16,11 @@ public enum EPTWalker {
         public var dirty: Bool = false
     }
 
+    /// Qualification bits 7 and 8 (Table 28-7): the guest-linear-address
+    /// field is valid, and the access was to the translation of that linear
+    /// address, not to a paging structure during its walk.
+    public static let linearAccessBits: UInt64 = 1 << 7 | 1 << 8
+
     /// EPTP bit 6: accessed and dirty flags are kept (SDM 25.6.11, 29.3.5).
     public static func accessedDirtyEnabled(_ eptp: UInt64) -> Bool { eptp & (1 << 6) != 0 }
 
