@@ -90,6 +90,14 @@ final class TransitionTests: XCTestCase {
         _ = m.store(UInt64(0x30_3000) | 4 | 6 << 3, at: 0x13010)
         XCTAssertEqual(walk(0x20_2000, .init(fetch: true), m, eptp), .failure(.misconfiguration))
         XCTAssertEqual(walk(0x20_2000, .init(read: true), m, eptp), .failure(.misconfiguration))
+        // Reserved bits of large leaves: 20:12 of a 2 MiB page, 29:12 of a 1 GiB page (Tables 29-4, 29-2).
+        _ = m.store(UInt64(0x11000) | 7, at: 0x10000)                  // the PML4E valid again
+        _ = m.store(UInt64(0x20_0000) | 7 | 6 << 3 | 1 << 7 | 1 << 12, at: 0x12000)
+        XCTAssertEqual(walk(0x1234, .init(read: true), m, eptp), .failure(.misconfiguration))
+        _ = m.store(UInt64(0x4000_0000) | 7 | 6 << 3 | 1 << 7 | 1 << 21, at: 0x11000)
+        XCTAssertEqual(walk(0x1234, .init(read: true), m, eptp), .failure(.misconfiguration))
+        _ = m.store(UInt64(0x4000_0000) | 7 | 6 << 3 | 1 << 7, at: 0x11000)
+        XCTAssertEqual(try walk(0x1234, .init(read: true), m, eptp).get().physical, 0x4000_1234, "without them: a 1 GiB page")
     }
 
     func testIOBitmapsAndUnconditionalExiting() {

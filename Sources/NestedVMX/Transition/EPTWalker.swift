@@ -77,7 +77,7 @@ public enum EPTWalker {
                 let memoryType = (entry >> 3) & 7
                 if memoryType == 2 || memoryType == 3 || memoryType == 7 { return .failure(.misconfiguration) }
                 if large {
-                    let reservedLow: UInt64 = level == 3 ? 0x3fff_e000 : 0x1f_e000        // 29:12 or 20:12
+                    let reservedLow: UInt64 = level == 3 ? 0x3fff_f000 : 0x1f_f000        // 29:12 or 20:12 (Tables 29-2, 29-4)
                     if entry & reservedLow != 0 { return .failure(.misconfiguration) }
                 }
             }
