@@ -356,6 +356,18 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(field(.guestLinearAddress), 0x6000)
     }
 
+    /// A VMWRITE across a page boundary reaches L0 as `0f 79` only (KVM
+    /// stops at the boundary): L0 fetches the rest and reflects VMWRITE.
+    func testAnInstructionAcrossAPageIsFetchedWhole() throws {
+        storeBytes([0x0f, 0x79, 0xc3], l2: 0x5ffe)                            // vmwrite eax, ebx
+        launch(vmcs())
+        let cut = InternalErrorExit(suberror: 1, instruction: InstructionBytes([0x0f, 0x79]))
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: 0x5ffe) }, exit: .internalError(cut))]
+        try step()
+        assertReflected(.vmwrite)
+        XCTAssertEqual(field(.exitInstructionLength), 3)
+    }
+
     // MARK: MSR lists at exit (SDM 28.4, 28.6, 28.7)
 
     func testExitMSRListsRunInOrderAndAbortAtABadEntry() throws {

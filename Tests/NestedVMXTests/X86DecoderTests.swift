@@ -19,6 +19,20 @@ final class X86DecoderTests: XCTestCase {
                      "16 bytes is past the 15-byte limit")
     }
 
+    /// KVM reports an instruction only up to a page boundary: the rest is
+    /// fetched, and used only if it agrees with what was reported.
+    func testInstructionBytesAcrossAPageAreCompleted() {
+        let memory = ArrayMemory(size: 0x3000)
+        _ = memory.write(0xffe, bytes: [0x0f, 0x79, 0xc3, 0x90])        // vmwrite rax, rbx across 0x1000
+        var cpu = CPUState()
+        cpu.rip = 0xffe
+        cpu.cs = SegmentState(limit: 0xffff_ffff, type: 0xb, db: true, g: true)
+        XCTAssertEqual(Array(InstructionFetch.completing([0x0f, 0x79], cpu: cpu, memory: memory).prefix(3)), [0x0f, 0x79, 0xc3])
+        XCTAssertEqual(InstructionFetch.completing([0x0f, 0x78], cpu: cpu, memory: memory), [0x0f, 0x78], "memory disagrees: as reported")
+        let full = [UInt8](repeating: 0x66, count: 15)
+        XCTAssertEqual(InstructionFetch.completing(full, cpu: cpu, memory: memory), full, "15 bytes are complete")
+    }
+
     func testRDTSCPAndRDPID() {
         XCTAssertEqual(X86Decoders.rdtscpOrRDPIDLength([0x0f, 0x01, 0xf9], mode64: true), 3)              // rdtscp
         XCTAssertEqual(X86Decoders.rdtscpOrRDPIDLength([0xf3, 0x0f, 0xc7, 0xf8], mode64: false), 4)       // rdpid eax

@@ -20,9 +20,10 @@ extension Machine {
 
     /// An emulation failure: a VMX instruction is decoded and emulated (or
     /// turned into a #UD for channel (b)); anything else ends the run.
-    func handleEmulationFailure(_ bytes: InstructionBytes, note: inout ExitNote) -> RunOutcome? {
+    func handleEmulationFailure(_ reported: InstructionBytes, note: inout ExitNote) -> RunOutcome? {
         let cpu = cpuState
-        switch VMXDecoder.decode(bytes.array, state: cpu) {
+        let bytes = InstructionFetch.completing(reported.array, cpu: cpu, memory: ram)
+        switch VMXDecoder.decode(bytes, state: cpu) {
         case let .success(insn):
             if vmxTrapChannel == .undefinedOpcode {
                 inject(.invalidOpcode)
@@ -34,13 +35,13 @@ extension Machine {
             // Not an instruction the VMX decoder accepts. KVM could not emulate
             // it either: for the VMX opcodes the decoder rejects (a LOCK prefix,
             // a register operand where memory is required) the SDM says #UD.
-            if X86Decoders.isVMXOpcode(bytes.array) {
+            if X86Decoders.isVMXOpcode(bytes) {
                 inject(exception)
                 note.flags.insert(.faulted)
                 return nil
             }
             return .unhandledExit("emulation failure, instruction bytes "
-                                  + bytes.array.map { hex($0, digits: 2) }.joined(separator: " "))
+                                  + bytes.map { hex($0, digits: 2) }.joined(separator: " "))
         }
     }
 

@@ -55,15 +55,16 @@ extension Machine {
 
     /// A VMX instruction executed by L2: reasons 18-28, 50, 53 with the
     /// instruction information and the displacement as qualification (SDM 28.2).
-    func reflectInstruction(_ bytes: InstructionBytes, note: inout ExitNote) -> RunOutcome? {
+    func reflectInstruction(_ reported: InstructionBytes, note: inout ExitNote) -> RunOutcome? {
         let state = l2State
-        guard case let .success(insn) = VMXDecoder.decode(bytes.array, state: state) else {
+        let bytes = InstructionFetch.completing(reported.array, cpu: state, memory: L2PhysicalMemory(machine: self))
+        guard case let .success(insn) = VMXDecoder.decode(bytes, state: state) else {
             // SDM 26.3: with "enable RDTSCP" 0 (never allowed-1 here) RDTSCP
             // and RDPID raise #UD in VMX non-root operation.
-            if X86Decoders.rdtscpOrRDPIDLength(bytes.array, mode64: state.mode64) != nil {
+            if X86Decoders.rdtscpOrRDPIDLength(bytes, mode64: state.mode64) != nil {
                 return raiseInL2(vector: 6, state: state, note: &note)
             }
-            return .unhandledExit("L2 emulation failure, bytes " + bytes.array.map { hex($0, digits: 2) }.joined(separator: " "))
+            return .unhandledExit("L2 emulation failure, bytes " + bytes.map { hex($0, digits: 2) }.joined(separator: " "))
         }
         let exit = NestedExit(reason: insn.instruction.exitReason, qualification: insn.exitQualificationDisplacement,
                               instructionLength: insn.length, instructionInfo: insn.instructionInformation())

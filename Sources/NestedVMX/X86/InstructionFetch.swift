@@ -16,4 +16,15 @@ public enum InstructionFetch {
         }
         return bytes
     }
+
+    /// The bytes of the instruction at `cpu`'s RIP, given the ones a vCPU
+    /// reported (KVM's emulation failure stops at a page boundary, so a
+    /// VMWRITE that crosses one arrives as `0f 79`): the rest is fetched
+    /// through the guest's paging, and kept only if it agrees with what was
+    /// reported.
+    public static func completing(_ reported: [UInt8], cpu: CPUState, memory: some GuestMemoryAccess) -> [UInt8] {
+        guard reported.count < maximumLength else { return reported }
+        let fetched = bytes(at: cpu.cs.base &+ cpu.rip, cpu: cpu, memory: memory)
+        return fetched.count > reported.count && fetched.starts(with: reported) ? fetched : reported
+    }
 }
