@@ -368,6 +368,39 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(field(.exitInstructionLength), 3)
     }
 
+    /// A #UD at L1's handler from a 32-bit code segment of a 64-bit L1
+    /// (compatibility mode) is decoded in that segment, where VMX
+    /// instructions are #UD (SDM 31.3): the #UD stands. With the handler's
+    /// 64-bit CS, L0 used to emulate the instruction.
+    func testAVMXInstructionInCompatibilityModeKeepsItsUD() throws {
+        let pml4: UInt64 = 0x60_0000, gdt: UInt64 = 0x61_0000, stack: UInt64 = 0x62_0000, code: UInt64 = 0x63_0000
+        let ram = machine.ram
+        XCTAssertTrue(ram.store(pml4 + 0x1000 | 3, at: pml4))
+        XCTAssertTrue(ram.store(pml4 + 0x2000 | 3, at: pml4 + 0x1000))
+        for i in 0..<4 { XCTAssertTrue(ram.store(UInt64(i) << 21 | 0x83, at: pml4 + 0x2000 + 8 * UInt64(i))) }
+        for (i, d) in [UInt64(0), 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0, 0, 0, 0x00cf_9a00_0000_ffff].enumerated() {
+            XCTAssertTrue(ram.store(d, at: gdt + 8 * UInt64(i)))                           // 0x30: 32-bit code
+        }
+        for (i, v) in [code, 0x30, 0x2, stack + 0x1000, 0x10].enumerated() { XCTAssertTrue(ram.store(v, at: stack + 8 * UInt64(i))) }
+        XCTAssertTrue(ram.write(code, bytes: [0x0f, 0xc7, 0x38]))                          // vmptrst [eax]
+        var cpu = CPUState()
+        cpu.cr0 = 0x8000_0011; cpu.cr4 = 0x20; cpu.efer = 0x500; cpu.cr3 = pml4
+        cpu.cs = SegmentState(selector: 0x08, limit: 0xffff_ffff, type: 0xb, l: true, g: true)
+        cpu.ss = SegmentState(selector: 0x10, limit: 0xffff_ffff, type: 0x3, db: true, g: true)
+        cpu.gdtr = TableRegister(base: gdt, limit: 0x37)
+        cpu.gprs[.rsp] = stack
+        cpu.gprs[.rax] = 0x64_0000
+        machine.vmx.vmxe = true
+        machine.vmx.inVMXOperation = true
+        var note = ExitNote()
+        guard case .notOurs = machine.handleInvalidOpcode(cpu: cpu, note: &note) else {
+            return XCTFail("a VMX instruction in compatibility mode was emulated")
+        }
+        // The same bytes from the 64-bit segment are emulated.
+        XCTAssertTrue(ram.store(UInt64(0x08), at: stack + 8))
+        guard case .handled = machine.handleInvalidOpcode(cpu: cpu, note: &note) else { return XCTFail("64-bit VMPTRST") }
+    }
+
     // MARK: MSR lists at exit (SDM 28.4, 28.6, 28.7)
 
     func testExitMSRListsRunInOrderAndAbortAtABadEntry() throws {

@@ -117,14 +117,18 @@ extension Machine {
         guard let frame = ExceptionFrame(cpu: cpu, hasErrorCode: false, memory: ram) else { return .notOurs }
         let crossPrivilege = frame.cs & 3 != cpu.cs.selector & 3
         var at = frame.unwound(cpu)
-        if crossPrivilege {
-            // The instruction ran at the frame's privilege: CPL from CS.RPL, the
-            // code segment's L/D bits from its GDT descriptor (SDM Vol. 3A 3.4.5).
+        if frame.cs != UInt64(cpu.cs.selector) {
+            // The instruction ran in the frame's code segment, not the handler's:
+            // CPL from CS.RPL, the L/D bits from its GDT descriptor (SDM Vol. 3A
+            // 3.4.5). A 32-bit segment of a 64-bit L1 is compatibility mode,
+            // where VMX instructions are #UD (SDM 31.3).
             guard let code = GDT.descriptor(frame.cs, cpu: cpu, memory: ram) else { return .notOurs }
             at.cs.selector = UInt16(truncatingIfNeeded: frame.cs)
             at.cs.dpl = UInt8(frame.cs & 3)
             at.cs.l = code & (1 << 53) != 0
             at.cs.db = code & (1 << 54) != 0
+        }
+        if crossPrivilege {
             at.ss.selector = UInt16(truncatingIfNeeded: frame.ss)
             at.ss.dpl = UInt8(frame.ss & 3)
         }
