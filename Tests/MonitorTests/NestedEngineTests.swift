@@ -401,6 +401,25 @@ final class NestedEngineTests: XCTestCase {
         guard case .handled = machine.handleInvalidOpcode(cpu: cpu, note: &note) else { return XCTFail("64-bit VMPTRST") }
     }
 
+    /// VMCALL in an L2 without a usable #UD gate: KVM's #UD for it ends in
+    /// a triple fault at the VMCALL. L1 gets the VMCALL exit (18), which the
+    /// SDM gives unconditionally, not a triple fault (2).
+    func testVMCALLWithoutAUDGateIsStillAVMCALLExit() throws {
+        storeBytes([0x0f, 0x01, 0xc1], l2: 0x5000)
+        launch(vmcs())
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: 0x5000) }, exit: .shutdown)]
+        try step()
+        assertReflected(.vmcall)
+        XCTAssertEqual(field(.exitInstructionLength), 3)
+        XCTAssertEqual(field(.guestRIP), 0x5000)
+
+        var note = ExitNote()
+        XCTAssertNil(machine.enterL2(launch: false, note: &note))
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: 0x5003) }, exit: .shutdown)]
+        try step()
+        assertReflected(.tripleFault)
+    }
+
     // MARK: MSR lists at exit (SDM 28.4, 28.6, 28.7)
 
     func testExitMSRListsRunInOrderAndAbortAtABadEntry() throws {

@@ -37,7 +37,16 @@ extension Machine {
             return nil
         case .shutdown:
             note.kind = .shutdown
-            return reflect(NestedExit(reason: .tripleFault), state: l2State, note: &note)
+            // VMCALL exits unconditionally (SDM 26.1.2), but reaches L0 as the
+            // #UD KVM raises for it; with no usable #UD gate in L2's IDT that
+            // becomes a triple fault, with RIP still at the VMCALL.
+            let state = l2State
+            if InstructionFetch.bytes(at: state.cs.base &+ state.rip, cpu: state, memory: L2PhysicalMemory(machine: self))
+                .starts(with: [0x0f, 0x01, 0xc1]) {
+                l2.vcpu.events.forgetInjectedEvent()
+                return reflect(NestedExit(reason: .vmcall, instructionLength: 3), state: state, note: &note)
+            }
+            return reflect(NestedExit(reason: .tripleFault), state: state, note: &note)
         case let .internalError(e):
             note.kind = .internalError
             if let bytes = e.instruction { return reflectInstruction(bytes, note: &note) }
