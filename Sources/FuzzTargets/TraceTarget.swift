@@ -21,7 +21,7 @@ enum TraceTarget {
         _ = SummaryReport(reader: reader, summary: summary).json()
 
         let threshold = BurstThreshold.meanMultiple(3)
-        let storms = EpisodeAnalysis(reader, window: 1000, threshold: threshold)
+        let storms = EpisodeAnalysis(reader, threshold: threshold)
         _ = StormsReport(reader: reader, analysis: storms, top: 5, threshold: threshold).text()
         _ = StormsReport(reader: reader, analysis: storms, top: 5, threshold: threshold).json()
 

@@ -3,17 +3,23 @@
 /// covers [k·w, (k+1)·w). A rate is a window's exits divided by its full
 /// width, also for the partly covered first and last windows.
 ///
-/// Counting allocates only when the window array grows; timestamps at or
-/// beyond `maxWindows` windows are counted as `beyondHorizon` and not windowed.
+/// Only windows that hold exits are kept, so memory and `finish` grow with
+/// the records, not with the time they span (a hostile trace may span 2^24
+/// windows with two records). Counting allocates only when the exits move
+/// to another window; timestamps at or beyond `maxWindows` windows are
+/// counted as `beyondHorizon` and not windowed.
 public struct BurstDetector: Sendable {
     public static let maxWindows = 1 << 24
 
     /// Window width, ns (at least 1).
     public let window: UInt64
-    @usableFromInline var counts: [UInt32] = []
+    /// Exits of each window that has any, but the current one's.
+    @usableFromInline var counts: [Int: UInt32] = [:]
     @usableFromInline var lo: UInt64 = 1
     @usableFromInline var hi: UInt64 = 0
-    @usableFromInline var current = 0
+    /// The window the last exit fell in (-1: none yet), and its exits.
+    @usableFromInline var current = -1
+    @usableFromInline var currentCount: UInt32 = 0
     public private(set) var beyondHorizon: UInt64 = 0
 
     public init(window: UInt64) { self.window = max(1, window) }
@@ -22,7 +28,7 @@ public struct BurstDetector: Sendable {
     @inlinable @inline(__always)
     public mutating func add(_ timestamp: UInt64) {
         if timestamp >= lo && timestamp < hi {
-            counts[current] &+= 1
+            currentCount &+= 1
         } else {
             addSlow(timestamp)
         }
@@ -32,10 +38,9 @@ public struct BurstDetector: Sendable {
     mutating func addSlow(_ timestamp: UInt64) {
         let k = timestamp / window
         guard k < UInt64(Self.maxWindows) else { beyondHorizon += 1; return }
-        let i = Int(k)
-        if i >= counts.count { counts.append(contentsOf: repeatElement(0, count: i + 1 - counts.count)) }
-        counts[i] &+= 1
-        current = i
+        if current >= 0 { counts[current] = currentCount }
+        current = Int(k)
+        currentCount = (counts[current] ?? 0) &+ 1
         lo = k * window
         hi = saturatingAdd(lo, window)
     }
@@ -66,22 +71,29 @@ public struct BurstDetector: Sendable {
         public var beyondHorizon: UInt64
     }
 
-    /// Bursts whose windows exceed `threshold` exits/s.
+    /// Bursts whose windows exceed `threshold` exits/s. A window without
+    /// exits is never hot (a threshold is not negative), so it ends a burst.
     public func finish(threshold: Double) -> Result {
         let perSecond = 1e9 / Double(window)
+        var all = counts
+        if current >= 0 { all[current] = currentCount }
+        let windows = all.keys.sorted()
         var bursts: [Burst] = []
         var hot = 0, inBursts: UInt64 = 0, peak = 0.0
-        var first = counts.firstIndex { $0 > 0 } ?? counts.count
-        let last = counts.lastIndex { $0 > 0 } ?? -1
         var open: Burst?
-        while first <= last {
-            let n = counts[first]
+        var previous = Int.min
+        for index in windows {
+            let n = all[index]!
             let rate = Double(n) * perSecond
             peak = max(peak, rate)
-            if rate > threshold {
+            let start = UInt64(index) * window
+            if let b = open, !(rate > max(threshold, 0) && index == previous + 1) {
+                bursts.append(b)
+                open = nil
+            }
+            if rate > max(threshold, 0) {
                 hot += 1
                 inBursts += UInt64(n)
-                let start = UInt64(first) * window
                 if var b = open {
                     b.end = saturatingAdd(start, window)
                     b.windows += 1
@@ -91,17 +103,14 @@ public struct BurstDetector: Sendable {
                 } else {
                     open = Burst(start: start, end: saturatingAdd(start, window), windows: 1, exits: UInt64(n), rate: 0, peakRate: rate)
                 }
-            } else if let b = open {
-                bursts.append(b)
-                open = nil
             }
-            first += 1
+            previous = index
         }
         if let b = open { bursts.append(b) }
         for i in bursts.indices {
             bursts[i].rate = Double(bursts[i].exits) / (Double(bursts[i].end - bursts[i].start) / 1e9)
         }
-        let windowCount = last < 0 ? 0 : last - (counts.firstIndex { $0 > 0 } ?? 0) + 1
+        let windowCount = windows.last.map { $0 - windows[0] + 1 } ?? 0
         return Result(window: window, threshold: threshold, windowCount: windowCount, hotWindows: hot,
                       bursts: bursts, exitsInBursts: inBursts, peakRate: peak, beyondHorizon: beyondHorizon)
     }

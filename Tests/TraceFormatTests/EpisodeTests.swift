@@ -110,6 +110,19 @@ final class EpisodeTests: TraceTestCase {
         XCTAssertEqual(r.hotWindows, 2)
         XCTAssertEqual(r.bursts, [BurstDetector.Burst(start: 4000, end: 6000, windows: 2, exits: 44, rate: 22e6, peakRate: 22e6)])
         XCTAssertEqual(r.beyondHorizon, 1)
+        // A gap of empty windows ends a burst; a burst resumes only in the next window.
+        var gap = BurstDetector(window: 1000)
+        for t: UInt64 in [100, 200, 1100, 1200, 5100, 5200, 4100, 4150] { gap.add(t) }     // out of order too
+        XCTAssertEqual(gap.finish(threshold: 1e6).bursts.map(\.windows), [2, 2])
+        // Two exits 2^24 - 1 windows apart: only the windows with exits are kept and scanned.
+        var wide = BurstDetector(window: 1000)
+        wide.add(0)
+        wide.add(UInt64(BurstDetector.maxWindows - 1) * 1000)
+        let w = wide.finish(threshold: 0)
+        XCTAssertEqual(w.windowCount, BurstDetector.maxWindows)
+        XCTAssertEqual(w.hotWindows, 2)
+        XCTAssertEqual(w.bursts.count, 2)
+        XCTAssertEqual(wide.counts.count, 1, "the current window aside, one window is stored")
         XCTAssertEqual(BurstThreshold("3x"), .meanMultiple(3))
         XCTAssertEqual(BurstThreshold("50k"), .rate(50_000))
         XCTAssertEqual(BurstThreshold("2.5M"), .rate(2_500_000))
