@@ -11,6 +11,8 @@ final class ManualClock: MonitorClock, @unchecked Sendable {
     func threadCPUTime() -> UInt64 { cpu }
     /// A guest ran for `nanos`: both clocks move.
     func run(_ nanos: UInt64) { wall += nanos; cpu += nanos }
+    /// Waiting moves wall time only.
+    func sleep(until deadline: UInt64) { wall = max(wall, deadline) }
 }
 
 struct NoKicker: Kicker { func kick() {} }

@@ -579,6 +579,22 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(field(.guestVMXPreemptionTimerValue), 0, "28.3.4: saved as expired")
     }
 
+    /// The timer counts down in the HLT activity state (SDM 26.5.1): the
+    /// exit of a halted L2 comes when the timer's time has passed, not at
+    /// once with the idle time skipped.
+    func testATimerInTheHLTStateExpiresOnTime() throws {
+        launch(timerVMCS(ticks: 100, proc: []))
+        hv.l2.script = [FakeRun(ran: 10 * tickNanos, exit: .hlt)]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2, "no HLT exiting: L2 halts")
+        let halted = hv.clock.wall
+        try step()
+        assertReflected(.preemptionTimerExpired)
+        XCTAssertEqual(hv.clock.wall - halted, 90 * tickNanos, "the 90 ticks left passed in the HLT state")
+        XCTAssertEqual(field(.guestActivityState), 1, "saved as HLT")
+        XCTAssertEqual(hv.l2.runs, 1, "L2 did not run again")
+    }
+
     func testL0sOwnTimeIsNotL2s() throws {
         launch(timerVMCS(ticks: 1000, proc: [.hltExiting]))
         // L2 runs 10 ticks; L0 then spends 100 times the whole timer handling

@@ -69,8 +69,11 @@ extension Machine {
             note.address = fault.guestPhysical
             return reflect(fault, state: l2State, note: &note)
         case .preemptionTimerExpired:
-            // A halted L2 skips its idle time to the expiry: nothing is left.
+            // The timer counts down in the HLT activity state too (SDM 26.5.1):
+            // a halted L2's exit comes once that time has passed, so L1's TSC
+            // has advanced by the timer's value. Nothing is left of it then.
             if var timer = l2.preemption {
+                if l2.halted && timer.remainingNanos > 0 { clock.sleep(until: clock.now() &+ timer.remainingNanos) }
                 timer.charge(timer.remainingNanos)
                 l2.preemption = timer
             }
