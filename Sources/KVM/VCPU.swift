@@ -160,6 +160,23 @@ public final class VCPU: @unchecked Sendable {
         return UInt64(khz)
     }
 
+    /// The guest's DR7 (KVM_GET_DEBUGREGS): what its MOV from DR7 reads,
+    /// whatever breakpoints the monitor sets with KVM_SET_GUEST_DEBUG.
+    public func debugControl() throws(KVMError) -> UInt64 {
+        var r = kvm_debugregs()
+        guard ckvm_ioctl_ptr(fd.raw, CKVM_GET_DEBUGREGS, &r) == 0 else { throw KVMError.last("KVM_GET_DEBUGREGS") }
+        return r.dr7
+    }
+
+    /// Sets the guest's DR7, keeping DR0-DR3 and DR6 (KVM_SET_DEBUGREGS).
+    public func setDebugControl(_ dr7: UInt64) throws(KVMError) {
+        var r = kvm_debugregs()
+        guard ckvm_ioctl_ptr(fd.raw, CKVM_GET_DEBUGREGS, &r) == 0 else { throw KVMError.last("KVM_GET_DEBUGREGS") }
+        r.dr7 = dr7
+        r.flags = 0
+        guard ckvm_ioctl_ptr(fd.raw, CKVM_SET_DEBUGREGS, &r) == 0 else { throw KVMError.last("KVM_SET_DEBUGREGS") }
+    }
+
     /// KVM_SET_CPUID2.
     public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
         let rc = withFlexibleArray(kvm_cpuid2.self, kvm_cpuid_entry2.self, count: entries.count) { header, out in

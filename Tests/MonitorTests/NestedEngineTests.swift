@@ -420,6 +420,36 @@ final class NestedEngineTests: XCTestCase {
         assertReflected(.tripleFault)
     }
 
+    /// DR7 under the debug controls (SDM 27.3.2.1, 28.3.1, 28.5.1): loaded
+    /// from GUEST_DR7 at entry with "load debug controls", else L1's carries
+    /// over; saved at exit with "save debug controls"; L1's is 400H after
+    /// every exit.
+    func testDR7FollowsTheDebugControls() throws {
+        var v = vmcs(exit: [.acknowledgeInterruptOnExit, .saveDebugControls])
+        XCTAssertTrue(v.write(.entryControls, UInt64(VMEntryControls.loadDebugControls.rawValue)))
+        XCTAssertTrue(v.write(.guestDR7, 0x401))
+        hv.l1.dr7 = 0x4ff
+        launch(v)
+        XCTAssertEqual(hv.l2.dr7, 0x401, "GUEST_DR7 loaded")
+        hv.l2.script = [FakeRun(effect: { $0.dr7 = 0x403; $0.set(rip: L.code + 1) }, exit: .hlt)]
+        try step()
+        assertReflected(.hlt)
+        XCTAssertEqual(field(.guestDR7), 0x403, "saved")
+        XCTAssertEqual(hv.l1.dr7, 0x400, "L1's DR7 after the exit")
+
+        var w = vmcs()                                               // neither control
+        XCTAssertTrue(w.write(.guestDR7, 0x401))
+        hv.l1.dr7 = 0x405
+        machine.vmx.current = w
+        var note = ExitNote()
+        XCTAssertNil(machine.enterL2(launch: false, note: &note))
+        XCTAssertEqual(hv.l2.dr7, 0x405, "L1's DR7 carries over")
+        hv.l2.script = [FakeRun(effect: { $0.dr7 = 0x407; $0.set(rip: L.code + 1) }, exit: .hlt)]
+        try step()
+        XCTAssertEqual(field(.guestDR7), 0x401, "not saved")
+        XCTAssertEqual(hv.l1.dr7, 0x400)
+    }
+
     // MARK: MSR lists at exit (SDM 28.4, 28.6, 28.7)
 
     func testExitMSRListsRunInOrderAndAbortAtABadEntry() throws {

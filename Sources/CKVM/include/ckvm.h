@@ -32,6 +32,8 @@ static const unsigned long CKVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
 static const unsigned long CKVM_GET_MSRS = KVM_GET_MSRS;
 static const unsigned long CKVM_SET_MSRS = KVM_SET_MSRS;
 static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
+static const unsigned long CKVM_GET_DEBUGREGS = KVM_GET_DEBUGREGS;
+static const unsigned long CKVM_SET_DEBUGREGS = KVM_SET_DEBUGREGS;
 
 // --- ioctl(2) is variadic; Swift needs fixed signatures ----------------------
 static inline int ckvm_ioctl(int fd, unsigned long request) { return ioctl(fd, request, 0); }

@@ -91,7 +91,10 @@ extension Machine {
             guard let value, ram.store(value, at: entry.valueAddress) else { return vmxAbort(.savingGuestMSR, vmcs: vmcs) }
         }
         if let abort = store.abort { return vmxAbort(abort, vmcs: vmcs) }
-        if let outcome = loadHost(plan.hostLoad, vmcs: plan.vmcs) { return outcome }
+        var after = plan.vmcs
+        // 28.3.1: DR7 is saved under "save debug controls".
+        if after.exitControls.contains(.saveDebugControls), let dr7 = try? l2.vcpu.debugControl() { after.write(.guestDR7, dr7) }
+        if let outcome = loadHost(plan.hostLoad, vmcs: after) { return outcome }
         running = .l1
         episodeCounter += 1
         currentEpisode = episodeCounter
@@ -120,6 +123,7 @@ extension Machine {
     /// and at a failed VM entry (27.8). A VMX abort if the list fails.
     func loadHost(_ load: VMTransitions.HostLoad, vmcs: VMCS12) -> RunOutcome? {
         loadHostMSRs(load.hostMSRs)
+        if (try? vcpu.debugControl()) != 0x400 { try? vcpu.setDebugControl(0x400) }   // 28.5.1: DR7 = 400H
         guard loadL1MSRs(load.msrLoad.entries) else { return vmxAbort(.loadingHostMSR, vmcs: vmcs) }
         if let abort = load.msrLoad.abort { return vmxAbort(abort, vmcs: vmcs) }
         vmx.current = vmcs

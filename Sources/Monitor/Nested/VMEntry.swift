@@ -33,6 +33,10 @@ extension Machine {
             // step is moot, and the breakpoints are armed again.
             try l2.breakpoints.cancelStep(unlessAt: state.cs.base &+ state.rip)
             loadGuestMSRs(l2, plan.guestMSRs)
+            // 27.3.2.1: DR7 from the guest-state area under "load debug
+            // controls"; without it VMX leaves DR7 alone, so L2 has L1's.
+            let dr7 = vmcs.entryControls.contains(.loadDebugControls) ? (vmcs.read(.guestDR7) ?? 0x400) : try vcpu.debugControl()
+            if try l2.vcpu.debugControl() != dr7 { try l2.vcpu.setDebugControl(dr7) }
             l2.deliveryFault = try mapEntryPages(of: state, injecting: plan.event?.event, l2: l2, vmcs: vmcs)
             try armPreemptionTimer(l2, ticks: plan.preemptionTimerTicks)
             l2.halted = plan.halted
