@@ -603,6 +603,10 @@ static int dispatch(void)
 		       (unsigned long long)vmr(EXIT_QUALIFICATION), (unsigned long long)vmr(GUEST_RIP));
 		VMW(ENTRY_INTR_INFO, info & INTR_INFO_INJECTABLE);
 		VMW(ENTRY_EXCEPTION_ERRCODE, code);
+		/* INT3, INTO, INT1 (types 5 and 6) need their length (SDM 27.2.1.3). */
+		uint32_t type = (info >> 8) & 7;
+		if (type == 5 || type == 6)
+			VMW(ENTRY_INSTRUCTION_LEN, vmr(EXIT_INSTRUCTION_LEN));
 		return 0;
 	}
 	case EXIT_REASON_EXTERNAL_INTERRUPT: {

@@ -28,7 +28,8 @@ final class GuestTests: XCTestCase {
         let (r, trace) = try runPassing("hello", "alpha beta")
         XCTAssertTrue(r.stdout.contains("Hello from hello.elf"), r.stdout)
         XCTAssertTrue(r.stdout.contains("alpha"), r.stdout)
-        XCTAssertTrue(r.stdout.contains("SUMMARY: 7 tests, 0 failures"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("SUMMARY: 9 tests, 0 failures"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("PASS: INT 0x80 enters its handler once"), r.stdout)
         // Every byte of serial output is one OUT to 0x3f8 in the trace.
         XCTAssertEqual(count(trace, .ioOut, address: 0x3f8), r.stdout.utf8.count)
         // The unclaimed-port probe is traced as such.

@@ -37,6 +37,20 @@ final class NestedTests: XCTestCase {
         XCTAssertTrue(trace.contains { $0.level == 2 && $0.address == 0x510 && $0.handler == .l0 })
     }
 
+    /// INT n and INT3 in L2, which L0 delivers (KVM's emulator does not).
+    /// With turtle intercepting #BP, the INT3 exits to turtle as a software
+    /// exception, and turtle's re-injection returns past it (SDM 27.6.1).
+    func testSoftwareInterruptsInL2() throws {
+        for args in ["", "exceptions=0x8"] {
+            let (r, trace) = try turtle("hello", turtleArgs: args)
+            XCTAssertTrue(r.stdout.contains("[L2] PASS: INT 0x80 enters its handler once"), r.stdout)
+            XCTAssertTrue(r.stdout.contains("[L2] PASS: INT3 enters the #BP handler once"), r.stdout)
+            XCTAssertTrue(r.stdout.contains("[L2] SUMMARY: 9 tests, 0 failures"), r.stdout)
+            let int3Exits = trace.filter { $0.level == 2 && $0.handler == .reflected && $0.vmxReason == 0 }
+            XCTAssertEqual(int3Exits.count, args.isEmpty ? 0 : 1, args)
+        }
+    }
+
     func testPIOStormAsL2ReflectsEveryOUTAndRecordsEpisodes() throws {
         let (_, trace) = try turtle("pio-storm", "300")
         let reflected = trace.filter { $0.level == 2 && $0.handler == .reflected && $0.vmxReason == 30 && $0.address == 0x80 }

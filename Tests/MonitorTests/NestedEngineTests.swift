@@ -450,6 +450,69 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(hv.l1.dr7, 0x400)
     }
 
+    /// INT n in L2, which KVM's emulator cannot carry out here: L0 delivers
+    /// it through L2's IDT (no exit: INT n is not an exception). INT3 goes
+    /// to L1 when its exception bitmap asks, as a software exception with
+    /// the instruction's length (SDM 26.2, 28.2.1).
+    func testL2SoftwareInterruptsAreDeliveredOrReflected() throws {
+        store(L.handler | 0x8 << 16 | 0x8f << 40, l2: L.idt + 0x10 * 8)                 // 32-bit trap gate
+        launch(vmcs())
+        let intN = InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcd, 0x10]))
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code); $0.registers.rsp = L.stack; $0.registers.rflags = 0x202 },
+                                exit: .internalError(intN))]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2, "no exit")
+        XCTAssertEqual(hv.l2.registers.rip, L.handler)
+        XCTAssertEqual(hv.l2.registers.rsp, L.stack - 12)
+        XCTAssertEqual(hv.l2.registers.rflags, 0x202, "a trap gate keeps IF")
+        XCTAssertEqual(machine.ram.load(UInt32.self, at: L.l2Base + L.stack - 12), UInt32(L.code + 2), "the return address")
+
+        var v = vmcs()
+        XCTAssertTrue(v.write(.exceptionBitmap, 1 << 3))
+        machine.running = .l1
+        launch(v)
+        let int3 = InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcc]))
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 4) }, exit: .internalError(int3))]
+        try step()
+        assertReflected(.exceptionOrNMI)
+        XCTAssertEqual(field(.exitInterruptionInfo), 0x8000_0603, "#BP, software exception, valid")
+        XCTAssertEqual(field(.exitInstructionLength), 1)
+        XCTAssertEqual(field(.guestRIP), L.code + 4, "at the INT3")
+    }
+
+    /// A software exception L1 injects (an INT3 it intercepted) is delivered
+    /// by L0 at the entry, returning past the VM-entry instruction length
+    /// (SDM 27.6.1); KVM's injection returned to the INT3 itself.
+    func testAnInjectedSoftwareExceptionReturnsPastTheInstruction() throws {
+        store(L.handler | 0x8 << 16 | 0x8e << 40, l2: L.idt + 3 * 8)
+        var v = vmcs()
+        XCTAssertTrue(v.write(.entryInterruptionInfo, 1 << 31 | 6 << 8 | 3))           // #BP, software exception
+        XCTAssertTrue(v.write(.entryInstructionLength, 1))
+        launch(v)
+        XCTAssertEqual(hv.l2.registers.rip, L.handler, "delivered at the entry")
+        XCTAssertNil(DeliveredEvent(hv.l2.events), "nothing left for KVM to inject")
+        XCTAssertEqual(machine.ram.load(UInt32.self, at: L.l2Base + L.stack - 12), UInt32(L.code + 1), "returns past the INT3")
+    }
+
+    /// A software interrupt whose gate EPT12 does not map: an EPT violation
+    /// during its delivery, with the event as IDT-vectoring information and
+    /// the INT's length (SDM 28.2.4).
+    func testAnL2SoftwareInterruptMeetingAnEPTViolationIsVectoring() throws {
+        let pt: UInt64 = 0x1_3000
+        XCTAssertTrue(machine.ram.store(pt | 7, at: L.pd))
+        for page in [UInt64(1), 3, 4, 7] {                                                  // code, GDT, TSS, stack: not the IDT
+            XCTAssertTrue(machine.ram.store((L.l2Base + page << 12) | 7 | 6 << 3, at: pt + 8 * page))
+        }
+        launch(vmcs())
+        let intN = InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcd, 0x1e]))
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code) }, exit: .internalError(intN))]
+        try step()
+        assertReflected(.eptViolation)
+        XCTAssertEqual(field(.guestPhysicalAddress), L.idt + 0x1e * 8)
+        XCTAssertEqual(field(.idtVectoringInfo), 0x8000_041e, "INT 0x1e, software interrupt, valid")
+        XCTAssertEqual(field(.exitInstructionLength), 2)
+    }
+
     // MARK: MSR lists at exit (SDM 28.4, 28.6, 28.7)
 
     func testExitMSRListsRunInOrderAndAbortAtABadEntry() throws {

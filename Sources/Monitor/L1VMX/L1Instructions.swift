@@ -40,6 +40,7 @@ extension Machine {
                 note.flags.insert(.faulted)
                 return nil
             }
+            if let int = SoftwareInterrupt(bytes, cpu: cpu) { return l1SoftwareInterrupt(int, cpu: cpu, note: &note) }
             return .unhandledExit("emulation failure, instruction bytes "
                                   + bytes.map { hex($0, digits: 2) }.joined(separator: " "))
         }

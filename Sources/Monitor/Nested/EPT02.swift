@@ -194,8 +194,12 @@ extension Machine {
 }
 
 /// L2-physical memory through EPT12, for reading L2's page tables and code.
+/// Read-only unless `writable`: L0's own looks at L2's paging must not set
+/// accessed flags, which a walk would try to; a delivery L0 carries out for
+/// L2 writes its frame (`InterruptDelivery`), with EPT12's permission.
 struct L2PhysicalMemory: GuestMemoryAccess {
     let machine: Machine
+    var writable = false
 
     func read(_ address: UInt64, count: Int) -> [UInt8]? {
         guard let vmcs = machine.vmx.current else { return nil }
@@ -203,5 +207,9 @@ struct L2PhysicalMemory: GuestMemoryAccess {
                                         memory: machine.ram)
     }
 
-    func write(_ address: UInt64, bytes: [UInt8]) -> Bool { false }
+    func write(_ address: UInt64, bytes: [UInt8]) -> Bool {
+        guard writable, let vmcs = machine.vmx.current else { return false }
+        return L2PhysicalMap(vmcs).write(address, bytes: bytes, physicalAddressBits: machine.vmx.capabilities.physicalAddressBits,
+                                         memory: machine.ram)
+    }
 }

@@ -64,6 +64,7 @@ extension Machine {
             if X86Decoders.rdtscpOrRDPIDLength(bytes, mode64: state.mode64) != nil {
                 return raiseInL2(vector: 6, state: state, note: &note)
             }
+            if let int = SoftwareInterrupt(bytes, cpu: state) { return l2SoftwareInterrupt(int, state: state, note: &note) }
             return .unhandledExit("L2 emulation failure, bytes " + bytes.map { hex($0, digits: 2) }.joined(separator: " "))
         }
         let exit = NestedExit(reason: insn.instruction.exitReason, qualification: insn.exitQualificationDisplacement,

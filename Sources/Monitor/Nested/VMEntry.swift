@@ -24,7 +24,8 @@ extension Machine {
             if state.blockingByMovSS { events.shadow.insert(.movSS) }
             if state.blockingBySTI { events.shadow.insert(.sti) }
             events.forgetInjectedEvent()
-            if let entry = plan.event { Self.inject(entry.event, into: &events) }
+            // Software events are delivered by L0 below (27.6).
+            if let entry = plan.event, !entry.event.kind.isSoftware { Self.inject(entry.event, into: &events) }
             l2.vcpu.events = events
             l2.injectedVector = plan.event.map { Int($0.event.vector) }
             l2.entryEvent = plan.event
@@ -38,6 +39,10 @@ extension Machine {
             let dr7 = vmcs.entryControls.contains(.loadDebugControls) ? (vmcs.read(.guestDR7) ?? 0x400) : try vcpu.debugControl()
             if try l2.vcpu.debugControl() != dr7 { try l2.vcpu.setDebugControl(dr7) }
             l2.deliveryFault = try mapEntryPages(of: state, injecting: plan.event?.event, l2: l2, vmcs: vmcs)
+            if let entry = plan.event, entry.event.kind.isSoftware {
+                l2.deliveryFault?.vectoring = entry.event              // 28.2.4, as no vCPU event holds it
+                l2.deliveryFault?.instructionLength = entry.instructionLength
+            }
             try armPreemptionTimer(l2, ticks: plan.preemptionTimerTicks)
             l2.halted = plan.halted
         } catch {
@@ -52,6 +57,7 @@ extension Machine {
         }
         vmx.current = plan.vmcs
         running = .l2(l2)
+        if let entry = plan.event, entry.event.kind.isSoftware, l2.deliveryFault == nil { deliverInjected(entry, l2: l2) }
         note.episode = currentEpisode          // the entry closes the episode
         currentEpisode = 0
         return nil
@@ -68,6 +74,26 @@ extension Machine {
         let failed = VMTransitions.failedEntry(failure, l1: l1, vmcs: vmcs, memory: ram, maxMSRListEntries: maxMSRListEntries,
                                                wrmsrFaults: Self.guestWRMSRFaults)
         return loadHost(failed.load, vmcs: failed.vmcs)
+    }
+
+    /// A software interrupt or exception the entry injects (SDM 27.6.1):
+    /// delivered as its instruction would be, returning past the VM-entry
+    /// instruction length. L0 delivers it itself: KVM's injection of one
+    /// returns to the instruction, not past it, on our hosts (measured
+    /// 2026-12-06 with turtle re-injecting an L2 INT3: the INT3 ran again
+    /// and again).
+    func deliverInjected(_ entry: EntryEvent, l2: L2Machine) {
+        let state = l2State
+        var note = ExitNote()
+        let int = SoftwareInterrupt.deliver(vector: entry.event.vector, kind: entry.event.kind, length: entry.instructionLength)
+        guard case let .notRAM(physical)? = carryOut(int, at: state, on: l2.vcpu,
+                                                     memory: L2PhysicalMemory(machine: self, writable: true), note: &note) else { return }
+        l2.deliveryFault = eptExit(at: physical).map {
+            var exit = $0
+            exit.vectoring = entry.event
+            exit.instructionLength = entry.instructionLength
+            return exit
+        }
     }
 
     /// The event VM entry injects (SDM 27.6), as the vCPU's event:

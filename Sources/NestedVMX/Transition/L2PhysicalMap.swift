@@ -47,4 +47,24 @@ public enum L2PhysicalMap: Equatable, Sendable {
         }
         return out
     }
+
+    /// Writes `bytes` at L2-physical `address` through the map, as L2's own
+    /// write would (EPT12 must allow writes); false, with nothing written, if
+    /// any byte is not writable L1 RAM. Sets EPT12's accessed and dirty flags
+    /// where they are kept.
+    public func write(_ address: UInt64, bytes: [UInt8], physicalAddressBits: Int, memory: some GuestMemoryAccess) -> Bool {
+        var pieces: [(physical: UInt64, range: Range<Int>)] = []
+        var done = 0
+        while done < bytes.count {
+            let a = address &+ UInt64(done)
+            guard case let .success(t) = translate(a, access: EPTWalker.Access(write: true), physicalAddressBits: physicalAddressBits,
+                                                   memory: memory, setAccessedDirty: true) else { return false }
+            let chunk = min(bytes.count - done, Int(t.pageSize - (a - t.pageBase)))
+            guard memory.read(t.physical, count: chunk) != nil else { return false }
+            pieces.append((t.physical, done..<done + chunk))
+            done += chunk
+        }
+        for piece in pieces where !memory.write(piece.physical, bytes: Array(bytes[piece.range])) { return false }
+        return true
+    }
 }

@@ -30,6 +30,21 @@ public enum X86Decoders {
         }
     }
 
+    /// INT3 (CC), INT n (CD ib), INT1 (F1) or INTO (CE) at the start of
+    /// `bytes` (SDM Vol. 2A "INT n/INTO/INT3/INT1"): the vector, the event's
+    /// type and the length. INTO is #UD in 64-bit mode and raises vector 4
+    /// only with RFLAGS.OF set (`overflow`); otherwise it is nil here.
+    public static func softwareInterrupt(_ bytes: [UInt8], mode64: Bool, overflow: Bool)
+        -> (vector: UInt8, kind: DeliveredEvent.Kind, length: Int)? {
+        switch bytes.first {
+        case 0xcc: return (3, .softwareException, 1)
+        case 0xcd: return bytes.count > 1 ? (bytes[1], .softwareInterrupt, 2) : nil
+        case 0xf1: return (1, .privilegedSoftwareException, 1)
+        case 0xce where !mode64 && overflow: return (4, .softwareException, 1)
+        default: return nil
+        }
+    }
+
     /// RDTSCP (0F 01 F9) or RDPID (F3 [REX] 0F C7 /7, register form) at the
     /// start of `bytes`, with its prefixes (SDM Vol. 2B "RDTSCP", "RDPID");
     /// REX counts as a prefix only in 64-bit mode. Their length, or nil.
