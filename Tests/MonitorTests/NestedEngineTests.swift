@@ -513,6 +513,35 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(field(.exitInstructionLength), 2)
     }
 
+    /// L2's paging structures are in EPT02 before L2 runs, as KVM walks
+    /// them itself; one EPT12 does not map is an EPT violation with
+    /// qualification bit 8 clear (an access to a paging structure, Table
+    /// 28-7) when the entry's event delivery needs it.
+    func testL2sPagingStructuresAreMappedOrAViolation() throws {
+        let pt: UInt64 = 0x1_3000, pd: UInt64 = 0x9000
+        XCTAssertTrue(machine.ram.store(pt | 7, at: L.pd))
+        for page in [UInt64(1), 2, 3, 4, 7] {                                               // code, IDT, GDT, TSS, stack
+            XCTAssertTrue(machine.ram.store((L.l2Base + page << 12) | 7 | 6 << 3, at: pt + 8 * page))
+        }
+        store(UInt32(0x83 | 1 << 7), l2: pd)                                                  // 4 MiB page at 0
+        var v = vmcs()
+        XCTAssertTrue(v.write(.guestCR0, 0x8000_0031)); XCTAssertTrue(v.write(.guestCR4, 0x10)); XCTAssertTrue(v.write(.guestCR3, pd))
+        XCTAssertTrue(v.write(.entryInterruptionInfo, 1 << 31 | 3 << 8 | 6))                   // #UD
+        launch(v)
+        XCTAssertNotNil(machine.l2Machine?.deliveryFault, "the page directory is not in EPT12")
+        try step()
+        assertReflected(.eptViolation)
+        XCTAssertEqual(field(.guestPhysicalAddress), pd + 4 * (L.idt >> 22), "the PDE that maps the IDT")
+        XCTAssertEqual(field(.exitQualification).map { $0 & 0x187 }, 0x81, "a read; linear address valid; a paging-structure access")
+        XCTAssertEqual(field(.idtVectoringInfo), 0x8000_0306)
+
+        XCTAssertTrue(machine.ram.store((L.l2Base + pd) | 7 | 6 << 3, at: pt + 8 * (pd >> 12)))
+        machine.running = .l1
+        launch(v)
+        XCTAssertNil(machine.l2Machine?.deliveryFault)
+        XCTAssertTrue(hv.l2VM.slots.contains { $0.at <= pd && pd < $0.at + UInt64($0.size) }, "the page directory has a slot")
+    }
+
     // MARK: MSR lists at exit (SDM 28.4, 28.6, 28.7)
 
     func testExitMSRListsRunInOrderAndAbortAtABadEntry() throws {

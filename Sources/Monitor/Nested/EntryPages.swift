@@ -31,10 +31,33 @@ extension Machine {
     /// yet. Returns the EPT violation or misconfiguration an access to it
     /// would meet; nil when it is mapped now, or when L2's own paging or an
     /// L1 device address stands in the way (then L2's run finds out).
+    ///
+    /// The pages of L2's paging structures that translate `linear` come
+    /// first: KVM walks them itself, and meets a page with no slot as a
+    /// #PF or a triple fault, where the SDM has an EPT violation with
+    /// qualification bit 8 clear (an access to a paging structure).
     func mapL2Page(_ linear: UInt64, access: EPTWalker.Access, state: CPUState, l2: L2Machine,
                    eptp: UInt64) throws(KVMError) -> NestedExit? {
+        let l2Memory = L2PhysicalMemory(machine: self)
+        // The entries L2's walk reads, up to one that is not there.
+        let walk = ReadLog(l2Memory)
+        _ = PageWalker.translate(linear, access: MemoryAccess(fetch: access.fetch), state: state, memory: walk,
+                                 setAccessedDirty: false)
+        for entry in walk.addresses where l2.slot(containing: entry) == nil {
+            switch EPTWalker.translate(entry, access: EPTWalker.Access(read: true), eptp: eptp,
+                                       physicalAddressBits: vmx.capabilities.physicalAddressBits, memory: ram, setAccessedDirty: true) {
+            case let .success(t) where t.physical < UInt64(memory.size):
+                try mapRun(t, eptp: eptp, l2: l2)
+            case .success:
+                break
+            case let .failure(.violation(qualification)):
+                return NestedExit(reason: .eptViolation, qualification: qualification | 1 << 7, guestPhysical: entry, guestLinear: linear)
+            case .failure(.misconfiguration):
+                return NestedExit(reason: .eptMisconfiguration, guestPhysical: entry)
+            }
+        }
         guard case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: access.fetch), state: state,
-                                                            memory: L2PhysicalMemory(machine: self)),
+                                                            memory: l2Memory),
               l2.slot(containing: gpa) == nil else { return nil }
         switch EPTWalker.translate(gpa, access: access, eptp: eptp, physicalAddressBits: vmx.capabilities.physicalAddressBits,
                                    memory: ram, setAccessedDirty: true) {
@@ -95,4 +118,17 @@ extension Machine {
         guard offset + size - 1 <= UInt64(state.idtr.limit) else { return nil }   // beyond the limit: KVM's #GP
         return try mapL2Page(state.idtr.base &+ offset, access: read, state: state, l2: l2, eptp: eptp)
     }
+}
+
+/// Guest memory that notes the addresses read from it: the paging-structure
+/// entries of a walk, including one that could not be read.
+final class ReadLog<Base: GuestMemoryAccess>: GuestMemoryAccess {
+    let base: Base
+    private(set) var addresses: [UInt64] = []
+    init(_ base: Base) { self.base = base }
+    func read(_ address: UInt64, count: Int) -> [UInt8]? {
+        addresses.append(address)
+        return base.read(address, count: count)
+    }
+    func write(_ address: UInt64, bytes: [UInt8]) -> Bool { false }
 }
