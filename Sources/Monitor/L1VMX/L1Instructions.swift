@@ -92,9 +92,12 @@ extension Machine {
         if case .fault = execution.result { note.flags.insert(.faulted) }
     }
 
-    /// Queues `exception` for delivery at the current instruction, through sync events.
-    func inject(_ exception: X86Exception) {
-        vcpu.events.exception = VCPUEvents.Exception(injected: true, vector: exception.vector, errorCode: exception.errorCode)
-        if let address = exception.faultAddress { vcpu.specialRegisters.cr2 = address }
+    /// Queues `exception` for delivery at the current instruction of
+    /// `target` (L1's vCPU unless given), through sync events; a #PF's
+    /// address goes to CR2.
+    func inject(_ exception: X86Exception, into target: (any VirtualCPU)? = nil) {
+        let target = target ?? vcpu
+        target.events.exception = VCPUEvents.Exception(injected: true, vector: exception.vector, errorCode: exception.errorCode)
+        if let address = exception.faultAddress { target.specialRegisters.cr2 = address }
     }
 }

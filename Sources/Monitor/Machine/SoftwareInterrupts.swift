@@ -45,8 +45,7 @@ extension Machine {
             handler.storeRegistersAndSegments(into: target)
             return nil
         case let .failure(.exception(e)):
-            target.events.exception = VCPUEvents.Exception(injected: true, vector: e.vector, errorCode: e.errorCode)
-            if let address = e.faultAddress { target.specialRegisters.cr2 = address }
+            inject(e, into: target)
             note.flags.insert(.faulted)
             return nil
         case let .failure(failure):

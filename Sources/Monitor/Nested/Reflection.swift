@@ -115,7 +115,7 @@ extension Machine {
             let info = DeliveredEvent(kind: .hardwareException, vector: vector).interruptionInformation
             return reflect(NestedExit(reason: .exceptionOrNMI, interruptionInfo: info), state: state, note: &note)
         }
-        l2.vcpu.events.exception = VCPUEvents.Exception(injected: true, vector: vector, errorCode: nil)
+        inject(X86Exception(vector: vector), into: l2.vcpu)
         return nil
     }
 
