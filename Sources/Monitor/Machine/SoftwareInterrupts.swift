@@ -77,10 +77,7 @@ extension Machine {
                            state: state, note: &note)
         }
         func duringDelivery(_ exit: NestedExit) -> RunOutcome? {
-            var exit = exit
-            exit.vectoring = event
-            exit.instructionLength = length
-            return reflect(exit, state: state, note: &note)
+            reflect(exit.duringDelivery(of: event, instructionLength: length), state: state, note: &note)
         }
         do {
             if let fault = try mapEntryPages(of: state, injecting: event, l2: l2, vmcs: vmcs) { return duringDelivery(fault) }
@@ -98,11 +95,9 @@ extension Machine {
     /// `physical` meets; nil when EPT12 allows it (the page is then not L1 RAM).
     func eptExit(at physical: UInt64) -> NestedExit? {
         guard let vmcs = vmx.current, case let .ept(eptp) = L2PhysicalMap(vmcs) else { return nil }
-        switch EPTWalker.translate(physical, access: EPTWalker.Access(write: true), eptp: eptp,
-                                   physicalAddressBits: vmx.capabilities.physicalAddressBits, memory: ram) {
-        case let .failure(.violation(q)): return NestedExit(reason: .eptViolation, qualification: q, guestPhysical: physical)
-        case .failure(.misconfiguration): return NestedExit(reason: .eptMisconfiguration, guestPhysical: physical)
-        case .success: return nil
-        }
+        guard case let .failure(failure) = EPTWalker.translate(physical, access: EPTWalker.Access(write: true), eptp: eptp,
+                                                               physicalAddressBits: vmx.capabilities.physicalAddressBits,
+                                                               memory: ram) else { return nil }
+        return NestedExit(failure, guestPhysical: physical)
     }
 }

@@ -51,22 +51,16 @@ extension Machine {
         }
         switch EPTWalker.translate(gpa, access: access, eptp: eptp, physicalAddressBits: vmx.capabilities.physicalAddressBits,
                                    memory: ram, setAccessedDirty: true) {
-        case let .failure(.violation(qualification)):
+        case let .failure(failure):
             guard let state = stateAtFaultingAccess(mmio, gpa: gpa, l2: l2) else {
                 return .unhandledExit("cannot find the L2 store to \(hex(gpa)) that KVM retired")
             }
             // Table 28-7: bits 7 and 8 with the guest-linear address, when the
             // access behind the GPA is found (a fetch at RIP, or a decodable MOV).
             let linear = linearAddress(of: mmio, gpa: gpa, state: state)
-            return reflect(NestedExit(reason: .eptViolation,
-                                      qualification: qualification | (linear == nil ? 0 : EPTWalker.linearAccessBits),
-                                      guestPhysical: gpa, guestLinear: linear ?? 0),
+            return reflect(NestedExit(failure, guestPhysical: gpa, guestLinear: linear ?? 0,
+                                      linearBits: linear == nil ? 0 : EPTWalker.linearAccessBits),
                            state: state, note: &note)
-        case .failure(.misconfiguration):
-            guard let state = stateAtFaultingAccess(mmio, gpa: gpa, l2: l2) else {
-                return .unhandledExit("cannot find the L2 store to \(hex(gpa)) that KVM retired")
-            }
-            return reflect(NestedExit(reason: .eptMisconfiguration, guestPhysical: gpa), state: state, note: &note)
         case let .success(t):
             guard t.physical < UInt64(memory.size) else {
                 // EPT12 points at one of L1's device addresses: that device answers.

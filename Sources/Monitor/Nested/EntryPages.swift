@@ -43,34 +43,29 @@ extension Machine {
         let walk = ReadLog(l2Memory)
         _ = PageWalker.translate(linear, access: MemoryAccess(fetch: access.fetch), state: state, memory: walk,
                                  setAccessedDirty: false)
-        for entry in walk.addresses where l2.slot(containing: entry) == nil {
-            switch EPTWalker.translate(entry, access: EPTWalker.Access(read: true), eptp: eptp,
-                                       physicalAddressBits: vmx.capabilities.physicalAddressBits, memory: ram, setAccessedDirty: true) {
-            case let .success(t) where t.physical < UInt64(memory.size):
-                try mapRun(t, eptp: eptp, l2: l2)
-            case .success:
-                break
-            case let .failure(.violation(qualification)):
-                return NestedExit(reason: .eptViolation, qualification: qualification | 1 << 7, guestPhysical: entry, guestLinear: linear)
-            case .failure(.misconfiguration):
-                return NestedExit(reason: .eptMisconfiguration, guestPhysical: entry)
-            }
+        for entry in walk.addresses {
+            if let exit = try mapL2Physical(entry, access: EPTWalker.Access(read: true), eptp: eptp, l2: l2,
+                                            linear: linear, linearBits: 1 << 7) { return exit }
         }
         guard case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: access.fetch), state: state,
-                                                            memory: l2Memory),
-              l2.slot(containing: gpa) == nil else { return nil }
+                                                            memory: l2Memory) else { return nil }
+        return try mapL2Physical(gpa, access: access, eptp: eptp, l2: l2, linear: linear, linearBits: EPTWalker.linearAccessBits)
+    }
+
+    /// Maps the EPT12 run holding L2-physical `gpa` if it has no slot yet.
+    /// Returns the EPT violation (`linearBits` and `linear` as Table 28-7
+    /// gives them for the access) or misconfiguration an `access` to it
+    /// meets; nil when it is mapped, or lies on one of L1's device addresses.
+    private func mapL2Physical(_ gpa: UInt64, access: EPTWalker.Access, eptp: UInt64, l2: L2Machine,
+                               linear: UInt64, linearBits: UInt64) throws(KVMError) -> NestedExit? {
+        guard l2.slot(containing: gpa) == nil else { return nil }
         switch EPTWalker.translate(gpa, access: access, eptp: eptp, physicalAddressBits: vmx.capabilities.physicalAddressBits,
                                    memory: ram, setAccessedDirty: true) {
-        case let .success(t) where t.physical < UInt64(memory.size):
-            try mapRun(t, eptp: eptp, l2: l2)
+        case let .success(t):
+            if t.physical < UInt64(memory.size) { try mapRun(t, eptp: eptp, l2: l2) }
             return nil
-        case .success:
-            return nil
-        case let .failure(.violation(qualification)):
-            return NestedExit(reason: .eptViolation, qualification: qualification | EPTWalker.linearAccessBits,
-                              guestPhysical: gpa, guestLinear: linear)
-        case .failure(.misconfiguration):
-            return NestedExit(reason: .eptMisconfiguration, guestPhysical: gpa)
+        case let .failure(failure):
+            return NestedExit(failure, guestPhysical: gpa, guestLinear: linear, linearBits: linearBits)
         }
     }
 

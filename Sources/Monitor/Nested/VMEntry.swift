@@ -39,9 +39,8 @@ extension Machine {
             let dr7 = vmcs.entryControls.contains(.loadDebugControls) ? (vmcs.read(.guestDR7) ?? 0x400) : try vcpu.debugControl()
             if try l2.vcpu.debugControl() != dr7 { try l2.vcpu.setDebugControl(dr7) }
             l2.deliveryFault = try mapEntryPages(of: state, injecting: plan.event?.event, l2: l2, vmcs: vmcs)
-            if let entry = plan.event, entry.event.kind.isSoftware {
-                l2.deliveryFault?.vectoring = entry.event              // 28.2.4, as no vCPU event holds it
-                l2.deliveryFault?.instructionLength = entry.instructionLength
+            if let entry = plan.event, entry.event.kind.isSoftware {       // 28.2.4, as no vCPU event holds it
+                l2.deliveryFault = l2.deliveryFault?.duringDelivery(of: entry.event, instructionLength: entry.instructionLength)
             }
             try armPreemptionTimer(l2, ticks: plan.preemptionTimerTicks)
             l2.halted = plan.halted
@@ -88,12 +87,7 @@ extension Machine {
         let int = SoftwareInterrupt.deliver(vector: entry.event.vector, kind: entry.event.kind, length: entry.instructionLength)
         guard case let .notRAM(physical)? = carryOut(int, at: state, on: l2.vcpu,
                                                      memory: L2PhysicalMemory(machine: self, writable: true), note: &note) else { return }
-        l2.deliveryFault = eptExit(at: physical).map {
-            var exit = $0
-            exit.vectoring = entry.event
-            exit.instructionLength = entry.instructionLength
-            return exit
-        }
+        l2.deliveryFault = eptExit(at: physical)?.duringDelivery(of: entry.event, instructionLength: entry.instructionLength)
     }
 
     /// The event VM entry injects (SDM 27.6), as the vCPU's event:

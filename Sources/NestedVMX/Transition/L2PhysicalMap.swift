@@ -34,16 +34,13 @@ public enum L2PhysicalMap: Equatable, Sendable {
     /// `count` bytes of L2-physical memory from `address`, page by page; nil
     /// when any of it does not translate for reading or is not L1 RAM.
     public func read(_ address: UInt64, count: Int, physicalAddressBits: Int, memory: some GuestMemoryAccess) -> [UInt8]? {
+        guard let pieces = pieces(address, count: count, access: EPTWalker.Access(read: true),
+                                  physicalAddressBits: physicalAddressBits, memory: memory, setAccessedDirty: false) else { return nil }
         var out: [UInt8] = []
         out.reserveCapacity(count)
-        var a = address
-        while out.count < count {
-            guard case let .success(t) = translate(a, access: EPTWalker.Access(read: true), physicalAddressBits: physicalAddressBits,
-                                                   memory: memory) else { return nil }
-            let chunk = min(count - out.count, Int(t.pageSize - (a - t.pageBase)))
-            guard let bytes = memory.read(t.physical, count: chunk) else { return nil }
+        for piece in pieces {
+            guard let bytes = memory.read(piece.physical, count: piece.range.count) else { return nil }
             out += bytes
-            a &+= UInt64(chunk)
         }
         return out
     }
@@ -53,18 +50,28 @@ public enum L2PhysicalMap: Equatable, Sendable {
     /// any byte is not writable L1 RAM. Sets EPT12's accessed and dirty flags
     /// where they are kept.
     public func write(_ address: UInt64, bytes: [UInt8], physicalAddressBits: Int, memory: some GuestMemoryAccess) -> Bool {
+        guard let pieces = pieces(address, count: bytes.count, access: EPTWalker.Access(write: true),
+                                  physicalAddressBits: physicalAddressBits, memory: memory, setAccessedDirty: true),
+              pieces.allSatisfy({ memory.read($0.physical, count: $0.range.count) != nil }) else { return false }
+        for piece in pieces where !memory.write(piece.physical, bytes: Array(bytes[piece.range])) { return false }
+        return true
+    }
+
+    /// The L1-physical pieces of `count` bytes at L2-physical `address`, one
+    /// per page, each with its range of the bytes; nil if any page does not
+    /// translate for `access`.
+    private func pieces(_ address: UInt64, count: Int, access: EPTWalker.Access, physicalAddressBits: Int,
+                        memory: some GuestMemoryAccess, setAccessedDirty: Bool) -> [(physical: UInt64, range: Range<Int>)]? {
         var pieces: [(physical: UInt64, range: Range<Int>)] = []
         var done = 0
-        while done < bytes.count {
+        while done < count {
             let a = address &+ UInt64(done)
-            guard case let .success(t) = translate(a, access: EPTWalker.Access(write: true), physicalAddressBits: physicalAddressBits,
-                                                   memory: memory, setAccessedDirty: true) else { return false }
-            let chunk = min(bytes.count - done, Int(t.pageSize - (a - t.pageBase)))
-            guard memory.read(t.physical, count: chunk) != nil else { return false }
+            guard case let .success(t) = translate(a, access: access, physicalAddressBits: physicalAddressBits, memory: memory,
+                                                   setAccessedDirty: setAccessedDirty) else { return nil }
+            let chunk = min(count - done, Int(t.pageSize - (a - t.pageBase)))
             pieces.append((t.physical, done..<done + chunk))
             done += chunk
         }
-        for piece in pieces where !memory.write(piece.physical, bytes: Array(bytes[piece.range])) { return false }
-        return true
+        return pieces
     }
 }

@@ -179,6 +179,31 @@ public struct NestedExit: Equatable, Sendable {
     }
 }
 
+extension NestedExit {
+    /// The exit a failed EPT12 walk is (SDM 28.2.1, Table 28-7): reason 48
+    /// with the walk's qualification plus `linearBits` (bits 7 and 8) and
+    /// the guest-linear address, or reason 49.
+    public init(_ failure: EPTWalker.Failure, guestPhysical: UInt64, guestLinear: UInt64 = 0, linearBits: UInt64 = 0) {
+        switch failure {
+        case let .violation(q):
+            self.init(reason: .eptViolation, qualification: q | linearBits, guestPhysical: guestPhysical, guestLinear: guestLinear)
+        case .misconfiguration:
+            self.init(reason: .eptMisconfiguration, guestPhysical: guestPhysical)
+        }
+    }
+
+    /// This exit as one that happened while delivering `event` (SDM
+    /// 28.2.4): the event goes into the IDT-vectoring information, and the
+    /// exit's instruction length is the length of the instruction behind a
+    /// software event.
+    public func duringDelivery(of event: DeliveredEvent, instructionLength: Int) -> NestedExit {
+        var exit = self
+        exit.vectoring = event
+        exit.instructionLength = instructionLength
+        return exit
+    }
+}
+
 /// The event a VM entry injected (SDM 27.6), as L1 wrote it, with the
 /// VM-entry instruction length and L2's RIP at the entry.
 public struct EntryEvent: Equatable, Sendable {
