@@ -87,20 +87,20 @@ struct IDTBreakpoints {
     /// gate's code segment from the GDT (64-bit code segments have base 0).
     private static func handler(at gate: UInt64, cpu: CPUState, memory: some GuestMemoryAccess) -> UInt64? {
         guard let lo = memory.load(UInt64.self, at: gate) else { return nil }
-        let present = lo & (1 << 47) != 0
-        let type = (lo >> 40) & 0xf
-        guard present, type == 0xe || type == 0xf else { return nil }
-        let offset = (lo & 0xffff) | ((lo >> 32) & 0xffff_0000)
+        var high: UInt64?
         if cpu.longModeActive {
             guard let hi = memory.load(UInt64.self, at: gate + 8) else { return nil }
-            return offset | (hi & 0xffff_ffff) << 32
+            high = hi
         }
+        let g = IDTGate(low: lo, high: high)
+        guard g.present, g.isInterruptOrTrapGate else { return nil }
+        if cpu.longModeActive { return g.offset }
         // Not GDT.descriptor: L0's look here must not set accessed flags in
         // the guest's page tables, so it translates without them.
-        let selector = (lo >> 16) & 0xffff
+        let selector = UInt64(g.selector)
         guard selector & 4 == 0, selector | 7 <= UInt64(cpu.gdtr.limit),           // LDT selectors: no breakpoint
               let entry = physical(cpu.gdtr.base &+ (selector & ~7), bytes: 8, cpu: cpu, memory: memory),
               let descriptor = memory.load(UInt64.self, at: entry) else { return nil }
-        return (GDT.base(of: descriptor) &+ offset) & 0xffff_ffff
+        return (GDT.base(of: descriptor) &+ g.offset) & 0xffff_ffff
     }
 }

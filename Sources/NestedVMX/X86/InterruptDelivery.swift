@@ -39,18 +39,15 @@ public enum InterruptDelivery {
         let idtError = UInt32(vector) << 3 | 2 | (softwareInterrupt ? 0 : 1)
         let gateSize: UInt64 = ia32e ? 16 : 8
         guard UInt64(vector) * gateSize + gateSize - 1 <= UInt64(cpu.idtr.limit) else { throw .exception(.generalProtection(idtError)) }
-        let gate = try read(cpu.idtr.base &+ UInt64(vector) * gateSize, count: Int(gateSize), cpu, memory)
-        let lo = gate.littleEndian(at: 0, count: 8)
-        let type = (lo >> 40) & 0xf
-        guard type == 0xe || type == 0xf else { throw .exception(.generalProtection(idtError)) }
-        if softwareInterrupt && UInt8((lo >> 45) & 3) < cpu.cpl { throw .exception(.generalProtection(idtError)) }
-        guard lo & 1 << 47 != 0 else { throw .exception(X86Exception(vector: 11, errorCode: idtError)) }
-        var offset = (lo & 0xffff) | ((lo >> 32) & 0xffff_0000)
-        if ia32e { offset |= gate.littleEndian(at: 8, count: 4) << 32 }
-        let ist = ia32e ? Int((lo >> 32) & 7) : 0
+        let raw = try read(cpu.idtr.base &+ UInt64(vector) * gateSize, count: Int(gateSize), cpu, memory)
+        let gate = IDTGate(low: raw.littleEndian(at: 0, count: 8), high: ia32e ? raw.littleEndian(at: 8, count: 8) : nil)
+        guard gate.isInterruptOrTrapGate else { throw .exception(.generalProtection(idtError)) }
+        if softwareInterrupt && gate.dpl < cpu.cpl { throw .exception(.generalProtection(idtError)) }
+        guard gate.present else { throw .exception(X86Exception(vector: 11, errorCode: idtError)) }
+        let offset = gate.offset, ist = gate.ist, type = gate.type
 
         // The handler's code segment (Vol. 3A 6.12.1.1).
-        let selector = UInt16(truncatingIfNeeded: lo >> 16)
+        let selector = gate.selector
         let selectorError = UInt32(selector & 0xfffc) | (softwareInterrupt ? 0 : 1)
         guard selector & 0xfffc != 0 else { throw .exception(.generalProtection(softwareInterrupt ? 0 : 1)) }
         guard selector & 4 == 0, UInt64(selector & 0xfff8) + 7 <= UInt64(cpu.gdtr.limit) else {
