@@ -160,19 +160,21 @@ public final class VCPU: @unchecked Sendable {
         return UInt64(khz)
     }
 
-    /// The guest's DR7 (KVM_GET_DEBUGREGS): what its MOV from DR7 reads,
-    /// whatever breakpoints the monitor sets with KVM_SET_GUEST_DEBUG.
-    public func debugControl() throws(KVMError) -> UInt64 {
+    /// The guest's DR6 and DR7 (KVM_GET_DEBUGREGS): what its MOV from DR6
+    /// and DR7 reads, whatever breakpoints the monitor sets with
+    /// KVM_SET_GUEST_DEBUG.
+    public func debugRegisters() throws(KVMError) -> DebugRegisters {
         var r = kvm_debugregs()
         guard ckvm_ioctl_ptr(fd.raw, CKVM_GET_DEBUGREGS, &r) == 0 else { throw KVMError.last("KVM_GET_DEBUGREGS") }
-        return r.dr7
+        return DebugRegisters(dr6: r.dr6, dr7: r.dr7)
     }
 
-    /// Sets the guest's DR7, keeping DR0-DR3 and DR6 (KVM_SET_DEBUGREGS).
-    public func setDebugControl(_ dr7: UInt64) throws(KVMError) {
+    /// Sets the guest's DR6 and DR7, keeping DR0-DR3 (KVM_SET_DEBUGREGS).
+    public func setDebugRegisters(_ value: DebugRegisters) throws(KVMError) {
         var r = kvm_debugregs()
         guard ckvm_ioctl_ptr(fd.raw, CKVM_GET_DEBUGREGS, &r) == 0 else { throw KVMError.last("KVM_GET_DEBUGREGS") }
-        r.dr7 = dr7
+        r.dr6 = value.dr6
+        r.dr7 = value.dr7
         r.flags = 0
         guard ckvm_ioctl_ptr(fd.raw, CKVM_SET_DEBUGREGS, &r) == 0 else { throw KVMError.last("KVM_SET_DEBUGREGS") }
     }

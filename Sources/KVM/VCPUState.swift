@@ -164,3 +164,13 @@ public struct VCPUEvents: Equatable, Sendable {
         k.flags |= UInt32(KVM_VCPUEVENT_VALID_SHADOW)
     }
 }
+
+/// The debug status and control registers (SDM Vol. 3B 18.2.3, 18.2.4), as
+/// the guest reads them. DR0-DR3 are not needed by the monitor.
+public struct DebugRegisters: Equatable, Sendable {
+    public var dr6: UInt64
+    public var dr7: UInt64
+    /// The values after reset (SDM Vol. 3A Table 9-1).
+    public static let reset = DebugRegisters(dr6: 0xffff_0ff0, dr7: 0x400)
+    public init(dr6: UInt64, dr7: UInt64) { self.dr6 = dr6; self.dr7 = dr7 }
+}

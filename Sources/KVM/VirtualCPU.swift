@@ -39,9 +39,9 @@ public protocol VirtualCPU: AnyObject {
     func setMSRs(_ pairs: [(index: UInt32, value: UInt64)]) -> Int
     /// The guest TSC frequency.
     func tscKHz() throws(KVMError) -> UInt64
-    /// The guest's DR7, as its MOV from DR7 reads it, and setting it.
-    func debugControl() throws(KVMError) -> UInt64
-    func setDebugControl(_ dr7: UInt64) throws(KVMError)
+    /// The guest's DR6 and DR7, as its MOV from DR reads them, and setting them.
+    func debugRegisters() throws(KVMError) -> DebugRegisters
+    func setDebugRegisters(_ value: DebugRegisters) throws(KVMError)
 
     /// Queues external interrupt `vector` (valid when `readyForInterruptInjection`).
     func injectInterrupt(_ vector: UInt8) throws(KVMError)

@@ -78,9 +78,10 @@ final class FakeVCPU: VirtualCPU {
     }
 
     func tscKHz() throws(KVMError) -> UInt64 { 1_000_000 }          // 1 GHz: a TSC cycle is 1 ns
-    var dr7: UInt64 = 0x400
-    func debugControl() throws(KVMError) -> UInt64 { dr7 }
-    func setDebugControl(_ value: UInt64) throws(KVMError) { dr7 = value }
+    var debug = DebugRegisters.reset
+    var dr7: UInt64 { get { debug.dr7 } set { debug.dr7 = newValue } }
+    func debugRegisters() throws(KVMError) -> DebugRegisters { debug }
+    func setDebugRegisters(_ value: DebugRegisters) throws(KVMError) { debug = value }
     func injectInterrupt(_ vector: UInt8) throws(KVMError) { injectedInterrupts.append(vector) }
     func makeKicker() throws(KVMError) -> any Kicker { NoKicker() }
 

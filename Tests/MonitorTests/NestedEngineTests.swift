@@ -450,6 +450,80 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(hv.l1.dr7, 0x400)
     }
 
+    /// A #DB exit (SDM 28.2.1, Table 28-1): the qualification has the DR6
+    /// bits the #DB set (B0-B3, BD, BS), and DR6 is left as it was. DR6 is
+    /// not switched by VMX: L2 starts with L1's, and L1 sees what L2 left
+    /// after any other exit.
+    func testADebugExceptionExitReportsDR6AndLeavesIt() throws {
+        let handler = L.handler + 0x40
+        store(handler | 0x8 << 16 | 0x8e << 40, l2: L.idt + 1 * 8)                    // #DB gate
+        var v = vmcs()
+        XCTAssertTrue(v.write(.exceptionBitmap, 1 << 1))
+        hv.l1.debug.dr6 = 0xffff_0ff0
+        launch(v)
+        XCTAssertEqual(hv.l2.debug.dr6, 0xffff_0ff0, "L2 has L1's DR6")
+        // L2 single-steps: KVM delivers the #DB through L2's IDT, setting BS.
+        let frameAt = L.stack - 12
+        store(UInt32(L.code + 1), l2: frameAt)
+        store(UInt32(0x08), l2: frameAt + 4)
+        store(UInt32(0x102), l2: frameAt + 8)
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: handler); $0.registers.rsp = frameAt; $0.debug.dr6 = 0xffff_4ff0 },
+                                exit: .debug(DebugExit(exception: 1, pc: handler, dr6: 2, dr7: 0xc)))]
+        try step()
+        assertReflected(.exceptionOrNMI)
+        XCTAssertEqual(field(.exitInterruptionInfo), 0x8000_0301, "#DB, hardware exception, valid")
+        XCTAssertEqual(field(.exitQualification), 0x4000, "BS")
+        XCTAssertEqual(field(.guestRIP), L.code + 1, "a trap: RIP past the instruction")
+        XCTAssertEqual(hv.l1.debug.dr6, 0xffff_0ff0, "the #DB exit left DR6 alone")
+
+        var note = ExitNote()
+        XCTAssertNil(machine.enterL2(launch: false, note: &note))
+        hv.l2.script = [FakeRun(effect: { $0.debug.dr6 = 0xffff_0ff2; $0.set(rip: L.code + 1) }, exit: .hlt)]
+        try step()
+        assertReflected(.hlt)
+        XCTAssertEqual(hv.l1.debug.dr6, 0xffff_0ff2, "L1 sees the DR6 L2 left")
+    }
+
+    /// The pending-debug-exceptions field at entry (SDM 27.7.3): a #DB is
+    /// recognised before L2's first instruction. With #DB in L1's exception
+    /// bitmap that is an exit with the pending bits as qualification; else
+    /// L2's IDT takes it with DR6 updated. An entry that injects an event
+    /// ignores the field.
+    func testPendingDebugExceptionsAtEntry() throws {
+        var v = vmcs()
+        XCTAssertTrue(v.write(.guestPendingDebugExceptions, 1 << 14 | 1 << 1))
+        XCTAssertTrue(v.write(.exceptionBitmap, 1 << 1))
+        launch(v)
+        hv.l2.script = []                                            // L2 must not run
+        try step()
+        assertReflected(.exceptionOrNMI)
+        XCTAssertEqual(field(.exitInterruptionInfo), 0x8000_0301)
+        XCTAssertEqual(field(.exitQualification), 0x4002, "BS and B1")
+        XCTAssertEqual(field(.guestRIP), L.code, "before L2's first instruction")
+        XCTAssertEqual(field(.guestPendingDebugExceptions), 0, "consumed by the exit")
+
+        var w = vmcs()
+        XCTAssertTrue(w.write(.guestPendingDebugExceptions, 1 << 14))
+        machine.vmx.current = w
+        var note = ExitNote()
+        hv.l1.debug.dr6 = 0xffff_0ff1                                 // B0 from an older #DB
+        XCTAssertNil(machine.enterL2(launch: false, note: &note))
+        hv.l2.script = [FakeRun(exit: .hlt)]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2, "L2's own handler takes it")
+        XCTAssertEqual(hv.l2.events.exception, VCPUEvents.Exception(injected: true, vector: 1, errorCode: nil))
+        XCTAssertEqual(hv.l2.debug.dr6, 0xffff_4ff0, "B0-B3 replaced, BS set")
+
+        var x = vmcs()
+        XCTAssertTrue(x.write(.guestPendingDebugExceptions, 1 << 14))
+        XCTAssertTrue(x.write(.exceptionBitmap, 1 << 1))
+        XCTAssertTrue(x.write(.entryInterruptionInfo, 1 << 31 | 0x20))           // external interrupt 0x20
+        machine.running = .l1
+        machine.vmx.current = x
+        XCTAssertNil(machine.enterL2(launch: false, note: &note))
+        XCTAssertEqual(machine.nextL2Step(try XCTUnwrap(machine.l2Machine)), .run, "a vectoring entry ignores the field")
+    }
+
     /// INT n in L2, which KVM's emulator cannot carry out here: L0 delivers
     /// it through L2's IDT (no exit: INT n is not an exception). INT3 goes
     /// to L1 when its exception bitmap asks, as a software exception with

@@ -30,6 +30,17 @@ final class L2ScheduleTests: XCTestCase {
         XCTAssertEqual(L2Schedule.next(L2Pending(preemptionTimer: timer(), l1InterruptPending: true)), .externalInterrupt)
     }
 
+    /// 27.7.3 with 27.7.4: the #DB an entry leaves pending is recognised
+    /// before L2's first instruction, so before a zero timer's exit and an
+    /// interrupt; a fault delivering an injected event still comes first.
+    func testAPendingDebugExceptionComesBeforeTheTimerAndInterrupts() {
+        var p = L2Pending(preemptionTimer: timer(ticks: 0), l1InterruptPending: true, halted: true)
+        p.debugExceptions = 1 << 14
+        XCTAssertEqual(L2Schedule.next(p), .debugException)
+        p.deliveryFault = true
+        XCTAssertEqual(L2Schedule.next(p), .exitDuringDelivery)
+    }
+
     func testAnExitDueAtAnInjectingEntryWaitsForTheDelivery() {
         // 27.6: the entry delivers the event; the exit comes at the handler.
         var p = L2Pending(injectedEventWaiting: true, canStopAfterDelivery: true, l1InterruptPending: true)

@@ -57,7 +57,11 @@ extension Machine {
             if !injected, ExitRouting.wantsException(vector, errorCode: frame.errorCode, vmcs: vmcs) {
                 let info = DeliveredEvent(kind: .hardwareException, vector: UInt8(truncatingIfNeeded: vector),
                                           errorCode: frame.errorCode.map { UInt32(truncatingIfNeeded: $0) }).interruptionInformation
-                let exit = NestedExit(reason: .exceptionOrNMI, qualification: vector == 14 ? state.cr2 : 0,
+                // 28.2.1: #PF gives CR2 (already written by the delivery);
+                // #DB the DR6 bits its delivery set.
+                let qualification = vector == 14 ? state.cr2
+                    : vector == 1 ? DebugExceptions.exitQualification(dr6: try l2.vcpu.debugRegisters().dr6) : 0
+                let exit = NestedExit(reason: .exceptionOrNMI, qualification: qualification,
                                       interruptionInfo: info, interruptionErrorCode: UInt32(truncatingIfNeeded: frame.errorCode ?? 0))
                 note.value = UInt64(vector)
                 return reflect(exit, state: at, note: &note)

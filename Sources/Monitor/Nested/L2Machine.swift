@@ -39,6 +39,11 @@ final class L2Machine {
     /// HLT exiting, or L1 entered it with activity state 1. It runs again only
     /// after an event; meanwhile L1's interrupts exit to L1.
     var halted = false
+    /// The #DB the entry left pending (SDM 27.7.3), until L0 raises it.
+    var debugExceptions: UInt64 = 0
+    /// DR6 as the entry gave it to L2 (L1's: VMX does not switch DR6). A
+    /// #DB exit leaves DR6 as it was (28.2.1), so L1 gets this value back.
+    var entryDR6: UInt64 = DebugRegisters.reset.dr6
     /// The EPT violation or misconfiguration that delivering the entry's
     /// injected event meets at its IDT gate; taken as L2's first exit.
     var deliveryFault: NestedExit?

@@ -25,6 +25,7 @@ extension Machine {
     func l2Pending(_ l2: L2Machine) -> L2Pending {
         var p = L2Pending(deliveryFault: l2.deliveryFault != nil, preemptionTimer: l2.preemption,
                           l1InterruptPending: pendingL1Interrupt() != nil, halted: l2.halted)
+        p.debugExceptions = l2.debugExceptions
         if let deadline = apic.timerDeadline {
             let now = clock.now()
             p.l1TimerDue = deadline > now ? deadline - now : 0
@@ -68,6 +69,28 @@ extension Machine {
             note.kind = .mmioRead
             note.address = fault.guestPhysical
             return reflect(fault, state: l2State, note: &note)
+        case .debugException:
+            // 27.7.3: the entry's pending #DB, before L2's first instruction.
+            // L1 intercepts it: an exception exit with the pending bits, DR6
+            // untouched. Else L2's IDT takes it, with DR6 updated.
+            let pending = l2.debugExceptions
+            l2.debugExceptions = 0
+            note.value = 1
+            if ExitRouting.wantsException(1, errorCode: nil, vmcs: vmcs) {
+                let info = DeliveredEvent(kind: .hardwareException, vector: 1).interruptionInformation
+                return reflect(NestedExit(reason: .exceptionOrNMI, qualification: DebugExceptions.exitQualification(dr6: pending),
+                                          interruptionInfo: info), state: l2State, note: &note)
+            }
+            do {
+                var debug = try l2.vcpu.debugRegisters()
+                debug.dr6 = DebugExceptions.dr6(debug.dr6, delivering: pending)
+                try l2.vcpu.setDebugRegisters(debug)
+            } catch {
+                return .unhandledExit("L2's pending #DB: \(error)")
+            }
+            inject(X86Exception(vector: 1), into: l2.vcpu)
+            l2.halted = false
+            return nil
         case .preemptionTimerExpired:
             // The timer counts down in the HLT activity state too (SDM 26.5.1):
             // a halted L2's exit comes once that time has passed, so L1's TSC

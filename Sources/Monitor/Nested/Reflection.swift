@@ -82,7 +82,9 @@ extension Machine {
         l2.kick?.disarm()                                           // and L2's host timer has nothing to kick
         let plan = VMTransitions.exit(exit, l2: state, l1: cpuState, vmcs: vmcs, entryEvent: l2.entryEvent, halted: l2.halted,
                                       preemptionTimer: timer, guestMSRs: guestMSRValues(l2, saving: vmcs.exitControls),
+                                      pendingDebugExceptions: l2.debugExceptions,
                                       memory: ram, maxMSRListEntries: maxMSRListEntries, wrmsrFaults: Self.guestWRMSRFaults)
+        l2.debugExceptions = 0
         // 28.2.4: an event still in delivery goes to L1, which must
         // re-inject it; L2's vCPU forgets it.
         if exit.vectoring == nil, state.eventInDelivery != nil { l2.vcpu.events.forgetInjectedEvent() }
@@ -93,9 +95,13 @@ extension Machine {
         }
         if let abort = store.abort { return vmxAbort(abort, vmcs: vmcs) }
         var after = plan.vmcs
-        // 28.3.1: DR7 is saved under "save debug controls".
-        if after.exitControls.contains(.saveDebugControls), let dr7 = try? l2.vcpu.debugControl() { after.write(.guestDR7, dr7) }
-        if let outcome = loadHost(plan.hostLoad, vmcs: after) { return outcome }
+        // 28.3.1: DR7 is saved under "save debug controls". DR6 is not
+        // switched, so L1 sees what L2 left there, except after a #DB exit,
+        // which leaves DR6 as it was (28.2.1).
+        let debug = try? l2.vcpu.debugRegisters()
+        if after.exitControls.contains(.saveDebugControls), let debug { after.write(.guestDR7, debug.dr7) }
+        let dr6 = exit.isDebugException ? l2.entryDR6 : debug?.dr6
+        if let outcome = loadHost(plan.hostLoad, vmcs: after, dr6: dr6) { return outcome }
         running = .l1
         episodeCounter += 1
         currentEpisode = episodeCounter
@@ -122,9 +128,15 @@ extension Machine {
     /// Loads L1's host state (SDM 28.5), the host MSRs before the VM-exit
     /// MSR-load list (28.5.1, 28.6), and makes `vmcs` current: at a VM exit
     /// and at a failed VM entry (27.8). A VMX abort if the list fails.
-    func loadHost(_ load: VMTransitions.HostLoad, vmcs: VMCS12) -> RunOutcome? {
+    /// `dr6` is what L2 leaves in DR6, which VMX does not switch.
+    func loadHost(_ load: VMTransitions.HostLoad, vmcs: VMCS12, dr6: UInt64? = nil) -> RunOutcome? {
         loadHostMSRs(load.hostMSRs)
-        if (try? vcpu.debugControl()) != 0x400 { try? vcpu.setDebugControl(0x400) }   // 28.5.1: DR7 = 400H
+        if var debug = try? vcpu.debugRegisters() {
+            let before = debug
+            debug.dr7 = 0x400                                                 // 28.5.1: DR7 = 400H
+            if let dr6 { debug.dr6 = dr6 }
+            if debug != before { try? vcpu.setDebugRegisters(debug) }
+        }
         guard loadL1MSRs(load.msrLoad.entries) else { return vmxAbort(.loadingHostMSR, vmcs: vmcs) }
         if let abort = load.msrLoad.abort { return vmxAbort(abort, vmcs: vmcs) }
         vmx.current = vmcs

@@ -36,8 +36,12 @@ extension Machine {
             loadGuestMSRs(l2, plan.guestMSRs)
             // 27.3.2.1: DR7 from the guest-state area under "load debug
             // controls"; without it VMX leaves DR7 alone, so L2 has L1's.
-            let dr7 = vmcs.entryControls.contains(.loadDebugControls) ? (vmcs.read(.guestDR7) ?? 0x400) : try vcpu.debugControl()
-            if try l2.vcpu.debugControl() != dr7 { try l2.vcpu.setDebugControl(dr7) }
+            // DR6 is never switched: L2 has L1's.
+            var debug = try vcpu.debugRegisters()
+            if vmcs.entryControls.contains(.loadDebugControls) { debug.dr7 = vmcs.read(.guestDR7) ?? 0x400 }
+            if try l2.vcpu.debugRegisters() != debug { try l2.vcpu.setDebugRegisters(debug) }
+            l2.entryDR6 = debug.dr6
+            l2.debugExceptions = DebugExceptions.pendingAtEntry(vmcs, injecting: plan.event != nil) ?? 0
             l2.deliveryFault = try mapEntryPages(of: state, injecting: plan.event?.event, l2: l2, vmcs: vmcs)
             if let entry = plan.event, entry.event.kind.isSoftware {       // 28.2.4, as no vCPU event holds it
                 l2.deliveryFault = l2.deliveryFault?.duringDelivery(of: entry.event, instructionLength: entry.instructionLength)

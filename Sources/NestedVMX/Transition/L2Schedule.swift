@@ -58,6 +58,9 @@ public struct L2Pending: Equatable, Sendable {
     public var halted = false
     /// Nanoseconds until L1's APIC timer fires, when it is armed.
     public var l1TimerDue: UInt64?
+    /// The #DB the entry left pending (SDM 27.7.3), as pending-debug-exception
+    /// bits; 0 for none.
+    public var debugExceptions: UInt64 = 0
 
     public init(deliveryFault: Bool = false, injectedEventWaiting: Bool = false, canStopAfterDelivery: Bool = false,
                 preemptionTimer: PreemptionTimer? = nil, l1InterruptPending: Bool = false, halted: Bool = false,
@@ -79,6 +82,10 @@ public enum L2Step: Equatable, Sendable {
     /// Reflect the EPT violation or misconfiguration of the injected event's
     /// delivery, as an exit during delivery (SDM 28.2.4).
     case exitDuringDelivery
+    /// The #DB the entry left pending is recognised before L2's first
+    /// instruction: an exception exit when L1 intercepts #DB, else delivered
+    /// through L2's IDT.
+    case debugException
     /// Reflect exit reason 52.
     case preemptionTimerExpired
     /// Reflect exit reason 1.
@@ -91,13 +98,15 @@ public enum L2Step: Equatable, Sendable {
 }
 
 /// One decision for "which L2 exit comes next", in the SDM's priority order
-/// (Vol. 3A Table 6-2 with Vol. 3C 26.5.1 and 27.7.4): event injection
-/// first, then the VMX-preemption timer, then external interrupts. It is
+/// (Vol. 3A Table 6-2 with Vol. 3C 26.5.1 and 27.7.3-27.7.4): event
+/// injection first, then a pending debug exception (a trap on the entry),
+/// then the VMX-preemption timer, then external interrupts. It is
 /// asked before each run of L2 and when a run returns without an exit of its
 /// own (a kick).
 public enum L2Schedule {
     public static func next(_ p: L2Pending) -> L2Step {
         if p.deliveryFault { return .exitDuringDelivery }
+        if p.debugExceptions != 0 { return .debugException }
         let timerExpired = p.preemptionTimer?.expired ?? false
         if (timerExpired || p.l1InterruptPending) && p.injectedEventWaiting && p.canStopAfterDelivery {
             return .runToHandler

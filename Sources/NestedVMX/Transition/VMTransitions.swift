@@ -93,12 +93,13 @@ public enum VMTransitions {
 
     /// VM exit (28.1-28.6). `guestMSRs` holds L2's values of the MSR-held
     /// guest fields the exit controls save; `preemptionTimer` is what is left
-    /// of the timer, when it is active.
+    /// of the timer, when it is active; `pendingDebugExceptions` the #DB
+    /// still pending in L2 at the exit (28.3.4), in the field's format.
     /// `wrmsrFaults` says which MSR writes L1's own WRMSR could not make:
     /// the MSR-load list is held to the same rule (28.6).
     public static func exit(_ exit: NestedExit, l2: CPUState, l1: CPUState, vmcs: VMCS12, entryEvent: EntryEvent?,
                             halted: Bool, preemptionTimer: PreemptionTimer?, guestMSRs: [UInt32: UInt64],
-                            memory: some GuestMemoryAccess, maxMSRListEntries: Int,
+                            pendingDebugExceptions: UInt64 = 0, memory: some GuestMemoryAccess, maxMSRListEntries: Int,
                             wrmsrFaults: ((UInt32, UInt64) -> Bool)? = nil) -> VMExitPlan {
         var v = vmcs
         let recorded = StateTransfer.vectoring(exit, inDelivery: l2.eventInDelivery, entry: entryEvent, rip: l2.rip)
@@ -107,6 +108,7 @@ public enum VMTransitions {
             v.write(.guestVMXPreemptionTimerValue, UInt64(timer.remainingTicks))
         }
         v.write(.guestActivityState, halted ? 1 : 0)                          // 28.3.4: HLT or active
+        v.write(.guestPendingDebugExceptions, pendingDebugExceptions)        // 28.3.4
         for f in GuestStateMSRs.fields where v.exitControls.isSuperset(of: f.save) {
             if let value = guestMSRs[f.index] { v.write(f.field, value) }
         }
