@@ -28,6 +28,10 @@
  *               where only turtle's timers bring exits; an interrupt of L2's
  *               APIC injected at entry wakes it, and with none to come turtle
  *               stops after 5 such exits.
+ *   irq=direct  with ept=off: external-interrupt exiting 0, so the
+ *               interrupts of turtle's APIC, which L2 programs itself, go
+ *               straight through L2's IDT (SDM 26.2) instead of exiting to
+ *               turtle, which passes them in (irq=exit, the default).
  *   timer=N     turtle's own APIC timer, periodic every N bus ticks (ns): its
  *               interrupts arrive while L2 runs, as external-interrupt exits.
  *               L2's APIC timer (turtle/vapic.c) cannot run on it as well.
@@ -42,7 +46,7 @@
  */
 #include "turtle/turtle.h"
 
-#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] (L2 image = module 0)"
+#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] (L2 image = module 0)"
 #define MIB	(1ull << 20)
 
 struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
@@ -183,6 +187,13 @@ static int parse_args(int argc, char **argv)
 		} else if ((v = arg_value(argv[i], "timer"))) {
 			if (!parse_u64(v, &cfg.timer) || cfg.timer > 0xffffffffull)
 				return usage("%s: timer=N needs N from 0 to 2^32-1", USAGE);
+		} else if ((v = arg_value(argv[i], "irq"))) {
+			if (!strcmp(v, "exit"))
+				cfg.irq_direct = false;
+			else if (!strcmp(v, "direct"))
+				cfg.irq_direct = true;
+			else
+				return usage(USAGE);
 		} else if ((v = arg_value(argv[i], "hlt"))) {
 			if (!strcmp(v, "exit"))
 				cfg.hlt_wait = false;
@@ -203,6 +214,9 @@ static int parse_args(int argc, char **argv)
 			return usage(USAGE);
 		}
 	}
+	/* Only an L2 that owns turtle's APIC can take its interrupts directly. */
+	if (cfg.irq_direct && (cfg.ept || cfg.timer))
+		return usage("%s: irq=direct needs ept=off and no timer=N", USAGE);
 	return -1;
 }
 

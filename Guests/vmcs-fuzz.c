@@ -92,7 +92,7 @@ static void baseline(void)
 	__asm__ volatile("mov %%cs, %0; mov %%ss, %1" : "=r"(cs), "=r"(ss));
 	uint64_t ept = (uint64_t)(uintptr_t)ept_pml4 | 6 | 3 << 3;
 
-	vmwrite(0x4000, ctl(MSR_IA32_VMX_TRUE_PINBASED_CTLS, 1u << 6));		/* preemption timer */
+	vmwrite(0x4000, ctl(MSR_IA32_VMX_TRUE_PINBASED_CTLS, 1u << 0 | 1u << 6));	/* external-interrupt exiting, preemption timer */
 	vmwrite(0x4002, ctl(MSR_IA32_VMX_TRUE_PROCBASED_CTLS, 1u << 31));
 	vmwrite(0x401e, ctl(MSR_IA32_VMX_PROCBASED_CTLS2, (1u << 1) | (1u << 7)));	/* EPT, unrestricted */
 	vmwrite(0x400c, ctl(MSR_IA32_VMX_TRUE_EXIT_CTLS, 1u << 9));			/* 64-bit host */

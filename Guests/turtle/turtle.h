@@ -224,6 +224,7 @@ struct turtle_config {
 	uint64_t exceptions;		/* exception bitmap: L2 exceptions to intercept */
 	bool ad;			/* EPT accessed/dirty flags (EPTP bit 6) */
 	bool hlt_wait;			/* no HLT exiting: L2's HLT waits in the HLT state */
+	bool irq_direct;		/* no external-interrupt exiting (ept=off) */
 	uint64_t l2mem;			/* bytes of L2 physical memory */
 	uint64_t preempt;		/* 0 = no preemption timer */
 };

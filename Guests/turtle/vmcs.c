@@ -235,7 +235,10 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 
 	/* ---- Controls (SDM 25.6-25.8) ---- */
 	uint32_t pin_msr = truectl ? MSR_IA32_VMX_TRUE_PINBASED_CTLS : MSR_IA32_VMX_PINBASED_CTLS;
-	pin_ctl = control("pin-based", pin_msr, cfg.preempt ? PIN_PREEMPTION_TIMER : 0, 0);
+	pin_ctl = control("pin-based", pin_msr, (cfg.irq_direct ? 0 : PIN_EXTINT_EXITING) |
+			  (cfg.preempt ? PIN_PREEMPTION_TIMER : 0), 0);
+	if (cfg.irq_direct && (pin_ctl & PIN_EXTINT_EXITING))
+		fail("irq=direct: the pin-based controls force external-interrupt exiting");
 	preempt_allowed = (rdmsr(pin_msr) >> 32) & PIN_PREEMPTION_TIMER;
 	uint32_t proc_want = (cfg.hlt_wait ? 0 : PROC_HLT_EXITING) | PROC_MSR_BITMAPS | PROC_SECONDARY |
 			     (cfg.io_all ? PROC_UNCOND_IO : PROC_IO_BITMAPS);

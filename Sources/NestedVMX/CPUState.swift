@@ -186,3 +186,12 @@ public struct DeliveredEvent: Equatable, Sendable {
         UInt32(vector) | kind.rawValue << 8 | (errorCode != nil ? 1 << 11 : 0) | 1 << 31
     }
 }
+
+extension CPUState {
+    /// The CPU can take a maskable external interrupt at this instruction
+    /// boundary: RFLAGS.IF set, no blocking by STI or MOV SS, and no event
+    /// in delivery (SDM Vol. 3A 6.8.1, Vol. 3C 25.4.2).
+    public var acceptsExternalInterrupt: Bool {
+        rflags & 1 << 9 != 0 && !blockingBySTI && !blockingByMovSS && eventInDelivery == nil
+    }
+}

@@ -148,6 +148,24 @@ final class NestedTests: XCTestCase {
         XCTAssertTrue(a.stdout.contains("[L2] SUMMARY: 8 tests, 0 failures"), a.stdout)
     }
 
+    /// External-interrupt exiting 0 (SDM 26.2): turtle's APIC, which L2
+    /// programs itself, interrupts L2 through L2's own IDT; L0 injects into
+    /// the L2 vCPU and turtle sees no external-interrupt exit. A halted L2
+    /// (no HLT exiting) wakes for each.
+    func testL1sInterruptsGoThroughL2sIDTWithoutExternalInterruptExiting() throws {
+        let (a, at) = try turtle("apic-timer", turtleArgs: "ept=off irq=direct")
+        XCTAssertTrue(a.stdout.contains("[L2] SUMMARY: 8 tests, 0 failures"), a.stdout)
+        XCTAssertFalse(at.contains { $0.level == 2 && $0.vmxReason == 1 }, "no external-interrupt exit")
+        XCTAssertGreaterThanOrEqual(at.filter { $0.level == 2 && $0.kind == .interruptInjected }.count, 6)
+        let (h, ht) = try turtle("hlt-storm", "30", turtleArgs: "ept=off irq=direct hlt=wait")
+        XCTAssertTrue(h.stdout.contains("[L2] PASS: timer interrupt count 30 equals N=30"), h.stdout)
+        XCTAssertEqual(ht.filter { $0.level == 2 && $0.kind == .interruptInjected && $0.value == 0x40 }.count, 30)
+        XCTAssertEqual(ht.filter { $0.level == 2 && $0.kind == .hlt && $0.handler == .l0 }.count, 30)
+        let bad = try runTurtle("hello", turtleArgs: "irq=direct")
+        XCTAssertEqual(bad.status, 5, bad.stdout)                            // turtle's 2: bad arguments
+        XCTAssertTrue(bad.stdout.contains("irq=direct needs ept=off and no timer=N"), bad.stdout)
+    }
+
     func testPreemptionTimerInterruptsL2() throws {
         // 2,000,000 ticks of TSC >> 5 is about 25 ms; compute runs well over a second.
         let (r, trace) = try turtle("compute", "1", turtleArgs: "preempt=2000000")

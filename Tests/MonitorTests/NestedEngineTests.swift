@@ -852,4 +852,42 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(field(.guestRIP), L.handler, "the exit comes at the handler's first instruction")
         XCTAssertEqual(field(.idtVectoringInfo).map { $0 >> 31 }, 0, "nothing was left in delivery")
     }
+
+    /// External-interrupt exiting 0 (SDM 26.2): L1's interrupt goes through
+    /// L2's IDT. L0 injects it into L2's vCPU when L2 can take it and marks
+    /// it in service in L1's APIC; while L2 blocks interrupts it asks KVM
+    /// for the interrupt window, and a halted L2 wakes.
+    func testWithoutExternalInterruptExitingL2sIDTTakesL1sInterrupt() throws {
+        var v = vmcs(proc: [])                                               // HLT exiting 0 too
+        XCTAssertTrue(v.write(.pinBasedControls, 0x16))                      // external-interrupt exiting 0
+        launch(v)
+        _ = machine.apic.write(offset: 0xf0, size: 4, value: 0x1ff)
+        machine.apic.raise(0x40)
+        let l2 = try XCTUnwrap(machine.l2Machine)
+        // RFLAGS.IF is clear: no exit, no injection, the window is asked for.
+        XCTAssertEqual(machine.nextL2Step(l2), .run)
+        XCTAssertTrue(hv.l2.requestInterruptWindow)
+        hv.l2.script = [FakeRun(effect: { $0.registers.rflags = 0x202; $0.events.shadow = [.sti] }, exit: .irqWindowOpen)]
+        try step()
+        XCTAssertEqual(machine.nextL2Step(l2), .run, "blocking by STI still holds it back")
+        hv.l2.events.shadow = []
+        try step()                                                           // injected before L2 runs again
+        XCTAssertEqual(machine.activeLevel, 2, "no exit to L1")
+        XCTAssertEqual(hv.l2.injectedInterrupts, [0x40])
+        XCTAssertFalse(hv.l2.requestInterruptWindow)
+        XCTAssertNil(machine.apic.deliverableVector)
+        XCTAssertEqual(machine.apic.read(offset: 0x100 + 0x40 / 32 * 16, size: 4), 1 << (0x40 % 32), "in service")
+        XCTAssertNil(field(.exitReason).flatMap { $0 == 1 ? $0 : nil }, "never an external-interrupt exit")
+
+        // The HLT activity state: the next interrupt wakes L2.
+        hv.l2.script = [FakeRun(exit: .hlt)]
+        try step()
+        XCTAssertEqual(machine.l2Machine?.halted, true)
+        _ = machine.apic.write(offset: 0xb0, size: 4, value: 0)               // EOI
+        machine.apic.raise(0x41)
+        XCTAssertEqual(machine.nextL2Step(l2), .interruptL2)
+        try step()
+        XCTAssertEqual(hv.l2.injectedInterrupts, [0x40, 0x41])
+        XCTAssertEqual(machine.l2Machine?.halted, false)
+    }
 }

@@ -41,6 +41,35 @@ final class L2ScheduleTests: XCTestCase {
         XCTAssertEqual(L2Schedule.next(p), .exitDuringDelivery)
     }
 
+    /// SDM 26.2: with external-interrupt exiting 0, L1's interrupt is no
+    /// exit. It goes into L2 once L2 can take it, waking a halted L2; one L2
+    /// blocks neither exits nor stops the preemption timer, and a halted L2
+    /// that blocks it waits for the timer alone.
+    func testWithoutInterruptExitingTheInterruptWaitsForL2() {
+        var p = L2Pending(l1InterruptPending: true)
+        p.externalInterruptExiting = false
+        XCTAssertEqual(L2Schedule.next(p), .run, "blocked: L2 runs on")
+        p.l2Interruptible = true
+        XCTAssertEqual(L2Schedule.next(p), .interruptL2)
+        p.halted = true
+        XCTAssertEqual(L2Schedule.next(p), .interruptL2, "it wakes a halted L2")
+        p.l2Interruptible = false
+        p.l1TimerDue = 100
+        XCTAssertEqual(L2Schedule.next(p), .deadHalt, "blocked in HLT: L1's timer cannot wake it")
+        p.preemptionTimer = timer()
+        XCTAssertEqual(L2Schedule.next(p), .preemptionTimerExpired, "the preemption timer still ends the halt")
+        p.preemptionTimer = timer(ticks: 0)
+        p.halted = false
+        p.l2Interruptible = true
+        XCTAssertEqual(L2Schedule.next(p), .preemptionTimerExpired, "the timer's exit comes first")
+        // An injected event waiting is no reason to stop at its handler.
+        p.preemptionTimer = nil
+        p.injectedEventWaiting = true
+        p.canStopAfterDelivery = true
+        p.l2Interruptible = false
+        XCTAssertEqual(L2Schedule.next(p), .run)
+    }
+
     func testAnExitDueAtAnInjectingEntryWaitsForTheDelivery() {
         // 27.6: the entry delivers the event; the exit comes at the handler.
         var p = L2Pending(injectedEventWaiting: true, canStopAfterDelivery: true, l1InterruptPending: true)

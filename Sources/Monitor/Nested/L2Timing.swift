@@ -9,8 +9,8 @@ import VMXArch
 /// this file gathers its inputs and carries out what it decides.
 extension Machine {
     /// An interrupt of L1's APIC that is due while L2 runs (the timer is
-    /// brought up to date first). External-interrupt exiting is always 1
-    /// (the capability MSRs require it), so such an interrupt is an exit.
+    /// brought up to date first): an exit with external-interrupt exiting,
+    /// else L2's IDT takes it.
     func pendingL1Interrupt() -> UInt8? {
         if let deadline = apic.timerDeadline {
             let now = clock.now()
@@ -26,6 +26,11 @@ extension Machine {
         var p = L2Pending(deliveryFault: l2.deliveryFault != nil, preemptionTimer: l2.preemption,
                           l1InterruptPending: pendingL1Interrupt() != nil, halted: l2.halted)
         p.debugExceptions = l2.debugExceptions
+        p.externalInterruptExiting = vmx.current?.pin.contains(.externalInterruptExiting) ?? true
+        if p.l1InterruptPending && !p.externalInterruptExiting { p.l2Interruptible = l2State.acceptsExternalInterrupt }
+        // KVM reports when a blocked L2 opens its interrupt window.
+        let window = p.l1InterruptPending && !p.externalInterruptExiting && !p.l2Interruptible
+        if l2.vcpu.requestInterruptWindow != window { l2.vcpu.requestInterruptWindow = window }
         if let deadline = apic.timerDeadline {
             let now = clock.now()
             p.l1TimerDue = deadline > now ? deadline - now : 0
@@ -114,9 +119,20 @@ extension Machine {
             }
             note.value = UInt64(vector)
             return reflect(exit, state: l2State, note: &note)
+        case .interruptL2:
+            // SDM 26.2: with external-interrupt exiting 0 the interrupt is
+            // delivered through L2's IDT; L1's APIC marks it in service.
+            guard let vector = pendingL1Interrupt() else { return nil }
+            do { try l2.vcpu.injectInterrupt(vector) } catch { return .unhandledExit("injecting into L2: \(error)") }
+            apic.acknowledge(vector)
+            l2.halted = false
+            note.kind = .interruptInjected
+            note.value = UInt64(vector)
+            return nil
         case .fireL1Timer:
             apic.fireTimer(at: clock.now())
-            if pendingL1Interrupt() != nil { return takeL2Step(.externalInterrupt, l2: l2, vmcs: vmcs, note: &note) }
+            let next = nextL2Step(l2)
+            if next == .externalInterrupt || next == .interruptL2 { return takeL2Step(next, l2: l2, vmcs: vmcs, note: &note) }
             return .deadHalt(reason: "L2 halted (HLT activity state) and L1's timer interrupt cannot be delivered")
         case .deadHalt:
             return .deadHalt(reason: "L2 halted (HLT activity state) and nothing can wake it: L1 has no interrupt or timer")

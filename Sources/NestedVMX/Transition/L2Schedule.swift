@@ -52,8 +52,13 @@ public struct L2Pending: Equatable, Sendable {
     /// The VMX-preemption timer, when the entry activated it.
     public var preemptionTimer: PreemptionTimer?
     /// L1's APIC has an interrupt to deliver: with external-interrupt
-    /// exiting (always 1 here) that is an exit.
+    /// exiting that is an exit, else L2's IDT takes it (SDM 26.2).
     public var l1InterruptPending = false
+    /// The pin-based control "external-interrupt exiting" (25.6.1).
+    public var externalInterruptExiting = true
+    /// L2 can take an external interrupt now: RFLAGS.IF set, no blocking by
+    /// STI or MOV SS, no event in delivery (Vol. 3A 6.8.1, Vol. 3C 25.4.2).
+    public var l2Interruptible = false
     /// L2 is in the HLT activity state (SDM 25.4.2).
     public var halted = false
     /// Nanoseconds until L1's APIC timer fires, when it is armed.
@@ -90,6 +95,9 @@ public enum L2Step: Equatable, Sendable {
     case preemptionTimerExpired
     /// Reflect exit reason 1.
     case externalInterrupt
+    /// External-interrupt exiting is 0: L1's interrupt is delivered through
+    /// L2's IDT, and acknowledged in L1's APIC (SDM 26.2).
+    case interruptL2
     /// L2 is halted and L1's APIC timer is the next event: skip the idle time
     /// by firing it now (as L0 does for a halted L1).
     case fireL1Timer
@@ -108,19 +116,25 @@ public enum L2Schedule {
         if p.deliveryFault { return .exitDuringDelivery }
         if p.debugExceptions != 0 { return .debugException }
         let timerExpired = p.preemptionTimer?.expired ?? false
-        if (timerExpired || p.l1InterruptPending) && p.injectedEventWaiting && p.canStopAfterDelivery {
+        let interruptExit = p.l1InterruptPending && p.externalInterruptExiting
+        if (timerExpired || interruptExit) && p.injectedEventWaiting && p.canStopAfterDelivery {
             return .runToHandler
         }
         // Without a stop after delivery the exit comes first, and the event
         // goes back to L1 as IDT-vectoring information.
         if timerExpired { return .preemptionTimerExpired }
-        if p.l1InterruptPending { return .externalInterrupt }
+        if interruptExit { return .externalInterrupt }
+        // An interrupt for L2's IDT waits until L2 can take it; it wakes L2
+        // from the HLT activity state.
+        if p.l1InterruptPending && p.l2Interruptible { return .interruptL2 }
         guard p.halted else { return .run }
         // The timer counts down in the HLT activity state too: whichever of
-        // it and L1's APIC timer comes first ends the halt.
-        if let timer = p.preemptionTimer, p.l1TimerDue.map({ timer.remainingNanos <= $0 }) ?? true {
+        // it and L1's APIC timer comes first ends the halt. An interrupt L2
+        // has blocked cannot end it, so another one from the timer cannot.
+        let timerDue = p.l1InterruptPending ? nil : p.l1TimerDue
+        if let timer = p.preemptionTimer, timerDue.map({ timer.remainingNanos <= $0 }) ?? true {
             return .preemptionTimerExpired
         }
-        return p.l1TimerDue == nil ? .deadHalt : .fireL1Timer
+        return timerDue == nil ? .deadHalt : .fireL1Timer
     }
 }

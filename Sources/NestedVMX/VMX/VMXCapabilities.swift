@@ -61,14 +61,14 @@ public struct VMXCapabilities: Equatable, Sendable {
         let basic = VMXBasic(revisionID: revisionID, regionSize: 4096, memoryType: VMXBasic.memoryTypeWriteBack,
                              insOutsReporting: true, trueControls: true).rawValue
 
-        // Pin-based (SDM 25.6.1): external-interrupt exiting is required:
-        // L1's interrupts arriving while L2 runs always exit to L1, which is the
-        // only delivery L0 implements (none into L2's IDT). NMI exiting (no
-        // NMI is ever raised, so it is honoured) and the VMX-preemption timer
-        // (a host timer kicks L2) may be set. Default-1 bits per A.3.1.
+        // Pin-based (SDM 25.6.1): external-interrupt exiting (L1's
+        // interrupts exit to L1; without it L0 delivers them through L2's
+        // IDT, 26.2), NMI exiting (no NMI is ever raised, so it is honoured)
+        // and the VMX-preemption timer (a host timer kicks L2) may be set.
+        // Default-1 bits per A.3.1.
         let pinDefault1 = PinBasedControls(rawValue: DefaultSettings.pinBased)
-        let pin = controls(mustBe1: pinDefault1.union(.externalInterruptExiting),
-                           mayBe1: [.nmiExiting, .activatePreemptionTimer] as PinBasedControls)
+        let pin = controls(mustBe1: pinDefault1,
+                           mayBe1: [.externalInterruptExiting, .nmiExiting, .activatePreemptionTimer] as PinBasedControls)
 
         // Primary processor-based (SDM 25.6.2): HLT exiting, unconditional I/O
         // exiting, I/O bitmaps, MSR bitmaps, secondary controls. Not TSC offsetting:
