@@ -890,4 +890,24 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(hv.l2.injectedInterrupts, [0x40, 0x41])
         XCTAssertEqual(machine.l2Machine?.halted, false)
     }
+
+    /// L1's one-instruction interrupt window (SDM Vol. 3A 6.8.3): while an
+    /// interrupt waits for L1 to open its window, L0 single-steps L1 (KVM
+    /// reports the window only at exits of its own). A step is no exit of
+    /// L1's; once L1 can take the interrupt it is injected and stepping ends.
+    func testL0StepsL1UntilItsInterruptWindowOpens() throws {
+        _ = machine.apic.write(offset: 0xf0, size: 4, value: 0x1ff)
+        machine.apic.raise(0x50)
+        hv.l1.readyForInterruptInjection = false
+        hv.l1.script = [FakeRun(effect: { $0.set(rip: 0x10_0010) }, exit: .debug(DebugExit(exception: 1, pc: 0x10_0010, dr6: 0x4000, dr7: 0)))]
+        try step()
+        XCTAssertTrue(hv.l1.guestDebug.last?.control.contains(.singleStep) ?? false, "stepping while the interrupt waits")
+        XCTAssertTrue(hv.l1.requestInterruptWindow)
+        XCTAssertEqual(hv.l1.injectedInterrupts, [])
+        hv.l1.readyForInterruptInjection = true
+        hv.l1.script = [FakeRun(exit: .irqWindowOpen)]
+        try step()
+        XCTAssertEqual(hv.l1.injectedInterrupts, [0x50])
+        XCTAssertFalse(hv.l1.guestDebug.last?.control.contains(.singleStep) ?? true, "no stepping once it is delivered")
+    }
 }

@@ -12,6 +12,9 @@ final class BreakpointChannel {
     private(set) var breakpoints: IDTBreakpoints
     /// A handler's first instruction is being single-stepped, breakpoints lifted.
     private(set) var stepping = false
+    /// The guest is single-stepped, breakpoints armed, until it can take a
+    /// pending interrupt (`stepForInterruptWindow`).
+    private(set) var windowStepping = false
 
     init(vcpu: any VirtualCPU, vectors: [Int]) {
         self.vcpu = vcpu
@@ -28,10 +31,25 @@ final class BreakpointChannel {
         try arm()
     }
 
-    /// Loads the debug registers; DR7 = 0 turns guest debug off, which costs nothing.
+    /// Loads the debug registers; DR7 = 0 and no window stepping turn guest
+    /// debug off, which costs nothing.
     func arm() throws(KVMError) {
         let regs = breakpoints.debugRegisters
-        try vcpu.setGuestDebug(regs[7] == 0 ? [] : [.enable, .useHardwareBreakpoints], debugRegisters: regs)
+        var control: GuestDebugControl = []
+        if regs[7] != 0 { control.formUnion([.enable, .useHardwareBreakpoints]) }
+        if windowStepping { control.formUnion([.enable, .singleStep]) }
+        try vcpu.setGuestDebug(control, debugRegisters: regs)
+    }
+
+    /// Single-steps the guest while an interrupt waits for it to open its
+    /// interrupt window: KVM reports the window only at an exit of its own,
+    /// so without this an `STI; NOP; CLI` never takes the interrupt that the
+    /// SDM delivers after the NOP (Vol. 3A 6.8.3). Each step is a debug exit
+    /// at which L0 looks again.
+    func stepForInterruptWindow(_ on: Bool) throws(KVMError) {
+        guard on != windowStepping else { return }
+        windowStepping = on
+        if !stepping { try arm() }
     }
 
     /// Lets the guest's handler run: its first instruction is single-stepped

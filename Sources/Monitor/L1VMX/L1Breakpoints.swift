@@ -49,6 +49,8 @@ extension Machine {
             case let .stop(outcome): return outcome
             }
         }
+        // One step towards an interrupt window: the next entry looks again.
+        if l1Breakpoints.windowStepping { return nil }
         return .unhandledExit("debug exit (vector \(exit.exception)) at \(hex(exit.pc))")
     }
 
