@@ -88,6 +88,12 @@ final class GuestTests: XCTestCase {
         XCTAssertTrue(trace.contains { $0.kind == .interruptInjected && $0.value == 0x50 })
     }
 
+    func testSingleStepTrapsEveryInstruction() throws {
+        let (r, _) = try runPassing("single-step", "2000")
+        XCTAssertTrue(r.stdout.contains("PASS: TF traps after every instruction: 4003 traps for 2000 rounds, 8003 for 4000"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("SUMMARY: 2 tests, 0 failures"), r.stdout)
+    }
+
     func testComputeHasNoExitsBesidesItsConsole() throws {
         let (r, trace) = try runPassing("compute", "")
         XCTAssertTrue(r.stdout.contains("PASS"), r.stdout)

@@ -910,4 +910,29 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(hv.l1.injectedInterrupts, [0x50])
         XCTAssertFalse(hv.l1.guestDebug.last?.control.contains(.singleStep) ?? true, "no stepping once it is delivered")
     }
+
+    /// A standard KVM host reports a guest's own single-step trap as a
+    /// debug exit while L0's breakpoints are armed, at the next instruction
+    /// (no handler): L0 raises the #DB the guest would have taken, with
+    /// DR6.BS: for L2 an exception exit when L1 intercepts #DB, for L1
+    /// through its IDT.
+    func testAGuestsOwnSingleStepTrapIsItsDebugException() throws {
+        var v = vmcs()
+        XCTAssertTrue(v.write(.exceptionBitmap, 1 << 1))
+        launch(v)
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 2) },
+                                exit: .debug(DebugExit(exception: 1, pc: L.code + 2, dr6: 0xffff_4ff0, dr7: 0x3)))]
+        try step()
+        assertReflected(.exceptionOrNMI)
+        XCTAssertEqual(field(.exitInterruptionInfo), 0x8000_0301)
+        XCTAssertEqual(field(.exitQualification), 0x4000)
+        XCTAssertEqual(field(.guestRIP), L.code + 2)
+
+        hv.l1.script = [FakeRun(effect: { $0.set(rip: 0x10_0020) },
+                                exit: .debug(DebugExit(exception: 1, pc: 0x10_0020, dr6: 0xffff_4ff0, dr7: 0)))]
+        hv.l1.debug.dr6 = 0xffff_0ff1
+        try step()
+        XCTAssertEqual(hv.l1.events.exception, VCPUEvents.Exception(injected: true, vector: 1, errorCode: nil))
+        XCTAssertEqual(hv.l1.debug.dr6, 0xffff_4ff0)
+    }
 }

@@ -39,6 +39,12 @@ extension Machine {
                 l2.deliveryStop = nil
                 if !l2.vectorsForL1.contains(stop) { return nil }
             }
+            // L2's own single-step trap, which a standard KVM host reports
+            // while L0's breakpoints are armed, at the next instruction.
+            if d.exception == 1, l2.breakpoints.breakpoints.vector(atHandler: d.pc) == nil,
+               d.dr6 & DebugExceptions.singleStep != 0, let vmcs = vmx.current {
+                return raiseDebugException(DebugExceptions.singleStep, l2: l2, vmcs: vmcs, note: &note)
+            }
             let state = l2State
             let memory = L2PhysicalMemory(machine: self)
             guard let vector = l2.breakpoints.breakpoints.vector(atHandler: d.pc),

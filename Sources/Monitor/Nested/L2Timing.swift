@@ -76,26 +76,9 @@ extension Machine {
             return reflect(fault, state: l2State, note: &note)
         case .debugException:
             // 27.7.3: the entry's pending #DB, before L2's first instruction.
-            // L1 intercepts it: an exception exit with the pending bits, DR6
-            // untouched. Else L2's IDT takes it, with DR6 updated.
             let pending = l2.debugExceptions
             l2.debugExceptions = 0
-            note.value = 1
-            if ExitRouting.wantsException(1, errorCode: nil, vmcs: vmcs) {
-                let info = DeliveredEvent(kind: .hardwareException, vector: 1).interruptionInformation
-                return reflect(NestedExit(reason: .exceptionOrNMI, qualification: DebugExceptions.exitQualification(dr6: pending),
-                                          interruptionInfo: info), state: l2State, note: &note)
-            }
-            do {
-                var debug = try l2.vcpu.debugRegisters()
-                debug.dr6 = DebugExceptions.dr6(debug.dr6, delivering: pending)
-                try l2.vcpu.setDebugRegisters(debug)
-            } catch {
-                return .unhandledExit("L2's pending #DB: \(error)")
-            }
-            inject(X86Exception(vector: 1), into: l2.vcpu)
-            l2.halted = false
-            return nil
+            return raiseDebugException(pending, l2: l2, vmcs: vmcs, note: &note)
         case .preemptionTimerExpired:
             // The timer counts down in the HLT activity state too (SDM 26.5.1):
             // a halted L2's exit comes once that time has passed, so L1's TSC
@@ -137,6 +120,28 @@ extension Machine {
         case .deadHalt:
             return .deadHalt(reason: "L2 halted (HLT activity state) and nothing can wake it: L1 has no interrupt or timer")
         }
+    }
+
+    /// A trap-like #DB arising in L2 with `pending` (B0-B3, BS): an exception
+    /// exit with those bits when L1 intercepts #DB, DR6 untouched (28.2.1);
+    /// else L2's IDT takes it, with DR6 updated.
+    func raiseDebugException(_ pending: UInt64, l2: L2Machine, vmcs: VMCS12, note: inout ExitNote) -> RunOutcome? {
+        note.value = 1
+        if ExitRouting.wantsException(1, errorCode: nil, vmcs: vmcs) {
+            let info = DeliveredEvent(kind: .hardwareException, vector: 1).interruptionInformation
+            return reflect(NestedExit(reason: .exceptionOrNMI, qualification: DebugExceptions.exitQualification(dr6: pending),
+                                      interruptionInfo: info), state: l2State, note: &note)
+        }
+        do {
+            var debug = try l2.vcpu.debugRegisters()
+            debug.dr6 = DebugExceptions.dr6(debug.dr6, delivering: pending)
+            try l2.vcpu.setDebugRegisters(debug)
+        } catch {
+            return .unhandledExit("L2's #DB: \(error)")
+        }
+        inject(X86Exception(vector: 1), into: l2.vcpu)
+        l2.halted = false
+        return nil
     }
 
     /// Starts the VMX-preemption timer at VM entry (SDM 27.7.4) with the
