@@ -16,12 +16,14 @@ let package = Package(
         .target(name: "CKVM"),
         // libelf, through pkg-config (Debian: libelf-dev).
         .systemLibrary(name: "CLibElf", pkgConfig: "libelf", providers: [.apt(["libelf-dev"])]),
+        // Zydis, the x86 decoder that sweeps guest code for sensitive instructions (Debian: libzydis-dev).
+        .systemLibrary(name: "CZydis", providers: [.apt(["libzydis-dev"])]),
         .target(name: "KVM", dependencies: ["CKVM"]),
         .target(name: "VMXArch"),
         // The core: VMX semantics in pure Swift, over value-type CPU state and a memory protocol.
         .target(name: "NestedVMX", dependencies: ["VMXArch"]),
         .target(name: "TraceFormat", dependencies: ["VMXArch"]),
-        .target(name: "Monitor", dependencies: ["KVM", "VMXArch", "NestedVMX", "TraceFormat", "CLibElf"]),
+        .target(name: "Monitor", dependencies: ["KVM", "VMXArch", "NestedVMX", "TraceFormat", "CLibElf", "CZydis"]),
         .executableTarget(name: "terrapin", dependencies: [
             "Monitor", "TraceFormat",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -7,6 +7,15 @@ public struct LoadSegment: Equatable, Sendable {
     public var fileOffset: UInt64
     public var fileSize: UInt64
     public var memorySize: UInt64
+    /// PF_X: the segment holds code.
+    public var executable = false
+}
+
+/// A function symbol (STT_FUNC with a size) of the image's symbol table.
+public struct FunctionSymbol: Equatable, Sendable {
+    public var name: String
+    public var address: UInt64
+    public var size: UInt64
 }
 
 /// The loadable view of an ELF executable, read with libelf. ELF32 (including
@@ -15,6 +24,8 @@ public struct ELFImage: Equatable, Sendable {
     public var is64Bit: Bool
     public var entry: UInt64
     public var segments: [LoadSegment]
+    /// The functions of `.symtab`, by address; empty for a stripped image.
+    public var functions: [FunctionSymbol] = []
 
     static let elfMagic: [UInt8] = [0x7f, 0x45, 0x4c, 0x46]
 
@@ -64,7 +75,8 @@ public struct ELFImage: Equatable, Sendable {
             }
             guard phdr.p_type == UInt32(PT_LOAD), phdr.p_memsz > 0 else { continue }
             let s = LoadSegment(physicalAddress: phdr.p_paddr, virtualAddress: phdr.p_vaddr,
-                                fileOffset: phdr.p_offset, fileSize: phdr.p_filesz, memorySize: phdr.p_memsz)
+                                fileOffset: phdr.p_offset, fileSize: phdr.p_filesz, memorySize: phdr.p_memsz,
+                                executable: phdr.p_flags & UInt32(PF_X) != 0)
             guard s.fileSize <= s.memorySize else {
                 throw fail("segment \(i) has a file size (\(s.fileSize)) larger than its memory size (\(s.memorySize))")
             }
@@ -79,7 +91,30 @@ public struct ELFImage: Equatable, Sendable {
         for (a, b) in zip(sorted, sorted.dropFirst()) where a.physicalAddress + a.memorySize > b.physicalAddress {
             throw fail("segments at \(hex(a.physicalAddress)) and \(hex(b.physicalAddress)) overlap")
         }
-        return ELFImage(is64Bit: elfClass == ELFCLASS64, entry: ehdr.e_entry, segments: sorted)
+        return ELFImage(is64Bit: elfClass == ELFCLASS64, entry: ehdr.e_entry, segments: sorted,
+                        functions: functionSymbols(elf))
+    }
+
+    /// STT_FUNC symbols with a size, from every SHT_SYMTAB section; a
+    /// symbol table libelf cannot read counts as absent (the code is then
+    /// swept by segment).
+    private static func functionSymbols(_ elf: OpaquePointer) -> [FunctionSymbol] {
+        var functions: [FunctionSymbol] = []
+        var section = elf_nextscn(elf, nil)
+        while let scn = section {
+            defer { section = elf_nextscn(elf, scn) }
+            var shdr = GElf_Shdr()
+            guard gelf_getshdr(scn, &shdr) != nil, shdr.sh_type == UInt32(SHT_SYMTAB), shdr.sh_entsize > 0,
+                  let data = elf_getdata(scn, nil) else { continue }
+            for i in 0..<Int32(clamping: shdr.sh_size / shdr.sh_entsize) {
+                var sym = GElf_Sym()
+                guard gelf_getsym(data, i, &sym) != nil, sym.st_info & 0xf == UInt8(STT_FUNC), sym.st_size > 0,
+                      sym.st_shndx != UInt16(SHN_UNDEF) else { continue }
+                let name = elf_strptr(elf, Int(shdr.sh_link), Int(sym.st_name)).map { String(cString: $0) } ?? "?"
+                functions.append(FunctionSymbol(name: name, address: sym.st_value, size: sym.st_size))
+            }
+        }
+        return functions.sorted { $0.address < $1.address }
     }
 
     /// The physical address of the entry point: the ELF entry is a virtual
