@@ -400,6 +400,7 @@ int main(int argc, char **argv)
 		}
 	}
 	exit_report();
+	report(l2_code_intact(), "turtle: L2's code in turtle's memory is its image's, byte for byte");
 	if (cfg.ad)
 		ept_report_ad();
 	if (cfg.msrlists) {

@@ -456,6 +456,23 @@ static int halted_forever(uint64_t rip)
 
 /* L2 sleeps until its APIC has an interrupt for it. turtle sleeps in its
  * place: its own timer, which runs L2's, wakes it. */
+/* CPUID exits unconditionally (SDM 26.1.2): turtle answers with its own
+ * CPUID, minus VMX (CPUID.1:ECX bit 5), which it does not offer L2. */
+static int handle_cpuid(void)
+{
+	uint32_t a, b, c, d;
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d)
+			 : "a"((uint32_t)l2_gprs[R_RAX]), "c"((uint32_t)l2_gprs[R_RCX]));
+	if ((uint32_t)l2_gprs[R_RAX] == 1)
+		c &= ~(1u << 5);
+	l2_gprs[R_RAX] = a;
+	l2_gprs[R_RBX] = b;
+	l2_gprs[R_RCX] = c;
+	l2_gprs[R_RDX] = d;
+	skip_instruction(exit_insn_len(2));
+	return 0;
+}
+
 static int handle_hlt(void)
 {
 	uint64_t rip = vmr(GUEST_RIP);
@@ -650,6 +667,8 @@ static int dispatch(void)
 		preempt_exits++;
 		VMW(PREEMPTION_TIMER_VALUE, cfg.preempt);	/* re-arm */
 		return 0;
+	case EXIT_REASON_CPUID:
+		return handle_cpuid();
 	case EXIT_REASON_HLT:
 		return handle_hlt();
 	case EXIT_REASON_TRIPLE_FAULT:

@@ -200,8 +200,31 @@ static bool load_elf(const uint8_t *img, uint64_t len, struct l2_image *out)
 	return true;
 }
 
+static const uint8_t *loaded_img;
+
+/* Do L2's executable segments, in L2 memory as turtle sees it, still equal
+ * the image's bytes? Terrapin patches L2's code only in L2's own view
+ * (docs/PATCHING.md), so turtle must never see a patched byte. ELF32
+ * images only (the guests' containers); true for others. */
+bool l2_code_intact(void)
+{
+	const struct elf32_ehdr *eh = (const void *)loaded_img;
+	if (!loaded_img || ((const struct elf_ident *)loaded_img)->cls != 1)
+		return true;
+	for (unsigned i = 0; i < eh->phnum; i++) {
+		const struct elf32_phdr *ph = (const void *)(loaded_img + eh->phoff + i * eh->phentsize);
+		if (ph->type != PT_LOAD || !(ph->flags & 1) || !ph->filesz)	/* PF_X */
+			continue;
+		const uint8_t *mem = l2_ptr(ph->paddr, ph->filesz);
+		if (!mem || memcmp(mem, loaded_img + ph->offset, ph->filesz))
+			return false;
+	}
+	return true;
+}
+
 bool l2_load(const uint8_t *img, uint64_t len, const char *cmdline, struct l2_image *out)
 {
+	loaded_img = img;
 	if (!check_multiboot_header(img, len, out) || !load_elf(img, len, out))
 		return false;
 

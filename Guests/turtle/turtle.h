@@ -182,6 +182,7 @@
 #define EXIT_REASON_EXCEPTION		0
 #define EXIT_REASON_EXTERNAL_INTERRUPT	1
 #define EXIT_REASON_TRIPLE_FAULT	2
+#define EXIT_REASON_CPUID		10
 #define EXIT_REASON_HLT			12
 #define EXIT_REASON_VMCALL		18
 #define EXIT_REASON_VMCLEAR		19	/* 19-27: VMCLEAR ... VMXON */
@@ -270,6 +271,8 @@ struct l2_image {
 /* Loads module bytes [img, img+len) into L2 memory and builds the MBI with
  * cmdline. Returns false (after printing why) on failure. */
 bool l2_load(const uint8_t *img, uint64_t len, const char *cmdline, struct l2_image *out);
+/* L2's executable segments in L2 memory still equal the image's bytes. */
+bool l2_code_intact(void);
 
 /* ept.c */
 bool ept_build(uint64_t *eptp_out);

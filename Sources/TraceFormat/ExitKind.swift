@@ -122,4 +122,7 @@ public struct RecordFlags: OptionSet, Hashable, Sendable {
     /// An L2 access that missed EPT02 and that L0 resolved itself by mapping
     /// the EPT12 run behind it (not reflected to L1).
     @inlinable public static var ept02Fault: RecordFlags { RecordFlags(rawValue: 1 << 3) }
+    /// L2 reached L0 at a sensitive instruction through L0's patch of its
+    /// code page (docs/PATCHING.md).
+    @inlinable public static var patchedSite: RecordFlags { RecordFlags(rawValue: 1 << 4) }
 }

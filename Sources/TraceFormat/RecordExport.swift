@@ -7,7 +7,7 @@ public enum RecordExport {
 
     /// Flag names joined by "+" ("unclaimed+string"); unknown bits as "bitN".
     public static func flagNames(_ f: RecordFlags) -> [String] {
-        let names = ["unclaimed", "string", "faulted", "ept02-fault"]
+        let names = ["unclaimed", "string", "faulted", "ept02-fault", "patched-site"]
         return (0..<8).compactMap { bit in
             f.rawValue & (1 << bit) == 0 ? nil : bit < names.count ? names[bit] : "bit\(bit)"
         }

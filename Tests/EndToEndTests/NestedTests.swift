@@ -177,6 +177,22 @@ final class NestedTests: XCTestCase {
         XCTAssertGreaterThan(trace.filter { $0.level == 2 && $0.vmxReason == 52 }.count, 10)
     }
 
+    /// CPUID exits unconditionally in VMX non-root operation (SDM 26.1.2).
+    /// KVM answers it in the kernel, so L0 patches L2's view of the code
+    /// page with INT3 and reflects exit 10 from there (docs/PATCHING.md),
+    /// with EPT and without. turtle sees L2's code unpatched.
+    func testL2sCPUIDExitsToL1ThroughPatchedCode() throws {
+        for args in ["", "ept=off"] {
+            let (r, trace) = try turtle("cpuid-storm", "200", turtleArgs: args)
+            let exits = trace.filter { $0.level == 2 && $0.vmxReason == 10 }
+            XCTAssertEqual(exits.count, 203, "\(args): 200 in the loop, 3 before it")
+            XCTAssertTrue(exits.allSatisfy { $0.handler == .reflected && $0.flags.contains(.patchedSite) }, args)
+            XCTAssertTrue(r.stdout.contains("turtle:    10 CPUID                                    203"), r.stdout)
+            XCTAssertTrue(r.stdout.contains("[L2] PASS: 200 of 200 CPUIDs of leaf 0x0 agree"), r.stdout)
+            XCTAssertTrue(r.stdout.contains("PASS: turtle: L2's code in turtle's memory is its image's, byte for byte"), r.stdout)
+        }
+    }
+
     func testPreemptionTimerInterruptsL2() throws {
         // 2,000,000 ticks of TSC >> 5 is about 25 ms; compute runs well over a second.
         let (r, trace) = try turtle("compute", "1", turtleArgs: "preempt=2000000")

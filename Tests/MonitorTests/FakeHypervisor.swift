@@ -93,6 +93,8 @@ final class FakeVCPU: VirtualCPU {
 final class FakeVM: GuestVM {
     struct Slot: Equatable { var slot: UInt32, at: UInt64, offset: Int, size: Int, readOnly: Bool }
     private(set) var slots: [Slot] = []
+    /// The host memory behind each slot, to read what the guest would see.
+    private(set) var backing: [UInt32: GuestMemory] = [:]
     private(set) var filters = 0
 
     /// KVM's rules: the host range must lie in `memory` (EINVAL) and the
@@ -104,9 +106,19 @@ final class FakeVM: GuestVM {
             throw KVMError("fake map", errno: EEXIST)
         }
         slots.append(Slot(slot: slot, at: at, offset: offset, size: length, readOnly: readOnly))
+        backing[slot] = memory
     }
 
-    func unmap(slot: UInt32, at: UInt64) throws(KVMError) { slots.removeAll { $0.slot == slot } }
+    /// The bytes the guest reads at guest-physical `address`, through its slot.
+    func read(_ address: UInt64, count: Int) -> [UInt8]? {
+        guard let s = slots.first(where: { $0.at <= address && address + UInt64(count) <= $0.at + UInt64($0.size) }) else { return nil }
+        return backing[s.slot]?.read(at: UInt64(s.offset) + (address - s.at), count: count)
+    }
+
+    func unmap(slot: UInt32, at: UInt64) throws(KVMError) {
+        slots.removeAll { $0.slot == slot }
+        backing[slot] = nil
+    }
     func setMSRFilter(defaultAllow: Bool, ranges: [VirtualMachine.MSRFilterRange]) throws(KVMError) { filters += 1 }
 }
 

@@ -935,4 +935,74 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(hv.l1.events.exception, VCPUEvents.Exception(injected: true, vector: 1, errorCode: nil))
         XCTAssertEqual(hv.l1.debug.dr6, 0xffff_4ff0)
     }
+
+    // MARK: Patched code pages (docs/PATCHING.md)
+
+    /// A machine whose module is an image with `code` at L2-physical
+    /// L.code, loaded there by L1 (as turtle loads its L2).
+    func patchedMachine(code: [UInt8]) throws {
+        let modulePath = imagePath + ".l2"
+        let module = ELFWriter(is64: true, entry: L.code, segments: [TestSegment(paddr: L.code, data: code)], multiboot: nil)
+        XCTAssertTrue(FileManager.default.createFile(atPath: modulePath, contents: Data(module.build())))
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: modulePath) }
+        hv = FakeHypervisor()
+        var config = MachineConfig(imagePath: imagePath)
+        config.memorySize = 8 << 20
+        config.modules = [modulePath]
+        machine = try Machine(config: config, clock: hv.clock, hypervisor: hv)
+        buildL2Memory()
+        storeBytes(code, l2: L.code)
+    }
+
+    /// L2's CPUID reaches L0 through INT3 in L2's private copy of the page
+    /// and exits to L1 (SDM 26.1.2), while L1's page stays as it was.
+    func testL2sCPUIDExitsThroughItsPatchedCodePage() throws {
+        let code: [UInt8] = [0x90, 0x0f, 0xa2, 0xf4]                          // nop; cpuid; hlt
+        try patchedMachine(code: code)
+        launch(vmcs())
+        XCTAssertEqual(hv.l2VM.read(L.code, count: 4), [0x90, 0xcc, 0xa2, 0xf4], "L2 runs the patched copy")
+        XCTAssertEqual(machine.ram.read(L.l2Base + L.code, count: 4), code, "L1's page is untouched")
+        XCTAssertEqual(hv.l2VM.slots.first { $0.at == L.code }?.size, 4096, "the copy is a page of its own")
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 1) },
+                                exit: .internalError(InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcc, 0xa2, 0xf4]))))]
+        try step()
+        assertReflected(.cpuid)
+        XCTAssertEqual(field(.exitInstructionLength), 2)
+        XCTAssertEqual(field(.guestRIP), L.code + 1, "at the CPUID")
+
+        // L1 rewrites the page: the next entry drops the copy, and the
+        // page L2 then gets is L1's, unpatched.
+        store(UInt8(0x90), l2: L.code + 1)
+        var note = ExitNote()
+        XCTAssertNil(machine.enterL2(launch: false, note: &note))
+        XCTAssertEqual(hv.l2VM.read(L.code, count: 4), [0x90, 0x90, 0xa2, 0xf4])
+    }
+
+    /// L2 writes to a patched page: the write goes to L1's page through
+    /// EPT12, and L2 runs L1's page from then on.
+    func testAnL2WriteToAPatchedPageDropsTheCopy() throws {
+        try patchedMachine(code: [0x90, 0x0f, 0xa2, 0xf4])
+        launch(vmcs())
+        hv.l2.script = [FakeRun(exit: .mmio(MMIOExit(address: L.code + 0x100, length: 1, isWrite: true, data: 0x5a)))]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2)
+        XCTAssertEqual(machine.ram.read(L.l2Base + L.code + 0x100, count: 1), [0x5a])
+        XCTAssertEqual(hv.l2VM.read(L.code, count: 2), [0x90, 0x0f], "L1's page, unpatched")
+        var note = ExitNote()
+        XCTAssertNil(machine.enterL2(launch: false, note: &note))
+        XCTAssertEqual(hv.l2VM.read(L.code, count: 2), [0x90, 0x0f], "and it stays so")
+    }
+
+    /// An INT3 of L2's own, on no patched page, is L2's breakpoint.
+    func testL2sOwnINT3IsNoPatchedSite() throws {
+        try patchedMachine(code: [0x90, 0x0f, 0xa2, 0xf4])
+        storeBytes([0xcc], l2: L.code + 0x2000)
+        launch(vmcs())
+        store(L.handler | 0x8 << 16 | 0x8e << 40, l2: L.idt + 3 * 8)                  // #BP gate
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 0x2000) },
+                                exit: .internalError(InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcc]))))]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2, "no exit: L0 delivers the INT3 through L2's IDT")
+        XCTAssertEqual(hv.l2.registers.rip, L.handler)
+    }
 }

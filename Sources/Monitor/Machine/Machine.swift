@@ -48,6 +48,9 @@ public final class Machine {
     /// The CR4 bits the vCPU accepts (from CPUID), VMXE aside.
     let cr4Supported: UInt64
     let ram: GuestRAM
+    /// The sensitive instructions of the kernel and the modules, which L0
+    /// patches in L2's view of their pages (docs/PATCHING.md).
+    let patches: PatchTable
 
     /// MSRs L0 emulates; the KVM MSR filter sends their accesses here.
     static let emulatedMSRs: [ClosedRange<UInt32>] = [
@@ -88,6 +91,7 @@ public final class Machine {
         ram = GuestRAM(memory: memory)
         boot = try MultibootLoader.load(image: image, path: config.imagePath, commandLine: config.guestCommandLine,
                                         modules: modules, into: memory)
+        patches = PatchTable(sweeping: [image] + modules.map(\.bytes))
         apic = LocalAPIC(now: { [clock] in clock.now() })
         serialSink = try config.serialPath.map { (p) throws(MonitorError) in try SerialSink(path: p) } ?? SerialSink(fd: 1)
         serial = Serial16550(sink: serialSink)

@@ -15,8 +15,27 @@ extension Machine {
         try l2.dropAll()
         l2.builtFor = map
         switch map {
-        case .identity: try l2.map(base: 0, size: UInt64(memory.size), l1: 0, readOnly: false, memory: memory)
+        case .identity: try mapIdentity(around: 0, l2: l2)
         case .ept: break
+        }
+    }
+
+    /// Without EPT: the free stretch of L1's RAM around `gpa` onto itself,
+    /// in one slot but for the patched copies of image code pages, which
+    /// get theirs first (docs/PATCHING.md). At entry that is all of RAM.
+    func mapIdentity(around gpa: UInt64, l2: L2Machine) throws(KVMError) {
+        let ramEnd = UInt64(memory.size)
+        let (floor, limit) = l2.slots.gap(around: gpa)
+        _ = try mapPatchedCopies(floor, min(limit, ramEnd), l1Start: floor, l2: l2)
+        var at = floor
+        while at < min(limit, ramEnd) {
+            if let s = l2.slot(containing: at) {
+                at = s.end
+                continue
+            }
+            let end = min(l2.slots.gap(around: at).limit, limit, ramEnd)
+            try l2.map(base: at, size: end - at, l1: at, readOnly: false, memory: memory)
+            at = end
         }
     }
 
@@ -46,8 +65,19 @@ extension Machine {
         guard let vmcs = vmx.current else { return .unhandledExit("L2 memory access without VMCS") }
         guard case let .ept(eptp) = L2PhysicalMap(vmcs) else {
             // No EPT: L2-physical is L1-physical; beyond RAM are L1's devices.
-            guard let mmio else { return .unhandledExit("L2 fetch from \(hex(gpa)), outside L1's RAM") }
-            return handleMMIO(mmio, on: l2.vcpu, note: &note)
+            guard gpa < UInt64(memory.size) else {
+                guard let mmio else { return .unhandledExit("L2 fetch from \(hex(gpa)), outside L1's RAM") }
+                return handleMMIO(mmio, on: l2.vcpu, note: &note)
+            }
+            // In RAM: a patched copy L2 writes to, or the hole a dropped copy left.
+            do {
+                try dropReadOnlySlot(at: gpa, write: access.write, l2: l2)
+                try mapIdentity(around: gpa, l2: l2)
+            } catch {
+                return .unhandledExit("L2 slot: \(error)")
+            }
+            replay(mmio, at: gpa, l2: l2)
+            return nil
         }
         switch EPTWalker.translate(gpa, access: access, eptp: eptp, physicalAddressBits: vmx.capabilities.physicalAddressBits,
                                    memory: ram, setAccessedDirty: true) {
@@ -71,27 +101,39 @@ extension Machine {
             do {
                 // A write EPT12 allows, to a read-only slot: the page was clean
                 // under A/D tracking and is now dirty. Its slot is rebuilt.
-                if let existing = l2.slot(containing: gpa), existing.readOnly, access.write { try l2.unmap(existing) }
+                try dropReadOnlySlot(at: gpa, write: access.write, l2: l2)
                 try mapRun(t, eptp: eptp, l2: l2)
             } catch {
                 return .unhandledExit("EPT02 slot: \(error)")
             }
             note.flags.insert(.ept02Fault)
             note.value = t.physical
-            if let m = mmio {
-                // Replay the access through the new slot: the MMIO exit already
-                // carries the data, so complete it against L1 RAM directly.
-                if m.isWrite {
-                    for i in 0..<Int(m.length) {
-                        _ = memory.store(UInt8(truncatingIfNeeded: m.data >> (8 * UInt64(i))), at: t.physical + UInt64(i))
-                    }
-                } else {
-                    var v: UInt64 = 0
-                    for i in 0..<Int(m.length) { v |= UInt64(memory.load(UInt8.self, at: t.physical + UInt64(i)) ?? 0xff) << (8 * UInt64(i)) }
-                    l2.vcpu.completeMMIORead(v)
-                }
-            }
+            replay(mmio, at: t.physical, l2: l2)
             return nil
+        }
+    }
+
+    /// A write to a read-only slot that L1 allows: the slot goes, to be
+    /// rebuilt writable. A patched copy L2 writes to is not made again: L2
+    /// gets L1's page from now on (docs/PATCHING.md).
+    func dropReadOnlySlot(at gpa: UInt64, write: Bool, l2: L2Machine) throws(KVMError) {
+        guard write, let existing = l2.slot(containing: gpa), existing.readOnly else { return }
+        if l2.copySlot(containing: gpa) != nil { l2.unpatched.insert(existing.base) }
+        try l2.unmap(existing)
+    }
+
+    /// Completes an MMIO exit against L1 RAM at `physical`, once the slot
+    /// it missed exists: the exit already carries a store's data.
+    func replay(_ mmio: MMIOExit?, at physical: UInt64, l2: L2Machine) {
+        guard let m = mmio else { return }
+        if m.isWrite {
+            for i in 0..<Int(m.length) {
+                _ = memory.store(UInt8(truncatingIfNeeded: m.data >> (8 * UInt64(i))), at: physical + UInt64(i))
+            }
+        } else {
+            var v: UInt64 = 0
+            for i in 0..<Int(m.length) { v |= UInt64(memory.load(UInt8.self, at: physical + UInt64(i)) ?? 0xff) << (8 * UInt64(i)) }
+            l2.vcpu.completeMMIORead(v)
         }
     }
 
@@ -180,9 +222,17 @@ extension Machine {
             size += t.pageSize
         }
         let readOnly = !first.write || (tracking && !first.dirty)
-        let start = max(first.pageBase, floor)
-        let end = min(first.pageBase + size, limit, first.pageBase + (ramEnd - first.frame))
+        var start = max(first.pageBase, floor)
+        var end = min(first.pageBase + size, limit, first.pageBase + (ramEnd - first.frame))
         guard end > start else { return }
+        // Patched copies of image code pages come first; the run then ends
+        // at them (docs/PATCHING.md).
+        if try mapPatchedCopies(start, end, l1Start: first.frame + (start - first.pageBase), l2: l2) {
+            guard l2.slot(containing: gpa) == nil else { return }
+            let (below, above) = l2.slots.gap(around: gpa)
+            start = max(start, below)
+            end = min(end, above)
+        }
         try l2.map(base: start, size: end - start, l1: first.frame + (start - first.pageBase), readOnly: readOnly, memory: memory)
     }
 }

@@ -39,6 +39,10 @@ final class L2Machine {
     /// HLT exiting, or L1 entered it with activity state 1. It runs again only
     /// after an event; meanwhile L1's interrupts exit to L1.
     var halted = false
+    /// The patched copies of code pages in EPT02, by slot (docs/PATCHING.md).
+    private(set) var copies: [UInt32: (slot: Slot, memory: GuestMemory)] = [:]
+    /// L2-physical pages L2 wrote to: L0 no longer patches them.
+    var unpatched = Set<UInt64>()
     /// The #DB the entry left pending (SDM 27.7.3), until L0 raises it.
     var debugExceptions: UInt64 = 0
     /// DR6 as the entry gave it to L2 (L1's: VMX does not switch DR6). A
@@ -80,7 +84,33 @@ final class L2Machine {
     func dropAll() throws(KVMError) {
         for s in slots.slots { try vm.unmap(slot: s.id, at: s.base) }
         slots.removeAll()
+        copies.removeAll()
         premapped = nil
+    }
+
+    /// Maps `bytes`, the patched copy of the code page at L1-physical `l1`,
+    /// read-only at L2-physical `base` (docs/PATCHING.md).
+    func mapCopy(at base: UInt64, l1: UInt64, bytes: [UInt8]) throws(KVMError) {
+        if slots.isFull {
+            for old in slots.oldest() { try unmap(old) }
+        }
+        let copy = try GuestMemory(size: bytes.count, name: "terrapin-l2-patched")
+        _ = copy.write(bytes, at: 0)
+        let id = slots.takeID()
+        do {
+            try vm.map(copy, offset: 0, size: bytes.count, slot: id, at: base, readOnly: true)
+        } catch {
+            slots.giveBack(id)
+            throw error
+        }
+        let slot = Slot(id: id, base: base, size: UInt64(bytes.count), l1: l1, readOnly: true)
+        slots.insert(slot)
+        copies[id] = (slot, copy)
+    }
+
+    /// The patched copy mapped at L2-physical `address`, if any.
+    func copySlot(containing address: UInt64) -> Slot? {
+        slot(containing: address).flatMap { copies[$0.id] == nil ? nil : $0 }
     }
 
     /// Maps [base, base+size) of L2-physical space onto L1 RAM at `l1`. When
@@ -103,6 +133,7 @@ final class L2Machine {
     /// Removes one slot.
     func unmap(_ slot: Slot) throws(KVMError) {
         try vm.unmap(slot: slot.id, at: slot.base)
+        copies[slot.id] = nil
         slots.remove(slot)
         premapped = nil
     }

@@ -16,6 +16,7 @@ extension Machine {
             l2 = try l2Machine ?? L2Machine(hypervisor.makeL2(cpuid: Self.guestCPUID(hostCPUID, vmx: false)))
             l2Machine = l2
             try prepareMemory(of: l2, for: vmcs)
+            try refreshPatchedCopies(l2)
             try updateMSRFilter(of: l2, for: vmcs)
             let state = plan.guest
             state.storeRegistersAndSegments(into: l2.vcpu)

@@ -1,0 +1,57 @@
+import KVM
+import NestedVMX
+import TraceFormat
+import VMXArch
+
+/// L2's view of the loaded images' code, patched at their sensitive
+/// instructions so that L2 reaches L0 there (docs/PATCHING.md). L1's
+/// memory is never changed: L2 runs a private, read-only copy of each such
+/// page, with INT3 at every site, which KVM reports as an emulation failure
+/// at CPL 0.
+extension Machine {
+    /// Before the EPT12 run L2-physical [start, end), backed by L1-physical
+    /// `l1Start` onwards, goes into EPT02: each page of it that holds an
+    /// image's code page with sites, unchanged, gets a slot of its own with
+    /// the copy. True when it made one (the run must then be cut around it).
+    func mapPatchedCopies(_ start: UInt64, _ end: UInt64, l1Start: UInt64, l2: L2Machine) throws(KVMError) -> Bool {
+        guard !patches.pages.isEmpty else { return false }
+        var made = false
+        for (page, entry) in patches.pages where page >= start && page < end && !l2.unpatched.contains(page)
+            && l2.slot(containing: page) == nil {
+            let l1 = l1Start + (page - start)
+            guard let bytes = memory.bytes(at: l1, count: PatchTable.pageSize),
+                  entry.matches(UnsafeRawBufferPointer(bytes)) else { continue }
+            try l2.mapCopy(at: page, l1: l1, bytes: entry.patched(UnsafeRawBufferPointer(bytes)))
+            made = true
+        }
+        return made
+    }
+
+    /// At each VM entry: a copy whose page L1 has changed since is dropped,
+    /// so L2 never runs stale code; its next fetch maps L1's page as it is.
+    func refreshPatchedCopies(_ l2: L2Machine) throws(KVMError) {
+        for (slot, _) in l2.copies.values {
+            if let entry = patches.pages[slot.base], let bytes = memory.bytes(at: slot.l1, count: PatchTable.pageSize),
+               entry.matches(UnsafeRawBufferPointer(bytes)) { continue }
+            try l2.unmap(slot)
+        }
+    }
+
+    /// L2 stopped at an INT3 (an emulation failure at CPL 0). When it is
+    /// one of L0's, in a patched copy, L0 takes the original instruction
+    /// from its site table, never from the copy: nil when it is L2's own.
+    func handlePatchedSite(l2: L2Machine, note: inout ExitNote) -> RunOutcome?? {
+        let state = l2State
+        let linear = state.cs.base &+ state.rip
+        guard case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: true), state: state,
+                                                             memory: L2PhysicalMemory(machine: self), setAccessedDirty: false),
+              l2.copySlot(containing: gpa) != nil, let site = patches.site(at: gpa) else { return nil }
+        note.flags.insert(.patchedSite)
+        note.address = gpa
+        switch site.instruction {
+        case .cpuid:
+            // SDM 26.1.2: CPUID exits unconditionally in VMX non-root operation.
+            return .some(reflect(NestedExit(reason: .cpuid, instructionLength: site.length), state: state, note: &note))
+        }
+    }
+}

@@ -1,0 +1,76 @@
+import Glibc
+
+/// The code pages of the loaded images that hold sensitive instructions,
+/// by physical page, as L0 patches them for L2 (docs/PATCHING.md). A page
+/// in memory is one of them when its bytes equal the image's code bytes on
+/// that page; its copy for L2 has INT3 (CC) at the first byte of each site.
+public struct PatchTable: Sendable {
+    public static let pageSize = 4096
+    public static let trap: UInt8 = 0xcc
+
+    public struct Page: Sendable {
+        /// The image's code bytes on this page: offset in the page and bytes.
+        public var expected: [(offset: Int, bytes: [UInt8])] = []
+        /// The sites that start on this page.
+        public var sites: [SensitiveSite] = []
+
+        /// `page` (4 KiB) holds exactly the image's code here.
+        public func matches(_ page: UnsafeRawBufferPointer) -> Bool {
+            expected.allSatisfy { e in
+                e.offset + e.bytes.count <= page.count
+                    && e.bytes.withUnsafeBytes { memcmp($0.baseAddress!, page.baseAddress! + e.offset, e.bytes.count) == 0 }
+            }
+        }
+
+        /// The copy L2 runs: `page` with INT3 at each site.
+        public func patched(_ page: UnsafeRawBufferPointer) -> [UInt8] {
+            var copy = [UInt8](page)
+            for s in sites { copy[Int(s.address) & (PatchTable.pageSize - 1)] = PatchTable.trap }
+            return copy
+        }
+    }
+
+    public private(set) var pages: [UInt64: Page] = [:]
+    /// What the sweeps covered, for the README's figures.
+    public private(set) var bytesSwept = 0
+
+    public init() {}
+
+    /// Sweeps each ELF file in `files`; anything else (a raw module, an
+    /// image libelf refuses) has no sites.
+    public init(sweeping files: [[UInt8]]) {
+        for bytes in files where ELFImage.isELF(bytes) {
+            guard let image = try? ELFImage.parse(bytes, path: "module") else { continue }
+            add(CodeSweep(image: image, bytes: bytes), image: image, bytes: bytes)
+        }
+    }
+
+    /// Adds the sites of one image, swept already, with its code bytes.
+    public mutating func add(_ sweep: CodeSweep, image: ELFImage, bytes: [UInt8]) {
+        bytesSwept += sweep.bytesSwept
+        var pagesWithSites = Set<UInt64>()
+        for site in sweep.sites {
+            let page = site.address & ~UInt64(Self.pageSize - 1)
+            pages[page, default: Page()].sites.append(site)
+            pagesWithSites.insert(page)
+        }
+        for s in image.segments where s.executable && s.fileSize > 0 {
+            var at = s.physicalAddress
+            let end = s.physicalAddress + s.fileSize
+            while at < end {
+                let page = at & ~UInt64(Self.pageSize - 1)
+                let upTo = min(end, page + UInt64(Self.pageSize))
+                if pagesWithSites.contains(page) {
+                    let file = Int(s.fileOffset + (at - s.physicalAddress))
+                    pages[page]?.expected.append((Int(at - page), Array(bytes[file..<file + Int(upTo - at)])))
+                }
+                at = upTo
+            }
+        }
+    }
+
+    /// The site whose first byte is at physical address `address`.
+    public func site(at address: UInt64) -> SensitiveSite? {
+        pages[address & ~UInt64(Self.pageSize - 1)]?.sites.first { $0.address == address }
+    }
+}

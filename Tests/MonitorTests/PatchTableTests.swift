@@ -1,0 +1,43 @@
+import XCTest
+@testable import Monitor
+
+/// The table of patched code pages (docs/PATCHING.md): which pages, what
+/// they must hold, and the copy L2 runs.
+final class PatchTableTests: XCTestCase {
+    /// A code segment at 0x10_0ff0 whose CPUID crosses into the next page,
+    /// and a CPUID at 0x10_1004.
+    func table() throws -> (PatchTable, [UInt8]) {
+        var code = [UInt8](repeating: 0x90, count: 0x20)
+        code[0xe] = 0x0f; code[0xf] = 0xa2                  // cpuid at 0x10_0ffe, across the page boundary
+        code[0x14] = 0x0f; code[0x15] = 0xa2                // cpuid at 0x10_1004
+        let bytes = ELFWriter(is64: true, entry: 0x10_0ff0, segments: [TestSegment(paddr: 0x10_0ff0, data: code)],
+                              multiboot: nil).build()
+        return (PatchTable(sweeping: [bytes, [1, 2, 3]]), code)
+    }
+
+    func testPagesHoldTheirSitesAndTheImagesCodeBytes() throws {
+        let (t, code) = try table()
+        XCTAssertEqual(Set(t.pages.keys), [0x10_0000, 0x10_1000])
+        XCTAssertEqual(t.site(at: 0x10_0ffe)?.instruction, .cpuid)
+        XCTAssertEqual(t.site(at: 0x10_1004)?.bytes, [0x0f, 0xa2])
+        XCTAssertNil(t.site(at: 0x10_0fff), "only a site's first byte")
+        let low = try XCTUnwrap(t.pages[0x10_0000])
+        XCTAssertEqual(low.expected.map(\.offset), [0xff0])
+        XCTAssertEqual(low.expected.first?.bytes, Array(code[0..<0x10]))
+        XCTAssertEqual(t.pages[0x10_1000]?.expected.first?.bytes, Array(code[0x10...]))
+    }
+
+    func testAPageMatchesOnlyWithTheImagesBytesAndItsCopyHasINT3AtEachSite() throws {
+        let (t, code) = try table()
+        let page = try XCTUnwrap(t.pages[0x10_1000])
+        var memory = [UInt8](repeating: 0xee, count: 4096)      // not code: any bytes
+        memory.replaceSubrange(0..<0x10, with: code[0x10...])
+        XCTAssertTrue(memory.withUnsafeBytes { page.matches($0) })
+        let copy = memory.withUnsafeBytes { page.patched($0) }
+        XCTAssertEqual(copy[4], 0xcc)
+        XCTAssertEqual(copy[5], 0xa2, "the rest of the instruction stays")
+        XCTAssertEqual(copy.enumerated().filter { $0.element != memory[$0.offset] }.count, 1)
+        memory[8] = 0xc3                                          // L1 changed a code byte
+        XCTAssertFalse(memory.withUnsafeBytes { page.matches($0) })
+    }
+}
