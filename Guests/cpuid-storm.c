@@ -7,12 +7,23 @@
  * usage: cpuid-storm [N] [leaf=0xNN]    (default N=100000, leaf 0)
  */
 #include "guest.h"
+#include "usermode.h"
 
 #define USAGE	"cpuid-storm [N] [leaf=0xNN]"
 
 static void cpuid4(uint32_t leaf, uint32_t r[4])
 {
 	cpuid(leaf, 0, &r[0], &r[1], &r[2], &r[3]);
+}
+
+static volatile uint32_t user_vendor;
+
+static int cpuid_in_user_mode(void)
+{
+	uint32_t r[4];
+	cpuid4(0, r);
+	user_vendor = r[1];
+	return current_cpl();
 }
 
 int main(int argc, char **argv)
@@ -38,8 +49,11 @@ int main(int argc, char **argv)
 	vendor[12] = 0;
 	report(r[0] >= 1 && (!strcmp(vendor, "GenuineIntel") || !strcmp(vendor, "AuthenticAMD")),
 	       "CPUID.0: vendor \"%s\", maximum leaf 0x%x", vendor, r[0]);
+	uint32_t vendor_ebx = r[1];
 	cpuid4(1, r);
 	report(r[3] & (1u << 0), "CPUID.1:EDX.FPU is set (0x%x)", r[3]);
+	int cpl = run_in_user_mode(cpuid_in_user_mode);
+	report(cpl == 3 && user_vendor == vendor_ebx, "CPUID at CPL 3 gives the same vendor (CPL %d)", cpl);
 
 	printf("cpuid-storm: %llu CPUIDs of leaf 0x%llx\n", (unsigned long long)n, (unsigned long long)leaf);
 	uint32_t first[4], each[4];

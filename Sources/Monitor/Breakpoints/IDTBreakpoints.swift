@@ -12,6 +12,7 @@ import NestedVMX
 struct IDTBreakpoints {
     static let gpVector = 13
     static let udVector = 6
+    static let bpVector = 3
     static let maximumVectors = 4
 
     private(set) var vectors: [Int]

@@ -4,8 +4,14 @@ import NestedVMX
 /// Conversions between the vCPU seam's register values (KVM module) and the
 /// core's `CPUState`.
 extension SegmentState {
+    /// A usable code or data segment is accessed: loading it sets the
+    /// accessed bit (SDM Vol. 3A 3.4.5.1), and VM exit saves the type so
+    /// (28.3.1). KVM on this backend reports the kernel's CS and SS without
+    /// it after an IRETQ from CPL 3 (type 10 and 2, measured 2026-12-06),
+    /// which L1's next VM entry would fail (27.3.1.2).
     init(_ s: Segment) {
-        self.init(selector: s.selector, base: s.base, limit: s.limit, type: s.type, s: s.s, dpl: s.dpl,
+        let accessed = s.s && !s.unusable ? s.type | 1 : s.type
+        self.init(selector: s.selector, base: s.base, limit: s.limit, type: accessed, s: s.s, dpl: s.dpl,
                   present: s.present, avl: s.avl, l: s.l, db: s.db, g: s.g, unusable: s.unusable)
     }
 }

@@ -13,10 +13,18 @@ extension Machine {
     func refreshL2Breakpoints(_ l2: L2Machine) throws(KVMError) {
         guard !l2.breakpoints.stepping else { return }
         let bitmap = vmx.current?.read(.exceptionBitmap) ?? 0
-        if bitmap != l2.watchedExceptionBitmap || l2.deliveryStop != l2.watchedDeliveryStop {
+        let patched = !l2.copies.isEmpty
+        if bitmap != l2.watchedExceptionBitmap || l2.deliveryStop != l2.watchedDeliveryStop || patched != l2.watchedPatchTrap {
             l2.watchedExceptionBitmap = bitmap
             l2.watchedDeliveryStop = l2.deliveryStop
+            l2.watchedPatchTrap = patched
             var vectors = l2.vectorsForL1
+            // At CPL 3 a patched INT3 is a #BP through L2's IDT: its handler
+            // is watched while L2 has patched pages (docs/PATCHING.md).
+            if patched, !vectors.contains(IDTBreakpoints.bpVector) {
+                vectors.insert(IDTBreakpoints.bpVector, at: 1)
+                vectors = Array(vectors.prefix(IDTBreakpoints.maximumVectors))
+            }
             if let stop = l2.deliveryStop, !vectors.contains(stop), vectors.count < IDTBreakpoints.maximumVectors {
                 vectors.append(stop)
             }
@@ -52,7 +60,11 @@ extension Machine {
                   let vmcs = vmx.current else {
                 return .unhandledExit("L2 debug exit at \(hex(d.pc))")
             }
-            let at = frame.unwound(state)
+            let at = frame.unwound(state, memory: memory) ?? frame.unwound(state)
+            if vector == IDTBreakpoints.bpVector, frame.rip > 0, var site = frame.unwound(state, memory: memory) {
+                site.rip -= 1                                    // INT3 is a trap: back to it
+                if let outcome = handlePatchedSite(l2: l2, state: site, note: &note) { return outcome }
+            }
             if vector == IDTBreakpoints.udVector,
                InstructionFetch.bytes(at: frame.rip, cpu: at, memory: memory).starts(with: [0x0f, 0x01, 0xc1]) {
                 return reflect(NestedExit(reason: .vmcall, instructionLength: 3), state: at, note: &note)

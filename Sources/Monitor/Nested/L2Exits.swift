@@ -49,7 +49,9 @@ extension Machine {
             return reflect(NestedExit(reason: .tripleFault), state: state, note: &note)
         case let .internalError(e):
             note.kind = .internalError
-            if e.instruction?[0] == PatchTable.trap, let outcome = handlePatchedSite(l2: l2, note: &note) { return outcome }
+            if e.instruction?[0] == PatchTable.trap, let outcome = handlePatchedSite(l2: l2, state: l2State, note: &note) {
+                return outcome
+            }
             if let bytes = e.instruction { return reflectInstruction(bytes, note: &note) }
             // A fetch from an address with no slot: RIP is the fetch address.
             let state = l2State

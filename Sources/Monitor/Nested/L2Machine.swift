@@ -35,6 +35,8 @@ final class L2Machine {
     /// last chosen with.
     var deliveryStop: Int?
     var watchedDeliveryStop: Int?
+    /// Whether the watched vectors include #BP for patched pages.
+    var watchedPatchTrap = false
     /// L2 is in the HLT activity state (SDM 25.4.2): it executed HLT without
     /// HLT exiting, or L1 entered it with activity state 1. It runs again only
     /// after an event; meanwhile L1's interrupts exit to L1.

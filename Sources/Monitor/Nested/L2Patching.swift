@@ -37,11 +37,11 @@ extension Machine {
         }
     }
 
-    /// L2 stopped at an INT3 (an emulation failure at CPL 0). When it is
-    /// one of L0's, in a patched copy, L0 takes the original instruction
-    /// from its site table, never from the copy: nil when it is L2's own.
-    func handlePatchedSite(l2: L2Machine, note: inout ExitNote) -> RunOutcome?? {
-        let state = l2State
+    /// L2 stopped at an INT3, `state` at the INT3: an emulation failure at
+    /// CPL 0, or at CPL 3 its #BP at L2's handler, unwound. When it is one
+    /// of L0's, in a patched copy, L0 takes the original instruction from
+    /// its site table, never from the copy: nil when it is L2's own.
+    func handlePatchedSite(l2: L2Machine, state: CPUState, note: inout ExitNote) -> RunOutcome?? {
         let linear = state.cs.base &+ state.rip
         guard case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: true), state: state,
                                                              memory: L2PhysicalMemory(machine: self), setAccessedDirty: false),

@@ -40,4 +40,26 @@ public struct ExceptionFrame: Equatable, Sendable {
         s.gprs[.rsp] = rsp
         return s
     }
+
+    /// The state before a delivery that may have changed the privilege
+    /// level: when the frame's CS is not the handler's, CS and SS are
+    /// reloaded from the GDT as the frame names them (SDM Vol. 3A 6.12.1,
+    /// 6.14.2), accessed as loading them makes them (3.4.5.1); a null SS
+    /// (IA-32e mode) is unusable. nil when a descriptor cannot be read.
+    public func unwound(_ cpu: CPUState, memory: some GuestMemoryAccess) -> CPUState? {
+        var s = unwound(cpu)
+        let codeSelector = UInt16(truncatingIfNeeded: cs), stackSelector = UInt16(truncatingIfNeeded: ss)
+        guard codeSelector != cpu.cs.selector else { return s }
+        guard let code = GDT.descriptor(cs, cpu: cpu, memory: memory) else { return nil }
+        s.cs = SegmentState(descriptor: code, selector: codeSelector)
+        s.cs.type |= 1
+        if stackSelector & 0xfffc == 0 {
+            s.ss = SegmentState(selector: stackSelector, dpl: UInt8(stackSelector & 3), unusable: true)
+        } else {
+            guard let stack = GDT.descriptor(ss, cpu: cpu, memory: memory) else { return nil }
+            s.ss = SegmentState(descriptor: stack, selector: stackSelector)
+            s.ss.type |= 1
+        }
+        return s
+    }
 }
