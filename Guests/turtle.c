@@ -28,6 +28,10 @@
  *               where only turtle's timers bring exits; an interrupt of L2's
  *               APIC injected at entry wakes it, and with none to come turtle
  *               stops after 5 such exits.
+ *   intercept=rdtsc  RDTSC exiting: turtle answers each L2 RDTSC with its
+ *               own TSC plus tscoffset (CPUID exits whatever turtle asks).
+ *   tscoffset=N "use TSC offsetting" with TSC_OFFSET = N: L2's RDTSC reads
+ *               turtle's TSC plus N (SDM 26.3).
  *   irq=direct  with ept=off: external-interrupt exiting 0, so the
  *               interrupts of turtle's APIC, which L2 programs itself, go
  *               straight through L2's IDT (SDM 26.2) instead of exiting to
@@ -46,7 +50,7 @@
  */
 #include "turtle/turtle.h"
 
-#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] (L2 image = module 0)"
+#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc] [tscoffset=N] (L2 image = module 0)"
 #define MIB	(1ull << 20)
 
 struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
@@ -187,6 +191,21 @@ static int parse_args(int argc, char **argv)
 		} else if ((v = arg_value(argv[i], "timer"))) {
 			if (!parse_u64(v, &cfg.timer) || cfg.timer > 0xffffffffull)
 				return usage("%s: timer=N needs N from 0 to 2^32-1", USAGE);
+		} else if ((v = arg_value(argv[i], "intercept"))) {
+			/* A comma-separated list; CPUID exits whatever the controls say. */
+			for (const char *p = v; *p;) {
+				const char *end = p;
+				while (*end && *end != ',')
+					end++;
+				if (end - p == 5 && !strncmp(p, "rdtsc", 5))
+					cfg.intercept_rdtsc = true;
+				else if (!(end - p == 5 && !strncmp(p, "cpuid", 5)))
+					return usage("%s: intercept= takes cpuid and rdtsc", USAGE);
+				p = *end ? end + 1 : end;
+			}
+		} else if ((v = arg_value(argv[i], "tscoffset"))) {
+			if (!parse_u64(v, &cfg.tsc_offset))
+				return usage("%s: tscoffset=N needs a 64-bit N", USAGE);
 		} else if ((v = arg_value(argv[i], "irq"))) {
 			if (!strcmp(v, "exit"))
 				cfg.irq_direct = false;

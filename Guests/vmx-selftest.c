@@ -112,9 +112,11 @@ static void check_capability_msrs(void)
 		report(((uint32_t)t & ~must) == 0, "TRUE_%s_CTLS requires no more than %s_CTLS", ctls[i].name, ctls[i].name);
 	}
 	uint64_t true_proc = msr(MSR_IA32_VMX_TRUE_PROCBASED_CTLS);
-	uint32_t cr3_exiting = (1u << 15) | (1u << 16), never = (1u << 9) | (1u << 12) | cr3_exiting;
+	uint32_t cr3_exiting = (1u << 15) | (1u << 16), never = (1u << 9) | cr3_exiting;
+	uint32_t tsc = (1u << 3) | (1u << 12);		/* use TSC offsetting, RDTSC exiting */
 	report(!((uint32_t)true_proc & cr3_exiting), "TRUE_PROCBASED_CTLS lets CR3-load/store exiting be 0");
-	report(!((uint32_t)(true_proc >> 32) & never), "TRUE_PROCBASED_CTLS never allows INVLPG, RDTSC or CR3 exiting");
+	report(!((uint32_t)(true_proc >> 32) & never), "TRUE_PROCBASED_CTLS never allows INVLPG or CR3 exiting");
+	report(((uint32_t)(true_proc >> 32) & tsc) == tsc, "TRUE_PROCBASED_CTLS allows RDTSC exiting and TSC offsetting");
 
 	uint64_t cr4f0 = msr(MSR_IA32_VMX_CR4_FIXED0), cr0f0 = msr(MSR_IA32_VMX_CR0_FIXED0);
 	report(!(cr4f0 & CR4_VMXE), "CR4_FIXED0 has bit 13 (VMXE) clear: VMXE is virtual");

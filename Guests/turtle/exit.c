@@ -669,6 +669,14 @@ static int dispatch(void)
 		return 0;
 	case EXIT_REASON_CPUID:
 		return handle_cpuid();
+	case EXIT_REASON_RDTSC: {
+		/* intercept=rdtsc: turtle's TSC, offset as L2 would read it. */
+		uint64_t tsc = rdtsc() + cfg.tsc_offset;
+		l2_gprs[R_RAX] = (uint32_t)tsc;
+		l2_gprs[R_RDX] = tsc >> 32;
+		skip_instruction(exit_insn_len(2));
+		return 0;
+	}
 	case EXIT_REASON_HLT:
 		return handle_hlt();
 	case EXIT_REASON_TRIPLE_FAULT:

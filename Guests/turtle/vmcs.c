@@ -241,7 +241,8 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 		fail("irq=direct: the pin-based controls force external-interrupt exiting");
 	preempt_allowed = (rdmsr(pin_msr) >> 32) & PIN_PREEMPTION_TIMER;
 	uint32_t proc_want = (cfg.hlt_wait ? 0 : PROC_HLT_EXITING) | PROC_MSR_BITMAPS | PROC_SECONDARY |
-			     (cfg.io_all ? PROC_UNCOND_IO : PROC_IO_BITMAPS);
+			     (cfg.io_all ? PROC_UNCOND_IO : PROC_IO_BITMAPS) |
+			     (cfg.intercept_rdtsc ? PROC_RDTSC_EXITING : 0) | (cfg.tsc_offset ? PROC_TSC_OFFSETTING : 0);
 	proc_ctl = control("primary", truectl ? MSR_IA32_VMX_TRUE_PROCBASED_CTLS : MSR_IA32_VMX_PROCBASED_CTLS,
 			   proc_want, 0);
 	if (cfg.io_all && (proc_ctl & PROC_IO_BITMAPS))
@@ -280,7 +281,7 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	VMW(ENTRY_INTR_INFO, 0);
 	VMW(ENTRY_EXCEPTION_ERRCODE, 0);
 	VMW(ENTRY_INSTRUCTION_LEN, 0);
-	VMW(TSC_OFFSET, 0);
+	VMW(TSC_OFFSET, cfg.tsc_offset);
 	VMW(CR0_GUEST_HOST_MASK, 0);
 	VMW(CR4_GUEST_HOST_MASK, 0);
 

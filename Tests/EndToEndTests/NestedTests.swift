@@ -195,6 +195,21 @@ final class NestedTests: XCTestCase {
         }
     }
 
+    /// L2's RDTSC through patched code (SDM 26.1.3, 26.3): with TSC
+    /// offsetting L0 adds TSC_OFFSET and L2 never exits; with RDTSC exiting
+    /// each is an exit to turtle.
+    func testL2sRDTSCHonoursTSCOffsettingAndRDTSCExiting() throws {
+        let offset = "0x1000000000000000"
+        let (r, trace) = try turtle("rdtsc-storm", "300 min=\(offset)", turtleArgs: "tscoffset=\(offset)")
+        XCTAssertTrue(r.stdout.contains("[L2] PASS: the TSC reads 0x10"), r.stdout)
+        XCTAssertFalse(trace.contains { $0.level == 2 && $0.vmxReason == 16 })
+        XCTAssertGreaterThanOrEqual(trace.filter { $0.level == 2 && $0.handler == .l0 && $0.flags.contains(.patchedSite) }.count, 301)
+        let (x, exits) = try turtle("rdtsc-storm", "300", turtleArgs: "intercept=rdtsc")
+        let reflected = exits.filter { $0.level == 2 && $0.vmxReason == 16 && $0.handler == .reflected && $0.flags.contains(.patchedSite) }
+        XCTAssertGreaterThanOrEqual(reflected.count, 301)
+        XCTAssertTrue(x.stdout.contains("turtle:    16 RDTSC                                    \(reflected.count)"), x.stdout)
+    }
+
     func testPreemptionTimerInterruptsL2() throws {
         // 2,000,000 ticks of TSC >> 5 is about 25 ms; compute runs well over a second.
         let (r, trace) = try turtle("compute", "1", turtleArgs: "preempt=2000000")

@@ -1005,4 +1005,30 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(machine.activeLevel, 2, "no exit: L0 delivers the INT3 through L2's IDT")
         XCTAssertEqual(hv.l2.registers.rip, L.handler)
     }
+
+    /// L2's RDTSC at its patched site (SDM 26.1.3, 26.3): an exit under
+    /// RDTSC exiting; else L0 gives L1's TSC plus TSC_OFFSET under "use TSC
+    /// offsetting", and L2 goes on past it.
+    func testL2sRDTSCExitsOrReadsTheOffsetTSC() throws {
+        try patchedMachine(code: [0x0f, 0x31, 0xf4])                         // rdtsc; hlt
+        let trap = InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcc, 0x31, 0xf4]))
+        launch(vmcs(proc: [.hltExiting, .rdtscExiting]))
+        hv.l2.script = [FakeRun(exit: .internalError(trap))]
+        try step()
+        assertReflected(.rdtsc)
+        XCTAssertEqual(field(.exitInstructionLength), 2)
+
+        var v = vmcs(proc: [.hltExiting, .useTSCOffsetting])
+        XCTAssertTrue(v.write(.tscOffset, 0x1_0000_0005))
+        machine.vmx.current = v
+        var note = ExitNote()
+        XCTAssertNil(machine.enterL2(launch: false, note: &note))
+        hv.l1.msrs[0x10] = 0xffff_fff0                                       // L1's IA32_TSC
+        hv.l2.script = [FakeRun(exit: .internalError(trap))]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2, "no exit")
+        XCTAssertEqual(hv.l2.registers.rax, 0xffff_fff5, "low half of 0x1_ffff_fff5")
+        XCTAssertEqual(hv.l2.registers.rdx, 0x1)
+        XCTAssertEqual(hv.l2.registers.rip, L.code + 2)
+    }
 }

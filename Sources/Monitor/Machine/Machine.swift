@@ -213,5 +213,6 @@ enum Running {
 /// MSRs (IA32_FEATURE_CONTROL and the capability MSRs) are named once, in
 /// VMXArch's `VMXMSR`.
 public enum MSRIndex {
+    public static let tsc: UInt32 = 0x10
     public static let apicBase: UInt32 = 0x1b
 }

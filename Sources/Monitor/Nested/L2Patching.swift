@@ -52,6 +52,24 @@ extension Machine {
         case .cpuid:
             // SDM 26.1.2: CPUID exits unconditionally in VMX non-root operation.
             return .some(reflect(NestedExit(reason: .cpuid, instructionLength: site.length), state: state, note: &note))
+        case .rdtsc:
+            guard let vmcs = vmx.current else { return .some(.unhandledExit("L2's RDTSC without a current VMCS")) }
+            // 26.1.3: RDTSC exiting; else 26.3: L1's TSC, plus TSC_OFFSET
+            // under "use TSC offsetting". L1's TSC is its vCPU's IA32_TSC.
+            if vmcs.proc.contains(.rdtscExiting) {
+                return .some(reflect(NestedExit(reason: .rdtsc, instructionLength: site.length), state: state, note: &note))
+            }
+            guard let l1TSC = vcpu.getMSRs([MSRIndex.tsc]).first ?? nil else {
+                return .some(.unhandledExit("reading L1's IA32_TSC for L2's RDTSC"))
+            }
+            let tsc = l1TSC &+ (vmcs.proc.contains(.useTSCOffsetting) ? vmcs.read(.tscOffset) ?? 0 : 0)
+            var after = state
+            after.gprs[.rax] = tsc & 0xffff_ffff
+            after.gprs[.rdx] = tsc >> 32
+            after.rip = state.wrappingRIP(state.rip &+ UInt64(site.length))
+            after.storeRegistersAndSegments(into: l2.vcpu)
+            note.value = tsc
+            return .some(nil)
         }
     }
 }

@@ -6,11 +6,24 @@ import CZydis
 public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
     /// CPUID exits unconditionally (26.1.2), reason 10.
     case cpuid
+    /// RDTSC exits under "RDTSC exiting" (26.1.3), reason 16; else it reads
+    /// the TSC plus TSC_OFFSET under "use TSC offsetting" (26.3).
+    case rdtsc
 
     init?(_ mnemonic: ZydisMnemonic) {
         switch mnemonic {
         case ZYDIS_MNEMONIC_CPUID: self = .cpuid
+        case ZYDIS_MNEMONIC_RDTSC: self = .rdtsc
         default: return nil
+        }
+    }
+
+    /// objdump's name for it, and its encoding (SDM Vol. 2).
+    public var mnemonic: String { rawValue }
+    public var encoding: [UInt8] {
+        switch self {
+        case .cpuid: [0x0f, 0xa2]
+        case .rdtsc: [0x0f, 0x31]
         }
     }
 }

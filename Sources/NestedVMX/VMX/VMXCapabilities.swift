@@ -71,10 +71,11 @@ public struct VMXCapabilities: Equatable, Sendable {
                            mayBe1: [.externalInterruptExiting, .nmiExiting, .activatePreemptionTimer] as PinBasedControls)
 
         // Primary processor-based (SDM 25.6.2): HLT exiting, unconditional I/O
-        // exiting, I/O bitmaps, MSR bitmaps, secondary controls. Not TSC offsetting:
-        // this backend ignores a new IA32_TSC for the L2 VM (measured: KVM_SET_MSRS
-        // takes it, the TSC reads back unchanged), so L2's TSC cannot run ahead of
-        // L1's. Not interrupt-window exiting: KVM's interrupt window on L2's vCPU is
+        // exiting, I/O bitmaps, MSR bitmaps, secondary controls, and RDTSC
+        // exiting and TSC offsetting, which L0 carries out at L2's RDTSCs
+        // through patched code (docs/PATCHING.md): this backend ignores a new
+        // IA32_TSC for the L2 VM (measured: KVM_SET_MSRS takes it, the TSC
+        // reads back unchanged), so KVM cannot. Not interrupt-window exiting: KVM's interrupt window on L2's vCPU is
         // only checked at KVM's own exits, which an emulated L2 may not take while its
         // window is open (measured: no exit across STI and a 64-iteration loop), so it
         // cannot be honoured. The true MSR (A.3.2) lets the default-1 CR3-load and
@@ -82,7 +83,7 @@ public struct VMXCapabilities: Equatable, Sendable {
         let procDefault1 = ProcessorBasedControls(rawValue: DefaultSettings.processorBased)
         let procTrueDefault1 = procDefault1.subtracting([.cr3LoadExiting, .cr3StoreExiting])
         let procMay: ProcessorBasedControls = [.hltExiting, .unconditionalIOExiting, .useIOBitmaps, .useMSRBitmaps,
-                                               .activateSecondaryControls]
+                                               .activateSecondaryControls, .rdtscExiting, .useTSCOffsetting]
         let trueProc = controls(mustBe1: procTrueDefault1, mayBe1: procMay)
         let proc = controls(mustBe1: procDefault1, mayBe1: procMay)
 
