@@ -28,8 +28,12 @@
  *               where only turtle's timers bring exits; an interrupt of L2's
  *               APIC injected at entry wakes it, and with none to come turtle
  *               stops after 5 such exits.
- *   intercept=rdtsc  RDTSC exiting: turtle answers each L2 RDTSC with its
- *               own TSC plus tscoffset (CPUID exits whatever turtle asks).
+ *   intercept=LIST  a comma-separated list (CPUID exits whatever turtle
+ *               asks): rdtsc, RDTSC exiting, answered with turtle's TSC
+ *               plus tscoffset; cr3, CR3-load and CR3-store exiting, with
+ *               no CR3-target values, which turtle carries out on GUEST_CR3;
+ *               invlpg, INVLPG exiting (with EPT and no VPID there is
+ *               nothing for turtle to invalidate: SDM 29.4.3.1).
  *   tscoffset=N "use TSC offsetting" with TSC_OFFSET = N: L2's RDTSC reads
  *               turtle's TSC plus N (SDM 26.3).
  *   irq=direct  with ept=off: external-interrupt exiting 0, so the
@@ -50,7 +54,7 @@
  */
 #include "turtle/turtle.h"
 
-#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc] [tscoffset=N] (L2 image = module 0)"
+#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc,cr3,invlpg] [tscoffset=N] (L2 image = module 0)"
 #define MIB	(1ull << 20)
 
 struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
@@ -199,8 +203,12 @@ static int parse_args(int argc, char **argv)
 					end++;
 				if (end - p == 5 && !strncmp(p, "rdtsc", 5))
 					cfg.intercept_rdtsc = true;
+				else if (end - p == 3 && !strncmp(p, "cr3", 3))
+					cfg.intercept_cr3 = true;
+				else if (end - p == 6 && !strncmp(p, "invlpg", 6))
+					cfg.intercept_invlpg = true;
 				else if (!(end - p == 5 && !strncmp(p, "cpuid", 5)))
-					return usage("%s: intercept= takes cpuid and rdtsc", USAGE);
+					return usage("%s: intercept= takes cpuid, rdtsc, cr3 and invlpg", USAGE);
 				p = *end ? end + 1 : end;
 			}
 		} else if ((v = arg_value(argv[i], "tscoffset"))) {

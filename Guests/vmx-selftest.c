@@ -112,11 +112,13 @@ static void check_capability_msrs(void)
 		report(((uint32_t)t & ~must) == 0, "TRUE_%s_CTLS requires no more than %s_CTLS", ctls[i].name, ctls[i].name);
 	}
 	uint64_t true_proc = msr(MSR_IA32_VMX_TRUE_PROCBASED_CTLS);
-	uint32_t cr3_exiting = (1u << 15) | (1u << 16), never = (1u << 9) | cr3_exiting;
-	uint32_t tsc = (1u << 3) | (1u << 12);		/* use TSC offsetting, RDTSC exiting */
+	uint32_t cr3_exiting = (1u << 15) | (1u << 16);
+	/* TSC offsetting, INVLPG, RDTSC and CR3 exiting: L0 patches L2's code for them. */
+	uint32_t patched = (1u << 3) | (1u << 9) | (1u << 12) | cr3_exiting, never = (1u << 10) | (1u << 23);
 	report(!((uint32_t)true_proc & cr3_exiting), "TRUE_PROCBASED_CTLS lets CR3-load/store exiting be 0");
-	report(!((uint32_t)(true_proc >> 32) & never), "TRUE_PROCBASED_CTLS never allows INVLPG or CR3 exiting");
-	report(((uint32_t)(true_proc >> 32) & tsc) == tsc, "TRUE_PROCBASED_CTLS allows RDTSC exiting and TSC offsetting");
+	report(!((uint32_t)(true_proc >> 32) & never), "TRUE_PROCBASED_CTLS never allows MWAIT or MOV-DR exiting");
+	report(((uint32_t)(true_proc >> 32) & patched) == patched,
+	       "TRUE_PROCBASED_CTLS allows TSC offsetting and INVLPG, RDTSC and CR3 exiting");
 
 	uint64_t cr4f0 = msr(MSR_IA32_VMX_CR4_FIXED0), cr0f0 = msr(MSR_IA32_VMX_CR0_FIXED0);
 	report(!(cr4f0 & CR4_VMXE), "CR4_FIXED0 has bit 13 (VMXE) clear: VMXE is virtual");
@@ -282,6 +284,9 @@ static void check_every_field(void)
 	if (targets < 4)
 		report(failed_valid(vmwrite(0x6008 + 2 * targets, 0), 12),
 		       "VMWRITE of CR3_TARGET_VALUE%u, beyond the %u IA32_VMX_MISC reports, fails with error 12", targets, targets);
+	else
+		report(vmwrite(0x6008 + 2 * 3, 0x1000).outcome == VMX_SUCCEED && vmread(0x6008 + 2 * 3, &(uint64_t){0}).outcome == VMX_SUCCEED,
+		       "CR3_TARGET_VALUE3 exists: IA32_VMX_MISC reports %u CR3-target values", targets);
 	report(failed_valid(vmwrite(VMCS_EXIT_REASON, 1), 13), "VMWRITE to EXIT_REASON fails with error 13");
 }
 

@@ -669,6 +669,25 @@ static int dispatch(void)
 		return 0;
 	case EXIT_REASON_CPUID:
 		return handle_cpuid();
+	case EXIT_REASON_CR_ACCESS: {
+		/* Table 28-3: CR in 3:0, access type in 5:4, GPR in 11:8. Only CR3
+		 * moves exit here (intercept=cr3). */
+		uint64_t q = vmr(EXIT_QUALIFICATION);
+		int gpr = (int)((q >> 8) & 0xf), type = (int)((q >> 4) & 3);
+		if ((q & 0xf) != 3 || type > 1) {
+			printf("turtle: CR access exit with qualification 0x%llx it did not ask for\n", (unsigned long long)q);
+			return stop("unexpected CR access");
+		}
+		if (type == 0)
+			VMW(GUEST_CR3, get_reg(gpr));
+		else
+			set_reg(gpr, vmr(GUEST_CR3));
+		skip_instruction(exit_insn_len(3));
+		return 0;
+	}
+	case EXIT_REASON_INVLPG:
+		skip_instruction(exit_insn_len(3));
+		return 0;
 	case EXIT_REASON_RDTSC: {
 		/* intercept=rdtsc: turtle's TSC, offset as L2 would read it. */
 		uint64_t tsc = rdtsc() + cfg.tsc_offset;

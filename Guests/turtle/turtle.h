@@ -155,7 +155,10 @@
 #define PROC_INTR_WINDOW	(1u << 2)
 #define PROC_TSC_OFFSETTING	(1u << 3)
 #define PROC_HLT_EXITING	(1u << 7)
+#define PROC_INVLPG_EXITING	(1u << 9)
 #define PROC_RDTSC_EXITING	(1u << 12)
+#define PROC_CR3_LOAD_EXITING	(1u << 15)
+#define PROC_CR3_STORE_EXITING	(1u << 16)
 #define PROC_UNCOND_IO		(1u << 24)
 #define PROC_IO_BITMAPS		(1u << 25)
 #define PROC_MSR_BITMAPS	(1u << 28)
@@ -185,7 +188,9 @@
 #define EXIT_REASON_TRIPLE_FAULT	2
 #define EXIT_REASON_CPUID		10
 #define EXIT_REASON_HLT			12
+#define EXIT_REASON_INVLPG		14
 #define EXIT_REASON_RDTSC		16
+#define EXIT_REASON_CR_ACCESS		28
 #define EXIT_REASON_VMCALL		18
 #define EXIT_REASON_VMCLEAR		19	/* 19-27: VMCLEAR ... VMXON */
 #define EXIT_REASON_VMXON		27
@@ -229,6 +234,8 @@ struct turtle_config {
 	bool hlt_wait;			/* no HLT exiting: L2's HLT waits in the HLT state */
 	bool irq_direct;		/* no external-interrupt exiting (ept=off) */
 	bool intercept_rdtsc;		/* RDTSC exiting */
+	bool intercept_cr3;		/* CR3-load and CR3-store exiting */
+	bool intercept_invlpg;		/* INVLPG exiting */
 	uint64_t tsc_offset;		/* 0 = no TSC offsetting */
 	uint64_t l2mem;			/* bytes of L2 physical memory */
 	uint64_t preempt;		/* 0 = no preemption timer */

@@ -242,7 +242,9 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	preempt_allowed = (rdmsr(pin_msr) >> 32) & PIN_PREEMPTION_TIMER;
 	uint32_t proc_want = (cfg.hlt_wait ? 0 : PROC_HLT_EXITING) | PROC_MSR_BITMAPS | PROC_SECONDARY |
 			     (cfg.io_all ? PROC_UNCOND_IO : PROC_IO_BITMAPS) |
-			     (cfg.intercept_rdtsc ? PROC_RDTSC_EXITING : 0) | (cfg.tsc_offset ? PROC_TSC_OFFSETTING : 0);
+			     (cfg.intercept_rdtsc ? PROC_RDTSC_EXITING : 0) | (cfg.tsc_offset ? PROC_TSC_OFFSETTING : 0) |
+			     (cfg.intercept_cr3 ? PROC_CR3_LOAD_EXITING | PROC_CR3_STORE_EXITING : 0) |
+			     (cfg.intercept_invlpg ? PROC_INVLPG_EXITING : 0);
 	proc_ctl = control("primary", truectl ? MSR_IA32_VMX_TRUE_PROCBASED_CTLS : MSR_IA32_VMX_PROCBASED_CTLS,
 			   proc_want, 0);
 	if (cfg.io_all && (proc_ctl & PROC_IO_BITMAPS))

@@ -210,6 +210,23 @@ final class NestedTests: XCTestCase {
         XCTAssertTrue(x.stdout.contains("turtle:    16 RDTSC                                    \(reflected.count)"), x.stdout)
     }
 
+    /// MOV to and from CR3 and INVLPG through patched code (SDM 26.1.3):
+    /// exits to turtle under CR3-load/store and INVLPG exiting (4 CR3 moves
+    /// and an INVLPG a round, plus the first read); without them KVM runs
+    /// each original instruction, and L2 sees the same results.
+    func testL2sCR3MovesAndINVLPGExitOrRunThroughPatchedCode() throws {
+        for ept in ["", "ept=off "] {
+            let (r, trace) = try turtle("cr-storm", "50", turtleArgs: ept + "intercept=cr3,invlpg")
+            XCTAssertTrue(r.stdout.contains("[L2] PASS: MOV from CR3 reads back every value loaded (0 mismatches in 50 rounds)"), r.stdout)
+            XCTAssertEqual(trace.filter { $0.level == 2 && $0.vmxReason == 28 && $0.flags.contains(.patchedSite) }.count, 201)
+            XCTAssertEqual(trace.filter { $0.level == 2 && $0.vmxReason == 14 && $0.flags.contains(.patchedSite) }.count, 50)
+            let (q, quiet) = try turtle("cr-storm", "50", turtleArgs: ept)
+            XCTAssertTrue(q.stdout.contains("[L2] PASS: a page touched and invalidated every round still holds its count (50)"), q.stdout)
+            XCTAssertFalse(quiet.contains { $0.level == 2 && ($0.vmxReason == 28 || $0.vmxReason == 14) })
+            XCTAssertGreaterThanOrEqual(quiet.filter { $0.level == 2 && $0.handler == .l0 && $0.flags.contains(.patchedSite) }.count, 251)
+        }
+    }
+
     func testPreemptionTimerInterruptsL2() throws {
         // 2,000,000 ticks of TSC >> 5 is about 25 ms; compute runs well over a second.
         let (r, trace) = try turtle("compute", "1", turtleArgs: "preempt=2000000")

@@ -1031,4 +1031,55 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(hv.l2.registers.rdx, 0x1)
         XCTAssertEqual(hv.l2.registers.rip, L.code + 2)
     }
+
+    /// MOV to CR3 at a patched site (SDM 26.1.3, Table 28-3): an exit under
+    /// CR3-load exiting unless the value is one of the CR3-target values;
+    /// INVLPG's exit carries the operand's linear address (28.2.1).
+    func testL2sCR3LoadAndINVLPGExitWithTheirQualifications() throws {
+        // mov cr3, rbx; invlpg [rax + 8]; hlt (64-bit encodings, read by a 32-bit L2 here)
+        try patchedMachine(code: [0x0f, 0x22, 0xdb, 0x0f, 0x01, 0x78, 0x08, 0xf4])
+        var v = vmcs(proc: [.hltExiting, .cr3LoadExiting, .invlpgExiting])
+        XCTAssertTrue(v.write(.cr3TargetCount, 1))
+        XCTAssertTrue(v.write(.cr3TargetValue0, 0x5000))
+        launch(v)
+        XCTAssertEqual(hv.l2VM.read(L.code, count: 4), [0xcc, 0x22, 0xdb, 0xcc])
+        hv.l2.registers.rbx = 0x7000
+        hv.l2.script = [FakeRun(exit: .internalError(InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcc, 0x22, 0xdb]))))]
+        try step()
+        assertReflected(.controlRegisterAccess)
+        XCTAssertEqual(field(.exitQualification), 0x303, "CR3, MOV to CR, RBX")
+        XCTAssertEqual(field(.exitInstructionLength), 3)
+
+        var note = ExitNote()
+        XCTAssertTrue(machine.vmx.current?.write(.guestRIP, L.code + 3) ?? false)
+        XCTAssertNil(machine.enterL2(launch: false, note: &note))
+        hv.l2.registers.rax = 0x2000
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 3) },
+                                exit: .internalError(InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcc, 0x01, 0x78, 0x08]))))]
+        try step()
+        assertReflected(.invlpg)
+        XCTAssertEqual(field(.exitQualification), 0x2008, "the linear address")
+        XCTAssertEqual(field(.exitInstructionLength), 4)
+    }
+
+    /// A site L1 does not intercept (a CR3 target value here): KVM runs the
+    /// original instruction. L1's page stands in for the copy while L0
+    /// single-steps L2, and the copy comes back at the step's debug exit.
+    func testAnUninterceptedSiteRunsTheOriginalInstructionOnce() throws {
+        try patchedMachine(code: [0x0f, 0x22, 0xdb, 0xf4])                   // mov cr3, rbx; hlt
+        var v = vmcs(proc: [.hltExiting, .cr3LoadExiting])
+        XCTAssertTrue(v.write(.cr3TargetCount, 1))
+        XCTAssertTrue(v.write(.cr3TargetValue0, 0x7000))
+        launch(v)
+        hv.l2.registers.rbx = 0x7000
+        hv.l2.script = [FakeRun(exit: .internalError(InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcc, 0x22, 0xdb]))))]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2, "no exit: the value is a CR3 target")
+        XCTAssertEqual(hv.l2VM.read(L.code, count: 2), [0x0f, 0x22], "L1's page for the step")
+        XCTAssertTrue(hv.l2.guestDebug.last?.control.contains(.singleStep) ?? false)
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 3) }, exit: .debug(DebugExit(exception: 1, pc: L.code + 3, dr6: 0x4000, dr7: 0)))]
+        try step()
+        XCTAssertEqual(hv.l2VM.read(L.code, count: 2), [0xcc, 0x22], "the copy is back")
+        XCTAssertFalse(hv.l2.guestDebug.last?.control.contains(.singleStep) ?? true)
+    }
 }

@@ -38,13 +38,15 @@ final class VMXCapabilityTests: XCTestCase {
         XCTAssertNotEqual(caps.basic & 1 << 55, 0, "true MSRs exist")
     }
 
-    /// Exiting controls L0 cannot deliver are allowed to be 0 and never allowed to be 1.
+    /// Exiting controls L0 cannot deliver are allowed to be 0 and never
+    /// allowed to be 1; those it carries out through patched code may be 1.
     func testTrueProcBasedUndeliverableExits() {
         let t = settings(VMXMSR.trueProcbasedCtls)
         let cr3: UInt32 = 1 << 15 | 1 << 16
         XCTAssertEqual(t.allowed0 & cr3, 0, "CR3-load/store exiting may be 0")
-        XCTAssertEqual(t.allowed1 & cr3, 0, "CR3-load/store exiting may not be 1")
-        let never: [Int] = [9, 10, 11, 19, 20, 21, 23, 27, 29, 30]
+        XCTAssertEqual(t.allowed1 & cr3, cr3, "and 1")
+        XCTAssertNotEqual(t.allowed1 & 1 << 9, 0, "INVLPG exiting may be 1")
+        let never: [Int] = [10, 11, 19, 20, 21, 23, 27, 29, 30]
         for bit in never {
             XCTAssertEqual(t.allowed1 & 1 << bit, 0, "true procbased bit \(bit)")
             XCTAssertEqual(settings(VMXMSR.procbasedCtls).allowed1 & 1 << bit, 0, "procbased bit \(bit)")
@@ -65,14 +67,14 @@ final class VMXCapabilityTests: XCTestCase {
             (VMXMSR.basic, 0x00d8_1000_5452_5031, "basic"),
             (VMXMSR.pinbasedCtls, 0x0000_005f_0000_0016, "pin"),
             (VMXMSR.truePinbasedCtls, 0x0000_005f_0000_0016, "true pin"),
-            (VMXMSR.procbasedCtls, 0x9701_f1fa_0401_e172, "proc"),
-            (VMXMSR.trueProcbasedCtls, 0x9700_71fa_0400_6172, "true proc"),
+            (VMXMSR.procbasedCtls, 0x9701_f3fa_0401_e172, "proc"),
+            (VMXMSR.trueProcbasedCtls, 0x9701_f3fa_0400_6172, "true proc"),
             (VMXMSR.procbasedCtls2, 0x0000_00a2_0000_0000, "proc2"),
             (VMXMSR.exitCtls, 0x007f_efff_0003_6dff, "exit"),
             (VMXMSR.trueExitCtls, 0x007f_efff_0003_6dfb, "true exit"),
             (VMXMSR.entryCtls, 0x0000_d3ff_0000_11ff, "entry"),
             (VMXMSR.trueEntryCtls, 0x0000_d3ff_0000_11fb, "true entry"),
-            (VMXMSR.misc, 0x0000_0000_0000_0065, "misc"),
+            (VMXMSR.misc, 0x0000_0000_0004_0065, "misc"),
             (VMXMSR.cr0Fixed0, 0x0000_0000_8000_0021, "cr0 fixed0"),
             (VMXMSR.cr0Fixed1, 0x0000_0000_ffff_ffff, "cr0 fixed1"),
             (VMXMSR.cr4Fixed0, 0, "cr4 fixed0"),
@@ -100,7 +102,7 @@ final class VMXCapabilityTests: XCTestCase {
         let misc = VMXMisc(rawValue: caps.misc)
         XCTAssertFalse(misc.vmwriteAnyField, "exit-information fields stay read-only")
         XCTAssertTrue(misc.activityHLT)
-        XCTAssertEqual(misc.cr3TargetCount, 0)
+        XCTAssertEqual(misc.cr3TargetCount, 4, "with CR3-load exiting, which patched code carries out")
     }
 
     /// A.9: VMCS_ENUM bits 9:1 = highest index.

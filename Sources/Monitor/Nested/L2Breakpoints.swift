@@ -40,7 +40,10 @@ extension Machine {
     /// delivery (documented).
     func handleL2Breakpoint(_ d: DebugExit, l2: L2Machine, note: inout ExitNote) -> RunOutcome? {
         do {
-            if try l2.breakpoints.finishStep() { return nil }
+            if try l2.breakpoints.finishStep() {
+                try restorePatchedCopy(l2)
+                return nil
+            }
             if let stop = l2.deliveryStop, l2.breakpoints.breakpoints.handlers[stop] == d.pc {
                 // The injected event is delivered: the exit that waited for it
                 // comes now. A vector watched for L1 as well is handled below.

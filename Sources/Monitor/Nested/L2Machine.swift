@@ -45,6 +45,8 @@ final class L2Machine {
     private(set) var copies: [UInt32: (slot: Slot, memory: GuestMemory)] = [:]
     /// L2-physical pages L2 wrote to: L0 no longer patches them.
     var unpatched = Set<UInt64>()
+    /// The patched page whose original L2 is being stepped through.
+    var steppingOriginal: UInt64?
     /// The #DB the entry left pending (SDM 27.7.3), until L0 raises it.
     var debugExceptions: UInt64 = 0
     /// DR6 as the entry gave it to L2 (L1's: VMX does not switch DR6). A

@@ -70,6 +70,60 @@ extension Machine {
             after.storeRegistersAndSegments(into: l2.vcpu)
             note.value = tsc
             return .some(nil)
+        case .cr3Move:
+            guard let vmcs = vmx.current, let move = VMXDecoder.decodeControlRegisterMove(site.bytes, state: state) else {
+                return .some(.unhandledExit("L2's MOV CR3 at \(hex(gpa)) does not decode"))
+            }
+            let value = state.mode64 ? state.gprs[move.register] : state.gprs[move.register] & 0xffff_ffff
+            if ExitRouting.wantsCR3Move(toCR3: move.toControlRegister, value: value, vmcs: vmcs) {
+                return .some(reflect(NestedExit(reason: .controlRegisterAccess, qualification: ExitRouting.controlRegisterQualification(move),
+                                                instructionLength: move.length), state: state, note: &note))
+            }
+            return .some(executeOriginal(at: gpa, state: state, l2: l2))
+        case .invlpg:
+            guard let vmcs = vmx.current, let (operand, length) = VMXDecoder.decodeINVLPG(site.bytes, state: state) else {
+                return .some(.unhandledExit("L2's INVLPG at \(hex(gpa)) does not decode"))
+            }
+            if ExitRouting.wantsINVLPG(vmcs: vmcs) {
+                // 28.2.1: the qualification is the operand's linear address.
+                let linear: UInt64
+                switch operand.linearAddress(state: state, instructionLength: length, size: 1, write: false) {
+                case let .success(address): linear = address
+                case .failure: linear = operand.effectiveAddress(state: state, instructionLength: length)
+                }
+                return .some(reflect(NestedExit(reason: .invlpg, qualification: linear, instructionLength: length),
+                                     state: state, note: &note))
+            }
+            return .some(executeOriginal(at: gpa, state: state, l2: l2))
         }
+    }
+
+    /// A site whose instruction L1 does not intercept: KVM runs the original
+    /// one, with its own checks and faults. L1's page stands in for the copy
+    /// (read-only) while L0 single-steps L2 over it, and the copy comes back
+    /// at the step's debug exit (`restorePatchedCopy`). `state` is L2 at the
+    /// site (unwound, for a #BP from CPL 3).
+    func executeOriginal(at gpa: UInt64, state: CPUState, l2: L2Machine) -> RunOutcome? {
+        guard let copy = l2.copySlot(containing: gpa) else { return .unhandledExit("no patched copy at \(hex(gpa))") }
+        do {
+            state.storeRegistersAndSegments(into: l2.vcpu)
+            try l2.unmap(copy)
+            try l2.map(base: copy.base, size: copy.size, l1: copy.l1, readOnly: true, memory: memory)
+            l2.steppingOriginal = copy.base
+            try l2.breakpoints.stepPastHandler()
+        } catch {
+            return .unhandledExit("running L2's original instruction at \(hex(gpa)): \(error)")
+        }
+        return nil
+    }
+
+    /// After the step over an original instruction (or when L1 enters L2
+    /// before it came): the patched copy replaces L1's page again.
+    func restorePatchedCopy(_ l2: L2Machine) throws(KVMError) {
+        guard let page = l2.steppingOriginal else { return }
+        l2.steppingOriginal = nil
+        guard let original = l2.slot(containing: page) else { return }
+        try l2.unmap(original)
+        _ = try mapPatchedCopies(page, page + UInt64(PatchTable.pageSize), l1Start: original.l1, l2: l2)
     }
 }

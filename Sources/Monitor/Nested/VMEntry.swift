@@ -34,6 +34,7 @@ extension Machine {
             // L1 enters L2 away from the handler L0 was stepping past: the
             // step is moot, and the breakpoints are armed again.
             try l2.breakpoints.cancelStep(unlessAt: state.cs.base &+ state.rip)
+            try restorePatchedCopy(l2)
             loadGuestMSRs(l2, plan.guestMSRs)
             // 27.3.2.1: DR7 from the guest-state area under "load debug
             // controls"; without it VMX leaves DR7 alone, so L2 has L1's.

@@ -9,21 +9,53 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
     /// RDTSC exits under "RDTSC exiting" (26.1.3), reason 16; else it reads
     /// the TSC plus TSC_OFFSET under "use TSC offsetting" (26.3).
     case rdtsc
+    /// MOV to or from CR3: under CR3-load or CR3-store exiting (26.1.3),
+    /// reason 28.
+    case cr3Move
+    /// INVLPG exits under "INVLPG exiting" (26.1.3), reason 14.
+    case invlpg
 
-    init?(_ mnemonic: ZydisMnemonic) {
+    /// `bytes` is the whole instruction, for the forms a mnemonic shares
+    /// (MOV to or from a control register is a MOV to Zydis).
+    init?(_ mnemonic: ZydisMnemonic, bytes: UnsafeRawBufferPointer) {
         switch mnemonic {
         case ZYDIS_MNEMONIC_CPUID: self = .cpuid
         case ZYDIS_MNEMONIC_RDTSC: self = .rdtsc
+        case ZYDIS_MNEMONIC_INVLPG: self = .invlpg
+        case ZYDIS_MNEMONIC_MOV where Self.movesCR3(bytes): self = .cr3Move
         default: return nil
         }
     }
 
-    /// objdump's name for it, and its encoding (SDM Vol. 2).
-    public var mnemonic: String { rawValue }
-    public var encoding: [UInt8] {
+    /// 0F 20 /r or 0F 22 /r with CR3 in ModRM.reg (REX.R clear), after
+    /// REX and legacy prefixes.
+    static func movesCR3(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var i = 0, rex: UInt8 = 0
+        while i < bytes.count, [0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x66, 0x67, 0xf2, 0xf3].contains(bytes[i])
+            || (0x40...0x4f).contains(bytes[i]) {
+            if (0x40...0x4f).contains(bytes[i]) { rex = bytes[i] }
+            i += 1
+        }
+        guard i + 2 < bytes.count, bytes[i] == 0x0f, bytes[i + 1] == 0x20 || bytes[i + 1] == 0x22 else { return false }
+        return (bytes[i + 2] >> 3) & 7 == 3 && rex & 4 == 0
+    }
+
+    /// What objdump prints for it: its mnemonic, and for a MOV the operand.
+    public func matches(objdump text: String) -> Bool {
+        let mnemonic = text.split(separator: " ").first.map(String.init) ?? ""
+        switch self {
+        case .cpuid, .rdtsc, .invlpg: return mnemonic == rawValue
+        case .cr3Move: return mnemonic == "mov" && text.contains("%cr3")
+        }
+    }
+
+    /// Its opcode bytes (SDM Vol. 2), after any prefixes.
+    public var opcode: [UInt8] {
         switch self {
         case .cpuid: [0x0f, 0xa2]
         case .rdtsc: [0x0f, 0x31]
+        case .cr3Move: [0x0f]
+        case .invlpg: [0x0f, 0x01]
         }
     }
 }
@@ -77,7 +109,7 @@ public struct CodeSweep: Equatable, Sendable {
                     guard length > 0 else { break }
                     let load = s.physicalAddress + (at - s.virtualAddress)
                     instructions.append((load, length))
-                    if let kind = SensitiveInstruction(mnemonic) {
+                    if let kind = SensitiveInstruction(mnemonic, bytes: UnsafeRawBufferPointer(rebasing: raw[offset..<offset + length])) {
                         sites.append(SensitiveSite(address: load, bytes: Array(raw[offset..<offset + length]), instruction: kind))
                     }
                     bytesSwept += length

@@ -39,6 +39,29 @@ public enum ExitRouting {
         vmcs.proc.contains(.hltExiting)
     }
 
+    /// MOV to or from CR3 (SDM 26.1.3): a load exits under "CR3-load
+    /// exiting" unless `value` is one of the first CR3-target-count target
+    /// values; a store exits under "CR3-store exiting". Moves of the other
+    /// control registers are not routed here yet (docs/PATCHING.md).
+    public static func wantsCR3Move(toCR3: Bool, value: UInt64, vmcs: VMCS12) -> Bool {
+        guard toCR3 else { return vmcs.proc.contains(.cr3StoreExiting) }
+        guard vmcs.proc.contains(.cr3LoadExiting) else { return false }
+        let count = min(Int(UInt32(truncatingIfNeeded: vmcs.read(.cr3TargetCount) ?? 0)), 4)
+        return !(0..<count).contains { vmcs.read(VMCSField(VMCSField.cr3TargetValue0.rawValue + UInt32($0) * 2)) == value }
+    }
+
+    /// The exit qualification of a control-register access (Table 28-3):
+    /// the CR in bits 3:0, the access type in 5:4 (0 MOV to CR, 1 MOV from
+    /// CR), the general-purpose register in 11:8.
+    public static func controlRegisterQualification(_ move: ControlRegisterMove) -> UInt64 {
+        UInt64(move.controlRegister & 0xf) | (move.toControlRegister ? 0 : 1) << 4 | UInt64(move.register & 0xf) << 8
+    }
+
+    /// INVLPG exits under "INVLPG exiting" (26.1.3).
+    public static func wantsINVLPG(vmcs: VMCS12) -> Bool {
+        vmcs.proc.contains(.invlpgExiting)
+    }
+
     /// RDMSR/WRMSR: without MSR bitmaps every access exits; with them, the
     /// bit for the MSR in the read or write bitmap for its range decides, and
     /// MSRs outside both ranges always exit (SDM 26.1.3).

@@ -78,12 +78,15 @@ public struct VMXCapabilities: Equatable, Sendable {
         // reads back unchanged), so KVM cannot. Not interrupt-window exiting: KVM's interrupt window on L2's vCPU is
         // only checked at KVM's own exits, which an emulated L2 may not take while its
         // window is open (measured: no exit across STI and a 64-iteration loop), so it
-        // cannot be honoured. The true MSR (A.3.2) lets the default-1 CR3-load and
-        // CR3-store exiting be 0, and L0 cannot deliver them, so they may not be 1.
+        // cannot be honoured. CR3-load, CR3-store and INVLPG exiting: L0 sees
+        // L2's MOV CR3 and INVLPG through patched code too, and four CR3-target
+        // values go with CR3-load exiting (MISC). The true MSR (A.3.2) lets the
+        // default-1 CR3-load and CR3-store exiting be 0.
         let procDefault1 = ProcessorBasedControls(rawValue: DefaultSettings.processorBased)
         let procTrueDefault1 = procDefault1.subtracting([.cr3LoadExiting, .cr3StoreExiting])
         let procMay: ProcessorBasedControls = [.hltExiting, .unconditionalIOExiting, .useIOBitmaps, .useMSRBitmaps,
-                                               .activateSecondaryControls, .rdtscExiting, .useTSCOffsetting]
+                                               .activateSecondaryControls, .rdtscExiting, .useTSCOffsetting,
+                                               .cr3LoadExiting, .cr3StoreExiting, .invlpgExiting]
         let trueProc = controls(mustBe1: procTrueDefault1, mayBe1: procMay)
         let proc = controls(mustBe1: procDefault1, mayBe1: procMay)
 
@@ -115,7 +118,7 @@ public struct VMXCapabilities: Equatable, Sendable {
         // MISC (SDM A.6): preemption timer at TSC >> 5, store LMA on exit, HLT
         // activity state, no CR3 targets, 512-entry MSR lists, no VMWRITE to
         // exit-information fields (bit 29 clear), MSEG revision 0.
-        let misc = VMXMisc(preemptionTimerTSCShift: 5, storesLMAOnExit: true, activityHLT: true).rawValue
+        let misc = VMXMisc(preemptionTimerTSCShift: 5, storesLMAOnExit: true, activityHLT: true, cr3TargetCount: 4).rawValue
 
         // CR0: PE (0), NE (5) and PG (31) must be 1 (SDM A.7). CR4: VMXE (13) is
         // virtual (L0 keeps it apart from the real CR4), so FIXED0 has it clear (docs/ARCHITECTURE.md, "Virtual CR4.VMXE").

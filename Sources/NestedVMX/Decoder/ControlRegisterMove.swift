@@ -1,0 +1,33 @@
+/// MOV to or from a control register (SDM Vol. 2B "MOV—Move to/from Control
+/// Registers"): 0F 22 /r writes CR(reg) from GPR(r/m), 0F 20 /r reads it;
+/// the r/m operand is always a register, whatever ModRM.mod says.
+public struct ControlRegisterMove: Equatable, Sendable {
+    public var controlRegister: Int
+    public var register: Int
+    public var toControlRegister: Bool
+    public var length: Int
+}
+
+extension VMXDecoder {
+    public static func decodeControlRegisterMove(_ bytes: some Collection<UInt8>, state: CPUState) -> ControlRegisterMove? {
+        var c = Cursor(bytes: Array(bytes.prefix(maximumLength)))
+        guard let (p, first) = try? readPrefixes(&c, mode64: state.mode64), first == 0x0f, !p.lock,
+              let second = try? c.next(), second == 0x20 || second == 0x22, let modrm = try? c.next() else { return nil }
+        return ControlRegisterMove(controlRegister: Int((modrm >> 3) & 7) | p.rexR, register: Int(modrm & 7) | p.rexB,
+                                   toControlRegister: second == 0x22, length: c.position)
+    }
+
+    /// INVLPG m (0F 01 /7, a memory operand): its operand and length.
+    public static func decodeINVLPG(_ bytes: some Collection<UInt8>, state: CPUState) -> (operand: MemoryOperand, length: Int)? {
+        var c = Cursor(bytes: Array(bytes.prefix(maximumLength)))
+        let mode64 = state.mode64
+        guard let (p, first) = try? readPrefixes(&c, mode64: mode64), first == 0x0f, !p.lock,
+              let second = try? c.next(), second == 0x01, let modrm = try? c.next(), (modrm >> 3) & 7 == 7, modrm >> 6 != 3
+        else { return nil }
+        let defaultAddressSize = mode64 ? 64 : (state.cs.db ? 32 : 16)
+        let addressSize = mode64 ? (p.addressSize ? 32 : 64)
+            : (p.addressSize ? (defaultAddressSize == 32 ? 16 : 32) : defaultAddressSize)
+        guard case let .memory(m)? = try? decodeRM(modrm, &c, p: p, addressSize: addressSize, mode64: mode64) else { return nil }
+        return (m, c.position)
+    }
+}
