@@ -18,18 +18,18 @@ final class PatchTableTests: XCTestCase {
     func testPagesHoldTheirSitesAndTheImagesCodeBytes() throws {
         let (t, code) = try table()
         XCTAssertEqual(Set(t.pages.keys), [0x10_0000, 0x10_1000])
-        XCTAssertEqual(t.site(at: 0x10_0ffe)?.instruction, .cpuid)
-        XCTAssertEqual(t.site(at: 0x10_1004)?.bytes, [0x0f, 0xa2])
-        XCTAssertNil(t.site(at: 0x10_0fff), "only a site's first byte")
-        let low = try XCTUnwrap(t.pages[0x10_0000])
+        let low = try XCTUnwrap(t.pages[0x10_0000]?.first), high = try XCTUnwrap(t.pages[0x10_1000]?.first)
+        XCTAssertEqual(low.site(at: 0x10_0ffe)?.instruction, .cpuid)
+        XCTAssertEqual(high.site(at: 0x10_1004)?.bytes, [0x0f, 0xa2])
+        XCTAssertNil(low.site(at: 0x10_0fff), "only a site's first byte")
         XCTAssertEqual(low.expected.map(\.offset), [0xff0])
         XCTAssertEqual(low.expected.first?.bytes, Array(code[0..<0x10]))
-        XCTAssertEqual(t.pages[0x10_1000]?.expected.first?.bytes, Array(code[0x10...]))
+        XCTAssertEqual(high.expected.first?.bytes, Array(code[0x10...]))
     }
 
     func testAPageMatchesOnlyWithTheImagesBytesAndItsCopyHasINT3AtEachSite() throws {
         let (t, code) = try table()
-        let page = try XCTUnwrap(t.pages[0x10_1000])
+        let page = try XCTUnwrap(t.pages[0x10_1000]?.first)
         var memory = [UInt8](repeating: 0xee, count: 4096)      // not code: any bytes
         memory.replaceSubrange(0..<0x10, with: code[0x10...])
         XCTAssertTrue(memory.withUnsafeBytes { page.matches($0) })
@@ -39,5 +39,22 @@ final class PatchTableTests: XCTestCase {
         XCTAssertEqual(copy.enumerated().filter { $0.element != memory[$0.offset] }.count, 1)
         memory[8] = 0xc3                                          // L1 changed a code byte
         XCTAssertFalse(memory.withUnsafeBytes { page.matches($0) })
+    }
+
+    /// Two images at the same address (two modules linked at 1 MiB): each
+    /// keeps its own entry, and the bytes in memory pick one.
+    func testImagesAtOneAddressKeepTheirOwnEntries() throws {
+        func image(_ code: [UInt8]) -> [UInt8] {
+            ELFWriter(is64: true, entry: 0x10_0000, segments: [TestSegment(paddr: 0x10_0000, data: code)], multiboot: nil).build()
+        }
+        let a: [UInt8] = [0x0f, 0xa2, 0x90, 0x90], b: [UInt8] = [0x90, 0x90, 0x0f, 0x31]   // cpuid at 0, rdtsc at 2
+        let t = PatchTable(sweeping: [image(a), image(b)])
+        XCTAssertEqual(t.pages[0x10_0000]?.count, 2)
+        var memory = [UInt8](repeating: 0, count: 4096)
+        memory.replaceSubrange(0..<4, with: b)
+        let entry = memory.withUnsafeBytes { t.page(at: 0x10_0000, holding: $0) }
+        XCTAssertEqual(entry?.sites.map(\.instruction), [.rdtsc])
+        memory[0] = 0xc3
+        XCTAssertNil(memory.withUnsafeBytes { t.page(at: 0x10_0000, holding: $0) })
     }
 }

@@ -42,7 +42,7 @@ final class L2Machine {
     /// after an event; meanwhile L1's interrupts exit to L1.
     var halted = false
     /// The patched copies of code pages in EPT02, by slot (docs/PATCHING.md).
-    private(set) var copies: [UInt32: (slot: Slot, memory: GuestMemory)] = [:]
+    private(set) var copies: [UInt32: (slot: Slot, memory: GuestMemory, entry: PatchTable.Page)] = [:]
     /// L2-physical pages L2 wrote to: L0 no longer patches them.
     var unpatched = Set<UInt64>()
     /// The patched page whose original L2 is being stepped through.
@@ -94,7 +94,7 @@ final class L2Machine {
 
     /// Maps `bytes`, the patched copy of the code page at L1-physical `l1`,
     /// read-only at L2-physical `base` (docs/PATCHING.md).
-    func mapCopy(at base: UInt64, l1: UInt64, bytes: [UInt8]) throws(KVMError) {
+    func mapCopy(at base: UInt64, l1: UInt64, bytes: [UInt8], entry: PatchTable.Page) throws(KVMError) {
         if slots.isFull {
             for old in slots.oldest() { try unmap(old) }
         }
@@ -109,13 +109,15 @@ final class L2Machine {
         }
         let slot = Slot(id: id, base: base, size: UInt64(bytes.count), l1: l1, readOnly: true)
         slots.insert(slot)
-        copies[id] = (slot, copy)
+        copies[id] = (slot, copy, entry)
     }
 
     /// The patched copy mapped at L2-physical `address`, if any.
-    func copySlot(containing address: UInt64) -> Slot? {
-        slot(containing: address).flatMap { copies[$0.id] == nil ? nil : $0 }
+    func copy(containing address: UInt64) -> (slot: Slot, memory: GuestMemory, entry: PatchTable.Page)? {
+        slot(containing: address).flatMap { copies[$0.id] }
     }
+
+    func copySlot(containing address: UInt64) -> Slot? { copy(containing: address)?.slot }
 
     /// Maps [base, base+size) of L2-physical space onto L1 RAM at `l1`. When
     /// every slot is in use, the oldest quarter are evicted first (EPT02 is

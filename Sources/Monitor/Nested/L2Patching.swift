@@ -16,12 +16,12 @@ extension Machine {
     func mapPatchedCopies(_ start: UInt64, _ end: UInt64, l1Start: UInt64, l2: L2Machine) throws(KVMError) -> Bool {
         guard !patches.pages.isEmpty else { return false }
         var made = false
-        for (page, entry) in patches.pages where page >= start && page < end && !l2.unpatched.contains(page)
+        for page in patches.pages.keys where page >= start && page < end && !l2.unpatched.contains(page)
             && l2.slot(containing: page) == nil {
             let l1 = l1Start + (page - start)
-            guard let bytes = memory.bytes(at: l1, count: PatchTable.pageSize),
-                  entry.matches(UnsafeRawBufferPointer(bytes)) else { continue }
-            try l2.mapCopy(at: page, l1: l1, bytes: entry.patched(UnsafeRawBufferPointer(bytes)))
+            guard let bytes = memory.bytes(at: l1, count: PatchTable.pageSize).map(UnsafeRawBufferPointer.init),
+                  let entry = patches.page(at: page, holding: bytes) else { continue }
+            try l2.mapCopy(at: page, l1: l1, bytes: entry.patched(bytes), entry: entry)
             made = true
         }
         return made
@@ -30,10 +30,10 @@ extension Machine {
     /// At each VM entry: a copy whose page L1 has changed since is dropped,
     /// so L2 never runs stale code; its next fetch maps L1's page as it is.
     func refreshPatchedCopies(_ l2: L2Machine) throws(KVMError) {
-        for (slot, _) in l2.copies.values {
-            if let entry = patches.pages[slot.base], let bytes = memory.bytes(at: slot.l1, count: PatchTable.pageSize),
-               entry.matches(UnsafeRawBufferPointer(bytes)) { continue }
-            try l2.unmap(slot)
+        for copy in l2.copies.values {
+            if let bytes = memory.bytes(at: copy.slot.l1, count: PatchTable.pageSize),
+               copy.entry.matches(UnsafeRawBufferPointer(bytes)) { continue }
+            try l2.unmap(copy.slot)
         }
     }
 
@@ -45,7 +45,7 @@ extension Machine {
         let linear = state.cs.base &+ state.rip
         guard case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: true), state: state,
                                                              memory: L2PhysicalMemory(machine: self), setAccessedDirty: false),
-              l2.copySlot(containing: gpa) != nil, let site = patches.site(at: gpa) else { return nil }
+              let copy = l2.copy(containing: gpa), let site = copy.entry.site(at: gpa) else { return nil }
         note.flags.insert(.patchedSite)
         note.address = gpa
         switch site.instruction {

@@ -4,6 +4,8 @@ import Glibc
 /// by physical page, as L0 patches them for L2 (docs/PATCHING.md). A page
 /// in memory is one of them when its bytes equal the image's code bytes on
 /// that page; its copy for L2 has INT3 (CC) at the first byte of each site.
+/// Images may share addresses (two modules linked at 1 MiB): each keeps its
+/// own entry, and the page's bytes pick one.
 public struct PatchTable: Sendable {
     public static let pageSize = 4096
     public static let trap: UInt8 = 0xcc
@@ -22,6 +24,9 @@ public struct PatchTable: Sendable {
             }
         }
 
+        /// The site whose first byte is at physical address `address`.
+        public func site(at address: UInt64) -> SensitiveSite? { sites.first { $0.address == address } }
+
         /// The copy L2 runs: `page` with INT3 at each site.
         public func patched(_ page: UnsafeRawBufferPointer) -> [UInt8] {
             var copy = [UInt8](page)
@@ -30,7 +35,7 @@ public struct PatchTable: Sendable {
         }
     }
 
-    public private(set) var pages: [UInt64: Page] = [:]
+    public private(set) var pages: [UInt64: [Page]] = [:]
     /// What the sweeps covered, for the README's figures.
     public private(set) var bytesSwept = 0
 
@@ -48,11 +53,9 @@ public struct PatchTable: Sendable {
     /// Adds the sites of one image, swept already, with its code bytes.
     public mutating func add(_ sweep: CodeSweep, image: ELFImage, bytes: [UInt8]) {
         bytesSwept += sweep.bytesSwept
-        var pagesWithSites = Set<UInt64>()
+        var mine: [UInt64: Page] = [:]
         for site in sweep.sites {
-            let page = site.address & ~UInt64(Self.pageSize - 1)
-            pages[page, default: Page()].sites.append(site)
-            pagesWithSites.insert(page)
+            mine[site.address & ~UInt64(Self.pageSize - 1), default: Page()].sites.append(site)
         }
         for s in image.segments where s.executable && s.fileSize > 0 {
             var at = s.physicalAddress
@@ -60,17 +63,19 @@ public struct PatchTable: Sendable {
             while at < end {
                 let page = at & ~UInt64(Self.pageSize - 1)
                 let upTo = min(end, page + UInt64(Self.pageSize))
-                if pagesWithSites.contains(page) {
+                if mine[page] != nil {
                     let file = Int(s.fileOffset + (at - s.physicalAddress))
-                    pages[page]?.expected.append((Int(at - page), Array(bytes[file..<file + Int(upTo - at)])))
+                    mine[page]?.expected.append((Int(at - page), Array(bytes[file..<file + Int(upTo - at)])))
                 }
                 at = upTo
             }
         }
+        for (page, entry) in mine { pages[page, default: []].append(entry) }
     }
 
-    /// The site whose first byte is at physical address `address`.
-    public func site(at address: UInt64) -> SensitiveSite? {
-        pages[address & ~UInt64(Self.pageSize - 1)]?.sites.first { $0.address == address }
+    /// The entry for the page at physical `page` whose code bytes `bytes`
+    /// (that page's 4 KiB) hold, if any.
+    public func page(at page: UInt64, holding bytes: UnsafeRawBufferPointer) -> Page? {
+        pages[page]?.first { $0.matches(bytes) }
     }
 }
