@@ -56,13 +56,13 @@ extension Machine {
             guard let vmcs = vmx.current else { return .some(.unhandledExit("L2's RDTSC without a current VMCS")) }
             // 26.1.3: RDTSC exiting; else 26.3: L1's TSC, plus TSC_OFFSET
             // under "use TSC offsetting". L1's TSC is its vCPU's IA32_TSC.
-            if vmcs.proc.contains(.rdtscExiting) {
+            if ExitRouting.wantsRDTSC(vmcs: vmcs) {
                 return .some(reflect(NestedExit(reason: .rdtsc, instructionLength: site.length), state: state, note: &note))
             }
             guard let l1TSC = vcpu.getMSRs([MSRIndex.tsc]).first ?? nil else {
                 return .some(.unhandledExit("reading L1's IA32_TSC for L2's RDTSC"))
             }
-            let tsc = l1TSC &+ (vmcs.proc.contains(.useTSCOffsetting) ? vmcs.read(.tscOffset) ?? 0 : 0)
+            let tsc = ExitRouting.l2TimeStampCounter(l1: l1TSC, vmcs: vmcs)
             var after = state
             after.gprs[.rax] = tsc & 0xffff_ffff
             after.gprs[.rdx] = tsc >> 32

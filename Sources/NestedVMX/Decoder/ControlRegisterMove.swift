@@ -6,6 +6,11 @@ public struct ControlRegisterMove: Equatable, Sendable {
     public var register: Int
     public var toControlRegister: Bool
     public var length: Int
+
+    public init(controlRegister: Int, register: Int, toControlRegister: Bool, length: Int) {
+        self.controlRegister = controlRegister; self.register = register
+        self.toControlRegister = toControlRegister; self.length = length
+    }
 }
 
 extension VMXDecoder {

@@ -57,6 +57,17 @@ public enum ExitRouting {
         UInt64(move.controlRegister & 0xf) | (move.toControlRegister ? 0 : 1) << 4 | UInt64(move.register & 0xf) << 8
     }
 
+    /// RDTSC exits under "RDTSC exiting" (26.1.3).
+    public static func wantsRDTSC(vmcs: VMCS12) -> Bool {
+        vmcs.proc.contains(.rdtscExiting)
+    }
+
+    /// What an RDTSC that does not exit reads in L2 (26.3): L1's TSC, plus
+    /// TSC_OFFSET under "use TSC offsetting" (no TSC scaling is offered).
+    public static func l2TimeStampCounter(l1: UInt64, vmcs: VMCS12) -> UInt64 {
+        vmcs.proc.contains(.useTSCOffsetting) ? l1 &+ (vmcs.read(.tscOffset) ?? 0) : l1
+    }
+
     /// INVLPG exits under "INVLPG exiting" (26.1.3).
     public static func wantsINVLPG(vmcs: VMCS12) -> Bool {
         vmcs.proc.contains(.invlpgExiting)
