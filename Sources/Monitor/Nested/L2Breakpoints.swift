@@ -41,7 +41,7 @@ extension Machine {
     func handleL2Breakpoint(_ d: DebugExit, l2: L2Machine, note: inout ExitNote) -> RunOutcome? {
         do {
             if try l2.breakpoints.finishStep() {
-                try restorePatchedCopy(l2)
+                try restorePatchedCopy(l2, stepped: true)
                 return nil
             }
             if let stop = l2.deliveryStop, l2.breakpoints.breakpoints.handlers[stop] == d.pc {

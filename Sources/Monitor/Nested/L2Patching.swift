@@ -118,12 +118,16 @@ extension Machine {
     }
 
     /// After the step over an original instruction (or when L1 enters L2
-    /// before it came): the patched copy replaces L1's page again.
-    func restorePatchedCopy(_ l2: L2Machine) throws(KVMError) {
+    /// before it came): the patched copy replaces L1's page again. After a
+    /// step, the pages an event delivery needs are mapped again for L2's
+    /// paging as it is now: a MOV to CR3 may have switched it (the entry's
+    /// pre-mapping, docs/ARCHITECTURE.md; issue 11 item 18).
+    func restorePatchedCopy(_ l2: L2Machine, stepped: Bool = false) throws(KVMError) {
         guard let page = l2.steppingOriginal else { return }
         l2.steppingOriginal = nil
         guard let original = l2.slot(containing: page) else { return }
         try l2.unmap(original)
         _ = try mapPatchedCopies(page, page + UInt64(PatchTable.pageSize), l1Start: original.l1, l2: l2)
+        if stepped, let vmcs = vmx.current { _ = try mapEntryPages(of: l2State, injecting: nil, l2: l2, vmcs: vmcs) }
     }
 }
