@@ -7,9 +7,17 @@
  * exits to L1 under CR3-load/store or INVLPG exiting, and otherwise runs
  * the original instruction in KVM.
  *
- * usage: cr-storm [N]    (default N=10000)
+ * Then CR0.TS: set with MOV to CR0, read back, cleared with CLTS, read
+ * back. Under turtle cr0mask=0x8 L1 owns TS: the writes exit and the reads
+ * see the read shadow (26.3). Last, clearing CR0.NE must raise #GP(0):
+ * NE is fixed to 1 in VMX operation (IA32_VMX_CR0_FIXED0), and only as L2
+ * is the guest in VMX non-root operation; at level 1 the clear works.
+ *
+ * usage: cr-storm [N] [l2]    (default N=10000; l2: expect VMX non-root)
  */
 #include "guest.h"
+#include "trap.h"
+#include "vmx.h"
 
 #define USAGE	"cr-storm [N]"
 
@@ -24,8 +32,14 @@ static void invlpg(volatile void *p)
 int main(int argc, char **argv)
 {
 	uint64_t n = 10000;
-	if (argc > 1 && (!parse_u64(argv[1], &n) || n == 0))
-		return usage(USAGE " (bad argument \"%s\")", argv[1]);
+	bool l2 = false;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "l2"))
+			l2 = true;
+		else if (!parse_u64(argv[i], &n) || n == 0)
+			return usage(USAGE " (bad argument \"%s\")", argv[i]);
+	}
+	trap_init();
 
 	uint64_t boot = read_cr3(), other = (uint64_t)(uintptr_t)other_pml4;
 	memcpy(other_pml4, (void *)(uintptr_t)(boot & ~0xfffull), sizeof(other_pml4));
@@ -47,5 +61,21 @@ int main(int argc, char **argv)
 	report(mismatches == 0, "MOV from CR3 reads back every value loaded (%llu mismatches in %llu rounds)",
 	       (unsigned long long)mismatches, (unsigned long long)n);
 	report(touched == n, "a page touched and invalidated every round still holds its count (%llu)", (unsigned long long)touched);
+
+	uint64_t cr0 = read_cr0();
+	write_cr0(cr0 | CR0_TS);
+	bool set = read_cr0() & CR0_TS;
+	__asm__ volatile("clts");
+	bool cleared = !(read_cr0() & CR0_TS);
+	report(set && cleared, "CR0.TS reads set after MOV to CR0 and clear after CLTS");
+
+	/* Clearing CR0.NE: #GP(0) in VMX non-root operation, allowed otherwise. */
+	trap_reset();
+	__asm__ volatile(TRAP_BEGIN "mov %0, %%cr0" TRAP_END : : "r"(cr0 & ~CR0_NE) : "r11", "memory");
+	if (l2)
+		report(fault.vector == 13 && fault.error_code == 0, "clearing CR0.NE as L2 raises #GP(0) (vector %d)", fault.vector);
+	else
+		report(fault.vector == NO_FAULT && !(read_cr0() & CR0_NE), "clearing CR0.NE at level 1 works");
+	write_cr0(cr0);
 	return report_summary();
 }

@@ -34,6 +34,10 @@
  *               no CR3-target values, which turtle carries out on GUEST_CR3;
  *               invlpg, INVLPG exiting (with EPT and no VPID there is
  *               nothing for turtle to invalidate: SDM 29.4.3.1).
+ *   cr0mask=M, cr4mask=M  the CR0/CR4 guest/host masks: turtle owns those
+ *               bits. L2's writes that change them exit (SDM 26.1.3); turtle
+ *               keeps L2's view in the read shadow and the real bits as
+ *               they were. CLTS exits when TS is owned and shadowed set.
  *   tscoffset=N "use TSC offsetting" with TSC_OFFSET = N: L2's RDTSC reads
  *               turtle's TSC plus N (SDM 26.3).
  *   irq=direct  with ept=off: external-interrupt exiting 0, so the
@@ -54,7 +58,7 @@
  */
 #include "turtle/turtle.h"
 
-#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc,cr3,invlpg] [tscoffset=N] (L2 image = module 0)"
+#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc,cr3,invlpg] [tscoffset=N] [cr0mask=M] [cr4mask=M] (L2 image = module 0)"
 #define MIB	(1ull << 20)
 
 struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
@@ -211,6 +215,12 @@ static int parse_args(int argc, char **argv)
 					return usage("%s: intercept= takes cpuid, rdtsc, cr3 and invlpg", USAGE);
 				p = *end ? end + 1 : end;
 			}
+		} else if ((v = arg_value(argv[i], "cr0mask"))) {
+			if (!parse_u64(v, &cfg.cr0_mask) || cfg.cr0_mask >> 32)
+				return usage("%s: cr0mask=MASK needs a 32-bit mask", USAGE);
+		} else if ((v = arg_value(argv[i], "cr4mask"))) {
+			if (!parse_u64(v, &cfg.cr4_mask) || cfg.cr4_mask >> 32)
+				return usage("%s: cr4mask=MASK needs a 32-bit mask", USAGE);
 		} else if ((v = arg_value(argv[i], "tscoffset"))) {
 			if (!parse_u64(v, &cfg.tsc_offset))
 				return usage("%s: tscoffset=N needs a 64-bit N", USAGE);

@@ -456,6 +456,36 @@ static int halted_forever(uint64_t rip)
 
 /* L2 sleeps until its APIC has an interrupt for it. turtle sleeps in its
  * place: its own timer, which runs L2's, wakes it. */
+/* A control-register access (SDM 28.2.1, Table 28-3: CR in 3:0, access
+ * type in 5:4, GPR in 11:8). CR3 moves exit under intercept=cr3; a CR0 or
+ * CR4 write that changes a bit turtle owns (cr0mask, cr4mask) updates L2's
+ * view, the read shadow, and leaves the owned bits of the real register as
+ * they were; CLTS clears TS in the shadow. */
+static int handle_cr_access(void)
+{
+	uint64_t q = vmr(EXIT_QUALIFICATION);
+	int cr = (int)(q & 0xf), type = (int)((q >> 4) & 3), gpr = (int)((q >> 8) & 0xf);
+	uint32_t guest = cr == 0 ? GUEST_CR0 : GUEST_CR4, shadow = cr == 0 ? CR0_READ_SHADOW : CR4_READ_SHADOW;
+	uint64_t mask = cr == 0 ? cfg.cr0_mask : cfg.cr4_mask;
+
+	if (cr == 3 && type == 0)
+		VMW(GUEST_CR3, get_reg(gpr));
+	else if (cr == 3 && type == 1)
+		set_reg(gpr, vmr(GUEST_CR3));
+	else if ((cr == 0 || cr == 4) && type == 0) {
+		uint64_t v = get_reg(gpr);
+		VMW(shadow, v);
+		VMW(guest, (vmr(guest) & mask) | (v & ~mask));
+	} else if (cr == 0 && type == 2)
+		VMW(CR0_READ_SHADOW, vmr(CR0_READ_SHADOW) & ~(uint64_t)CR0_TS);
+	else {
+		printf("turtle: CR access exit with qualification 0x%llx it did not ask for\n", (unsigned long long)q);
+		return stop("unexpected CR access");
+	}
+	skip_instruction(exit_insn_len(3));
+	return 0;
+}
+
 /* CPUID exits unconditionally (SDM 26.1.2): turtle answers with its own
  * CPUID, minus VMX (CPUID.1:ECX bit 5), which it does not offer L2. */
 static int handle_cpuid(void)
@@ -669,22 +699,8 @@ static int dispatch(void)
 		return 0;
 	case EXIT_REASON_CPUID:
 		return handle_cpuid();
-	case EXIT_REASON_CR_ACCESS: {
-		/* Table 28-3: CR in 3:0, access type in 5:4, GPR in 11:8. Only CR3
-		 * moves exit here (intercept=cr3). */
-		uint64_t q = vmr(EXIT_QUALIFICATION);
-		int gpr = (int)((q >> 8) & 0xf), type = (int)((q >> 4) & 3);
-		if ((q & 0xf) != 3 || type > 1) {
-			printf("turtle: CR access exit with qualification 0x%llx it did not ask for\n", (unsigned long long)q);
-			return stop("unexpected CR access");
-		}
-		if (type == 0)
-			VMW(GUEST_CR3, get_reg(gpr));
-		else
-			set_reg(gpr, vmr(GUEST_CR3));
-		skip_instruction(exit_insn_len(3));
-		return 0;
-	}
+	case EXIT_REASON_CR_ACCESS:
+		return handle_cr_access();
 	case EXIT_REASON_INVLPG:
 		skip_instruction(exit_insn_len(3));
 		return 0;

@@ -236,6 +236,7 @@ struct turtle_config {
 	bool intercept_rdtsc;		/* RDTSC exiting */
 	bool intercept_cr3;		/* CR3-load and CR3-store exiting */
 	bool intercept_invlpg;		/* INVLPG exiting */
+	uint64_t cr0_mask, cr4_mask;	/* guest/host masks: the CR bits turtle owns */
 	uint64_t tsc_offset;		/* 0 = no TSC offsetting */
 	uint64_t l2mem;			/* bytes of L2 physical memory */
 	uint64_t preempt;		/* 0 = no preemption timer */

@@ -284,8 +284,8 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	VMW(ENTRY_EXCEPTION_ERRCODE, 0);
 	VMW(ENTRY_INSTRUCTION_LEN, 0);
 	VMW(TSC_OFFSET, cfg.tsc_offset);
-	VMW(CR0_GUEST_HOST_MASK, 0);
-	VMW(CR4_GUEST_HOST_MASK, 0);
+	VMW(CR0_GUEST_HOST_MASK, cfg.cr0_mask);
+	VMW(CR4_GUEST_HOST_MASK, cfg.cr4_mask);
 
 	/* I/O bitmaps (25.6.4): COM1, the debug-exit port and POST port 0x80. */
 	if (proc_ctl & PROC_IO_BITMAPS) {

@@ -110,14 +110,19 @@ final class NestedTests: XCTestCase {
     func testL2sVMXInstructionsAreUDUnderTurtle() throws {
         // turtle offers L2 no VMX: L0 reflects each VMX instruction (SDM
         // 26.1.2) and turtle answers with #UD, which vmx-selftest expects
-        // outside VMX operation. Its later CR0.NE clear is not refused by KVM
-        // (no CR0 exits here), so turtle's next entry fails its CR0 check.
+        // outside VMX operation. CR4.VMXE cannot be set (CPUID.1:ECX.VMX is
+        // clear), and clearing CR0.NE raises #GP(0) in VMX non-root
+        // operation, through L0's patched code (26.3): vmx-selftest, an L1
+        // test, stops there. Before, KVM let the clear through and turtle's
+        // next VM entry failed its CR0 check.
         let r = try runTurtle("vmx-selftest")
         XCTAssertEqual(r.status, 7, r.stdout)          // turtle's value 3: L2 stopped
         XCTAssertTrue(r.stdout.contains("[L2] PASS: VMXON with CR4.VMXE clear raises #UD"), r.stdout)
         XCTAssertTrue(r.stdout.contains("[L2] PASS: VMREAD outside VMX operation raises #UD"), r.stdout)
-        XCTAssertTrue(r.stdout.contains("turtle: L2's VMX instructions, answered with #UD: 3"), r.stdout)
-        XCTAssertTrue(r.stderr.contains("27.3.1.1 guest CR0 fixed bits"), r.stderr)
+        XCTAssertTrue(r.stdout.contains("[L2] FAIL: MOV to CR4 with VMXE set succeeds"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("[L2] UNEXPECTED EXCEPTION vector 13 error=0x0"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("turtle: L2's VMX instructions, answered with #UD: 2"), r.stdout)
+        XCTAssertFalse(r.stderr.contains("27.3.1.1 guest CR0 fixed bits"), r.stderr)
     }
 
     /// Without EPT, L2-physical is L1-physical: L2 starts at its 64-bit
@@ -216,14 +221,22 @@ final class NestedTests: XCTestCase {
     /// each original instruction, and L2 sees the same results.
     func testL2sCR3MovesAndINVLPGExitOrRunThroughPatchedCode() throws {
         for ept in ["", "ept=off "] {
-            let (r, trace) = try turtle("cr-storm", "50", turtleArgs: ept + "intercept=cr3,invlpg")
+            let (r, trace) = try turtle("cr-storm", "50 l2", turtleArgs: ept + "intercept=cr3,invlpg")
             XCTAssertTrue(r.stdout.contains("[L2] PASS: MOV from CR3 reads back every value loaded (0 mismatches in 50 rounds)"), r.stdout)
             XCTAssertEqual(trace.filter { $0.level == 2 && $0.vmxReason == 28 && $0.flags.contains(.patchedSite) }.count, 201)
+            // CR0.NE is fixed to 1 in VMX operation (26.3).
+            XCTAssertTrue(r.stdout.contains("[L2] PASS: clearing CR0.NE as L2 raises #GP(0) (vector 13)"), r.stdout)
             XCTAssertEqual(trace.filter { $0.level == 2 && $0.vmxReason == 14 && $0.flags.contains(.patchedSite) }.count, 50)
-            let (q, quiet) = try turtle("cr-storm", "50", turtleArgs: ept)
+            let (q, quiet) = try turtle("cr-storm", "50 l2", turtleArgs: ept)
             XCTAssertTrue(q.stdout.contains("[L2] PASS: a page touched and invalidated every round still holds its count (50)"), q.stdout)
             XCTAssertFalse(quiet.contains { $0.level == 2 && ($0.vmxReason == 28 || $0.vmxReason == 14) })
             XCTAssertGreaterThanOrEqual(quiet.filter { $0.level == 2 && $0.handler == .l0 && $0.flags.contains(.patchedSite) }.count, 251)
+            // With turtle owning CR0.TS the MOV that sets it and the CLTS exit;
+            // the reads see the read shadow.
+            let (m, masked) = try turtle("cr-storm", "5 l2", turtleArgs: ept + "cr0mask=0x8")
+            XCTAssertTrue(m.stdout.contains("[L2] PASS: CR0.TS reads set after MOV to CR0 and clear after CLTS"), m.stdout)
+            let crExits = masked.filter { $0.level == 2 && $0.vmxReason == 28 }.map(\.value)
+            XCTAssertEqual(crExits.count, 2, "MOV to CR0 setting TS, then CLTS")
         }
     }
 

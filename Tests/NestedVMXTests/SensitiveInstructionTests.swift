@@ -69,4 +69,54 @@ final class SensitiveInstructionTests: XCTestCase {
         XCTAssertEqual(ExitRouting.l2TimeStampCounter(l1: 1000, vmcs: v), 900)
         XCTAssertEqual(ExitRouting.l2TimeStampCounter(l1: 1000, vmcs: vmcs([])), 1000)
     }
+
+    /// 26.1.3 and 26.3 with CR0.TS owned by L1 and shadowed set, CR0.NE
+    /// owned and shadowed set.
+    func testCR0AndCR4ThroughTheMasksAndReadShadows() {
+        var v = vmcs([])
+        XCTAssertTrue(v.write(.cr0GuestHostMask, 0x28))                       // TS, NE
+        XCTAssertTrue(v.write(.cr0ReadShadow, 0x28))
+        XCTAssertFalse(ExitRouting.wantsControlRegisterWrite(0, value: 0x8000_0039, vmcs: v), "owned bits as shadowed")
+        XCTAssertTrue(ExitRouting.wantsControlRegisterWrite(0, value: 0x8000_0031, vmcs: v), "TS differs from the shadow")
+        XCTAssertEqual(ExitRouting.controlRegisterRead(0, actual: 0x8000_0011, vmcs: v), 0x8000_0039, "TS and NE from the shadow")
+        XCTAssertEqual(ExitRouting.controlRegisterWritten(0, value: 0x8000_0039 | 1 << 16, current: 0x8000_0031, vmcs: v),
+                       0x8001_0031, "owned bits keep their values")
+        XCTAssertEqual(ExitRouting.clts(vmcs: v), .exit)
+        XCTAssertTrue(v.write(.cr0ReadShadow, 0x20))
+        XCTAssertEqual(ExitRouting.clts(vmcs: v), .noChange)
+        XCTAssertEqual(ExitRouting.clts(vmcs: vmcs([])), .clearTS)
+        XCTAssertFalse(ExitRouting.wantsControlRegisterWrite(4, value: 0x20, vmcs: v), "no CR4 mask")
+        XCTAssertEqual(ExitRouting.cltsQualification, 0x20)
+    }
+
+    /// 26.3: a CR0 that breaks IA32_VMX_CR0_FIXED0/1 is #GP(0); with
+    /// unrestricted guest PE and PG may be clear.
+    func testFixedBitsInVMXNonRootOperation() {
+        let caps = VMXCapabilities.terrapin()
+        XCTAssertFalse(ExitRouting.permitsControlRegister(0, value: 0x8000_0011, capabilities: caps, vmcs: vmcs([])), "NE clear")
+        XCTAssertTrue(ExitRouting.permitsControlRegister(0, value: 0x8000_0031, capabilities: caps, vmcs: vmcs([])))
+        XCTAssertFalse(ExitRouting.permitsControlRegister(0, value: 0x20, capabilities: caps, vmcs: vmcs([])), "PE, PG clear")
+        var unrestricted = vmcs([.activateSecondaryControls])
+        XCTAssertTrue(unrestricted.write(.secondaryProcessorBasedControls,
+                                         UInt64(SecondaryProcessorBasedControls.unrestrictedGuest.rawValue)))
+        XCTAssertTrue(ExitRouting.permitsControlRegister(0, value: 0x20, capabilities: caps, vmcs: unrestricted))
+        XCTAssertFalse(ExitRouting.permitsControlRegister(4, value: 1 << 40, capabilities: caps, vmcs: vmcs([])))
+    }
+
+    /// The frame a fault pushed is found above the handler's RSP by its RIP
+    /// and CS, past an error code and what the handler pushed.
+    func testTheFrameOfAFaultIsFoundAboveTheHandlersStack() throws {
+        let memory = ArrayMemory(size: 0x10000)
+        var s = long64
+        s.cr0 = 0x11                                                          // paging off: linear is physical
+        s.cr4 = 0
+        s.efer = 0x500
+        s.gprs[.rsp] = 0x8000
+        let words: [UInt64] = [0x13, 0, 0x1234, 0x8, 0x302, 0x9000, 0x10]      // pushed, error code, RIP, CS, RFLAGS, RSP, SS
+        for (i, w) in words.enumerated() { XCTAssertTrue(memory.write(0x8000 + UInt64(i) * 8, bytes: (0..<8).map { UInt8(truncatingIfNeeded: w >> (8 * UInt64($0))) })) }
+        let (frame, address) = try XCTUnwrap(ExceptionFrame.pushed(for: 0x1234, cs: 0x8, cpu: s, memory: memory))
+        XCTAssertEqual(frame.rflags, 0x302)
+        XCTAssertEqual(address, 0x8000 + 4 * 8)
+        XCTAssertNil(ExceptionFrame.pushed(for: 0x1235, cs: 0x8, cpu: s, memory: memory))
+    }
 }

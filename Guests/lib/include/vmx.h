@@ -235,5 +235,6 @@ static inline int wrmsr_checked(uint32_t msr, uint64_t value)
 
 #define CR4_VMXE	(1ull << 13)
 #define CR0_NE		(1ull << 5)
+#define CR0_TS		(1ull << 3)
 
 #endif

@@ -47,6 +47,10 @@ final class L2Machine {
     var unpatched = Set<UInt64>()
     /// The patched page whose original L2 is being stepped through.
     var steppingOriginal: UInt64?
+    /// A register L0 changed for that step, and the value it goes back to.
+    var restoreAfterStep: (Int, UInt64)?
+    /// The stepped instruction's RIP, CS and RFLAGS.TF.
+    var steppedSite: (rip: UInt64, cs: UInt16, trapFlag: Bool)?
     /// The #DB the entry left pending (SDM 27.7.3), until L0 raises it.
     var debugExceptions: UInt64 = 0
     /// DR6 as the entry gave it to L2 (L1's: VMX does not switch DR6). A

@@ -70,16 +70,25 @@ extension Machine {
             after.storeRegistersAndSegments(into: l2.vcpu)
             note.value = tsc
             return .some(nil)
-        case .cr3Move:
+        case .controlRegisterMove:
             guard let vmcs = vmx.current, let move = VMXDecoder.decodeControlRegisterMove(site.bytes, state: state) else {
-                return .some(.unhandledExit("L2's MOV CR3 at \(hex(gpa)) does not decode"))
+                return .some(.unhandledExit("L2's MOV CR at \(hex(gpa)) does not decode"))
             }
-            let value = state.mode64 ? state.gprs[move.register] : state.gprs[move.register] & 0xffff_ffff
-            if ExitRouting.wantsCR3Move(toCR3: move.toControlRegister, value: value, vmcs: vmcs) {
-                return .some(reflect(NestedExit(reason: .controlRegisterAccess, qualification: ExitRouting.controlRegisterQualification(move),
-                                                instructionLength: move.length), state: state, note: &note))
+            return .some(controlRegisterMove(move, state: state, vmcs: vmcs, gpa: gpa, l2: l2, note: &note))
+        case .clts:
+            guard let vmcs = vmx.current else { return .some(.unhandledExit("L2's CLTS without a current VMCS")) }
+            switch ExitRouting.clts(vmcs: vmcs) {
+            case .exit:
+                return .some(reflect(NestedExit(reason: .controlRegisterAccess, qualification: ExitRouting.cltsQualification,
+                                                instructionLength: site.length), state: state, note: &note))
+            case .clearTS:
+                return .some(executeOriginal(at: gpa, state: state, l2: l2))
+            case .noChange:
+                var after = state
+                after.rip = state.wrappingRIP(state.rip &+ UInt64(site.length))
+                after.storeRegistersAndSegments(into: l2.vcpu)
+                return .some(nil)
             }
-            return .some(executeOriginal(at: gpa, state: state, l2: l2))
         case .invlpg:
             guard let vmcs = vmx.current, let (operand, length) = VMXDecoder.decodeINVLPG(site.bytes, state: state) else {
                 return .some(.unhandledExit("L2's INVLPG at \(hex(gpa)) does not decode"))
@@ -98,18 +107,75 @@ extension Machine {
         }
     }
 
+    static let trapFlag: UInt64 = 1 << 8
+
+    /// When the stepped instruction faulted, the frame its exception pushed
+    /// holds RFLAGS with the TF KVM's single step set (measured 2026-12-06:
+    /// the handler's IRET then raised a #DB in L2). The frame gets the TF
+    /// the instruction had.
+    func clearStepTrapFlag(_ site: (rip: UInt64, cs: UInt16, trapFlag: Bool), l2: L2Machine) {
+        let state = l2State
+        guard !site.trapFlag, state.rip != site.rip,
+              let (frame, address) = ExceptionFrame.pushed(for: site.rip, cs: site.cs, cpu: state, memory: L2PhysicalMemory(machine: self)),
+              frame.rflags & Self.trapFlag != 0 else { return }
+        let word = state.longModeActive ? 8 : 4
+        let value = frame.rflags & ~Self.trapFlag
+        _ = PageWalker.writeLinear(address, bytes: (0..<word).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) },
+                                   access: MemoryAccess(), state: state, memory: L2PhysicalMemory(machine: self, writable: true),
+                                   physicalAddressBits: vmx.capabilities.physicalAddressBits)
+    }
+
+    /// MOV to or from CR0, CR3 or CR4 at a patched site (SDM 26.1.3, 26.3).
+    func controlRegisterMove(_ move: ControlRegisterMove, state: CPUState, vmcs: VMCS12, gpa: UInt64, l2: L2Machine,
+                             note: inout ExitNote) -> RunOutcome? {
+        let cr = move.controlRegister
+        let exit = NestedExit(reason: .controlRegisterAccess, qualification: ExitRouting.controlRegisterQualification(move),
+                              instructionLength: move.length)
+        let operand = state.mode64 ? state.gprs[move.register] : state.gprs[move.register] & 0xffff_ffff
+        if cr == 3 {
+            if ExitRouting.wantsCR3Move(toCR3: move.toControlRegister, value: operand, vmcs: vmcs) {
+                return reflect(exit, state: state, note: &note)
+            }
+            return executeOriginal(at: gpa, state: state, l2: l2)
+        }
+        let actual = cr == 0 ? state.cr0 : state.cr4
+        guard move.toControlRegister else {
+            // MOV from CR0/CR4: the read shadow for the bits L1 owns.
+            var after = state
+            let value = ExitRouting.controlRegisterRead(cr, actual: actual, vmcs: vmcs)
+            after.gprs[move.register] = state.mode64 ? value : value & 0xffff_ffff
+            after.rip = state.wrappingRIP(state.rip &+ UInt64(move.length))
+            after.storeRegistersAndSegments(into: l2.vcpu)
+            return nil
+        }
+        if ExitRouting.wantsControlRegisterWrite(cr, value: operand, vmcs: vmcs) { return reflect(exit, state: state, note: &note) }
+        // No exit: the bits L1 owns keep their values, and a value that breaks
+        // a bit fixed in VMX operation is #GP(0). KVM makes the write itself,
+        // from the register holding the merged value for that one step.
+        let written = ExitRouting.controlRegisterWritten(cr, value: operand, current: actual, vmcs: vmcs)
+        guard ExitRouting.permitsControlRegister(cr, value: written, capabilities: vmx.capabilities, vmcs: vmcs) else {
+            return raiseInL2(.generalProtection(0), state: state, note: &note)
+        }
+        var stepped = state
+        stepped.gprs[move.register] = written
+        return executeOriginal(at: gpa, state: stepped, l2: l2, restoring: (move.register, state.gprs[move.register]))
+    }
+
     /// A site whose instruction L1 does not intercept: KVM runs the original
     /// one, with its own checks and faults. L1's page stands in for the copy
     /// (read-only) while L0 single-steps L2 over it, and the copy comes back
     /// at the step's debug exit (`restorePatchedCopy`). `state` is L2 at the
     /// site (unwound, for a #BP from CPL 3).
-    func executeOriginal(at gpa: UInt64, state: CPUState, l2: L2Machine) -> RunOutcome? {
+    /// `restoring` is a register L0 changed for the step, with its value.
+    func executeOriginal(at gpa: UInt64, state: CPUState, l2: L2Machine, restoring: (Int, UInt64)? = nil) -> RunOutcome? {
         guard let copy = l2.copySlot(containing: gpa) else { return .unhandledExit("no patched copy at \(hex(gpa))") }
         do {
             state.storeRegistersAndSegments(into: l2.vcpu)
             try l2.unmap(copy)
             try l2.map(base: copy.base, size: copy.size, l1: copy.l1, readOnly: true, memory: memory)
             l2.steppingOriginal = copy.base
+            l2.restoreAfterStep = restoring
+            l2.steppedSite = (state.rip, state.cs.selector, state.rflags & Self.trapFlag != 0)
             try l2.breakpoints.stepPastHandler()
         } catch {
             return .unhandledExit("running L2's original instruction at \(hex(gpa)): \(error)")
@@ -125,6 +191,14 @@ extension Machine {
     func restorePatchedCopy(_ l2: L2Machine, stepped: Bool = false) throws(KVMError) {
         guard let page = l2.steppingOriginal else { return }
         l2.steppingOriginal = nil
+        if stepped, let (register, value) = l2.restoreAfterStep {
+            var regs = CPUState(l2.vcpu)
+            regs.gprs[register] = value
+            regs.storeRegisters(into: l2.vcpu)
+        }
+        l2.restoreAfterStep = nil
+        if stepped, let site = l2.steppedSite { clearStepTrapFlag(site, l2: l2) }
+        l2.steppedSite = nil
         guard let original = l2.slot(containing: page) else { return }
         try l2.unmap(original)
         _ = try mapPatchedCopies(page, page + UInt64(PatchTable.pageSize), l1Start: original.l1, l2: l2)

@@ -62,7 +62,7 @@ extension Machine {
             // SDM 26.3: with "enable RDTSCP" 0 (never allowed-1 here) RDTSCP
             // and RDPID raise #UD in VMX non-root operation.
             if X86Decoders.rdtscpOrRDPIDLength(bytes, mode64: state.mode64) != nil {
-                return raiseInL2(vector: 6, state: state, note: &note)
+                return raiseInL2(.invalidOpcode, state: state, note: &note)
             }
             if let int = SoftwareInterrupt(bytes, cpu: state) { return l2SoftwareInterrupt(int, state: state, note: &note) }
             return .unhandledExit("L2 emulation failure, bytes " + bytes.map { hex($0, digits: 2) }.joined(separator: " "))
@@ -75,8 +75,15 @@ extension Machine {
     /// VM exit to L1 (SDM 28): save L2 into VMCS12, record the exit, load
     /// L1's host state. The exit starts an episode that lasts until the next
     /// VM entry.
-    func reflect(_ exit: NestedExit, state: CPUState, note: inout ExitNote) -> RunOutcome? {
+    func reflect(_ exit: NestedExit, state given: CPUState, note: inout ExitNote) -> RunOutcome? {
         guard let vmcs = vmx.current, let l2 = l2Machine else { return .unhandledExit("VM exit without a current VMCS") }
+        // An exit that comes before the step over an original instruction
+        // (docs/PATCHING.md): a register L0 changed for it has its value back.
+        var state = given
+        if let (register, value) = l2.restoreAfterStep {
+            state.gprs[register] = value
+            l2.restoreAfterStep = nil
+        }
         let timer = l2.preemption
         l2.preemption = nil                                         // it stops counting as L2 leaves
         l2.kick?.disarm()                                           // and L2's host timer has nothing to kick
@@ -111,17 +118,20 @@ extension Machine {
         return nil
     }
 
-    /// An exception without an error code that L2's instruction raises:
+    /// An exception that L2's instruction at `state` raises (a fault):
     /// an exception exit if L1's exception bitmap asks for it (SDM 26.2),
     /// else delivered through L2's own IDT.
-    func raiseInL2(vector: UInt8, state: CPUState, note: inout ExitNote) -> RunOutcome? {
+    func raiseInL2(_ exception: X86Exception, state: CPUState, note: inout ExitNote) -> RunOutcome? {
         guard let vmcs = vmx.current, let l2 = l2Machine else { return .unhandledExit("L2 exception without a current VMCS") }
-        note.value = UInt64(vector)
-        if ExitRouting.wantsException(Int(vector), errorCode: nil, vmcs: vmcs) {
-            let info = DeliveredEvent(kind: .hardwareException, vector: vector).interruptionInformation
-            return reflect(NestedExit(reason: .exceptionOrNMI, interruptionInfo: info), state: state, note: &note)
+        note.value = UInt64(exception.vector)
+        if ExitRouting.wantsException(Int(exception.vector), errorCode: exception.errorCode.map(UInt64.init), vmcs: vmcs) {
+            let info = DeliveredEvent(kind: .hardwareException, vector: exception.vector,
+                                      errorCode: exception.errorCode).interruptionInformation
+            return reflect(NestedExit(reason: .exceptionOrNMI, interruptionInfo: info,
+                                      interruptionErrorCode: exception.errorCode ?? 0), state: state, note: &note)
         }
-        inject(X86Exception(vector: vector), into: l2.vcpu)
+        state.storeRegistersAndSegments(into: l2.vcpu)
+        inject(exception, into: l2.vcpu)
         return nil
     }
 

@@ -9,9 +9,12 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
     /// RDTSC exits under "RDTSC exiting" (26.1.3), reason 16; else it reads
     /// the TSC plus TSC_OFFSET under "use TSC offsetting" (26.3).
     case rdtsc
-    /// MOV to or from CR3: under CR3-load or CR3-store exiting (26.1.3),
-    /// reason 28.
-    case cr3Move
+    /// MOV to or from CR0, CR3 or CR4, reason 28: CR3 under CR3-load or
+    /// CR3-store exiting, CR0 and CR4 writes through the guest/host masks
+    /// (26.1.3); CR0 and CR4 reads see the read shadows (26.3).
+    case controlRegisterMove
+    /// CLTS, reason 28 when CR0.TS is owned by L1 and shadowed set (26.1.3).
+    case clts
     /// INVLPG exits under "INVLPG exiting" (26.1.3), reason 14.
     case invlpg
 
@@ -22,14 +25,15 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
         case ZYDIS_MNEMONIC_CPUID: self = .cpuid
         case ZYDIS_MNEMONIC_RDTSC: self = .rdtsc
         case ZYDIS_MNEMONIC_INVLPG: self = .invlpg
-        case ZYDIS_MNEMONIC_MOV where Self.movesCR3(bytes): self = .cr3Move
+        case ZYDIS_MNEMONIC_MOV where Self.movesControlRegister(bytes): self = .controlRegisterMove
+        case ZYDIS_MNEMONIC_CLTS: self = .clts
         default: return nil
         }
     }
 
-    /// 0F 20 /r or 0F 22 /r with CR3 in ModRM.reg (REX.R clear), after
-    /// REX and legacy prefixes.
-    static func movesCR3(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    /// 0F 20 /r or 0F 22 /r with CR0, CR3 or CR4 in ModRM.reg (REX.R
+    /// clear: not CR8), after REX and legacy prefixes.
+    static func movesControlRegister(_ bytes: UnsafeRawBufferPointer) -> Bool {
         var i = 0, rex: UInt8 = 0
         while i < bytes.count, [0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x66, 0x67, 0xf2, 0xf3].contains(bytes[i])
             || (0x40...0x4f).contains(bytes[i]) {
@@ -37,15 +41,15 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
             i += 1
         }
         guard i + 2 < bytes.count, bytes[i] == 0x0f, bytes[i + 1] == 0x20 || bytes[i + 1] == 0x22 else { return false }
-        return (bytes[i + 2] >> 3) & 7 == 3 && rex & 4 == 0
+        return [0, 3, 4].contains((bytes[i + 2] >> 3) & 7) && rex & 4 == 0
     }
 
     /// What objdump prints for it: its mnemonic, and for a MOV the operand.
     public func matches(objdump text: String) -> Bool {
         let mnemonic = text.split(separator: " ").first.map(String.init) ?? ""
         switch self {
-        case .cpuid, .rdtsc, .invlpg: return mnemonic == rawValue
-        case .cr3Move: return mnemonic == "mov" && text.contains("%cr3")
+        case .cpuid, .rdtsc, .invlpg, .clts: return mnemonic == rawValue
+        case .controlRegisterMove: return mnemonic == "mov" && ["%cr0", "%cr3", "%cr4"].contains { text.contains($0) }
         }
     }
 
@@ -54,7 +58,8 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
         switch self {
         case .cpuid: [0x0f, 0xa2]
         case .rdtsc: [0x0f, 0x31]
-        case .cr3Move: [0x0f]
+        case .controlRegisterMove: [0x0f]
+        case .clts: [0x0f, 0x06]
         case .invlpg: [0x0f, 0x01]
         }
     }

@@ -50,12 +50,62 @@ public enum ExitRouting {
         return !(0..<count).contains { vmcs.read(VMCSField(VMCSField.cr3TargetValue0.rawValue + UInt32($0) * 2)) == value }
     }
 
+    /// The guest/host mask and read shadow of CR0 or CR4 (25.6.6).
+    static func maskAndShadow(_ cr: Int, vmcs: VMCS12) -> (mask: UInt64, shadow: UInt64) {
+        cr == 0 ? (vmcs.read(.cr0GuestHostMask) ?? 0, vmcs.read(.cr0ReadShadow) ?? 0)
+                : (vmcs.read(.cr4GuestHostMask) ?? 0, vmcs.read(.cr4ReadShadow) ?? 0)
+    }
+
+    /// MOV to CR0 or CR4 (26.1.3): an exit when a bit the guest/host mask
+    /// owns differs between the source operand and the read shadow.
+    public static func wantsControlRegisterWrite(_ cr: Int, value: UInt64, vmcs: VMCS12) -> Bool {
+        let (mask, shadow) = maskAndShadow(cr, vmcs: vmcs)
+        return (value ^ shadow) & mask != 0
+    }
+
+    /// The value a MOV to CR0 or CR4 that does not exit leaves in the
+    /// register (26.3): the bits the mask owns keep their current values.
+    public static func controlRegisterWritten(_ cr: Int, value: UInt64, current: UInt64, vmcs: VMCS12) -> UInt64 {
+        let mask = maskAndShadow(cr, vmcs: vmcs).mask
+        return (current & mask) | (value & ~mask)
+    }
+
+    /// What MOV from CR0 or CR4 reads in L2 (26.3): the bits the mask owns
+    /// come from the read shadow, the others from the register.
+    public static func controlRegisterRead(_ cr: Int, actual: UInt64, vmcs: VMCS12) -> UInt64 {
+        let (mask, shadow) = maskAndShadow(cr, vmcs: vmcs)
+        return (actual & ~mask) | (shadow & mask)
+    }
+
+    /// CLTS (26.1.3, 26.3): an exit when CR0.TS is set in the mask and the
+    /// read shadow; with it set in the mask only, CLTS leaves CR0.TS alone.
+    public enum CLTSOutcome: Equatable, Sendable { case exit, clearTS, noChange }
+    public static func clts(vmcs: VMCS12) -> CLTSOutcome {
+        let (mask, shadow) = maskAndShadow(0, vmcs: vmcs)
+        let ts: UInt64 = 1 << 3
+        guard mask & ts != 0 else { return .clearTS }
+        return shadow & ts != 0 ? .exit : .noChange
+    }
+
+    /// A value L2 may load into CR0 or CR4 in VMX non-root operation: the
+    /// bits fixed in VMX operation hold (IA32_VMX_CR0/CR4_FIXED0/1; with
+    /// "unrestricted guest" PE and PG are free), else #GP(0) (26.3).
+    public static func permitsControlRegister(_ cr: Int, value: UInt64, capabilities: VMXCapabilities, vmcs: VMCS12) -> Bool {
+        guard cr == 0 else { return capabilities.permitsCR4(value) }
+        let free: UInt64 = vmcs.proc2.contains(.unrestrictedGuest) ? 1 << 0 | 1 << 31 : 0
+        let fixed0 = capabilities.cr0Fixed0 & ~free
+        return value & fixed0 == fixed0 && value & ~capabilities.cr0Fixed1 == 0
+    }
+
     /// The exit qualification of a control-register access (Table 28-3):
     /// the CR in bits 3:0, the access type in 5:4 (0 MOV to CR, 1 MOV from
     /// CR), the general-purpose register in 11:8.
     public static func controlRegisterQualification(_ move: ControlRegisterMove) -> UInt64 {
         UInt64(move.controlRegister & 0xf) | (move.toControlRegister ? 0 : 1) << 4 | UInt64(move.register & 0xf) << 8
     }
+
+    /// CLTS's qualification (Table 28-3): CR0, access type 2.
+    public static let cltsQualification: UInt64 = 2 << 4
 
     /// RDTSC exits under "RDTSC exiting" (26.1.3).
     public static func wantsRDTSC(vmcs: VMCS12) -> Bool {

@@ -62,4 +62,23 @@ public struct ExceptionFrame: Equatable, Sendable {
         }
         return s
     }
+
+    /// The frame an exception delivery pushed for the instruction at `rip`
+    /// in code segment `cs`: found by those two values within `words` words
+    /// above the handler's RSP (an error code, and what the handler's first
+    /// instructions pushed), with the linear address of its saved RFLAGS.
+    /// nil when no slot matches.
+    public static func pushed(for rip: UInt64, cs: UInt16, cpu: CPUState, memory: some GuestMemoryAccess,
+                              words: Int = 4) -> (frame: ExceptionFrame, rflagsAddress: UInt64)? {
+        let word: UInt64 = cpu.longModeActive ? 8 : 4
+        var at = cpu
+        for skipped in 0...words {
+            at.gprs[.rsp] = cpu.gprs[.rsp] &+ word * UInt64(skipped)
+            guard let frame = ExceptionFrame(cpu: at, hasErrorCode: false, memory: memory),
+                  frame.rip == rip, UInt16(truncatingIfNeeded: frame.cs) == cs else { continue }
+            let stack = cpu.longModeActive ? at.gprs[.rsp] : at.gprs[.rsp] & 0xffff_ffff
+            return (frame, stack &+ 2 * word)
+        }
+        return nil
+    }
 }
