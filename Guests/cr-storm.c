@@ -77,5 +77,11 @@ int main(int argc, char **argv)
 	else
 		report(fault.vector == NO_FAULT && !(read_cr0() & CR0_NE), "clearing CR0.NE at level 1 works");
 	write_cr0(cr0);
+
+	/* MOV to and from a debug register, WBINVD and INVD (26.1.2-26.1.3). */
+	uint64_t dr0 = 0x1234000, back;
+	__asm__ volatile("mov %1, %%db0\n\tmov %%db0, %0" : "=r"(back) : "r"(dr0));
+	__asm__ volatile("wbinvd; invd" ::: "memory");
+	report(back == dr0, "DR0 reads back 0x%llx; WBINVD and INVD complete", (unsigned long long)back);
 	return report_summary();
 }

@@ -33,7 +33,9 @@
  *               plus tscoffset; cr3, CR3-load and CR3-store exiting, with
  *               no CR3-target values, which turtle carries out on GUEST_CR3;
  *               invlpg, INVLPG exiting (with EPT and no VPID there is
- *               nothing for turtle to invalidate: SDM 29.4.3.1).
+ *               nothing for turtle to invalidate: SDM 29.4.3.1); dr,
+ *               MOV-DR exiting, with L2's DR0-DR3 kept by turtle; wbinvd,
+ *               WBINVD exiting. INVD exits whatever turtle asks.
  *   cr0mask=M, cr4mask=M  the CR0/CR4 guest/host masks: turtle owns those
  *               bits. L2's writes that change them exit (SDM 26.1.3); turtle
  *               keeps L2's view in the read shadow and the real bits as
@@ -58,7 +60,7 @@
  */
 #include "turtle/turtle.h"
 
-#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc,cr3,invlpg] [tscoffset=N] [cr0mask=M] [cr4mask=M] (L2 image = module 0)"
+#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc,cr3,invlpg,dr,wbinvd] [tscoffset=N] [cr0mask=M] [cr4mask=M] (L2 image = module 0)"
 #define MIB	(1ull << 20)
 
 struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
@@ -211,8 +213,12 @@ static int parse_args(int argc, char **argv)
 					cfg.intercept_cr3 = true;
 				else if (end - p == 6 && !strncmp(p, "invlpg", 6))
 					cfg.intercept_invlpg = true;
+				else if (end - p == 2 && !strncmp(p, "dr", 2))
+					cfg.intercept_dr = true;
+				else if (end - p == 6 && !strncmp(p, "wbinvd", 6))
+					cfg.intercept_wbinvd = true;
 				else if (!(end - p == 5 && !strncmp(p, "cpuid", 5)))
-					return usage("%s: intercept= takes cpuid, rdtsc, cr3 and invlpg", USAGE);
+					return usage("%s: intercept= takes cpuid, rdtsc, cr3, invlpg, dr and wbinvd", USAGE);
 				p = *end ? end + 1 : end;
 			}
 		} else if ((v = arg_value(argv[i], "cr0mask"))) {

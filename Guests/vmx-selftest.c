@@ -113,12 +113,12 @@ static void check_capability_msrs(void)
 	}
 	uint64_t true_proc = msr(MSR_IA32_VMX_TRUE_PROCBASED_CTLS);
 	uint32_t cr3_exiting = (1u << 15) | (1u << 16);
-	/* TSC offsetting, INVLPG, RDTSC and CR3 exiting: L0 patches L2's code for them. */
-	uint32_t patched = (1u << 3) | (1u << 9) | (1u << 12) | cr3_exiting, never = (1u << 10) | (1u << 23);
+	/* TSC offsetting, INVLPG, RDTSC, CR3 and MOV-DR exiting: L0 patches L2's code for them. */
+	uint32_t patched = (1u << 3) | (1u << 9) | (1u << 12) | cr3_exiting | (1u << 23), never = 1u << 10;
 	report(!((uint32_t)true_proc & cr3_exiting), "TRUE_PROCBASED_CTLS lets CR3-load/store exiting be 0");
-	report(!((uint32_t)(true_proc >> 32) & never), "TRUE_PROCBASED_CTLS never allows MWAIT or MOV-DR exiting");
+	report(!((uint32_t)(true_proc >> 32) & never), "TRUE_PROCBASED_CTLS never allows MWAIT exiting");
 	report(((uint32_t)(true_proc >> 32) & patched) == patched,
-	       "TRUE_PROCBASED_CTLS allows TSC offsetting and INVLPG, RDTSC and CR3 exiting");
+	       "TRUE_PROCBASED_CTLS allows TSC offsetting and INVLPG, RDTSC, CR3 and MOV-DR exiting");
 
 	uint64_t cr4f0 = msr(MSR_IA32_VMX_CR4_FIXED0), cr0f0 = msr(MSR_IA32_VMX_CR0_FIXED0);
 	report(!(cr4f0 & CR4_VMXE), "CR4_FIXED0 has bit 13 (VMXE) clear: VMXE is virtual");

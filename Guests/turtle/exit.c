@@ -704,6 +704,23 @@ static int dispatch(void)
 	case EXIT_REASON_INVLPG:
 		skip_instruction(exit_insn_len(3));
 		return 0;
+	case EXIT_REASON_INVD:		/* unconditional (SDM 26.1.2): caches stay */
+	case EXIT_REASON_WBINVD:
+		skip_instruction(exit_insn_len(2));
+		return 0;
+	case EXIT_REASON_DR_ACCESS: {
+		/* Table 28-4: DR in 2:0, 1 = MOV from DR in bit 4, GPR in 11:8.
+		 * turtle keeps L2's DR0-DR3; DR6 and DR7 read as after reset. */
+		static uint64_t l2_dr[4];
+		uint64_t q = vmr(EXIT_QUALIFICATION);
+		int dr = (int)(q & 7), gpr = (int)((q >> 8) & 0xf);
+		if (q & (1u << 4))
+			set_reg(gpr, dr < 4 ? l2_dr[dr] : dr == 7 ? 0x400 : 0xffff0ff0);
+		else if (dr < 4)
+			l2_dr[dr] = get_reg(gpr);
+		skip_instruction(exit_insn_len(3));
+		return 0;
+	}
 	case EXIT_REASON_RDTSC: {
 		/* intercept=rdtsc: turtle's TSC, offset as L2 would read it. */
 		uint64_t tsc = rdtsc() + cfg.tsc_offset;

@@ -159,6 +159,7 @@
 #define PROC_RDTSC_EXITING	(1u << 12)
 #define PROC_CR3_LOAD_EXITING	(1u << 15)
 #define PROC_CR3_STORE_EXITING	(1u << 16)
+#define PROC_MOV_DR_EXITING	(1u << 23)
 #define PROC_UNCOND_IO		(1u << 24)
 #define PROC_IO_BITMAPS		(1u << 25)
 #define PROC_MSR_BITMAPS	(1u << 28)
@@ -166,6 +167,7 @@
 
 #define SEC_ENABLE_EPT		(1u << 1)
 #define SEC_ENABLE_VPID		(1u << 5)
+#define SEC_WBINVD_EXITING	(1u << 6)
 #define SEC_UNRESTRICTED_GUEST	(1u << 7)
 
 #define EXIT_SAVE_DEBUG		(1u << 2)
@@ -188,9 +190,11 @@
 #define EXIT_REASON_TRIPLE_FAULT	2
 #define EXIT_REASON_CPUID		10
 #define EXIT_REASON_HLT			12
+#define EXIT_REASON_INVD		13
 #define EXIT_REASON_INVLPG		14
 #define EXIT_REASON_RDTSC		16
 #define EXIT_REASON_CR_ACCESS		28
+#define EXIT_REASON_DR_ACCESS		29
 #define EXIT_REASON_VMCALL		18
 #define EXIT_REASON_VMCLEAR		19	/* 19-27: VMCLEAR ... VMXON */
 #define EXIT_REASON_VMXON		27
@@ -204,6 +208,7 @@
 #define EXIT_REASON_INVEPT		50
 #define EXIT_REASON_PREEMPTION_TIMER	52
 #define EXIT_REASON_INVVPID		53
+#define EXIT_REASON_WBINVD		54
 #define EXIT_REASON_MAX			70
 
 /* ---- Hypercall ABI (VMCALL, RAX = number) ---- */
@@ -236,6 +241,8 @@ struct turtle_config {
 	bool intercept_rdtsc;		/* RDTSC exiting */
 	bool intercept_cr3;		/* CR3-load and CR3-store exiting */
 	bool intercept_invlpg;		/* INVLPG exiting */
+	bool intercept_dr;		/* MOV-DR exiting */
+	bool intercept_wbinvd;		/* WBINVD exiting */
 	uint64_t cr0_mask, cr4_mask;	/* guest/host masks: the CR bits turtle owns */
 	uint64_t tsc_offset;		/* 0 = no TSC offsetting */
 	uint64_t l2mem;			/* bytes of L2 physical memory */

@@ -244,13 +244,13 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 			     (cfg.io_all ? PROC_UNCOND_IO : PROC_IO_BITMAPS) |
 			     (cfg.intercept_rdtsc ? PROC_RDTSC_EXITING : 0) | (cfg.tsc_offset ? PROC_TSC_OFFSETTING : 0) |
 			     (cfg.intercept_cr3 ? PROC_CR3_LOAD_EXITING | PROC_CR3_STORE_EXITING : 0) |
-			     (cfg.intercept_invlpg ? PROC_INVLPG_EXITING : 0);
+			     (cfg.intercept_invlpg ? PROC_INVLPG_EXITING : 0) | (cfg.intercept_dr ? PROC_MOV_DR_EXITING : 0);
 	proc_ctl = control("primary", truectl ? MSR_IA32_VMX_TRUE_PROCBASED_CTLS : MSR_IA32_VMX_PROCBASED_CTLS,
 			   proc_want, 0);
 	if (cfg.io_all && (proc_ctl & PROC_IO_BITMAPS))
 		fail("io=all: the primary controls force \"use I/O bitmaps\"");
 	sec_ctl = control("secondary", MSR_IA32_VMX_PROCBASED_CTLS2,
-			  cfg.ept ? SEC_ENABLE_EPT | SEC_UNRESTRICTED_GUEST : 0, 0);
+			  (cfg.ept ? SEC_ENABLE_EPT | SEC_UNRESTRICTED_GUEST : 0) | (cfg.intercept_wbinvd ? SEC_WBINVD_EXITING : 0), 0);
 	exit_ctl = control("exit", truectl ? MSR_IA32_VMX_TRUE_EXIT_CTLS : MSR_IA32_VMX_EXIT_CTLS,
 			   EXIT_HOST_ADDR_SPACE | EXIT_ACK_INTERRUPT, EXIT_SAVE_EFER | EXIT_LOAD_EFER);
 	entry_ctl = control("entry", truectl ? MSR_IA32_VMX_TRUE_ENTRY_CTLS : MSR_IA32_VMX_ENTRY_CTLS,

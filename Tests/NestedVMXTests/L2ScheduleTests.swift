@@ -130,4 +130,17 @@ final class L2ScheduleTests: XCTestCase {
         XCTAssertEqual(PreemptionTimer(ticks: 5, tickNanos: -.infinity).remainingNanos, 5)
         XCTAssertEqual(PreemptionTimer(ticks: 5, tickNanos: .nan).remainingNanos, 5)
     }
+
+    /// L0's own work at a patched site is given back to the timer, even
+    /// when it used the timer up (docs/PATCHING.md).
+    func testARefundGivesBackL0sWork() {
+        var t = timer(ticks: 10)                                              // 100 ns
+        XCTAssertEqual(t.charge(150), 100, "no more than was left")
+        XCTAssertTrue(t.expired)
+        t.refund(100)
+        XCTAssertEqual(t.remainingNanos, 100)
+        XCTAssertFalse(t.expired)
+        t.refund(.max)
+        XCTAssertEqual(t.remainingNanos, UInt64.max >> 1, "capped")
+    }
 }

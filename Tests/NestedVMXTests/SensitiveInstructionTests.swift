@@ -119,4 +119,19 @@ final class SensitiveInstructionTests: XCTestCase {
         XCTAssertEqual(address, 0x8000 + 4 * 8)
         XCTAssertNil(ExceptionFrame.pushed(for: 0x1235, cs: 0x8, cpu: s, memory: memory))
     }
+
+    /// MOV DR (Table 28-4) and WBINVD exiting (26.1.3).
+    func testDebugRegisterMovesAndWBINVD() throws {
+        let from = try XCTUnwrap(VMXDecoder.decodeDebugRegisterMove([0x0f, 0x21, 0xc3], state: long64))   // mov rbx, dr0
+        XCTAssertEqual(ExitRouting.debugRegisterQualification(from), 0x310, "DR0, MOV from DR, RBX")
+        let to = try XCTUnwrap(VMXDecoder.decodeDebugRegisterMove([0x0f, 0x23, 0xf8], state: long64))     // mov dr7, rax
+        XCTAssertEqual(ExitRouting.debugRegisterQualification(to), 0x7)
+        XCTAssertNil(VMXDecoder.decodeDebugRegisterMove([0x0f, 0x22, 0xd8], state: long64), "MOV to CR3")
+        XCTAssertTrue(ExitRouting.wantsMovDR(vmcs: vmcs([.movDRExiting])))
+        XCTAssertFalse(ExitRouting.wantsMovDR(vmcs: vmcs([])))
+        var v = vmcs([.activateSecondaryControls])
+        XCTAssertTrue(v.write(.secondaryProcessorBasedControls, UInt64(SecondaryProcessorBasedControls.wbinvdExiting.rawValue)))
+        XCTAssertTrue(ExitRouting.wantsWBINVD(vmcs: v))
+        XCTAssertFalse(ExitRouting.wantsWBINVD(vmcs: vmcs([])))
+    }
 }

@@ -49,6 +49,8 @@ final class L2Machine {
     var steppingOriginal: UInt64?
     /// A register L0 changed for that step, and the value it goes back to.
     var restoreAfterStep: (Int, UInt64)?
+    /// The CPU time the last run of L2 was charged to the preemption timer.
+    var lastRunNanos: UInt64 = 0
     /// The stepped instruction's RIP, CS and RFLAGS.TF.
     var steppedSite: (rip: UInt64, cs: UInt16, trapFlag: Bool)?
     /// The #DB the entry left pending (SDM 27.7.3), until L0 raises it.

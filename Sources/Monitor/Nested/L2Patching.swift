@@ -46,6 +46,7 @@ extension Machine {
         guard case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: true), state: state,
                                                              memory: L2PhysicalMemory(machine: self), setAccessedDirty: false),
               let copy = l2.copy(containing: gpa), let site = copy.entry.site(at: gpa) else { return nil }
+        l2.preemption?.refund(l2.lastRunNanos)                 // the run to the trap was L0's work
         note.flags.insert(.patchedSite)
         note.address = gpa
         switch site.instruction {
@@ -75,6 +76,22 @@ extension Machine {
                 return .some(.unhandledExit("L2's MOV CR at \(hex(gpa)) does not decode"))
             }
             return .some(controlRegisterMove(move, state: state, vmcs: vmcs, gpa: gpa, l2: l2, note: &note))
+        case .debugRegisterMove:
+            guard let vmcs = vmx.current, let move = VMXDecoder.decodeDebugRegisterMove(site.bytes, state: state) else {
+                return .some(.unhandledExit("L2's MOV DR at \(hex(gpa)) does not decode"))
+            }
+            if ExitRouting.wantsMovDR(vmcs: vmcs) {
+                return .some(reflect(NestedExit(reason: .movDR, qualification: ExitRouting.debugRegisterQualification(move),
+                                                instructionLength: move.length), state: state, note: &note))
+            }
+            return .some(executeOriginal(at: gpa, state: state, l2: l2))
+        case .wbinvd, .invd:
+            guard let vmcs = vmx.current else { return .some(.unhandledExit("L2's WBINVD without a current VMCS")) }
+            if site.instruction == .invd || ExitRouting.wantsWBINVD(vmcs: vmcs) {
+                return .some(reflect(NestedExit(reason: site.instruction == .invd ? .invd : .wbinvd, instructionLength: site.length),
+                                     state: state, note: &note))
+            }
+            return .some(executeOriginal(at: gpa, state: state, l2: l2))
         case .clts:
             guard let vmcs = vmx.current else { return .some(.unhandledExit("L2's CLTS without a current VMCS")) }
             switch ExitRouting.clts(vmcs: vmcs) {
@@ -197,7 +214,10 @@ extension Machine {
             regs.storeRegisters(into: l2.vcpu)
         }
         l2.restoreAfterStep = nil
-        if stepped, let site = l2.steppedSite { clearStepTrapFlag(site, l2: l2) }
+        if stepped, let site = l2.steppedSite {
+            clearStepTrapFlag(site, l2: l2)
+            l2.preemption?.refund(l2.lastRunNanos)             // and so was the step
+        }
         l2.steppedSite = nil
         guard let original = l2.slot(containing: page) else { return }
         try l2.unmap(original)

@@ -23,6 +23,9 @@ extension Machine {
     /// injected event still waits for KVM_RUN, L0 arms a breakpoint on that
     /// event's handler, so that L2 can be stopped just after the delivery.
     func l2Pending(_ l2: L2Machine) -> L2Pending {
+        // The step over a patched site's original instruction finishes first:
+        // with the trap before it, it is one L2 instruction (docs/PATCHING.md).
+        if l2.steppingOriginal != nil { return L2Pending() }
         var p = L2Pending(deliveryFault: l2.deliveryFault != nil, preemptionTimer: l2.preemption,
                           l1InterruptPending: pendingL1Interrupt() != nil, halted: l2.halted)
         p.debugExceptions = l2.debugExceptions
@@ -168,8 +171,9 @@ extension Machine {
     func runL2(_ l2: L2Machine) throws(KVMError) -> VCPUExit {
         let start = l2.preemption == nil ? 0 : clock.threadCPUTime()
         let now = clock.now()
-        var deadline = apic.timerDeadline
-        if let timer = l2.preemption {
+        let stepping = l2.steppingOriginal != nil                // one instruction: no kick
+        var deadline = stepping ? nil : apic.timerDeadline
+        if let timer = l2.preemption, !stepping {
             let expiry = now &+ timer.remainingNanos
             deadline = deadline.map { min($0, expiry) } ?? expiry
         }
@@ -180,7 +184,7 @@ extension Machine {
             l2.kick?.disarm()
         }
         let exit = try l2.vcpu.runOnce()
-        if l2.preemption != nil { l2.preemption?.charge(clock.threadCPUTime() &- start) }
+        if l2.preemption != nil { l2.lastRunNanos = l2.preemption?.charge(clock.threadCPUTime() &- start) ?? 0 }
         return exit
     }
 }

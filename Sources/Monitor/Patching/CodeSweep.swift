@@ -15,6 +15,10 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
     case controlRegisterMove
     /// CLTS, reason 28 when CR0.TS is owned by L1 and shadowed set (26.1.3).
     case clts
+    /// MOV to or from a debug register, reason 29 under MOV-DR exiting.
+    case debugRegisterMove
+    /// WBINVD, reason 54 under WBINVD exiting; INVD, reason 13, always.
+    case wbinvd, invd
     /// INVLPG exits under "INVLPG exiting" (26.1.3), reason 14.
     case invlpg
 
@@ -27,6 +31,9 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
         case ZYDIS_MNEMONIC_INVLPG: self = .invlpg
         case ZYDIS_MNEMONIC_MOV where Self.movesControlRegister(bytes): self = .controlRegisterMove
         case ZYDIS_MNEMONIC_CLTS: self = .clts
+        case ZYDIS_MNEMONIC_MOV where Self.movesDebugRegister(bytes): self = .debugRegisterMove
+        case ZYDIS_MNEMONIC_WBINVD: self = .wbinvd
+        case ZYDIS_MNEMONIC_INVD: self = .invd
         default: return nil
         }
     }
@@ -44,11 +51,20 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
         return [0, 3, 4].contains((bytes[i + 2] >> 3) & 7) && rex & 4 == 0
     }
 
+    /// 0F 21 /r or 0F 23 /r, after REX and legacy prefixes.
+    static func movesDebugRegister(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var i = 0
+        while i < bytes.count, [0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x66, 0x67, 0xf2, 0xf3].contains(bytes[i])
+            || (0x40...0x4f).contains(bytes[i]) { i += 1 }
+        return i + 1 < bytes.count && bytes[i] == 0x0f && (bytes[i + 1] == 0x21 || bytes[i + 1] == 0x23)
+    }
+
     /// What objdump prints for it: its mnemonic, and for a MOV the operand.
     public func matches(objdump text: String) -> Bool {
         let mnemonic = text.split(separator: " ").first.map(String.init) ?? ""
         switch self {
-        case .cpuid, .rdtsc, .invlpg, .clts: return mnemonic == rawValue
+        case .cpuid, .rdtsc, .invlpg, .clts, .wbinvd, .invd: return mnemonic == rawValue
+        case .debugRegisterMove: return mnemonic == "mov" && text.contains("%db")
         case .controlRegisterMove: return mnemonic == "mov" && ["%cr0", "%cr3", "%cr4"].contains { text.contains($0) }
         }
     }
@@ -60,6 +76,9 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
         case .rdtsc: [0x0f, 0x31]
         case .controlRegisterMove: [0x0f]
         case .clts: [0x0f, 0x06]
+        case .debugRegisterMove: [0x0f]
+        case .wbinvd: [0x0f, 0x09]
+        case .invd: [0x0f, 0x08]
         case .invlpg: [0x0f, 0x01]
         }
     }

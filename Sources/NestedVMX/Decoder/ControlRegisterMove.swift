@@ -1,6 +1,8 @@
 /// MOV to or from a control register (SDM Vol. 2B "MOV—Move to/from Control
 /// Registers"): 0F 22 /r writes CR(reg) from GPR(r/m), 0F 20 /r reads it;
-/// the r/m operand is always a register, whatever ModRM.mod says.
+/// the r/m operand is always a register, whatever ModRM.mod says. MOV to
+/// and from a debug register (0F 23 /r, 0F 21 /r) has the same form, with
+/// `controlRegister` then naming the debug register.
 public struct ControlRegisterMove: Equatable, Sendable {
     public var controlRegister: Int
     public var register: Int
@@ -15,11 +17,20 @@ public struct ControlRegisterMove: Equatable, Sendable {
 
 extension VMXDecoder {
     public static func decodeControlRegisterMove(_ bytes: some Collection<UInt8>, state: CPUState) -> ControlRegisterMove? {
+        decodeRegisterMove(bytes, state: state, from: 0x20, to: 0x22)
+    }
+
+    /// MOV to or from a debug register (0F 23 /r, 0F 21 /r).
+    public static func decodeDebugRegisterMove(_ bytes: some Collection<UInt8>, state: CPUState) -> ControlRegisterMove? {
+        decodeRegisterMove(bytes, state: state, from: 0x21, to: 0x23)
+    }
+
+    static func decodeRegisterMove(_ bytes: some Collection<UInt8>, state: CPUState, from: UInt8, to: UInt8) -> ControlRegisterMove? {
         var c = Cursor(bytes: Array(bytes.prefix(maximumLength)))
         guard let (p, first) = try? readPrefixes(&c, mode64: state.mode64), first == 0x0f, !p.lock,
-              let second = try? c.next(), second == 0x20 || second == 0x22, let modrm = try? c.next() else { return nil }
+              let second = try? c.next(), second == from || second == to, let modrm = try? c.next() else { return nil }
         return ControlRegisterMove(controlRegister: Int((modrm >> 3) & 7) | p.rexR, register: Int(modrm & 7) | p.rexB,
-                                   toControlRegister: second == 0x22, length: c.position)
+                                   toControlRegister: second == to, length: c.position)
     }
 
     /// INVLPG m (0F 01 /7, a memory operand): its operand and length.

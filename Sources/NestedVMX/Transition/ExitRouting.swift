@@ -107,6 +107,23 @@ public enum ExitRouting {
     /// CLTS's qualification (Table 28-3): CR0, access type 2.
     public static let cltsQualification: UInt64 = 2 << 4
 
+    /// MOV DR exits under "MOV-DR exiting" (26.1.3).
+    public static func wantsMovDR(vmcs: VMCS12) -> Bool {
+        vmcs.proc.contains(.movDRExiting)
+    }
+
+    /// The exit qualification of a MOV DR (Table 28-4): the debug register
+    /// in bits 2:0, the direction in bit 4 (1 = MOV from DR), the
+    /// general-purpose register in 11:8.
+    public static func debugRegisterQualification(_ move: ControlRegisterMove) -> UInt64 {
+        UInt64(move.controlRegister & 7) | (move.toControlRegister ? 0 : 1) << 4 | UInt64(move.register & 0xf) << 8
+    }
+
+    /// WBINVD exits under "WBINVD exiting" (26.1.3); INVD always (26.1.2).
+    public static func wantsWBINVD(vmcs: VMCS12) -> Bool {
+        vmcs.proc2.contains(.wbinvdExiting)
+    }
+
     /// RDTSC exits under "RDTSC exiting" (26.1.3).
     public static func wantsRDTSC(vmcs: VMCS12) -> Bool {
         vmcs.proc.contains(.rdtscExiting)

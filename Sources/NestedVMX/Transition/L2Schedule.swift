@@ -24,9 +24,20 @@ public struct PreemptionTimer: Equatable, Sendable {
     /// after any event injection (SDM 27.7.4).
     public var expired: Bool { remainingNanos == 0 }
 
-    /// Charges `nanos` of L2 run time.
-    public mutating func charge(_ nanos: UInt64) {
-        remainingNanos = nanos >= remainingNanos ? 0 : remainingNanos - nanos
+    /// Charges `nanos` of L2 run time; returns what it took, at most what was left.
+    @discardableResult
+    public mutating func charge(_ nanos: UInt64) -> UInt64 {
+        let taken = min(nanos, remainingNanos)
+        remainingNanos -= taken
+        return taken
+    }
+
+    /// Gives back `nanos` (what `charge` took) for a run that was L0's work rather than
+    /// L2's: the run that stopped at a patched site, and the step over its
+    /// original instruction (docs/PATCHING.md). Without it a short timer
+    /// could expire at every attempt, and L2 would never get past the site.
+    public mutating func refund(_ nanos: UInt64) {
+        remainingNanos = min(remainingNanos &+ nanos < remainingNanos ? .max : remainingNanos + nanos, UInt64.max >> 1)
     }
 
     /// The value "save VMX-preemption-timer value" stores at VM exit (SDM

@@ -86,7 +86,7 @@ public struct VMXCapabilities: Equatable, Sendable {
         let procTrueDefault1 = procDefault1.subtracting([.cr3LoadExiting, .cr3StoreExiting])
         let procMay: ProcessorBasedControls = [.hltExiting, .unconditionalIOExiting, .useIOBitmaps, .useMSRBitmaps,
                                                .activateSecondaryControls, .rdtscExiting, .useTSCOffsetting,
-                                               .cr3LoadExiting, .cr3StoreExiting, .invlpgExiting]
+                                               .cr3LoadExiting, .cr3StoreExiting, .invlpgExiting, .movDRExiting]
         let trueProc = controls(mustBe1: procTrueDefault1, mayBe1: procMay)
         let proc = controls(mustBe1: procDefault1, mayBe1: procMay)
 
@@ -94,7 +94,7 @@ public struct VMXCapabilities: Equatable, Sendable {
         // L2 runs in a KVM VM, which takes any mode, so a Multiboot L2 can start
         // in protected mode with paging off.
         let proc2 = controls(mustBe1: [] as SecondaryProcessorBasedControls,
-                             mayBe1: [.enableEPT, .enableVPID, .unrestrictedGuest])
+                             mayBe1: [.enableEPT, .enableVPID, .unrestrictedGuest, .wbinvdExiting])
 
         // VM-exit controls (SDM 25.7.1): save debug controls, host address-space
         // size, acknowledge interrupt on exit, save/load PAT, save/load EFER, save
