@@ -41,21 +41,26 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
     /// 0F 20 /r or 0F 22 /r with CR0, CR3 or CR4 in ModRM.reg (REX.R
     /// clear: not CR8), after REX and legacy prefixes.
     static func movesControlRegister(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let (i, rex) = opcodeStart(bytes)
+        guard i + 2 < bytes.count, bytes[i] == 0x0f, bytes[i + 1] == 0x20 || bytes[i + 1] == 0x22 else { return false }
+        return [0, 3, 4].contains((bytes[i + 2] >> 3) & 7) && rex & 4 == 0
+    }
+
+    /// Where the opcode starts, past legacy and REX prefixes, and the REX
+    /// byte (0 for none).
+    static func opcodeStart(_ bytes: UnsafeRawBufferPointer) -> (index: Int, rex: UInt8) {
         var i = 0, rex: UInt8 = 0
         while i < bytes.count, [0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x66, 0x67, 0xf2, 0xf3].contains(bytes[i])
             || (0x40...0x4f).contains(bytes[i]) {
             if (0x40...0x4f).contains(bytes[i]) { rex = bytes[i] }
             i += 1
         }
-        guard i + 2 < bytes.count, bytes[i] == 0x0f, bytes[i + 1] == 0x20 || bytes[i + 1] == 0x22 else { return false }
-        return [0, 3, 4].contains((bytes[i + 2] >> 3) & 7) && rex & 4 == 0
+        return (i, rex)
     }
 
     /// 0F 21 /r or 0F 23 /r, after REX and legacy prefixes.
     static func movesDebugRegister(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        var i = 0
-        while i < bytes.count, [0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x66, 0x67, 0xf2, 0xf3].contains(bytes[i])
-            || (0x40...0x4f).contains(bytes[i]) { i += 1 }
+        let i = opcodeStart(bytes).index
         return i + 1 < bytes.count && bytes[i] == 0x0f && (bytes[i + 1] == 0x21 || bytes[i + 1] == 0x23)
     }
 
