@@ -69,6 +69,16 @@ int main(int argc, char **argv)
 	bool cleared = !(read_cr0() & CR0_TS);
 	report(set && cleared, "CR0.TS reads set after MOV to CR0 and clear after CLTS");
 
+	/* The same with LMSW and SMSW, the machine status word (CR0's low bits). */
+	uint16_t msw;
+	__asm__ volatile("smsw %0" : "=r"(msw));
+	__asm__ volatile("lmsw %0" : : "r"((uint16_t)(msw | CR0_TS)));
+	uint16_t with_ts;
+	__asm__ volatile("smsw %0" : "=r"(with_ts));
+	__asm__ volatile("clts");
+	report((with_ts & CR0_TS) && (read_cr0() & 0xffff) == msw, "LMSW sets CR0.TS, SMSW reads it (0x%x), CLTS clears it",
+	       with_ts);
+
 	/* Clearing CR0.NE: #GP(0) in VMX non-root operation, allowed otherwise. */
 	trap_reset();
 	__asm__ volatile(TRAP_BEGIN "mov %0, %%cr0" TRAP_END : : "r"(cr0 & ~CR0_NE) : "r11", "memory");

@@ -476,8 +476,14 @@ static int handle_cr_access(void)
 		uint64_t v = get_reg(gpr);
 		VMW(shadow, v);
 		VMW(guest, (vmr(guest) & mask) | (v & ~mask));
-	} else if (cr == 0 && type == 2)
+	} else if (cr == 0 && type == 2) {
 		VMW(CR0_READ_SHADOW, vmr(CR0_READ_SHADOW) & ~(uint64_t)CR0_TS);
+	} else if (cr == 0 && type == 3) {
+		/* LMSW: bits 3:0 from the source data (31:16), PE never cleared. */
+		uint64_t src = (q >> 16) & 0xf, sh = vmr(CR0_READ_SHADOW), g = vmr(GUEST_CR0);
+		VMW(CR0_READ_SHADOW, (sh & ~0xfull) | src | (sh & 1));
+		VMW(GUEST_CR0, (g & ~(0xfull & ~mask)) | ((src | (g & 1)) & 0xf & ~mask));
+	}
 	else {
 		printf("turtle: CR access exit with qualification 0x%llx it did not ask for\n", (unsigned long long)q);
 		return stop("unexpected CR access");

@@ -238,7 +238,8 @@ final class NestedTests: XCTestCase {
             let (m, masked) = try turtle("cr-storm", "5 l2", turtleArgs: ept + "cr0mask=0x8 intercept=dr,wbinvd")
             XCTAssertTrue(m.stdout.contains("[L2] PASS: CR0.TS reads set after MOV to CR0 and clear after CLTS"), m.stdout)
             let crExits = masked.filter { $0.level == 2 && $0.vmxReason == 28 }.map(\.value)
-            XCTAssertEqual(crExits.count, 2, "MOV to CR0 setting TS, then CLTS")
+            XCTAssertEqual(crExits.count, 4, "MOV to CR0 setting TS, CLTS, LMSW setting TS, CLTS")
+            XCTAssertTrue(m.stdout.contains("[L2] PASS: LMSW sets CR0.TS, SMSW reads it (0x39), CLTS clears it"), m.stdout)
             // MOV to and from DR0, WBINVD, and INVD, which exits whatever L1 asks (26.1.2).
             XCTAssertTrue(m.stdout.contains("[L2] PASS: DR0 reads back 0x1234000; WBINVD and INVD complete"), m.stdout)
             XCTAssertEqual(masked.filter { $0.level == 2 && $0.vmxReason == 29 }.count, 2)

@@ -134,4 +134,23 @@ final class SensitiveInstructionTests: XCTestCase {
         XCTAssertTrue(ExitRouting.wantsWBINVD(vmcs: v))
         XCTAssertFalse(ExitRouting.wantsWBINVD(vmcs: vmcs([])))
     }
+
+    /// LMSW and SMSW (26.1.3, 26.3, Table 28-3), with CR0.PE and TS owned.
+    func testLMSWAndSMSW() throws {
+        let lmsw = try XCTUnwrap(VMXDecoder.decodeMachineStatusWord([0x0f, 0x01, 0xf0], state: long64))   // lmsw ax
+        XCTAssertEqual(lmsw, MachineStatusWordAccess(load: true, operand: .register(0), operandSize: 2, length: 3))
+        let smsw = try XCTUnwrap(VMXDecoder.decodeMachineStatusWord([0x48, 0x0f, 0x01, 0xe3], state: long64)) // smsw rbx
+        XCTAssertEqual(smsw.operandSize, 8)
+        XCTAssertFalse(smsw.load)
+        XCTAssertNil(VMXDecoder.decodeMachineStatusWord([0x0f, 0x01, 0xf8], state: long64), "/7 is SWAPGS")
+        var v = vmcs([])
+        XCTAssertTrue(v.write(.cr0GuestHostMask, 0x9))                        // PE, TS
+        XCTAssertTrue(v.write(.cr0ReadShadow, 0x0))
+        XCTAssertTrue(ExitRouting.wantsLMSW(source: 0x1, vmcs: v), "setting PE, owned and shadowed clear")
+        XCTAssertTrue(ExitRouting.wantsLMSW(source: 0x8, vmcs: v), "TS differs from the shadow")
+        XCTAssertFalse(ExitRouting.wantsLMSW(source: 0x2, vmcs: v), "MP is not owned")
+        XCTAssertEqual(ExitRouting.lmswResult(source: 0x2, current: 0x8000_0031, vmcs: v), 0x8000_0033, "MP loaded, PE kept")
+        XCTAssertEqual(ExitRouting.lmswResult(source: 0x0, current: 0x31, vmcs: vmcs([])), 0x31, "PE is never cleared")
+        XCTAssertEqual(ExitRouting.lmswQualification(source: 0x8, memory: true), 0x8_0070)
+    }
 }

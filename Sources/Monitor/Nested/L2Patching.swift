@@ -92,6 +92,11 @@ extension Machine {
                                      state: state, note: &note))
             }
             return .some(executeOriginal(at: gpa, state: state, l2: l2))
+        case .lmsw, .smsw:
+            guard let vmcs = vmx.current, let access = VMXDecoder.decodeMachineStatusWord(site.bytes, state: state) else {
+                return .some(.unhandledExit("L2's LMSW/SMSW at \(hex(gpa)) does not decode"))
+            }
+            return .some(machineStatusWord(access, state: state, vmcs: vmcs, gpa: gpa, l2: l2, note: &note))
         case .clts:
             guard let vmcs = vmx.current else { return .some(.unhandledExit("L2's CLTS without a current VMCS")) }
             switch ExitRouting.clts(vmcs: vmcs) {
@@ -176,6 +181,62 @@ extension Machine {
         var stepped = state
         stepped.gprs[move.register] = written
         return executeOriginal(at: gpa, state: stepped, l2: l2, restoring: (move.register, state.gprs[move.register]))
+    }
+
+    /// LMSW and SMSW at a patched site (SDM 26.1.3, 26.3). A memory operand
+    /// L0 cannot read or write is left to KVM, which raises its fault.
+    func machineStatusWord(_ access: MachineStatusWordAccess, state: CPUState, vmcs: VMCS12, gpa: UInt64, l2: L2Machine,
+                           note: inout ExitNote) -> RunOutcome? {
+        let memory = L2PhysicalMemory(machine: self, writable: true)
+        func linear(_ m: MemoryOperand, write: Bool) -> UInt64? {
+            if case let .success(address) = m.linearAddress(state: state, instructionLength: access.length, size: 2, write: write) {
+                return address
+            }
+            return nil
+        }
+        var after = state
+        after.rip = state.wrappingRIP(state.rip &+ UInt64(access.length))
+        if access.load {
+            let source: UInt16
+            switch access.operand {
+            case let .register(r): source = UInt16(truncatingIfNeeded: state.gprs[r])
+            case let .memory(m):
+                guard let address = linear(m, write: false),
+                      case let .success(bytes) = PageWalker.readLinear(address, count: 2, access: MemoryAccess(), state: state,
+                                                                        memory: memory) else {
+                    return executeOriginal(at: gpa, state: state, l2: l2)
+                }
+                source = UInt16(bytes[0]) | UInt16(bytes[1]) << 8
+            }
+            if ExitRouting.wantsLMSW(source: source, vmcs: vmcs) {
+                var memoryOperand = false
+                if case .memory = access.operand { memoryOperand = true }
+                return reflect(NestedExit(reason: .controlRegisterAccess,
+                                          qualification: ExitRouting.lmswQualification(source: source, memory: memoryOperand),
+                                          instructionLength: access.length), state: state, note: &note)
+            }
+            after.cr0 = ExitRouting.lmswResult(source: source, current: state.cr0, vmcs: vmcs)
+            after.storeRegistersAndSegments(into: l2.vcpu)
+            return nil
+        }
+        let value = ExitRouting.controlRegisterRead(0, actual: state.cr0, vmcs: vmcs)
+        switch access.operand {
+        case let .register(r):
+            switch access.operandSize {
+            case 2: after.gprs[r] = (state.gprs[r] & ~0xffff) | (value & 0xffff)
+            case 4: after.gprs[r] = value & 0xffff_ffff
+            default: after.gprs[r] = value
+            }
+        case let .memory(m):
+            guard let address = linear(m, write: true),
+                  case .success = PageWalker.writeLinear(address, bytes: [UInt8(value & 0xff), UInt8((value >> 8) & 0xff)],
+                                                         access: MemoryAccess(), state: state, memory: memory,
+                                                         physicalAddressBits: vmx.capabilities.physicalAddressBits) else {
+                return executeOriginal(at: gpa, state: state, l2: l2)
+            }
+        }
+        after.storeRegistersAndSegments(into: l2.vcpu)
+        return nil
     }
 
     /// A site whose instruction L1 does not intercept: KVM runs the original

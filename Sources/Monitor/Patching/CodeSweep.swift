@@ -15,6 +15,9 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
     case controlRegisterMove
     /// CLTS, reason 28 when CR0.TS is owned by L1 and shadowed set (26.1.3).
     case clts
+    /// LMSW, reason 28 through the CR0 mask (26.1.3); SMSW reads the CR0
+    /// read shadow (26.3).
+    case lmsw, smsw
     /// MOV to or from a debug register, reason 29 under MOV-DR exiting.
     case debugRegisterMove
     /// WBINVD, reason 54 under WBINVD exiting; INVD, reason 13, always.
@@ -31,6 +34,8 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
         case ZYDIS_MNEMONIC_INVLPG: self = .invlpg
         case ZYDIS_MNEMONIC_MOV where Self.movesControlRegister(bytes): self = .controlRegisterMove
         case ZYDIS_MNEMONIC_CLTS: self = .clts
+        case ZYDIS_MNEMONIC_LMSW: self = .lmsw
+        case ZYDIS_MNEMONIC_SMSW: self = .smsw
         case ZYDIS_MNEMONIC_MOV where Self.movesDebugRegister(bytes): self = .debugRegisterMove
         case ZYDIS_MNEMONIC_WBINVD: self = .wbinvd
         case ZYDIS_MNEMONIC_INVD: self = .invd
@@ -68,7 +73,7 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
     public func matches(objdump text: String) -> Bool {
         let mnemonic = text.split(separator: " ").first.map(String.init) ?? ""
         switch self {
-        case .cpuid, .rdtsc, .invlpg, .clts, .wbinvd, .invd: return mnemonic == rawValue
+        case .cpuid, .rdtsc, .invlpg, .clts, .wbinvd, .invd, .lmsw, .smsw: return mnemonic == rawValue
         case .debugRegisterMove: return mnemonic == "mov" && text.contains("%db")
         case .controlRegisterMove: return mnemonic == "mov" && ["%cr0", "%cr3", "%cr4"].contains { text.contains($0) }
         }
@@ -81,6 +86,7 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
         case .rdtsc: [0x0f, 0x31]
         case .controlRegisterMove: [0x0f]
         case .clts: [0x0f, 0x06]
+        case .lmsw, .smsw: [0x0f, 0x01]
         case .debugRegisterMove: [0x0f]
         case .wbinvd: [0x0f, 0x09]
         case .invd: [0x0f, 0x08]

@@ -47,3 +47,42 @@ extension VMXDecoder {
         return (m, c.position)
     }
 }
+
+/// LMSW r/m16 (0F 01 /6) and SMSW r/m (0F 01 /4): the machine status word,
+/// CR0's low bits (SDM Vol. 2A "LMSW", Vol. 2B "SMSW").
+public struct MachineStatusWordAccess: Equatable, Sendable {
+    public enum Operand: Equatable, Sendable { case register(Int), memory(MemoryOperand) }
+    public var load: Bool
+    public var operand: Operand
+    /// SMSW to a register: 2, 4 or 8 bytes; 2 otherwise.
+    public var operandSize: Int
+    public var length: Int
+
+    public init(load: Bool, operand: Operand, operandSize: Int, length: Int) {
+        self.load = load; self.operand = operand; self.operandSize = operandSize; self.length = length
+    }
+}
+
+extension VMXDecoder {
+    public static func decodeMachineStatusWord(_ bytes: some Collection<UInt8>, state: CPUState) -> MachineStatusWordAccess? {
+        var c = Cursor(bytes: Array(bytes.prefix(maximumLength)))
+        let mode64 = state.mode64
+        guard let (p, first) = try? readPrefixes(&c, mode64: mode64), first == 0x0f, !p.lock,
+              let second = try? c.next(), second == 0x01, let modrm = try? c.next() else { return nil }
+        let op = (modrm >> 3) & 7
+        guard op == 4 || op == 6 else { return nil }
+        let defaultAddressSize = mode64 ? 64 : (state.cs.db ? 32 : 16)
+        let addressSize = mode64 ? (p.addressSize ? 32 : 64)
+            : (p.addressSize ? (defaultAddressSize == 32 ? 16 : 32) : defaultAddressSize)
+        let operand: MachineStatusWordAccess.Operand
+        var size = 2
+        if modrm >> 6 == 3 {
+            operand = .register(Int(modrm & 7) | p.rexB)
+            if op == 4 { size = mode64 && p.rexW ? 8 : (p.operandSize ? 2 : (state.cs.db || mode64 ? 4 : 2)) }
+        } else {
+            guard case let .memory(m)? = try? decodeRM(modrm, &c, p: p, addressSize: addressSize, mode64: mode64) else { return nil }
+            operand = .memory(m)
+        }
+        return MachineStatusWordAccess(load: op == 6, operand: operand, operandSize: size, length: c.position)
+    }
+}

@@ -104,6 +104,29 @@ public enum ExitRouting {
         UInt64(move.controlRegister & 0xf) | (move.toControlRegister ? 0 : 1) << 4 | UInt64(move.register & 0xf) << 8
     }
 
+    /// LMSW (26.1.3): an exit when it would set PE while L1 owns PE and the
+    /// shadow has it clear, or change an owned bit among MP, EM and TS from
+    /// its shadowed value.
+    public static func wantsLMSW(source: UInt16, vmcs: VMCS12) -> Bool {
+        let (mask, shadow) = maskAndShadow(0, vmcs: vmcs)
+        let s = UInt64(source)
+        return (mask & 1 != 0 && shadow & 1 == 0 && s & 1 != 0) || (mask & 0xe) & (s ^ shadow) != 0
+    }
+
+    /// CR0 after an LMSW that does not exit (Vol. 2A "LMSW", 26.3): bits 3:0
+    /// from the source, PE never cleared, and the owned bits kept.
+    public static func lmswResult(source: UInt16, current: UInt64, vmcs: VMCS12) -> UInt64 {
+        let mask = maskAndShadow(0, vmcs: vmcs).mask & 0xf
+        let loaded = (UInt64(source) & 0xf) | (current & 1)
+        return (current & ~0xf) | (current & mask) | (loaded & ~mask & 0xf)
+    }
+
+    /// LMSW's qualification (Table 28-3): CR0, access type 3, bit 6 for a
+    /// memory operand, the source data in bits 31:16.
+    public static func lmswQualification(source: UInt16, memory: Bool) -> UInt64 {
+        3 << 4 | (memory ? 1 << 6 : 0) | UInt64(source) << 16
+    }
+
     /// CLTS's qualification (Table 28-3): CR0, access type 2.
     public static let cltsQualification: UInt64 = 2 << 4
 
