@@ -31,6 +31,11 @@ extension Array where Element == UInt8 {
     public func littleEndian(at offset: Int = 0, count: Int? = nil) -> UInt64 {
         (0..<(count ?? self.count - offset)).reduce(0) { $0 | UInt64(self[offset + $1]) << (8 * UInt64($1)) }
     }
+
+    /// The low `count` bytes of `value` in x86 byte order.
+    public init(littleEndian value: UInt64, count: Int) {
+        self = (0..<count).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
+    }
 }
 
 /// A flat array of bytes as guest RAM from address 0: for tests and tools.

@@ -142,7 +142,7 @@ extension Machine {
               frame.rflags & Self.trapFlag != 0 else { return }
         let word = state.longModeActive ? 8 : 4
         let value = frame.rflags & ~Self.trapFlag
-        _ = PageWalker.writeLinear(address, bytes: (0..<word).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) },
+        _ = PageWalker.writeLinear(address, bytes: [UInt8](littleEndian: value, count: word),
                                    access: MemoryAccess(), state: state, memory: L2PhysicalMemory(machine: self, writable: true),
                                    physicalAddressBits: vmx.capabilities.physicalAddressBits)
     }
@@ -206,7 +206,7 @@ extension Machine {
                                                                         memory: memory) else {
                     return executeOriginal(at: gpa, state: state, l2: l2)
                 }
-                source = UInt16(bytes[0]) | UInt16(bytes[1]) << 8
+                source = UInt16(bytes.littleEndian())
             }
             if ExitRouting.wantsLMSW(source: source, vmcs: vmcs) {
                 var memoryOperand = false
@@ -229,7 +229,7 @@ extension Machine {
             }
         case let .memory(m):
             guard let address = linear(m, write: true),
-                  case .success = PageWalker.writeLinear(address, bytes: [UInt8(value & 0xff), UInt8((value >> 8) & 0xff)],
+                  case .success = PageWalker.writeLinear(address, bytes: [UInt8](littleEndian: value, count: 2),
                                                          access: MemoryAccess(), state: state, memory: memory,
                                                          physicalAddressBits: vmx.capabilities.physicalAddressBits) else {
                 return executeOriginal(at: gpa, state: state, l2: l2)

@@ -128,7 +128,7 @@ struct Context<Memory: GuestMemoryAccess> {
         switch insn.linearAddress(m, state: cpu, size: size, write: true) {
         case let .failure(e): return e
         case let .success(linear):
-            let bytes = (0..<size).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
+            let bytes = [UInt8](littleEndian: value, count: size)
             var writeAccess = access
             writeAccess.write = true
             switch PageWalker.writeLinear(linear, bytes: bytes, access: writeAccess, state: cpu, memory: memory,

@@ -109,10 +109,7 @@ public enum InterruptDelivery {
         // The frame, highest address first (Figures 6-4, 6-9).
         let size = UInt64(frame.count) * word
         let top = stack &- size
-        var bytes: [UInt8] = []
-        for value in frame.reversed() {
-            for i in 0..<Int(word) { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * UInt64(i)))) }
-        }
+        let bytes = frame.reversed().flatMap { [UInt8](littleEndian: $0, count: Int(word)) }
         var supervisor = cpu
         supervisor.ss.dpl = newCPL
         switch PageWalker.writeLinear(ia32e ? top : top & 0xffff_ffff, bytes: bytes, access: MemoryAccess(write: true),
