@@ -54,12 +54,7 @@ extension Machine {
         // L1's own single-step trap, which a standard KVM host reports while
         // L0's breakpoints are armed: L1's IDT takes it, DR6.BS set.
         if exit.exception == 1, exit.dr6 & DebugExceptions.singleStep != 0 {
-            do {
-                var debug = try vcpu.debugRegisters()
-                debug.dr6 = DebugExceptions.dr6(debug.dr6, delivering: DebugExceptions.singleStep)
-                try vcpu.setDebugRegisters(debug)
-            } catch { return .unhandledExit("L1's #DB: \(error)") }
-            inject(X86Exception(vector: 1))
+            do { try injectDebugTrap(DebugExceptions.singleStep, into: vcpu) } catch { return .unhandledExit("L1's #DB: \(error)") }
             return nil
         }
         return .unhandledExit("debug exit (vector \(exit.exception)) at \(hex(exit.pc))")

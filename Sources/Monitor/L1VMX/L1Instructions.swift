@@ -92,6 +92,15 @@ extension Machine {
         if case .fault = execution.result { note.flags.insert(.faulted) }
     }
 
+    /// Queues a trap-like #DB with `pending` (B0-B3, BS) for `target`, with
+    /// DR6 updated as its delivery would (SDM Vol. 3B 18.2.3).
+    func injectDebugTrap(_ pending: UInt64, into target: any VirtualCPU) throws(KVMError) {
+        var debug = try target.debugRegisters()
+        debug.dr6 = DebugExceptions.dr6(debug.dr6, delivering: pending)
+        try target.setDebugRegisters(debug)
+        inject(X86Exception(vector: 1), into: target)
+    }
+
     /// Queues `exception` for delivery at the current instruction of
     /// `target` (L1's vCPU unless given), through sync events; a #PF's
     /// address goes to CR2.

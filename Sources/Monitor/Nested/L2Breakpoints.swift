@@ -63,8 +63,9 @@ extension Machine {
                   let vmcs = vmx.current else {
                 return .unhandledExit("L2 debug exit at \(hex(d.pc))")
             }
-            let at = frame.unwound(state, memory: memory) ?? frame.unwound(state)
-            if vector == IDTBreakpoints.bpVector, frame.rip > 0, var site = frame.unwound(state, memory: memory) {
+            let acrossPrivilege = frame.unwound(state, memory: memory)
+            let at = acrossPrivilege ?? frame.unwound(state)
+            if vector == IDTBreakpoints.bpVector, frame.rip > 0, var site = acrossPrivilege {
                 site.rip -= 1                                    // INT3 is a trap: back to it
                 if let outcome = handlePatchedSite(l2: l2, state: site, note: &note) { return outcome }
             }

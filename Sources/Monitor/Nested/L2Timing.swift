@@ -135,14 +135,7 @@ extension Machine {
             return reflect(NestedExit(reason: .exceptionOrNMI, qualification: DebugExceptions.exitQualification(dr6: pending),
                                       interruptionInfo: info), state: l2State, note: &note)
         }
-        do {
-            var debug = try l2.vcpu.debugRegisters()
-            debug.dr6 = DebugExceptions.dr6(debug.dr6, delivering: pending)
-            try l2.vcpu.setDebugRegisters(debug)
-        } catch {
-            return .unhandledExit("L2's #DB: \(error)")
-        }
-        inject(X86Exception(vector: 1), into: l2.vcpu)
+        do { try injectDebugTrap(pending, into: l2.vcpu) } catch { return .unhandledExit("L2's #DB: \(error)") }
         l2.halted = false
         return nil
     }
