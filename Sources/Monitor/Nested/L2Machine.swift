@@ -45,14 +45,18 @@ final class L2Machine {
     private(set) var copies: [UInt32: (slot: Slot, memory: GuestMemory, entry: PatchTable.Page)] = [:]
     /// L2-physical pages L2 wrote to: L0 no longer patches them.
     var unpatched = Set<UInt64>()
-    /// The patched page whose original L2 is being stepped through.
-    var steppingOriginal: UInt64?
-    /// A register L0 changed for that step, and the value it goes back to.
-    var restoreAfterStep: (Int, UInt64)?
+    /// L0 single-steps L2 over a patched site's original instruction
+    /// (docs/PATCHING.md): the page it is on (L1's meanwhile), the
+    /// instruction's RIP, CS and RFLAGS.TF, and a register L0 changed for
+    /// the step, with the value it goes back to.
+    struct OriginalStep {
+        var page: UInt64
+        var rip: UInt64, cs: UInt16, trapFlag: Bool
+        var restoring: (register: Int, value: UInt64)?
+    }
+    var originalStep: OriginalStep?
     /// The CPU time the last run of L2 was charged to the preemption timer.
     var lastRunNanos: UInt64 = 0
-    /// The stepped instruction's RIP, CS and RFLAGS.TF.
-    var steppedSite: (rip: UInt64, cs: UInt16, trapFlag: Bool)?
     /// The #DB the entry left pending (SDM 27.7.3), until L0 raises it.
     var debugExceptions: UInt64 = 0
     /// DR6 as the entry gave it to L2 (L1's: VMX does not switch DR6). A

@@ -64,11 +64,10 @@ extension Machine {
                 return .some(.unhandledExit("reading L1's IA32_TSC for L2's RDTSC"))
             }
             let tsc = ExitRouting.l2TimeStampCounter(l1: l1TSC, vmcs: vmcs)
-            var after = state
-            after.gprs[.rax] = tsc & 0xffff_ffff
-            after.gprs[.rdx] = tsc >> 32
-            after.rip = state.wrappingRIP(state.rip &+ UInt64(site.length))
-            after.storeRegistersAndSegments(into: l2.vcpu)
+            completeInL0(state, length: site.length, l2: l2) {
+                $0.gprs[.rax] = tsc & 0xffff_ffff
+                $0.gprs[.rdx] = tsc >> 32
+            }
             note.value = tsc
             return .some(nil)
         case .controlRegisterMove:
@@ -86,7 +85,7 @@ extension Machine {
             }
             return .some(executeOriginal(at: gpa, state: state, l2: l2))
         case .wbinvd, .invd:
-            guard let vmcs = vmx.current else { return .some(.unhandledExit("L2's WBINVD without a current VMCS")) }
+            guard let vmcs = vmx.current else { return .some(.unhandledExit("L2's \(site.instruction) without a current VMCS")) }
             if site.instruction == .invd || ExitRouting.wantsWBINVD(vmcs: vmcs) {
                 return .some(reflect(NestedExit(reason: site.instruction == .invd ? .invd : .wbinvd, instructionLength: site.length),
                                      state: state, note: &note))
@@ -106,9 +105,7 @@ extension Machine {
             case .clearTS:
                 return .some(executeOriginal(at: gpa, state: state, l2: l2))
             case .noChange:
-                var after = state
-                after.rip = state.wrappingRIP(state.rip &+ UInt64(site.length))
-                after.storeRegistersAndSegments(into: l2.vcpu)
+                completeInL0(state, length: site.length, l2: l2)
                 return .some(nil)
             }
         case .invlpg:
@@ -131,11 +128,20 @@ extension Machine {
 
     static let trapFlag: UInt64 = 1 << 8
 
+    /// An instruction L0 carries out for L2 at `state`: `change` applied,
+    /// RIP past its `length` bytes, into L2's vCPU.
+    func completeInL0(_ state: CPUState, length: Int, l2: L2Machine, _ change: (inout CPUState) -> Void = { _ in }) {
+        var after = state
+        change(&after)
+        after.rip = state.wrappingRIP(state.rip &+ UInt64(length))
+        after.storeRegistersAndSegments(into: l2.vcpu)
+    }
+
     /// When the stepped instruction faulted, the frame its exception pushed
     /// holds RFLAGS with the TF KVM's single step set (measured 2026-12-06:
     /// the handler's IRET then raised a #DB in L2). The frame gets the TF
     /// the instruction had.
-    func clearStepTrapFlag(_ site: (rip: UInt64, cs: UInt16, trapFlag: Bool), l2: L2Machine) {
+    func clearStepTrapFlag(_ site: L2Machine.OriginalStep, l2: L2Machine) {
         let state = l2State
         guard !site.trapFlag, state.rip != site.rip,
               let (frame, address) = ExceptionFrame.pushed(for: site.rip, cs: site.cs, cpu: state, memory: L2PhysicalMemory(machine: self)),
@@ -163,11 +169,8 @@ extension Machine {
         let actual = cr == 0 ? state.cr0 : state.cr4
         guard move.toControlRegister else {
             // MOV from CR0/CR4: the read shadow for the bits L1 owns.
-            var after = state
             let value = ExitRouting.controlRegisterRead(cr, actual: actual, vmcs: vmcs)
-            after.gprs[move.register] = state.mode64 ? value : value & 0xffff_ffff
-            after.rip = state.wrappingRIP(state.rip &+ UInt64(move.length))
-            after.storeRegistersAndSegments(into: l2.vcpu)
+            completeInL0(state, length: move.length, l2: l2) { $0.gprs[move.register] = state.mode64 ? value : value & 0xffff_ffff }
             return nil
         }
         if ExitRouting.wantsControlRegisterWrite(cr, value: operand, vmcs: vmcs) { return reflect(exit, state: state, note: &note) }
@@ -194,8 +197,6 @@ extension Machine {
             }
             return nil
         }
-        var after = state
-        after.rip = state.wrappingRIP(state.rip &+ UInt64(access.length))
         if access.load {
             let source: UInt16
             switch access.operand {
@@ -215,19 +216,13 @@ extension Machine {
                                           qualification: ExitRouting.lmswQualification(source: source, memory: memoryOperand),
                                           instructionLength: access.length), state: state, note: &note)
             }
-            after.cr0 = ExitRouting.lmswResult(source: source, current: state.cr0, vmcs: vmcs)
-            after.storeRegistersAndSegments(into: l2.vcpu)
+            completeInL0(state, length: access.length, l2: l2) {
+                $0.cr0 = ExitRouting.lmswResult(source: source, current: state.cr0, vmcs: vmcs)
+            }
             return nil
         }
         let value = ExitRouting.controlRegisterRead(0, actual: state.cr0, vmcs: vmcs)
-        switch access.operand {
-        case let .register(r):
-            switch access.operandSize {
-            case 2: after.gprs[r] = (state.gprs[r] & ~0xffff) | (value & 0xffff)
-            case 4: after.gprs[r] = value & 0xffff_ffff
-            default: after.gprs[r] = value
-            }
-        case let .memory(m):
+        if case let .memory(m) = access.operand {
             guard let address = linear(m, write: true),
                   case .success = PageWalker.writeLinear(address, bytes: [UInt8](littleEndian: value, count: 2),
                                                          access: MemoryAccess(), state: state, memory: memory,
@@ -235,7 +230,14 @@ extension Machine {
                 return executeOriginal(at: gpa, state: state, l2: l2)
             }
         }
-        after.storeRegistersAndSegments(into: l2.vcpu)
+        completeInL0(state, length: access.length, l2: l2) {
+            guard case let .register(r) = access.operand else { return }
+            switch access.operandSize {
+            case 2: $0.gprs[r] = (state.gprs[r] & ~0xffff) | (value & 0xffff)
+            case 4: $0.gprs[r] = value & 0xffff_ffff
+            default: $0.gprs[r] = value
+            }
+        }
         return nil
     }
 
@@ -251,9 +253,8 @@ extension Machine {
             state.storeRegistersAndSegments(into: l2.vcpu)
             try l2.unmap(copy)
             try l2.map(base: copy.base, size: copy.size, l1: copy.l1, readOnly: true, memory: memory)
-            l2.steppingOriginal = copy.base
-            l2.restoreAfterStep = restoring
-            l2.steppedSite = (state.rip, state.cs.selector, state.rflags & Self.trapFlag != 0)
+            l2.originalStep = L2Machine.OriginalStep(page: copy.base, rip: state.rip, cs: state.cs.selector,
+                                                     trapFlag: state.rflags & Self.trapFlag != 0, restoring: restoring)
             try l2.breakpoints.stepPastHandler()
         } catch {
             return .unhandledExit("running L2's original instruction at \(hex(gpa)): \(error)")
@@ -267,19 +268,18 @@ extension Machine {
     /// paging as it is now: a MOV to CR3 may have switched it (the entry's
     /// pre-mapping, docs/ARCHITECTURE.md; issue 11 item 18).
     func restorePatchedCopy(_ l2: L2Machine, stepped: Bool = false) throws(KVMError) {
-        guard let page = l2.steppingOriginal else { return }
-        l2.steppingOriginal = nil
-        if stepped, let (register, value) = l2.restoreAfterStep {
-            var regs = CPUState(l2.vcpu)
-            regs.gprs[register] = value
-            regs.storeRegisters(into: l2.vcpu)
-        }
-        l2.restoreAfterStep = nil
-        if stepped, let site = l2.steppedSite {
-            clearStepTrapFlag(site, l2: l2)
+        guard let step = l2.originalStep else { return }
+        l2.originalStep = nil
+        if stepped {
+            if let restoring = step.restoring {
+                var regs = CPUState(l2.vcpu)
+                regs.gprs[restoring.register] = restoring.value
+                regs.storeRegisters(into: l2.vcpu)
+            }
+            clearStepTrapFlag(step, l2: l2)
             l2.preemption?.refund(l2.lastRunNanos)             // and so was the step
         }
-        l2.steppedSite = nil
+        let page = step.page
         guard let original = l2.slot(containing: page) else { return }
         try l2.unmap(original)
         _ = try mapPatchedCopies(page, page + UInt64(PatchTable.pageSize), l1Start: original.l1, l2: l2)

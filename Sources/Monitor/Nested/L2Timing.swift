@@ -25,7 +25,7 @@ extension Machine {
     func l2Pending(_ l2: L2Machine) -> L2Pending {
         // The step over a patched site's original instruction finishes first:
         // with the trap before it, it is one L2 instruction (docs/PATCHING.md).
-        if l2.steppingOriginal != nil { return L2Pending() }
+        if l2.originalStep != nil { return L2Pending() }
         var p = L2Pending(deliveryFault: l2.deliveryFault != nil, preemptionTimer: l2.preemption,
                           l1InterruptPending: pendingL1Interrupt() != nil, halted: l2.halted)
         p.debugExceptions = l2.debugExceptions
@@ -164,7 +164,7 @@ extension Machine {
     func runL2(_ l2: L2Machine) throws(KVMError) -> VCPUExit {
         let start = l2.preemption == nil ? 0 : clock.threadCPUTime()
         let now = clock.now()
-        let stepping = l2.steppingOriginal != nil                // one instruction: no kick
+        let stepping = l2.originalStep != nil                    // one instruction: no kick
         var deadline = stepping ? nil : apic.timerDeadline
         if let timer = l2.preemption, !stepping {
             let expiry = now &+ timer.remainingNanos

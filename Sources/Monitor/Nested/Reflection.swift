@@ -80,9 +80,9 @@ extension Machine {
         // An exit that comes before the step over an original instruction
         // (docs/PATCHING.md): a register L0 changed for it has its value back.
         var state = given
-        if let (register, value) = l2.restoreAfterStep {
-            state.gprs[register] = value
-            l2.restoreAfterStep = nil
+        if let restoring = l2.originalStep?.restoring {
+            state.gprs[restoring.register] = restoring.value
+            l2.originalStep?.restoring = nil
         }
         let timer = l2.preemption
         l2.preemption = nil                                         // it stops counting as L2 leaves
