@@ -162,16 +162,29 @@ static bool parse_size(const char *s, uint64_t *out)
 	return true;
 }
 
-/* "on" or "off" into *out; false for anything else. */
-static bool parse_on_off(const char *v, bool *out)
+/* v is `no` (false) or `yes` (true); anything else is refused. */
+static bool parse_choice(const char *v, const char *no, const char *yes, bool *out)
 {
-	if (!strcmp(v, "on"))
+	if (!strcmp(v, yes))
 		*out = true;
-	else if (!strcmp(v, "off"))
+	else if (!strcmp(v, no))
 		*out = false;
 	else
 		return false;
 	return true;
+}
+
+/* "on" or "off" into *out; false for anything else. */
+static bool parse_on_off(const char *v, bool *out)
+{
+	return parse_choice(v, "off", "on", out);
+}
+
+/* The list item [p, end) is `word`. */
+static bool item_is(const char *p, const char *end, const char *word)
+{
+	size_t n = strlen(word);
+	return (size_t)(end - p) == n && !strncmp(p, word, n);
 }
 
 static int parse_args(int argc, char **argv)
@@ -186,11 +199,7 @@ static int parse_args(int argc, char **argv)
 			    (cfg.l2mem & (2 * MIB - 1)))
 				return usage("%s: l2mem must be a multiple of 2M from 2M to 1G", USAGE);
 		} else if ((v = arg_value(argv[i], "io"))) {
-			if (!strcmp(v, "bitmap"))
-				cfg.io_all = false;
-			else if (!strcmp(v, "all"))
-				cfg.io_all = true;
-			else
+			if (!parse_choice(v, "bitmap", "all", &cfg.io_all))
 				return usage(USAGE);
 		} else if ((v = arg_value(argv[i], "preempt"))) {
 			if (!parse_u64(v, &cfg.preempt) || cfg.preempt > 0xffffffffull)
@@ -207,17 +216,17 @@ static int parse_args(int argc, char **argv)
 				const char *end = p;
 				while (*end && *end != ',')
 					end++;
-				if (end - p == 5 && !strncmp(p, "rdtsc", 5))
+				if (item_is(p, end, "rdtsc"))
 					cfg.intercept_rdtsc = true;
-				else if (end - p == 3 && !strncmp(p, "cr3", 3))
+				else if (item_is(p, end, "cr3"))
 					cfg.intercept_cr3 = true;
-				else if (end - p == 6 && !strncmp(p, "invlpg", 6))
+				else if (item_is(p, end, "invlpg"))
 					cfg.intercept_invlpg = true;
-				else if (end - p == 2 && !strncmp(p, "dr", 2))
+				else if (item_is(p, end, "dr"))
 					cfg.intercept_dr = true;
-				else if (end - p == 6 && !strncmp(p, "wbinvd", 6))
+				else if (item_is(p, end, "wbinvd"))
 					cfg.intercept_wbinvd = true;
-				else if (!(end - p == 5 && !strncmp(p, "cpuid", 5)))
+				else if (!item_is(p, end, "cpuid"))
 					return usage("%s: intercept= takes cpuid, rdtsc, cr3, invlpg, dr and wbinvd", USAGE);
 				p = *end ? end + 1 : end;
 			}
@@ -231,18 +240,10 @@ static int parse_args(int argc, char **argv)
 			if (!parse_u64(v, &cfg.tsc_offset))
 				return usage("%s: tscoffset=N needs a 64-bit N", USAGE);
 		} else if ((v = arg_value(argv[i], "irq"))) {
-			if (!strcmp(v, "exit"))
-				cfg.irq_direct = false;
-			else if (!strcmp(v, "direct"))
-				cfg.irq_direct = true;
-			else
+			if (!parse_choice(v, "exit", "direct", &cfg.irq_direct))
 				return usage(USAGE);
 		} else if ((v = arg_value(argv[i], "hlt"))) {
-			if (!strcmp(v, "exit"))
-				cfg.hlt_wait = false;
-			else if (!strcmp(v, "wait"))
-				cfg.hlt_wait = true;
-			else
+			if (!parse_choice(v, "exit", "wait", &cfg.hlt_wait))
 				return usage(USAGE);
 		} else if ((v = arg_value(argv[i], "ad"))) {
 			if (!parse_on_off(v, &cfg.ad))
