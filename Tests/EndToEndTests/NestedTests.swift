@@ -231,7 +231,10 @@ final class NestedTests: XCTestCase {
             XCTAssertTrue(q.stdout.contains("[L2] PASS: a page touched and invalidated every round still holds its count (50)"), q.stdout)
             XCTAssertFalse(quiet.contains { $0.level == 2 && [14, 28, 29, 54].contains($0.vmxReason) })
             XCTAssertEqual(quiet.filter { $0.level == 2 && $0.vmxReason == 13 }.count, 1, "INVD exits without being asked")
-            XCTAssertGreaterThanOrEqual(quiet.filter { $0.level == 2 && $0.handler == .l0 && $0.flags.contains(.patchedSite) }.count, 251)
+            // Only the sites L1's controls need are trapped: the three MOVs to
+            // CR0 (the fixed bits hold for L2). The 250 CR3 moves and INVLPGs
+            // run as they are, at no cost.
+            XCTAssertEqual(quiet.filter { $0.level == 2 && $0.handler == .l0 && $0.flags.contains(.patchedSite) }.count, 3)
             // With turtle owning CR0.TS the MOV that sets it and the CLTS exit;
             // the reads see the read shadow. (This run reuses the trace file
             // that `quiet` maps, so `quiet` is done with before it.)

@@ -40,7 +40,7 @@ final class VMXTests: XCTestCase {
 
     func testSelftestPassesThroughEmulationFailures() throws {
         let (r, trace) = try selftest([])
-        XCTAssertTrue(r.stdout.contains("SUMMARY: 111 tests, 0 failures"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("SUMMARY: 112 tests, 0 failures"), r.stdout)
         // VMREADs arrive as emulation failures, recorded with reason 23, the field and the outcome.
         let vmreads = trace.filter { $0.kind == .internalError && $0.vmxReason == 23 }
         XCTAssertGreaterThan(vmreads.count, 100)
@@ -64,7 +64,7 @@ final class VMXTests: XCTestCase {
     func testFeatureControlStartsUnlockedWhenAsked() throws {
         // The guest locks it itself, after checking that VMXON faults while unlocked.
         let (r, trace) = try selftest(["--feature-control", "unlocked"], args: "feature-control=unlocked")
-        XCTAssertTrue(r.stdout.contains("SUMMARY: 115 tests, 0 failures"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("SUMMARY: 116 tests, 0 failures"), r.stdout)
         XCTAssertTrue(trace.contains { $0.kind == .wrmsr && $0.address == 0x3a && $0.value == 5 && !$0.flags.contains(.faulted) })
         XCTAssertTrue(trace.contains { $0.kind == .wrmsr && $0.address == 0x3a && $0.flags.contains(.faulted) })
     }

@@ -1,3 +1,4 @@
+import NestedVMX
 import XCTest
 @testable import Monitor
 
@@ -33,7 +34,7 @@ final class PatchTableTests: XCTestCase {
         var memory = [UInt8](repeating: 0xee, count: 4096)      // not code: any bytes
         memory.replaceSubrange(0..<0x10, with: code[0x10...])
         XCTAssertTrue(memory.withUnsafeBytes { page.matches($0) })
-        let copy = memory.withUnsafeBytes { page.patched($0) }
+        let copy = memory.withUnsafeBytes { page.patched($0, classes: [.cpuid]) }
         XCTAssertEqual(copy[4], 0xcc)
         XCTAssertEqual(copy[5], 0xa2, "the rest of the instruction stays")
         XCTAssertEqual(copy.enumerated().filter { $0.element != memory[$0.offset] }.count, 1)
@@ -56,5 +57,34 @@ final class PatchTableTests: XCTestCase {
         XCTAssertEqual(entry?.sites.map(\.instruction), [.rdtsc])
         memory[0] = 0xc3
         XCTAssertNil(memory.withUnsafeBytes { t.page(at: 0x10_0000, holding: $0) })
+    }
+
+    /// Only the sites of the classes L1's controls ask for get INT3: an
+    /// RDTSC without RDTSC exiting or an offset runs as it is.
+    func testACopyTrapsOnlyTheClassesAskedFor() throws {
+        let code: [UInt8] = [0x0f, 0xa2, 0x0f, 0x31, 0xf3, 0x90]                           // cpuid; rdtsc; pause
+        let t = PatchTable(sweeping: [ELFWriter(is64: true, entry: 0x10_0000, segments: [TestSegment(paddr: 0x10_0000, data: code)],
+                                                multiboot: nil).build()])
+        let page = try XCTUnwrap(t.pages[0x10_0000]?.first)
+        XCTAssertEqual(page.sites.map(\.trapClass), [.cpuid, .rdtsc, .pause])
+        var memory = [UInt8](repeating: 0, count: 4096)
+        memory.replaceSubrange(0..<6, with: code)
+        let cpuidOnly = memory.withUnsafeBytes { page.patched($0, classes: [.cpuid, .invd]) }
+        XCTAssertEqual(Array(cpuidOnly[0..<6]), [0xcc, 0xa2, 0x0f, 0x31, 0xf3, 0x90])
+        let all = memory.withUnsafeBytes { page.patched($0, classes: [.cpuid, .rdtsc, .pause]) }
+        XCTAssertEqual(Array(all[0..<6]), [0xcc, 0xa2, 0xcc, 0x31, 0xcc, 0x90])
+        XCTAssertFalse(page.traps([.invd, .movDR]), "no copy at all for a page without a trapped site")
+        XCTAssertTrue(page.traps([.pause]))
+    }
+
+    /// A MOV CR's class is its register and direction.
+    func testControlRegisterMovesAreClassedByRegisterAndDirection() {
+        XCTAssertEqual(SensitiveSite(address: 0, bytes: [0x0f, 0x22, 0xd8], instruction: .controlRegisterMove).trapClass, .cr3Load)
+        XCTAssertEqual(SensitiveSite(address: 0, bytes: [0x0f, 0x20, 0xd8], instruction: .controlRegisterMove).trapClass, .cr3Store)
+        XCTAssertEqual(SensitiveSite(address: 0, bytes: [0x0f, 0x20, 0xc0], instruction: .controlRegisterMove).trapClass,
+                       .controlRegisterRead)
+        XCTAssertEqual(SensitiveSite(address: 0, bytes: [0x0f, 0x22, 0xe0], instruction: .controlRegisterMove).trapClass,
+                       .controlRegisterWrite)
+        XCTAssertEqual(SensitiveSite(address: 0, bytes: [0x44, 0x0f, 0x22, 0xc0], instruction: .controlRegisterMove).trapClass, .cr8)
     }
 }

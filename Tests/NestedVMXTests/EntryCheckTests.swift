@@ -245,9 +245,9 @@ final class EntryCheckTests: XCTestCase {
     static var controlCases: [Case] { [
         ctl("27.2.1.1 pin-based controls reserved bits") { $0.clear(pin, 1 << 1) },           // default-1 bit
         ctl("27.2.1.1 pin-based controls reserved bits") { $0.set(pin, bits(.virtualNMIs)) },  // not allowed-1
-        ctl("27.2.1.1 primary processor-based controls reserved bits") { $0.set(proc, bits(.mwaitExiting)) },
+        ctl("27.2.1.1 primary processor-based controls reserved bits") { $0.set(proc, bits(.nmiWindowExiting)) },
         ctl("27.2.1.1 primary processor-based controls reserved bits") { $0.clear(proc, 1 << 26) },
-        ctl("27.2.1.1 secondary processor-based controls reserved bits") { $0.set(proc2, bits(.descriptorTableExiting)) },
+        ctl("27.2.1.1 secondary processor-based controls reserved bits") { $0.set(proc2, bits(.pauseLoopExiting)) },
         ctl("27.2.1.1 CR3-target count") { $0.caps.misc &= ~(0x1ff << 16); $0[.cr3TargetCount] = 1 },   // MISC reports none
         ctl("27.2.1.1 CR3-target count") { $0.caps.misc |= 4 << 16; $0[.cr3TargetCount] = 5 },
         ctl("27.2.1.1 I/O bitmap A address") { $0[.ioBitmapA] = 0x2001 },

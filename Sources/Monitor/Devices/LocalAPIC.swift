@@ -53,7 +53,8 @@ public final class LocalAPIC: MMIODevice {
     public private(set) var baseMSR: UInt64 = LocalAPIC.defaultBase | LocalAPIC.baseEnable | LocalAPIC.baseBSP
     var irr = VectorSet()
     var isr = VectorSet()
-    private var tpr: UInt32 = 0
+    /// The task priority, which L2's MOV CR8 reads and writes too (docs/PATCHING.md).
+    var tpr: UInt32 = 0
     private var svr: UInt32 = 0xff
     private var ldr: UInt32 = 0
     private var dfr: UInt32 = 0xffff_ffff

@@ -215,4 +215,5 @@ enum Running {
 public enum MSRIndex {
     public static let tsc: UInt32 = 0x10
     public static let apicBase: UInt32 = 0x1b
+    public static let tscAux: UInt32 = 0xc000_0103
 }

@@ -43,6 +43,9 @@ final class L2Machine {
     var halted = false
     /// The patched copies of code pages in EPT02, by slot (docs/PATCHING.md).
     private(set) var copies: [UInt32: (slot: Slot, memory: GuestMemory, entry: PatchTable.Page)] = [:]
+    /// The classes of sites the copies trap: those L1's controls ask for
+    /// (`ExitRouting.trapClasses`), as at the last VM entry.
+    var patchedClasses: TrapClasses = []
     /// L2-physical pages L2 wrote to: L0 no longer patches them.
     var unpatched = Set<UInt64>()
     /// L0 single-steps L2 over a patched site's original instruction

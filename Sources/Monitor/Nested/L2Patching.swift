@@ -20,8 +20,8 @@ extension Machine {
             && l2.slot(containing: page) == nil {
             let l1 = l1Start + (page - start)
             guard let bytes = memory.bytes(at: l1, count: PatchTable.pageSize).map(UnsafeRawBufferPointer.init),
-                  let entry = patches.page(at: page, holding: bytes) else { continue }
-            try l2.mapCopy(at: page, l1: l1, bytes: entry.patched(bytes), entry: entry)
+                  let entry = patches.page(at: page, holding: bytes), entry.traps(l2.patchedClasses) else { continue }
+            try l2.mapCopy(at: page, l1: l1, bytes: entry.patched(bytes, classes: l2.patchedClasses), entry: entry)
             made = true
         }
         return made
@@ -29,7 +29,15 @@ extension Machine {
 
     /// At each VM entry: a copy whose page L1 has changed since is dropped,
     /// so L2 never runs stale code; its next fetch maps L1's page as it is.
-    func refreshPatchedCopies(_ l2: L2Machine) throws(KVMError) {
+    /// When L1's controls ask for other classes than the copies trap, every
+    /// copy goes, and the next fetches patch for the new classes.
+    func refreshPatchedCopies(_ l2: L2Machine, vmcs: VMCS12) throws(KVMError) {
+        let classes = ExitRouting.trapClasses(vmcs: vmcs)
+        if classes != l2.patchedClasses {
+            for copy in l2.copies.values { try l2.unmap(copy.slot) }
+            l2.patchedClasses = classes
+            return
+        }
         for copy in l2.copies.values {
             if let bytes = memory.bytes(at: copy.slot.l1, count: PatchTable.pageSize),
                copy.entry.matches(UnsafeRawBufferPointer(bytes)) { continue }
@@ -45,84 +53,115 @@ extension Machine {
         let linear = state.cs.base &+ state.rip
         guard case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: true), state: state,
                                                              memory: L2PhysicalMemory(machine: self), setAccessedDirty: false),
-              let copy = l2.copy(containing: gpa), let site = copy.entry.site(at: gpa) else { return nil }
+              let copy = l2.copy(containing: gpa), let site = copy.entry.site(at: gpa),
+              l2.patchedClasses.contains(site.trapClass) else { return nil }
         l2.preemption?.refund(l2.lastRunNanos)                 // the run to the trap was L0's work
         note.flags.insert(.patchedSite)
         note.address = gpa
+        guard let vmcs = vmx.current else { return .some(.unhandledExit("L2's \(site.instruction) without a current VMCS")) }
+        return .some(patchedSite(site, gpa: gpa, state: state, vmcs: vmcs, l2: l2, note: &note))
+    }
+
+    /// L2 at a trapped site: the faults that come before any exit, then the
+    /// exit L1 asked for, else what the instruction does without one
+    /// (SDM 26.1, 26.3). What L0 does not carry out itself, KVM runs as the
+    /// original instruction (`executeOriginal`).
+    func patchedSite(_ site: SensitiveSite, gpa: UInt64, state: CPUState, vmcs: VMCS12, l2: L2Machine,
+                     note: inout ExitNote) -> RunOutcome? {
+        func undecodable() -> RunOutcome? { .unhandledExit("L2's \(site.instruction) at \(hex(gpa)) does not decode") }
+        func exit(_ e: NestedExit) -> RunOutcome? { reflect(e, state: state, note: &note) }
+        // MOV CR and MOV DR are privileged in each direction; SMSW's rule is
+        // its class's.
+        let privileged = site.instruction == .controlRegisterMove || site.instruction == .debugRegisterMove
+        switch privileged ? (state.cpl == 0 ? nil : .native) : ExitRouting.precedence(site.trapClass, state: state, vmcs: vmcs) {
+        case .native?: return executeOriginal(at: gpa, state: state, l2: l2)
+        case .invalidOpcode?: return raiseInL2(.invalidOpcode, state: state, note: &note)
+        case nil: break
+        }
         switch site.instruction {
-        case .cpuid:
-            // SDM 26.1.2: CPUID exits unconditionally in VMX non-root operation.
-            return .some(reflect(NestedExit(reason: .cpuid, instructionLength: site.length), state: state, note: &note))
-        case .rdtsc:
-            guard let vmcs = vmx.current else { return .some(.unhandledExit("L2's RDTSC without a current VMCS")) }
+        case .rdtsc, .rdtscp:
             // 26.1.3: RDTSC exiting; else 26.3: L1's TSC, plus TSC_OFFSET
-            // under "use TSC offsetting". L1's TSC is its vCPU's IA32_TSC.
-            if ExitRouting.wantsRDTSC(vmcs: vmcs) {
-                return .some(reflect(NestedExit(reason: .rdtsc, instructionLength: site.length), state: state, note: &note))
+            // under "use TSC offsetting". L1's TSC is its vCPU's IA32_TSC;
+            // RDTSCP's ECX is L2's IA32_TSC_AUX, as the instruction reads it.
+            if ExitRouting.wantsExit(site.trapClass, vmcs: vmcs) {
+                return exit(NestedExit(reason: site.instruction == .rdtsc ? .rdtsc : .rdtscp, instructionLength: site.length))
             }
             guard let l1TSC = vcpu.getMSRs([MSRIndex.tsc]).first ?? nil else {
-                return .some(.unhandledExit("reading L1's IA32_TSC for L2's RDTSC"))
+                return .unhandledExit("reading L1's IA32_TSC for L2's \(site.instruction)")
+            }
+            var aux: UInt64?
+            if site.instruction == .rdtscp {
+                guard let value = l2.vcpu.getMSRs([MSRIndex.tscAux]).first ?? nil else {
+                    return .unhandledExit("reading L2's IA32_TSC_AUX for its RDTSCP")
+                }
+                aux = value
             }
             let tsc = ExitRouting.l2TimeStampCounter(l1: l1TSC, vmcs: vmcs)
             completeInL0(state, length: site.length, l2: l2) {
                 $0.gprs[.rax] = tsc & 0xffff_ffff
                 $0.gprs[.rdx] = tsc >> 32
+                if let aux { $0.gprs[.rcx] = aux & 0xffff_ffff }
             }
             note.value = tsc
-            return .some(nil)
+            return nil
         case .controlRegisterMove:
-            guard let vmcs = vmx.current, let move = VMXDecoder.decodeControlRegisterMove(site.bytes, state: state) else {
-                return .some(.unhandledExit("L2's MOV CR at \(hex(gpa)) does not decode"))
-            }
-            return .some(controlRegisterMove(move, state: state, vmcs: vmcs, gpa: gpa, l2: l2, note: &note))
+            guard let move = VMXDecoder.decodeControlRegisterMove(site.bytes, state: state) else { return undecodable() }
+            return controlRegisterMove(move, state: state, vmcs: vmcs, gpa: gpa, l2: l2, note: &note)
         case .debugRegisterMove:
-            guard let vmcs = vmx.current, let move = VMXDecoder.decodeDebugRegisterMove(site.bytes, state: state) else {
-                return .some(.unhandledExit("L2's MOV DR at \(hex(gpa)) does not decode"))
-            }
+            guard let move = VMXDecoder.decodeDebugRegisterMove(site.bytes, state: state) else { return undecodable() }
             if ExitRouting.wantsMovDR(vmcs: vmcs) {
-                return .some(reflect(NestedExit(reason: .movDR, qualification: ExitRouting.debugRegisterQualification(move),
-                                                instructionLength: move.length), state: state, note: &note))
+                return exit(NestedExit(reason: .movDR, qualification: ExitRouting.debugRegisterQualification(move),
+                                       instructionLength: move.length))
             }
-            return .some(executeOriginal(at: gpa, state: state, l2: l2))
-        case .wbinvd, .invd:
-            guard let vmcs = vmx.current else { return .some(.unhandledExit("L2's \(site.instruction) without a current VMCS")) }
-            if site.instruction == .invd || ExitRouting.wantsWBINVD(vmcs: vmcs) {
-                return .some(reflect(NestedExit(reason: site.instruction == .invd ? .invd : .wbinvd, instructionLength: site.length),
-                                     state: state, note: &note))
-            }
-            return .some(executeOriginal(at: gpa, state: state, l2: l2))
+            return executeOriginal(at: gpa, state: state, l2: l2)
         case .lmsw, .smsw:
-            guard let vmcs = vmx.current, let access = VMXDecoder.decodeMachineStatusWord(site.bytes, state: state) else {
-                return .some(.unhandledExit("L2's LMSW/SMSW at \(hex(gpa)) does not decode"))
-            }
-            return .some(machineStatusWord(access, state: state, vmcs: vmcs, gpa: gpa, l2: l2, note: &note))
+            guard let access = VMXDecoder.decodeMachineStatusWord(site.bytes, state: state) else { return undecodable() }
+            return machineStatusWord(access, state: state, vmcs: vmcs, gpa: gpa, l2: l2, note: &note)
         case .clts:
-            guard let vmcs = vmx.current else { return .some(.unhandledExit("L2's CLTS without a current VMCS")) }
             switch ExitRouting.clts(vmcs: vmcs) {
             case .exit:
-                return .some(reflect(NestedExit(reason: .controlRegisterAccess, qualification: ExitRouting.cltsQualification,
-                                                instructionLength: site.length), state: state, note: &note))
+                return exit(NestedExit(reason: .controlRegisterAccess, qualification: ExitRouting.cltsQualification,
+                                       instructionLength: site.length))
             case .clearTS:
-                return .some(executeOriginal(at: gpa, state: state, l2: l2))
+                return executeOriginal(at: gpa, state: state, l2: l2)
             case .noChange:
                 completeInL0(state, length: site.length, l2: l2)
-                return .some(nil)
+                return nil
             }
         case .invlpg:
-            guard let vmcs = vmx.current, let (operand, length) = VMXDecoder.decodeINVLPG(site.bytes, state: state) else {
-                return .some(.unhandledExit("L2's INVLPG at \(hex(gpa)) does not decode"))
+            guard let (operand, length) = VMXDecoder.decodeINVLPG(site.bytes, state: state) else { return undecodable() }
+            guard ExitRouting.wantsINVLPG(vmcs: vmcs) else { return executeOriginal(at: gpa, state: state, l2: l2) }
+            // 28.2.1: the qualification is the operand's linear address.
+            let linear: UInt64
+            switch operand.linearAddress(state: state, instructionLength: length, size: 1, write: false) {
+            case let .success(address): linear = address
+            case .failure: linear = operand.effectiveAddress(state: state, instructionLength: length)
             }
-            if ExitRouting.wantsINVLPG(vmcs: vmcs) {
-                // 28.2.1: the qualification is the operand's linear address.
-                let linear: UInt64
-                switch operand.linearAddress(state: state, instructionLength: length, size: 1, write: false) {
-                case let .success(address): linear = address
-                case .failure: linear = operand.effectiveAddress(state: state, instructionLength: length)
-                }
-                return .some(reflect(NestedExit(reason: .invlpg, qualification: linear, instructionLength: length),
-                                     state: state, note: &note))
+            return exit(NestedExit(reason: .invlpg, qualification: linear, instructionLength: length))
+        case .invpcid:
+            guard let operands = VMXDecoder.decodeINVPCID(site.bytes, state: state) else { return undecodable() }
+            guard ExitRouting.wantsExit(.invpcid, vmcs: vmcs) else { return executeOriginal(at: gpa, state: state, l2: l2) }
+            return exit(NestedExit(reason: .invpcid, qualification: operands.qualification, instructionLength: operands.length,
+                                   instructionInfo: operands.instructionInformation))
+        case .rdrand, .rdseed:
+            guard let operand = VMXDecoder.decodeRandomNumber(site.bytes, state: state) else { return undecodable() }
+            guard ExitRouting.wantsExit(site.trapClass, vmcs: vmcs) else { return executeOriginal(at: gpa, state: state, l2: l2) }
+            return exit(NestedExit(reason: site.instruction == .rdrand ? .rdrand : .rdseed, instructionLength: operand.length,
+                                   instructionInfo: operand.instructionInformation))
+        case .descriptorTable:
+            guard let access = VMXDecoder.decodeDescriptorTable(site.bytes, state: state) else { return undecodable() }
+            if ExitRouting.descriptorTablePrecedence(access, state: state) != nil || !ExitRouting.wantsExit(.descriptorTable, vmcs: vmcs) {
+                return executeOriginal(at: gpa, state: state, l2: l2)
             }
-            return .some(executeOriginal(at: gpa, state: state, l2: l2))
+            return exit(NestedExit(reason: access.exitReason, qualification: access.qualification, instructionLength: access.length,
+                                   instructionInfo: access.instructionInformation))
+        case .cpuid, .invd, .xsetbv, .wbinvd, .rdpmc, .monitor, .mwait, .pause:
+            // No qualification: MWAIT's bit 0 (the monitor armed) is 0, as
+            // KVM runs MONITOR as a no-op or #UD and never arms one.
+            guard ExitRouting.wantsExit(site.trapClass, vmcs: vmcs), let reason = ExitRouting.exitReason(site.trapClass) else {
+                return executeOriginal(at: gpa, state: state, l2: l2)
+            }
+            return exit(NestedExit(reason: reason, instructionLength: site.length))
         }
     }
 
@@ -153,13 +192,27 @@ extension Machine {
                                    physicalAddressBits: vmx.capabilities.physicalAddressBits)
     }
 
-    /// MOV to or from CR0, CR3 or CR4 at a patched site (SDM 26.1.3, 26.3).
+    /// MOV to or from CR0, CR3, CR4 or CR8 at a patched site (SDM 26.1.3, 26.3).
     func controlRegisterMove(_ move: ControlRegisterMove, state: CPUState, vmcs: VMCS12, gpa: UInt64, l2: L2Machine,
                              note: inout ExitNote) -> RunOutcome? {
         let cr = move.controlRegister
         let exit = NestedExit(reason: .controlRegisterAccess, qualification: ExitRouting.controlRegisterQualification(move),
                               instructionLength: move.length)
         let operand = state.mode64 ? state.gprs[move.register] : state.gprs[move.register] & 0xffff_ffff
+        if cr == 8 {
+            // CR8-load/store exiting; else L1's APIC TPR, as L2 runs on L1's
+            // processor (Vol. 3A 11.8.6.1; "use TPR shadow" is not offered).
+            if ExitRouting.wantsCR8Move(toCR8: move.toControlRegister, vmcs: vmcs) { return reflect(exit, state: state, note: &note) }
+            guard move.toControlRegister else {
+                let value = ExitRouting.cr8(fromTPR: apic.tpr)
+                completeInL0(state, length: move.length, l2: l2) { $0.gprs[move.register] = value }
+                return nil
+            }
+            guard let tpr = ExitRouting.tpr(fromCR8: operand) else { return raiseInL2(.generalProtection(0), state: state, note: &note) }
+            apic.tpr = tpr
+            completeInL0(state, length: move.length, l2: l2)
+            return nil
+        }
         if cr == 3 {
             if ExitRouting.wantsCR3Move(toCR3: move.toControlRegister, value: operand, vmcs: vmcs) {
                 return reflect(exit, state: state, note: &note)

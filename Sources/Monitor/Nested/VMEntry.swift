@@ -15,8 +15,8 @@ extension Machine {
         do {
             l2 = try l2Machine ?? L2Machine(hypervisor.makeL2(cpuid: Self.guestCPUID(hostCPUID, vmx: false)))
             l2Machine = l2
+            try refreshPatchedCopies(l2, vmcs: vmcs)
             try prepareMemory(of: l2, for: vmcs)
-            try refreshPatchedCopies(l2)
             try updateMSRFilter(of: l2, for: vmcs)
             let state = plan.guest
             state.storeRegistersAndSegments(into: l2.vcpu)

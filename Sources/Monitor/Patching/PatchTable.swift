@@ -1,4 +1,5 @@
 import Glibc
+import NestedVMX
 
 /// The code pages of the loaded images that hold sensitive instructions,
 /// by physical page, as L0 patches them for L2 (docs/PATCHING.md). A page
@@ -27,10 +28,15 @@ public struct PatchTable: Sendable {
         /// The site whose first byte is at physical address `address`.
         public func site(at address: UInt64) -> SensitiveSite? { sites.first { $0.address == address } }
 
-        /// The copy L2 runs: `page` with INT3 at each site.
-        public func patched(_ page: UnsafeRawBufferPointer) -> [UInt8] {
+        /// Whether a site of one of `classes` starts on this page.
+        public func traps(_ classes: TrapClasses) -> Bool { sites.contains { classes.contains($0.trapClass) } }
+
+        /// The copy L2 runs: `page` with INT3 at each site of `classes`.
+        public func patched(_ page: UnsafeRawBufferPointer, classes: TrapClasses) -> [UInt8] {
             var copy = [UInt8](page)
-            for s in sites { copy[Int(s.address) & (PatchTable.pageSize - 1)] = PatchTable.trap }
+            for s in sites where classes.contains(s.trapClass) {
+                copy[Int(s.address) & (PatchTable.pageSize - 1)] = PatchTable.trap
+            }
             return copy
         }
     }

@@ -40,10 +40,7 @@ extension VMXDecoder {
         guard let (p, first) = try? readPrefixes(&c, mode64: mode64), first == 0x0f, !p.lock,
               let second = try? c.next(), second == 0x01, let modrm = try? c.next(), (modrm >> 3) & 7 == 7, modrm >> 6 != 3
         else { return nil }
-        let defaultAddressSize = mode64 ? 64 : (state.cs.db ? 32 : 16)
-        let addressSize = mode64 ? (p.addressSize ? 32 : 64)
-            : (p.addressSize ? (defaultAddressSize == 32 ? 16 : 32) : defaultAddressSize)
-        guard case let .memory(m)? = try? decodeRM(modrm, &c, p: p, addressSize: addressSize, mode64: mode64) else { return nil }
+        guard case let .memory(m)? = try? decodeRM(modrm, &c, p: p, addressSize: addressSize(p, state: state), mode64: mode64) else { return nil }
         return (m, c.position)
     }
 }
@@ -71,16 +68,13 @@ extension VMXDecoder {
               let second = try? c.next(), second == 0x01, let modrm = try? c.next() else { return nil }
         let op = (modrm >> 3) & 7
         guard op == 4 || op == 6 else { return nil }
-        let defaultAddressSize = mode64 ? 64 : (state.cs.db ? 32 : 16)
-        let addressSize = mode64 ? (p.addressSize ? 32 : 64)
-            : (p.addressSize ? (defaultAddressSize == 32 ? 16 : 32) : defaultAddressSize)
         let operand: MachineStatusWordAccess.Operand
         var size = 2
         if modrm >> 6 == 3 {
             operand = .register(Int(modrm & 7) | p.rexB)
             if op == 4 { size = mode64 && p.rexW ? 8 : (p.operandSize ? 2 : (state.cs.db || mode64 ? 4 : 2)) }
         } else {
-            guard case let .memory(m)? = try? decodeRM(modrm, &c, p: p, addressSize: addressSize, mode64: mode64) else { return nil }
+            guard case let .memory(m)? = try? decodeRM(modrm, &c, p: p, addressSize: addressSize(p, state: state), mode64: mode64) else { return nil }
             operand = .memory(m)
         }
         return MachineStatusWordAccess(load: op == 6, operand: operand, operandSize: size, length: c.position)

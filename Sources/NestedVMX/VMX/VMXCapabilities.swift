@@ -80,21 +80,28 @@ public struct VMXCapabilities: Equatable, Sendable {
         // window is open (measured: no exit across STI and a 64-iteration loop), so it
         // cannot be honoured. CR3-load, CR3-store and INVLPG exiting: L0 sees
         // L2's MOV CR3 and INVLPG through patched code too, and four CR3-target
-        // values go with CR3-load exiting (MISC). The true MSR (A.3.2) lets the
-        // default-1 CR3-load and CR3-store exiting be 0.
+        // values go with CR3-load exiting (MISC). So do CR8-load/store, RDPMC,
+        // MONITOR, MWAIT and PAUSE exiting (not "use TPR shadow" or PAUSE-loop
+        // exiting). The true MSR (A.3.2) lets the default-1 CR3-load and
+        // CR3-store exiting be 0.
         let procDefault1 = ProcessorBasedControls(rawValue: DefaultSettings.processorBased)
         let procTrueDefault1 = procDefault1.subtracting([.cr3LoadExiting, .cr3StoreExiting])
         let procMay: ProcessorBasedControls = [.hltExiting, .unconditionalIOExiting, .useIOBitmaps, .useMSRBitmaps,
                                                .activateSecondaryControls, .rdtscExiting, .useTSCOffsetting,
-                                               .cr3LoadExiting, .cr3StoreExiting, .invlpgExiting, .movDRExiting]
+                                               .cr3LoadExiting, .cr3StoreExiting, .invlpgExiting, .movDRExiting,
+                                               .cr8LoadExiting, .cr8StoreExiting, .rdpmcExiting, .monitorExiting,
+                                               .mwaitExiting, .pauseExiting]
         let trueProc = controls(mustBe1: procTrueDefault1, mayBe1: procMay)
         let proc = controls(mustBe1: procDefault1, mayBe1: procMay)
 
         // Secondary (SDM 25.6.2): enable EPT, enable VPID, unrestricted guest:
         // L2 runs in a KVM VM, which takes any mode, so a Multiboot L2 can start
-        // in protected mode with paging off.
+        // in protected mode with paging off. WBINVD, RDRAND, RDSEED and
+        // descriptor-table exiting, and "enable RDTSCP" and "enable INVPCID"
+        // (without which they are #UD): through patched code too.
         let proc2 = controls(mustBe1: [] as SecondaryProcessorBasedControls,
-                             mayBe1: [.enableEPT, .enableVPID, .unrestrictedGuest, .wbinvdExiting])
+                             mayBe1: [.enableEPT, .enableVPID, .unrestrictedGuest, .wbinvdExiting, .rdrandExiting,
+                                      .rdseedExiting, .descriptorTableExiting, .enableRDTSCP, .enableINVPCID])
 
         // VM-exit controls (SDM 25.7.1): save debug controls, host address-space
         // size, acknowledge interrupt on exit, save/load PAT, save/load EFER, save
