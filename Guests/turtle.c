@@ -35,7 +35,16 @@
  *               invlpg, INVLPG exiting (with EPT and no VPID there is
  *               nothing for turtle to invalidate: SDM 29.4.3.1); dr,
  *               MOV-DR exiting, with L2's DR0-DR3 kept by turtle; wbinvd,
- *               WBINVD exiting. INVD exits whatever turtle asks.
+ *               WBINVD exiting; cr8, CR8-load and CR8-store exiting, with
+ *               L2's CR8 kept by turtle; pause, PAUSE exiting; rdpmc, RDPMC
+ *               exiting, answered with turtle's own counters; mwait, MONITOR
+ *               and MWAIT exiting, #UD unless CPUID offers them, else no-ops;
+ *               rdrand, RDRAND and RDSEED exiting, answered with turtle's;
+ *               desc, descriptor-table exiting, which turtle carries out on
+ *               the guest-state GDTR, IDTR and LDTR (LLDT of the null
+ *               selector only). INVD and XSETBV exit whatever turtle asks;
+ *               turtle checks and keeps L2's XCR0. With invlpg, INVPCID
+ *               exits too.
  *   cr0mask=M, cr4mask=M  the CR0/CR4 guest/host masks: turtle owns those
  *               bits. L2's writes that change them exit (SDM 26.1.3); turtle
  *               keeps L2's view in the read shadow and the real bits as
@@ -60,7 +69,7 @@
  */
 #include "turtle/turtle.h"
 
-#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc,cr3,invlpg,dr,wbinvd] [tscoffset=N] [cr0mask=M] [cr4mask=M] (L2 image = module 0)"
+#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc,cr3,invlpg,dr,wbinvd,cr8,pause,rdpmc,mwait,rdrand,desc] [tscoffset=N] [cr0mask=M] [cr4mask=M] (L2 image = module 0)"
 #define MIB	(1ull << 20)
 
 struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
@@ -226,8 +235,21 @@ static int parse_args(int argc, char **argv)
 					cfg.intercept_dr = true;
 				else if (item_is(p, end, "wbinvd"))
 					cfg.intercept_wbinvd = true;
+				else if (item_is(p, end, "cr8"))
+					cfg.intercept_cr8 = true;
+				else if (item_is(p, end, "pause"))
+					cfg.intercept_pause = true;
+				else if (item_is(p, end, "rdpmc"))
+					cfg.intercept_rdpmc = true;
+				else if (item_is(p, end, "mwait"))
+					cfg.intercept_mwait = true;
+				else if (item_is(p, end, "rdrand"))
+					cfg.intercept_rdrand = true;
+				else if (item_is(p, end, "desc"))
+					cfg.intercept_desc = true;
 				else if (!item_is(p, end, "cpuid"))
-					return usage("%s: intercept= takes cpuid, rdtsc, cr3, invlpg, dr and wbinvd", USAGE);
+					return usage("%s: intercept= takes cpuid, rdtsc, cr3, invlpg, dr, wbinvd, cr8, pause, rdpmc, mwait, "
+						     "rdrand and desc", USAGE);
 				p = *end ? end + 1 : end;
 			}
 		} else if ((v = arg_value(argv[i], "cr0mask"))) {

@@ -7,6 +7,7 @@
 static unsigned tests;
 static unsigned failures;
 static unsigned expected_failures;
+static unsigned skipped;
 
 void report(bool ok, const char *fmt, ...)
 {
@@ -43,12 +44,30 @@ void report_xfail(bool xfail, bool ok, const char *fmt, ...)
 	printf("\n");
 }
 
+/*
+ * A check that cannot run here, with the reason (kvm-unit-tests'
+ * report_skip): a SKIP line, counted apart in the summary, never a pass.
+ */
+void report_skip(const char *fmt, ...)
+{
+	va_list ap;
+
+	skipped++;
+	printf("SKIP: ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+}
+
 int report_summary(void)
 {
+	printf("SUMMARY: %u tests, %u failures", tests, failures);
 	if (expected_failures)
-		printf("SUMMARY: %u tests, %u failures, %u expected failures\n", tests, failures, expected_failures);
-	else
-		printf("SUMMARY: %u tests, %u failures\n", tests, failures);
+		printf(", %u expected failures", expected_failures);
+	if (skipped)
+		printf(", %u skipped", skipped);
+	printf("\n");
 	return failures ? EXIT_FAIL : EXIT_PASS;
 }
 

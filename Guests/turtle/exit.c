@@ -29,6 +29,7 @@ const char *stop_why = "";
 static uint64_t hc_print, hc_nop, hc_unknown, port80_outs, mmio_reads, mmio_writes, preempt_exits;
 static uint64_t timer_exits, bad_interrupts, exception_exits, halted_wakeups, vectored_exits;
 static uint64_t hlt_sleeps, window_polls, vmx_insns;
+static uint64_t l2_cr8, l2_tsc_aux, l2_xcr0;	/* L2's CR8 (intercept=cr8), IA32_TSC_AUX (intercept=rdtsc), XCR0 */
 static bool rip_advanced;		/* this exit's handler moved L2 past an instruction */
 static bool polling;			/* the preemption timer looks for an interrupt window */
 static uint64_t mmio_last_gpa, mmio_last_value;
@@ -191,6 +192,17 @@ static int handle_msr(bool write)
 {
 	uint32_t msr = (uint32_t)l2_gprs[R_RCX];
 
+	if (msr == MSR_IA32_TSC_AUX) {
+		/* intercept=rdtsc: RDTSCP reads it from turtle (bits 31:0). */
+		if (write)
+			l2_tsc_aux = (uint32_t)l2_gprs[R_RAX];
+		else {
+			l2_gprs[R_RAX] = l2_tsc_aux;
+			l2_gprs[R_RDX] = 0;
+		}
+		skip_instruction(exit_insn_len(2));
+		return 0;
+	}
 	if (msr != MSR_IA32_APIC_BASE) {
 		printf("turtle: L2 %s of MSR 0x%x: not emulated, injecting #GP\n",
 		       write ? "WRMSR" : "RDMSR", msr);
@@ -341,8 +353,9 @@ static bool l2_translate(const struct l2_paging *pg, uint64_t lin, uint64_t *gpa
 	return false;
 }
 
-/* Copies up to n bytes of L2's code at linear `lin`; returns how many. */
-static int fetch_code(const struct l2_paging *pg, uint64_t lin, uint8_t *buf, int n)
+/* Copies up to n bytes between L2's linear memory at `lin` and buf (into
+ * L2's memory when `write`); returns how many. */
+static int l2_linear_copy(const struct l2_paging *pg, uint64_t lin, uint8_t *buf, int n, bool write)
 {
 	int got = 0;
 
@@ -353,14 +366,24 @@ static int fetch_code(const struct l2_paging *pg, uint64_t lin, uint8_t *buf, in
 		int chunk = (int)(4096 - ((lin + got) & 0xfff));
 		if (chunk > n - got)
 			chunk = n - got;
-		const uint8_t *p = l2_ptr(gpa, chunk);
+		uint8_t *p = l2_ptr(gpa, chunk);
 		if (!p)
 			break;
-		for (int i = 0; i < chunk; i++)
-			buf[got + i] = p[i];
+		for (int i = 0; i < chunk; i++) {
+			if (write)
+				p[i] = buf[got + i];
+			else
+				buf[got + i] = p[i];
+		}
 		got += chunk;
 	}
 	return got;
+}
+
+/* Copies up to n bytes of L2's code at linear `lin`; returns how many. */
+static int fetch_code(const struct l2_paging *pg, uint64_t lin, uint8_t *buf, int n)
+{
+	return l2_linear_copy(pg, lin, buf, n, false);
 }
 
 /* ---- 48: EPT violation (qualification: SDM Table 28-7) ---- */
@@ -468,7 +491,16 @@ static int handle_cr_access(void)
 	uint32_t guest = cr == 0 ? GUEST_CR0 : GUEST_CR4, shadow = cr == 0 ? CR0_READ_SHADOW : CR4_READ_SHADOW;
 	uint64_t mask = cr == 0 ? cfg.cr0_mask : cfg.cr4_mask;
 
-	if (cr == 3 && type == 0)
+	if (cr == 8 && type == 0) {
+		/* intercept=cr8: bits 63:4 set are #GP(0) (Vol. 3A 2.5). */
+		if (get_reg(gpr) > 0xf) {
+			inject_gp();
+			return 0;
+		}
+		l2_cr8 = get_reg(gpr);
+	} else if (cr == 8 && type == 1)
+		set_reg(gpr, l2_cr8);
+	else if (cr == 3 && type == 0)
 		VMW(GUEST_CR3, get_reg(gpr));
 	else if (cr == 3 && type == 1)
 		set_reg(gpr, vmr(GUEST_CR3));
@@ -592,6 +624,180 @@ static void inject_l2_interrupt(void)
 }
 
 /* ---- the dispatcher ---- */
+
+/* ---- The sensitive instructions of intercept=cr8,pause,rdpmc,mwait,rdrand,desc, XSETBV and INVPCID ---- */
+
+static const uint32_t segment_base[6] = { GUEST_ES_BASE, GUEST_CS_BASE, GUEST_SS_BASE,
+					  GUEST_DS_BASE, GUEST_FS_BASE, GUEST_GS_BASE };
+
+/* The linear address of the memory operand that an exit's instruction
+ * information describes (SDM Tables 28-10, 28-11, 28-13: scaling 1:0,
+ * address size 9:7, segment 17:15, index 21:18 and its invalid bit 22,
+ * base 26:23 and its invalid bit 27), plus the displacement, which is the
+ * exit qualification (28.2.1). In 64-bit mode only FS and GS have a base. */
+static uint64_t operand_linear(const struct l2_paging *pg, uint32_t info)
+{
+	uint64_t lin = vmr(EXIT_QUALIFICATION);
+	int size = (info >> 7) & 7, segment = (info >> 15) & 7;
+
+	if (!(info & (1u << 27)))
+		lin += get_reg((info >> 23) & 0xf);
+	if (!(info & (1u << 22)))
+		lin += get_reg((info >> 18) & 0xf) << (info & 3);
+	lin &= size == 0 ? 0xffffull : size == 1 ? 0xffffffffull : ~0ull;
+	if (segment < 6 && (!pg->mode64 || segment >= 4))
+		lin += vmr(segment_base[segment]);
+	return pg->mode64 ? lin : lin & 0xffffffffull;
+}
+
+/* Reads or writes an operand of L2's; false (and turtle stops) when it is not mapped. */
+static bool operand_copy(const struct l2_paging *pg, uint64_t lin, void *buf, int n, bool write)
+{
+	if (l2_linear_copy(pg, lin, buf, n, write) == n)
+		return true;
+	printf("turtle: L2's operand at linear 0x%llx is not mapped\n", (unsigned long long)lin);
+	return false;
+}
+
+/* Exits 46 and 47 (intercept=desc): LGDT, LIDT, SGDT, SIDT on the
+ * guest-state GDTR and IDTR; SLDT and STR from the selectors; LLDT of the
+ * null selector makes LDTR unusable. The instruction identity is bits
+ * 29:28 (SGDT, SIDT, LGDT, LIDT or SLDT, STR, LLDT, LTR). */
+static int handle_descriptor_table(uint32_t reason)
+{
+	uint32_t info = (uint32_t)vmr(EXIT_INSTRUCTION_INFO);
+	int identity = (info >> 28) & 3;
+	bool second = identity & 1, load = identity & 2, reg = info & (1u << 10);
+	struct l2_paging pg;
+	read_paging(&pg);
+
+	if (reason == EXIT_REASON_GDTR_IDTR) {
+		uint32_t base = second ? GUEST_IDTR_BASE : GUEST_GDTR_BASE, limit = second ? GUEST_IDTR_LIMIT : GUEST_GDTR_LIMIT;
+		uint8_t m[10] = { 0 };
+		int n = pg.mode64 ? 10 : 6;
+		uint64_t lin = operand_linear(&pg, info);
+		if (load) {
+			if (!operand_copy(&pg, lin, m, n, false))
+				return stop("descriptor-table operand not mapped");
+			uint64_t b = 0;
+			for (int i = n - 1; i >= 2; i--)
+				b = b << 8 | m[i];
+			if (!pg.mode64 && !(info & (1u << 11)))
+				b &= 0xffffff;		/* a 16-bit operand loads 24 bits of base */
+			VMW(limit, m[0] | (uint32_t)m[1] << 8);
+			VMW(base, b);
+		} else {
+			uint64_t l = vmr(limit), b = vmr(base);
+			for (int i = 0; i < n; i++)
+				m[i] = (uint8_t)(i < 2 ? l >> (8 * i) : b >> (8 * (i - 2)));
+			if (!operand_copy(&pg, lin, m, n, true))
+				return stop("descriptor-table operand not mapped");
+		}
+	} else if (!load) {
+		uint16_t selector = (uint16_t)vmr(second ? GUEST_TR_SEL : GUEST_LDTR_SEL);
+		if (reg)
+			set_reg((info >> 3) & 0xf, selector);
+		else if (!operand_copy(&pg, operand_linear(&pg, info), &selector, 2, true))
+			return stop("descriptor-table operand not mapped");
+	} else {
+		uint16_t selector = 0;
+		if (reg)
+			selector = (uint16_t)get_reg((info >> 3) & 0xf);
+		else if (!operand_copy(&pg, operand_linear(&pg, info), &selector, 2, false))
+			return stop("descriptor-table operand not mapped");
+		if (second || (selector & ~3u)) {
+			printf("turtle: L2's %s of selector 0x%x is not emulated\n", second ? "LTR" : "LLDT", selector);
+			return stop("LLDT or LTR not emulated");
+		}
+		VMW(GUEST_LDTR_SEL, selector);
+		VMW(GUEST_LDTR_AR, 1u << 16);		/* unusable (SDM 25.4.1) */
+	}
+	skip_instruction(exit_insn_len(3));
+	return 0;
+}
+
+/* XSETBV exits unconditionally (SDM 26.1.2). turtle checks the value as
+ * the instruction would (Vol. 2 "XSETBV": XCR0 only, x87 set, AVX only
+ * with SSE, nothing CPUID.(EAX=0DH):EDX:EAX does not offer) and keeps it;
+ * it does not load it: XCR0 is not part of the VMCS, and L0 gives L2 its
+ * own (docs/PATCHING.md). */
+static int handle_xsetbv(void)
+{
+	uint64_t value = (uint32_t)l2_gprs[R_RAX] | l2_gprs[R_RDX] << 32;
+	uint32_t a, b, c, d;
+	cpuid(0xd, 0, &a, &b, &c, &d);
+	uint64_t offered = a | (uint64_t)d << 32;
+
+	if ((uint32_t)l2_gprs[R_RCX] != 0 || !(value & 1) || (value & ~offered) || ((value & 4) && !(value & 2))) {
+		inject_gp();
+		return 0;
+	}
+	l2_xcr0 = value;
+	skip_instruction(exit_insn_len(3));
+	return 0;
+}
+
+/* RDPMC (intercept=rdpmc): turtle's own general-purpose counters; an index
+ * beyond them is #GP (Vol. 2 "RDPMC"). */
+static int handle_rdpmc(void)
+{
+	uint32_t a, b, c, d, counters = 0, index = (uint32_t)l2_gprs[R_RCX];
+	cpuid(0, 0, &a, &b, &c, &d);
+	if (a >= 0xa) {
+		cpuid(0xa, 0, &a, &b, &c, &d);
+		counters = (a >> 8) & 0xff;
+	}
+	if (index >= counters) {
+		inject_gp();
+		return 0;
+	}
+	uint32_t lo, hi;
+	__asm__ volatile("rdpmc" : "=a"(lo), "=d"(hi) : "c"(index));
+	l2_gprs[R_RAX] = lo;
+	l2_gprs[R_RDX] = hi;
+	skip_instruction(exit_insn_len(2));
+	return 0;
+}
+
+/* RDRAND and RDSEED (intercept=rdrand): turtle's own, into the register and
+ * size of the instruction information (Table 28-12: register 6:3, operand
+ * size 12:11), with CF as the instruction sets it and OF, SF, ZF, AF, PF clear. */
+static int handle_random(bool seed)
+{
+	uint32_t info = (uint32_t)vmr(EXIT_INSTRUCTION_INFO);
+	uint64_t v;
+	uint8_t ok;
+	if (seed)
+		__asm__ volatile("rdseed %0; setc %1" : "=r"(v), "=qm"(ok));
+	else
+		__asm__ volatile("rdrand %0; setc %1" : "=r"(v), "=qm"(ok));
+	int size = 2 << ((info >> 11) & 3);
+	write_reg_sized((info >> 3) & 0xf, size, false, ok ? v : 0);
+	uint64_t flags = vmr(GUEST_RFLAGS) & ~0x8d5ull;		/* OF SF ZF AF PF CF */
+	VMW(GUEST_RFLAGS, flags | (ok ? 1 : 0));
+	skip_instruction(exit_insn_len(3));
+	return 0;
+}
+
+/* INVPCID (intercept=invlpg, SDM 26.1.3): the type in the register of bits
+ * 31:28 of the instruction information. Types above 3, and for types 0
+ * and 1 a PCID above 4095 in the descriptor, are #GP (Vol. 2 "INVPCID").
+ * With EPT and no VPID there is nothing for turtle to invalidate. */
+static int handle_invpcid(void)
+{
+	uint32_t info = (uint32_t)vmr(EXIT_INSTRUCTION_INFO);
+	uint64_t type = get_reg((info >> 28) & 0xf), desc[2];
+	struct l2_paging pg;
+	read_paging(&pg);
+	if (type <= 1 && !operand_copy(&pg, operand_linear(&pg, info), desc, sizeof(desc), false))
+		return stop("INVPCID descriptor not mapped");
+	if (type > 3 || (type <= 1 && desc[0] > 0xfff)) {
+		inject_gp();
+		return 0;
+	}
+	skip_instruction(exit_insn_len(5));
+	return 0;
+}
 
 static int dispatch(void);
 
@@ -727,14 +933,44 @@ static int dispatch(void)
 		skip_instruction(exit_insn_len(3));
 		return 0;
 	}
-	case EXIT_REASON_RDTSC: {
-		/* intercept=rdtsc: turtle's TSC, offset as L2 would read it. */
+	case EXIT_REASON_RDTSC:
+	case EXIT_REASON_RDTSCP: {
+		/* intercept=rdtsc: turtle's TSC, offset as L2 would read it;
+		 * RDTSCP's ECX is L2's IA32_TSC_AUX, which turtle keeps. */
 		uint64_t tsc = rdtsc() + cfg.tsc_offset;
 		l2_gprs[R_RAX] = (uint32_t)tsc;
 		l2_gprs[R_RDX] = tsc >> 32;
-		skip_instruction(exit_insn_len(2));
+		if (basic == EXIT_REASON_RDTSCP)
+			l2_gprs[R_RCX] = l2_tsc_aux;
+		skip_instruction(exit_insn_len(basic == EXIT_REASON_RDTSCP ? 3 : 2));
 		return 0;
 	}
+	case EXIT_REASON_PAUSE_INSTRUCTION:
+		skip_instruction(exit_insn_len(2));
+		return 0;
+	case EXIT_REASON_MONITOR_INSTRUCTION:
+	case EXIT_REASON_MWAIT_INSTRUCTION: {
+		/* intercept=mwait: #UD unless CPUID offers MONITOR/MWAIT; else no-ops. */
+		uint32_t a, b, c, d;
+		cpuid(1, 0, &a, &b, &c, &d);
+		if (!(c & (1u << 3)))
+			inject_ud();
+		else
+			skip_instruction(exit_insn_len(3));
+		return 0;
+	}
+	case EXIT_REASON_RDPMC:
+		return handle_rdpmc();
+	case EXIT_REASON_RDRAND:
+	case EXIT_REASON_RDSEED:
+		return handle_random(basic == EXIT_REASON_RDSEED);
+	case EXIT_REASON_XSETBV:
+		return handle_xsetbv();
+	case EXIT_REASON_INVPCID:
+		return handle_invpcid();
+	case EXIT_REASON_GDTR_IDTR:
+	case EXIT_REASON_LDTR_TR:
+		return handle_descriptor_table(basic);
 	case EXIT_REASON_HLT:
 		return handle_hlt();
 	case EXIT_REASON_TRIPLE_FAULT:

@@ -156,19 +156,30 @@
 #define PROC_TSC_OFFSETTING	(1u << 3)
 #define PROC_HLT_EXITING	(1u << 7)
 #define PROC_INVLPG_EXITING	(1u << 9)
+#define PROC_MWAIT_EXITING	(1u << 10)
+#define PROC_RDPMC_EXITING	(1u << 11)
 #define PROC_RDTSC_EXITING	(1u << 12)
 #define PROC_CR3_LOAD_EXITING	(1u << 15)
 #define PROC_CR3_STORE_EXITING	(1u << 16)
+#define PROC_CR8_LOAD_EXITING	(1u << 19)
+#define PROC_CR8_STORE_EXITING	(1u << 20)
 #define PROC_MOV_DR_EXITING	(1u << 23)
 #define PROC_UNCOND_IO		(1u << 24)
 #define PROC_IO_BITMAPS		(1u << 25)
 #define PROC_MSR_BITMAPS	(1u << 28)
+#define PROC_MONITOR_EXITING	(1u << 29)
+#define PROC_PAUSE_EXITING	(1u << 30)
 #define PROC_SECONDARY		(1u << 31)
 
 #define SEC_ENABLE_EPT		(1u << 1)
+#define SEC_DESC_TABLE_EXITING	(1u << 2)
+#define SEC_ENABLE_RDTSCP	(1u << 3)
 #define SEC_ENABLE_VPID		(1u << 5)
 #define SEC_WBINVD_EXITING	(1u << 6)
 #define SEC_UNRESTRICTED_GUEST	(1u << 7)
+#define SEC_RDRAND_EXITING	(1u << 11)
+#define SEC_ENABLE_INVPCID	(1u << 12)
+#define SEC_RDSEED_EXITING	(1u << 16)
 
 #define EXIT_SAVE_DEBUG		(1u << 2)
 #define EXIT_HOST_ADDR_SPACE	(1u << 9)
@@ -192,6 +203,7 @@
 #define EXIT_REASON_HLT			12
 #define EXIT_REASON_INVD		13
 #define EXIT_REASON_INVLPG		14
+#define EXIT_REASON_RDPMC		15
 #define EXIT_REASON_RDTSC		16
 #define EXIT_REASON_CR_ACCESS		28
 #define EXIT_REASON_DR_ACCESS		29
@@ -203,12 +215,22 @@
 #define EXIT_REASON_WRMSR		32
 #define EXIT_REASON_INVALID_GUEST	33
 #define EXIT_REASON_MSR_LOADING		34
+#define EXIT_REASON_MWAIT_INSTRUCTION		36
+#define EXIT_REASON_MONITOR_INSTRUCTION		39
+#define EXIT_REASON_PAUSE_INSTRUCTION		40
+#define EXIT_REASON_GDTR_IDTR		46
+#define EXIT_REASON_LDTR_TR		47
 #define EXIT_REASON_EPT_VIOLATION	48
 #define EXIT_REASON_EPT_MISCONFIG	49
 #define EXIT_REASON_INVEPT		50
+#define EXIT_REASON_RDTSCP		51
 #define EXIT_REASON_PREEMPTION_TIMER	52
 #define EXIT_REASON_INVVPID		53
 #define EXIT_REASON_WBINVD		54
+#define EXIT_REASON_XSETBV		55
+#define EXIT_REASON_RDRAND		57
+#define EXIT_REASON_INVPCID		58
+#define EXIT_REASON_RDSEED		61
 #define EXIT_REASON_MAX			70
 
 /* ---- Hypercall ABI (VMCALL, RAX = number) ---- */
@@ -243,6 +265,12 @@ struct turtle_config {
 	bool intercept_invlpg;		/* INVLPG exiting */
 	bool intercept_dr;		/* MOV-DR exiting */
 	bool intercept_wbinvd;		/* WBINVD exiting */
+	bool intercept_cr8;		/* CR8-load and CR8-store exiting */
+	bool intercept_pause;		/* PAUSE exiting */
+	bool intercept_rdpmc;		/* RDPMC exiting */
+	bool intercept_mwait;		/* MONITOR and MWAIT exiting */
+	bool intercept_rdrand;		/* RDRAND and RDSEED exiting */
+	bool intercept_desc;		/* descriptor-table exiting */
 	uint64_t cr0_mask, cr4_mask;	/* guest/host masks: the CR bits turtle owns */
 	uint64_t tsc_offset;		/* 0 = no TSC offsetting */
 	uint64_t l2mem;			/* bytes of L2 physical memory */

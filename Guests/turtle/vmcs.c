@@ -244,13 +244,27 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 			     (cfg.io_all ? PROC_UNCOND_IO : PROC_IO_BITMAPS) |
 			     (cfg.intercept_rdtsc ? PROC_RDTSC_EXITING : 0) | (cfg.tsc_offset ? PROC_TSC_OFFSETTING : 0) |
 			     (cfg.intercept_cr3 ? PROC_CR3_LOAD_EXITING | PROC_CR3_STORE_EXITING : 0) |
-			     (cfg.intercept_invlpg ? PROC_INVLPG_EXITING : 0) | (cfg.intercept_dr ? PROC_MOV_DR_EXITING : 0);
+			     (cfg.intercept_invlpg ? PROC_INVLPG_EXITING : 0) | (cfg.intercept_dr ? PROC_MOV_DR_EXITING : 0) |
+			     (cfg.intercept_cr8 ? PROC_CR8_LOAD_EXITING | PROC_CR8_STORE_EXITING : 0) |
+			     (cfg.intercept_pause ? PROC_PAUSE_EXITING : 0) | (cfg.intercept_rdpmc ? PROC_RDPMC_EXITING : 0) |
+			     (cfg.intercept_mwait ? PROC_MONITOR_EXITING | PROC_MWAIT_EXITING : 0);
 	proc_ctl = control("primary", truectl ? MSR_IA32_VMX_TRUE_PROCBASED_CTLS : MSR_IA32_VMX_PROCBASED_CTLS,
 			   proc_want, 0);
 	if (cfg.io_all && (proc_ctl & PROC_IO_BITMAPS))
 		fail("io=all: the primary controls force \"use I/O bitmaps\"");
+	/* RDTSCP and INVPCID run in L2 only with their "enable" controls (SDM
+	 * 26.3), which turtle sets where CPUID offers the instructions, as KVM does. */
+	uint32_t a, b7, c, d, ext_d = 0, enable = 0;
+	cpuid(7, 0, &a, &b7, &c, &d);
+	cpuid(0x80000001, 0, &a, &a, &c, &ext_d);
+	if (ext_d & (1u << 27))
+		enable |= SEC_ENABLE_RDTSCP;
+	if (b7 & (1u << 10))
+		enable |= SEC_ENABLE_INVPCID;
 	sec_ctl = control("secondary", MSR_IA32_VMX_PROCBASED_CTLS2,
-			  (cfg.ept ? SEC_ENABLE_EPT | SEC_UNRESTRICTED_GUEST : 0) | (cfg.intercept_wbinvd ? SEC_WBINVD_EXITING : 0), 0);
+			  (cfg.ept ? SEC_ENABLE_EPT | SEC_UNRESTRICTED_GUEST : 0) | (cfg.intercept_wbinvd ? SEC_WBINVD_EXITING : 0) |
+			  (cfg.intercept_rdrand ? SEC_RDRAND_EXITING | SEC_RDSEED_EXITING : 0) |
+			  (cfg.intercept_desc ? SEC_DESC_TABLE_EXITING : 0), enable);
 	exit_ctl = control("exit", truectl ? MSR_IA32_VMX_TRUE_EXIT_CTLS : MSR_IA32_VMX_EXIT_CTLS,
 			   EXIT_HOST_ADDR_SPACE | EXIT_ACK_INTERRUPT, EXIT_SAVE_EFER | EXIT_LOAD_EFER);
 	entry_ctl = control("entry", truectl ? MSR_IA32_VMX_TRUE_ENTRY_CTLS : MSR_IA32_VMX_ENTRY_CTLS,
@@ -299,6 +313,8 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	}
 	if (proc_ctl & PROC_MSR_BITMAPS) {
 		msr_intercept(MSR_IA32_APIC_BASE);
+		if (cfg.intercept_rdtsc)
+			msr_intercept(MSR_IA32_TSC_AUX);	/* RDTSCP's ECX: turtle keeps L2's */
 		VMW(MSR_BITMAP, (uintptr_t)msr_bitmap);
 	}
 	VMW(EXCEPTION_BITMAP, cfg.exceptions);

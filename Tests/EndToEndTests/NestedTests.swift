@@ -252,6 +252,46 @@ final class NestedTests: XCTestCase {
         }
     }
 
+    /// The other sensitive instructions through patched code (SDM 26.1.2,
+    /// 26.1.3): CR8, PAUSE, RDPMC, MONITOR, MWAIT, RDRAND, RDSEED and the
+    /// descriptor-table instructions exit to turtle under its controls;
+    /// without them L0 traps only what needs it (CR8, whose TPR is in L1's
+    /// APIC) and KVM runs the rest. L2 gets the same results as the guest
+    /// at level 1, with and without the intercepts.
+    func testL2sOtherSensitiveInstructionsExitOrRunThroughPatchedCode() throws {
+        let l1 = try Harness.terrapin(["run", Harness.guest("sensitive")])
+        XCTAssertEqual(l1.status, 1, l1.stdout)
+        func results(_ out: String, prefix: String = "") -> [String] {
+            out.split(separator: "\n").map(String.init).filter { $0.hasPrefix(prefix + "PASS:") || $0.hasPrefix(prefix + "SKIP:") }
+                .map { String($0.dropFirst(prefix.count)) }
+        }
+        let expected = results(l1.stdout)
+        XCTAssertGreaterThanOrEqual(expected.filter { $0.hasPrefix("PASS:") }.count, 7, l1.stdout)
+        let all = "intercept=cr8,rdtsc,pause,rdpmc,mwait,rdrand,invlpg,desc"
+        for ept in ["", "ept=off "] {
+            let (q, quiet) = try turtle("sensitive", turtleArgs: ept)
+            XCTAssertEqual(results(q.stdout, prefix: "[L2] "), expected, q.stdout)
+            XCTAssertFalse(quiet.contains { $0.level == 2 && [15, 36, 39, 40, 46, 47, 57, 61].contains($0.vmxReason) })
+            XCTAssertFalse(quiet.contains { $0.level == 2 && $0.vmxReason == 28 }, "CR8 moves go to turtle's APIC")
+            XCTAssertGreaterThanOrEqual(quiet.filter { $0.level == 2 && $0.handler == .l0 && $0.flags.contains(.patchedSite) }.count, 4)
+            let (r, trace) = try turtle("sensitive", turtleArgs: ept + all)
+            XCTAssertEqual(results(r.stdout, prefix: "[L2] "), expected, r.stdout)
+            func exits(_ reason: UInt16) -> Int {
+                trace.filter { $0.level == 2 && $0.vmxReason == reason && $0.handler == .reflected && $0.flags.contains(.patchedSite) }.count
+            }
+            XCTAssertEqual(exits(40), 100, "PAUSE")
+            XCTAssertEqual(exits(28), 4, "MOV to CR8 (5, 0, 0x10) and from it")
+            XCTAssertEqual(exits(15), 1, "RDPMC")
+            XCTAssertEqual(exits(39), 1, "MONITOR")
+            XCTAssertEqual(exits(36), 1, "MWAIT")
+            XCTAssertEqual(exits(57), 2, "RDRAND")
+            XCTAssertEqual(exits(61), 2, "RDSEED")
+            XCTAssertGreaterThanOrEqual(exits(46), 6, "SGDT, SIDT, LGDT, LIDT, SGDT, SIDT")
+            XCTAssertEqual(exits(47), 2, "LLDT, SLDT")
+            XCTAssertTrue(r.stdout.contains("turtle:    40 PAUSE                                    100"), r.stdout)
+        }
+    }
+
     func testPreemptionTimerInterruptsL2() throws {
         // 2,000,000 ticks of TSC >> 5 is about 25 ms; compute runs well over a second.
         let (r, trace) = try turtle("compute", "1", turtleArgs: "preempt=2000000")

@@ -33,15 +33,22 @@ final class X86DecoderTests: XCTestCase {
         XCTAssertEqual(InstructionFetch.completing(full, cpu: cpu, memory: memory), full, "15 bytes are complete")
     }
 
-    func testRDTSCPAndRDPID() {
-        XCTAssertEqual(X86Decoders.rdtscpOrRDPIDLength([0x0f, 0x01, 0xf9], mode64: true), 3)              // rdtscp
-        XCTAssertEqual(X86Decoders.rdtscpOrRDPIDLength([0xf3, 0x0f, 0xc7, 0xf8], mode64: false), 4)       // rdpid eax
-        XCTAssertEqual(X86Decoders.rdtscpOrRDPIDLength([0xf3, 0x41, 0x0f, 0xc7, 0xf9], mode64: true), 5)  // rdpid r9
-        XCTAssertNil(X86Decoders.rdtscpOrRDPIDLength([0xf3, 0x41, 0x0f, 0xc7, 0xf9], mode64: false), "0x41 is INC ecx")
-        XCTAssertNil(X86Decoders.rdtscpOrRDPIDLength([0x0f, 0xc7, 0xf8], mode64: true), "without F3: RDSEED")
-        XCTAssertNil(X86Decoders.rdtscpOrRDPIDLength([0xf3, 0x0f, 0xc7, 0x38], mode64: true), "the memory form is VMPTRST")
-        XCTAssertNil(X86Decoders.rdtscpOrRDPIDLength([0x0f, 0x01, 0xf8], mode64: true), "SWAPGS")
-        XCTAssertNil(X86Decoders.rdtscpOrRDPIDLength([0x0f, 0x01], mode64: true), "cut short")
+    func testInstructionsThatCPUIDGates() {
+        XCTAssertEqual(X86Decoders.cpuidGated([0x0f, 0x01, 0xf9], mode64: true), .rdtscp)
+        XCTAssertEqual(X86Decoders.cpuidGated([0xf3, 0x0f, 0xc7, 0xf8], mode64: false), .rdpid)              // rdpid eax
+        XCTAssertEqual(X86Decoders.cpuidGated([0xf3, 0x41, 0x0f, 0xc7, 0xf9], mode64: true), .rdpid)         // rdpid r9
+        XCTAssertNil(X86Decoders.cpuidGated([0xf3, 0x41, 0x0f, 0xc7, 0xf9], mode64: false), "0x41 is INC ecx")
+        XCTAssertEqual(X86Decoders.cpuidGated([0x0f, 0xc7, 0xf8], mode64: true), .rdseed, "without F3: RDSEED")
+        XCTAssertEqual(X86Decoders.cpuidGated([0x48, 0x0f, 0xc7, 0xf0], mode64: true), .rdrand)
+        XCTAssertNil(X86Decoders.cpuidGated([0xf3, 0x0f, 0xc7, 0x38], mode64: true), "the memory form is VMPTRST")
+        XCTAssertNil(X86Decoders.cpuidGated([0x0f, 0xc7, 0x30], mode64: true), "the memory form of /6 is VMPTRLD")
+        XCTAssertNil(X86Decoders.cpuidGated([0x0f, 0x01, 0xf8], mode64: true), "SWAPGS")
+        XCTAssertNil(X86Decoders.cpuidGated([0x0f, 0x01], mode64: true), "cut short")
+        XCTAssertEqual(X86Decoders.cpuidGated([0x0f, 0x01, 0xc8], mode64: true), .monitor)
+        XCTAssertEqual(X86Decoders.cpuidGated([0x0f, 0x01, 0xc9], mode64: true), .mwait)
+        XCTAssertEqual(X86Decoders.cpuidGated([0x0f, 0x01, 0xd1], mode64: true), .xsetbv)
+        XCTAssertEqual(X86Decoders.cpuidGated([0x66, 0x0f, 0x38, 0x82, 0x18], mode64: true), .invpcid)
+        XCTAssertNil(X86Decoders.cpuidGated([0x0f, 0x38, 0x82, 0x18], mode64: true), "INVPCID needs 66")
     }
 
     func testOUTLengthsFromTheBytesBeforeRIP() {

@@ -41,6 +41,7 @@ int vprintf(const char *fmt, va_list ap);
 /* report.c: kvm-unit-tests style results. */
 __attribute__((format(printf, 2, 3))) void report(bool ok, const char *fmt, ...);
 __attribute__((format(printf, 3, 4))) void report_xfail(bool xfail, bool ok, const char *fmt, ...);
+__attribute__((format(printf, 1, 2))) void report_skip(const char *fmt, ...);
 int report_summary(void);		/* returns EXIT_PASS or EXIT_FAIL */
 __attribute__((format(printf, 1, 2))) int usage(const char *fmt, ...); /* returns EXIT_USAGE */
 __attribute__((noreturn, format(printf, 1, 2))) void panic(const char *fmt, ...);

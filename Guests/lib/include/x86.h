@@ -47,6 +47,7 @@ static inline uint32_t inl(uint16_t port)
 
 /* ---- Model-specific registers ---- */
 #define MSR_IA32_APIC_BASE	0x0000001b
+#define MSR_IA32_TSC_AUX	0xc0000103
 #define MSR_EFER		0xc0000080
 
 static inline uint64_t rdmsr(uint32_t msr)

@@ -41,6 +41,14 @@ extension Machine {
                 return nil
             }
             if let int = SoftwareInterrupt(bytes, cpu: cpu) { return l1SoftwareInterrupt(int, cpu: cpu, note: &note) }
+            // An instruction that exists only where CPUID offers it, which
+            // KVM here reports as an emulation failure: #UD, as on a
+            // processor without it (docs/PATCHING.md, "CPUID-gated").
+            if X86Decoders.cpuidGated(bytes, mode64: cpu.mode64) != nil {
+                inject(.invalidOpcode)
+                note.flags.insert(.faulted)
+                return nil
+            }
             return .unhandledExit("emulation failure, instruction bytes "
                                   + bytes.map { hex($0, digits: 2) }.joined(separator: " "))
         }

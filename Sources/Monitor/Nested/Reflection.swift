@@ -59,9 +59,10 @@ extension Machine {
         let state = l2State
         let bytes = InstructionFetch.completing(reported.array, cpu: state, memory: L2PhysicalMemory(machine: self))
         guard case let .success(insn) = VMXDecoder.decode(bytes, state: state) else {
-            // SDM 26.3: with "enable RDTSCP" 0 (never allowed-1 here) RDTSCP
-            // and RDPID raise #UD in VMX non-root operation.
-            if X86Decoders.rdtscpOrRDPIDLength(bytes, mode64: state.mode64) != nil {
+            // A CPUID-gated instruction KVM could not run is #UD, as at level
+            // 1 (docs/PATCHING.md); so are RDTSCP and RDPID with "enable
+            // RDTSCP" 0 (SDM 26.3).
+            if X86Decoders.cpuidGated(bytes, mode64: state.mode64) != nil {
                 return raiseInL2(.invalidOpcode, state: state, note: &note)
             }
             if let int = SoftwareInterrupt(bytes, cpu: state) { return l2SoftwareInterrupt(int, state: state, note: &note) }

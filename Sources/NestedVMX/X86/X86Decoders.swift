@@ -45,24 +45,36 @@ public enum X86Decoders {
         }
     }
 
-    /// RDTSCP (0F 01 F9) or RDPID (F3 [REX] 0F C7 /7, register form) at the
-    /// start of `bytes`, with its prefixes (SDM Vol. 2B "RDTSCP", "RDPID");
-    /// REX counts as a prefix only in 64-bit mode. Their length, or nil.
-    public static func rdtscpOrRDPIDLength(_ bytes: [UInt8], mode64: Bool) -> Int? {
-        var i = 0, repz = false
-        while i < min(bytes.count, InstructionFetch.maximumLength) {
+    /// An instruction that exists only where CPUID offers it, at the start
+    /// of `bytes` (after prefixes; REX counts as one only in 64-bit mode). Where CPUID does not offer it, it is #UD (SDM Vol. 2,
+    /// each instruction's "#UD If CPUID..."); KVM on our hosts reports it
+    /// as an emulation failure instead.
+    public static func cpuidGated(_ bytes: [UInt8], mode64: Bool) -> CPUIDGatedInstruction? {
+        var i = 0, repz = false, opsize = false
+        let end = min(bytes.count, InstructionFetch.maximumLength)
+        prefixes: while i < end {
             switch bytes[i] {
-            case 0x66, 0x67, 0xf2, 0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65: i += 1; continue
-            case 0xf3: repz = true; i += 1; continue
-            case 0x40...0x4f where mode64: i += 1; continue
-            default: break
+            case 0x67, 0xf2, 0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65: break
+            case 0x66: opsize = true
+            case 0xf3: repz = true
+            case 0x40...0x4f where mode64: break
+            default: break prefixes
             }
-            break
+            i += 1
         }
-        guard i + 3 <= min(bytes.count, InstructionFetch.maximumLength), bytes[i] == 0x0f else { return nil }
-        if bytes[i + 1] == 0x01 && bytes[i + 2] == 0xf9 { return i + 3 }
-        if repz && bytes[i + 1] == 0xc7 && bytes[i + 2] >> 3 == 0b11_111 { return i + 3 }
-        return nil
+        guard i + 3 <= end, bytes[i] == 0x0f else { return nil }
+        let modrm = bytes[i + 2]
+        switch (bytes[i + 1], modrm) {
+        case (0x01, 0xc8): return .monitor
+        case (0x01, 0xc9): return .mwait
+        case (0x01, 0xd0): return .xgetbv
+        case (0x01, 0xd1): return .xsetbv
+        case (0x01, 0xf9): return .rdtscp
+        case (0xc7, _) where modrm >> 6 == 3 && (modrm >> 3) & 7 == 7: return repz ? .rdpid : .rdseed
+        case (0xc7, _) where modrm >> 6 == 3 && (modrm >> 3) & 7 == 6 && !repz: return .rdrand
+        case (0x38, 0x82) where opsize: return .invpcid
+        default: return nil
+        }
     }
 
     /// The length of the I/O instruction at the start of `bytes` (SDM Vol. 2:
@@ -95,4 +107,9 @@ public enum X86Decoders {
         if imm, size != 2 { return 2 }
         return 1
     }
+}
+
+/// The instructions `X86Decoders.cpuidGated` recognises.
+public enum CPUIDGatedInstruction: String, Equatable, Sendable {
+    case monitor, mwait, xgetbv, xsetbv, rdtscp, rdpid, rdrand, rdseed, invpcid
 }
