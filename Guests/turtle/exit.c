@@ -922,14 +922,43 @@ static int dispatch(void)
 		return 0;
 	case EXIT_REASON_DR_ACCESS: {
 		/* Table 28-4: DR in 2:0, 1 = MOV from DR in bit 4, GPR in 11:8.
-		 * turtle keeps L2's DR0-DR3; DR6 and DR7 read as after reset. */
+		 * turtle keeps L2's DR0-DR3. DR7 is the guest-state field under
+		 * "load/save debug controls" (SDM 27.3.2.1, 28.3.1), else turtle's
+		 * own, which L2 runs with; DR6 is not switched by VMX
+		 * (27.3), so L2's DR6 is turtle's own, as its #DB left it. DR4 and
+		 * DR5 alias DR6 and DR7 (CR4.DE is clear). */
 		static uint64_t l2_dr[4];
 		uint64_t q = vmr(EXIT_QUALIFICATION);
 		int dr = (int)(q & 7), gpr = (int)((q >> 8) & 0xf);
-		if (q & (1u << 4))
-			set_reg(gpr, dr < 4 ? l2_dr[dr] : dr == 7 ? 0x400 : 0xffff0ff0);
-		else if (dr < 4)
-			l2_dr[dr] = get_reg(gpr);
+		bool from = q & (1u << 4);
+		if (dr < 4) {
+			if (from)
+				set_reg(gpr, l2_dr[dr]);
+			else
+				l2_dr[dr] = get_reg(gpr);
+		} else if (dr == 6 || dr == 4) {
+			uint64_t v = get_reg(gpr);
+			if (from)
+				__asm__ volatile("mov %%dr6, %0" : "=r"(v));
+			else
+				__asm__ volatile("mov %0, %%dr6" : : "r"(v));
+			if (from)
+				set_reg(gpr, v);
+		} else if (entry_ctl & ENTRY_LOAD_DEBUG) {
+			if (from)
+				set_reg(gpr, vmr(GUEST_DR7));
+			else
+				VMW(GUEST_DR7, get_reg(gpr));
+		} else {
+			/* Without "load debug controls" L2 runs with turtle's DR7. */
+			uint64_t v = get_reg(gpr);
+			if (from)
+				__asm__ volatile("mov %%dr7, %0" : "=r"(v));
+			else
+				__asm__ volatile("mov %0, %%dr7" : : "r"(v));
+			if (from)
+				set_reg(gpr, v);
+		}
 		skip_instruction(exit_insn_len(3));
 		return 0;
 	}

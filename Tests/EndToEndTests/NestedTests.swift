@@ -182,6 +182,17 @@ final class NestedTests: XCTestCase {
         XCTAssertGreaterThan(trace.filter { $0.level == 2 && $0.vmxReason == 52 }.count, 10)
     }
 
+    /// With MOV-DR exiting, L2's #DB handler reads and writes DR6 through
+    /// turtle, which uses its own: VMX does not switch DR6 (SDM 27.3), and
+    /// L0 gives L1 the DR6 that L2's single-step trap set.
+    func testL2sDR6ThroughMovDRExitingIsTheSharedDR6() throws {
+        let (r, trace) = try turtle("single-step", "30", turtleArgs: "preempt=2000 intercept=dr")
+        XCTAssertTrue(r.stdout.contains("[L2] PASS: DR6.BS is set at every single-step #DB"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("63 traps for 30 rounds, 123 for 60"), r.stdout)
+        XCTAssertEqual(trace.filter { $0.level == 2 && $0.vmxReason == 29 && $0.flags.contains(.patchedSite) }.count,
+                       2 * (63 + 123), "a MOV from DR6 and a MOV to it per trap")
+    }
+
     /// CPUID exits unconditionally in VMX non-root operation (SDM 26.1.2).
     /// KVM answers it in the kernel, so L0 patches L2's view of the code
     /// page with INT3 and reflects exit 10 from there (docs/PATCHING.md),
