@@ -114,13 +114,15 @@ static void check_capability_msrs(void)
 	uint64_t true_proc = msr(MSR_IA32_VMX_TRUE_PROCBASED_CTLS);
 	uint32_t cr3_exiting = (1u << 15) | (1u << 16);
 	/* TSC offsetting, INVLPG, RDTSC, CR3, MOV-DR, MWAIT, RDPMC, CR8, MONITOR and PAUSE
-	 * exiting: L0 patches L2's code for them. Never "use TPR shadow". */
+	 * exiting: L0 patches L2's code for them; the monitor trap flag: L0 single-steps
+	 * L2. Never "use TPR shadow". */
 	uint32_t patched = (1u << 3) | (1u << 9) | (1u << 12) | cr3_exiting | (1u << 23) | (1u << 10) | (1u << 11) |
-			   (1u << 19) | (1u << 20) | (1u << 29) | (1u << 30), never = 1u << 21;
+			   (1u << 19) | (1u << 20) | (1u << 29) | (1u << 30) | (1u << 27), never = 1u << 21;
 	report(!((uint32_t)true_proc & cr3_exiting), "TRUE_PROCBASED_CTLS lets CR3-load/store exiting be 0");
 	report(!((uint32_t)(true_proc >> 32) & never), "TRUE_PROCBASED_CTLS never allows \"use TPR shadow\"");
 	report(((uint32_t)(true_proc >> 32) & patched) == patched,
-	       "TRUE_PROCBASED_CTLS allows TSC offsetting and INVLPG, RDTSC, CR3, MOV-DR, MWAIT, RDPMC, CR8, MONITOR and PAUSE exiting");
+	       "TRUE_PROCBASED_CTLS allows TSC offsetting, the monitor trap flag and INVLPG, RDTSC, CR3, MOV-DR, MWAIT, "
+	       "RDPMC, CR8, MONITOR and PAUSE exiting");
 	/* Descriptor-table (2), RDTSCP (3), WBINVD (6), RDRAND (11), INVPCID (12), RDSEED (16). */
 	uint32_t patched2 = (1u << 2) | (1u << 3) | (1u << 6) | (1u << 11) | (1u << 12) | (1u << 16);
 	report(((uint32_t)(msr(MSR_IA32_VMX_PROCBASED_CTLS2) >> 32) & patched2) == patched2,

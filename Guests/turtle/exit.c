@@ -29,6 +29,7 @@ const char *stop_why = "";
 static uint64_t hc_print, hc_nop, hc_unknown, port80_outs, mmio_reads, mmio_writes, preempt_exits;
 static uint64_t timer_exits, bad_interrupts, exception_exits, halted_wakeups, vectored_exits;
 static uint64_t hlt_sleeps, window_polls, vmx_insns;
+static uint64_t mtf_exits;		/* since HC_MTF set the monitor trap flag */
 static uint64_t l2_cr8, l2_tsc_aux, l2_xcr0;	/* L2's CR8 (intercept=cr8), IA32_TSC_AUX (intercept=rdtsc), XCR0 */
 static bool rip_advanced;		/* this exit's handler moved L2 past an instruction */
 static bool polling;			/* the preemption timer looks for an interrupt window */
@@ -255,6 +256,19 @@ static int handle_vmcall(void)
 		hc_nop++;
 		l2_gprs[R_RAX] = 0;
 		break;
+	case HC_MTF: {
+		/* The monitor trap flag (SDM 26.5.2) for a stretch of L2's code:
+		 * every instruction there that does not exit itself gives exit 37. */
+		if (arg && !primary_control_allowed(PROC_MONITOR_TRAP_FLAG)) {
+			l2_gprs[R_RAX] = ~0ull;
+			break;
+		}
+		proc_ctl = arg ? proc_ctl | PROC_MONITOR_TRAP_FLAG : proc_ctl & ~PROC_MONITOR_TRAP_FLAG;
+		VMW(PROC_BASED_CONTROLS, proc_ctl);
+		l2_gprs[R_RAX] = arg ? 0 : mtf_exits;
+		mtf_exits = 0;
+		break;
+	}
 	default:
 		if (hc_unknown++ == 0)
 			printf("turtle: unknown hypercall %llu (returning -1)\n", (unsigned long long)nr);
@@ -974,6 +988,10 @@ static int dispatch(void)
 		skip_instruction(exit_insn_len(basic == EXIT_REASON_RDTSCP ? 3 : 2));
 		return 0;
 	}
+	case EXIT_REASON_MONITOR_TRAP_FLAG:
+		/* HC_MTF: L2 completed an instruction; it goes on from the next. */
+		mtf_exits++;
+		return 0;
 	case EXIT_REASON_PAUSE_INSTRUCTION:
 		skip_instruction(exit_insn_len(2));
 		return 0;

@@ -164,6 +164,7 @@
 #define PROC_CR8_LOAD_EXITING	(1u << 19)
 #define PROC_CR8_STORE_EXITING	(1u << 20)
 #define PROC_MOV_DR_EXITING	(1u << 23)
+#define PROC_MONITOR_TRAP_FLAG	(1u << 27)
 #define PROC_UNCOND_IO		(1u << 24)
 #define PROC_IO_BITMAPS		(1u << 25)
 #define PROC_MSR_BITMAPS	(1u << 28)
@@ -215,6 +216,7 @@
 #define EXIT_REASON_WRMSR		32
 #define EXIT_REASON_INVALID_GUEST	33
 #define EXIT_REASON_MSR_LOADING		34
+#define EXIT_REASON_MONITOR_TRAP_FLAG	37
 #define EXIT_REASON_MWAIT_INSTRUCTION		36
 #define EXIT_REASON_MONITOR_INSTRUCTION		39
 #define EXIT_REASON_PAUSE_INSTRUCTION		40
@@ -237,6 +239,8 @@
 #define HC_PRINT	0	/* RBX = L2-physical address of a NUL-terminated string */
 #define HC_DONE		1	/* RBX = exit status: L2 finished */
 #define HC_NOP		2	/* counted, returns 0 */
+#define HC_MTF		3	/* RBX = 1: set "monitor trap flag" and count its exits (RAX = 0, or -1 when
+				 * not allowed); RBX = 0: clear it, RAX = MTF VM exits since it was set */
 
 /*
  * L2's general-purpose registers while turtle handles an exit, indexed by
@@ -327,6 +331,7 @@ void ept_report_ad(void);
 
 /* vmcs.c */
 extern uint32_t pin_ctl, proc_ctl, sec_ctl, exit_ctl, entry_ctl;	/* as written to the VMCS */
+bool primary_control_allowed(uint32_t bit);
 extern bool preempt_allowed;		/* the preemption timer may be switched on */
 bool vmx_enable(void);
 bool vmcs_setup(const struct l2_image *img, uint64_t eptp);

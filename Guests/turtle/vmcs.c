@@ -185,6 +185,13 @@ static uint32_t control(const char *what, uint32_t msr, uint32_t wanted, uint32_
 	return v;
 }
 
+/* Whether the primary processor-based controls may have `bit` set (SDM A.3.2). */
+bool primary_control_allowed(uint32_t bit)
+{
+	bool truectl = (vmx_basic & BASIC_TRUE_CTLS) != 0;
+	return (rdmsr(truectl ? MSR_IA32_VMX_TRUE_PROCBASED_CTLS : MSR_IA32_VMX_PROCBASED_CTLS) >> 32) & bit;
+}
+
 static void io_intercept(uint16_t port)
 {
 	uint8_t *bm = port < 0x8000 ? io_bitmap_a : io_bitmap_b;

@@ -303,6 +303,24 @@ final class NestedTests: XCTestCase {
         }
     }
 
+    /// The monitor trap flag (SDM 26.5.2): turtle sets it for stretches of
+    /// L2's code, and each instruction there that does not exit itself gives
+    /// exit 37: those the processor runs (KVM single-steps L2), one L0
+    /// carries out at a patched site (MOV from CR8) and one KVM runs while L0
+    /// steps over it (MOV to CR0). CPUID and the VMCALLs exit and give none.
+    func testTheMonitorTrapFlagExitsAfterEachInstruction() throws {
+        for ept in ["", "ept=off"] {
+            let (r, trace) = try turtle("mtf", turtleArgs: ept)
+            XCTAssertTrue(r.stdout.contains("[L2] SUMMARY: 3 tests, 0 failures"), r.stdout)
+            XCTAssertEqual(trace.filter { $0.level == 2 && $0.vmxReason == 37 && $0.handler == .reflected }.count, 12 + 5 + 5)
+            XCTAssertTrue(r.stdout.contains("turtle:    37 monitor trap flag                        22"), r.stdout)
+            // VMCALL exits through its patched site (26.1.2), not the #UD breakpoint.
+            let vmcalls = trace.filter { $0.level == 2 && $0.vmxReason == 18 }
+            XCTAssertEqual(vmcalls.count, 6, "two for each of the three stretches")
+            XCTAssertTrue(vmcalls.allSatisfy { $0.flags.contains(.patchedSite) })
+        }
+    }
+
     func testPreemptionTimerInterruptsL2() throws {
         // 2,000,000 ticks of TSC >> 5 is about 25 ms; compute runs well over a second.
         let (r, trace) = try turtle("compute", "1", turtleArgs: "preempt=2000000")

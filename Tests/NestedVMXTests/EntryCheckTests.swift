@@ -319,7 +319,7 @@ final class EntryCheckTests: XCTestCase {
         ctl("27.2.1.3 VM-entry controls reserved bits") { $0.set(.entryControls, bits(.loadBNDCFGS)) },
         ctl("27.2.1.3 VM-entry controls reserved bits") { $0.clear(.entryControls, 1 << 12) },
         ctl("27.2.1.3 event injection interruption type") { $0[.entryInterruptionInfo] = inject(type: 1, vector: 0x20) },
-        ctl("27.2.1.3 event injection interruption type") { $0[.entryInterruptionInfo] = inject(type: 7, vector: 0) },  // no MTF
+        ctl("27.2.1.3 event injection vector") { $0[.entryInterruptionInfo] = inject(type: 7, vector: 1) },  // MTF is vector 0
         ctl("27.2.1.3 event injection vector") { $0[.entryInterruptionInfo] = inject(type: 2, vector: 3) },
         ctl("27.2.1.3 event injection vector") { $0[.entryInterruptionInfo] = inject(type: 3, vector: 32) },
         ctl("27.2.1.3 event injection deliver-error-code bit") { $0[.entryInterruptionInfo] = inject(type: 3, vector: 13) },

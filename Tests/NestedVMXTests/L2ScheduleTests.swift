@@ -41,6 +41,24 @@ final class L2ScheduleTests: XCTestCase {
         XCTAssertEqual(L2Schedule.next(p), .exitDuringDelivery)
     }
 
+    /// 26.7.2: a pending MTF VM exit comes before debug traps, the timer and
+    /// interrupts; at an entry that injects an event, after its delivery
+    /// (or first, with the event back to L1, when L0 cannot stop there).
+    func testAMonitorTrapComesBeforeDebugTrapsTimerAndInterrupts() {
+        var p = L2Pending(preemptionTimer: timer(ticks: 0), l1InterruptPending: true)
+        p.debugExceptions = 1 << 14
+        p.monitorTrap = true
+        XCTAssertEqual(L2Schedule.next(p), .monitorTrap)
+        p.injectedEventWaiting = true
+        XCTAssertEqual(L2Schedule.next(p), .monitorTrap, "no stop after the delivery")
+        p.canStopAfterDelivery = true
+        XCTAssertEqual(L2Schedule.next(p), .runToHandler)
+        p.deliveryFault = true
+        XCTAssertEqual(L2Schedule.next(p), .exitDuringDelivery)
+        p = L2Pending()
+        XCTAssertEqual(L2Schedule.next(p), .run)
+    }
+
     /// SDM 26.2: with external-interrupt exiting 0, L1's interrupt is no
     /// exit. It goes into L2 once L2 can take it, waking a halted L2; one L2
     /// blocks neither exits nor stops the preemption timer, and a halted L2

@@ -24,20 +24,20 @@ final class SensitiveRoutingTests: XCTestCase {
     }
 
     /// With nothing asked for, L0 traps only what always exits or always
-    /// needs it: CPUID, INVD, XSETBV, CR0/CR4 writes (the fixed bits), CR8
+    /// needs it: CPUID, INVD, XSETBV, VMCALL, CR0/CR4 writes (the fixed bits), CR8
     /// (L1's TPR), and RDTSCP and INVPCID, which are #UD without their
     /// "enable" controls.
     func testTheTrappedClassesFollowL1sControls() {
         let none = ExitRouting.trapClasses(vmcs: vmcs([]))
-        XCTAssertEqual(none, [.cpuid, .invd, .xsetbv, .controlRegisterWrite, .cr8, .rdtscp, .invpcid])
+        XCTAssertEqual(none, [.cpuid, .invd, .xsetbv, .vmcall, .controlRegisterWrite, .cr8, .rdtscp, .invpcid])
         let enabled = ExitRouting.trapClasses(vmcs: vmcs([], [.enableRDTSCP, .enableINVPCID]))
-        XCTAssertEqual(enabled, [.cpuid, .invd, .xsetbv, .controlRegisterWrite, .cr8], "PAUSE and MOV DR cost nothing")
+        XCTAssertEqual(enabled, [.cpuid, .invd, .xsetbv, .vmcall, .controlRegisterWrite, .cr8], "PAUSE and MOV DR cost nothing")
         let all = ExitRouting.trapClasses(vmcs: vmcs([.rdtscExiting, .cr3LoadExiting, .cr3StoreExiting, .movDRExiting, .invlpgExiting,
                                                       .rdpmcExiting, .monitorExiting, .mwaitExiting, .pauseExiting],
                                                      [.wbinvdExiting, .rdrandExiting, .rdseedExiting, .descriptorTableExiting,
                                                       .enableRDTSCP, .enableINVPCID]))
         XCTAssertEqual(all.subtracting([.controlRegisterRead, .lmsw, .clts]),
-                       TrapClasses(rawValue: (1 << 23) - 1).subtracting([.controlRegisterRead, .lmsw, .clts]))
+                       TrapClasses(rawValue: (1 << 24) - 1).subtracting([.controlRegisterRead, .lmsw, .clts]))
         XCTAssertTrue(ExitRouting.trapClasses(vmcs: vmcs([.useTSCOffsetting])).contains(.rdtsc), "the offset needs L0")
         var masked = vmcs([])
         XCTAssertTrue(masked.write(.cr0GuestHostMask, 1 << 3))
@@ -67,7 +67,8 @@ final class SensitiveRoutingTests: XCTestCase {
             if reason != .gdtrIDTRAccess { XCTAssertEqual(ExitRouting.exitReason(c), reason) }
         }
         XCTAssertFalse(ExitRouting.wantsExit(.invpcid, vmcs: vmcs(.invlpgExiting)), "INVPCID needs \"enable INVPCID\" too")
-        for c: TrapClasses in [.cpuid, .invd, .xsetbv] { XCTAssertTrue(ExitRouting.wantsExit(c, vmcs: vmcs([]))) }
+        for c: TrapClasses in [.cpuid, .invd, .xsetbv, .vmcall] { XCTAssertTrue(ExitRouting.wantsExit(c, vmcs: vmcs([]))) }
+        XCTAssertEqual(ExitRouting.exitReason(.vmcall), .vmcall)
     }
 
     /// 26.1.1: #UD and privilege faults come before the exit; 26.3: RDTSCP

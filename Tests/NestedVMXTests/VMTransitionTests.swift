@@ -42,6 +42,20 @@ final class VMTransitionTests: XCTestCase {
         XCTAssertEqual(plan.preemptionTimerTicks, 77)
     }
 
+    /// 27.6.2: type 7 ("other event") with vector 0 injects a pending MTF
+    /// VM exit, whatever the "monitor trap flag" control says; it is no
+    /// event for L2's IDT, and the valid bit is consumed like any other.
+    func testEntryInjectingAPendingMTFExit() {
+        let v = vmcs([(.entryInterruptionInfo, 1 << 31 | 7 << 8)])
+        let plan = VMTransitions.entry(vmcs: v, l1: CPUState(), launch: false, memory: memory, maxMSRListEntries: 512)
+        XCTAssertTrue(plan.pendingMonitorTrap)
+        XCTAssertNil(plan.event)
+        XCTAssertEqual(plan.vmcs.read(.entryInterruptionInfo), 7 << 8)
+        let plain = VMTransitions.entry(vmcs: vmcs([(.entryInterruptionInfo, 1 << 31 | 0x30)]), l1: CPUState(), launch: false,
+                                        memory: memory, maxMSRListEntries: 512)
+        XCTAssertFalse(plain.pendingMonitorTrap)
+    }
+
     /// 27.8: a failed entry records reason 33 or 34 with bit 31 and its
     /// qualification, saves no guest state, skips the MSR-store list, and
     /// loads the host state, host MSRs and the VM-exit MSR-load list.

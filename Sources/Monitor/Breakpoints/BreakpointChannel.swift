@@ -15,6 +15,9 @@ final class BreakpointChannel {
     /// The guest is single-stepped, breakpoints armed, until it can take a
     /// pending interrupt (`stepForInterruptWindow`).
     private(set) var windowStepping = false
+    /// The guest is single-stepped, breakpoints armed, for the monitor trap
+    /// flag (`stepForMonitorTrap`).
+    private(set) var monitorTrapping = false
 
     init(vcpu: any VirtualCPU, vectors: [Int]) {
         self.vcpu = vcpu
@@ -37,7 +40,7 @@ final class BreakpointChannel {
         let regs = breakpoints.debugRegisters
         var control: GuestDebugControl = []
         if regs[7] != 0 { control.formUnion([.enable, .useHardwareBreakpoints]) }
-        if windowStepping { control.formUnion([.enable, .singleStep]) }
+        if windowStepping || monitorTrapping { control.formUnion([.enable, .singleStep]) }
         try vcpu.setGuestDebug(control, debugRegisters: regs)
     }
 
@@ -49,6 +52,14 @@ final class BreakpointChannel {
     func stepForInterruptWindow(_ on: Bool) throws(KVMError) {
         guard on != windowStepping else { return }
         windowStepping = on
+        if !stepping { try arm() }
+    }
+
+    /// Single-steps L2 after every instruction while L1's "monitor trap
+    /// flag" is 1 (SDM 26.5.2): each step's debug exit is an MTF VM exit.
+    func stepForMonitorTrap(_ on: Bool) throws(KVMError) {
+        guard on != monitorTrapping else { return }
+        monitorTrapping = on
         if !stepping { try arm() }
     }
 

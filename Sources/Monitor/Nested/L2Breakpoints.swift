@@ -41,7 +41,10 @@ extension Machine {
     func handleL2Breakpoint(_ d: DebugExit, l2: L2Machine, note: inout ExitNote) -> RunOutcome? {
         do {
             if try l2.breakpoints.finishStep() {
+                // The step ran an original instruction or a handler's first
+                // one: under "monitor trap flag" its MTF VM exit is due.
                 try restorePatchedCopy(l2, stepped: true)
+                if l2.breakpoints.monitorTrapping { l2.monitorTrap = true }
                 return nil
             }
             if let stop = l2.deliveryStop, l2.breakpoints.breakpoints.handlers[stop] == d.pc {
@@ -50,10 +53,16 @@ extension Machine {
                 l2.deliveryStop = nil
                 if !l2.vectorsForL1.contains(stop) { return nil }
             }
-            // L2's own single-step trap, which a standard KVM host reports
-            // while L0's breakpoints are armed, at the next instruction.
+            // The step after an instruction: under "monitor trap flag" it is
+            // the MTF VM exit (26.5.2). Otherwise it is L2's own single-step
+            // trap, which a standard KVM host reports while L0's breakpoints
+            // are armed, at the next instruction.
             if d.exception == 1, l2.breakpoints.breakpoints.vector(atHandler: d.pc) == nil,
                d.dr6 & DebugExceptions.singleStep != 0, let vmcs = vmx.current {
+                if l2.breakpoints.monitorTrapping {
+                    l2.monitorTrap = true
+                    return nil
+                }
                 return raiseDebugException(DebugExceptions.singleStep, l2: l2, vmcs: vmcs, note: &note)
             }
             let state = l2State
@@ -88,7 +97,11 @@ extension Machine {
                 note.value = UInt64(vector)
                 return reflect(exit, state: at, note: &note)
             }
+            // L2's own exception, delivered: under "monitor trap flag" the MTF
+            // VM exit comes now, on the boundary after the delivery (26.5.2);
+            // the step past the handler's breakpoint waits for the entry.
             try l2.breakpoints.stepPastHandler()
+            if l2.breakpoints.monitorTrapping { l2.monitorTrap = true }
             return nil
         } catch {
             return .unhandledExit("L2 breakpoints: \(error)")

@@ -43,6 +43,10 @@ final class L2Machine {
     var halted = false
     /// The patched copies of code pages in EPT02, by slot (docs/PATCHING.md).
     private(set) var copies: [UInt32: (slot: Slot, memory: GuestMemory, entry: PatchTable.Page)] = [:]
+    /// An MTF VM exit is pending (SDM 26.5.2): set where an L2 instruction
+    /// or event delivery completes under "monitor trap flag", taken by
+    /// `L2Schedule` before L2 runs again, cleared by any exit to L1.
+    var monitorTrap = false
     /// The classes of sites the copies trap: those L1's controls ask for
     /// (`ExitRouting.trapClasses`), as at the last VM entry.
     var patchedClasses: TrapClasses = []

@@ -155,7 +155,7 @@ extension Machine {
             }
             return exit(NestedExit(reason: access.exitReason, qualification: access.qualification, instructionLength: access.length,
                                    instructionInfo: access.instructionInformation))
-        case .cpuid, .invd, .xsetbv, .wbinvd, .rdpmc, .monitor, .mwait, .pause:
+        case .cpuid, .invd, .xsetbv, .vmcall, .wbinvd, .rdpmc, .monitor, .mwait, .pause:
             // No qualification: MWAIT's bit 0 (the monitor armed) is 0, as
             // KVM runs MONITOR as a no-op or #UD and never arms one.
             guard ExitRouting.wantsExit(site.trapClass, vmcs: vmcs), let reason = ExitRouting.exitReason(site.trapClass) else {
@@ -174,6 +174,7 @@ extension Machine {
         change(&after)
         after.rip = state.wrappingRIP(state.rip &+ UInt64(length))
         after.storeRegistersAndSegments(into: l2.vcpu)
+        l2.monitorTrap = l2.breakpoints.monitorTrapping             // it completed (26.5.2)
     }
 
     /// When the stepped instruction faulted, the frame its exception pushed

@@ -29,6 +29,7 @@ extension Machine {
         var p = L2Pending(deliveryFault: l2.deliveryFault != nil, preemptionTimer: l2.preemption,
                           l1InterruptPending: pendingL1Interrupt() != nil, halted: l2.halted)
         p.debugExceptions = l2.debugExceptions
+        p.monitorTrap = l2.monitorTrap
         p.externalInterruptExiting = vmx.current?.pin.contains(.externalInterruptExiting) ?? true
         if p.l1InterruptPending && !p.externalInterruptExiting { p.l2Interruptible = l2State.acceptsExternalInterrupt }
         // KVM reports when a blocked L2 opens its interrupt window.
@@ -40,7 +41,7 @@ extension Machine {
         }
         let waiting = DeliveredEvent(l2.vcpu.events)
         p.injectedEventWaiting = waiting != nil
-        if let event = waiting, p.l1InterruptPending || (p.preemptionTimer?.expired ?? false) {
+        if let event = waiting, p.monitorTrap || p.l1InterruptPending || (p.preemptionTimer?.expired ?? false) {
             p.canStopAfterDelivery = prepareStopAfterDelivery(l2, vector: Int(event.vector))
         } else if waiting == nil {
             l2.deliveryStop = nil
@@ -77,6 +78,10 @@ extension Machine {
             note.kind = .mmioRead
             note.address = fault.guestPhysical
             return reflect(fault, state: l2State, note: &note)
+        case .monitorTrap:
+            // 26.5.2: exit 37, qualification 0, L2 at the next instruction.
+            completePending(l2)
+            return reflect(NestedExit(reason: .monitorTrapFlag), state: l2State, note: &note)
         case .debugException:
             // 27.7.3: the entry's pending #DB, before L2's first instruction.
             let pending = l2.debugExceptions

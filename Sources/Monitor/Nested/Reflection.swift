@@ -93,6 +93,7 @@ extension Machine {
                                       pendingDebugExceptions: l2.debugExceptions,
                                       memory: ram, maxMSRListEntries: maxMSRListEntries, wrmsrFaults: Self.guestWRMSRFaults)
         l2.debugExceptions = 0
+        l2.monitorTrap = false                                      // an instruction that exits has none (26.5.2)
         // 28.2.4: an event still in delivery goes to L1, which must
         // re-inject it; L2's vCPU forgets it.
         if exit.vectoring == nil, state.eventInDelivery != nil { l2.vcpu.events.forgetInjectedEvent() }
@@ -133,6 +134,7 @@ extension Machine {
         }
         state.storeRegistersAndSegments(into: l2.vcpu)
         inject(exception, into: l2.vcpu)
+        l2.monitorTrap = l2.breakpoints.monitorTrapping             // after the delivery (26.5.2)
         return nil
     }
 

@@ -34,6 +34,13 @@ extension Machine {
             // L1 enters L2 away from the handler L0 was stepping past: the
             // step is moot, and the breakpoints are armed again.
             try l2.breakpoints.cancelStep(unlessAt: state.cs.base &+ state.rip)
+            // 26.5.2, 26.7.2: under "monitor trap flag" KVM steps L2; an
+            // entry that injects an event has its MTF VM exit pending after
+            // the delivery, and one that injects a pending MTF VM exit
+            // (27.6.2) has it before L2's first instruction.
+            let monitorTrap = vmcs.proc.contains(.monitorTrapFlag)
+            try l2.breakpoints.stepForMonitorTrap(monitorTrap)
+            l2.monitorTrap = (monitorTrap && plan.event != nil) || plan.pendingMonitorTrap
             try restorePatchedCopy(l2)
             loadGuestMSRs(l2, plan.guestMSRs)
             // 27.3.2.1: DR7 from the guest-state area under "load debug

@@ -31,8 +31,10 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
     /// RDPMC (15), MONITOR (39), MWAIT (36), PAUSE (40), RDRAND (57) and
     /// RDSEED (61), each under its own exiting control (26.1.3).
     case rdpmc, monitor, mwait, pause, rdrand, rdseed
-    /// XSETBV exits unconditionally (26.1.2), reason 55.
-    case xsetbv
+    /// XSETBV exits unconditionally (26.1.2), reason 55; so does VMCALL,
+    /// reason 18, which without the patch reaches L0 only through a
+    /// breakpoint on L2's #UD handler.
+    case xsetbv, vmcall
     /// LGDT, LIDT, SGDT, SIDT (46) and LLDT, LTR, SLDT, STR (47) under
     /// "descriptor-table exiting" (26.1.3).
     case descriptorTable
@@ -60,6 +62,7 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
         case ZYDIS_MNEMONIC_RDRAND: self = .rdrand
         case ZYDIS_MNEMONIC_RDSEED: self = .rdseed
         case ZYDIS_MNEMONIC_XSETBV: self = .xsetbv
+        case ZYDIS_MNEMONIC_VMCALL: self = .vmcall
         case ZYDIS_MNEMONIC_SGDT, ZYDIS_MNEMONIC_SIDT, ZYDIS_MNEMONIC_LGDT, ZYDIS_MNEMONIC_LIDT,
              ZYDIS_MNEMONIC_SLDT, ZYDIS_MNEMONIC_STR, ZYDIS_MNEMONIC_LLDT, ZYDIS_MNEMONIC_LTR: self = .descriptorTable
         default: return nil
@@ -129,6 +132,7 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
         case .pause: [0xf3, 0x90]
         case .rdrand, .rdseed: [0x0f, 0xc7]
         case .xsetbv: [0x0f, 0x01, 0xd1]
+        case .vmcall: [0x0f, 0x01, 0xc1]
         }
     }
 
@@ -165,6 +169,7 @@ public enum SensitiveInstruction: String, Equatable, Sendable, CaseIterable {
         case .rdrand: .rdrand
         case .rdseed: .rdseed
         case .xsetbv: .xsetbv
+        case .vmcall: .vmcall
         case .descriptorTable: .descriptorTable
         }
     }

@@ -77,6 +77,9 @@ public struct L2Pending: Equatable, Sendable {
     /// The #DB the entry left pending (SDM 27.7.3), as pending-debug-exception
     /// bits; 0 for none.
     public var debugExceptions: UInt64 = 0
+    /// An MTF VM exit is pending (SDM 26.5.2): L2 completed an instruction,
+    /// or the delivery of an event, under "monitor trap flag".
+    public var monitorTrap = false
 
     public init(deliveryFault: Bool = false, injectedEventWaiting: Bool = false, canStopAfterDelivery: Bool = false,
                 preemptionTimer: PreemptionTimer? = nil, l1InterruptPending: Bool = false, halted: Bool = false,
@@ -102,6 +105,8 @@ public enum L2Step: Equatable, Sendable {
     /// instruction: an exception exit when L1 intercepts #DB, else delivered
     /// through L2's IDT.
     case debugException
+    /// Reflect exit reason 37, the monitor trap flag.
+    case monitorTrap
     /// Reflect exit reason 52.
     case preemptionTimerExpired
     /// Reflect exit reason 1.
@@ -117,14 +122,19 @@ public enum L2Step: Equatable, Sendable {
 }
 
 /// One decision for "which L2 exit comes next", in the SDM's priority order
-/// (Vol. 3A Table 6-2 with Vol. 3C 26.5.1 and 27.7.3-27.7.4): event
-/// injection first, then a pending debug exception (a trap on the entry),
-/// then the VMX-preemption timer, then external interrupts. It is
+/// (Vol. 3A Table 6-2 with Vol. 3C 26.5.1, 26.7.2 and 27.7.3-27.7.4): event
+/// injection first, then a pending MTF VM exit (which takes priority over
+/// debug traps and all lower events), then a pending debug exception (a
+/// trap on the entry), then the VMX-preemption timer, then external
+/// interrupts. It is
 /// asked before each run of L2 and when a run returns without an exit of its
 /// own (a kick).
 public enum L2Schedule {
     public static func next(_ p: L2Pending) -> L2Step {
         if p.deliveryFault { return .exitDuringDelivery }
+        // 26.7.2: the MTF VM exit of an entry that injects an event comes
+        // on the boundary after its delivery.
+        if p.monitorTrap { return p.injectedEventWaiting && p.canStopAfterDelivery ? .runToHandler : .monitorTrap }
         if p.debugExceptions != 0 { return .debugException }
         let timerExpired = p.preemptionTimer?.expired ?? false
         let interruptExit = p.l1InterruptPending && p.externalInterruptExiting

@@ -35,6 +35,8 @@ public struct TrapClasses: OptionSet, Hashable, Sendable {
     public static let rdseed = TrapClasses(rawValue: 1 << 21)
     /// LGDT, LIDT, LLDT, LTR, SGDT, SIDT, SLDT, STR.
     public static let descriptorTable = TrapClasses(rawValue: 1 << 22)
+    /// VMCALL, which exits unconditionally (26.1.2).
+    public static let vmcall = TrapClasses(rawValue: 1 << 23)
 }
 
 extension ExitRouting {
@@ -42,9 +44,10 @@ extension ExitRouting {
     /// 26.1.3), those whose result L1's controls change (26.3: TSC offset,
     /// read shadows, the CR0/CR4 masks, CR8 and its TPR in L1's APIC), and
     /// those an "enable" control turns into #UD. CR0/CR4 writes are always
-    /// seen: the bits fixed in VMX operation hold for L2 too (26.3).
+    /// seen: the bits fixed in VMX operation hold for L2 too (26.3). So is
+    /// VMCALL, which exits whatever L1 asks (26.1.2).
     public static func trapClasses(vmcs: VMCS12) -> TrapClasses {
-        var classes: TrapClasses = [.cpuid, .invd, .xsetbv, .controlRegisterWrite, .cr8]
+        var classes: TrapClasses = [.cpuid, .invd, .xsetbv, .vmcall, .controlRegisterWrite, .cr8]
         let proc = vmcs.proc
         let proc2 = proc.contains(.activateSecondaryControls) ? vmcs.proc2 : []
         if proc.contains(.rdtscExiting) || proc.contains(.useTSCOffsetting) { classes.insert(.rdtsc) }
@@ -128,7 +131,7 @@ extension ExitRouting {
         let proc = vmcs.proc
         let proc2 = proc.contains(.activateSecondaryControls) ? vmcs.proc2 : []
         switch `class` {
-        case .cpuid, .invd, .xsetbv: return true
+        case .cpuid, .invd, .xsetbv, .vmcall: return true
         case .rdtsc, .rdtscp: return proc.contains(.rdtscExiting)
         case .rdpmc: return proc.contains(.rdpmcExiting)
         case .monitor: return proc.contains(.monitorExiting)
@@ -151,6 +154,7 @@ extension ExitRouting {
         case .cpuid: .cpuid
         case .invd: .invd
         case .xsetbv: .xsetbv
+        case .vmcall: .vmcall
         case .rdtsc: .rdtsc
         case .rdtscp: .rdtscp
         case .rdpmc: .rdpmc

@@ -36,6 +36,10 @@ public struct VMEntryPlan: Equatable, Sendable {
     public var msrLoadList: [MSRAreaEntry]
     /// 27.6: the event to inject, as L1 wrote it.
     public var event: EntryEvent?
+    /// 27.6.2: the entry injects a pending MTF VM exit (type 7, "other
+    /// event", vector 0): it comes before L2's first instruction, even
+    /// with the "monitor trap flag" control 0.
+    public var pendingMonitorTrap = false
     /// 27.7.4: the VMX-preemption timer's start value, when it is activated.
     public var preemptionTimerTicks: UInt32?
     /// 25.4.2, 27.7.2: the HLT activity state, unless the entry injects an event.
@@ -87,8 +91,11 @@ public enum VMTransitions {
         var after = vmcs
         if launch { after.launched = true }
         after.write(.entryInterruptionInfo, (vmcs.read(.entryInterruptionInfo) ?? 0) & ~(1 << 31))
-        return VMEntryPlan(guest: guest, guestMSRs: guestMSRs, msrLoadList: list, event: event, preemptionTimerTicks: ticks,
-                           halted: vmcs.read(.guestActivityState) == 1 && event == nil, vmcs: after)
+        let info = UInt32(truncatingIfNeeded: vmcs.read(.entryInterruptionInfo) ?? 0)
+        var plan = VMEntryPlan(guest: guest, guestMSRs: guestMSRs, msrLoadList: list, event: event, preemptionTimerTicks: ticks,
+                               halted: vmcs.read(.guestActivityState) == 1 && event == nil, vmcs: after)
+        plan.pendingMonitorTrap = info & (1 << 31) != 0 && (info >> 8) & 7 == 7 && info & 0xff == 0
+        return plan
     }
 
     /// VM exit (28.1-28.6). `guestMSRs` holds L2's values of the MSR-held

@@ -82,7 +82,7 @@ public struct VMXCapabilities: Equatable, Sendable {
         // L2's MOV CR3 and INVLPG through patched code too, and four CR3-target
         // values go with CR3-load exiting (MISC). So do CR8-load/store, RDPMC,
         // MONITOR, MWAIT and PAUSE exiting (not "use TPR shadow" or PAUSE-loop
-        // exiting). The true MSR (A.3.2) lets the default-1 CR3-load and
+        // exiting). The monitor trap flag: KVM single-steps L2 (26.5.2). The true MSR (A.3.2) lets the default-1 CR3-load and
         // CR3-store exiting be 0.
         let procDefault1 = ProcessorBasedControls(rawValue: DefaultSettings.processorBased)
         let procTrueDefault1 = procDefault1.subtracting([.cr3LoadExiting, .cr3StoreExiting])
@@ -90,7 +90,7 @@ public struct VMXCapabilities: Equatable, Sendable {
                                                .activateSecondaryControls, .rdtscExiting, .useTSCOffsetting,
                                                .cr3LoadExiting, .cr3StoreExiting, .invlpgExiting, .movDRExiting,
                                                .cr8LoadExiting, .cr8StoreExiting, .rdpmcExiting, .monitorExiting,
-                                               .mwaitExiting, .pauseExiting]
+                                               .mwaitExiting, .pauseExiting, .monitorTrapFlag]
         let trueProc = controls(mustBe1: procTrueDefault1, mayBe1: procMay)
         let proc = controls(mustBe1: procDefault1, mayBe1: procMay)
 
