@@ -813,6 +813,20 @@ static int handle_invpcid(void)
 	return 0;
 }
 
+/* turtle's own DR6 or DR7: written with v, or read; returns the value. */
+static uint64_t own_debug_register(int dr, bool write, uint64_t v)
+{
+	if (dr == 6 && write)
+		__asm__ volatile("mov %0, %%dr6" : : "r"(v));
+	else if (dr == 6)
+		__asm__ volatile("mov %%dr6, %0" : "=r"(v));
+	else if (write)
+		__asm__ volatile("mov %0, %%dr7" : : "r"(v));
+	else
+		__asm__ volatile("mov %%dr7, %0" : "=r"(v));
+	return v;
+}
+
 static int dispatch(void);
 
 int turtle_handle_exit(void)
@@ -950,26 +964,14 @@ static int dispatch(void)
 				set_reg(gpr, l2_dr[dr]);
 			else
 				l2_dr[dr] = get_reg(gpr);
-		} else if (dr == 6 || dr == 4) {
-			uint64_t v = get_reg(gpr);
-			if (from)
-				__asm__ volatile("mov %%dr6, %0" : "=r"(v));
-			else
-				__asm__ volatile("mov %0, %%dr6" : : "r"(v));
-			if (from)
-				set_reg(gpr, v);
-		} else if (entry_ctl & ENTRY_LOAD_DEBUG) {
+		} else if ((dr == 7 || dr == 5) && (entry_ctl & ENTRY_LOAD_DEBUG)) {
 			if (from)
 				set_reg(gpr, vmr(GUEST_DR7));
 			else
 				VMW(GUEST_DR7, get_reg(gpr));
 		} else {
-			/* Without "load debug controls" L2 runs with turtle's DR7. */
-			uint64_t v = get_reg(gpr);
-			if (from)
-				__asm__ volatile("mov %%dr7, %0" : "=r"(v));
-			else
-				__asm__ volatile("mov %0, %%dr7" : : "r"(v));
+			/* DR6, or DR7 without "load debug controls": turtle's own. */
+			uint64_t v = own_debug_register(dr == 4 || dr == 6 ? 6 : 7, !from, get_reg(gpr));
 			if (from)
 				set_reg(gpr, v);
 		}
