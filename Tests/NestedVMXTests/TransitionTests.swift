@@ -161,7 +161,9 @@ final class TransitionTests: XCTestCase {
         StateTransfer.saveGuestState(l2, into: &vmcs)
         var l1 = CPUState()
         l1.gprs[.rax] = 0x2bad_b002
+        l1.cr2 = 0xdead_f000
         let loaded = StateTransfer.guestState(from: vmcs, l1: l1)
+        XCTAssertEqual(loaded.cr2, 0xdead_f000, "CR2 is not switched (27.3.2): L2 starts with L1's")
         XCTAssertEqual(loaded.rip, l2.rip)
         XCTAssertEqual(loaded.gprs[.rsp], 0x7000)
         XCTAssertEqual(loaded.gprs[.rax], 0x2bad_b002, "GPRs other than RSP come from L1")
@@ -182,8 +184,11 @@ final class TransitionTests: XCTestCase {
         vmcs.write(.hostFSBase, 0x4000); vmcs.write(.exitControls, 1 << 9)
         var l2 = CPUState()
         l2.gprs[.rbx] = 42
-        let l1 = CPUState()
+        l2.cr2 = 0x7777_7000
+        var l1 = CPUState()
+        l1.cr2 = 0x1000
         let host = StateTransfer.hostState(from: vmcs, l2: l2, l1: l1)
+        XCTAssertEqual(host.cr2, 0x7777_7000, "nor at exit (28.5.1): L1 sees L2's last page-fault address")
         XCTAssertEqual(host.rip, 0x20_1000)
         XCTAssertEqual(host.gprs[.rsp], 0x20_8000)
         XCTAssertEqual(host.gprs[.rbx], 42, "VM exits leave GPRs as L2 had them")

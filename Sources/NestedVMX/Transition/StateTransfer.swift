@@ -29,6 +29,7 @@ public enum StateTransfer {
         s.rip = f(.guestRIP)
         s.rflags = f(.guestRFLAGS) | 0x2
         s.cr0 = f(.guestCR0)
+        s.cr2 = l1.cr2                        // CR2 is not switched (27.3.2): L1's, as a #PF L1 injects needs
         s.cr3 = f(.guestCR3)
         s.cr4 = f(.guestCR4) & ~(1 << 13)    // VMXE stays virtual for L2 too
         if vmcs.entryControls.contains(.loadEFER) {
@@ -107,6 +108,7 @@ public enum StateTransfer {
         s.rip = f(.hostRIP)
         s.rflags = 0x2                                  // 28.5.3: all flags cleared but bit 1
         s.cr0 = f(.hostCR0)
+        s.cr2 = l2.cr2                                  // not switched (28.5.1): what L2 left
         s.cr3 = f(.hostCR3)
         s.cr4 = f(.hostCR4) & ~(1 << 13)                // VMXE is virtual: never in the real CR4
         let longMode = vmcs.exitControls.contains(.hostAddressSpaceSize)
