@@ -15,7 +15,12 @@
  *               there is no unrestricted guest and VMX cannot enter a guest
  *               with CR0.PG = 0 (SDM 27.3.1.1), so L2 starts in 64-bit mode
  *               at its image's 64-bit entry (the "T64E" tag of
- *               Guests/lib/boot.S), on an identity map.
+ *               Guests/lib/boot.S), on an identity map. Also paging=identity.
+ *   paging=shadow  shadow paging (turtle/shadow.c, docs/SHADOW.md): no EPT;
+ *               L2 gets [0, l2mem) of its own as with EPT, and turtle maps
+ *               L2-linear to L1-physical itself, from L2's page tables, at
+ *               the #PF, CR3 and INVLPG exits. L2 starts as with ept=off, on
+ *               an identity map at the top of its RAM. paging=ept is ept=on.
  *   l2mem=SIZE  L2's memory, 2 MiB multiple from 2M to 1G (default 16M).
  *   io=bitmap   (default) I/O bitmaps intercept COM1 (0x3f8-0x3ff), the
  *               debug-exit port (0xf4-0xf7) and 0x80; other ports go to L0.
@@ -69,7 +74,7 @@
  */
 #include "turtle/turtle.h"
 
-#define USAGE	"turtle [ept=on|off] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc,cr3,invlpg,dr,wbinvd,cr8,pause,rdpmc,mwait,rdrand,desc] [tscoffset=N] [cr0mask=M] [cr4mask=M] (L2 image = module 0)"
+#define USAGE	"turtle [ept=on|off] [paging=ept|shadow|identity] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc,cr3,invlpg,dr,wbinvd,cr8,pause,rdpmc,mwait,rdrand,desc] [tscoffset=N] [cr0mask=M] [cr4mask=M] (L2 image = module 0)"
 #define MIB	(1ull << 20)
 
 struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
@@ -140,6 +145,24 @@ void *l2_ptr(uint64_t gpa, uint64_t len)
 	return (void *)(uintptr_t)(l2_base + gpa);
 }
 
+/* The p2m, for shadow.c. */
+void *shadow_l2_ptr(uint64_t gpa, uint64_t len) { return l2_ptr(gpa, len); }
+uint64_t shadow_l2_base(void) { return l2_base; }
+uint64_t shadow_l2_size(void) { return cfg.l2mem; }
+
+uint64_t shadow_initial_tables(void)
+{
+	uint64_t top = cfg.l2mem - 6 * 4096, *t = l2_ptr(top, 6 * 4096);
+	fast_zero(t, 6 * 4096);
+	t[0] = (top + 4096) | 3;				/* PML4[0] -> PDPT, P RW */
+	for (uint64_t g = 0; g < 4; g++) {
+		t[512 + g] = (top + (2 + g) * 4096) | 3;	/* PDPT[g] -> PD g */
+		for (uint64_t i = 0; i < 512; i++)
+			t[(2 + g) * 512 + i] = ((g << 30) + (i << 21)) | 0x83;	/* P RW PS */
+	}
+	return top;
+}
+
 /* Spurious interrupts need no EOI (SDM Vol. 3A 11.9). */
 static void spurious_interrupt(struct regs *r)
 {
@@ -203,6 +226,15 @@ static int parse_args(int argc, char **argv)
 		if ((v = arg_value(argv[i], "ept"))) {
 			if (!parse_on_off(v, &cfg.ept))
 				return usage(USAGE);
+			cfg.shadow = false;
+		} else if ((v = arg_value(argv[i], "paging"))) {
+			/* ept (EPT-on-EPT), shadow (shadow-on-EPT), identity (ept=off). */
+			if (!strcmp(v, "ept") || !strcmp(v, "shadow") || !strcmp(v, "identity")) {
+				cfg.ept = !strcmp(v, "ept");
+				cfg.shadow = !strcmp(v, "shadow");
+			} else {
+				return usage("%s: paging= takes ept, shadow or identity", USAGE);
+			}
 		} else if ((v = arg_value(argv[i], "l2mem"))) {
 			if (!parse_size(v, &cfg.l2mem) || cfg.l2mem < 2 * MIB || cfg.l2mem > 1024 * MIB ||
 			    (cfg.l2mem & (2 * MIB - 1)))
@@ -281,7 +313,9 @@ static int parse_args(int argc, char **argv)
 		}
 	}
 	/* Only an L2 that owns turtle's APIC can take its interrupts directly. */
-	if (cfg.irq_direct && (cfg.ept || cfg.timer))
+	if (cfg.shadow && (cfg.exceptions & (1u << 14)))
+		return usage("%s: paging=shadow takes every #PF itself; exceptions= cannot have bit 14", USAGE);
+	if (cfg.irq_direct && (!l2_uses_turtles_apic() || cfg.timer))
 		return usage("%s: irq=direct needs ept=off and no timer=N", USAGE);
 	return -1;
 }
@@ -303,7 +337,7 @@ static bool choose_l2_region(const struct multiboot_info *mbi)
 	uint64_t floor = (uintptr_t)__image_end;
 	const struct multiboot_module *mods = (const void *)(uintptr_t)mbi->mods_addr;
 
-	if (!cfg.ept) {
+	if (!cfg.ept && !cfg.shadow) {
 		/* Without EPT, L2-physical is L1-physical: L2 gets [0, l2mem),
 		 * which must end below turtle's image and the modules. */
 		uint64_t ceiling = (uintptr_t)__image_start;
@@ -390,7 +424,8 @@ int main(int argc, char **argv)
 
 	trap_init();
 	turtle_gdt_init();
-	printf("turtle: L1 hypervisor: ept=%s l2mem=%lluM io=%s preempt=%llu\n", cfg.ept ? "on" : "off",
+	printf("turtle: L1 hypervisor: paging=%s l2mem=%lluM io=%s preempt=%llu\n",
+	       cfg.ept ? "ept" : cfg.shadow ? "shadow" : "identity",
 	       (unsigned long long)(cfg.l2mem / MIB), cfg.io_all ? "all" : "bitmap",
 	       (unsigned long long)cfg.preempt);
 
@@ -409,7 +444,7 @@ int main(int argc, char **argv)
 	if (!choose_l2_region(mbi) ||
 	    !l2_load((const uint8_t *)(uintptr_t)mod->mod_start, mod->mod_end - mod->mod_start, cmdline, &img))
 		finish(false, EXIT_FAIL);
-	if (!cfg.ept && !img.entry64) {
+	if (!cfg.ept && !img.entry64) {	/* paging=shadow and ept=off alike */
 		printf("turtle: ept=off starts L2 in 64-bit mode, since without EPT there is no \"unrestricted guest\" to run\n"
 		       "turtle: its paging-off Multiboot entry (SDM 27.3.1.1), but this image has no 64-bit entry (\"T64E\" tag)\n");
 		finish(false, EXIT_FAIL);

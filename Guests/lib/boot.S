@@ -99,6 +99,10 @@ _start:
  */
 	.code64
 	.globl _start64
+	/* A function symbol, so that L0 sweeps this 64-bit code for sensitive
+	 * instructions (docs/PATCHING.md): its MOV to CR3 must reach a
+	 * hypervisor with CR3-load exiting, such as turtle paging=shadow. */
+	.type _start64, @function
 _start64:
 	cli
 	cld
@@ -132,6 +136,7 @@ start64:
 2:	cli
 	hlt
 	jmp 2b
+	.size _start64, . - _start64
 
 /*
  * GDT (SDM Vol. 3A 3.4.5 "Segment Descriptors", 5.2.1 for the L bit).

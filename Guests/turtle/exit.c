@@ -9,10 +9,6 @@
 #include "decode.h"
 
 #define RFLAGS_IF	(1ull << 9)
-#define CR0_PG		(1ull << 31)
-#define CR4_PSE		(1ull << 4)
-#define CR4_PAE		(1ull << 5)
-#define EFER_LMA	(1ull << 10)
 #define AR_L		(1ull << 13)
 
 #define COM1		0x3f8
@@ -293,7 +289,8 @@ static void read_paging(struct l2_paging *pg)
 	pg->cr3 = pg->cr4 = 0;
 	pg->lma = false;
 	if (pg->cr0 & CR0_PG) {
-		pg->cr3 = vmr(GUEST_CR3);
+		/* paging=shadow: GUEST_CR3 is the shadow root; L2's CR3 is turtle's. */
+		pg->cr3 = cfg.shadow ? l2_guest_cr3 : vmr(GUEST_CR3);
 		pg->cr4 = vmr(GUEST_CR4);
 		/* "IA-32e mode guest" is updated with EFER.LMA on every exit
 		 * (SDM 28.2 / 28.3.1); EFER itself only if "save EFER". */
@@ -402,11 +399,12 @@ static int fetch_code(const struct l2_paging *pg, uint64_t lin, uint8_t *buf, in
 
 /* ---- 48: EPT violation (qualification: SDM Table 28-7) ---- */
 
+static int mmio_access(uint64_t gpa, bool write);
+
 static int handle_ept_violation(void)
 {
 	uint64_t q = vmr(EXIT_QUALIFICATION);
 	uint64_t gpa = vmr(GUEST_PHYSICAL_ADDRESS);
-	uint64_t rip = vmr(GUEST_RIP);
 	uint64_t idt_vec = vmr(IDT_VECTORING_INFO);
 
 	if (idt_vec & (1u << 31)) {
@@ -416,25 +414,33 @@ static int handle_ept_violation(void)
 	}
 	if (q & 4) {
 		printf("turtle: L2 fetched an instruction from L2-physical 0x%llx, which is not RAM (RIP 0x%llx, qualification 0x%llx)\n",
-		       (unsigned long long)gpa, (unsigned long long)rip, (unsigned long long)q);
+		       (unsigned long long)gpa, (unsigned long long)vmr(GUEST_RIP), (unsigned long long)q);
 		return stop("instruction fetch from unbacked memory");
 	}
+	return mmio_access(gpa, (q & 2) != 0);
+}
 
+/* An access of L2's at RIP to L2-physical `gpa` outside its RAM: turtle's
+ * APIC for L2, or the toy device. The instruction is decoded at RIP;
+ * `write` is the direction the exit reported. */
+static int mmio_access(uint64_t gpa, bool write)
+{
+	uint64_t rip = vmr(GUEST_RIP);
 	struct l2_paging pg;
 	uint8_t code[15];
 	struct mmio_insn d;
 	read_paging(&pg);
 	int n = fetch_code(&pg, pg.cs_base + rip, code, 15);
 	const char *err = n ? decode_mov(code, n, pg.mode64, &d) : "cannot read the instruction";
-	if (!err && d.write != ((q & 2) != 0))
-		err = "decoded direction disagrees with the exit qualification";
+	if (!err && d.write != write)
+		err = "decoded direction disagrees with the exit";
 	if (err) {
-		printf("turtle: EPT violation at L2-physical 0x%llx (qualification 0x%llx, RIP 0x%llx): %s; bytes",
-		       (unsigned long long)gpa, (unsigned long long)q, (unsigned long long)rip, err);
+		printf("turtle: L2 access to L2-physical 0x%llx outside its RAM (RIP 0x%llx): %s; bytes",
+		       (unsigned long long)gpa, (unsigned long long)rip, err);
 		for (int i = 0; i < n; i++)
 			printf(" %02x", code[i]);
 		printf("\n");
-		return stop("EPT violation that the MMIO device cannot decode");
+		return stop("an access outside L2 RAM that the MMIO device cannot decode");
 	}
 
 	if (vapic_claims(gpa)) {
@@ -468,6 +474,40 @@ static int handle_ept_violation(void)
 	}
 	set_rip(rip + d.len);
 	return 0;
+}
+
+/* ---- paging=shadow: #PF exits (turtle/shadow.c, docs/SHADOW.md) ---- */
+
+uint64_t l2_guest_cr3;
+
+/* A #PF exit: the qualification is the linear address, the error code the
+ * access (SDM 27.2.1). A hidden fault is fixed and L2 retries; L2's own
+ * fault is injected with CR2, which VMX does not switch, so turtle loads
+ * it; an access its tables map outside its RAM goes to the MMIO device. */
+static int handle_shadow_page_fault(void)
+{
+	uint64_t lin = vmr(EXIT_QUALIFICATION);
+	uint32_t code = (uint32_t)vmr(EXIT_INTR_ERRCODE);
+	struct shadow_fault_info f;
+	shadow_mode.nxe = (exit_ctl & EXIT_SAVE_EFER) && (vmr(GUEST_IA32_EFER) & EFER_NXE);
+	switch (shadow_fault(lin, code & (PF_W | PF_U | PF_I), &f)) {
+	case SHADOW_FIXED:
+		return 0;
+	case SHADOW_GUEST_FAULT:
+		__asm__ volatile("mov %0, %%cr2" : : "r"(lin));
+		VMW(ENTRY_INTR_INFO, (1u << 31) | (1u << 11) | (3u << 8) | 14);
+		VMW(ENTRY_EXCEPTION_ERRCODE, f.error_code);
+		return 0;
+	case SHADOW_OUTSIDE:
+		if (code & PF_I) {
+			printf("turtle: L2 fetched from L2-physical 0x%llx, outside its RAM (RIP 0x%llx)\n",
+			       (unsigned long long)f.gpa, (unsigned long long)vmr(GUEST_RIP));
+			return stop("instruction fetch from unbacked memory");
+		}
+		return mmio_access(f.gpa, (code & PF_W) != 0);
+	default:
+		return stop("paging=shadow: a #PF with no active shadow root");
+	}
 }
 
 /* ---- 12: HLT (SDM Vol. 2A "HLT") ---- */
@@ -505,7 +545,13 @@ static int handle_cr_access(void)
 	uint32_t guest = cr == 0 ? GUEST_CR0 : GUEST_CR4, shadow = cr == 0 ? CR0_READ_SHADOW : CR4_READ_SHADOW;
 	uint64_t mask = cr == 0 ? cfg.cr0_mask : cfg.cr4_mask;
 
-	if (cr == 8 && type == 0) {
+	if (cfg.shadow && cr == 3 && type == 0) {
+		/* paging=shadow: L2's CR3 is turtle's; GUEST_CR3 its shadow root. */
+		l2_guest_cr3 = get_reg(gpr);
+		VMW(GUEST_CR3, shadow_activate(l2_guest_cr3));
+	} else if (cfg.shadow && cr == 3 && type == 1) {
+		set_reg(gpr, l2_guest_cr3);
+	} else if (cr == 8 && type == 0) {
 		/* intercept=cr8: bits 63:4 set are #GP(0) (Vol. 3A 2.5). */
 		if (get_reg(gpr) > 0xf) {
 			inject_gp();
@@ -522,6 +568,14 @@ static int handle_cr_access(void)
 		uint64_t v = get_reg(gpr);
 		VMW(shadow, v);
 		VMW(guest, (vmr(guest) & mask) | (v & ~mask));
+		if (cfg.shadow && cr == 0 && !(v & CR0_PG))
+			return stop("paging=shadow: L2 turned paging off, which turtle does not shadow");
+		if (cfg.shadow && cr == 0) {
+			/* CR0.WP is L2's in the real register too: the shadow's
+			 * read-only leaves mean what L2's entries mean. */
+			shadow_mode.wp = (v & CR0_WP) != 0;
+			VMW(GUEST_CR0, (vmr(GUEST_CR0) & ~CR0_WP) | (v & CR0_WP));
+		}
 	} else if (cr == 0 && type == 2) {
 		VMW(CR0_READ_SHADOW, vmr(CR0_READ_SHADOW) & ~(uint64_t)CR0_TS);
 	} else if (cr == 0 && type == 3) {
@@ -565,7 +619,7 @@ static int handle_hlt(void)
 		return stop("L2 halted with interrupts off");
 	}
 	set_rip(rip + exit_insn_len(1));
-	if (!cfg.ept) {
+	if (l2_uses_turtles_apic()) {
 		/* L2 uses turtle's APIC: it waits in the HLT activity state (SDM
 		 * 25.4.2) for an interrupt, which then exits to turtle. */
 		if (vapic_deliverable() >= 0)
@@ -881,6 +935,8 @@ static int dispatch(void)
 	case EXIT_REASON_EPT_VIOLATION:
 		return handle_ept_violation();
 	case EXIT_REASON_EXCEPTION: {
+		if (cfg.shadow && (vmr(EXIT_INTR_INFO) & 0xff) == 14 && !(cfg.exceptions & (1u << 14)))
+			return handle_shadow_page_fault();
 		/* An intercepted exception (SDM 27.2.2): log it and deliver it to L2
 		 * after all, through VM-entry event injection (SDM 26.6). */
 		uint64_t info = vmr(EXIT_INTR_INFO), code = vmr(EXIT_INTR_ERRCODE);
@@ -899,7 +955,7 @@ static int dispatch(void)
 	case EXIT_REASON_EXTERNAL_INTERRUPT: {
 		/* Acknowledged on exit: the vector is in the interruption information. */
 		uint64_t info = vmr(EXIT_INTR_INFO);
-		if ((info & (1u << 31)) && !cfg.ept && !cfg.timer) {
+		if ((info & (1u << 31)) && l2_uses_turtles_apic() && !cfg.timer) {
 			/* ept=off: L2 uses turtle's APIC, and writes the EOI itself. */
 			vapic_pass_through((uint8_t)info);
 			return 0;
@@ -942,6 +998,8 @@ static int dispatch(void)
 	case EXIT_REASON_CR_ACCESS:
 		return handle_cr_access();
 	case EXIT_REASON_INVLPG:
+		if (cfg.shadow)
+			shadow_invlpg(vmr(EXIT_QUALIFICATION));
 		skip_instruction(exit_insn_len(3));
 		return 0;
 	case EXIT_REASON_INVD:		/* unconditional (SDM 26.1.2): caches stay */
@@ -1072,6 +1130,14 @@ void exit_report(void)
 	if (vmx_insns)
 		printf("turtle: L2's VMX instructions, answered with #UD: %llu\n", (unsigned long long)vmx_insns);
 	vapic_report();
+	if (cfg.shadow) {
+		const struct shadow_stats *st = &shadow_stats;
+		printf("turtle: shadow paging: hidden faults %llu, L2's own faults %llu, outside L2 RAM %llu, INVLPG %llu; "
+		       "roots built %llu, reused %llu (leaves dropped at resync %llu), pool flushes %llu, pool pages %u\n",
+		       (unsigned long long)st->hidden_faults, (unsigned long long)st->guest_faults, (unsigned long long)st->outside,
+		       (unsigned long long)st->invlpgs, (unsigned long long)st->roots_built, (unsigned long long)st->root_hits,
+		       (unsigned long long)st->resync_drops, (unsigned long long)st->pool_flushes, shadow_pool_used());
+	}
 	if (vectored_exits)
 		printf("turtle: exits during event delivery, event re-injected: %llu\n",
 		       (unsigned long long)vectored_exits);

@@ -147,6 +147,21 @@
 #define HOST_RSP		0x6c14
 #define HOST_RIP		0x6c16
 
+/* ---- CR0, CR4 and EFER bits (SDM Vol. 3A 2.5, 2.2.1) ---- */
+#define CR0_PE		(1ull << 0)
+#define CR0_ET		(1ull << 4)
+#define CR0_WP		(1ull << 16)
+#define CR0_PG		(1ull << 31)
+#define CR4_PSE		(1ull << 4)
+#define CR4_PAE		(1ull << 5)
+#define CR4_PGE		(1ull << 7)
+#define CR4_PCIDE	(1ull << 17)
+#define CR4_SMEP	(1ull << 20)
+#define CR4_SMAP	(1ull << 21)
+#define EFER_LME	(1ull << 8)
+#define EFER_LMA	(1ull << 10)
+#define EFER_NXE	(1ull << 11)
+
 /* ---- Control bits ---- */
 #define PIN_EXTINT_EXITING	(1u << 0)
 #define PIN_NMI_EXITING		(1u << 3)
@@ -256,6 +271,7 @@ extern uint64_t l2_gprs[16];
 /* ---- Configuration (turtle.c) ---- */
 struct turtle_config {
 	bool ept;
+	bool shadow;			/* paging=shadow: turtle shadows L2's page tables (shadow.c) */
 	bool io_all;
 	bool prefix;			/* "[L2] " at the start of L2 output lines */
 	bool msrlists;			/* exercise the VM-entry/exit MSR lists */
@@ -281,6 +297,9 @@ struct turtle_config {
 	uint64_t preempt;		/* 0 = no preemption timer */
 };
 extern struct turtle_config cfg;
+/* ept=off (paging=identity): L2 reaches turtle's own devices, its APIC too;
+ * with EPT or shadow paging it gets turtle's APIC for L2 (vapic.c). */
+static inline bool l2_uses_turtles_apic(void) { return !cfg.ept && !cfg.shadow; }
 
 /* L2 memory: L2-physical [0, l2mem) is backed by L1-physical [l2_base, +l2mem). */
 extern uint64_t l2_base;
@@ -324,6 +343,13 @@ struct l2_image {
 bool l2_load(const uint8_t *img, uint64_t len, const char *cmdline, struct l2_image *out);
 /* L2's executable segments in L2 memory still equal the image's bytes. */
 bool l2_code_intact(void);
+
+/* shadow.c, through turtle/shadow.h; exit.c keeps L2's own CR3 */
+#include "shadow.h"
+extern uint64_t l2_guest_cr3;
+/* paging=shadow: L2's first page tables, an identity map of [0, 4 GiB) with
+ * 2 MiB pages at the top of L2 RAM; returns their L2-physical address. */
+uint64_t shadow_initial_tables(void);
 
 /* ept.c */
 bool ept_build(uint64_t *eptp_out);

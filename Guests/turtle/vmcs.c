@@ -10,12 +10,6 @@
 
 struct msr_entry msr_entry_load[1], msr_exit_store[3], msr_exit_load[1];
 
-#define CR0_PE		(1ull << 0)
-#define CR0_ET		(1ull << 4)
-#define CR0_PG		(1ull << 31)
-#define CR4_PAE		(1ull << 5)
-#define EFER_LME	(1ull << 8)
-#define EFER_LMA	(1ull << 10)
 #define MSR_IA32_PAT	0x277
 #define FC_LOCK		(1ull << 0)
 #define FC_VMX_OUTSIDE_SMX (1ull << 2)
@@ -250,8 +244,8 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	uint32_t proc_want = (cfg.hlt_wait ? 0 : PROC_HLT_EXITING) | PROC_MSR_BITMAPS | PROC_SECONDARY |
 			     (cfg.io_all ? PROC_UNCOND_IO : PROC_IO_BITMAPS) |
 			     (cfg.intercept_rdtsc ? PROC_RDTSC_EXITING : 0) | (cfg.tsc_offset ? PROC_TSC_OFFSETTING : 0) |
-			     (cfg.intercept_cr3 ? PROC_CR3_LOAD_EXITING | PROC_CR3_STORE_EXITING : 0) |
-			     (cfg.intercept_invlpg ? PROC_INVLPG_EXITING : 0) | (cfg.intercept_dr ? PROC_MOV_DR_EXITING : 0) |
+			     (cfg.intercept_cr3 || cfg.shadow ? PROC_CR3_LOAD_EXITING | PROC_CR3_STORE_EXITING : 0) |
+			     (cfg.intercept_invlpg || cfg.shadow ? PROC_INVLPG_EXITING : 0) | (cfg.intercept_dr ? PROC_MOV_DR_EXITING : 0) |
 			     (cfg.intercept_cr8 ? PROC_CR8_LOAD_EXITING | PROC_CR8_STORE_EXITING : 0) |
 			     (cfg.intercept_pause ? PROC_PAUSE_EXITING : 0) | (cfg.intercept_rdpmc ? PROC_RDPMC_EXITING : 0) |
 			     (cfg.intercept_mwait ? PROC_MONITOR_EXITING | PROC_MWAIT_EXITING : 0);
@@ -305,6 +299,12 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	VMW(ENTRY_EXCEPTION_ERRCODE, 0);
 	VMW(ENTRY_INSTRUCTION_LEN, 0);
 	VMW(TSC_OFFSET, cfg.tsc_offset);
+	/* paging=shadow owns the paging bits: CR0.PG and WP, CR4.PAE, PSE,
+	 * PGE, PCIDE, SMEP, SMAP (SDM 25.6.6); L2 reads its own from the shadows. */
+	if (cfg.shadow) {
+		cfg.cr0_mask |= CR0_PG | CR0_WP;
+		cfg.cr4_mask |= CR4_PAE | CR4_PSE | CR4_PGE | CR4_PCIDE | CR4_SMEP | CR4_SMAP;
+	}
 	VMW(CR0_GUEST_HOST_MASK, cfg.cr0_mask);
 	VMW(CR4_GUEST_HOST_MASK, cfg.cr4_mask);
 
@@ -324,7 +324,8 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 			msr_intercept(MSR_IA32_TSC_AUX);	/* RDTSCP's ECX: turtle keeps L2's */
 		VMW(MSR_BITMAP, (uintptr_t)msr_bitmap);
 	}
-	VMW(EXCEPTION_BITMAP, cfg.exceptions);
+	/* paging=shadow: every #PF exits (mask and match 0), hidden or L2's own. */
+	VMW(EXCEPTION_BITMAP, cfg.exceptions | (cfg.shadow ? 1u << 14 : 0));
 	if (cfg.msrlists) {
 		msr_entry_load[0] = (struct msr_entry){ MSR_LIST_MSR, 0, MSR_LIST_L2_VALUE };
 		msr_exit_store[0] = (struct msr_entry){ MSR_LIST_MSR, 0, 0 };
@@ -385,7 +386,13 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	uint64_t rip = cfg.ept ? img->entry : img->entry64;
 	VMW(GUEST_CR0, cr0);
 	VMW(CR0_READ_SHADOW, cr0);
-	VMW(GUEST_CR3, cfg.ept ? 0 : l2_identity_map());
+	if (cfg.shadow) {
+		l2_guest_cr3 = shadow_initial_tables();
+		shadow_mode = (struct shadow_mode){ .wp = (cr0 & CR0_WP) != 0, .nxe = false };
+		VMW(GUEST_CR3, shadow_activate(l2_guest_cr3));
+	} else {
+		VMW(GUEST_CR3, cfg.ept ? 0 : l2_identity_map());
+	}
 	VMW(GUEST_CR4, cr4);
 	VMW(CR4_READ_SHADOW, cr4);
 	VMW(GUEST_DR7, 0x400);

@@ -12,15 +12,19 @@ extension Machine {
     /// Before the EPT12 run L2-physical [start, end), backed by L1-physical
     /// `l1Start` onwards, goes into EPT02: each page of it that holds an
     /// image's code page with sites, unchanged, gets a slot of its own with
-    /// the copy. True when it made one (the run must then be cut around it).
+    /// the copy, wherever L1 put the page (matched by content). True when it
+    /// made one (the run must then be cut around it).
     func mapPatchedCopies(_ start: UInt64, _ end: UInt64, l1Start: UInt64, l2: L2Machine) throws(KVMError) -> Bool {
-        guard !patches.pages.isEmpty else { return false }
+        guard !patches.pages.isEmpty, start < end else { return false }
         var made = false
-        for page in patches.pages.keys where page >= start && page < end && !l2.unpatched.contains(page)
-            && l2.slot(containing: page) == nil {
+        var page = start & ~UInt64(PatchTable.pageSize - 1)
+        while page < end {
+            defer { page += UInt64(PatchTable.pageSize) }
+            guard !l2.unpatched.contains(page), l2.slot(containing: page) == nil else { continue }
             let l1 = l1Start + (page - start)
             guard let bytes = memory.bytes(at: l1, count: PatchTable.pageSize).map(UnsafeRawBufferPointer.init),
-                  let entry = patches.page(at: page, holding: bytes), entry.traps(l2.patchedClasses) else { continue }
+                  let entry = patches.page(at: page, holding: bytes) ?? patches.page(holding: bytes),
+                  entry.traps(l2.patchedClasses) else { continue }
             try l2.mapCopy(at: page, l1: l1, bytes: entry.patched(bytes, classes: l2.patchedClasses), entry: entry)
             made = true
         }

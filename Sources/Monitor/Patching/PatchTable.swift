@@ -6,7 +6,9 @@ import NestedVMX
 /// in memory is one of them when its bytes equal the image's code bytes on
 /// that page; its copy for L2 has INT3 (CC) at the first byte of each site.
 /// Images may share addresses (two modules linked at 1 MiB): each keeps its
-/// own entry, and the page's bytes pick one.
+/// own entry, and the page's bytes pick one. A page that L1 has copied
+/// elsewhere (by whole pages, as turtle loads its L2 at its own base without
+/// EPT) is found by its content alone (`page(holding:)`).
 public struct PatchTable: Sendable {
     public static let pageSize = 4096
     public static let trap: UInt8 = 0xcc
@@ -25,8 +27,17 @@ public struct PatchTable: Sendable {
             }
         }
 
-        /// The site whose first byte is at physical address `address`.
-        public func site(at address: UInt64) -> SensitiveSite? { sites.first { $0.address == address } }
+        /// The site whose first byte is at `address`'s offset in its page,
+        /// wherever the page is now.
+        public func site(at address: UInt64) -> SensitiveSite? {
+            sites.first { ($0.address ^ address) & UInt64(PatchTable.pageSize - 1) == 0 }
+        }
+
+        /// Where its content is fingerprinted: the start of its longest run
+        /// of code bytes, if it has 16.
+        var fingerprintOffset: Int? {
+            expected.filter { $0.bytes.count >= 16 }.max { $0.bytes.count < $1.bytes.count }?.offset
+        }
 
         /// Whether a site of one of `classes` starts on this page.
         public func traps(_ classes: TrapClasses) -> Bool { sites.contains { classes.contains($0.trapClass) } }
@@ -42,6 +53,22 @@ public struct PatchTable: Sendable {
     }
 
     public private(set) var pages: [UInt64: [Page]] = [:]
+    /// The same pages by content: 16 code bytes at a fingerprint offset.
+    private var byContent: [Fingerprint: [Page]] = [:]
+    /// The fingerprint offsets in use, for `page(holding:)`.
+    public private(set) var fingerprintOffsets: [Int] = []
+
+    struct Fingerprint: Hashable {
+        var offset: Int
+        var low: UInt64, high: UInt64
+        /// The 16 bytes of `bytes` at `at`, as found at page offset `offset`.
+        init?(_ bytes: UnsafeRawBufferPointer, at: Int, offset: Int) {
+            guard at >= 0, at + 16 <= bytes.count else { return nil }
+            self.offset = offset
+            low = bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self)
+            high = bytes.loadUnaligned(fromByteOffset: at + 8, as: UInt64.self)
+        }
+    }
     /// What the sweeps covered, for the README's figures.
     public private(set) var bytesSwept = 0
 
@@ -76,12 +103,30 @@ public struct PatchTable: Sendable {
                 at = upTo
             }
         }
-        for (page, entry) in mine { pages[page, default: []].append(entry) }
+        for (page, entry) in mine {
+            pages[page, default: []].append(entry)
+            guard let offset = entry.fingerprintOffset,
+                  let run = entry.expected.first(where: { $0.offset == offset }),
+                  let key = run.bytes.withUnsafeBytes({ Fingerprint($0, at: 0, offset: offset) })
+            else { continue }
+            byContent[key, default: []].append(entry)
+            if !fingerprintOffsets.contains(offset) { fingerprintOffsets.append(offset) }
+        }
     }
 
     /// The entry for the page at physical `page` whose code bytes `bytes`
     /// (that page's 4 KiB) hold, if any.
     public func page(at page: UInt64, holding bytes: UnsafeRawBufferPointer) -> Page? {
         pages[page]?.first { $0.matches(bytes) }
+    }
+
+    /// The entry whose code bytes `bytes` (a page's 4 KiB) hold, wherever
+    /// that page is: a lookup by fingerprint at each offset in use.
+    public func page(holding bytes: UnsafeRawBufferPointer) -> Page? {
+        for offset in fingerprintOffsets {
+            guard let key = Fingerprint(bytes, at: offset, offset: offset), let candidates = byContent[key] else { continue }
+            if let entry = candidates.first(where: { $0.matches(bytes) }) { return entry }
+        }
+        return nil
     }
 }
