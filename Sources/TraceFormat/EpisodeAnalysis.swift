@@ -76,6 +76,8 @@ public struct EpisodeAnalysis: Sendable {
     /// Distinct sequences, most common first (ties: more exits first, then text).
     public var sequences: [ExitSequence]
     public var bursts: BurstDetector.Result
+    /// Records in the analysed trace.
+    public var recordCount: Int
     public var firstTimestamp: UInt64?
     public var lastTimestamp: UInt64?
 
@@ -132,11 +134,102 @@ public struct EpisodeAnalysis: Sendable {
         exitsInEpisodes = inEpisodes
         multiplication = mult
         self.time = time
+        recordCount = reader.recordCount
         firstTimestamp = pass.records == 0 ? nil : pass.minTime
         lastTimestamp = pass.records == 0 ? nil : pass.maxTime
         let span = pass.records == 0 ? 0 : pass.maxTime - pass.minTime
         let mean = span == 0 ? 0 : Double(pass.exits) / (Double(span) / 1e9)
         bursts = pass.bursts.finish(threshold: threshold.resolve(meanRate: mean))
+    }
+
+    /// Episodes of one root (level, reason): their exit multiplication and time.
+    public struct RootStats: Sendable, Equatable {
+        public var level: UInt8
+        public var reason: ExitReason
+        public var episodes: Int
+        public var exits: UInt64
+        public var multiplication: DurationHistogram
+        public var time: DurationHistogram
+        /// The same values in `blocks` consecutive parts of the trace (by
+        /// the episode's first record), for the block bootstrap.
+        public var multiplicationBlocks: BlockHistograms
+        public var timeBlocks: BlockHistograms
+    }
+
+    /// One entry per root (level, reason), in level and reason order.
+    public func roots(blocks: Int = 1) -> [RootStats] {
+        let k = max(1, blocks)
+        struct Key: Hashable { var level: UInt8; var reason: UInt64 }
+        var order: [Key] = []
+        var index: [Key: Int] = [:]
+        let nb = DurationBuckets.count
+        var mult: [DurationHistogram] = [], time: [DurationHistogram] = []
+        var multDense: [[UInt64]] = [], timeDense: [[UInt64]] = []
+        var lastKey: Key? = nil, last = 0
+        for e in episodes {
+            let key = Key(level: e.rootLevel, reason: e.rootReason.key)
+            let i: Int
+            if key == lastKey {
+                i = last
+            } else if let j = index[key] {
+                i = j
+            } else {
+                i = order.count
+                index[key] = i
+                order.append(key)
+                mult.append(DurationHistogram()); time.append(DurationHistogram())
+                multDense.append([UInt64](repeating: 0, count: k * nb)); timeDense.append([UInt64](repeating: 0, count: k * nb))
+            }
+            lastKey = key
+            last = i
+            let t = TraceRecord.clampDuration(e.time)
+            mult[i].add(e.exits)
+            time[i].add(t)
+            let block = recordCount == 0 ? 0 : min(k - 1, e.firstRecord * k / recordCount)
+            multDense[i][block * nb + DurationBuckets.bucket(e.exits)] += 1
+            timeDense[i][block * nb + DurationBuckets.bucket(t)] += 1
+        }
+        return order.indices.sorted { (order[$0].level, order[$0].reason) < (order[$1].level, order[$1].reason) }.map { i in
+            RootStats(level: order[i].level, reason: ExitReason(key: order[i].reason), episodes: Int(mult[i].count),
+                      exits: mult[i].sum, multiplication: mult[i], time: time[i],
+                      multiplicationBlocks: BlockHistograms(blocks: k, dense: multDense[i], min: mult[i].minimum,
+                                                            max: mult[i].max),
+                      timeBlocks: BlockHistograms(blocks: k, dense: timeDense[i], min: time[i].minimum, max: time[i].max))
+        }
+    }
+
+    /// The roots of several runs (each from `roots(blocks: blocksPerRun)`)
+    /// as one list, their blocks laid out run after run (`BlockHistograms.runs`).
+    public static func mergingRoots(_ runs: [[RootStats]], blocksPerRun: Int) -> [RootStats] {
+        if runs.count == 1 { return runs[0] }
+        struct Key: Hashable, Comparable {
+            var level: UInt8, reason: UInt64
+            static func < (x: Key, y: Key) -> Bool { (x.level, x.reason) < (y.level, y.reason) }
+        }
+        var merged: [Key: (stats: RootStats, mult: [BlockHistograms?], time: [BlockHistograms?])] = [:]
+        for (r, roots) in runs.enumerated() {
+            for s in roots {
+                let key = Key(level: s.level, reason: s.reason.key)
+                let none = [BlockHistograms?](repeating: nil, count: runs.count)
+                var entry = merged[key] ?? (RootStats(level: s.level, reason: s.reason, episodes: 0, exits: 0,
+                                                      multiplication: DurationHistogram(), time: DurationHistogram(),
+                                                      multiplicationBlocks: s.multiplicationBlocks, timeBlocks: s.timeBlocks),
+                                            none, none)
+                entry.stats.episodes += s.episodes
+                entry.stats.exits += s.exits
+                entry.stats.multiplication.merge(s.multiplication)
+                entry.stats.time.merge(s.time)
+                entry.mult[r] = s.multiplicationBlocks
+                entry.time[r] = s.timeBlocks
+                merged[key] = entry
+            }
+        }
+        return merged.keys.sorted().map { k in
+            var e = merged[k]!
+            e.stats.multiplicationBlocks = BlockHistograms.runs(e.mult, blocksPerRun: blocksPerRun)
+            e.stats.timeBlocks = BlockHistograms.runs(e.time, blocksPerRun: blocksPerRun)
+            return e.stats
+        }
     }
 
     /// The `n` episodes with the most exits (ties: longer time, then lower id).

@@ -24,8 +24,12 @@ struct Export: ParsableCommand {
     @Option(help: "Output file (default: standard output).")
     var out: String?
 
+    @OptionGroup var filter: FilterOptions
+
+    func validate() throws { try filter.validate() }
+
     func run() throws {
-        let reader = try openTrace(trace)
+        let reader = try filter.apply(to: try openTrace(trace))
         let output: TextOutput
         do {
             output = try out.map { try TextOutput(path: $0, inputs: [trace]) } ?? TextOutput()

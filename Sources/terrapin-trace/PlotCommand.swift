@@ -19,7 +19,10 @@ struct Plot: ParsableCommand {
     @Option(help: "Level/reason series drawn before the rest are summed as 'other'.")
     var series = 8
 
+    @OptionGroup var filter: FilterOptions
+
     func validate() throws {
+        try filter.validate()
         guard (1...10_000).contains(bins) else { throw ValidationError("--bins must be 1...10000") }
         guard (1...10).contains(series) else { throw ValidationError("--series must be 1...10") }
     }
@@ -28,7 +31,7 @@ struct Plot: ParsableCommand {
         if let input = FileIdentity.clash(output: out, inputs: [trace]) {
             throw fail("\(out): is the input \(input); refusing to overwrite it")
         }
-        let reader = try openTrace(trace)
+        let reader = try filter.apply(to: try openTrace(trace))
         let svg = PlotRenderer(reader: reader, timeline: Timeline(reader, bins: bins), series: series).render()
         do {
             let output = try TextOutput(path: out, inputs: [trace])

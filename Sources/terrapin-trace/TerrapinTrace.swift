@@ -38,8 +38,12 @@ struct Summary: ParsableCommand {
     @Flag(help: "Print a JSON object instead of a table.")
     var json = false
 
+    @OptionGroup var filter: FilterOptions
+
+    func validate() throws { try filter.validate() }
+
     func run() throws {
-        let reader = try openTrace(trace)
+        let reader = try filter.apply(to: try openTrace(trace))
         let summary = TraceSummary(reader)
         let report = SummaryReport(reader: reader, summary: summary)
         writeStdout(json ? report.json() : report.text())
