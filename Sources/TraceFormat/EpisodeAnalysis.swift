@@ -51,14 +51,57 @@ public struct EpisodeAnalysis: Sendable {
             a.episodes == b.episodes && a.exits == b.exits && a.text == b.text
         }
 
-        /// e.g. "EPT_VIOLATION → VMREAD×5 → VMWRITE×2 → VMRESUME"; at most
-        /// `maxSteps` steps, then "→ … (+N steps)".
+        /// e.g. "EPT_VIOLATION → VMREAD×5 → VMWRITE×2 → VMRESUME", with
+        /// repeated groups of steps collapsed: "IO_INSTRUCTION → (io-in →
+        /// io-out)×375 → VMRESUME" (see `collapse`); at most `maxSteps`
+        /// parts, then "→ … (+N steps)".
         public func text(maxSteps: Int = 16) -> String {
-            var parts = steps.prefix(maxSteps).map { $0.count == 1 ? $0.reason.name : "\($0.reason.name)×\($0.count)" }
-            if steps.count > maxSteps { parts.append("… (+\(steps.count - maxSteps) steps)") }
+            func step(_ s: (reason: ExitReason, count: Int)) -> String {
+                s.count == 1 ? s.reason.name : "\(s.reason.name)×\(s.count)"
+            }
+            let groups = ExitSequence.collapse(steps)
+            var parts = groups.prefix(maxSteps).map { g in
+                g.repeats == 1 ? g.steps.map(step).joined(separator: " → ")
+                    : "(" + g.steps.map(step).joined(separator: " → ") + ")×\(g.repeats)"
+            }
+            if groups.count > maxSteps {
+                let hidden = groups.dropFirst(maxSteps).reduce(0) { $0 + $1.steps.count * $1.repeats }
+                parts.append("… (+\(hidden) steps)")
+            }
             return parts.joined(separator: " → ")
         }
         public var text: String { text() }
+
+        /// Run-length steps with repeated groups of 2 to `maxPeriod` steps
+        /// collapsed: at each position, the period whose repeats cover the
+        /// most steps (at least two repeats; the shorter period on a tie),
+        /// else the step alone. `A → B → A → B → A → B → C` becomes
+        /// `(A → B)×3 → C`.
+        public static func collapse(_ steps: [(reason: ExitReason, count: Int)], maxPeriod: Int = 4)
+            -> [(steps: [(reason: ExitReason, count: Int)], repeats: Int)] {
+            let n = steps.count
+            func same(_ i: Int, _ j: Int) -> Bool { steps[i].reason == steps[j].reason && steps[i].count == steps[j].count }
+            var out: [(steps: [(reason: ExitReason, count: Int)], repeats: Int)] = []
+            var i = 0
+            while i < n {
+                var best = (period: 1, repeats: 1)
+                if maxPeriod >= 2 {
+                    for p in 2...maxPeriod where i + 2 * p <= n {
+                        var r = 1
+                        while i + (r + 1) * p <= n && (0..<p).allSatisfy({ same(i + $0, i + r * p + $0) }) { r += 1 }
+                        if r >= 2 && r * p > best.period * best.repeats { best = (p, r) }
+                    }
+                }
+                if best.repeats >= 2 {
+                    out.append((Array(steps[i..<(i + best.period)]), best.repeats))
+                    i += best.period * best.repeats
+                } else {
+                    out.append(([steps[i]], 1))
+                    i += 1
+                }
+            }
+            return out
+        }
     }
 
     /// Episodes with a root, in order of their first record.

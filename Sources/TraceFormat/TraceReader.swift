@@ -22,6 +22,10 @@ public final class TraceReader: @unchecked Sendable {
     public let finished: Bool
     /// Bytes of a trailing partial record that were ignored (killed runs only).
     public let trailingBytes: Int
+    /// For a selection (`init(filtering:by:description:)`): what was
+    /// selected, and the record count of the whole file.
+    public private(set) var selection: String?
+    public private(set) var unfilteredRecordCount: Int
 
     let mapping: UnsafeMutableRawPointer
     @usableFromInline let records: UnsafeRawPointer
@@ -78,6 +82,7 @@ public final class TraceReader: @unchecked Sendable {
         finished = header.finished
         trailingBytes = (size - header.headerSize) % TraceLayout.recordSize
         records = UnsafeRawPointer(m + header.headerSize)
+        unfilteredRecordCount = header.recordCount
     }
 
     deinit { munmap(mapping, fileSize) }
@@ -86,7 +91,8 @@ public final class TraceReader: @unchecked Sendable {
     /// in anonymous memory with `source`'s header, path and metadata (the
     /// record count set to those kept). Record indices are positions in the
     /// selection.
-    public convenience init(filtering source: TraceReader, by filter: RecordFilter) throws(TraceError) {
+    public convenience init(filtering source: TraceReader, by filter: RecordFilter, description: String = "")
+        throws(TraceError) {
         let episodes = filter.episodeRoots.isEmpty ? nil : filter.episodes(in: source)
         func keep(_ r: TraceRecord) -> Bool { filter.matches(r) && (episodes?.contains(r.episode) ?? true) }
         var kept = 0
@@ -108,6 +114,8 @@ public final class TraceReader: @unchecked Sendable {
             p += TraceLayout.recordSize
         }
         try self.init(path: source.path, mapping: m, size: size)
+        selection = description
+        unfilteredRecordCount = source.recordCount
     }
 
     /// Record `i` (0 ..< recordCount), decoded from the mapping.

@@ -70,6 +70,11 @@ public struct CompareReport {
                     + runs.dropFirst().map { printable($0.path) }.joined(separator: ", ") + "\n"
             }
         }
+        if let selection = a.selection {
+            out += "selection: \(printable(selection)) (A \(runsA.map(\.recordCount).reduce(0, +)) of "
+                + "\(runsA.map(\.unfilteredRecordCount).reduce(0, +)) records, B \(runsB.map(\.recordCount).reduce(0, +)) of "
+                + "\(runsB.map(\.unfilteredRecordCount).reduce(0, +)))\n"
+        }
         if let per, let ua = comparison.unitsA, let ub = comparison.unitsB {
             out += per == "run"
                 ? "normalised per run: A \(fixed(ua, 0)) runs, B \(fixed(ub, 0)) runs; counts and total times are per run\n"
@@ -190,7 +195,7 @@ public struct CompareReport {
               "a": \(jsonString(a.path)),
               "b": \(jsonString(b.path)),
               "runs_a": \(jsonList(runsA.map { jsonString($0.path) })),
-              "runs_b": \(jsonList(runsB.map { jsonString($0.path) })),
+              "runs_b": \(jsonList(runsB.map { jsonString($0.path) })),\(selectionJSON(a))
               "per": \(per.map(jsonString) ?? "null"),
               "units_a": \(num(comparison.unitsA)),
               "units_b": \(num(comparison.unitsB)),

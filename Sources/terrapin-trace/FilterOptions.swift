@@ -3,27 +3,27 @@ import TraceFormat
 
 /// The record filters every command takes.
 struct FilterOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Keep records at or after this time since the run start (e.g. 10ms, 1.5s, 0).",
+    @Option(parsing: .unconditional, help: ArgumentHelp("Keep records at or after this time since the run start (e.g. 10ms, 1.5s, 0).",
                                valueName: "time"))
     var from: String?
 
-    @Option(help: ArgumentHelp("Keep records before this time since the run start.", valueName: "time"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Keep records before this time since the run start.", valueName: "time"))
     var to: String?
 
-    @Option(help: ArgumentHelp("Keep these levels (e.g. 2, or L1,L2).", valueName: "levels"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Keep these levels (e.g. 2, or L1,L2).", valueName: "levels"))
     var level: String?
 
-    @Option(help: ArgumentHelp("Keep these reasons, comma-separated (io-out, EPT_VIOLATION, VMREAD, ...).",
+    @Option(parsing: .unconditional, help: ArgumentHelp("Keep these reasons, comma-separated (io-out, EPT_VIOLATION, VMREAD, ...).",
                                valueName: "reasons"))
     var reason: String?
 
-    @Option(help: ArgumentHelp("Keep these handlers: l0, reflected.", valueName: "handlers"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Keep these handlers: l0, reflected.", valueName: "handlers"))
     var handler: String?
 
-    @Option(help: ArgumentHelp("Keep these vCPUs (e.g. 0,1).", valueName: "vcpus"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Keep these vCPUs (e.g. 0,1).", valueName: "vcpus"))
     var vcpu: String?
 
-    @Option(help: ArgumentHelp("Keep only the records of episodes whose root has one of these reasons (e.g. IO_INSTRUCTION).",
+    @Option(parsing: .unconditional, help: ArgumentHelp("Keep only the records of episodes whose root has one of these reasons (e.g. IO_INSTRUCTION).",
                                valueName: "reasons"))
     var episodeRoot: String?
 
@@ -91,12 +91,19 @@ struct FilterOptions: ParsableArguments {
 
     func validate() throws { _ = try make() }
 
+    /// The options given, as typed.
+    var description: String {
+        let given: [(String, String?)] = [("--from", from), ("--to", to), ("--level", level), ("--reason", reason),
+                                          ("--handler", handler), ("--vcpu", vcpu), ("--episode-root", episodeRoot)]
+        return given.compactMap { name, value in value.map { "\(name) \($0)" } }.joined(separator: " ")
+    }
+
     /// `reader`, or only the records the filter keeps.
     func apply(to reader: TraceReader) throws -> TraceReader {
         let f = try make()
         if f.isEmpty { return reader }
         do {
-            return try TraceReader(filtering: reader, by: f)
+            return try TraceReader(filtering: reader, by: f, description: description)
         } catch {
             throw fail("\(error)")
         }

@@ -38,14 +38,24 @@ struct Summary: ParsableCommand {
     @Flag(help: "Print a JSON object instead of a table.")
     var json = false
 
+    @Flag(help: "Add a breakdown per I/O port, guest-physical address and MSR index (as perf kvm stat --event=ioport|mmio).")
+    var byAddress = false
+
+    @Option(help: "Address rows to list with --by-address (0: all).")
+    var top = 20
+
     @OptionGroup var filter: FilterOptions
 
-    func validate() throws { try filter.validate() }
+    func validate() throws {
+        guard top >= 0 else { throw ValidationError("--top must not be negative") }
+        try filter.validate()
+    }
 
     func run() throws {
         let reader = try filter.apply(to: try openTrace(trace))
         let summary = TraceSummary(reader)
-        let report = SummaryReport(reader: reader, summary: summary)
+        let report = SummaryReport(reader: reader, summary: summary, addresses: byAddress ? AddressBreakdown(reader) : nil,
+                                   top: top)
         writeStdout(json ? report.json() : report.text())
     }
 }
