@@ -11,7 +11,6 @@ public struct StormsReport {
     let top: Int
     let threshold: BurstThreshold
 
-    private func micros(_ ns: Double) -> String { fixed(ns / 1000, 1) }
     private func millis(_ ns: UInt64) -> String { fixed(Double(ns) / 1e6, 3) }
     private func percent(_ a: UInt64, _ b: UInt64) -> String { b == 0 ? "0.00" : fixed(Double(a) * 100 / Double(b), 2) }
 
@@ -47,9 +46,9 @@ public struct StormsReport {
             out += "exits in episodes: \(a.exitsInEpisodes) (\(percent(a.exitsInEpisodes, a.totalExits))% of all exits)\n"
             out += "exit multiplication (L0 exits per episode): mean \(fixed(m.mean, 2)), p50 \(m.percentile(0.5)), "
                 + "p90 \(m.percentile(0.9)), p99 \(m.percentile(0.99)), max \(m.max)\n"
-            out += "episode time µs: mean \(micros(t.mean)), p50 \(micros(Double(t.percentile(0.5)))), "
-                + "p90 \(micros(Double(t.percentile(0.9)))), p99 \(micros(Double(t.percentile(0.99)))), "
-                + "max \(micros(Double(t.max)))\n"
+            out += "episode time: mean \(durationCell(t.mean)), p50 \(durationCell(t.percentile(0.5))), "
+                + "p90 \(durationCell(t.percentile(0.9))), p99 \(durationCell(t.percentile(0.99))), "
+                + "max \(durationCell(UInt64(t.max)))\n"
         }
         if !a.episodes.isEmpty {
             out += "\nper root reason (exits per episode, episode time):\n"
@@ -82,11 +81,11 @@ public struct StormsReport {
             out += table.text
 
             out += "\nworst episodes (most exits):\n"
-            var worst = Table(header: ["episode", "vcpu", "start ms", "exits", "time µs", "sequence"], leftColumns: 0, leftLast: true)
+            var worst = Table(header: ["episode", "vcpu", "start ms", "exits", "time", "sequence"], leftColumns: 0, leftLast: true)
             for e in a.worst(top) {
                 let seq = EpisodeAnalysis.ExitSequence(steps: EpisodeAnalysis.steps(of: e, in: reader), episodes: 1,
                                                        exits: Int(e.exits))
-                worst.add(["\(e.id)", "\(e.vcpu)", millis(e.start), "\(e.exits)", micros(Double(e.time)), seq.text])
+                worst.add(["\(e.id)", "\(e.vcpu)", millis(e.start), "\(e.exits)", durationCell(e.time), seq.text])
             }
             out += worst.text
 

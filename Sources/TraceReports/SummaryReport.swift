@@ -2,8 +2,48 @@ import TraceFormat
 
 /// Renders a TraceSummary as a table or as JSON with a fixed key order.
 public struct SummaryReport {
-    public init(reader: TraceReader, summary: TraceSummary, addresses: AddressBreakdown? = nil, top: Int = 20) {
-        self.reader = reader; self.summary = summary; self.addresses = addresses; self.top = top
+    /// The order of the table rows: by (level, reason, handler), or by a
+    /// figure, largest first (ties in the default order).
+    public enum Order: String, CaseIterable, Sendable {
+        case reason, count, total, mean, p50, p99, max
+    }
+
+    public init(reader: TraceReader, summary: TraceSummary, addresses: AddressBreakdown? = nil, top: Int = 20,
+                order: Order = .reason) {
+        self.reader = reader; self.summary = summary; self.addresses = addresses; self.top = top; self.order = order
+    }
+
+    let order: Order
+
+    /// The groups in `order` (the summary keeps them by level, reason, handler).
+    private var groups: [TraceSummary.Group] {
+        func key(_ g: TraceSummary.Group) -> Double {
+            switch order {
+            case .reason: 0
+            case .count: Double(g.count)
+            case .total: Double(g.totalDuration)
+            case .mean: g.meanDuration
+            case .p50: Double(g.p50)
+            case .p99: Double(g.p99)
+            case .max: Double(g.maxDuration)
+            }
+        }
+        guard order != .reason else { return summary.groups }
+        return summary.groups.enumerated().sorted { (key($0.element), $1.offset) > (key($1.element), $0.offset) }.map(\.element)
+    }
+
+    /// The address rows in `order` (most exits first for `reason` and `count`; p50 and p99 are not kept, so by mean).
+    private var addressRows: [AddressBreakdown.Row] {
+        guard let addresses else { return [] }
+        func key(_ r: AddressBreakdown.Row) -> Double {
+            switch order {
+            case .reason, .count: Double(r.count)
+            case .total: Double(r.total)
+            case .mean, .p50, .p99: r.mean
+            case .max: Double(r.max)
+            }
+        }
+        return addresses.rows.enumerated().sorted { (key($0.element), $1.offset) > (key($1.element), $0.offset) }.map(\.element)
     }
 
     let reader: TraceReader
@@ -14,14 +54,12 @@ public struct SummaryReport {
     let top: Int
 
     private var shownAddresses: ArraySlice<AddressBreakdown.Row> {
-        guard let addresses else { return [] }
-        return top > 0 ? addresses.rows.prefix(top) : addresses.rows[...]
+        let rows = addressRows
+        return top > 0 ? rows.prefix(top) : rows[...]
     }
 
     private func addressText(_ r: AddressBreakdown.Row) -> String { "\(r.space.rawValue) \(hex(r.address))" }
 
-    private func micros(_ ns: Double) -> String { fixed(ns / 1000, 1) }
-    private func micros(_ ns: UInt64) -> String { micros(Double(ns)) }
 
     public func text() -> String {
         var out = "trace: \(printable(reader.path))\n"
@@ -47,14 +85,14 @@ public struct SummaryReport {
         }
         out += "\n"
 
-        var table = Table(header: ["level", "reason", "handler", "count", "share%", "total ms",
-                                   "mean µs", "p50 µs", "p90 µs", "p99 µs", "max µs"], leftColumns: 3)
-        for g in summary.groups {
+        var table = Table(header: ["level", "reason", "handler", "count", "share%", "total",
+                                   "mean", "stddev", "min", "p50", "p90", "p99", "max"], leftColumns: 3)
+        for g in groups {
             table.add([
                 "L\(g.level)", g.reason.name, g.handler.name, String(g.count),
-                fixed(g.share * 100, 2), fixed(Double(g.totalDuration) / 1e6, 3),
-                micros(g.meanDuration), micros(g.p50), micros(g.p90), micros(g.p99),
-                micros(UInt64(g.maxDuration)),
+                fixed(g.share * 100, 2), durationCell(g.totalDuration),
+                durationCell(g.meanDuration), durationCell(g.standardDeviation), durationCell(UInt64(g.minDuration)),
+                durationCell(g.p50), durationCell(g.p90), durationCell(g.p99), durationCell(UInt64(g.maxDuration)),
             ])
         }
         out += table.text
@@ -91,12 +129,13 @@ public struct SummaryReport {
             "    {\"level\": \(l.level), \"records\": \(l.records), \"exits\": \(l.exits), "
                 + "\"exits_per_second\": \(l.exitsPerSecond.map { fixed($0, 3) } ?? "null")}"
         }
-        let groups = summary.groups.map { g in
+        let groupItems = groups.map { g in
             "    {\"level\": \(g.level), \"reason\": \(jsonString(g.reason.name)), "
                 + "\"reason_source\": \(jsonString(g.reason.source)), \"reason_code\": \(g.reason.code), "
                 + "\"handler\": \(jsonString(g.handler.name)), \"count\": \(g.count), "
                 + "\"share\": \(fixed(g.share, 6)), \"total_ns\": \(g.totalDuration), "
-                + "\"mean_ns\": \(fixed(g.meanDuration, 1)), \"p50_ns\": \(g.p50), \"p90_ns\": \(g.p90), "
+                + "\"mean_ns\": \(fixed(g.meanDuration, 1)), \"stddev_ns\": \(fixed(g.standardDeviation, 1)), "
+                + "\"min_ns\": \(g.minDuration), \"p50_ns\": \(g.p50), \"p90_ns\": \(g.p90), "
                 + "\"p99_ns\": \(g.p99), \"max_ns\": \(g.maxDuration), \"unclaimed\": \(g.unclaimed)}"
         }
         func list(_ items: [String], _ open: String, _ close: String) -> String {
@@ -125,7 +164,7 @@ public struct SummaryReport {
               "last_timestamp_ns": \(opt(summary.lastTimestamp)),
               "run_duration_ns": \(summary.runDuration),
               "levels": \(list(levels, "[", "]")),
-              "groups": \(list(groups, "[", "]")),
+              "groups": \(list(groupItems, "[", "]")),
               "unclaimed": \(summary.unclaimed)\(addressPart)
             }
 

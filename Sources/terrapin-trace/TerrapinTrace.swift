@@ -7,9 +7,15 @@ struct TerrapinTrace: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "terrapin-trace",
         abstract: "Analyse Terrapin exit traces",
+        version: TerrapinTrace.version,
         subcommands: [Summary.self, Storms.self, Compare.self, Plot.self, Export.self, Generate.self]
     )
+
+    /// The tool's version and the trace format version it reads.
+    static let version = "terrapin-trace 1.1 (trace format version \(TraceLayout.version))"
 }
+
+extension SummaryReport.Order: ExpressibleByArgument {}
 
 /// Opens a trace, or prints "error: FILE: byte N: ..." and exits with status 1.
 func openTrace(_ path: String) throws -> TraceReader {
@@ -44,6 +50,10 @@ struct Summary: ParsableCommand {
     @Option(help: "Address rows to list with --by-address (0: all).")
     var top = 20
 
+    @Option(help: ArgumentHelp("Order of the rows: reason (level, reason, handler), or largest first by count, total, mean, p50, p99 or max.",
+                               valueName: "order"))
+    var sort: SummaryReport.Order = .reason
+
     @OptionGroup var filter: FilterOptions
 
     func validate() throws {
@@ -55,7 +65,7 @@ struct Summary: ParsableCommand {
         let reader = try filter.apply(to: try openTrace(trace))
         let summary = TraceSummary(reader)
         let report = SummaryReport(reader: reader, summary: summary, addresses: byAddress ? AddressBreakdown(reader) : nil,
-                                   top: top)
+                                   top: top, order: sort)
         writeStdout(json ? report.json() : report.text())
     }
 }
