@@ -26,8 +26,14 @@ public struct BlockHistograms: Sendable, Equatable {
     public init<C: Collection>(blocks: Int, dense: C, min: UInt32, max: UInt32) where C.Element == UInt64, C.Index == Int {
         let nb = DurationBuckets.count
         let base = dense.startIndex
+        // Buckets used by any block: one pass over the dense counts.
+        var any = [Bool](repeating: false, count: nb)
+        for k in 0..<blocks {
+            let o = base + k * nb
+            for i in 0..<nb where dense[o + i] != 0 { any[i] = true }
+        }
         var used: [Int] = []
-        for i in 0..<nb where (0..<blocks).contains(where: { dense[base + $0 * nb + i] != 0 }) { used.append(i) }
+        for i in 0..<nb where any[i] { used.append(i) }
         var counts: [UInt64] = []
         counts.reserveCapacity(blocks * used.count)
         for k in 0..<blocks { for i in used { counts.append(dense[base + k * nb + i]) } }

@@ -153,7 +153,8 @@ public struct EpisodeAnalysis: Sendable {
                 inEpisodes += UInt64(e.exits)
                 mult.add(e.exits)
                 time.add(TraceRecord.clampDuration(e.time))
-                bySequence[e.sequenceHash, default: (0, kept)].count += 1
+                // Sequences only when asked for: the dictionary costs a hash per episode.
+                if topSequences > 0 { bySequence[e.sequenceHash, default: (0, kept)].count += 1 }
                 b[kept] = e
                 kept += 1
             }
@@ -201,43 +202,35 @@ public struct EpisodeAnalysis: Sendable {
 
     /// One entry per root (level, reason), in level and reason order.
     public func roots(blocks: Int = 1) -> [RootStats] {
-        let k = max(1, blocks)
-        struct Key: Hashable { var level: UInt8; var reason: UInt64 }
-        var order: [Key] = []
-        var index: [Key: Int] = [:]
-        let nb = DurationBuckets.count
-        var mult: [DurationHistogram] = [], time: [DurationHistogram] = []
-        var multDense: [[UInt64]] = [], timeDense: [[UInt64]] = []
-        var lastKey: Key? = nil, last = 0
+        var acc = RootAccumulator(blocks: max(1, blocks))
+        var keys: [UInt64] = []   // level << 40 | reason key, in order of appearance
+        var index: [UInt64: Int] = [:]
+        var lastKey = UInt64.max, last = 0
+        let k = acc.blocks
         for e in episodes {
-            let key = Key(level: e.rootLevel, reason: e.rootReason.key)
-            let i: Int
-            if key == lastKey {
-                i = last
-            } else if let j = index[key] {
-                i = j
-            } else {
-                i = order.count
-                index[key] = i
-                order.append(key)
-                mult.append(DurationHistogram()); time.append(DurationHistogram())
-                multDense.append([UInt64](repeating: 0, count: k * nb)); timeDense.append([UInt64](repeating: 0, count: k * nb))
+            let key = UInt64(e.rootLevel) << 40 | e.rootReason.key
+            if key != lastKey {
+                // Few roots as a rule: a linear scan before the dictionary.
+                if let j = keys.firstIndex(of: key) ?? (keys.count > 16 ? index[key] : nil) {
+                    last = j
+                } else {
+                    last = keys.count
+                    keys.append(key)
+                    index[key] = last
+                    acc.addRoot()
+                }
+                lastKey = key
             }
-            lastKey = key
-            last = i
-            let t = TraceRecord.clampDuration(e.time)
-            mult[i].add(e.exits)
-            time[i].add(t)
             let block = recordCount == 0 ? 0 : min(k - 1, e.firstRecord * k / recordCount)
-            multDense[i][block * nb + DurationBuckets.bucket(e.exits)] += 1
-            timeDense[i][block * nb + DurationBuckets.bucket(t)] += 1
+            acc.count[last] += 1
+            acc.add(root: last, measure: 0, block: block, e.exits)
+            acc.add(root: last, measure: 1, block: block, TraceRecord.clampDuration(e.time))
         }
-        return order.indices.sorted { (order[$0].level, order[$0].reason) < (order[$1].level, order[$1].reason) }.map { i in
-            RootStats(level: order[i].level, reason: ExitReason(key: order[i].reason), episodes: Int(mult[i].count),
-                      exits: mult[i].sum, multiplication: mult[i], time: time[i],
-                      multiplicationBlocks: BlockHistograms(blocks: k, dense: multDense[i], min: mult[i].minimum,
-                                                            max: mult[i].max),
-                      timeBlocks: BlockHistograms(blocks: k, dense: timeDense[i], min: time[i].minimum, max: time[i].max))
+        return keys.indices.sorted { keys[$0] < keys[$1] }.map { i in
+            let (mult, multBlocks) = acc.finish(root: i, measure: 0), (time, timeBlocks) = acc.finish(root: i, measure: 1)
+            return RootStats(level: UInt8(truncatingIfNeeded: keys[i] >> 40), reason: ExitReason(key: keys[i] & ((1 << 40) - 1)),
+                             episodes: Int(acc.count[i]), exits: mult.sum, multiplication: mult, time: time,
+                             multiplicationBlocks: multBlocks, timeBlocks: timeBlocks)
         }
     }
 
@@ -407,5 +400,46 @@ private struct Pass {
         }
         curSlot = slot
         cur = episodes[slot]
+    }
+}
+
+/// Per root, two measures (0: exits per episode, 1: episode time), each as
+/// `blocks` dense histograms plus exact sum, min, max and sum of squares.
+private struct RootAccumulator {
+    let blocks: Int
+    let nb = DurationBuckets.count
+    var dense: [UInt64] = []   // per root: measure 0's blocks, then measure 1's
+    var count: [UInt64] = []
+    var sums: [UInt64] = [], mins: [UInt32] = [], maxes: [UInt32] = [], squares: [Double] = []
+
+    init(blocks: Int) { self.blocks = blocks }
+
+    var stride: Int { 2 * blocks * nb }
+
+    mutating func addRoot() {
+        dense.append(contentsOf: repeatElement(0, count: stride))
+        count.append(0)
+        sums += [0, 0]; mins += [.max, .max]; maxes += [0, 0]; squares += [0, 0]
+    }
+
+    @inline(__always)
+    mutating func add(root i: Int, measure m: Int, block: Int, _ v: UInt32) {
+        let s = 2 * i + m
+        dense[i * stride + m * blocks * nb + block * nb + DurationBuckets.bucket(v)] &+= 1
+        sums[s] &+= UInt64(v)
+        if v < mins[s] { mins[s] = v }
+        if v > maxes[s] { maxes[s] = v }
+        squares[s] += Double(v) * Double(v)
+    }
+
+    func finish(root i: Int, measure m: Int) -> (DurationHistogram, BlockHistograms) {
+        let base = i * stride + m * blocks * nb
+        let perBlock = dense[base..<(base + blocks * nb)]
+        var merged = [UInt64](repeating: 0, count: nb)
+        for b in 0..<blocks { for j in 0..<nb { merged[j] &+= perBlock[base + b * nb + j] } }
+        let s = 2 * i + m
+        return (DurationHistogram(buckets: merged, count: count[i], sum: sums[s], max: maxes[s], min: mins[s],
+                                  sumSquares: squares[s]),
+                BlockHistograms(blocks: blocks, dense: perBlock, min: mins[s], max: maxes[s]))
     }
 }

@@ -29,7 +29,9 @@ public struct SummaryReport {
             }
         }
         guard order != .reason else { return summary.groups }
-        return summary.groups.enumerated().sorted { (key($0.element), $1.offset) > (key($1.element), $0.offset) }.map(\.element)
+        // Each key once (a percentile walks the histogram), then sort.
+        let keys = summary.groups.map(key)
+        return summary.groups.indices.sorted { (keys[$0], $1) > (keys[$1], $0) }.map { summary.groups[$0] }
     }
 
     /// The address rows in `order` (most exits first for `reason` and `count`; p50 and p99 are not kept, so by mean).
@@ -43,7 +45,8 @@ public struct SummaryReport {
             case .max: Double(r.max)
             }
         }
-        return addresses.rows.enumerated().sorted { (key($0.element), $1.offset) > (key($1.element), $0.offset) }.map(\.element)
+        let rows = addresses.rows, keys = rows.map(key)
+        return rows.indices.sorted { (keys[$0], $1) > (keys[$1], $0) }.map { rows[$0] }
     }
 
     let reader: TraceReader
@@ -106,14 +109,15 @@ public struct SummaryReport {
                 + "\(addresses.records) exits\n"
             var t = Table(header: ["level", "reason", "handler", "access", "address", "count", "share%", "total",
                                    "mean", "min", "max", "unclaimed"], leftColumns: 5)
-            for r in shownAddresses {
+            let shown = shownAddresses
+            for r in shown {
                 t.add(["L\(r.level)", r.reason.name, r.handler.name, r.kind.name, addressText(r), "\(r.count)",
                        fixed(addresses.recordCount == 0 ? 0 : Double(r.count) * 100 / Double(addresses.recordCount), 2),
                        durationCell(r.total), durationCell(r.mean), durationCell(UInt64(r.min)), durationCell(UInt64(r.max)),
                        "\(r.unclaimed)"])
             }
             out += t.text
-            let hidden = addresses.rows.count - shownAddresses.count
+            let hidden = addresses.rows.count - shown.count
             if hidden > 0 { out += "(\(hidden) more addresses; --top 0 lists all)\n" }
         }
         return out
