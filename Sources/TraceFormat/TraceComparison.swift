@@ -14,7 +14,8 @@ import Darwin
 ///   distributions: the p50 and p99 of B − A, with a block-bootstrap
 ///   interval (`Bootstrap`).
 /// * A change is flagged only when its interval excludes "no change" and the
-///   change itself is beyond the threshold. The confidence level is for all
+///   change itself is beyond the threshold (and, for times with one run on a
+///   side, when the interval lies beyond ±`runNoise`). The confidence level is for all
 ///   tests together (Bonferroni: each interval is at 1 − (1 − level)/tests). Quantiles are tested only when
 ///   both sides have at least `minCount` values; a count only when the larger
 ///   side has. A row that exists on one side only is flagged when that side
@@ -27,8 +28,15 @@ public struct TraceComparison: Sendable {
         public var minCount: UInt64
         public var bootstrap: Bootstrap
 
-        public init(threshold: Double = 0.10, minCount: UInt64 = 50, bootstrap: Bootstrap = Bootstrap()) {
-            self.threshold = threshold; self.minCount = minCount; self.bootstrap = bootstrap
+        /// How much runs of one workload differ in time (a fraction), for
+        /// sides of one run, whose intervals cannot show it: a time change
+        /// is then flagged only when its whole interval lies beyond ±this.
+        /// 0 when each side has several runs (the bootstrap draws runs).
+        public var runNoise: Double
+
+        public init(threshold: Double = 0.10, minCount: UInt64 = 50, bootstrap: Bootstrap = Bootstrap(),
+                    runNoise: Double = 0) {
+            self.threshold = threshold; self.minCount = minCount; self.bootstrap = bootstrap; self.runNoise = runNoise
         }
     }
 
@@ -220,10 +228,13 @@ public struct TraceComparison: Sendable {
             }
             return c
         }
-        func tested(_ d: QuantileDelta?, _ enough: Bool) -> Tested? {
+        /// `time`: a handling or episode time, which `runNoise` applies to.
+        func tested(_ d: QuantileDelta?, _ enough: Bool, time: Bool = true) -> Tested? {
             guard let d else { return nil }
             var beyond = false
             if let c = d.change { beyond = abs(c) > threshold } else { beyond = d.delta != 0 }
+            let noise = time ? settings.runNoise : 0
+            if noise > 0, let lo = d.lowChange, let hi = d.highChange { beyond = beyond && (lo > noise || hi < -noise) }
             return Tested(delta: d, flagged: enough && d.excludesZero && beyond)
         }
 
@@ -274,8 +285,8 @@ public struct TraceComparison: Sendable {
                               meanMultiplicationB: sb.map { $0.multiplication.mean },
                               multiplicationA: Self.points(sa?.multiplicationBlocks), multiplicationB: Self.points(sb?.multiplicationBlocks),
                               timeA: Self.points(sa?.timeBlocks), timeB: Self.points(sb?.timeBlocks),
-                              multiplicationP50: tested(multiplication[n]?[0], enough),
-                              multiplicationP99: tested(multiplication[n]?[1], enough),
+                              multiplicationP50: tested(multiplication[n]?[0], enough, time: false),
+                              multiplicationP99: tested(multiplication[n]?[1], enough, time: false),
                               timeP50: tested(times[n]?[0], enough), timeP99: tested(times[n]?[1], enough),
                               enoughSamples: enough)
         }

@@ -86,9 +86,10 @@ public struct CompareReport {
             + "\(settings.bootstrap.resamples) resamples, seed \(settings.bootstrap.seed)), counts by a Poisson interval\n"
         out += "intervals: \(level)% for all \(comparison.tests) tests together (Bonferroni: "
             + "\(fixed(comparison.perTestConfidence * 100, 3))% each)\n"
-        if runsA.count == 1 || runsB.count == 1 {
-            out += "note: with one run on a side, intervals cover how times vary inside a run, not between runs "
-                + "(give more runs with --a-run/--b-run)\n"
+        if settings.runNoise > 0 {
+            out += "note: with one run on a side, intervals cover how times vary inside a run, not between runs; "
+                + "a time change is flagged only when its interval lies beyond ±\(fixed(settings.runNoise * 100, 1))% "
+                + "(--run-noise; give more runs with --a-run/--b-run)\n"
         }
         out += "flag (*): the interval excludes no change and the change is beyond ±\(fixed(settings.threshold * 100, 1))%; "
             + "rows with fewer than \(settings.minCount) exits on a side are not tested (few)\n\n"
@@ -199,7 +200,7 @@ public struct CompareReport {
               "per": \(per.map(jsonString) ?? "null"),
               "units_a": \(num(comparison.unitsA)),
               "units_b": \(num(comparison.unitsB)),
-              "settings": {"threshold": \(fixed(s.threshold, 6)), "min_count": \(s.minCount), "confidence": \(fixed(bs.confidence, 6)), "blocks": \(bs.blocks), "resamples": \(bs.resamples), "seed": \(bs.seed)},
+              "settings": {"threshold": \(fixed(s.threshold, 6)), "run_noise": \(fixed(s.runNoise, 6)), "min_count": \(s.minCount), "confidence": \(fixed(bs.confidence, 6)), "blocks": \(bs.blocks), "resamples": \(bs.resamples), "seed": \(bs.seed)},
               "tests": \(comparison.tests),
               "per_test_confidence": \(fixed(comparison.perTestConfidence, 6)),
               "levels": \(jsonList(levels)),

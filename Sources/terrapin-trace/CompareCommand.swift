@@ -18,6 +18,8 @@ struct Compare: ParsableCommand {
             Runs of one workload differ by more than a run varies inside (often 10-40% in \
             handling time on a shared machine): give each side several runs (--a-run, \
             --b-run) and the bootstrap draws runs first, so its intervals cover that too. \
+            With one run on a side, a time change is flagged only when its whole interval \
+            lies beyond --run-noise percent. \
             With several runs, counts are per run unless --per is given. See Traces/README.md.
             """
     )
@@ -41,6 +43,10 @@ struct Compare: ParsableCommand {
     // a clear message instead of "Missing value".
     @Option(parsing: .unconditional, help: "Flag changes beyond this many percent (>= 0).")
     var threshold = 10.0
+
+    @Option(parsing: .unconditional,
+            help: "With one run on a side: how much runs differ in time, in percent; a time change is flagged only when its interval lies beyond it.")
+    var runNoise = 20.0
 
     @Option(help: "Fewest exits (or episodes) per side for a row to be tested.")
     var minCount = 50
@@ -66,6 +72,7 @@ struct Compare: ParsableCommand {
         guard threshold >= 0, threshold.isFinite else {
             throw ValidationError("--threshold must be a percentage >= 0 (got \(threshold)); changes in both directions are flagged")
         }
+        guard runNoise >= 0, runNoise.isFinite else { throw ValidationError("--run-noise must be a percentage >= 0") }
         guard minCount >= 1 else { throw ValidationError("--min-count must be at least 1") }
         guard (50...99.9).contains(confidence) else { throw ValidationError("--confidence must be 50...99.9 (percent)") }
         guard (1...100_000).contains(resamples) else { throw ValidationError("--resamples must be 1...100000") }
@@ -106,7 +113,8 @@ struct Compare: ParsableCommand {
         }
         let settings = TraceComparison.Settings(
             threshold: threshold / 100, minCount: UInt64(minCount),
-            bootstrap: Bootstrap(resamples: resamples, seed: seed, confidence: confidence / 100, blocks: blocks))
+            bootstrap: Bootstrap(resamples: resamples, seed: seed, confidence: confidence / 100, blocks: blocks),
+            runNoise: readersA.count > 1 && readersB.count > 1 ? 0 : runNoise / 100)
         // The episode pass only for traces that have reflected exits.
         func side(_ readers: [TraceReader]) -> (TraceSummary, [EpisodeAnalysis.RootStats]) {
             var summaries: [TraceSummary] = [], roots: [[EpisodeAnalysis.RootStats]] = []

@@ -14,6 +14,7 @@ final class CompareCommandTests: XCTestCase {
         let o = try json([CLI.fixture("turtle-pio-storm"), CLI.fixture("turtle-pio-storm-io-all")])
         let settings = try XCTUnwrap(o["settings"] as? [String: Any])
         XCTAssertEqual(settings["threshold"] as? Double, 0.1)
+        XCTAssertEqual(settings["run_noise"] as? Double, 0.2, "one run per side")
         XCTAssertEqual(settings["min_count"] as? Int, 50)
         XCTAssertEqual(settings["blocks"] as? Int, 20)
         let tests = try XCTUnwrap(o["tests"] as? Int)
@@ -73,6 +74,7 @@ final class CompareCommandTests: XCTestCase {
         XCTAssertEqual((o["runs_a"] as? [String])?.count, 2)
         XCTAssertEqual((o["runs_b"] as? [String])?.count, 3)
         XCTAssertEqual(o["per"] as? String, "run")
+        XCTAssertEqual((o["settings"] as? [String: Any])?["run_noise"] as? Double, 0, "several runs on both sides")
         let rows = try XCTUnwrap(o["rows"] as? [[String: Any]])
         let vmread = try XCTUnwrap(rows.first { $0["reason"] as? String == "VMREAD" }?["count"] as? [String: Any])
         XCTAssertEqual(vmread["a"] as? Int, 2 * 2468)
@@ -85,6 +87,7 @@ final class CompareCommandTests: XCTestCase {
         for (args, message) in [(["--threshold", "-5"], "--threshold must be a percentage >= 0"),
                                 (["--threshold=-5"], "--threshold must be a percentage >= 0"),
                                 (["--min-count", "0"], "--min-count must be at least 1"),
+                                (["--run-noise", "-1"], "--run-noise must be a percentage >= 0"),
                                 (["--blocks", "1"], "--blocks must be 2...1000"),
                                 (["--confidence", "100"], "--confidence must be"),
                                 (["--reason", "nosuch"], "unknown reason 'nosuch'")] {

@@ -84,6 +84,19 @@ final class ComparisonExportTests: TraceTestCase {
         XCTAssertNil(plain.rows[0].p50!.delta.low)
     }
 
+    func testRunNoiseRaisesTheBarForTimes() throws {
+        let a = try summary(exits(4000, median: 1000, seed: 1), "a.trc")
+        let b15 = try summary(exits(4000, median: 1150, seed: 2), "b15.trc")
+        let b50 = try summary(exits(4000, median: 1500, seed: 3), "b50.trc")
+        let noisy = TraceComparison.Settings(runNoise: 0.2)
+        XCTAssertEqual(TraceComparison(a, b15).rows[0].flags, ["p50", "p99"], "15% is beyond the threshold...")
+        XCTAssertEqual(TraceComparison(a, b15, settings: noisy).rows[0].flags, [], "...but not beyond 20% of run noise")
+        XCTAssertEqual(TraceComparison(a, b50, settings: noisy).rows[0].flags, ["p50", "p99"])
+        // Counts are not times: run noise leaves them alone.
+        let more = try summary(exits(8000, median: 1000, seed: 4), "more.trc")
+        XCTAssertEqual(TraceComparison(a, more, settings: noisy).rows[0].flags, ["count"])
+    }
+
     func testMinimumCountAndRowsOnOneSide() throws {
         // 20 exits three times slower: shown, not tested.
         let a = try summary(exits(20, median: 1000, seed: 1) + exits(100, kind: .hlt, median: 50, seed: 4), "a.trc")
