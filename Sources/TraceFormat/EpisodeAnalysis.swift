@@ -202,11 +202,14 @@ public struct EpisodeAnalysis: Sendable {
 
     /// One entry per root (level, reason), in level and reason order.
     public func roots(blocks: Int = 1) -> [RootStats] {
-        var acc = RootAccumulator(blocks: max(1, blocks))
+        let k = max(1, blocks), nb = DurationBuckets.count
+        let stride = 2 * k * nb   // per root: the blocks of exits per episode, then of episode time
         var keys: [UInt64] = []   // level << 40 | reason key, in order of appearance
         var index: [UInt64: Int] = [:]
+        // Local arrays, updated inline: no per-episode closure, box or exclusivity check.
+        var dense: [UInt64] = [], count: [UInt64] = []
+        var sums: [UInt64] = [], mins: [UInt32] = [], maxes: [UInt32] = [], squares: [Double] = []   // 2 per root
         var lastKey = UInt64.max, last = 0
-        let k = acc.blocks
         for e in episodes {
             let key = UInt64(e.rootLevel) << 40 | e.rootReason.key
             if key != lastKey {
@@ -217,19 +220,40 @@ public struct EpisodeAnalysis: Sendable {
                     last = keys.count
                     keys.append(key)
                     index[key] = last
-                    acc.addRoot()
+                    dense.append(contentsOf: repeatElement(0, count: stride))
+                    count.append(0)
+                    sums += [0, 0]; mins += [.max, .max]; maxes += [0, 0]; squares += [0, 0]
                 }
                 lastKey = key
             }
             let block = recordCount == 0 ? 0 : min(k - 1, e.firstRecord * k / recordCount)
-            acc.count[last] += 1
-            acc.add(root: last, measure: 0, block: block, e.exits)
-            acc.add(root: last, measure: 1, block: block, TraceRecord.clampDuration(e.time))
+            let m = e.exits, t = TraceRecord.clampDuration(e.time)
+            let base = last * stride + block * nb, s = 2 * last
+            count[last] &+= 1
+            dense[base + DurationBuckets.bucket(m)] &+= 1
+            dense[base + k * nb + DurationBuckets.bucket(t)] &+= 1
+            sums[s] &+= UInt64(m); sums[s + 1] &+= UInt64(t)
+            if m < mins[s] { mins[s] = m }
+            if t < mins[s + 1] { mins[s + 1] = t }
+            if m > maxes[s] { maxes[s] = m }
+            if t > maxes[s + 1] { maxes[s + 1] = t }
+            squares[s] += Double(m) * Double(m)
+            squares[s + 1] += Double(t) * Double(t)
+        }
+        func measure(_ i: Int, _ m: Int) -> (DurationHistogram, BlockHistograms) {
+            let base = i * stride + m * k * nb
+            let perBlock = dense[base..<(base + k * nb)]
+            var merged = [UInt64](repeating: 0, count: nb)
+            for b in 0..<k { for j in 0..<nb { merged[j] &+= perBlock[base + b * nb + j] } }
+            let s = 2 * i + m
+            return (DurationHistogram(buckets: merged, count: count[i], sum: sums[s], max: maxes[s], min: mins[s],
+                                      sumSquares: squares[s]),
+                    BlockHistograms(blocks: k, dense: perBlock, min: mins[s], max: maxes[s]))
         }
         return keys.indices.sorted { keys[$0] < keys[$1] }.map { i in
-            let (mult, multBlocks) = acc.finish(root: i, measure: 0), (time, timeBlocks) = acc.finish(root: i, measure: 1)
+            let (mult, multBlocks) = measure(i, 0), (time, timeBlocks) = measure(i, 1)
             return RootStats(level: UInt8(truncatingIfNeeded: keys[i] >> 40), reason: ExitReason(key: keys[i] & ((1 << 40) - 1)),
-                             episodes: Int(acc.count[i]), exits: mult.sum, multiplication: mult, time: time,
+                             episodes: Int(count[i]), exits: mult.sum, multiplication: mult, time: time,
                              multiplicationBlocks: multBlocks, timeBlocks: timeBlocks)
         }
     }
@@ -403,43 +427,3 @@ private struct Pass {
     }
 }
 
-/// Per root, two measures (0: exits per episode, 1: episode time), each as
-/// `blocks` dense histograms plus exact sum, min, max and sum of squares.
-private struct RootAccumulator {
-    let blocks: Int
-    let nb = DurationBuckets.count
-    var dense: [UInt64] = []   // per root: measure 0's blocks, then measure 1's
-    var count: [UInt64] = []
-    var sums: [UInt64] = [], mins: [UInt32] = [], maxes: [UInt32] = [], squares: [Double] = []
-
-    init(blocks: Int) { self.blocks = blocks }
-
-    var stride: Int { 2 * blocks * nb }
-
-    mutating func addRoot() {
-        dense.append(contentsOf: repeatElement(0, count: stride))
-        count.append(0)
-        sums += [0, 0]; mins += [.max, .max]; maxes += [0, 0]; squares += [0, 0]
-    }
-
-    @inline(__always)
-    mutating func add(root i: Int, measure m: Int, block: Int, _ v: UInt32) {
-        let s = 2 * i + m
-        dense[i * stride + m * blocks * nb + block * nb + DurationBuckets.bucket(v)] &+= 1
-        sums[s] &+= UInt64(v)
-        if v < mins[s] { mins[s] = v }
-        if v > maxes[s] { maxes[s] = v }
-        squares[s] += Double(v) * Double(v)
-    }
-
-    func finish(root i: Int, measure m: Int) -> (DurationHistogram, BlockHistograms) {
-        let base = i * stride + m * blocks * nb
-        let perBlock = dense[base..<(base + blocks * nb)]
-        var merged = [UInt64](repeating: 0, count: nb)
-        for b in 0..<blocks { for j in 0..<nb { merged[j] &+= perBlock[base + b * nb + j] } }
-        let s = 2 * i + m
-        return (DurationHistogram(buckets: merged, count: count[i], sum: sums[s], max: maxes[s], min: mins[s],
-                                  sumSquares: squares[s]),
-                BlockHistograms(blocks: blocks, dense: perBlock, min: mins[s], max: maxes[s]))
-    }
-}
