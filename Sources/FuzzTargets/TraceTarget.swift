@@ -27,6 +27,26 @@ enum TraceTarget {
 
         let comparison = TraceComparison(summary, summary)
         _ = CompareReport(a: reader, b: reader, comparison: comparison, per: nil).text()
+        // The statistical path: blocks, the bootstrap, episode roots and two runs per side.
+        let settings = TraceComparison.Settings(bootstrap: Bootstrap(resamples: 10, blocks: 3))
+        let blocked = TraceSummary(reader, blocks: 3)
+        invariant(blocked.groups == summary.groups, "blocks changed the summary")
+        let roots = storms.roots(blocks: 3)
+        let twice = TraceSummary.merging([blocked, blocked], blocksPerRun: 3)
+        let statistical = TraceComparison(blocked, twice, rootsA: roots,
+                                          rootsB: EpisodeAnalysis.mergingRoots([roots, roots], blocksPerRun: 3),
+                                          settings: settings)
+        _ = CompareReport(a: [reader], b: [reader, reader], comparison: statistical, per: nil).json()
+        _ = SummaryReport(reader: reader, summary: summary, addresses: AddressBreakdown(reader), top: 3, order: .p99).text()
+
+        // A selection: every record of level 1 and 2 within the first half of the time span.
+        var filter = RecordFilter()
+        filter.levels = [1, 2]
+        filter.to = (summary.firstTimestamp ?? 0) / 2 + (summary.lastTimestamp ?? 0) / 2
+        if let selected = try? TraceReader(filtering: reader, by: filter, description: "fuzz") {
+            invariant(selected.recordCount <= reader.recordCount, "the selection grew")
+            _ = SummaryReport(reader: selected, summary: TraceSummary(selected)).json()
+        }
 
         for bins in [1, 7] {
             _ = PlotRenderer(reader: reader, timeline: Timeline(reader, bins: bins), series: 3).render()

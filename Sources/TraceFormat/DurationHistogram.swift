@@ -14,6 +14,9 @@ public enum DurationBuckets {
         return ((e &- 3) << 4) | Int((v >> UInt32(e &- 4)) & 15)
     }
 
+    /// Smallest value that falls in bucket `i`.
+    public static func lowerBound(_ i: Int) -> UInt64 { i < 32 ? UInt64(max(i, 0)) : upperBound(i - 1) + 1 }
+
     /// Largest value that falls in bucket `i`.
     public static func upperBound(_ i: Int) -> UInt64 {
         if i < 32 { return UInt64(i) }
@@ -24,12 +27,16 @@ public enum DurationBuckets {
     }
 }
 
-/// A duration histogram with exact count, sum and max.
+/// A duration histogram with exact count, sum, min, max and sum of squares.
 public struct DurationHistogram: Sendable, Equatable {
     public private(set) var buckets: [UInt64]
     public private(set) var count: UInt64 = 0
     public private(set) var sum: UInt64 = 0
     public private(set) var max: UInt32 = 0
+    /// Exact minimum; `UInt32.max` while empty (use `minimum`).
+    public private(set) var min: UInt32 = .max
+    /// Sum of squared values, for the standard deviation.
+    public private(set) var sumSquares: Double = 0
 
     public init() { buckets = Array(repeating: 0, count: DurationBuckets.count) }
 
@@ -38,13 +45,37 @@ public struct DurationHistogram: Sendable, Equatable {
         count &+= 1
         sum &+= UInt64(d)
         if d > max { max = d }
+        if d < min { min = d }
+        sumSquares += Double(d) * Double(d)
     }
 
-    init(buckets: [UInt64], count: UInt64, sum: UInt64, max: UInt32) {
+    init(buckets: [UInt64], count: UInt64, sum: UInt64, max: UInt32, min: UInt32, sumSquares: Double) {
         self.buckets = buckets
         self.count = count
         self.sum = sum
         self.max = max
+        self.min = min
+        self.sumSquares = sumSquares
+    }
+
+    /// Adds every value of `other`.
+    public mutating func merge(_ other: DurationHistogram) {
+        for i in buckets.indices { buckets[i] &+= other.buckets[i] }
+        count &+= other.count
+        sum &+= other.sum
+        max = Swift.max(max, other.max)
+        min = Swift.min(min, other.min)
+        sumSquares += other.sumSquares
+    }
+
+    /// The exact minimum, 0 for an empty histogram.
+    public var minimum: UInt32 { count == 0 ? 0 : min }
+
+    /// Population standard deviation (0 for fewer than two values).
+    public var standardDeviation: Double {
+        guard count > 1 else { return 0 }
+        let n = Double(count), m = Double(sum) / n
+        return (Swift.max(0, sumSquares / n - m * m)).squareRoot()
     }
 
     /// The duration at or below which fraction `p` (0...1) of values lie:

@@ -51,14 +51,57 @@ public struct EpisodeAnalysis: Sendable {
             a.episodes == b.episodes && a.exits == b.exits && a.text == b.text
         }
 
-        /// e.g. "EPT_VIOLATION → VMREAD×5 → VMWRITE×2 → VMRESUME"; at most
-        /// `maxSteps` steps, then "→ … (+N steps)".
+        /// e.g. "EPT_VIOLATION → VMREAD×5 → VMWRITE×2 → VMRESUME", with
+        /// repeated groups of steps collapsed: "IO_INSTRUCTION → (io-in →
+        /// io-out)×375 → VMRESUME" (see `collapse`); at most `maxSteps`
+        /// parts, then "→ … (+N steps)".
         public func text(maxSteps: Int = 16) -> String {
-            var parts = steps.prefix(maxSteps).map { $0.count == 1 ? $0.reason.name : "\($0.reason.name)×\($0.count)" }
-            if steps.count > maxSteps { parts.append("… (+\(steps.count - maxSteps) steps)") }
+            func step(_ s: (reason: ExitReason, count: Int)) -> String {
+                s.count == 1 ? s.reason.name : "\(s.reason.name)×\(s.count)"
+            }
+            let groups = ExitSequence.collapse(steps)
+            var parts = groups.prefix(maxSteps).map { g in
+                g.repeats == 1 ? g.steps.map(step).joined(separator: " → ")
+                    : "(" + g.steps.map(step).joined(separator: " → ") + ")×\(g.repeats)"
+            }
+            if groups.count > maxSteps {
+                let hidden = groups.dropFirst(maxSteps).reduce(0) { $0 + $1.steps.count * $1.repeats }
+                parts.append("… (+\(hidden) steps)")
+            }
             return parts.joined(separator: " → ")
         }
         public var text: String { text() }
+
+        /// Run-length steps with repeated groups of 2 to `maxPeriod` steps
+        /// collapsed: at each position, the period whose repeats cover the
+        /// most steps (at least two repeats; the shorter period on a tie),
+        /// else the step alone. `A → B → A → B → A → B → C` becomes
+        /// `(A → B)×3 → C`.
+        public static func collapse(_ steps: [(reason: ExitReason, count: Int)], maxPeriod: Int = 4)
+            -> [(steps: [(reason: ExitReason, count: Int)], repeats: Int)] {
+            let n = steps.count
+            func same(_ i: Int, _ j: Int) -> Bool { steps[i].reason == steps[j].reason && steps[i].count == steps[j].count }
+            var out: [(steps: [(reason: ExitReason, count: Int)], repeats: Int)] = []
+            var i = 0
+            while i < n {
+                var best = (period: 1, repeats: 1)
+                if maxPeriod >= 2 {
+                    for p in 2...maxPeriod where i + 2 * p <= n {
+                        var r = 1
+                        while i + (r + 1) * p <= n && (0..<p).allSatisfy({ same(i + $0, i + r * p + $0) }) { r += 1 }
+                        if r >= 2 && r * p > best.period * best.repeats { best = (p, r) }
+                    }
+                }
+                if best.repeats >= 2 {
+                    out.append((Array(steps[i..<(i + best.period)]), best.repeats))
+                    i += best.period * best.repeats
+                } else {
+                    out.append(([steps[i]], 1))
+                    i += 1
+                }
+            }
+            return out
+        }
     }
 
     /// Episodes with a root, in order of their first record.
@@ -76,6 +119,8 @@ public struct EpisodeAnalysis: Sendable {
     /// Distinct sequences, most common first (ties: more exits first, then text).
     public var sequences: [ExitSequence]
     public var bursts: BurstDetector.Result
+    /// Records in the analysed trace.
+    public var recordCount: Int
     public var firstTimestamp: UInt64?
     public var lastTimestamp: UInt64?
 
@@ -108,7 +153,8 @@ public struct EpisodeAnalysis: Sendable {
                 inEpisodes += UInt64(e.exits)
                 mult.add(e.exits)
                 time.add(TraceRecord.clampDuration(e.time))
-                bySequence[e.sequenceHash, default: (0, kept)].count += 1
+                // Sequences only when asked for: the dictionary costs a hash per episode.
+                if topSequences > 0 { bySequence[e.sequenceHash, default: (0, kept)].count += 1 }
                 b[kept] = e
                 kept += 1
             }
@@ -132,11 +178,118 @@ public struct EpisodeAnalysis: Sendable {
         exitsInEpisodes = inEpisodes
         multiplication = mult
         self.time = time
+        recordCount = reader.recordCount
         firstTimestamp = pass.records == 0 ? nil : pass.minTime
         lastTimestamp = pass.records == 0 ? nil : pass.maxTime
         let span = pass.records == 0 ? 0 : pass.maxTime - pass.minTime
         let mean = span == 0 ? 0 : Double(pass.exits) / (Double(span) / 1e9)
         bursts = pass.bursts.finish(threshold: threshold.resolve(meanRate: mean))
+    }
+
+    /// Episodes of one root (level, reason): their exit multiplication and time.
+    public struct RootStats: Sendable, Equatable {
+        public var level: UInt8
+        public var reason: ExitReason
+        public var episodes: Int
+        public var exits: UInt64
+        public var multiplication: DurationHistogram
+        public var time: DurationHistogram
+        /// The same values in `blocks` consecutive parts of the trace (by
+        /// the episode's first record), for the block bootstrap.
+        public var multiplicationBlocks: BlockHistograms
+        public var timeBlocks: BlockHistograms
+    }
+
+    /// One entry per root (level, reason), in level and reason order.
+    public func roots(blocks: Int = 1) -> [RootStats] {
+        let k = max(1, blocks), nb = DurationBuckets.count
+        let stride = 2 * k * nb   // per root: the blocks of exits per episode, then of episode time
+        var keys: [UInt64] = []   // level << 40 | reason key, in order of appearance
+        var index: [UInt64: Int] = [:]
+        // Local arrays, updated inline: no per-episode closure, box or exclusivity check.
+        var dense: [UInt64] = [], count: [UInt64] = []
+        var sums: [UInt64] = [], mins: [UInt32] = [], maxes: [UInt32] = [], squares: [Double] = []   // 2 per root
+        var lastKey = UInt64.max, last = 0
+        for e in episodes {
+            let key = UInt64(e.rootLevel) << 40 | e.rootReason.key
+            if key != lastKey {
+                // Few roots as a rule: a linear scan before the dictionary.
+                if let j = keys.firstIndex(of: key) ?? (keys.count > 16 ? index[key] : nil) {
+                    last = j
+                } else {
+                    last = keys.count
+                    keys.append(key)
+                    index[key] = last
+                    dense.append(contentsOf: repeatElement(0, count: stride))
+                    count.append(0)
+                    sums += [0, 0]; mins += [.max, .max]; maxes += [0, 0]; squares += [0, 0]
+                }
+                lastKey = key
+            }
+            let block = recordCount == 0 ? 0 : min(k - 1, e.firstRecord * k / recordCount)
+            let m = e.exits, t = TraceRecord.clampDuration(e.time)
+            let base = last * stride + block * nb, s = 2 * last
+            count[last] &+= 1
+            dense[base + DurationBuckets.bucket(m)] &+= 1
+            dense[base + k * nb + DurationBuckets.bucket(t)] &+= 1
+            sums[s] &+= UInt64(m); sums[s + 1] &+= UInt64(t)
+            if m < mins[s] { mins[s] = m }
+            if t < mins[s + 1] { mins[s + 1] = t }
+            if m > maxes[s] { maxes[s] = m }
+            if t > maxes[s + 1] { maxes[s + 1] = t }
+            squares[s] += Double(m) * Double(m)
+            squares[s + 1] += Double(t) * Double(t)
+        }
+        func measure(_ i: Int, _ m: Int) -> (DurationHistogram, BlockHistograms) {
+            let base = i * stride + m * k * nb
+            let perBlock = dense[base..<(base + k * nb)]
+            var merged = [UInt64](repeating: 0, count: nb)
+            for b in 0..<k { for j in 0..<nb { merged[j] &+= perBlock[base + b * nb + j] } }
+            let s = 2 * i + m
+            return (DurationHistogram(buckets: merged, count: count[i], sum: sums[s], max: maxes[s], min: mins[s],
+                                      sumSquares: squares[s]),
+                    BlockHistograms(blocks: k, dense: perBlock, min: mins[s], max: maxes[s]))
+        }
+        return keys.indices.sorted { keys[$0] < keys[$1] }.map { i in
+            let (mult, multBlocks) = measure(i, 0), (time, timeBlocks) = measure(i, 1)
+            return RootStats(level: UInt8(truncatingIfNeeded: keys[i] >> 40), reason: ExitReason(key: keys[i] & ((1 << 40) - 1)),
+                             episodes: Int(count[i]), exits: mult.sum, multiplication: mult, time: time,
+                             multiplicationBlocks: multBlocks, timeBlocks: timeBlocks)
+        }
+    }
+
+    /// The roots of several runs (each from `roots(blocks: blocksPerRun)`)
+    /// as one list, their blocks laid out run after run (`BlockHistograms.runs`).
+    public static func mergingRoots(_ runs: [[RootStats]], blocksPerRun: Int) -> [RootStats] {
+        if runs.count == 1 { return runs[0] }
+        struct Key: Hashable, Comparable {
+            var level: UInt8, reason: UInt64
+            static func < (x: Key, y: Key) -> Bool { (x.level, x.reason) < (y.level, y.reason) }
+        }
+        var merged: [Key: (stats: RootStats, mult: [BlockHistograms?], time: [BlockHistograms?])] = [:]
+        for (r, roots) in runs.enumerated() {
+            for s in roots {
+                let key = Key(level: s.level, reason: s.reason.key)
+                let none = [BlockHistograms?](repeating: nil, count: runs.count)
+                var entry = merged[key] ?? (RootStats(level: s.level, reason: s.reason, episodes: 0, exits: 0,
+                                                      multiplication: DurationHistogram(), time: DurationHistogram(),
+                                                      multiplicationBlocks: s.multiplicationBlocks, timeBlocks: s.timeBlocks),
+                                            none, none)
+                entry.stats.episodes += s.episodes
+                entry.stats.exits += s.exits
+                entry.stats.multiplication.merge(s.multiplication)
+                entry.stats.time.merge(s.time)
+                entry.mult[r] = s.multiplicationBlocks
+                entry.time[r] = s.timeBlocks
+                merged[key] = entry
+            }
+        }
+        return merged.keys.sorted().map { k in
+            var e = merged[k]!
+            e.stats.multiplicationBlocks = BlockHistograms.runs(e.mult, blocksPerRun: blocksPerRun)
+            e.stats.timeBlocks = BlockHistograms.runs(e.time, blocksPerRun: blocksPerRun)
+            return e.stats
+        }
     }
 
     /// The `n` episodes with the most exits (ties: longer time, then lower id).
@@ -273,3 +426,4 @@ private struct Pass {
         cur = episodes[slot]
     }
 }
+

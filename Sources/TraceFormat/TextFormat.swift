@@ -69,3 +69,14 @@ public func printable(_ s: String) -> String {
     }
     return out
 }
+
+/// A duration in a table cell: "60 ns" below 1 µs, "12.3 µs", "4.567 ms", "1.234 s".
+public func durationCell(_ ns: Double) -> String {
+    let v = abs(ns)
+    if v < 999.5 { return fixed(ns, 0) + " ns" }
+    if v < 999_950 { return fixed(ns / 1e3, 1) + " µs" }
+    if v < 999_999_500 { return fixed(ns / 1e6, 3) + " ms" }
+    return fixed(ns / 1e9, 3) + " s"
+}
+
+public func durationCell(_ ns: UInt64) -> String { durationCell(Double(ns)) }

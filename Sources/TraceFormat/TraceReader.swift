@@ -22,6 +22,10 @@ public final class TraceReader: @unchecked Sendable {
     public let finished: Bool
     /// Bytes of a trailing partial record that were ignored (killed runs only).
     public let trailingBytes: Int
+    /// For a selection (`init(filtering:by:description:)`): what was
+    /// selected, and the record count of the whole file.
+    public private(set) var selection: String?
+    public private(set) var unfilteredRecordCount: Int
 
     let mapping: UnsafeMutableRawPointer
     @usableFromInline let records: UnsafeRawPointer
@@ -78,9 +82,41 @@ public final class TraceReader: @unchecked Sendable {
         finished = header.finished
         trailingBytes = (size - header.headerSize) % TraceLayout.recordSize
         records = UnsafeRawPointer(m + header.headerSize)
+        unfilteredRecordCount = header.recordCount
     }
 
     deinit { munmap(mapping, fileSize) }
+
+    /// The records of `source` that `filter` keeps, in file order, as a trace
+    /// in anonymous memory with `source`'s header, path and metadata (the
+    /// record count set to those kept). Record indices are positions in the
+    /// selection.
+    public convenience init(filtering source: TraceReader, by filter: RecordFilter, description: String = "")
+        throws(TraceError) {
+        let episodes = filter.episodeRoots.isEmpty ? nil : filter.episodes(in: source)
+        func keep(_ r: TraceRecord) -> Bool { filter.matches(r) && (episodes?.contains(r.episode) ?? true) }
+        var kept = 0
+        source.forEach { if keep($0) { kept += 1 } }
+        let size = source.headerSize + kept * TraceLayout.recordSize
+        guard let m = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), m != MAP_FAILED else {
+            throw .system(source.path, "cannot map memory for the selected records", errno: errno)
+        }
+        m.copyMemory(from: source.mapping, byteCount: source.headerSize)
+        // An unfinished source stays unfinished (its count derives from the size).
+        if source.finished { m.storeBytes(of: UInt64(kept).littleEndian, toByteOffset: 16, as: UInt64.self) }
+        var out = m + source.headerSize
+        var p = source.records
+        for _ in 0..<source.recordCount {
+            if keep(TraceRecord(decoding: p)) {
+                out.copyMemory(from: p, byteCount: TraceLayout.recordSize)
+                out += TraceLayout.recordSize
+            }
+            p += TraceLayout.recordSize
+        }
+        try self.init(path: source.path, mapping: m, size: size)
+        selection = description
+        unfilteredRecordCount = source.recordCount
+    }
 
     /// Record `i` (0 ..< recordCount), decoded from the mapping.
     @inlinable

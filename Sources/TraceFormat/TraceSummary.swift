@@ -22,6 +22,10 @@ public struct TraceSummary: Sendable {
         public var p99: UInt64 { histogram.percentile(0.99) }
         /// Exact maximum duration, ns.
         public var maxDuration: UInt32 { histogram.max }
+        /// Exact minimum duration, ns.
+        public var minDuration: UInt32 { histogram.minimum }
+        /// Population standard deviation of the durations, ns.
+        public var standardDeviation: Double { histogram.standardDeviation }
     }
 
     public struct Level: Sendable, Equatable {
@@ -46,18 +50,35 @@ public struct TraceSummary: Sendable {
     public var levels: [Level]
     /// Total records with the unclaimed flag.
     public var unclaimed: UInt64
+    /// With `blocks` > 1: each group's durations in `blocks` consecutive runs
+    /// of records of (nearly) equal size, aligned with `groups`, the input
+    /// of the block bootstrap in `TraceComparison`. Empty otherwise.
+    public var groupBlocks: [BlockHistograms] = []
 
-    /// Summarises every record of `reader`.
-    public init(_ reader: TraceReader) {
-        var acc = Accumulator()
-        reader.forEach { acc.add($0) }
+    /// Summarises every record of `reader`; with `blocks` > 1 it also keeps
+    /// the per-block histograms (`groupBlocks`).
+    public init(_ reader: TraceReader, blocks: Int = 1) {
+        let k = max(1, blocks)
+        var acc = Accumulator(blocks: k)
+        let n = reader.recordCount
+        // Block b holds records [b·n/k, (b+1)·n/k).
+        var i = 0, block = 0
+        var next = n / k
+        reader.forEach { r in
+            while i == next && block < k - 1 {
+                block += 1
+                next = (block + 1) * n / k
+            }
+            acc.add(r, block: block)
+            i &+= 1
+        }
         self = acc.finish()
     }
 
     /// Summarises an in-memory sequence of records.
     public init<S: Sequence>(records: S) where S.Element == TraceRecord {
-        var acc = Accumulator()
-        for r in records { acc.add(r) }
+        var acc = Accumulator(blocks: 1)
+        for r in records { acc.add(r, block: 0) }
         self = acc.finish()
     }
 
@@ -74,6 +95,55 @@ public struct TraceSummary: Sendable {
         self.groups = groups
         self.levels = levels
         self.unclaimed = unclaimed
+    }
+
+    /// Several runs of one workload as one summary: counts, histograms and
+    /// levels added up, and `groupBlocks` (when every run has them, with
+    /// `blocksPerRun` blocks each) laid out run after run, so that the
+    /// bootstrap can draw runs and then blocks. One run is returned as it is.
+    public static func merging(_ runs: [TraceSummary], blocksPerRun: Int) -> TraceSummary {
+        if runs.count == 1 { return runs[0] }
+        struct Key: Hashable, Comparable {
+            var level: UInt8, reason: UInt64, handler: UInt8
+            static func < (x: Key, y: Key) -> Bool { (x.level, x.reason, x.handler) < (y.level, y.reason, y.handler) }
+        }
+        var merged: [Key: (group: Group, parts: [BlockHistograms?])] = [:]
+        var levels: [UInt8: Level] = [:]
+        let total = runs.reduce(0) { $0 + $1.recordCount }
+        for (r, s) in runs.enumerated() {
+            let blocks = s.groupBlocks.count == s.groups.count ? s.groupBlocks : nil
+            for (i, g) in s.groups.enumerated() {
+                let key = Key(level: g.level, reason: g.reason.key, handler: g.handler.rawValue)
+                var entry = merged[key] ?? (Group(level: g.level, reason: g.reason, handler: g.handler, count: 0, share: 0,
+                                                   unclaimed: 0, histogram: DurationHistogram()),
+                                             [BlockHistograms?](repeating: nil, count: runs.count))
+                entry.group.count += g.count
+                entry.group.unclaimed += g.unclaimed
+                entry.group.histogram.merge(g.histogram)
+                entry.parts[r] = blocks?[i]
+                merged[key] = entry
+            }
+            for l in s.levels {
+                var m = levels[l.level] ?? Level(level: l.level, records: 0, exits: 0, exitsPerSecond: nil)
+                m.records += l.records
+                m.exits += l.exits
+                levels[l.level] = m
+            }
+        }
+        let keys = merged.keys.sorted()
+        var out = TraceSummary(recordCount: total, firstTimestamp: runs.compactMap(\.firstTimestamp).min(),
+                               lastTimestamp: runs.compactMap(\.lastTimestamp).max(),
+                               groups: keys.map { k in
+                                   var g = merged[k]!.group
+                                   g.share = total == 0 ? 0 : Double(g.count) / Double(total)
+                                   return g
+                               },
+                               levels: levels.keys.sorted().map { levels[$0]! },
+                               unclaimed: runs.reduce(0) { $0 + $1.unclaimed })
+        if runs.allSatisfy({ $0.groupBlocks.count == $0.groups.count && !$0.groupBlocks.isEmpty || $0.groups.isEmpty }) {
+            out.groupBlocks = keys.map { BlockHistograms.runs(merged[$0]!.parts, blocksPerRun: blocksPerRun) }
+        }
+        return out
     }
 
     /// The group for (level, reason, handler), if any record had it.
@@ -108,9 +178,12 @@ private struct Accumulator {
     var slots = [Int32](repeating: -1, count: slotCount)
     var otherSlots: [OtherKey: Int32] = [:]
     var keys: [(level: UInt8, reason: UInt64, handler: UInt8)] = []
-    var buckets: [UInt64] = []     // keys.count × nb
+    let blocks: Int
+    var buckets: [UInt64] = []     // keys.count × blocks × nb
     var sums: [UInt64] = []
     var maxes: [UInt32] = []
+    var mins: [UInt32] = []
+    var squares: [Double] = []
     var unclaimed: [UInt64] = []
     var levelRecords = [UInt64](repeating: 0, count: 256)
     var levelExits = [UInt64](repeating: 0, count: 256)
@@ -118,12 +191,17 @@ private struct Accumulator {
     var minTime = UInt64.max
     var maxTime: UInt64 = 0
 
+    init(blocks: Int) { self.blocks = blocks }
+
     @inline(__always)
-    mutating func add(_ r: TraceRecord) {
+    mutating func add(_ r: TraceRecord, block: Int) {
         let g = groupIndex(r.level, r.kind.rawValue, r.vmxReason, r.handler.rawValue)
-        buckets[g &* Self.nb &+ DurationBuckets.bucket(r.duration)] &+= 1
+        buckets[(g &* blocks &+ block) &* Self.nb &+ DurationBuckets.bucket(r.duration)] &+= 1
         sums[g] &+= UInt64(r.duration)
         if r.duration > maxes[g] { maxes[g] = r.duration }
+        if r.duration < mins[g] { mins[g] = r.duration }
+        let d = Double(r.duration)
+        squares[g] += d * d
         let isUnclaimed = r.flags.contains(.unclaimed)
         if isUnclaimed { unclaimed[g] &+= 1 }
         levelRecords[Int(r.level)] &+= 1
@@ -156,26 +234,39 @@ private struct Accumulator {
     mutating func newGroup(_ level: UInt8, _ vmx: UInt32, _ kind: UInt8, _ handler: UInt8) -> Int {
         let reason = vmx == TraceRecord.noVMXReason ? UInt64(kind) : (1 << 32 | UInt64(vmx))
         keys.append((level, reason, handler))
-        buckets.append(contentsOf: repeatElement(0, count: Self.nb))
+        buckets.append(contentsOf: repeatElement(0, count: Self.nb * blocks))
         sums.append(0)
         maxes.append(0)
+        mins.append(.max)
+        squares.append(0)
         unclaimed.append(0)
         return keys.count - 1
     }
 
     func finish() -> TraceSummary {
-        var groups: [TraceSummary.Group] = []
+        var groups: [(TraceSummary.Group, BlockHistograms?)] = []
         for (g, key) in keys.enumerated() {
-            let b = Array(buckets[(g * Self.nb)..<((g + 1) * Self.nb)])
+            let base = g * blocks * Self.nb
+            var b = Array(buckets[base..<(base + Self.nb)])
+            for k in 1..<max(1, blocks) {
+                let o = base + k * Self.nb
+                for i in 0..<Self.nb { b[i] &+= buckets[o + i] }
+            }
             let count = b.reduce(0, &+)
-            groups.append(TraceSummary.Group(
+            let group = TraceSummary.Group(
                 level: key.level, reason: ExitReason(key: key.reason), handler: Handler(rawValue: key.handler),
                 count: count, share: total == 0 ? 0 : Double(count) / Double(total),
                 unclaimed: unclaimed[g],
-                histogram: DurationHistogram(buckets: b, count: count, sum: sums[g], max: maxes[g])))
+                histogram: DurationHistogram(buckets: b, count: count, sum: sums[g], max: maxes[g], min: mins[g],
+                                             sumSquares: squares[g]))
+            let perBlock = blocks > 1
+                ? BlockHistograms(blocks: blocks, dense: buckets[base..<(base + blocks * Self.nb)],
+                                  min: mins[g], max: maxes[g])
+                : nil
+            groups.append((group, perBlock))
         }
         groups.sort {
-            ($0.level, $0.reason.key, $0.handler.rawValue) < ($1.level, $1.reason.key, $1.handler.rawValue)
+            ($0.0.level, $0.0.reason.key, $0.0.handler.rawValue) < ($1.0.level, $1.0.reason.key, $1.0.handler.rawValue)
         }
         let first: UInt64? = total == 0 ? nil : minTime
         let last: UInt64? = total == 0 ? nil : maxTime
@@ -185,7 +276,9 @@ private struct Accumulator {
             let rate: Double? = duration == 0 ? nil : Double(levelExits[l]) / (Double(duration) / 1e9)
             levels.append(.init(level: UInt8(l), records: levelRecords[l], exits: levelExits[l], exitsPerSecond: rate))
         }
-        return TraceSummary(recordCount: total, firstTimestamp: first, lastTimestamp: last,
-                            groups: groups, levels: levels, unclaimed: unclaimed.reduce(0, &+))
+        var summary = TraceSummary(recordCount: total, firstTimestamp: first, lastTimestamp: last,
+                                   groups: groups.map(\.0), levels: levels, unclaimed: unclaimed.reduce(0, &+))
+        summary.groupBlocks = groups.compactMap(\.1)
+        return summary
     }
 }

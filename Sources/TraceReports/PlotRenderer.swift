@@ -18,20 +18,65 @@ public struct PlotRenderer {
 
     let left = 90.0, plotWidth = 700.0, legendX = 815.0
 
+    /// Characters of the 16 px bold title and of the 12 px lines that fit
+    /// in the 1060 px between the margins (about 0.6 em per character).
+    static let titleWidth = 105
+    static let lineWidth = 145
+
     public func render() -> String {
-        var svg = SVG(width: 1100, height: 860)
+        var svg = SVG(width: 1100, height: 880)
         let command = reader.metadata["command"] ?? reader.path
-        svg.text(20, 28, "terrapin-trace: " + clip(command, 120), size: 16, bold: true)
+        for (i, line) in Self.wrap("terrapin-trace: " + command, width: Self.titleWidth, lines: 2).enumerated() {
+            svg.text(20, 28 + Double(i) * 20, line, size: 16, bold: true)
+        }
         let exits = timeline.series.reduce(0) { $0 + $1.total }
-        svg.text(20, 48, "\(reader.path) · \(reader.recordCount) records · \(exits) exits · "
-                 + "\(durationText(timeline.span)) in \(timeline.binCount) bins of "
-                 + durationText(timeline.binWidth), size: 12, fill: "#555")
-        drawTimeline(&svg, top: 90, height: 320)
-        drawHistogram(&svg, top: 520, height: 250)
+        var subtitle = "\(reader.recordCount) records · \(exits) exits · "
+            + "\(durationText(timeline.span)) in \(timeline.binCount) bins of " + durationText(timeline.binWidth)
+        if let selection = reader.selection { subtitle += " · selection: " + selection }
+        svg.text(20, 70, clip(reader.path + " · " + subtitle, Self.lineWidth), size: 12, fill: "#555")
+        drawTimeline(&svg, top: 110, height: 320)
+        drawHistogram(&svg, top: 540, height: 250)
         return svg.document
     }
 
     private func clip(_ s: String, _ n: Int) -> String { s.count <= n ? s : String(s.prefix(n - 1)) + "…" }
+
+    /// `text` in at most `lines` lines of at most `width` characters, broken
+    /// at spaces where there is one (else inside a word); what does not fit
+    /// ends the last line with "…".
+    static func wrap(_ text: String, width: Int, lines: Int) -> [String] {
+        var out: [String] = []
+        var rest = Substring(text)
+        while !rest.isEmpty && out.count < lines {
+            if rest.count <= width {
+                out.append(String(rest))
+                rest = ""
+                break
+            }
+            if out.count == lines - 1 {
+                out.append(String(rest.prefix(width - 1)) + "…")
+                rest = ""
+                break
+            }
+            let head = rest.prefix(width)
+            if let space = head.lastIndex(of: " "), space > head.startIndex {
+                out.append(String(rest[rest.startIndex..<space]))
+                rest = rest[rest.index(after: space)...]
+            } else {
+                out.append(String(head))
+                rest = rest.dropFirst(width)
+            }
+        }
+        return out
+    }
+
+    /// The unit of the time axis for a span in ns: (ns per unit, name).
+    static func timeUnit(span: Double) -> (scale: Double, name: String) {
+        if span >= 10e9 { return (1e9, "s") }
+        if span >= 10e6 { return (1e6, "ms") }
+        if span >= 10e3 { return (1e3, "µs") }
+        return (1, "ns")
+    }
 
     private func drawTimeline(_ svg: inout SVG, top: Double, height: Double) {
         svg.text(left, top - 14, "Exit rate over time, stacked by level and reason", size: 14, bold: true)
@@ -61,9 +106,10 @@ public struct PlotRenderer {
             svg.polygon(points, fill: Self.palette[k % Self.palette.count], title: label(s))
         }
         axes(&svg, top: top, height: height)
-        // Time axis in ms since the run start.
-        let startMs = Double(timeline.start) / 1e6
-        let spanMs = timeline.span / 1e6
+        // Time axis since the run start, in a unit chosen by the span.
+        let unit = Self.timeUnit(span: timeline.span)
+        let startMs = Double(timeline.start) / unit.scale
+        let spanMs = timeline.span / unit.scale
         let steps = niceTicks(max: spanMs, count: 8)
         let step = steps.count > 1 ? steps[1] : max(spanMs, 1e-6)
         let decimals = step >= 1 ? 0 : step >= 0.1 ? 1 : step >= 0.01 ? 2 : 3
@@ -77,7 +123,7 @@ public struct PlotRenderer {
             svg.line(px, top + height, px, top + height + 5)
             svg.text(px, top + height + 18, fixed(tick, decimals), size: 11, anchor: .middle)
         }
-        svg.text(left + plotWidth / 2, top + height + 38, "time since run start (ms)", size: 12, anchor: .middle)
+        svg.text(left + plotWidth / 2, top + height + 38, "time since run start (\(unit.name))", size: 12, anchor: .middle)
         svg.text(24, top + height / 2, "exits/s", size: 12, anchor: .middle, rotate: -90)
         svg.text(legendX, top + 4, "level, reason (exits)", size: 12, bold: true)
         for (k, s) in shown.enumerated() {

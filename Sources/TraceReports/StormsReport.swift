@@ -11,7 +11,6 @@ public struct StormsReport {
     let top: Int
     let threshold: BurstThreshold
 
-    private func micros(_ ns: Double) -> String { fixed(ns / 1000, 1) }
     private func millis(_ ns: UInt64) -> String { fixed(Double(ns) / 1e6, 3) }
     private func percent(_ a: UInt64, _ b: UInt64) -> String { b == 0 ? "0.00" : fixed(Double(a) * 100 / Double(b), 2) }
 
@@ -35,6 +34,9 @@ public struct StormsReport {
         let a = analysis
         var out = "trace: \(reader.path)\n"
         if let command = reader.metadata["command"] { out += "command: \(printable(command))\n" }
+        if let selection = reader.selection {
+            out += "selection: \(printable(selection)) (\(reader.recordCount) of \(reader.unfilteredRecordCount) records)\n"
+        }
         out += "records: \(reader.recordCount), exits: \(a.totalExits)\n"
         if a.episodes.isEmpty {
             out += "episodes: 0 (no reflected L2 exits with an episode id: nothing was reflected to an L1 hypervisor)\n"
@@ -44,9 +46,22 @@ public struct StormsReport {
             out += "exits in episodes: \(a.exitsInEpisodes) (\(percent(a.exitsInEpisodes, a.totalExits))% of all exits)\n"
             out += "exit multiplication (L0 exits per episode): mean \(fixed(m.mean, 2)), p50 \(m.percentile(0.5)), "
                 + "p90 \(m.percentile(0.9)), p99 \(m.percentile(0.99)), max \(m.max)\n"
-            out += "episode time µs: mean \(micros(t.mean)), p50 \(micros(Double(t.percentile(0.5)))), "
-                + "p90 \(micros(Double(t.percentile(0.9)))), p99 \(micros(Double(t.percentile(0.99)))), "
-                + "max \(micros(Double(t.max)))\n"
+            out += "episode time: mean \(durationCell(t.mean)), p50 \(durationCell(t.percentile(0.5))), "
+                + "p90 \(durationCell(t.percentile(0.9))), p99 \(durationCell(t.percentile(0.99))), "
+                + "max \(durationCell(UInt64(t.max)))\n"
+        }
+        if !a.episodes.isEmpty {
+            out += "\nper root reason (exits per episode, episode time):\n"
+            var roots = Table(header: ["level", "root", "episodes", "share%", "exits mean", "p50", "p90", "p99", "max",
+                                       "time mean", "p50", "p99", "max"], leftColumns: 2)
+            for r in a.roots() {
+                let m = r.multiplication, t = r.time
+                roots.add(["L\(r.level)", r.reason.name, "\(r.episodes)", percent(UInt64(r.episodes), UInt64(a.episodes.count)),
+                           fixed(m.mean, 2), "\(m.percentile(0.5))", "\(m.percentile(0.9))", "\(m.percentile(0.99))", "\(m.max)",
+                           durationCell(t.mean), durationCell(t.percentile(0.5)), durationCell(t.percentile(0.99)),
+                           durationCell(UInt64(t.max))])
+            }
+            out += roots.text
         }
         if a.orphanEpisodes > 0 {
             out += "orphan episode ids (records with an id but no reflected L2 exit): \(a.orphanEpisodes) (\(a.orphanRecords) records)\n"
@@ -66,11 +81,11 @@ public struct StormsReport {
             out += table.text
 
             out += "\nworst episodes (most exits):\n"
-            var worst = Table(header: ["episode", "vcpu", "start ms", "exits", "time µs", "sequence"], leftColumns: 0, leftLast: true)
+            var worst = Table(header: ["episode", "vcpu", "start ms", "exits", "time", "sequence"], leftColumns: 0, leftLast: true)
             for e in a.worst(top) {
                 let seq = EpisodeAnalysis.ExitSequence(steps: EpisodeAnalysis.steps(of: e, in: reader), episodes: 1,
                                                        exits: Int(e.exits))
-                worst.add(["\(e.id)", "\(e.vcpu)", millis(e.start), "\(e.exits)", micros(Double(e.time)), seq.text])
+                worst.add(["\(e.id)", "\(e.vcpu)", millis(e.start), "\(e.exits)", durationCell(e.time), seq.text])
             }
             out += worst.text
 
@@ -114,6 +129,15 @@ public struct StormsReport {
                 + "\"records\": \(e.records), \"time_ns\": \(e.time), \"sequence\": \(jsonString(seq.text(maxSteps: 1000)))}"
         }
         let dist = distribution.map { "{\"min_exits\": \($0.lo), \"max_exits\": \($0.hi), \"episodes\": \($0.count)}" }
+        let roots = a.roots().map { r in
+            let m = r.multiplication, t = r.time
+            return "{\"level\": \(r.level), \"reason\": \(jsonString(r.reason.name)), \"reason_source\": \"\(r.reason.source)\", "
+                + "\"reason_code\": \(r.reason.code), \"episodes\": \(r.episodes), \"exits\": \(r.exits), "
+                + "\"multiplication\": {\"mean\": \(fixed(m.mean, 3)), \"p50\": \(m.percentile(0.5)), \"p90\": \(m.percentile(0.9)), "
+                + "\"p99\": \(m.percentile(0.99)), \"max\": \(m.max)}, "
+                + "\"episode_time_ns\": {\"mean\": \(fixed(t.mean, 1)), \"p50\": \(t.percentile(0.5)), \"p90\": \(t.percentile(0.9)), "
+                + "\"p99\": \(t.percentile(0.99)), \"max\": \(t.max)}}"
+        }
         let seqs = a.sequences.map {
             "{\"sequence\": \(jsonString($0.text(maxSteps: 1000))), \"episodes\": \($0.episodes), \"exits\": \($0.exits)}"
         }
@@ -123,7 +147,7 @@ public struct StormsReport {
         }
         return """
             {
-              "file": \(jsonString(reader.path)),
+              "file": \(jsonString(reader.path)),\(selectionJSON(reader))
               "records": \(reader.recordCount),
               "exits": \(a.totalExits),
               "episodes": \(a.episodes.count),
@@ -133,6 +157,7 @@ public struct StormsReport {
               "reflected_without_episode": \(a.reflectedWithoutEpisode),
               "multiplication": {"mean": \(fixed(m.mean, 3)), "p50": \(m.percentile(0.5)), "p90": \(m.percentile(0.9)), "p99": \(m.percentile(0.99)), "max": \(m.max)},
               "episode_time_ns": {"mean": \(fixed(t.mean, 1)), "p50": \(t.percentile(0.5)), "p90": \(t.percentile(0.9)), "p99": \(t.percentile(0.99)), "max": \(t.max)},
+              "roots": \(jsonList(roots)),
               "distribution": \(jsonList(dist)),
               "worst": \(jsonList(a.worst(top).map(episode))),
               "sequences": \(jsonList(seqs)),

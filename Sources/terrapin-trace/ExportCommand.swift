@@ -21,14 +21,18 @@ struct Export: ParsableCommand {
     @Option(help: "Output format: perfetto, csv or json.")
     var format: Format
 
-    @Option(help: "Output file (default: standard output).")
+    @Option(help: "Output file (default, or '-': standard output).")
     var out: String?
 
+    @OptionGroup var filter: FilterOptions
+
+    func validate() throws { try filter.validate() }
+
     func run() throws {
-        let reader = try openTrace(trace)
+        let reader = try filter.apply(to: try openTrace(trace))
         let output: TextOutput
         do {
-            output = try out.map { try TextOutput(path: $0, inputs: [trace]) } ?? TextOutput()
+            output = try out.flatMap { $0 == "-" ? nil : try TextOutput(path: $0, inputs: [trace]) } ?? TextOutput()
         } catch {
             throw fail("\(error)")
         }

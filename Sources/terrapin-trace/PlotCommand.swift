@@ -10,7 +10,7 @@ struct Plot: ParsableCommand {
     @Argument(help: "The trace file (.trc).")
     var trace: String
 
-    @Option(help: "The SVG file to write.")
+    @Option(help: "The SVG file to write ('-' for standard output).")
     var out: String
 
     @Option(help: "Time bins in the timeline.")
@@ -19,19 +19,22 @@ struct Plot: ParsableCommand {
     @Option(help: "Level/reason series drawn before the rest are summed as 'other'.")
     var series = 8
 
+    @OptionGroup var filter: FilterOptions
+
     func validate() throws {
+        try filter.validate()
         guard (1...10_000).contains(bins) else { throw ValidationError("--bins must be 1...10000") }
         guard (1...10).contains(series) else { throw ValidationError("--series must be 1...10") }
     }
 
     func run() throws {
-        if let input = FileIdentity.clash(output: out, inputs: [trace]) {
+        if out != "-", let input = FileIdentity.clash(output: out, inputs: [trace]) {
             throw fail("\(out): is the input \(input); refusing to overwrite it")
         }
-        let reader = try openTrace(trace)
+        let reader = try filter.apply(to: try openTrace(trace))
         let svg = PlotRenderer(reader: reader, timeline: Timeline(reader, bins: bins), series: series).render()
         do {
-            let output = try TextOutput(path: out, inputs: [trace])
+            let output = out == "-" ? TextOutput() : try TextOutput(path: out, inputs: [trace])
             output.write(svg)
             try output.finish()
         } catch {

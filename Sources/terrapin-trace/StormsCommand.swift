@@ -28,6 +28,8 @@ struct Storms: ParsableCommand {
     @Flag(help: "Print a JSON object instead of tables.")
     var json = false
 
+    @OptionGroup var filter: FilterOptions
+
     func validate() throws {
         guard parseDuration(window) != nil else {
             throw ValidationError("--window '\(window)' is not a duration (e.g. 1ms, 250us, 5000)")
@@ -36,10 +38,11 @@ struct Storms: ParsableCommand {
             throw ValidationError("--threshold '\(threshold)' is not a rate (e.g. 50000, 50k, 3x)")
         }
         guard top >= 0 else { throw ValidationError("--top must not be negative") }
+        try filter.validate()
     }
 
     func run() throws {
-        let reader = try openTrace(trace)
+        let reader = try filter.apply(to: try openTrace(trace))
         let analysis = EpisodeAnalysis(reader, window: parseDuration(window)!, threshold: BurstThreshold(threshold)!,
                                        topSequences: top)
         let report = StormsReport(reader: reader, analysis: analysis, top: top, threshold: BurstThreshold(threshold)!)

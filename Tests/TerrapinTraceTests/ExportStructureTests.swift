@@ -87,14 +87,15 @@ final class ExportStructureTests: XCTestCase {
     }
 
     func testPlotIsWellFormedSVG() throws {
-        for name in ["pio-storm", "nested"] {
+        // The time unit follows the span: pio-storm runs 30 ms, the synthetic nested trace under 10 ms.
+        for (name, unit) in [("pio-storm", "ms"), ("nested", "µs")] {
             let out = CLI.temporaryPath("\(name).svg")
             let r = try CLI.run(["plot", CLI.fixture(name), "--out", out])
             XCTAssertEqual(r.status, 0, r.stderr)
             let doc = try XMLDocument(contentsOf: URL(fileURLWithPath: out))
             XCTAssertEqual(doc.rootElement()?.name, "svg")
             let text = try String(contentsOfFile: out, encoding: .utf8)
-            for label in ["exits/s", "time since run start (ms)", "exits (log scale)", "level, reason (exits)"] {
+            for label in ["exits/s", "time since run start (\(unit))", "exits (log scale)", "level, reason (exits)"] {
                 XCTAssertTrue(text.contains(label), "\(name): no \(label)")
             }
         }

@@ -43,6 +43,21 @@ final class GoldenTests: XCTestCase {
         }
     }
 
+    func testSlices() throws {
+        let turtle = CLI.fixture("turtle-pio-storm")
+        let byAddress = ["summary", turtle, "--by-address", "--top", "0"]
+        try check("summary-turtle-pio-storm-by-address.txt", try output(byAddress))
+        try check("summary-turtle-pio-storm-by-address.json", try output(byAddress + ["--json"]))
+        try check("summary-mmio-storm-by-address.txt", try output(["summary", CLI.fixture("mmio-storm"), "--by-address"]))
+        let window = ["summary", turtle, "--from", "320ms", "--to", "330ms", "--reason", "VMREAD,io-out"]
+        try check("summary-turtle-pio-storm-window.txt", try output(window))
+        let l1 = ["storms", CLI.fixture("nested"), "--episode-root", "EPT_VIOLATION", "--top", "3"]
+        try check("storms-nested-ept-root.txt", try output(l1))
+        try check("storms-nested-ept-root.json", try output(l1 + ["--json"]))
+        try check("export-nested-small-l2.csv", try output(["export", CLI.fixture("nested-small"), "--format", "csv",
+                                                            "--level", "2", "--handler", "reflected"]))
+    }
+
     func testStorms() throws {
         for name in Self.real + Self.nested {
             try check("storms-\(name).txt", try output(["storms", CLI.fixture(name)]))

@@ -148,4 +148,33 @@ final class SummaryTests: TraceTestCase {
         // Beyond 16 bits no basic reason exists; the number must not be truncated onto one.
         XCTAssertEqual(ExitReason.vmx(0x1_0030).name, "VMX_REASON_65584")
     }
+
+    func testMinimumAndStandardDeviation() {
+        var h = DurationHistogram()
+        XCTAssertEqual(h.minimum, 0)
+        XCTAssertEqual(h.standardDeviation, 0)
+        for d: UInt32 in [2, 4, 4, 4, 5, 5, 7, 9] { h.add(d) }
+        XCTAssertEqual(h.minimum, 2)
+        XCTAssertEqual(h.standardDeviation, 2, accuracy: 1e-12)
+        let s = TraceSummary(records: [TraceRecord(timestamp: 0, duration: 70, kind: .hlt),
+                                       TraceRecord(timestamp: 1, duration: 30, kind: .hlt)])
+        XCTAssertEqual(s.groups[0].minDuration, 30)
+        XCTAssertEqual(s.groups[0].standardDeviation, 20, accuracy: 1e-12)
+        var merged = DurationHistogram()
+        merged.merge(h)
+        merged.merge(s.groups[0].histogram)
+        XCTAssertEqual(merged.count, 10)
+        XCTAssertEqual(merged.minimum, 2)
+        XCTAssertEqual(merged.max, 70)
+    }
+
+    func testDurationCells() {
+        XCTAssertEqual(durationCell(Double(60)), "60 ns")
+        XCTAssertEqual(durationCell(Double(999)), "999 ns")
+        XCTAssertEqual(durationCell(Double(1000)), "1.0 µs")
+        XCTAssertEqual(durationCell(Double(12_345)), "12.3 µs")
+        XCTAssertEqual(durationCell(Double(999_960)), "1.000 ms")
+        XCTAssertEqual(durationCell(Double(4_567_000)), "4.567 ms")
+        XCTAssertEqual(durationCell(Double(182_000_000_000)), "182.000 s")
+    }
 }
