@@ -41,10 +41,19 @@
 #define PTE_FROM_LARGE	(1ull << 9)	/* software bit: the guest maps this range with one large page */
 #define ADDR_MASK	0x000ffffffffff000ull
 
+/* A copy of one of L2's page-table pages as a root was built from it. */
+struct snapshot {
+	uint64_t gpa;
+	uint64_t *copy;
+};
+
 struct shadow_root {
 	uint64_t guest_cr3;		/* L2's CR3, 0 for a free slot */
 	uint64_t *pml4;
 	uint64_t last_used;
+	struct snapshot snaps[SHADOW_SNAPSHOTS];
+	unsigned nsnaps;
+	bool unsnapped;			/* more tables than snapshots: check leaf by leaf */
 };
 
 static uint64_t pool[SHADOW_POOL_PAGES][512] __attribute__((aligned(4096)));
@@ -55,6 +64,24 @@ static uint64_t clock_ticks;
 
 struct shadow_stats shadow_stats;
 struct shadow_mode shadow_mode;
+
+static void resnap(uint64_t lin);
+
+/* 4 KiB copies and comparisons with string instructions: turtle's code
+ * after a VM exit is expensive per instruction on this backend. */
+static void copy_page(uint64_t *dst, const uint64_t *src)
+{
+	uint64_t n = 512;
+	__asm__ volatile("rep movsq" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
+}
+
+static bool same_page(const uint64_t *a, const uint64_t *b)
+{
+	uint64_t n = 512;
+	bool equal;
+	__asm__ volatile("repe cmpsq" : "+D"(a), "+S"(b), "+c"(n), "=@cce"(equal) : : "memory");
+	return equal;
+}
 
 static uint64_t *alloc_page(void)
 {
@@ -237,27 +264,43 @@ static void resync(struct shadow_root *r)
  * level-`level` table at L2-physical `table` covers linear `base`. */
 static bool populate_table(struct shadow_root *r, uint64_t table, int level, uint64_t base, struct walk rights)
 {
+	uint64_t *t = shadow_l2_ptr(table & ADDR_MASK, 4096);
+	if (!t)
+		return true;
+	if (r->nsnaps < SHADOW_SNAPSHOTS) {
+		uint64_t *copy = alloc_page();
+		if (!copy)
+			return false;
+		copy_page(copy, t);
+		r->snaps[r->nsnaps++] = (struct snapshot){ .gpa = table & ADDR_MASK, .copy = copy };
+	} else {
+		r->unsnapped = true;
+	}
 	for (uint64_t i = 0; i < 512; i++) {
-		uint64_t *e = shadow_l2_ptr((table & ADDR_MASK) + i * 8, 8);
-		if (!e || !(*e & PTE_P))
+		uint64_t e = t[i];
+		if (!(e & PTE_P))
 			continue;
 		int shift = 12 + 9 * (level - 1);
 		uint64_t lin = base | i << shift;
 		if (level == 4 && (lin & (1ull << 47)))
 			lin |= 0xffff000000000000ull;
 		struct walk w = rights;
-		w.rw &= (*e & PTE_RW) != 0;
-		w.us &= (*e & PTE_US) != 0;
-		w.nx |= (*e & PTE_NX) != 0;
-		if (level == 1 || ((level == 2 || level == 3) && (*e & PTE_PS))) {
-			uint64_t size = 1ull << shift, frame = *e & ADDR_MASK & ~(size - 1);
-			for (uint64_t off = 0; off < size && frame + off < shadow_l2_size(); off += 4096) {
+		w.rw &= (e & PTE_RW) != 0;
+		w.us &= (e & PTE_US) != 0;
+		w.nx |= (e & PTE_NX) != 0;
+		if (level == 1 || ((level == 2 || level == 3) && (e & PTE_PS))) {
+			uint64_t size = 1ull << shift, frame = e & ADDR_MASK & ~(size - 1);
+			/* 512 leaves at a time: one shadow PT per 2 MiB. */
+			for (uint64_t off = 0; off < size && frame + off < shadow_l2_size(); off += 512 * 4096) {
 				uint64_t *leaf = leaf_of(r->pml4, lin + off, true);
 				if (!leaf)
 					return false;
 				w.present = true;
 				w.gpa = frame + off;
-				*leaf = shadow_leaf(&w);
+				uint64_t first = shadow_leaf(&w);
+				uint64_t pages = size == 4096 ? 1 : 512;
+				for (uint64_t k = 0; k < pages && frame + off + k * 4096 < shadow_l2_size(); k++)
+					leaf[k] = first + k * 4096;
 			}
 			if (level > 1 && frame < shadow_l2_size()) {
 				uint64_t *pdpt = (uint64_t *)(uintptr_t)(r->pml4[(lin >> 39) & 511] & ADDR_MASK);
@@ -265,7 +308,7 @@ static bool populate_table(struct shadow_root *r, uint64_t table, int level, uin
 					: &((uint64_t *)(uintptr_t)(pdpt[(lin >> 30) & 511] & ADDR_MASK))[(lin >> 21) & 511];
 				*up |= PTE_FROM_LARGE;
 			}
-		} else if (!populate_table(r, *e, level - 1, lin, w)) {
+		} else if (!populate_table(r, e, level - 1, lin, w)) {
 			return false;
 		}
 	}
@@ -293,6 +336,24 @@ uint64_t shadow_activate(uint64_t guest_cr3)
 	for (int i = 0; i < SHADOW_ROOTS; i++)
 		if (roots[i].guest_cr3 == guest_cr3 && roots[i].pml4)
 			r = &roots[i];
+	if (r && !r->unsnapped) {
+		/* Unchanged tables: the root is good as it is (the common case of a
+		 * context switch). A changed one: build the root again. */
+		bool same = true;
+		for (unsigned i = 0; i < r->nsnaps && same; i++) {
+			const uint64_t *now = shadow_l2_ptr(r->snaps[i].gpa, 4096);
+			same = now && same_page(now, r->snaps[i].copy);
+		}
+		shadow_stats.root_hits++;
+		if (same) {
+			r->last_used = ++clock_ticks;
+			current = r;
+			return (uint64_t)(uintptr_t)r->pml4;
+		}
+		shadow_stats.rebuilds++;
+		r->guest_cr3 = 0;
+		r = 0;
+	}
 	if (r) {
 		shadow_stats.root_hits++;
 		resync(r);
@@ -345,6 +406,7 @@ enum shadow_result shadow_fault(uint64_t lin, uint32_t access, struct shadow_fau
 				*up |= PTE_FROM_LARGE;
 			}
 			shadow_stats.hidden_faults++;
+			resnap(lin);
 			return SHADOW_FIXED;
 		}
 		/* The pool is out: start again with this root alone. */
@@ -356,17 +418,48 @@ enum shadow_result shadow_fault(uint64_t lin, uint32_t access, struct shadow_fau
 	return SHADOW_NO_ROOT;
 }
 
+/* The snapshots of the tables on L2's walk of `lin` are retaken: turtle
+ * refreshed that walk's leaves (INVLPG, a hidden fault), or set accessed
+ * and dirty flags there itself. */
+static void resnap(uint64_t lin)
+{
+	uint64_t table = current->guest_cr3;
+	for (int level = 4; level >= 1; level--) {
+		uint64_t gpa = table & ADDR_MASK, *t = shadow_l2_ptr(gpa, 4096);
+		if (!t)
+			return;
+		for (unsigned i = 0; i < current->nsnaps; i++)
+			if (current->snaps[i].gpa == gpa)
+				copy_page(current->snaps[i].copy, t);
+		uint64_t e = t[(lin >> (12 + 9 * (level - 1))) & 511];
+		if (!(e & PTE_P) || (level < 4 && (e & PTE_PS)))
+			return;
+		table = e;
+	}
+}
+
 /* The leaves of [lin, lin + size) as L2's tables have them now: built
  * where L2 maps its RAM, dropped elsewhere. */
 static void refresh(uint64_t lin, uint64_t size)
 {
-	for (uint64_t off = 0; off < size; off += 4096) {
+	for (uint64_t off = 0; off < size;) {
 		struct walk w;
 		walk(current->guest_cr3, lin + off, 0, false, &w);
-		bool mapped = w.present && w.gpa < shadow_l2_size();
-		uint64_t *leaf = leaf_of(current->pml4, lin + off, mapped);
-		if (leaf)
-			*leaf = mapped ? shadow_leaf(&w) : 0;
+		/* One walk serves the rest of a large guest page: its leaves follow. */
+		uint64_t span = w.present ? (1ull << (12 + 9 * (w.leaf_level - 1))) - ((lin + off) & ((1ull << (12 + 9 * (w.leaf_level - 1))) - 1))
+					  : 4096;
+		if (span > size - off)
+			span = size - off;
+		for (uint64_t k = 0; k < span; k += 4096) {
+			bool mapped = w.present && w.gpa + k < shadow_l2_size();
+			uint64_t *leaf = leaf_of(current->pml4, lin + off + k, mapped);
+			if (!leaf)
+				continue;
+			struct walk page = w;
+			page.gpa = w.gpa + k;
+			*leaf = mapped ? shadow_leaf(&page) : 0;
+		}
+		off += span;
 	}
 }
 
@@ -397,6 +490,7 @@ void shadow_invlpg(uint64_t lin)
 	if (w.present && w.leaf_level > 1 && (1ull << (12 + 9 * (w.leaf_level - 1))) > size)
 		size = 1ull << (12 + 9 * (w.leaf_level - 1));
 	refresh(lin & ~(size - 1), size);
+	resnap(lin);
 }
 
 unsigned shadow_pool_used(void)

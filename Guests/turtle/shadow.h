@@ -11,6 +11,7 @@
 
 #define SHADOW_POOL_PAGES	2048	/* 8 MiB of shadow page tables */
 #define SHADOW_ROOTS		8	/* cached address spaces */
+#define SHADOW_SNAPSHOTS	16	/* L2 table pages a root keeps copies of */
 
 /* Page-fault error code bits (SDM Vol. 3A 4.7). */
 #define PF_P	(1u << 0)
@@ -31,7 +32,7 @@ extern struct shadow_mode shadow_mode;
 
 struct shadow_stats {
 	uint64_t hidden_faults, guest_faults, outside, invlpgs;
-	uint64_t roots_built, root_hits, resyncs, resync_drops, populations, pool_flushes;
+	uint64_t roots_built, root_hits, rebuilds, resyncs, resync_drops, populations, pool_flushes;
 };
 extern struct shadow_stats shadow_stats;
 

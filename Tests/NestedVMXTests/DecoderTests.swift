@@ -211,7 +211,7 @@ final class DecoderTests: XCTestCase {
         let m = try memory(d)
         XCTAssertEqual(m.displacement, -8)
         XCTAssertEqual(d.effectiveAddress(m, state: s), 0xF8)
-        XCTAssertEqual(d.exitQualificationDisplacement, 0xFFFF_FFFF_FFFF_FFF8)
+        XCTAssertEqual(d.exitQualification(state: s), 0xFFFF_FFFF_FFFF_FFF8)
     }
 
     func testSegmentOverrideAndStackDefault() throws {
@@ -308,24 +308,27 @@ final class DecoderTests: XCTestCase {
         let d = try decode([0x0F, 0x78, 0x4C, 0x77, 0x10])
         // scaling 1 | addr 64 (2<<7) | mem (bit10=0) | DS (3<<15) | index 6 | base 7 | reg2 1
         XCTAssertEqual(d.instructionInformation(), 0x1399_8101)
-        XCTAssertEqual(d.exitQualificationDisplacement, 0x10)
+        XCTAssertEqual(d.exitQualification(state: Self.state64()), 0x10)
     }
 
     func testInstructionInformationVMReadRegister() throws {
         // vmread r8, r9
         let d = try decode([0x45, 0x0F, 0x78, 0xC8])
         XCTAssertEqual(d.instructionInformation(), 8 << 3 | 1 << 10 | 9 << 28)
-        XCTAssertEqual(d.exitQualificationDisplacement, 0)
+        XCTAssertEqual(d.exitQualification(state: Self.state64()), 0)
     }
 
     func testInstructionInformationVMPtrld() throws {
         // vmptrld [rax+rbx*8+0x10]
         let d = try decode([0x0F, 0xC7, 0x74, 0xD8, 0x10])
         XCTAssertEqual(d.instructionInformation(), 3 | 2 << 7 | 3 << 15 | 3 << 18 | 0 << 23)
-        XCTAssertEqual(d.exitQualificationDisplacement, 0x10)
+        XCTAssertEqual(d.exitQualification(state: Self.state64()), 0x10)
         // invept rcx, [rip+0]: no base, no index, reg2 = 1.
         let e = try decode([0x66, 0x0F, 0x38, 0x80, 0x0D, 0, 0, 0, 0])
         XCTAssertEqual(e.instructionInformation(), 2 << 7 | 3 << 15 | 1 << 22 | 1 << 27 | 1 << 28)
+        var at = Self.state64()
+        at.rip = 0x10_0000
+        XCTAssertEqual(e.exitQualification(state: at), 0x10_0009, "RIP-relative: the next instruction's RIP plus the displacement")
         // vmclear gs:[esp] via 67 in 64-bit mode: address size 32, segment GS, base 4.
         let c = try decode([0x65, 0x67, 0x66, 0x0F, 0xC7, 0x34, 0x24])
         XCTAssertEqual(c.instructionInformation(), 1 << 7 | 5 << 15 | 1 << 22 | 4 << 23)

@@ -106,14 +106,18 @@ final class SensitiveRoutingTests: XCTestCase {
         XCTAssertEqual(sgdt.instructionInformation, 0x0041_8900, "64-bit address, DS, no index, base RAX, identity 0")
         let lidt = try XCTUnwrap(VMXDecoder.decodeDescriptorTable([0x0f, 0x01, 0x5b, 0x10], state: s))     // lidt 0x10(%rbx)
         XCTAssertEqual(lidt.instructionInformation, 0x31C1_8900)
-        XCTAssertEqual(lidt.qualification, 0x10)
+        XCTAssertEqual(lidt.qualification(state: s), 0x10)
         XCTAssertEqual(lidt.length, 4)
         let str = try XCTUnwrap(VMXDecoder.decodeDescriptorTable([0x0f, 0x00, 0xc8], state: s))            // str %eax
         XCTAssertEqual(str.exitReason, .ldtrTRAccess)
         XCTAssertEqual(str.instructionInformation, 0x1000_0400)
-        XCTAssertEqual(str.qualification, 0)
+        XCTAssertEqual(str.qualification(state: s), 0)
         let lldt = try XCTUnwrap(VMXDecoder.decodeDescriptorTable([0x0f, 0x00, 0xd1], state: s))           // lldt %cx
         XCTAssertEqual(lldt.instructionInformation, 0x2000_0408)
+        s.rip = 0x10_0000
+        let lgdt = try XCTUnwrap(VMXDecoder.decodeDescriptorTable([0x0f, 0x01, 0x15, 0x6f, 0x3f, 0, 0], state: s))   // lgdt 0x3f6f(%rip)
+        XCTAssertEqual(lgdt.qualification(state: s), 0x10_0007 + 0x3f6f, "RIP-relative: next RIP plus displacement")
+        XCTAssertEqual(lgdt.instructionInformation & (1 << 27 | 1 << 22), 1 << 27 | 1 << 22, "base and index invalid")
         XCTAssertNil(VMXDecoder.decodeDescriptorTable([0x0f, 0x01, 0xd0], state: s), "0F 01 D0 is XGETBV")
         XCTAssertNil(VMXDecoder.decodeDescriptorTable([0x0f, 0x00, 0xe0], state: s), "0F 00 /4 is VERR")
         s.cs.l = false

@@ -145,7 +145,7 @@ extension Machine {
         case .invpcid:
             guard let operands = VMXDecoder.decodeINVPCID(site.bytes, state: state) else { return undecodable() }
             guard ExitRouting.wantsExit(.invpcid, vmcs: vmcs) else { return executeOriginal(at: gpa, state: state, l2: l2) }
-            return exit(NestedExit(reason: .invpcid, qualification: operands.qualification, instructionLength: operands.length,
+            return exit(NestedExit(reason: .invpcid, qualification: operands.qualification(state: state), instructionLength: operands.length,
                                    instructionInfo: operands.instructionInformation))
         case .rdrand, .rdseed:
             guard let operand = VMXDecoder.decodeRandomNumber(site.bytes, state: state) else { return undecodable() }
@@ -157,7 +157,7 @@ extension Machine {
             if ExitRouting.descriptorTablePrecedence(access, state: state) != nil || !ExitRouting.wantsExit(.descriptorTable, vmcs: vmcs) {
                 return executeOriginal(at: gpa, state: state, l2: l2)
             }
-            return exit(NestedExit(reason: access.exitReason, qualification: access.qualification, instructionLength: access.length,
+            return exit(NestedExit(reason: access.exitReason, qualification: access.qualification(state: state), instructionLength: access.length,
                                    instructionInfo: access.instructionInformation))
         case .cpuid, .invd, .xsetbv, .vmcall, .wbinvd, .rdpmc, .monitor, .mwait, .pause:
             // No qualification: MWAIT's bit 0 (the monitor armed) is 0, as

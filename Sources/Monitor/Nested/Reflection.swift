@@ -68,7 +68,7 @@ extension Machine {
             if let int = SoftwareInterrupt(bytes, cpu: state) { return l2SoftwareInterrupt(int, state: state, note: &note) }
             return .unhandledExit("L2 emulation failure, bytes " + bytes.map { hex($0, digits: 2) }.joined(separator: " "))
         }
-        let exit = NestedExit(reason: insn.instruction.exitReason, qualification: insn.exitQualificationDisplacement,
+        let exit = NestedExit(reason: insn.instruction.exitReason, qualification: insn.exitQualification(state: state),
                               instructionLength: insn.length, instructionInfo: insn.instructionInformation())
         return reflect(exit, state: state, note: &note)
     }

@@ -55,12 +55,28 @@ extension DecodedInstruction {
         return info
     }
 
-    /// The exit qualification for a VMX instruction with a memory operand:
-    /// the displacement field sign-extended to 64 bits (SDM Vol. 3C 28.2.1,
-    /// the exit qualification of VM exits due to VMX instructions, INVEPT,
-    /// INVVPID, ...); 0 for register operands and instructions without one.
-    public var exitQualificationDisplacement: UInt64 {
-        if case .memory(let m)? = rm { return UInt64(bitPattern: m.displacement) }
+    /// The exit qualification for a VMX instruction with a memory operand
+    /// (`MemoryOperand.exitQualification`); 0 for register operands and
+    /// instructions without one. `state` is L2 at the instruction.
+    public func exitQualification(state: CPUState) -> UInt64 {
+        if case .memory(let m)? = rm { return m.exitQualification(state: state, instructionLength: length) }
         return 0
+    }
+}
+
+extension MemoryOperand {
+    /// The exit qualification of an instruction with this memory operand
+    /// and instruction information (SDM Vol. 3C 28.2.1: VMX instructions,
+    /// LGDT and the other descriptor-table instructions, INVEPT, INVPCID,
+    /// INVVPID): the displacement, sign-extended in 64-bit mode, and there
+    /// with the RIP of the next instruction added for RIP-relative
+    /// addressing (whose base field reads invalid); outside 64-bit mode
+    /// the displacement truncated to the address size, as Bochs does.
+    public func exitQualification(state: CPUState, instructionLength: Int) -> UInt64 {
+        guard state.mode64 else {
+            return UInt64(UInt32(truncatingIfNeeded: displacement)) & (addressSize == 16 ? 0xffff : 0xffff_ffff)
+        }
+        let disp = UInt64(bitPattern: displacement)
+        return ripRelative ? disp &+ state.rip &+ UInt64(instructionLength) : disp
     }
 }

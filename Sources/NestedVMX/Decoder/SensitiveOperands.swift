@@ -27,9 +27,10 @@ public struct DescriptorTableAccess: Equatable, Sendable {
     /// Exit 46 for GDTR and IDTR, 47 for LDTR and TR.
     public var exitReason: VMXExitReason { table.isSelector ? .ldtrTRAccess : .gdtrIDTRAccess }
 
-    /// The exit qualification: a memory operand's displacement (28.2.1).
-    public var qualification: UInt64 {
-        if case let .memory(m) = operand { return UInt64(bitPattern: m.displacement) }
+    /// The exit qualification: a memory operand's displacement (28.2.1),
+    /// 0 for a register operand. `state` is L2 at the instruction.
+    public func qualification(state: CPUState) -> UInt64 {
+        if case let .memory(m) = operand { return m.exitQualification(state: state, instructionLength: length) }
         return 0
     }
 
@@ -60,8 +61,10 @@ public struct INVPCIDOperands: Equatable, Sendable {
     public var instructionInformation: UInt32 {
         DecodedInstruction.memoryInformation(descriptor) | UInt32(typeRegister & 0xf) << 28
     }
-    /// The displacement (28.2.1).
-    public var qualification: UInt64 { UInt64(bitPattern: descriptor.displacement) }
+    /// The displacement (28.2.1). `state` is L2 at the instruction.
+    public func qualification(state: CPUState) -> UInt64 {
+        descriptor.exitQualification(state: state, instructionLength: length)
+    }
 }
 
 /// RDRAND r (0F C7 /6) and RDSEED r (0F C7 /7), register forms.
