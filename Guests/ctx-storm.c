@@ -25,21 +25,13 @@ struct space {
 };
 static struct space spaces[MAX] __attribute__((aligned(4096)));
 
-static bool is_ram(uint64_t lo, uint64_t hi)
-{
-	for (struct multiboot_mmap_entry *e = mb_mmap_first(); e; e = mb_mmap_next(e))
-		if (e->type == MB_MMAP_AVAILABLE && lo >= e->base_addr && hi <= e->base_addr + e->length)
-			return true;
-	return false;
-}
-
 int main(int argc, char **argv)
 {
 	uint64_t n = 8, rounds = 50;
 	if (argc > 3 || (argc > 1 && (!parse_u64(argv[1], &n) || n == 0 || n > MAX)) ||
 	    (argc > 2 && (!parse_u64(argv[2], &rounds) || rounds == 0)))
 		return usage(USAGE);
-	if (!is_ram(FRAMES, FRAMES + MAX * 4096))
+	if (!mb_is_ram(FRAMES, FRAMES + MAX * 4096))
 		return usage("ctx-storm needs RAM at 0x%llx", (unsigned long long)FRAMES);
 
 	for (uint64_t i = 0; i < n; i++) {

@@ -47,20 +47,11 @@ static void page_fault(struct regs *r)
 	demand_faults++;
 }
 
-/* Is [lo, hi) inside one available region of the memory map? */
-static bool is_ram(uint64_t lo, uint64_t hi)
-{
-	for (struct multiboot_mmap_entry *e = mb_mmap_first(); e; e = mb_mmap_next(e))
-		if (e->type == MB_MMAP_AVAILABLE && lo >= e->base_addr && hi <= e->base_addr + e->length)
-			return true;
-	return false;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc > 2 || (argc == 2 && (!parse_u64(argv[1], &n) || n == 0 || n > 512)))
 		return usage(USAGE);
-	if (!is_ram(FRAMES, frame(1, 512)))
+	if (!mb_is_ram(FRAMES, frame(1, 512)))
 		return usage("mm-storm needs RAM at 0x%llx-0x%llx", (unsigned long long)FRAMES, (unsigned long long)frame(1, 512));
 	set_irq_handler(14, page_fault);
 	for (uint64_t i = 0; i < n; i++) {

@@ -18,15 +18,6 @@ static uint64_t pattern(uint64_t addr, unsigned word)
 	return (addr * 0x9e3779b97f4a7c15ull) ^ (0x5a5a5a5a00000000ull | word);
 }
 
-/* Is [lo, hi) inside one available region of the memory map? */
-static bool is_ram(uint64_t lo, uint64_t hi)
-{
-	for (struct multiboot_mmap_entry *e = mb_mmap_first(); e; e = mb_mmap_next(e))
-		if (e->type == MB_MMAP_AVAILABLE && lo >= e->base_addr && hi <= e->base_addr + e->length)
-			return true;
-	return false;
-}
-
 extern char __image_start[], __image_end[];
 
 int main(int argc, char **argv)
@@ -37,7 +28,7 @@ int main(int argc, char **argv)
 	if (argc > 2 || (argc == 2 && (!parse_u64(argv[1], &n) || n == 0)))
 		return usage(USAGE);
 	uint64_t end = START + n * PAGE;
-	if (n > (1ull << 20) || !is_ram(START, end))
+	if (n > (1ull << 20) || !mb_is_ram(START, end))
 		return usage("%s: [0x%llx, 0x%llx) is not all RAM", USAGE, START, (unsigned long long)end);
 	if (end > (uintptr_t)__image_start && START < (uintptr_t)__image_end)
 		return usage("%s: [0x%llx, 0x%llx) overlaps page-touch itself", USAGE, START,

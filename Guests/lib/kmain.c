@@ -32,6 +32,14 @@ struct multiboot_mmap_entry *mb_mmap_first(void)
 	return (struct multiboot_mmap_entry *)(uintptr_t)mbi->mmap_addr;
 }
 
+bool mb_is_ram(uint64_t lo, uint64_t hi)
+{
+	for (struct multiboot_mmap_entry *e = mb_mmap_first(); e; e = mb_mmap_next(e))
+		if (e->type == MB_MMAP_AVAILABLE && lo >= e->base_addr && hi <= e->base_addr + e->length)
+			return true;
+	return false;
+}
+
 struct multiboot_mmap_entry *mb_mmap_next(struct multiboot_mmap_entry *e)
 {
 	struct multiboot_info *mbi = mb_info();

@@ -6,14 +6,7 @@ import XCTest
 /// patched code (docs/PATCHING.md): decoding, which exits L1 gets (26.1.3),
 /// their qualifications (Table 28-3, 28.2.1) and RDTSC with TSC offsetting.
 final class SensitiveInstructionTests: XCTestCase {
-    var long64: CPUState {
-        var s = CPUState()
-        s.cs.l = true
-        s.efer = 0x500
-        s.cr0 = 0x8000_0011
-        s.cr4 = 0x20
-        return s
-    }
+    var long64: CPUState { .longMode64 }
 
     func vmcs(_ proc: ProcessorBasedControls) -> VMCS12 {
         var v = VMCS12(address: 0x1000)

@@ -6,14 +6,7 @@ import XCTest
 /// faults that come before their exits (SDM 26.1.1, 26.3), and the
 /// instruction information of the exits that carry it (28.2.5).
 final class SensitiveRoutingTests: XCTestCase {
-    var long64: CPUState {
-        var s = CPUState()
-        s.cs.l = true
-        s.efer = 0x500
-        s.cr0 = 0x8000_0011
-        s.cr4 = 0x20
-        return s
-    }
+    var long64: CPUState { .longMode64 }
 
     func vmcs(_ proc: ProcessorBasedControls, _ proc2: SecondaryProcessorBasedControls = []) -> VMCS12 {
         var v = VMCS12(address: 0x1000)

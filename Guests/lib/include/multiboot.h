@@ -5,6 +5,7 @@
 #ifndef GUEST_MULTIBOOT_H
 #define GUEST_MULTIBOOT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define MULTIBOOT_BOOTLOADER_MAGIC	0x2badb002	/* EAX at entry */
@@ -63,5 +64,7 @@ uint32_t mb_magic(void);
 /* Iterate over the memory map: for (e = mb_mmap_first(); e; e = mb_mmap_next(e)) */
 struct multiboot_mmap_entry *mb_mmap_first(void);
 struct multiboot_mmap_entry *mb_mmap_next(struct multiboot_mmap_entry *e);
+/* Is [lo, hi) inside one available region of the memory map? */
+bool mb_is_ram(uint64_t lo, uint64_t hi);
 
 #endif
