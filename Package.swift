@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "TraceFormat", dependencies: ["VMXArch"]),
         .target(name: "Monitor", dependencies: ["KVM", "VMXArch", "NestedVMX", "TraceFormat", "CLibElf", "CZydis"]),
         .executableTarget(name: "terrapin", dependencies: [
-            "Monitor", "TraceFormat",
+            "Monitor", "TraceFormat", "TraceReports",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // What terrapin-trace prints: the summary, storms and compare reports and the SVG plot.

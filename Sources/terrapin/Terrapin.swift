@@ -20,7 +20,7 @@ struct Terrapin: ParsableCommand {
             failure, 80 triple fault, 82 halted with nothing to wake it, 84 unhandled exit, 86 L1 hit \
             a VMX abort, 88 stopped by SIGINT, SIGTERM or a closed output pipe (the trace is finished).
             """,
-        subcommands: [Run.self])
+        subcommands: [Run.self, Experiment.self])
 
     /// No subcommand is a usage error like any other: the usage, and status 64.
     func run() throws {
