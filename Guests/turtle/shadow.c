@@ -114,7 +114,7 @@ void shadow_reset(void)
 struct walk {
 	bool present;
 	uint64_t gpa;
-	bool rw, us, nx, dirty;
+	bool rw, us, nx;
 	int leaf_level;			/* 1 for 4 KiB, 2 for 2 MiB, 3 for 1 GiB */
 };
 
@@ -158,7 +158,6 @@ static void walk(uint64_t cr3, uint64_t lin, uint32_t access, bool update, struc
 				if (access & PF_W)
 					*e |= PTE_D;
 			}
-			w->dirty = (*e & PTE_D) != 0;
 			return;
 		}
 		table = *e;

@@ -49,10 +49,10 @@ final class SensitiveInstructionTests: XCTestCase {
     }
 
     func testRDTSCAndINVLPGExiting() {
-        XCTAssertTrue(ExitRouting.wantsRDTSC(vmcs: vmcs([.rdtscExiting])))
-        XCTAssertFalse(ExitRouting.wantsRDTSC(vmcs: vmcs([.useTSCOffsetting])))
-        XCTAssertTrue(ExitRouting.wantsINVLPG(vmcs: vmcs([.invlpgExiting])))
-        XCTAssertFalse(ExitRouting.wantsINVLPG(vmcs: vmcs([])))
+        XCTAssertTrue(ExitRouting.wantsExit(.rdtsc, vmcs: vmcs([.rdtscExiting])))
+        XCTAssertFalse(ExitRouting.wantsExit(.rdtsc, vmcs: vmcs([.useTSCOffsetting])))
+        XCTAssertTrue(ExitRouting.wantsExit(.invlpg, vmcs: vmcs([.invlpgExiting])))
+        XCTAssertFalse(ExitRouting.wantsExit(.invlpg, vmcs: vmcs([])))
     }
 
     /// 26.3: the offset is added, wrapping, only under "use TSC offsetting".
@@ -120,12 +120,12 @@ final class SensitiveInstructionTests: XCTestCase {
         let to = try XCTUnwrap(VMXDecoder.decodeDebugRegisterMove([0x0f, 0x23, 0xf8], state: long64))     // mov dr7, rax
         XCTAssertEqual(ExitRouting.debugRegisterQualification(to), 0x7)
         XCTAssertNil(VMXDecoder.decodeDebugRegisterMove([0x0f, 0x22, 0xd8], state: long64), "MOV to CR3")
-        XCTAssertTrue(ExitRouting.wantsMovDR(vmcs: vmcs([.movDRExiting])))
-        XCTAssertFalse(ExitRouting.wantsMovDR(vmcs: vmcs([])))
+        XCTAssertTrue(ExitRouting.wantsExit(.movDR, vmcs: vmcs([.movDRExiting])))
+        XCTAssertFalse(ExitRouting.wantsExit(.movDR, vmcs: vmcs([])))
         var v = vmcs([.activateSecondaryControls])
         XCTAssertTrue(v.write(.secondaryProcessorBasedControls, UInt64(SecondaryProcessorBasedControls.wbinvdExiting.rawValue)))
-        XCTAssertTrue(ExitRouting.wantsWBINVD(vmcs: v))
-        XCTAssertFalse(ExitRouting.wantsWBINVD(vmcs: vmcs([])))
+        XCTAssertTrue(ExitRouting.wantsExit(.wbinvd, vmcs: v))
+        XCTAssertFalse(ExitRouting.wantsExit(.wbinvd, vmcs: vmcs([])))
     }
 
     /// LMSW and SMSW (26.1.3, 26.3, Table 28-3), with CR0.PE and TS owned.

@@ -113,7 +113,7 @@ extension Machine {
             return controlRegisterMove(move, state: state, vmcs: vmcs, gpa: gpa, l2: l2, note: &note)
         case .debugRegisterMove:
             guard let move = VMXDecoder.decodeDebugRegisterMove(site.bytes, state: state) else { return undecodable() }
-            if ExitRouting.wantsMovDR(vmcs: vmcs) {
+            if ExitRouting.wantsExit(.movDR, vmcs: vmcs) {
                 return exit(NestedExit(reason: .movDR, qualification: ExitRouting.debugRegisterQualification(move),
                                        instructionLength: move.length))
             }
@@ -134,7 +134,7 @@ extension Machine {
             }
         case .invlpg:
             guard let (operand, length) = VMXDecoder.decodeINVLPG(site.bytes, state: state) else { return undecodable() }
-            guard ExitRouting.wantsINVLPG(vmcs: vmcs) else { return executeOriginal(at: gpa, state: state, l2: l2) }
+            guard ExitRouting.wantsExit(.invlpg, vmcs: vmcs) else { return executeOriginal(at: gpa, state: state, l2: l2) }
             // 28.2.1: the qualification is the operand's linear address.
             let linear: UInt64
             switch operand.linearAddress(state: state, instructionLength: length, size: 1, write: false) {

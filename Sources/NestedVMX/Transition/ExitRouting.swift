@@ -130,11 +130,6 @@ public enum ExitRouting {
     /// CLTS's qualification (Table 28-3): CR0, access type 2.
     public static let cltsQualification: UInt64 = 2 << 4
 
-    /// MOV DR exits under "MOV-DR exiting" (26.1.3).
-    public static func wantsMovDR(vmcs: VMCS12) -> Bool {
-        vmcs.proc.contains(.movDRExiting)
-    }
-
     /// The exit qualification of a MOV DR (Table 28-4): the debug register
     /// in bits 2:0, the direction in bit 4 (1 = MOV from DR), the
     /// general-purpose register in 11:8.
@@ -142,25 +137,10 @@ public enum ExitRouting {
         UInt64(move.controlRegister & 7) | (move.toControlRegister ? 0 : 1) << 4 | UInt64(move.register & 0xf) << 8
     }
 
-    /// WBINVD exits under "WBINVD exiting" (26.1.3); INVD always (26.1.2).
-    public static func wantsWBINVD(vmcs: VMCS12) -> Bool {
-        vmcs.proc2.contains(.wbinvdExiting)
-    }
-
-    /// RDTSC exits under "RDTSC exiting" (26.1.3).
-    public static func wantsRDTSC(vmcs: VMCS12) -> Bool {
-        vmcs.proc.contains(.rdtscExiting)
-    }
-
     /// What an RDTSC that does not exit reads in L2 (26.3): L1's TSC, plus
     /// TSC_OFFSET under "use TSC offsetting" (no TSC scaling is offered).
     public static func l2TimeStampCounter(l1: UInt64, vmcs: VMCS12) -> UInt64 {
         vmcs.proc.contains(.useTSCOffsetting) ? l1 &+ (vmcs.read(.tscOffset) ?? 0) : l1
-    }
-
-    /// INVLPG exits under "INVLPG exiting" (26.1.3).
-    public static func wantsINVLPG(vmcs: VMCS12) -> Bool {
-        vmcs.proc.contains(.invlpgExiting)
     }
 
     /// RDMSR/WRMSR: without MSR bitmaps every access exits; with them, the

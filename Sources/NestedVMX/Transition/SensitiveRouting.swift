@@ -48,8 +48,7 @@ extension ExitRouting {
     /// VMCALL, which exits whatever L1 asks (26.1.2).
     public static func trapClasses(vmcs: VMCS12) -> TrapClasses {
         var classes: TrapClasses = [.cpuid, .invd, .xsetbv, .vmcall, .controlRegisterWrite, .cr8]
-        let proc = vmcs.proc
-        let proc2 = proc.contains(.activateSecondaryControls) ? vmcs.proc2 : []
+        let proc = vmcs.proc, proc2 = vmcs.proc2
         if proc.contains(.rdtscExiting) || proc.contains(.useTSCOffsetting) { classes.insert(.rdtsc) }
         if !proc2.contains(.enableRDTSCP) || proc.contains(.rdtscExiting) || proc.contains(.useTSCOffsetting) {
             classes.insert(.rdtscp)
@@ -82,7 +81,7 @@ extension ExitRouting {
     /// the exit conditions.
     public enum Precedence: Equatable, Sendable { case native, invalidOpcode }
     public static func precedence(_ class: TrapClasses, state: CPUState, vmcs: VMCS12) -> Precedence? {
-        let proc2 = vmcs.proc.contains(.activateSecondaryControls) ? vmcs.proc2 : []
+        let proc2 = vmcs.proc2
         let cpl0 = state.cpl == 0
         let cr4 = state.cr4
         switch `class` {
@@ -128,8 +127,7 @@ extension ExitRouting {
     /// exiting" once "enable RDTSCP" lets it run. The unconditional ones
     /// (CPUID, INVD, XSETBV) always exit (26.1.2).
     public static func wantsExit(_ class: TrapClasses, vmcs: VMCS12) -> Bool {
-        let proc = vmcs.proc
-        let proc2 = proc.contains(.activateSecondaryControls) ? vmcs.proc2 : []
+        let proc = vmcs.proc, proc2 = vmcs.proc2
         switch `class` {
         case .cpuid, .invd, .xsetbv, .vmcall: return true
         case .rdtsc, .rdtscp: return proc.contains(.rdtscExiting)
