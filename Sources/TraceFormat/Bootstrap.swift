@@ -259,3 +259,53 @@ public struct Bootstrap: Sendable, Equatable {
         return (lo + hi) / 2
     }
 }
+
+/// The same percentile bootstrap over exact values with one value per run,
+/// where no block structure is needed: `terrapin experiment paging`
+/// (docs/SHADOW.md) summarises each row by the median of its per-run
+/// figures and compares two modes by the ratio of their medians.
+extension Bootstrap {
+    public struct MedianEstimate: Sendable, Equatable {
+        public var median: Double, low: Double, high: Double
+        public init(median: Double, low: Double, high: Double) { self.median = median; self.low = low; self.high = high }
+    }
+
+    /// The median of `values`, with the interval of the median over
+    /// `resamples` draws of as many values with replacement; nil when empty.
+    public func median(of values: [Double]) -> MedianEstimate? {
+        guard !values.isEmpty else { return nil }
+        var rng = SeededRandom(seed: seed)
+        let medians = (0..<resamples).map { _ in Self.median(Self.draw(values, &rng)) }
+        let point = Self.median(values)
+        guard let (low, high) = Self.interval(medians, resamples: resamples, alpha: 1 - confidence) else {
+            return MedianEstimate(median: point, low: point, high: point)
+        }
+        return MedianEstimate(median: point, low: low, high: high)
+    }
+
+    /// median(b) / median(a), with its interval from resampling each side
+    /// on its own; nil when a side is empty or a's median is not positive.
+    public func medianRatio(_ a: [Double], _ b: [Double]) -> MedianEstimate? {
+        guard !a.isEmpty, !b.isEmpty, Self.median(a) > 0 else { return nil }
+        var rng = SeededRandom(seed: seed)
+        var ratios: [Double] = []
+        for _ in 0..<resamples {
+            let ma = Self.median(Self.draw(a, &rng)), mb = Self.median(Self.draw(b, &rng))
+            if ma > 0 { ratios.append(mb / ma) }
+        }
+        let point = Self.median(b) / Self.median(a)
+        guard let (low, high) = Self.interval(ratios, resamples: resamples, alpha: 1 - confidence) else {
+            return MedianEstimate(median: point, low: point, high: point)
+        }
+        return MedianEstimate(median: point, low: low, high: high)
+    }
+
+    private static func median(_ v: [Double]) -> Double {
+        let s = v.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    private static func draw(_ values: [Double], _ rng: inout SeededRandom) -> [Double] {
+        values.indices.map { _ in values[rng.below(values.count)] }
+    }
+}

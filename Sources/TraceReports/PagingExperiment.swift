@@ -5,8 +5,20 @@ import TraceFormat
 /// guest itself, summarised per row and mode with a median and a bootstrap
 /// confidence interval over the runs, as text, JSON and an SVG chart.
 public struct PagingExperiment: Sendable {
-    /// turtle's paging modes, in table order.
-    public static let modes = ["ept", "shadow", "identity"]
+    /// The configurations, in table order: turtle's paging modes, and for
+    /// EPT-on-EPT L0's two EPT02 build policies (`terrapin run --ept02`).
+    public static let modes = ["ept", "ept-eager", "shadow", "identity"]
+
+    /// turtle's `paging=` for `mode`.
+    public static func turtlePaging(_ mode: String) -> String { mode == "ept-eager" ? "ept" : mode }
+
+    /// `terrapin run` options for `mode`.
+    public static func monitorOptions(_ mode: String) -> [String] { ["--ept02", mode == "ept-eager" ? "eager" : "lazy"] }
+
+    /// A column's title.
+    static func title(_ mode: String) -> String {
+        mode == "ept-eager" ? "ept, eager EPT02" : mode == "ept" ? "ept, lazy EPT02" : mode
+    }
 
     /// One guest run per mode and round; it gives one or more rows.
     public struct Workload: Sendable, Equatable {
@@ -89,8 +101,10 @@ public struct PagingExperiment: Sendable {
         public var figures: [Double]
         public var trace: String
         /// L2's exits that reached L0, those L0 reflected to L1, and of
-        /// those the #PF exits (shadow faults) and EPT violations.
+        /// those the #PF exits (shadow faults) and EPT violations; and the
+        /// EPT02 faults (L2 exits L0 answered by building a slot).
         public var l2Exits: UInt64 = 0, reflected: UInt64 = 0, pageFaultExits: UInt64 = 0, eptViolations: UInt64 = 0
+        public var ept02Faults: UInt64 = 0
         /// L0 exits per episode (a reflected exit and L1's handling of it), mean.
         public var multiplication: Double = 0
 
@@ -103,6 +117,7 @@ public struct PagingExperiment: Sendable {
         public mutating func count(_ reader: TraceReader) {
             for r in reader where r.level == 2 {
                 l2Exits += 1
+                if r.flags.contains(.ept02Fault) { ept02Faults += 1 }
                 guard r.handler == .reflected else { continue }
                 reflected += 1
                 if r.vmxReason == 0 && r.value == 14 { pageFaultExits += 1 }
@@ -124,34 +139,25 @@ public struct PagingExperiment: Sendable {
         workloads = Self.workloads(fast: fast)
     }
 
-    /// A median and a two-sided 95% interval of the median, from a bootstrap
-    /// of the runs (2000 resamples, a fixed seed: the same runs give the
-    /// same interval).
-    public struct Estimate: Sendable, Equatable {
-        public var median: Double, low: Double, high: Double
-        public init(median: Double, low: Double, high: Double) { self.median = median; self.low = low; self.high = high }
+    /// A median and a two-sided 95% interval of the median, from the trace
+    /// tool's bootstrap (`Bootstrap`, 2000 resamples of the runs, a fixed
+    /// seed: the same runs give the same interval).
+    public typealias Estimate = Bootstrap.MedianEstimate
+    static let bootstrap = Bootstrap(resamples: 2000, seed: 1, confidence: 0.95)
+
+    public static func estimate(_ values: [Double]) -> Estimate? { bootstrap.median(of: values) }
+
+    /// A row's `mode` over `base` (e.g. shadow over ept): the ratio of the
+    /// medians with its bootstrap interval.
+    public func ratio(_ row: Int, _ mode: String, over base: String) -> Estimate? {
+        let (w, i) = rowIndex[row]
+        func values(_ m: String) -> [Double] { runs.filter { $0.workload == w && $0.mode == m }.map { $0.figures[i] } }
+        return Self.bootstrap.medianRatio(values(base), values(mode))
     }
 
-    public static func estimate(_ values: [Double]) -> Estimate? {
-        guard !values.isEmpty else { return nil }
-        func median(_ v: [Double]) -> Double {
-            let s = v.sorted()
-            return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-        }
-        var state: UInt64 = 0x9e37_79b9_7f4a_7c15
-        func next() -> UInt64 {                                     // SplitMix64
-            state &+= 0x9e37_79b9_7f4a_7c15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-            z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-            return z ^ (z >> 31)
-        }
-        var medians: [Double] = []
-        for _ in 0..<2000 {
-            medians.append(median((0..<values.count).map { _ in values[Int(next() % UInt64(values.count))] }))
-        }
-        medians.sort()
-        return Estimate(median: median(values), low: medians[50], high: medians[1949])
+    /// Per row: its workload and its index among the workload's rows.
+    private var rowIndex: [(workload: Int, row: Int)] {
+        workloads.enumerated().flatMap { w, workload in workload.rows.indices.map { (w, $0) } }
     }
 
     /// The rows: name, its workload, and per mode the estimate of its figure.
@@ -179,31 +185,41 @@ public struct PagingExperiment: Sendable {
 
     private static func cycles(_ v: Double) -> String { v >= 100 ? fixed(v, 0) : fixed(v, 1) }
 
+    /// The ratios the tables show: numerator, denominator, title.
+    static let ratios = [("shadow", "ept", "shadow / ept"), ("ept-eager", "ept", "eager / lazy")]
+
+    private static func interval(_ e: Estimate, _ digits: (Double) -> String) -> String {
+        "\(digits(e.median)) [\(digits(e.low)), \(digits(e.high))]"
+    }
+
+    private static func ratioText(_ v: Double) -> String { fixed(v, v >= 10 ? 0 : 2) }
+
     public func text() -> String {
         var out = "Paging strategies: TSC cycles per operation, median [95% interval over \(rounds) round\(rounds == 1 ? "" : "s")]\n"
-        var table = Table(header: ["operation"] + Self.modes.map { "paging=\($0)" } + ["shadow / ept"], leftColumns: 1)
-        for row in rows {
+        var table = Table(header: ["operation"] + Self.modes.map(Self.title) + Self.ratios.map(\.2), leftColumns: 1)
+        for (r, row) in rows.enumerated() {
             var cells = [row.name]
             for mode in Self.modes {
-                guard let e = row.byMode[mode] else { cells.append("-"); continue }
-                cells.append("\(Self.cycles(e.median)) [\(Self.cycles(e.low)), \(Self.cycles(e.high))]")
+                cells.append(row.byMode[mode].map { Self.interval($0, Self.cycles) } ?? "-")
             }
-            let ratio = row.byMode["shadow"].flatMap { s in row.byMode["ept"].map { s.median / $0.median } }
-            cells.append(ratio.map { fixed($0, 2) } ?? "-")
+            for (a, b, _) in Self.ratios {
+                cells.append(ratio(r, a, over: b).map { Self.interval($0, Self.ratioText) } ?? "-")
+            }
             table.add(cells)
         }
         out += table.text
-        out += "\nPer operation, from the traces (whole runs, boot included): L2 exits reaching L0 / reflected to turtle / #PF exits; L0 exits per episode\n"
-        var counts = Table(header: ["workload"] + Self.modes.map { "paging=\($0)" }, leftColumns: 1)
+        out += "\nPer operation, from the traces (whole runs, boot included): L2 exits reaching L0 / reflected to turtle / #PF exits / EPT02 faults; L0 exits per episode\n"
+        var counts = Table(header: ["workload"] + Self.modes.map(Self.title), leftColumns: 1)
         for (w, workload) in workloads.enumerated() {
             var cells = ["\(workload.guest) \(workload.arguments)"]
             for mode in Self.modes {
                 let exits = perOperation(w, mode) { Double($0.l2Exits) }
                 let reflected = perOperation(w, mode) { Double($0.reflected) }
                 let faults = perOperation(w, mode) { Double($0.pageFaultExits) }
+                let ept02 = perOperation(w, mode) { Double($0.ept02Faults) }
                 let episodes = runs.filter { $0.workload == w && $0.mode == mode }.map(\.multiplication)
                 let multiplication = episodes.isEmpty ? 0 : episodes.reduce(0, +) / Double(episodes.count)
-                cells.append("\(fixed(exits, 2)) / \(fixed(reflected, 2)) / \(fixed(faults, 2)); \(fixed(multiplication, 1))")
+                cells.append("\(fixed(exits, 2)) / \(fixed(reflected, 2)) / \(fixed(faults, 2)) / \(fixed(ept02, 2)); \(fixed(multiplication, 1))")
             }
             counts.add(cells)
         }
@@ -216,11 +232,15 @@ public struct PagingExperiment: Sendable {
             guard let e else { return "null" }
             return "{\"median\": \(fixed(e.median, 1)), \"low\": \(fixed(e.low, 1)), \"high\": \(fixed(e.high, 1))}"
         }
-        let rowJSON = rows.map { row -> String in
+        func ratio(_ e: Estimate?) -> String {
+            guard let e else { return "null" }
+            return "{\"ratio\": \(fixed(e.median, 4)), \"low\": \(fixed(e.low, 4)), \"high\": \(fixed(e.high, 4))}"
+        }
+        let rowJSON = rows.enumerated().map { r, row -> String in
             let modes = Self.modes.map { "\"\($0)\": \(estimate(row.byMode[$0]))" }.joined(separator: ", ")
-            let ratio = row.byMode["shadow"].flatMap { s in row.byMode["ept"].map { s.median / $0.median } }
             return "    {\"name\": \(jsonString(row.name)), \"workload\": \(row.workload), \"unit\": \"TSC cycles per operation\", "
-                + "\"modes\": {\(modes)}, \"shadow_over_ept\": \(ratio.map { fixed($0, 4) } ?? "null")}"
+                + "\"modes\": {\(modes)}, \"shadow_over_ept\": \(ratio(self.ratio(r, "shadow", over: "ept"))), "
+                + "\"eager_over_lazy\": \(ratio(self.ratio(r, "ept-eager", over: "ept")))}"
         }
         let workloadJSON = workloads.map {
             "    {\"guest\": \(jsonString($0.guest)), \"arguments\": \(jsonString($0.arguments)), \"operations\": \($0.operations)}"
@@ -229,7 +249,7 @@ public struct PagingExperiment: Sendable {
             "    {\"workload\": \(r.workload), \"mode\": \"\(r.mode)\", \"round\": \(r.round), \"status\": \(r.status), "
                 + "\"figures\": [\(r.figures.map { fixed($0, 1) }.joined(separator: ", "))], \"trace\": \(jsonString(r.trace)), "
                 + "\"l2_exits\": \(r.l2Exits), \"reflected\": \(r.reflected), \"page_fault_exits\": \(r.pageFaultExits), "
-                + "\"ept_violations\": \(r.eptViolations), \"multiplication\": \(fixed(r.multiplication, 3))}"
+                + "\"ept_violations\": \(r.eptViolations), \"ept02_faults\": \(r.ept02Faults), \"multiplication\": \(fixed(r.multiplication, 3))}"
         }
         return """
             {
@@ -250,17 +270,21 @@ public struct PagingExperiment: Sendable {
             """
     }
 
-    /// Bars of shadow / ept per row on a log scale, with the interval
-    /// bounds of the two modes' ratio (low of shadow over high of ept, and
-    /// the reverse) as whiskers.
+    /// Per row, bars of shadow / ept and of eager / lazy EPT02 on a log
+    /// scale, with the bootstrap interval of each ratio as a whisker.
     public func svg() -> String {
         let rows = self.rows
-        let rowHeight = 26.0, left = 260.0, width = 900.0, top = 50.0
+        let rowHeight = 34.0, left = 260.0, width = 900.0, top = 64.0
         let height = Int(top + Double(rows.count) * rowHeight + 50)
         var doc = SVG(width: Int(width), height: height)
-        doc.text(10, 22, "Shadow-on-EPT / EPT-on-EPT, TSC cycles per operation (log scale; 1 = as fast)", size: 14)
-        let ratios = rows.compactMap { row in row.byMode["shadow"].flatMap { s in row.byMode["ept"].map { (s, $0) } } }
-        let highest = max(10, ratios.map { $0.0.high / max($0.1.low, 1e-9) }.max() ?? 10)
+        doc.text(10, 22, "TSC cycles per operation, ratio of medians (log scale; 1 = as fast)", size: 14)
+        let colours = ["#c0504d", "#4f81bd"]
+        for (k, (_, _, title)) in Self.ratios.enumerated() {
+            doc.rect(10 + Double(k) * 160, 34, 12, 12, fill: colours[k], title: title)
+            doc.text(26 + Double(k) * 160, 45, title, size: 12)
+        }
+        let estimates = rows.indices.map { r in Self.ratios.map { ratio(r, $0.0, over: $0.1) } }
+        let highest = max(10, estimates.flatMap { $0.compactMap { $0?.high } }.max() ?? 10)
         let decades = max(1, Int(log10(highest).rounded(.up)))
         let plot = width - left - 30
         func x(_ ratio: Double) -> Double { left + plot * min(max(log10(max(ratio, 0.1)) + 1, 0), Double(decades + 1)) / Double(decades + 1) }
@@ -269,15 +293,19 @@ public struct PagingExperiment: Sendable {
             doc.line(at, top - 8, at, top + Double(rows.count) * rowHeight, stroke: d == 0 ? "#000" : "#ccc")
             doc.text(at, top + Double(rows.count) * rowHeight + 16, d < 0 ? "0.1" : fixed(pow10(d), 0), size: 11, anchor: .middle)
         }
+        let bar = (rowHeight - 8) / Double(Self.ratios.count)
         for (i, row) in rows.enumerated() {
             let y = top + Double(i) * rowHeight
-            doc.text(left - 8, y + 16, row.name, size: 12, anchor: .end)
-            guard let s = row.byMode["shadow"], let e = row.byMode["ept"] else { continue }
-            let ratio = s.median / e.median
-            doc.rect(x(1), y + 4, max(x(ratio) - x(1), 1), rowHeight - 8, fill: ratio >= 1 ? "#c0504d" : "#4f81bd",
-                     title: "\(row.name): \(fixed(ratio, 2))")
-            doc.line(x(s.low / e.high), y + rowHeight / 2, x(s.high / e.low), y + rowHeight / 2, stroke: "#333")
-            doc.text(min(x(ratio), width - 60) + 4, y + 16, fixed(ratio, ratio >= 10 ? 0 : 2), size: 11)
+            doc.text(left - 8, y + rowHeight / 2 + 4, row.name, size: 12, anchor: .end)
+            for (k, e) in estimates[i].enumerated() {
+                guard let e else { continue }
+                let yk = y + 4 + Double(k) * bar
+                let from = min(x(1), x(e.median)), to = max(x(1), x(e.median))
+                doc.rect(from, yk, max(to - from, 1), bar - 1, fill: colours[k],
+                         title: "\(row.name), \(Self.ratios[k].2): \(Self.ratioText(e.median)) [\(Self.ratioText(e.low)), \(Self.ratioText(e.high))]")
+                doc.line(x(e.low), yk + bar / 2, x(e.high), yk + bar / 2, stroke: "#333")
+                doc.text(min(max(x(e.median), x(e.high)), width - 60) + 4, yk + bar - 2, Self.ratioText(e.median), size: 10)
+            }
         }
         return doc.document
     }

@@ -17,12 +17,14 @@ struct Experiment: ParsableCommand {
 struct PagingExperimentCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "paging",
-        abstract: "Compare turtle's paging strategies: paging=ept, shadow and identity.",
+        abstract: "Compare paging strategies: turtle's paging=ept (with L0's lazy and eager EPT02), shadow and identity.",
         discussion: """
             Runs mm-storm, ctx-storm (2, 8 and 64 address spaces), page-touch, pio-storm and compute as L2 \
-            under turtle in each paging mode, the modes and workloads interleaved in every round. Each guest \
-            times its own operations with RDTSC. Prints the TSC cycles per operation (median and a 95% \
-            bootstrap interval over the rounds), the exits per operation from the traces, and writes \
+            under turtle in each paging mode (EPT-on-EPT twice: with L0's lazy and eager EPT02 build policy, \
+            terrapin run --ept02), the modes and workloads interleaved in every round. Each guest times its \
+            own operations with RDTSC. Prints the TSC cycles per operation (median and a 95% bootstrap \
+            interval over the rounds), the ratios shadow / ept and eager / lazy with their intervals, the \
+            exits and EPT02 faults per operation from the traces, and writes \
             paging.json, paging.svg and every run's trace to the output directory.
             """)
 
@@ -59,21 +61,22 @@ struct PagingExperimentCommand: ParsableCommand {
             for (w, workload) in experiment.workloads.enumerated() {
                 for mode in PagingExperiment.modes {
                     done += 1
-                    progress("\r[\(done)/\(total)] round \(round): \(workload.guest) \(workload.arguments), paging=\(mode)      ")
+                    progress("\r[\(done)/\(total)] round \(round): \(workload.guest) \(workload.arguments), \(mode)      ")
                     let trace = "\(out)/\(workload.guest)-\(w)-\(mode)-\(round).trc"
-                    let (status, output) = try spawn([selfPath(), "run", "\(guests)/turtle.elf", "--memory", "256M",
-                                                      "--append", "paging=\(mode) prefix=off",
-                                                      "--module", "\(guests)/\(workload.guest).elf \(workload.arguments)",
-                                                      "--trace", trace], output: "\(out)/last-run.out")
+                    let (status, output) = try spawn([selfPath(), "run", "\(guests)/turtle.elf", "--memory", "256M"]
+                                                      + PagingExperiment.monitorOptions(mode)
+                                                      + ["--append", "paging=\(PagingExperiment.turtlePaging(mode)) prefix=off",
+                                                         "--module", "\(guests)/\(workload.guest).elf \(workload.arguments)",
+                                                         "--trace", trace], output: "\(out)/last-run.out")
                     guard status == 1 else {
                         progress("\n")
-                        throw ExperimentError("\(workload.guest) \(workload.arguments) under paging=\(mode) exited with \(status) (its output is in \(out)/last-run.out)")
+                        throw ExperimentError("\(workload.guest) \(workload.arguments) under \(mode) exited with \(status) (its output is in \(out)/last-run.out)")
                     }
                     var figures: [Double] = []
                     for row in workload.rows {
                         guard let v = PagingExperiment.figure(row.key, in: output), v > 0 else {
                             progress("\n")
-                            throw ExperimentError("no '\(row.name)' figure in the output of \(workload.guest) under paging=\(mode) (\(out)/last-run.out)")
+                            throw ExperimentError("no '\(row.name)' figure in the output of \(workload.guest) under \(mode) (\(out)/last-run.out)")
                         }
                         figures.append(v)
                     }

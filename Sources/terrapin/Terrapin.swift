@@ -67,6 +67,11 @@ struct Run: ParsableCommand {
         valueName: "locked|unlocked"))
     var featureControl: String = "locked"
 
+    @Option(name: .customLong("ept02"), help: ArgumentHelp(
+        "When L0 builds EPT02 from L1's EPT12: 'lazy' (a run when L2 first touches it) or 'eager' (all of EPT12 at the first entry after VMPTRLD or INVEPT).",
+        valueName: "lazy|eager"))
+    var ept02: String = "lazy"
+
     func validate() throws {
         guard let size = MachineConfig.parseMemorySize(memory) else {
             throw ValidationError("--memory '\(memory)' is not a size such as 256M, 1G or 1048576")
@@ -81,6 +86,9 @@ struct Run: ParsableCommand {
         guard ["locked", "unlocked"].contains(featureControl) else {
             throw ValidationError("--feature-control '\(featureControl)' must be 'locked' or 'unlocked'")
         }
+        guard EPT02Policy(rawValue: ept02) != nil else {
+            throw ValidationError("--ept02 '\(ept02)' must be 'lazy' or 'eager'")
+        }
         if let trace, trace.isEmpty { throw ValidationError("--trace needs a file name") }
     }
 
@@ -94,6 +102,7 @@ struct Run: ParsableCommand {
         config.invocation = CommandLine.arguments.joined(separator: " ")
         config.vmxTrapChannel = VMXTrapChannel(rawValue: vmxTrap) ?? .emulation
         config.featureControlUnlocked = featureControl == "unlocked"
+        config.ept02Policy = EPT02Policy(rawValue: ept02) ?? .lazy
 
         let outcome: RunOutcome
         do {

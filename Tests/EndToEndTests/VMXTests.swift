@@ -85,6 +85,9 @@ final class VMXTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("--vmx-trap"), r.stderr)
         let f = try Harness.terrapin(["run", Harness.guest("hello"), "--feature-control", "open"])
         XCTAssertEqual(f.status, 64)
+        let e = try Harness.terrapin(["run", Harness.guest("hello"), "--ept02", "sometimes"])
+        XCTAssertEqual(e.status, 64)
+        XCTAssertTrue(e.stderr.contains("--ept02 'sometimes' must be 'lazy' or 'eager'"), e.stderr)
     }
 
     func testGuestsThatDoNotUseVMXNeverArmBreakpoints() throws {

@@ -258,6 +258,39 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(hv.l2.mmioReads.last, .max, "unbacked L1-physical space reads all ones")
     }
 
+    /// The eager EPT02 policy maps every run of EPT12 at the entry; the
+    /// lazy one only the run of L2's first fetch. Neither maps a page EPT12
+    /// does not, and with A/D flags in the EPTP eager stays lazy.
+    func testTheEagerPolicyBuildsAllOfEPT12AtEntry() throws {
+        func mapped(_ l2: UInt64) -> Bool { hv.l2VM.slots.contains { $0.at <= l2 && l2 < $0.at + UInt64($0.size) } }
+        func build(_ policy: EPT02Policy, eptp: UInt64 = L.eptp) throws {
+            var config = MachineConfig(imagePath: imagePath)
+            config.memorySize = 8 << 20
+            config.ept02Policy = policy
+            hv = FakeHypervisor()
+            machine = try Machine(config: config, clock: hv.clock, hypervisor: hv)
+            buildL2Memory()
+            let pt: UInt64 = 0x1_3000
+            XCTAssertTrue(machine.ram.store(pt | 7, at: L.pd))                               // PD[0] -> PT
+            for page: UInt64 in [1, 0xa, 0xc, 0xf] {                                        // four pages, not contiguous in L1
+                XCTAssertTrue(machine.ram.store((L.l2Base + 0x10_0000 - page * 0x1000) | 7 | 6 << 3, at: pt + page * 8))
+            }
+            var v = vmcs()
+            XCTAssertTrue(v.write(.eptPointer, eptp))
+            launch(v)
+        }
+        try build(.lazy)
+        XCTAssertTrue(mapped(0x1000), "the first fetch's page")
+        XCTAssertFalse(mapped(0xa000) || mapped(0xc000) || mapped(0xf000))
+        try build(.eager)
+        XCTAssertTrue([0x1000, 0xa000, 0xc000, 0xf000].allSatisfy(mapped), "\(hv.l2VM.slots)")
+        XCTAssertFalse(mapped(0xb000) || mapped(0xe000) || mapped(0x10000), "holes in EPT12 stay holes")
+        XCTAssertTrue(hv.l2VM.slots.contains { $0.at == 0xc000 && $0.offset == Int(L.l2Base + 0x10_0000 - 0xc000) })
+        try build(.eager, eptp: L.eptp | 1 << 6)
+        XCTAssertTrue(mapped(0x1000))
+        XCTAssertFalse(mapped(0xa000) || mapped(0xc000) || mapped(0xf000), "A/D flags: lazy")
+    }
+
     /// A 4 KiB mapping that L1 turns into part of a 2 MiB leaf without
     /// INVEPT: the stale slot may stay (SDM 29.4.3.1); the new slot fits
     /// around it instead of overlapping it (KVM refuses that, EEXIST).

@@ -35,6 +35,29 @@ final class TransitionTests: XCTestCase {
         XCTAssertFalse(small.write)
     }
 
+    /// `nextLeaf` visits the leaves in address order, from inside a leaf
+    /// too, and skips what is not present (for the eager EPT02 policy).
+    func testNextLeafVisitsEveryPresentLeafInOrder() {
+        let (m, eptp) = makeEPT()
+        _ = m.store(UInt64(0x14000) | 7, at: 0x11000 + 8 * 3)          // PDPT[3] -> an empty PD
+        _ = m.store(UInt64(0x7_0000) | 1 | 6 << 3 | 1 << 7, at: 0x11000 + 8 * 5)    // PDPT[5]: 1 GiB leaf
+        func next(_ a: UInt64) -> (UInt64, UInt64)? {
+            EPTWalker.nextLeaf(atOrAbove: a, eptp: eptp, physicalAddressBits: 46, memory: m).map { ($0.start, $0.end) }
+        }
+        var seen: [UInt64] = []
+        var at: UInt64 = 0
+        while let (start, end) = next(at) {
+            seen.append(start)
+            at = end
+        }
+        XCTAssertEqual(seen, [0, 0x20_0000, 0x20_1000, 5 << 30])
+        XCTAssertEqual(next(0x1234)?.0, 0x1234, "from inside a leaf: the rest of it")
+        XCTAssertEqual(next(0x1234)?.1, 0x20_0000)
+        XCTAssertEqual(next(0x20_2000)?.0, 5 << 30, "the rest of the PT, PDPT[1..4] and the empty PD are skipped")
+        XCTAssertNil(next(6 << 30))
+        XCTAssertNil(next(1 << 48))
+    }
+
     func testViolationsCarryTheAccessAndThePermissions() {
         let (m, eptp) = makeEPT()
         // Write to the read-only page: bit 1 (write) and bit 3 (readable).

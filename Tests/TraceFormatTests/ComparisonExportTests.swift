@@ -52,6 +52,28 @@ final class ComparisonExportTests: TraceTestCase {
         XCTAssertNil(Bootstrap().compare([(a, nil)], quantiles: [0.5])[0])
     }
 
+    /// The bootstrap over exact per-run values (the paging experiment's):
+    /// the median's interval holds the median, the ratio's interval holds
+    /// the ratio of medians, and a clear difference keeps 1 outside it.
+    func testMedianAndRatioOverPerRunValues() throws {
+        let boot = Bootstrap(resamples: 500, seed: 3)
+        let a: [Double] = [100, 104, 98, 101, 97, 103]
+        let b = a.map { $0 * 3 + 7 }
+        let m = try XCTUnwrap(boot.median(of: a))
+        XCTAssertEqual(m.median, 100.5)
+        XCTAssertTrue(m.low <= m.median && m.median <= m.high && m.low >= 97 && m.high <= 104, "\(m)")
+        let r = try XCTUnwrap(boot.medianRatio(a, b))
+        XCTAssertEqual(r.median, (100.5 * 3 + 7) / 100.5, accuracy: 1e-9)
+        XCTAssertTrue(r.low <= r.median && r.median <= r.high && r.low > 1, "\(r)")
+        XCTAssertEqual(boot.medianRatio(a, b), r, "a fixed seed")
+        let aa = try XCTUnwrap(boot.medianRatio(a, a.reversed()))
+        XCTAssertTrue(aa.low < 1 && aa.high > 1, "A/A: 1 is inside, \(aa)")
+        XCTAssertEqual(boot.median(of: [7]), Bootstrap.MedianEstimate(median: 7, low: 7, high: 7))
+        XCTAssertNil(boot.median(of: []))
+        XCTAssertNil(boot.medianRatio([], b))
+        XCTAssertNil(boot.medianRatio([0, 0], b), "no ratio over a zero median")
+    }
+
     func testSameDistributionIsNotFlagged() throws {
         // A/A: two samples of one distribution, and a 5% shift that is below the threshold.
         let a = try summary(exits(4000, median: 1000, seed: 1), "a.trc")

@@ -32,6 +32,7 @@ public final class Machine {
     /// L1's emulated VMX: virtual CR4.VMXE, feature control, VMX operation, VMCS12.
     public internal(set) var vmx: VMXState
     let vmxTrapChannel: VMXTrapChannel
+    let ept02Policy: EPT02Policy
     /// Channel (b) on L1's vCPU: #GP (CR4.VMXE) and #UD (VMX instructions).
     let l1Breakpoints: BreakpointChannel
     /// L1 has touched a VMX MSR: channel (b)'s breakpoints are worth their cost.
@@ -88,6 +89,7 @@ public final class Machine {
             throw MonitorError(error)
         }
         vmxTrapChannel = config.vmxTrapChannel
+        ept02Policy = config.ept02Policy
         ram = GuestRAM(memory: memory)
         boot = try MultibootLoader.load(image: image, path: config.imagePath, commandLine: config.guestCommandLine,
                                         modules: modules, into: memory)

@@ -17,6 +17,8 @@ public struct MachineConfig: Sendable {
     public var featureControlUnlocked = false
     /// How L1's VMX instructions reach L0.
     public var vmxTrapChannel: VMXTrapChannel = .emulation
+    /// When L0 builds EPT02 from L1's EPT12.
+    public var ept02Policy: EPT02Policy = .lazy
 
     public init(imagePath: String) { self.imagePath = imagePath }
 

@@ -3,12 +3,28 @@ import NestedVMX
 import TraceFormat
 import VMXArch
 
+/// When L0 builds EPT02, the L2 VM's memory slots, from L1's EPT12
+/// (docs/ARCHITECTURE.md, "EPT02"; the second axis of `terrapin experiment
+/// paging`, docs/SHADOW.md).
+public enum EPT02Policy: String, Sendable, CaseIterable {
+    /// A run of EPT12 is mapped when L2 first touches it (an EPT02 fault),
+    /// coalesced with its neighbours that are contiguous in both spaces.
+    case lazy
+    /// Every run of EPT12 is mapped at the first VM entry after VMPTRLD of
+    /// a VMCS with another EPTP, or after INVEPT drops the slots; L2 then
+    /// faults only where EPT12 changed since. EPTPs with accessed and dirty
+    /// flags stay lazy: a slot built ahead would claim an access L2 never
+    /// made (SDM 29.3.5 sets the flags on access).
+    case eager
+}
+
 /// EPT02: the L2 VM's memory slots, built from L1's EPT12 on demand
 /// (docs/ARCHITECTURE.md; SDM Vol. 3C 29.3).
 extension Machine {
-    /// EPT02: rebuilt lazily whenever the strategy (or its EPTP) changes.
-    /// Without EPT, L2 sees L1-physical memory directly: one slot covering
-    /// L1's RAM. With EPT, slots are built as L2 touches pages.
+    /// EPT02: rebuilt whenever the strategy (or its EPTP) changes. Without
+    /// EPT, L2 sees L1-physical memory directly: one slot covering L1's RAM.
+    /// With EPT, slots are built as L2 touches pages, or all at once
+    /// (`EPT02Policy.eager`).
     func prepareMemory(of l2: L2Machine, for vmcs: VMCS12) throws(KVMError) {
         let map = L2PhysicalMap(vmcs)
         if l2.builtFor == map { return }
@@ -16,7 +32,30 @@ extension Machine {
         l2.builtFor = map
         switch map {
         case .identity: try mapIdentity(around: 0, l2: l2)
-        case .ept: break
+        case let .ept(eptp):
+            if ept02Policy == .eager && !EPTWalker.accessedDirtyEnabled(eptp) { try mapAll(eptp: eptp, l2: l2) }
+        }
+    }
+
+    /// The eager policy: every leaf EPT12 maps with read access goes into
+    /// EPT02 through `mapRun`, as a touch of it would put it there. Leaves
+    /// that fail the walk (misconfigured, execute-only) or point outside
+    /// L1's RAM stay for L2's touch to report. It stops at half the slot
+    /// capacity, so that a fragmented EPT12 leaves room for the lazy rest.
+    func mapAll(eptp: UInt64, l2: L2Machine) throws(KVMError) {
+        let bits = vmx.capabilities.physicalAddressBits
+        var at: UInt64 = 0
+        while l2.slots.count < l2.slots.capacity / 2,
+              let leaf = EPTWalker.nextLeaf(atOrAbove: at, eptp: eptp, physicalAddressBits: bits, memory: ram) {
+            if let s = l2.slot(containing: leaf.start) {
+                at = s.end
+                continue
+            }
+            if case let .success(t) = EPTWalker.translate(leaf.start, access: EPTWalker.Access(read: true), eptp: eptp,
+                                                           physicalAddressBits: bits, memory: ram) {
+                try mapRun(t, eptp: eptp, l2: l2)
+            }
+            at = l2.slot(containing: leaf.start)?.end ?? leaf.end
         }
     }
 

@@ -106,6 +106,35 @@ public enum EPTWalker {
         return .failure(.misconfiguration)   // unreachable: level 1 is always a leaf
     }
 
+    /// The lowest leaf of the EPT rooted at `eptp` that maps L2-physical
+    /// addresses at or above `address`, as the range it covers from there
+    /// (`start` ≥ `address`, `end` the leaf's end), or nil when there is none
+    /// below 2^48. An entry counts as present when any of bits 2:0 is set
+    /// (SDM 29.3.2); entries are not checked further, so `translate` on
+    /// `start` still decides whether the leaf maps anything or is
+    /// misconfigured. Subtrees with nothing present are skipped whole. For
+    /// building EPT02 from all of EPT12 at once (docs/ARCHITECTURE.md, "EPT02").
+    public static func nextLeaf(atOrAbove address: UInt64, eptp: UInt64, physicalAddressBits: Int,
+                                memory: some GuestMemoryAccess) -> (start: UInt64, end: UInt64)? {
+        let addressMask: UInt64 = ((1 << UInt64(physicalAddressBits)) - 1) & ~UInt64(0xfff)
+        func search(_ table: UInt64, level: Int, regionBase: UInt64, from: UInt64) -> (start: UInt64, end: UInt64)? {
+            let span: UInt64 = 1 << UInt64(12 + 9 * (level - 1))
+            var index = (from - regionBase) / span
+            while index < 512 {
+                let start = regionBase + index * span
+                let lower = max(from, start)
+                if let entry = memory.load(UInt64.self, at: table + index * 8), entry & 7 != 0 {
+                    if level == 1 || entry & (1 << 7) != 0 { return (lower, start + span) }
+                    if let found = search(entry & addressMask, level: level - 1, regionBase: start, from: lower) { return found }
+                }
+                index += 1
+            }
+            return nil
+        }
+        guard address < 1 << 48 else { return nil }
+        return search(eptp & addressMask, level: 4, regionBase: 0, from: address)
+    }
+
     /// Exit qualification for an EPT violation (Table 28-7): the access
     /// (bits 2:0), the permissions of the translation so far (bits 5:3),
     /// and "guest-physical address valid from a linear address" left 0.
