@@ -22,6 +22,12 @@
  *               the #PF, CR3 and INVLPG exits. L2 starts as with ept=off, on
  *               an identity map at the top of its RAM. paging=ept is ept=on.
  *   l2mem=SIZE  L2's memory, 2 MiB multiple from 2M to 1G (default 16M).
+ *   p2m=scatter with paging=ept or shadow: L2's memory is turtle's with the
+ *               4 KiB pages of each 8 KiB pair swapped (turtle/p2m.c), so
+ *               that no two neighbouring pages are contiguous in L1, and
+ *               the EPT maps it with 4 KiB leaves (at most 64M): a
+ *               fragmented EPT12, for L0's EPT02 policies. p2m=flat is
+ *               the default.
  *   io=bitmap   (default) I/O bitmaps intercept COM1 (0x3f8-0x3ff), the
  *               debug-exit port (0xf4-0xf7) and 0x80; other ports go to L0.
  *   io=all      unconditional I/O exiting: turtle is L2's only platform.
@@ -74,11 +80,11 @@
  */
 #include "turtle/turtle.h"
 
-#define USAGE	"turtle [ept=on|off] [paging=ept|shadow|identity] [l2mem=16M] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc,cr3,invlpg,dr,wbinvd,cr8,pause,rdpmc,mwait,rdrand,desc] [tscoffset=N] [cr0mask=M] [cr4mask=M] (L2 image = module 0)"
+#define USAGE	"turtle [ept=on|off] [paging=ept|shadow|identity] [l2mem=16M] [p2m=flat|scatter] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc,cr3,invlpg,dr,wbinvd,cr8,pause,rdpmc,mwait,rdrand,desc] [tscoffset=N] [cr0mask=M] [cr4mask=M] (L2 image = module 0)"
 #define MIB	(1ull << 20)
 
 struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
-uint64_t l2_base;
+const struct l2mem_strategy *l2mem;
 int setup_failures;
 
 extern char __image_start[], __image_end[];
@@ -136,31 +142,6 @@ bool vmw_named(uint32_t field, uint64_t value, const char *name)
 	     r.outcome == VMX_FAIL_VALID ? "VMfailValid" : r.outcome == VMX_FAIL_INVALID ? "VMfailInvalid" : "fault",
 	     (unsigned long long)err, vm_instruction_error_name(err));
 	return false;
-}
-
-void *l2_ptr(uint64_t gpa, uint64_t len)
-{
-	if (gpa >= cfg.l2mem || len > cfg.l2mem - gpa)
-		return NULL;
-	return (void *)(uintptr_t)(l2_base + gpa);
-}
-
-/* The p2m, for shadow.c. */
-void *shadow_l2_ptr(uint64_t gpa, uint64_t len) { return l2_ptr(gpa, len); }
-uint64_t shadow_l2_base(void) { return l2_base; }
-uint64_t shadow_l2_size(void) { return cfg.l2mem; }
-
-uint64_t shadow_initial_tables(void)
-{
-	uint64_t top = cfg.l2mem - 6 * 4096, *t = l2_ptr(top, 6 * 4096);
-	fast_zero(t, 6 * 4096);
-	t[0] = (top + 4096) | 3;				/* PML4[0] -> PDPT, P RW */
-	for (uint64_t g = 0; g < 4; g++) {
-		t[512 + g] = (top + (2 + g) * 4096) | 3;	/* PDPT[g] -> PD g */
-		for (uint64_t i = 0; i < 512; i++)
-			t[(2 + g) * 512 + i] = ((g << 30) + (i << 21)) | 0x83;	/* P RW PS */
-	}
-	return top;
 }
 
 /* Spurious interrupts need no EOI (SDM Vol. 3A 11.9). */
@@ -235,6 +216,9 @@ static int parse_args(int argc, char **argv)
 			} else {
 				return usage("%s: paging= takes ept, shadow or identity", USAGE);
 			}
+		} else if ((v = arg_value(argv[i], "p2m"))) {
+			if (!parse_choice(v, "flat", "scatter", &cfg.scatter))
+				return usage("%s: p2m= takes flat or scatter", USAGE);
 		} else if ((v = arg_value(argv[i], "l2mem"))) {
 			if (!parse_size(v, &cfg.l2mem) || cfg.l2mem < 2 * MIB || cfg.l2mem > 1024 * MIB ||
 			    (cfg.l2mem & (2 * MIB - 1)))
@@ -315,6 +299,8 @@ static int parse_args(int argc, char **argv)
 	/* Only an L2 that owns turtle's APIC can take its interrupts directly. */
 	if (cfg.shadow && (cfg.exceptions & (1u << 14)))
 		return usage("%s: paging=shadow takes every #PF itself; exceptions= cannot have bit 14", USAGE);
+	if (cfg.scatter && !cfg.ept && !cfg.shadow)
+		return usage("%s: p2m=scatter needs paging=ept or shadow (identity is L1's own memory)", USAGE);
 	if (cfg.irq_direct && (!l2_uses_turtles_apic() || cfg.timer))
 		return usage("%s: irq=direct needs ept=off and no timer=N", USAGE);
 	return -1;
@@ -337,7 +323,7 @@ static bool choose_l2_region(const struct multiboot_info *mbi)
 	uint64_t floor = (uintptr_t)__image_end;
 	const struct multiboot_module *mods = (const void *)(uintptr_t)mbi->mods_addr;
 
-	if (!cfg.ept && !cfg.shadow) {
+	if (!l2mem->own_region) {
 		/* Without EPT, L2-physical is L1-physical: L2 gets [0, l2mem),
 		 * which must end below turtle's image and the modules. */
 		uint64_t ceiling = (uintptr_t)__image_start;
@@ -348,7 +334,7 @@ static bool choose_l2_region(const struct multiboot_info *mbi)
 			     "(try a smaller l2mem)", (unsigned long long)cfg.l2mem, (unsigned long long)ceiling);
 			return false;
 		}
-		l2_base = 0;
+		p2m = (struct p2m){ .base = 0, .size = cfg.l2mem };
 		printf("turtle: L2 memory: %llu MiB at L1-physical 0 (ept=off: L2-physical is L1-physical)\n",
 		       (unsigned long long)(cfg.l2mem / MIB));
 		return true;
@@ -367,7 +353,7 @@ static bool choose_l2_region(const struct multiboot_info *mbi)
 	}
 	floor = (floor + 2 * MIB - 1) & ~(2 * MIB - 1);
 
-	l2_base = 0;
+	uint64_t base = 0;
 	for (struct multiboot_mmap_entry *e = mb_mmap_first(); e; e = mb_mmap_next(e)) {
 		if (e->type != MB_MMAP_AVAILABLE)
 			continue;
@@ -375,18 +361,19 @@ static bool choose_l2_region(const struct multiboot_info *mbi)
 		if (hi > (4ull << 30))
 			hi = 4ull << 30;	/* turtle's own page tables map 0-4 GiB */
 		hi &= ~(2 * MIB - 1);
-		if (hi < lo + cfg.l2mem || hi - cfg.l2mem < l2_base)
+		if (hi < lo + cfg.l2mem || hi - cfg.l2mem < base)
 			continue;
-		l2_base = hi - cfg.l2mem;
+		base = hi - cfg.l2mem;
 	}
-	if (!l2_base) {
+	if (!base) {
 		fail("no 2 MiB-aligned %llu MiB of RAM above 0x%llx for L2 (turtle runs at 0x%llx-0x%llx; try a larger --memory or a smaller l2mem)",
 		     (unsigned long long)(cfg.l2mem / MIB), (unsigned long long)floor,
 		     (unsigned long long)(uintptr_t)__image_start, (unsigned long long)(uintptr_t)__image_end);
 		return false;
 	}
-	printf("turtle: L2 memory: %llu MiB at L1-physical 0x%llx (turtle's image 0x%llx-0x%llx)\n",
-	       (unsigned long long)(cfg.l2mem / MIB), (unsigned long long)l2_base,
+	p2m = (struct p2m){ .base = base, .size = cfg.l2mem, .scatter = cfg.scatter };
+	printf("turtle: L2 memory: %llu MiB at L1-physical 0x%llx%s (turtle's image 0x%llx-0x%llx)\n",
+	       (unsigned long long)(cfg.l2mem / MIB), (unsigned long long)base, cfg.scatter ? ", pages swapped pairwise" : "",
 	       (unsigned long long)(uintptr_t)__image_start, (unsigned long long)(uintptr_t)__image_end);
 	return true;
 }
@@ -424,8 +411,9 @@ int main(int argc, char **argv)
 
 	trap_init();
 	turtle_gdt_init();
+	l2mem = cfg.shadow ? &l2mem_shadow : cfg.ept ? &l2mem_ept : &l2mem_identity;
 	printf("turtle: L1 hypervisor: paging=%s l2mem=%lluM io=%s preempt=%llu\n",
-	       cfg.ept ? "ept" : cfg.shadow ? "shadow" : "identity",
+	       l2mem->name,
 	       (unsigned long long)(cfg.l2mem / MIB), cfg.io_all ? "all" : "bitmap",
 	       (unsigned long long)cfg.preempt);
 
@@ -440,7 +428,8 @@ int main(int argc, char **argv)
 	printf("turtle: module 0 \"%s\" at 0x%x-0x%x\n", modstr, mod->mod_start, mod->mod_end);
 
 	struct l2_image img;
-	uint64_t eptp = 0;
+	struct l2mem_needs need;
+	const char *why;
 	if (!choose_l2_region(mbi) ||
 	    !l2_load((const uint8_t *)(uintptr_t)mod->mod_start, mod->mod_end - mod->mod_start, cmdline, &img))
 		finish(false, EXIT_FAIL);
@@ -451,7 +440,9 @@ int main(int argc, char **argv)
 	}
 	if (!vmx_enable())
 		finish(false, EXIT_FAIL);
-	if ((cfg.ept && !ept_build(&eptp)) || !vmcs_setup(&img, eptp)) {
+	if ((why = l2mem->setup(&(struct l2mem_params){ .size = cfg.l2mem, .ad = cfg.ad }, &need)))
+		fail("%s", why);
+	if (why || !vmcs_setup(&img, &need)) {
 		printf("turtle: VMCS set-up failed (%d failures): not launching\n", setup_failures);
 		finish(true, EXIT_FAIL);
 	}
@@ -502,8 +493,6 @@ int main(int argc, char **argv)
 	}
 	exit_report();
 	report(l2_code_intact(), "turtle: L2's code in turtle's memory is its image's, byte for byte");
-	if (cfg.ad)
-		ept_report_ad();
 	if (cfg.msrlists) {
 		report(msr_exit_store[0].value == MSR_LIST_L2_VALUE,
 		       "turtle: the exit MSR-store list holds L2's IA32_SYSENTER_CS 0x%llx (entry list loaded 0x%x)",

@@ -290,7 +290,7 @@ static void read_paging(struct l2_paging *pg)
 	pg->lma = false;
 	if (pg->cr0 & CR0_PG) {
 		/* paging=shadow: GUEST_CR3 is the shadow root; L2's CR3 is turtle's. */
-		pg->cr3 = cfg.shadow ? l2_guest_cr3 : vmr(GUEST_CR3);
+		pg->cr3 = l2mem->cr3_read(vmr(GUEST_CR3));
 		pg->cr4 = vmr(GUEST_CR4);
 		/* "IA-32e mode guest" is updated with EFER.LMA on every exit
 		 * (SDM 28.2 / 28.3.1); EFER itself only if "save EFER". */
@@ -478,27 +478,26 @@ static int mmio_access(uint64_t gpa, bool write)
 
 /* ---- paging=shadow: #PF exits (turtle/shadow.c, docs/SHADOW.md) ---- */
 
-uint64_t l2_guest_cr3;
-
-/* A #PF exit: the qualification is the linear address, the error code the
- * access (SDM 27.2.1). A hidden fault is fixed and L2 retries; L2's own
- * fault is injected with CR2, which VMX does not switch, so turtle loads
- * it; an access its tables map outside its RAM goes to the MMIO device. */
-static int handle_shadow_page_fault(void)
+/* A #PF exit the paging strategy asked for (paging=shadow): the
+ * qualification is the linear address, the error code the access (SDM
+ * 27.2.1). A hidden fault is fixed and L2 retries; L2's own fault is
+ * injected with CR2, which VMX does not switch, so turtle loads it; an
+ * access its tables map outside its RAM goes to the MMIO device. */
+static int handle_paging_fault(void)
 {
 	uint64_t lin = vmr(EXIT_QUALIFICATION);
 	uint32_t code = (uint32_t)vmr(EXIT_INTR_ERRCODE);
-	struct shadow_fault_info f;
-	shadow_mode.nxe = (exit_ctl & EXIT_SAVE_EFER) && (vmr(GUEST_IA32_EFER) & EFER_NXE);
-	switch (shadow_fault(lin, code & (PF_W | PF_U | PF_I), &f)) {
-	case SHADOW_FIXED:
+	struct l2mem_fault_info f;
+	bool nxe = (exit_ctl & EXIT_SAVE_EFER) && (vmr(GUEST_IA32_EFER) & EFER_NXE);
+	switch (l2mem->page_fault(lin, code, nxe, &f)) {
+	case L2MEM_FIXED:
 		return 0;
-	case SHADOW_GUEST_FAULT:
+	case L2MEM_INJECT:
 		__asm__ volatile("mov %0, %%cr2" : : "r"(lin));
 		VMW(ENTRY_INTR_INFO, (1u << 31) | (1u << 11) | (3u << 8) | 14);
 		VMW(ENTRY_EXCEPTION_ERRCODE, f.error_code);
 		return 0;
-	case SHADOW_OUTSIDE:
+	case L2MEM_OUTSIDE:
 		if (code & PF_I) {
 			printf("turtle: L2 fetched from L2-physical 0x%llx, outside its RAM (RIP 0x%llx)\n",
 			       (unsigned long long)f.gpa, (unsigned long long)vmr(GUEST_RIP));
@@ -506,7 +505,7 @@ static int handle_shadow_page_fault(void)
 		}
 		return mmio_access(f.gpa, (code & PF_W) != 0);
 	default:
-		return stop("paging=shadow: a #PF with no active shadow root");
+		return stop("paging: a #PF the strategy cannot handle (no active shadow root)");
 	}
 }
 
@@ -545,12 +544,12 @@ static int handle_cr_access(void)
 	uint32_t guest = cr == 0 ? GUEST_CR0 : GUEST_CR4, shadow = cr == 0 ? CR0_READ_SHADOW : CR4_READ_SHADOW;
 	uint64_t mask = cr == 0 ? cfg.cr0_mask : cfg.cr4_mask;
 
-	if (cfg.shadow && cr == 3 && type == 0) {
-		/* paging=shadow: L2's CR3 is turtle's; GUEST_CR3 its shadow root. */
-		l2_guest_cr3 = get_reg(gpr);
-		VMW(GUEST_CR3, shadow_activate(l2_guest_cr3));
-	} else if (cfg.shadow && cr == 3 && type == 1) {
-		set_reg(gpr, l2_guest_cr3);
+	if (cr == 3 && type == 0) {
+		/* The paging strategy decides GUEST_CR3 (paging=shadow: the
+		 * shadow root of L2's CR3, which turtle keeps). */
+		VMW(GUEST_CR3, l2mem->cr3_load(get_reg(gpr)));
+	} else if (cr == 3 && type == 1) {
+		set_reg(gpr, l2mem->cr3_read(vmr(GUEST_CR3)));
 	} else if (cr == 8 && type == 0) {
 		/* intercept=cr8: bits 63:4 set are #GP(0) (Vol. 3A 2.5). */
 		if (get_reg(gpr) > 0xf) {
@@ -560,22 +559,16 @@ static int handle_cr_access(void)
 		l2_cr8 = get_reg(gpr);
 	} else if (cr == 8 && type == 1)
 		set_reg(gpr, l2_cr8);
-	else if (cr == 3 && type == 0)
-		VMW(GUEST_CR3, get_reg(gpr));
-	else if (cr == 3 && type == 1)
-		set_reg(gpr, vmr(GUEST_CR3));
 	else if ((cr == 0 || cr == 4) && type == 0) {
-		uint64_t v = get_reg(gpr);
+		uint64_t v = get_reg(gpr), live = 0;
 		VMW(shadow, v);
-		VMW(guest, (vmr(guest) & mask) | (v & ~mask));
-		if (cfg.shadow && cr == 0 && !(v & CR0_PG))
-			return stop("paging=shadow: L2 turned paging off, which turtle does not shadow");
-		if (cfg.shadow && cr == 0) {
-			/* CR0.WP is L2's in the real register too: the shadow's
-			 * read-only leaves mean what L2's entries mean. */
-			shadow_mode.wp = (v & CR0_WP) != 0;
-			VMW(GUEST_CR0, (vmr(GUEST_CR0) & ~CR0_WP) | (v & CR0_WP));
+		if (cr == 0 && l2mem->cr0_write) {
+			/* Owned bits the strategy lets through (paging=shadow: WP). */
+			const char *why = l2mem->cr0_write(v, &live);
+			if (why)
+				return stop(why);
 		}
+		VMW(guest, (vmr(guest) & mask & ~live) | (v & (~mask | live)));
 	} else if (cr == 0 && type == 2) {
 		VMW(CR0_READ_SHADOW, vmr(CR0_READ_SHADOW) & ~(uint64_t)CR0_TS);
 	} else if (cr == 0 && type == 3) {
@@ -935,8 +928,8 @@ static int dispatch(void)
 	case EXIT_REASON_EPT_VIOLATION:
 		return handle_ept_violation();
 	case EXIT_REASON_EXCEPTION: {
-		if (cfg.shadow && (vmr(EXIT_INTR_INFO) & 0xff) == 14 && !(cfg.exceptions & (1u << 14)))
-			return handle_shadow_page_fault();
+		if (l2mem->page_fault && (vmr(EXIT_INTR_INFO) & 0xff) == 14 && !(cfg.exceptions & (1u << 14)))
+			return handle_paging_fault();
 		/* An intercepted exception (SDM 27.2.2): log it and deliver it to L2
 		 * after all, through VM-entry event injection (SDM 26.6). */
 		uint64_t info = vmr(EXIT_INTR_INFO), code = vmr(EXIT_INTR_ERRCODE);
@@ -998,8 +991,8 @@ static int dispatch(void)
 	case EXIT_REASON_CR_ACCESS:
 		return handle_cr_access();
 	case EXIT_REASON_INVLPG:
-		if (cfg.shadow)
-			shadow_invlpg(vmr(EXIT_QUALIFICATION));
+		if (l2mem->invlpg)
+			l2mem->invlpg(vmr(EXIT_QUALIFICATION));
 		skip_instruction(exit_insn_len(3));
 		return 0;
 	case EXIT_REASON_INVD:		/* unconditional (SDM 26.1.2): caches stay */
@@ -1130,14 +1123,8 @@ void exit_report(void)
 	if (vmx_insns)
 		printf("turtle: L2's VMX instructions, answered with #UD: %llu\n", (unsigned long long)vmx_insns);
 	vapic_report();
-	if (cfg.shadow) {
-		const struct shadow_stats *st = &shadow_stats;
-		printf("turtle: shadow paging: hidden faults %llu, L2's own faults %llu, outside L2 RAM %llu, INVLPG %llu; "
-		       "roots built %llu, reused %llu (leaves dropped at resync %llu), pool flushes %llu, pool pages %u\n",
-		       (unsigned long long)st->hidden_faults, (unsigned long long)st->guest_faults, (unsigned long long)st->outside,
-		       (unsigned long long)st->invlpgs, (unsigned long long)st->roots_built, (unsigned long long)st->root_hits,
-		       (unsigned long long)st->resync_drops, (unsigned long long)st->pool_flushes, shadow_pool_used());
-	}
+	if (l2mem->report)
+		l2mem->report();
 	if (vectored_exits)
 		printf("turtle: exits during event delivery, event re-injected: %llu\n",
 		       (unsigned long long)vectored_exits);

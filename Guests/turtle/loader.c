@@ -102,8 +102,7 @@ static bool load_segment(const uint8_t *img, uint64_t len, uint64_t offset, uint
 		fail("L2 image: segment at 0x%llx lies outside the file", (unsigned long long)paddr);
 		return false;
 	}
-	uint8_t *dst = l2_ptr(paddr, memsz);
-	if (!dst) {
+	if (paddr > cfg.l2mem || memsz > cfg.l2mem - paddr) {
 		fail("L2 image: segment [0x%llx, 0x%llx) is outside L2 memory [0, 0x%llx)",
 		     (unsigned long long)paddr, (unsigned long long)(paddr + memsz),
 		     (unsigned long long)cfg.l2mem);
@@ -115,8 +114,8 @@ static bool load_segment(const uint8_t *img, uint64_t len, uint64_t offset, uint
 		     (unsigned long long)MBI_ADDR);
 		return false;
 	}
-	fast_copy(dst, img + offset, filesz);
-	fast_zero(dst + filesz, memsz - filesz);
+	l2_copy_in(paddr, img + offset, filesz);		/* in L2 RAM: checked above */
+	l2_fill(paddr + filesz, 0, memsz - filesz);
 	if (paddr < out->lo)
 		out->lo = paddr;
 	if (paddr + memsz > out->hi)
@@ -215,8 +214,7 @@ bool l2_code_intact(void)
 		const struct elf32_phdr *ph = (const void *)(loaded_img + eh->phoff + i * eh->phentsize);
 		if (ph->type != PT_LOAD || !(ph->flags & 1) || !ph->filesz)	/* PF_X */
 			continue;
-		const uint8_t *mem = l2_ptr(ph->paddr, ph->filesz);
-		if (!mem || memcmp(mem, loaded_img + ph->offset, ph->filesz))
+		if (!l2_equal(ph->paddr, loaded_img + ph->offset, ph->filesz))
 			return false;
 	}
 	return true;

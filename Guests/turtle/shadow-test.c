@@ -26,9 +26,8 @@
 static uint8_t *l2;
 static unsigned failures, tests;
 
-void *shadow_l2_ptr(uint64_t gpa, uint64_t len) { return gpa + len <= L2_SIZE ? l2 + gpa : 0; }
-uint64_t shadow_l2_base(void) { return (uint64_t)(uintptr_t)l2; }
-uint64_t shadow_l2_size(void) { return L2_SIZE; }
+/* The p2m (p2m.c) over the fake memory: flat, at l2. */
+static uint64_t shadow_l2_base(void) { return (uint64_t)(uintptr_t)l2; }
 
 static void check(int ok, const char *what)
 {
@@ -37,7 +36,8 @@ static void check(int ok, const char *what)
 	printf("%s: %s\n", ok ? "PASS" : "FAIL", what);
 }
 
-static uint64_t *entry(uint64_t table_gpa, int index) { return (uint64_t *)(l2 + table_gpa) + index; }
+/* An entry of the L2 table at table_gpa, through the p2m. */
+static uint64_t *entry(uint64_t table_gpa, int index) { return l2_ptr(table_gpa + 8ull * index, 8); }
 
 /* The shadow leaf for lin in the active root, or 0. */
 static uint64_t shadow_leaf(uint64_t lin)
@@ -62,6 +62,7 @@ int main(void)
 {
 	l2 = aligned_alloc(4096, L2_SIZE);
 	memset(l2, 0, L2_SIZE);
+	p2m = (struct p2m){ .base = (uint64_t)(uintptr_t)l2, .size = L2_SIZE };
 	shadow_reset();
 	shadow_mode = (struct shadow_mode){ .wp = true, .nxe = true };
 
@@ -153,6 +154,27 @@ int main(void)
 	      "a root larger than the pool fills it, after dropping every other shadow");
 	check(shadow_fault(2047ull << 21, 0, &f) == SHADOW_FIXED && shadow_leaf(2047ull << 21),
 	      "a fault beyond it is still fixed, in a pool started again");
+
+	/* The scattered p2m: pages swapped pairwise, reached page by page. */
+	p2m.scatter = true;
+	memset(l2, 0, L2_SIZE);
+	uint8_t pattern[3 * 4096];
+	for (unsigned i = 0; i < sizeof(pattern); i++)
+		pattern[i] = (uint8_t)(i * 7 + 1);
+	check(l2_copy_in(0x10800, pattern, sizeof(pattern)) && l2_equal(0x10800, pattern, sizeof(pattern)) &&
+	      l2[0x11000 + 0x800] == pattern[0] && l2[0x10000] == pattern[0x800],
+	      "p2m=scatter: a copy across pages lands on the swapped pages and reads back");
+	check(!l2_ptr(0x10ff0, 0x20) && l2_ptr(0x10000, 4096) == l2 + 0x11000 && !l2_fill(L2_SIZE - 8, 0, 16) &&
+	      !l2_ptr(L2_SIZE, 1),
+	      "p2m=scatter: no pointer across a page boundary or past L2 RAM");
+	struct l2mem_needs need;
+	check(!l2mem_shadow.setup(&(struct l2mem_params){ .size = L2_SIZE }, &need) && need.guest_cr3 == shadow_root_now() &&
+	      need.pf_exits && need.cr3_exits && need.invlpg_exits && !need.ept,
+	      "paging=shadow's set-up asks for the #PF, CR3 and INVLPG exits and starts on a root");
+	check((shadow_leaf(0x5000) & ADDR) == shadow_l2_base() + 0x4000 && (shadow_leaf(0x6000) & ADDR) == shadow_l2_base() + 0x7000,
+	      "p2m=scatter: the shadow of L2's first identity map points at the swapped frames");
+	check(l2mem_shadow.cr3_read(need.guest_cr3) == L2_SIZE - 6 * 4096,
+	      "L2 reads its own CR3 (its first tables at the top of its RAM), not the shadow root");
 
 	printf("SUMMARY: %u tests, %u failures\n", tests, failures);
 	free(l2);

@@ -3,8 +3,8 @@
  * Turtles' terms, since L0 runs turtle itself on KVM's memory. turtle
  * virtualizes L2's MMU as a hypervisor without EPT does (docs/SHADOW.md).
  *
- * - The p2m: L2-physical [0, l2mem) is L1-physical [l2_base, +l2mem)
- *   (l2_ptr); nothing else is L2 memory.
+ * - The p2m (p2m.c, l2mem.h): L2-physical [0, l2mem) is L1 memory, flat
+ *   or scattered; nothing else is L2 memory.
  * - Shadow page tables, 4-level (SDM Vol. 3A 4.5), map L2-linear to
  *   L1-physical with 4 KiB leaves; GUEST_CR3 holds the shadow root of L2's
  *   current address space, and turtle keeps L2's own CR3.
@@ -27,9 +27,12 @@
  *
  * Only 4-level paging of a 64-bit L2 (CR4.PAE, EFER.LMA). This file uses
  * nothing of VMX: turtle passes the guest's paging state, and the host
- * test (shadow-test.c) runs it against a fake L2 memory.
+ * test (shadow-test.c) runs it against a fake L2 memory. Its end is the
+ * paging=shadow strategy (l2mem.h) that turtle's exits call.
  */
 #include "shadow.h"
+
+int printf(const char *fmt, ...);
 
 #define PTE_P		(1ull << 0)
 #define PTE_RW		(1ull << 1)
@@ -121,7 +124,7 @@ struct walk {
 static uint64_t *guest_entry(uint64_t table, uint64_t lin, int level)
 {
 	int shift = 12 + 9 * (level - 1);
-	return shadow_l2_ptr((table & ADDR_MASK) + ((lin >> shift) & 511) * 8, 8);
+	return l2_ptr((table & ADDR_MASK) + ((lin >> shift) & 511) * 8, 8);
 }
 
 static bool allowed(const struct walk *w, uint32_t access)
@@ -191,7 +194,7 @@ static uint64_t *leaf_of(uint64_t *root, uint64_t lin, bool make)
 
 static uint64_t shadow_leaf(const struct walk *w)
 {
-	uint64_t e = (shadow_l2_base() + (w->gpa & ADDR_MASK)) | PTE_P | PTE_A | PTE_D;
+	uint64_t e = l2_to_l1(w->gpa & ADDR_MASK) | PTE_P | PTE_A | PTE_D;
 	if (w->rw)
 		e |= PTE_RW;
 	if (w->us)
@@ -248,7 +251,7 @@ static void resync(struct shadow_root *r)
 						lin |= 0xffff000000000000ull;
 					struct walk w;
 					walk(r->guest_cr3, lin, 0, false, &w);
-					if (!w.present || w.gpa >= shadow_l2_size() || shadow_leaf(&w) != pt[i1]) {
+					if (!w.present || w.gpa >= p2m.size || shadow_leaf(&w) != pt[i1]) {
 						pt[i1] = 0;
 						shadow_stats.resync_drops++;
 					}
@@ -263,7 +266,7 @@ static void resync(struct shadow_root *r)
  * level-`level` table at L2-physical `table` covers linear `base`. */
 static bool populate_table(struct shadow_root *r, uint64_t table, int level, uint64_t base, struct walk rights)
 {
-	uint64_t *t = shadow_l2_ptr(table & ADDR_MASK, 4096);
+	uint64_t *t = l2_ptr(table & ADDR_MASK, 4096);
 	if (!t)
 		return true;
 	if (r->nsnaps < SHADOW_SNAPSHOTS) {
@@ -290,18 +293,20 @@ static bool populate_table(struct shadow_root *r, uint64_t table, int level, uin
 		if (level == 1 || ((level == 2 || level == 3) && (e & PTE_PS))) {
 			uint64_t size = 1ull << shift, frame = e & ADDR_MASK & ~(size - 1);
 			/* 512 leaves at a time: one shadow PT per 2 MiB. */
-			for (uint64_t off = 0; off < size && frame + off < shadow_l2_size(); off += 512 * 4096) {
+			for (uint64_t off = 0; off < size && frame + off < p2m.size; off += 512 * 4096) {
 				uint64_t *leaf = leaf_of(r->pml4, lin + off, true);
 				if (!leaf)
 					return false;
 				w.present = true;
 				w.gpa = frame + off;
-				uint64_t first = shadow_leaf(&w);
+				/* The same rights for each page; the frame of each from
+				 * the p2m, which need not be contiguous (p2m=scatter). */
+				uint64_t rights_bits = shadow_leaf(&w) & ~ADDR_MASK;
 				uint64_t pages = size == 4096 ? 1 : 512;
-				for (uint64_t k = 0; k < pages && frame + off + k * 4096 < shadow_l2_size(); k++)
-					leaf[k] = first + k * 4096;
+				for (uint64_t k = 0; k < pages && frame + off + k * 4096 < p2m.size; k++)
+					leaf[k] = rights_bits | l2_to_l1(frame + off + k * 4096);
 			}
-			if (level > 1 && frame < shadow_l2_size()) {
+			if (level > 1 && frame < p2m.size) {
 				uint64_t *pdpt = (uint64_t *)(uintptr_t)(r->pml4[(lin >> 39) & 511] & ADDR_MASK);
 				uint64_t *up = level == 3 ? &pdpt[(lin >> 30) & 511]
 					: &((uint64_t *)(uintptr_t)(pdpt[(lin >> 30) & 511] & ADDR_MASK))[(lin >> 21) & 511];
@@ -340,7 +345,7 @@ uint64_t shadow_activate(uint64_t guest_cr3)
 		 * context switch). A changed one: build the root again. */
 		bool same = true;
 		for (unsigned i = 0; i < r->nsnaps && same; i++) {
-			const uint64_t *now = shadow_l2_ptr(r->snaps[i].gpa, 4096);
+			const uint64_t *now = l2_ptr(r->snaps[i].gpa, 4096);
 			same = now && same_page(now, r->snaps[i].copy);
 		}
 		shadow_stats.root_hits++;
@@ -388,7 +393,7 @@ enum shadow_result shadow_fault(uint64_t lin, uint32_t access, struct shadow_fau
 		shadow_stats.guest_faults++;
 		return SHADOW_GUEST_FAULT;
 	}
-	if (w.gpa >= shadow_l2_size()) {
+	if (w.gpa >= p2m.size) {
 		shadow_stats.outside++;
 		return SHADOW_OUTSIDE;
 	}
@@ -424,7 +429,7 @@ static void resnap(uint64_t lin)
 {
 	uint64_t table = current->guest_cr3;
 	for (int level = 4; level >= 1; level--) {
-		uint64_t gpa = table & ADDR_MASK, *t = shadow_l2_ptr(gpa, 4096);
+		uint64_t gpa = table & ADDR_MASK, *t = l2_ptr(gpa, 4096);
 		if (!t)
 			return;
 		for (unsigned i = 0; i < current->nsnaps; i++)
@@ -450,7 +455,7 @@ static void refresh(uint64_t lin, uint64_t size)
 		if (span > size - off)
 			span = size - off;
 		for (uint64_t k = 0; k < span; k += 4096) {
-			bool mapped = w.present && w.gpa + k < shadow_l2_size();
+			bool mapped = w.present && w.gpa + k < p2m.size;
 			uint64_t *leaf = leaf_of(current->pml4, lin + off + k, mapped);
 			if (!leaf)
 				continue;
@@ -496,3 +501,93 @@ unsigned shadow_pool_used(void)
 {
 	return pool_used;
 }
+
+/* ---- paging=shadow, the strategy (l2mem.h) ---- */
+
+static uint64_t l2_cr3;		/* L2's own CR3; GUEST_CR3 holds its shadow root */
+
+/* L2's first page tables, at the top of its RAM: an identity map of
+ * [0, 4 GiB) with 2 MiB pages (PML4, PDPT, four PDs). */
+static uint64_t initial_tables(void)
+{
+	uint64_t top = p2m.size - 6 * 4096;
+	for (uint64_t page = 0; page < 6; page++)
+		if (!l2_fill(top + page * 4096, 0, 4096))
+			return 0;
+	*(uint64_t *)l2_ptr(top, 8) = (top + 4096) | PTE_P | PTE_RW;
+	for (uint64_t g = 0; g < 4; g++) {
+		*(uint64_t *)l2_ptr(top + 4096 + g * 8, 8) = (top + (2 + g) * 4096) | PTE_P | PTE_RW;
+		uint64_t *pd = l2_ptr(top + (2 + g) * 4096, 4096);
+		for (uint64_t i = 0; i < 512; i++)
+			pd[i] = ((g << 30) + (i << 21)) | PTE_P | PTE_RW | PTE_PS;
+	}
+	return top;
+}
+
+static const char *setup(const struct l2mem_params *p, struct l2mem_needs *out)
+{
+	(void)p;
+	if (p2m.size < 8 * 4096)
+		return "paging=shadow: L2 memory too small for its first page tables";
+	shadow_reset();
+	l2_cr3 = initial_tables();
+	*out = (struct l2mem_needs){ .cr3_exits = true, .invlpg_exits = true, .pf_exits = true,
+				     .owns_paging_bits = true, .guest_cr3 = shadow_activate(l2_cr3) };
+	return 0;
+}
+
+static uint64_t cr3_load(uint64_t value)
+{
+	l2_cr3 = value;
+	return shadow_activate(value);
+}
+
+static uint64_t cr3_read(uint64_t guest_cr3)
+{
+	(void)guest_cr3;
+	return l2_cr3;
+}
+
+/* CR0.WP is L2's in the real register too, so that the shadow's read-only
+ * leaves mean what L2's entries mean; paging off is not shadowed. */
+static const char *cr0_write(uint64_t value, uint64_t *live)
+{
+	if (!(value & (1ull << 31)))
+		return "paging=shadow: L2 turned paging off, which turtle does not shadow";
+	shadow_mode.wp = (value & (1ull << 16)) != 0;
+	*live = 1ull << 16;
+	return 0;
+}
+
+static enum l2mem_fault page_fault(uint64_t lin, uint32_t error_code, bool nxe, struct l2mem_fault_info *out)
+{
+	struct shadow_fault_info f;
+	shadow_mode.nxe = nxe;
+	switch (shadow_fault(lin, error_code & (PF_W | PF_U | PF_I), &f)) {
+	case SHADOW_FIXED:
+		return L2MEM_FIXED;
+	case SHADOW_GUEST_FAULT:
+		out->error_code = f.error_code;
+		return L2MEM_INJECT;
+	case SHADOW_OUTSIDE:
+		out->gpa = f.gpa;
+		return L2MEM_OUTSIDE;
+	default:
+		return L2MEM_STOP;
+	}
+}
+
+static void report(void)
+{
+	const struct shadow_stats *st = &shadow_stats;
+	printf("turtle: shadow paging: hidden faults %llu, L2's own faults %llu, outside L2 RAM %llu, INVLPG %llu; "
+	       "roots built %llu, reused %llu (leaves dropped at resync %llu), pool flushes %llu, pool pages %u\n",
+	       (unsigned long long)st->hidden_faults, (unsigned long long)st->guest_faults, (unsigned long long)st->outside,
+	       (unsigned long long)st->invlpgs, (unsigned long long)st->roots_built, (unsigned long long)st->root_hits,
+	       (unsigned long long)st->resync_drops, (unsigned long long)st->pool_flushes, shadow_pool_used());
+}
+
+const struct l2mem_strategy l2mem_shadow = {
+	.name = "shadow", .own_region = true, .setup = setup, .cr3_load = cr3_load, .cr3_read = cr3_read,
+	.cr0_write = cr0_write, .invlpg = shadow_invlpg, .page_fault = page_fault, .report = report,
+};

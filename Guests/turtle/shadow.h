@@ -9,20 +9,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "l2mem.h"
+
 #define SHADOW_POOL_PAGES	2048	/* 8 MiB of shadow page tables */
 #define SHADOW_ROOTS		8	/* cached address spaces */
 #define SHADOW_SNAPSHOTS	16	/* L2 table pages a root keeps copies of */
 
-/* Page-fault error code bits (SDM Vol. 3A 4.7). */
-#define PF_P	(1u << 0)
-#define PF_W	(1u << 1)
-#define PF_U	(1u << 2)
-#define PF_I	(1u << 4)
-
-/* What the user of shadow.c provides: the p2m. */
-void *shadow_l2_ptr(uint64_t gpa, uint64_t len);	/* L2-physical -> pointer, 0 outside L2 RAM */
-uint64_t shadow_l2_base(void);			/* L1-physical address of L2-physical 0 */
-uint64_t shadow_l2_size(void);			/* bytes of L2 RAM */
+/* L2's memory is the p2m's (l2mem.h, p2m.c). */
 
 /* L2's paging state that decides rights (CR0.WP, EFER.NXE). */
 struct shadow_mode {

@@ -272,6 +272,7 @@ extern uint64_t l2_gprs[16];
 struct turtle_config {
 	bool ept;
 	bool shadow;			/* paging=shadow: turtle shadows L2's page tables (shadow.c) */
+	bool scatter;			/* p2m=scatter (p2m.c) */
 	bool io_all;
 	bool prefix;			/* "[L2] " at the start of L2 output lines */
 	bool msrlists;			/* exercise the VM-entry/exit MSR lists */
@@ -301,8 +302,9 @@ extern struct turtle_config cfg;
  * with EPT or shadow paging it gets turtle's APIC for L2 (vapic.c). */
 static inline bool l2_uses_turtles_apic(void) { return !cfg.ept && !cfg.shadow; }
 
-/* L2 memory: L2-physical [0, l2mem) is backed by L1-physical [l2_base, +l2mem). */
-extern uint64_t l2_base;
+/* L2 memory: the p2m and the paging strategy turtle.c chose (l2mem.h). */
+#include "l2mem.h"
+extern const struct l2mem_strategy *l2mem;
 
 /* entry.S */
 extern char turtle_vmexit[];
@@ -320,8 +322,6 @@ bool vmw_named(uint32_t field, uint64_t value, const char *name);
 #define VMW(field, value)	vmw_named(field, value, #field)
 extern int setup_failures;
 __attribute__((format(printf, 1, 2))) void fail(const char *fmt, ...);
-/* Host pointer for L2-physical [gpa, gpa+len), or NULL if not L2 RAM. */
-void *l2_ptr(uint64_t gpa, uint64_t len);
 
 /* gdt.c: turtle's own GDT with a 64-bit TSS (the host TR must be non-null). */
 #define TURTLE_CS	0x08
@@ -344,23 +344,12 @@ bool l2_load(const uint8_t *img, uint64_t len, const char *cmdline, struct l2_im
 /* L2's executable segments in L2 memory still equal the image's bytes. */
 bool l2_code_intact(void);
 
-/* shadow.c, through turtle/shadow.h; exit.c keeps L2's own CR3 */
-#include "shadow.h"
-extern uint64_t l2_guest_cr3;
-/* paging=shadow: L2's first page tables, an identity map of [0, 4 GiB) with
- * 2 MiB pages at the top of L2 RAM; returns their L2-physical address. */
-uint64_t shadow_initial_tables(void);
-
-/* ept.c */
-bool ept_build(uint64_t *eptp_out);
-void ept_report_ad(void);
-
 /* vmcs.c */
 extern uint32_t pin_ctl, proc_ctl, sec_ctl, exit_ctl, entry_ctl;	/* as written to the VMCS */
 bool primary_control_allowed(uint32_t bit);
 extern bool preempt_allowed;		/* the preemption timer may be switched on */
 bool vmx_enable(void);
-bool vmcs_setup(const struct l2_image *img, uint64_t eptp);
+bool vmcs_setup(const struct l2_image *img, const struct l2mem_needs *need);
 void vmx_disable(void);
 const char *vm_instruction_error_name(uint64_t err);
 

@@ -211,25 +211,7 @@ static uint64_t fixed_bits(uint64_t value, uint32_t fixed0_msr, uint32_t fixed1_
 	return (value | f0) & f1;
 }
 
-/* 4-level paging (SDM Vol. 3A 4.5) mapping L2-linear [0, 4 GiB) onto the
- * same L2-physical addresses with 2 MiB pages, the top GiB (MMIO)
- * uncacheable: where an ept=off L2 starts, until it loads its own CR3. */
-static uint64_t id_pml4[512] __attribute__((aligned(4096)));
-static uint64_t id_pdpt[512] __attribute__((aligned(4096)));
-static uint64_t id_pd[4][512] __attribute__((aligned(4096)));
-
-static uint64_t l2_identity_map(void)
-{
-	for (int g = 0; g < 4; g++) {
-		id_pdpt[g] = (uintptr_t)id_pd[g] | 3;				/* P, RW */
-		for (int i = 0; i < 512; i++)
-			id_pd[g][i] = (((uint64_t)g << 30) + ((uint64_t)i << 21)) | 0x83 | (g == 3 ? 0x18 : 0);	/* P, RW, PS [, PWT, PCD] */
-	}
-	id_pml4[0] = (uintptr_t)id_pdpt | 3;
-	return (uintptr_t)id_pml4;
-}
-
-bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
+bool vmcs_setup(const struct l2_image *img, const struct l2mem_needs *need)
 {
 	bool truectl = (vmx_basic & BASIC_TRUE_CTLS) != 0;
 	int before = setup_failures;
@@ -244,8 +226,8 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	uint32_t proc_want = (cfg.hlt_wait ? 0 : PROC_HLT_EXITING) | PROC_MSR_BITMAPS | PROC_SECONDARY |
 			     (cfg.io_all ? PROC_UNCOND_IO : PROC_IO_BITMAPS) |
 			     (cfg.intercept_rdtsc ? PROC_RDTSC_EXITING : 0) | (cfg.tsc_offset ? PROC_TSC_OFFSETTING : 0) |
-			     (cfg.intercept_cr3 || cfg.shadow ? PROC_CR3_LOAD_EXITING | PROC_CR3_STORE_EXITING : 0) |
-			     (cfg.intercept_invlpg || cfg.shadow ? PROC_INVLPG_EXITING : 0) | (cfg.intercept_dr ? PROC_MOV_DR_EXITING : 0) |
+			     (cfg.intercept_cr3 || need->cr3_exits ? PROC_CR3_LOAD_EXITING | PROC_CR3_STORE_EXITING : 0) |
+			     (cfg.intercept_invlpg || need->invlpg_exits ? PROC_INVLPG_EXITING : 0) | (cfg.intercept_dr ? PROC_MOV_DR_EXITING : 0) |
 			     (cfg.intercept_cr8 ? PROC_CR8_LOAD_EXITING | PROC_CR8_STORE_EXITING : 0) |
 			     (cfg.intercept_pause ? PROC_PAUSE_EXITING : 0) | (cfg.intercept_rdpmc ? PROC_RDPMC_EXITING : 0) |
 			     (cfg.intercept_mwait ? PROC_MONITOR_EXITING | PROC_MWAIT_EXITING : 0);
@@ -263,14 +245,14 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	if (b7 & (1u << 10))
 		enable |= SEC_ENABLE_INVPCID;
 	sec_ctl = control("secondary", MSR_IA32_VMX_PROCBASED_CTLS2,
-			  (cfg.ept ? SEC_ENABLE_EPT | SEC_UNRESTRICTED_GUEST : 0) | (cfg.intercept_wbinvd ? SEC_WBINVD_EXITING : 0) |
+			  (need->ept ? SEC_ENABLE_EPT | SEC_UNRESTRICTED_GUEST : 0) | (cfg.intercept_wbinvd ? SEC_WBINVD_EXITING : 0) |
 			  (cfg.intercept_rdrand ? SEC_RDRAND_EXITING | SEC_RDSEED_EXITING : 0) |
 			  (cfg.intercept_desc ? SEC_DESC_TABLE_EXITING : 0), enable);
 	exit_ctl = control("exit", truectl ? MSR_IA32_VMX_TRUE_EXIT_CTLS : MSR_IA32_VMX_EXIT_CTLS,
 			   EXIT_HOST_ADDR_SPACE | EXIT_ACK_INTERRUPT, EXIT_SAVE_EFER | EXIT_LOAD_EFER);
 	entry_ctl = control("entry", truectl ? MSR_IA32_VMX_TRUE_ENTRY_CTLS : MSR_IA32_VMX_ENTRY_CTLS,
-			    cfg.ept ? 0 : ENTRY_IA32E_GUEST, ENTRY_LOAD_EFER);
-	if (cfg.ept && (entry_ctl & ENTRY_IA32E_GUEST))
+			    need->ept ? 0 : ENTRY_IA32E_GUEST, ENTRY_LOAD_EFER);
+	if (need->ept && (entry_ctl & ENTRY_IA32E_GUEST))
 		fail("entry controls force \"IA-32e mode guest\": a multiboot L2 starts in 32-bit mode");
 	if (setup_failures != before)
 		return false;
@@ -299,9 +281,10 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	VMW(ENTRY_EXCEPTION_ERRCODE, 0);
 	VMW(ENTRY_INSTRUCTION_LEN, 0);
 	VMW(TSC_OFFSET, cfg.tsc_offset);
-	/* paging=shadow owns the paging bits: CR0.PG and WP, CR4.PAE, PSE,
-	 * PGE, PCIDE, SMEP, SMAP (SDM 25.6.6); L2 reads its own from the shadows. */
-	if (cfg.shadow) {
+	/* A strategy that shadows L2's paging (paging=shadow) owns the paging
+	 * bits: CR0.PG and WP, CR4.PAE, PSE, PGE, PCIDE, SMEP, SMAP (SDM
+	 * 25.6.6); L2 reads its own from the read shadows. */
+	if (need->owns_paging_bits) {
 		cfg.cr0_mask |= CR0_PG | CR0_WP;
 		cfg.cr4_mask |= CR4_PAE | CR4_PSE | CR4_PGE | CR4_PCIDE | CR4_SMEP | CR4_SMAP;
 	}
@@ -325,7 +308,7 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 		VMW(MSR_BITMAP, (uintptr_t)msr_bitmap);
 	}
 	/* paging=shadow: every #PF exits (mask and match 0), hidden or L2's own. */
-	VMW(EXCEPTION_BITMAP, cfg.exceptions | (cfg.shadow ? 1u << 14 : 0));
+	VMW(EXCEPTION_BITMAP, cfg.exceptions | (need->pf_exits ? 1u << 14 : 0));
 	if (cfg.msrlists) {
 		msr_entry_load[0] = (struct msr_entry){ MSR_LIST_MSR, 0, MSR_LIST_L2_VALUE };
 		msr_exit_store[0] = (struct msr_entry){ MSR_LIST_MSR, 0, 0 };
@@ -340,7 +323,7 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 		VMW(EXIT_MSR_LOAD_COUNT, 1);
 	}
 	if (sec_ctl & SEC_ENABLE_EPT)
-		VMW(EPT_POINTER, eptp);
+		VMW(EPT_POINTER, need->eptp);
 	if (pin_ctl & PIN_PREEMPTION_TIMER)
 		VMW(PREEMPTION_TIMER_VALUE, cfg.preempt);
 
@@ -377,22 +360,19 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	 * Without EPT there is no unrestricted guest, so paging must be on:
 	 * L2 starts in 64-bit mode at its image's 64-bit entry instead, on an
 	 * identity map of the low 4 GiB (L2-physical is L1-physical). */
-	uint64_t cr0 = CR0_PE | CR0_ET | CR0_NE | (cfg.ept ? 0 : CR0_PG);
+	uint64_t cr0 = CR0_PE | CR0_ET | CR0_NE | (need->ept ? 0 : CR0_PG);
 	if (sec_ctl & SEC_UNRESTRICTED_GUEST)
 		cr0 = fixed_bits(cr0, MSR_IA32_VMX_CR0_FIXED0, MSR_IA32_VMX_CR0_FIXED1, CR0_PE | CR0_PG);
 	else
 		cr0 = fixed_bits(cr0, MSR_IA32_VMX_CR0_FIXED0, MSR_IA32_VMX_CR0_FIXED1, 0);
-	uint64_t cr4 = fixed_bits(cfg.ept ? 0 : CR4_PAE, MSR_IA32_VMX_CR4_FIXED0, MSR_IA32_VMX_CR4_FIXED1, 0);
-	uint64_t rip = cfg.ept ? img->entry : img->entry64;
+	uint64_t cr4 = fixed_bits(need->ept ? 0 : CR4_PAE, MSR_IA32_VMX_CR4_FIXED0, MSR_IA32_VMX_CR4_FIXED1, 0);
+	uint64_t rip = need->ept ? img->entry : img->entry64;
 	VMW(GUEST_CR0, cr0);
 	VMW(CR0_READ_SHADOW, cr0);
-	if (cfg.shadow) {
-		l2_guest_cr3 = shadow_initial_tables();
-		shadow_mode = (struct shadow_mode){ .wp = (cr0 & CR0_WP) != 0, .nxe = false };
-		VMW(GUEST_CR3, shadow_activate(l2_guest_cr3));
-	} else {
-		VMW(GUEST_CR3, cfg.ept ? 0 : l2_identity_map());
-	}
+	uint64_t live;
+	if (l2mem->cr0_write && l2mem->cr0_write(cr0, &live))
+		fail("paging=%s cannot start L2 with CR0 0x%llx", l2mem->name, (unsigned long long)cr0);
+	VMW(GUEST_CR3, need->ept ? 0 : need->guest_cr3);
 	VMW(GUEST_CR4, cr4);
 	VMW(CR4_READ_SHADOW, cr4);
 	VMW(GUEST_DR7, 0x400);
@@ -405,7 +385,7 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	VMW(GUEST_CS_BASE, 0);
 	VMW(GUEST_CS_LIMIT, 0xffffffff);
 	/* Code exec/read accessed, S, P, G; D/B for 32-bit code, L for 64-bit. */
-	VMW(GUEST_CS_AR, cfg.ept ? 0xc09b : 0xa09b);
+	VMW(GUEST_CS_AR, need->ept ? 0xc09b : 0xa09b);
 	/* Flat 4 GiB data segments, selector 0x18 (read/write accessed, S, P, D/B, G). */
 #define DATA_SEG(S)	do { VMW(GUEST_##S##_SEL, 0x18); VMW(GUEST_##S##_BASE, 0); \
 			     VMW(GUEST_##S##_LIMIT, 0xffffffff); VMW(GUEST_##S##_AR, 0xc093); } while (0)
@@ -436,7 +416,7 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	VMW(GUEST_PENDING_DBG, 0);
 	VMW(VMCS_LINK_POINTER, ~0ull);
 	VMW(GUEST_IA32_PAT, 0x0007040600070406ull);	/* the power-up PAT */
-	VMW(GUEST_IA32_EFER, cfg.ept ? 0 : EFER_LME | EFER_LMA);
+	VMW(GUEST_IA32_EFER, need->ept ? 0 : EFER_LME | EFER_LMA);
 	VMW(GUEST_PDPTE0, 0);
 	VMW(GUEST_PDPTE1, 0);
 	VMW(GUEST_PDPTE2, 0);
@@ -451,7 +431,7 @@ bool vmcs_setup(const struct l2_image *img, uint64_t eptp)
 	/* Drop any cached translations for this EPTP (SDM 29.4.3.1). */
 	if (sec_ctl & SEC_ENABLE_EPT) {
 		uint64_t cap = rdmsr(MSR_IA32_VMX_EPT_VPID_CAP);
-		struct inv_descriptor desc = { eptp, 0 };
+		struct inv_descriptor desc = { need->eptp, 0 };
 		if (cap & (1ull << 20)) {
 			uint64_t type = (cap & (1ull << 25)) ? 1 : 2;
 			vmx_ok(type == 1 ? "INVEPT single-context" : "INVEPT all-context", invept(type, &desc));
