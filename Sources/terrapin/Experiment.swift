@@ -17,11 +17,12 @@ struct Experiment: ParsableCommand {
 struct PagingExperimentCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "paging",
-        abstract: "Compare paging strategies: turtle's paging=ept (with L0's lazy and eager EPT02), shadow and identity.",
+        abstract: "Compare paging strategies: turtle's paging=ept, shadow and identity, and L0's lazy and eager EPT02.",
         discussion: """
             Runs mm-storm, ctx-storm (2, 8 and 64 address spaces), page-touch, pio-storm and compute as L2 \
-            under turtle in each paging mode (EPT-on-EPT twice: with L0's lazy and eager EPT02 build policy, \
-            terrapin run --ept02), the modes and workloads interleaved in every round. Each guest times its \
+            under turtle in each paging mode, and with EPT over turtle's scattered p2m (p2m=scatter, a \
+            fragmented EPT12) under L0's lazy and eager EPT02 build policies (terrapin run --ept02), the modes \
+            and workloads interleaved in every round. Each guest times its \
             own operations with RDTSC. Prints the TSC cycles per operation (median and a 95% bootstrap \
             interval over the rounds), the ratios shadow / ept and eager / lazy with their intervals, the \
             exits and EPT02 faults per operation from the traces, and writes \
@@ -65,7 +66,7 @@ struct PagingExperimentCommand: ParsableCommand {
                     let trace = "\(out)/\(workload.guest)-\(w)-\(mode)-\(round).trc"
                     let (status, output) = try spawn([selfPath(), "run", "\(guests)/turtle.elf", "--memory", "256M"]
                                                       + PagingExperiment.monitorOptions(mode)
-                                                      + ["--append", "paging=\(PagingExperiment.turtlePaging(mode)) prefix=off",
+                                                      + ["--append", "\(PagingExperiment.turtleOptions(mode)) prefix=off",
                                                          "--module", "\(guests)/\(workload.guest).elf \(workload.arguments)",
                                                          "--trace", trace], output: "\(out)/last-run.out")
                     guard status == 1 else {

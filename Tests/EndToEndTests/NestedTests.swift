@@ -9,8 +9,9 @@ final class NestedTests: XCTestCase {
 
     /// Runs turtle with `l2` and its `args` as L2, and `turtleArgs` on
     /// turtle's own command line.
-    private func runTurtle(_ l2: String, _ args: String = "", turtleArgs: String = "", trace: String? = nil) throws -> Harness.Result {
-        var argv = ["run", Harness.guest("turtle"), "--memory", "256M", "--module", "\(Harness.guest(l2)) \(args)"]
+    private func runTurtle(_ l2: String, _ args: String = "", turtleArgs: String = "", trace: String? = nil,
+                           monitorArgs: [String] = []) throws -> Harness.Result {
+        var argv = ["run", Harness.guest("turtle"), "--memory", "256M", "--module", "\(Harness.guest(l2)) \(args)"] + monitorArgs
         if let trace { argv += ["--trace", trace] }
         if !turtleArgs.isEmpty { argv += ["--append", turtleArgs] }
         return try Harness.terrapin(argv)
@@ -18,10 +19,10 @@ final class NestedTests: XCTestCase {
 
     /// Runs `l2` under turtle; asserts L2 passed and turtle passed its status on.
     @discardableResult
-    private func turtle(_ l2: String, _ args: String = "", turtleArgs: String = "", file: StaticString = #filePath,
-                        line: UInt = #line) throws -> (Harness.Result, TraceReader) {
+    private func turtle(_ l2: String, _ args: String = "", turtleArgs: String = "", monitorArgs: [String] = [],
+                        file: StaticString = #filePath, line: UInt = #line) throws -> (Harness.Result, TraceReader) {
         let trace = Harness.temporaryPath("turtle-\(l2).trc")
-        let r = try runTurtle(l2, args, turtleArgs: turtleArgs, trace: trace)
+        let r = try runTurtle(l2, args, turtleArgs: turtleArgs, trace: trace, monitorArgs: monitorArgs)
         XCTAssertEqual(r.status, 1, "stdout:\n\(r.stdout)\nstderr:\n\(r.stderr)", file: file, line: line)
         XCTAssertTrue(r.stdout.contains("[L2] SUMMARY:"), r.stdout, file: file, line: line)
         XCTAssertFalse(r.stdout.contains("FAIL"), r.stdout, file: file, line: line)
@@ -430,6 +431,29 @@ final class NestedTests: XCTestCase {
                 XCTAssertTrue(r.stdout.contains("shadow paging: hidden faults 32, L2's own faults 32,"), r.stdout)
             }
         }
+    }
+
+    /// turtle's scattered p2m (docs/SHADOW.md): L2's pages swapped pairwise
+    /// in L1. Shadow paging points its leaves at the swapped frames; under
+    /// EPT it is a fragmented EPT12 of 4 KiB leaves, which L0's lazy policy
+    /// builds by fault, a 2 MiB region at a time (docs/ARCHITECTURE.md).
+    func testAScatteredP2MRunsUnderShadowPagingAndEPT() throws {
+        let (shadow, _) = try turtle("mm-storm", "16", turtleArgs: "paging=shadow p2m=scatter")
+        XCTAssertTrue(shadow.stdout.contains("pages swapped pairwise"), shadow.stdout)
+        XCTAssertTrue(shadow.stdout.contains("shadow paging: hidden faults 32, L2's own faults 32,"), shadow.stdout)
+        // 1000 pages (4 MiB) touched: lazy faults a region at a time, eager built them all at entry.
+        var faults: [String: Int] = [:]
+        for policy in ["lazy", "eager"] {
+            let (ept, trace) = try turtle("page-touch", "1000", turtleArgs: "paging=ept p2m=scatter", monitorArgs: ["--ept02", policy])
+            XCTAssertTrue(ept.stdout.contains("with 4096 4 KiB (scattered) pages"), ept.stdout)
+            faults[policy] = trace.filter { $0.level == 2 && $0.flags.contains(.ept02Fault) }.count
+        }
+        XCTAssertGreaterThanOrEqual(faults["lazy"] ?? 0, 2, "single-page runs cannot be coalesced")
+        XCTAssertEqual(faults["eager"], 0)
+        let bad = try runTurtle("hello", turtleArgs: "paging=identity p2m=scatter")
+        XCTAssertEqual(bad.status, 5, bad.stdout)
+        XCTAssertTrue(bad.stdout.contains("p2m=scatter needs paging=ept or shadow"), bad.stdout)
+        XCTAssertEqual(try runTurtle("hello", turtleArgs: "p2m=sideways").status, 5)
     }
 
     /// Shadow paging keeps L2 in its RAM: an access its tables map outside

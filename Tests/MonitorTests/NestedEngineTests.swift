@@ -258,9 +258,11 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(hv.l2.mmioReads.last, .max, "unbacked L1-physical space reads all ones")
     }
 
-    /// The eager EPT02 policy maps every run of EPT12 at the entry; the
-    /// lazy one only the run of L2's first fetch. Neither maps a page EPT12
-    /// does not, and with A/D flags in the EPTP eager stays lazy.
+    /// The eager EPT02 policy maps every run of EPT12 at the entry. The
+    /// lazy one maps the run of L2's first fetch; where EPT12 is fragmented
+    /// (single-page runs) also the rest of that 2 MiB region, and nothing
+    /// beyond it. Neither maps a page EPT12 does not, and with A/D flags in
+    /// the EPTP both map only what L2 touched.
     func testTheEagerPolicyBuildsAllOfEPT12AtEntry() throws {
         func mapped(_ l2: UInt64) -> Bool { hv.l2VM.slots.contains { $0.at <= l2 && l2 < $0.at + UInt64($0.size) } }
         func build(_ policy: EPT02Policy, eptp: UInt64 = L.eptp) throws {
@@ -270,25 +272,28 @@ final class NestedEngineTests: XCTestCase {
             hv = FakeHypervisor()
             machine = try Machine(config: config, clock: hv.clock, hypervisor: hv)
             buildL2Memory()
-            let pt: UInt64 = 0x1_3000
+            let pt: UInt64 = 0x1_3000, pt2: UInt64 = 0x1_4000
             XCTAssertTrue(machine.ram.store(pt | 7, at: L.pd))                               // PD[0] -> PT
+            XCTAssertTrue(machine.ram.store(pt2 | 7, at: L.pd + 8))                          // PD[1] -> PT2
             for page: UInt64 in [1, 0xa, 0xc, 0xf] {                                        // four pages, not contiguous in L1
                 XCTAssertTrue(machine.ram.store((L.l2Base + 0x10_0000 - page * 0x1000) | 7 | 6 << 3, at: pt + page * 8))
             }
+            XCTAssertTrue(machine.ram.store((L.l2Base + 0x18_0000) | 7 | 6 << 3, at: pt2 + 3 * 8))   // 2 MiB + 0x3000
             var v = vmcs()
             XCTAssertTrue(v.write(.eptPointer, eptp))
             launch(v)
         }
+        let other: UInt64 = 0x20_3000
         try build(.lazy)
-        XCTAssertTrue(mapped(0x1000), "the first fetch's page")
-        XCTAssertFalse(mapped(0xa000) || mapped(0xc000) || mapped(0xf000))
+        XCTAssertTrue([0x1000, 0xa000, 0xc000, 0xf000].allSatisfy(mapped), "the fetch's page and its fragmented region")
+        XCTAssertFalse(mapped(other), "not another 2 MiB region")
         try build(.eager)
-        XCTAssertTrue([0x1000, 0xa000, 0xc000, 0xf000].allSatisfy(mapped), "\(hv.l2VM.slots)")
+        XCTAssertTrue([0x1000, 0xa000, 0xc000, 0xf000, other].allSatisfy(mapped), "\(hv.l2VM.slots)")
         XCTAssertFalse(mapped(0xb000) || mapped(0xe000) || mapped(0x10000), "holes in EPT12 stay holes")
         XCTAssertTrue(hv.l2VM.slots.contains { $0.at == 0xc000 && $0.offset == Int(L.l2Base + 0x10_0000 - 0xc000) })
         try build(.eager, eptp: L.eptp | 1 << 6)
         XCTAssertTrue(mapped(0x1000))
-        XCTAssertFalse(mapped(0xa000) || mapped(0xc000) || mapped(0xf000), "A/D flags: lazy")
+        XCTAssertFalse(mapped(0xa000) || mapped(0xc000) || mapped(0xf000) || mapped(other), "A/D flags: only what L2 touched")
     }
 
     /// A 4 KiB mapping that L1 turns into part of a 2 MiB leaf without

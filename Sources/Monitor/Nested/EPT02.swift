@@ -38,25 +38,52 @@ extension Machine {
     }
 
     /// The eager policy: every leaf EPT12 maps with read access goes into
-    /// EPT02 through `mapRun`, as a touch of it would put it there. Leaves
-    /// that fail the walk (misconfigured, execute-only) or point outside
-    /// L1's RAM stay for L2's touch to report. It stops at half the slot
-    /// capacity, so that a fragmented EPT12 leaves room for the lazy rest.
+    /// EPT02 through `mapRun`, as a touch of it would put it there.
     func mapAll(eptp: UInt64, l2: L2Machine) throws(KVMError) {
+        try mapLeaves(from: 0, to: 1 << 48, eptp: eptp, l2: l2)
+    }
+
+    /// The leaves of EPT12 in L2-physical [from, to) that have no slot,
+    /// each through `mapRun`. Leaves that fail the walk (misconfigured,
+    /// execute-only) or point outside L1's RAM stay for L2's touch to
+    /// report, and so do leaves without execute permission: a slot cannot
+    /// forbid fetches, so mapping one ahead would let L2 run code where
+    /// EPT12 forbids it before any data access (docs/ARCHITECTURE.md,
+    /// deviations). It stops at half the slot capacity, so that a
+    /// fragmented EPT12 leaves room for the lazy rest.
+    func mapLeaves(from: UInt64, to: UInt64, eptp: UInt64, l2: L2Machine) throws(KVMError) {
         let bits = vmx.capabilities.physicalAddressBits
-        var at: UInt64 = 0
-        while l2.slots.count < l2.slots.capacity / 2,
-              let leaf = EPTWalker.nextLeaf(atOrAbove: at, eptp: eptp, physicalAddressBits: bits, memory: ram) {
+        var at = from
+        while at < to, l2.slots.count < l2.slots.capacity / 2,
+              let leaf = EPTWalker.nextLeaf(atOrAbove: at, eptp: eptp, physicalAddressBits: bits, memory: ram),
+              leaf.start < to {
             if let s = l2.slot(containing: leaf.start) {
                 at = s.end
                 continue
             }
-            if case let .success(t) = EPTWalker.translate(leaf.start, access: EPTWalker.Access(read: true), eptp: eptp,
-                                                           physicalAddressBits: bits, memory: ram) {
+            if case let .success(t) = EPTWalker.translate(leaf.start, access: EPTWalker.Access(read: true, fetch: true),
+                                                           eptp: eptp, physicalAddressBits: bits, memory: ram) {
                 try mapRun(t, eptp: eptp, l2: l2)
             }
             at = l2.slot(containing: leaf.start)?.end ?? leaf.end
         }
+    }
+
+    /// The lazy policy's answer to L2's touch of `t`: its run, and when
+    /// that is a single 4 KiB page (EPT12 is fragmented there, and its
+    /// runs cannot be coalesced), the other leaves of its 2 MiB region too,
+    /// as KVM's shadow MMU prefetches neighbouring entries. Without that,
+    /// L2 can turn paging on, or switch to tables it did not write, without
+    /// an exit, and KVM turns its walk of a table page with no slot into a
+    /// triple fault (docs/ARCHITECTURE.md, "EPT02"). Not with A/D flags,
+    /// which must see each access.
+    func mapTouched(_ t: EPTWalker.Translation, eptp: UInt64, l2: L2Machine) throws(KVMError) {
+        try mapRun(t, eptp: eptp, l2: l2)
+        let gpa = t.pageBase &+ (t.physical &- t.frame)
+        guard t.pageSize == 0x1000, !EPTWalker.accessedDirtyEnabled(eptp),
+              let s = l2.slot(containing: gpa), s.size == 0x1000 else { return }
+        let region = gpa & ~UInt64(0x1f_ffff)
+        try mapLeaves(from: region, to: region + 0x20_0000, eptp: eptp, l2: l2)
     }
 
     /// Without EPT: the free stretch of L1's RAM around `gpa` onto itself,
@@ -141,7 +168,7 @@ extension Machine {
                 // A write EPT12 allows, to a read-only slot: the page was clean
                 // under A/D tracking and is now dirty. Its slot is rebuilt.
                 try dropReadOnlySlot(at: gpa, write: access.write, l2: l2)
-                try mapRun(t, eptp: eptp, l2: l2)
+                try mapTouched(t, eptp: eptp, l2: l2)
             } catch {
                 return .unhandledExit("EPT02 slot: \(error)")
             }

@@ -62,7 +62,7 @@ extension Machine {
         switch EPTWalker.translate(gpa, access: access, eptp: eptp, physicalAddressBits: vmx.capabilities.physicalAddressBits,
                                    memory: ram, setAccessedDirty: true) {
         case let .success(t):
-            if t.physical < UInt64(memory.size) { try mapRun(t, eptp: eptp, l2: l2) }
+            if t.physical < UInt64(memory.size) { try mapTouched(t, eptp: eptp, l2: l2) }
             return nil
         case let .failure(failure):
             return NestedExit(failure, guestPhysical: gpa, guestLinear: linear, linearBits: linearBits)
