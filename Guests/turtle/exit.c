@@ -885,6 +885,8 @@ static int dispatch(void);
 
 int turtle_handle_exit(void)
 {
+	if (cfg.evmcs)
+		evmcs_exit();
 	rip_advanced = false;
 	int rc = dispatch();
 	if (rc == 0)

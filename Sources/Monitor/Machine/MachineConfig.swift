@@ -17,6 +17,9 @@ public struct MachineConfig: Sendable {
     public var featureControlUnlocked = false
     /// How L1's VMX instructions reach L0.
     public var vmxTrapChannel: VMXTrapChannel = .emulation
+    /// Offer Hyper-V's enlightened VMCS to L1 (`--hyperv-evmcs`): the
+    /// Hyper-V CPUID leaves and the VP assist page MSR (docs/EVMCS.md).
+    public var hyperVEnlightenedVMCS = false
 
     public init(imagePath: String) { self.imagePath = imagePath }
 
