@@ -260,7 +260,7 @@ static int handle_vmcall(void)
 			break;
 		}
 		proc_ctl = arg ? proc_ctl | PROC_MONITOR_TRAP_FLAG : proc_ctl & ~PROC_MONITOR_TRAP_FLAG;
-		VMW(PROC_BASED_CONTROLS, proc_ctl);
+		VMW(PROC_BASED_CONTROLS, proc_ctl | (cfg.evmcs && polling ? PROC_MONITOR_TRAP_FLAG : 0));
 		l2_gprs[R_RAX] = arg ? 0 : mtf_exits;
 		mtf_exits = 0;
 		break;
@@ -659,7 +659,20 @@ void turtle_timer_interrupt(struct regs *r)
 
 static void poll_for_window(bool on)
 {
-	if (on == polling || cfg.preempt || !preempt_allowed)
+	if (on == polling || cfg.preempt)
+		return;
+	if (cfg.evmcs) {
+		/* eVMCS v1 has no preemption-timer value (TLFS
+		 * HV_VMX_ENLIGHTENED_VMCS): the monitor trap flag polls instead,
+		 * an exit after each of L2's instructions while the interrupt
+		 * waits (SDM 26.5.2). */
+		if (!primary_control_allowed(PROC_MONITOR_TRAP_FLAG))
+			return;
+		polling = on;
+		VMW(PROC_BASED_CONTROLS, on ? proc_ctl | PROC_MONITOR_TRAP_FLAG : proc_ctl);
+		return;
+	}
+	if (!preempt_allowed)
 		return;
 	polling = on;
 	VMW(PIN_BASED_CONTROLS, on ? pin_ctl | PIN_PREEMPTION_TIMER : pin_ctl);
@@ -1051,7 +1064,12 @@ static int dispatch(void)
 		return 0;
 	}
 	case EXIT_REASON_MONITOR_TRAP_FLAG:
-		/* HC_MTF: L2 completed an instruction; it goes on from the next. */
+		/* HC_MTF: L2 completed an instruction; it goes on from the next.
+		 * Or, with vmcs=enlightened, a window poll (poll_for_window). */
+		if (cfg.evmcs && polling && !(proc_ctl & PROC_MONITOR_TRAP_FLAG)) {
+			window_polls++;
+			return 0;
+		}
 		mtf_exits++;
 		return 0;
 	case EXIT_REASON_PAUSE_INSTRUCTION:
