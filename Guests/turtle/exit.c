@@ -657,22 +657,33 @@ void turtle_timer_interrupt(struct regs *r)
  */
 #define WINDOW_POLL_TICKS	10000
 
+/* L2's next instruction is a HLT (F4). */
+static bool l2_at_hlt(void)
+{
+	struct l2_paging pg;
+	uint8_t b = 0;
+	read_paging(&pg);
+	return fetch_code(&pg, pg.cs_base + vmr(GUEST_RIP), &b, 1) == 1 && b == 0xf4;
+}
+
 static void poll_for_window(bool on)
 {
-	if (on == polling || cfg.preempt)
-		return;
 	if (cfg.evmcs) {
 		/* eVMCS v1 has no preemption-timer value (TLFS
 		 * HV_VMX_ENLIGHTENED_VMCS): the monitor trap flag polls instead,
 		 * an exit after each of L2's instructions while the interrupt
-		 * waits (SDM 26.5.2). */
-		if (!primary_control_allowed(PROC_MONITOR_TRAP_FLAG))
+		 * waits (SDM 26.5.2). Not over a HLT (that of "sti; hlt"), which
+		 * exits by itself: Terrapin's MTF cannot step over a HLT
+		 * (docs/EVMCS.md). */
+		if (on && l2_at_hlt())
+			on = false;
+		if (on == polling || cfg.preempt || !primary_control_allowed(PROC_MONITOR_TRAP_FLAG))
 			return;
 		polling = on;
 		VMW(PROC_BASED_CONTROLS, on ? proc_ctl | PROC_MONITOR_TRAP_FLAG : proc_ctl);
 		return;
 	}
-	if (!preempt_allowed)
+	if (on == polling || cfg.preempt || !preempt_allowed)
 		return;
 	polling = on;
 	VMW(PIN_BASED_CONTROLS, on ? pin_ctl | PIN_PREEMPTION_TIMER : pin_ctl);
