@@ -307,6 +307,13 @@ final class EnlightenedVMCSTests: XCTestCase {
         _ = m.memory.store(G.all.subtracting(.controlGroup1).rawValue, at: Self.evmcs + E.cleanFieldsOffset)
         _ = m.memory.store(UInt32(0), at: Self.evmcs + 92)                  // pin-based controls: default-1 bits gone
         expectRetire(&m, Bytes.vmresume, .failValid(7))
+        // The preemption timer, allowed by the capability MSRs, has no value
+        // field in eVMCS v1: VMfailValid 7 too.
+        let pin = EntryCheckTests.baseline().vmcs.read(.pinBasedControls) ?? 0
+        _ = m.memory.store(UInt32(pin) | PinBasedControls.activatePreemptionTimer.rawValue, at: Self.evmcs + 92)
+        expectRetire(&m, Bytes.vmresume, .failValid(7))
+        _ = m.memory.store(UInt32(pin), at: Self.evmcs + 92)
+        XCTAssertEqual(m.run(Bytes.vmresume).result, .vmEntry(launch: false))
     }
 
     /// VMCLEAR of the eVMCS makes it inactive and writes nothing into the

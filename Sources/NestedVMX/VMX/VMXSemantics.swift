@@ -319,6 +319,11 @@ struct Context<Memory: GuestMemoryAccess> {
         }
         guard let current = vmx.current else { return .failInvalid }
         if cpu.blockingByMovSS { return .failValid(E.entryEventsBlockedByMovSS.rawValue) }
+        // eVMCS v1 has no VMX-preemption timer value: the control is refused
+        // as an invalid control field (VMfailValid 7), as KVM refuses it.
+        if current.isEnlightened && current.pin.contains(.activatePreemptionTimer) {
+            return .failValid(E.entryInvalidControlFields.rawValue)
+        }
         // An enlightened VMCS has no launch state (TLFS; KVM skips the check too).
         if launch && current.launched && !current.isEnlightened { return .failValid(E.vmlaunchNonClearVMCS.rawValue) }
         if !launch && !current.launched && !current.isEnlightened { return .failValid(E.vmresumeNonLaunchedVMCS.rawValue) }
