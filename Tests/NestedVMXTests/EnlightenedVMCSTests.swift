@@ -345,4 +345,45 @@ final class EnlightenedVMCSTests: XCTestCase {
         expectRetire(&m, Bytes.vmlaunch, .failValid(7))
         XCTAssertEqual(m.vmx.current?.isEnlightened, false)
     }
+
+    /// Guest-controlled input, seeded: random VP assist page contents, eVMCS
+    /// addresses (good, unaligned, beyond RAM or MAXPHYADDR, the VMXON
+    /// region), versions, clean-field words and field bytes. Every
+    /// VMLAUNCH/VMRESUME ends in a defined outcome, and the cached VMCS12
+    /// never holds a value wider than its field.
+    func testRandomEnlightenedEntriesHaveDefinedOutcomes() {
+        var r = XorShift64(seed: 0xE7C5_0001)
+        var outcomes: [String: Int] = [:]
+        var m = enlightenedMachine()
+        writeBaseline(m)
+        let addresses: [UInt64] = [Self.evmcs, Self.evmcs, Self.evmcs + UInt64(r.below(4096)), UInt64(L.ramSize) - 0x1000,
+                                   UInt64(L.ramSize), 1 << 46, L.vmxonRegion, .max & ~0xfff]
+        for _ in 0..<3000 {
+            switch r.below(6) {
+            case 0: _ = m.memory.store(r.pick(addresses), at: Self.assistPage + HyperV.VPAssistPage.currentNestedVMCSOffset)
+            case 1: _ = m.memory.store(r.oneIn(4) ? 0 : r.byte(), at: Self.assistPage + HyperV.VPAssistPage.enlightenVMEntryOffset)
+            case 2: _ = m.memory.store(r.oneIn(8) ? UInt32(truncatingIfNeeded: r.next()) : 1, at: Self.evmcs)
+            case 3: _ = m.memory.store(UInt32(truncatingIfNeeded: r.next()), at: Self.evmcs + E.cleanFieldsOffset)
+            case 4:
+                let slot = r.pick(E.layout)
+                _ = E.write(slot, r.oneIn(2) ? r.next() : 0, at: Self.evmcs, memory: m.memory)
+            default: writeBaseline(m)
+            }
+            let e = m.run(r.oneIn(2) ? Bytes.vmlaunch : Bytes.vmresume)
+            switch e.result {
+            case .failInvalid: outcomes["failInvalid", default: 0] += 1
+            case let .failValid(n):
+                XCTAssertTrue([7, 8].contains(n), "VMfailValid \(n)")
+                outcomes["failValid", default: 0] += 1
+            case .vmEntry: outcomes["vmEntry", default: 0] += 1
+            case .entryFailed: outcomes["entryFailed", default: 0] += 1
+            case .fault, .succeed: XCTFail("\(e.result)")
+            }
+            if let c = m.vmx.current {
+                for slot in E.layout { XCTAssertEqual((c.read(slot.field) ?? 0) & ~slot.field.width.valueMask, 0) }
+            }
+        }
+        // Every kind of outcome is reached, so the run covers each path.
+        XCTAssertEqual(Set(outcomes.keys), ["failInvalid", "failValid", "vmEntry", "entryFailed"], "\(outcomes)")
+    }
 }
