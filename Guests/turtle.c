@@ -62,6 +62,12 @@
  *               they were. CLTS exits when TS is owned and shadowed set.
  *   tscoffset=N "use TSC offsetting" with TSC_OFFSET = N: L2's RDTSC reads
  *               turtle's TSC plus N (SDM 26.3).
+ *   vmcs=enlightened  Hyper-V's enlightened VMCS (turtle/evmcs.c,
+ *               docs/EVMCS.md): fields are memory with clean bits, and
+ *               VMLAUNCH/VMRESUME are the only VMX instructions after
+ *               VMXON. Needs L0's Hyper-V leaves (terrapin --hyperv-evmcs).
+ *               No preempt=N: eVMCS v1 has no preemption-timer value.
+ *   vmcs=vmcs   (default) VMPTRLD, VMREAD and VMWRITE.
  *   irq=direct  with ept=off: external-interrupt exiting 0, so the
  *               interrupts of turtle's APIC, which L2 programs itself, go
  *               straight through L2's IDT (SDM 26.2) instead of exiting to
@@ -80,7 +86,7 @@
  */
 #include "turtle/turtle.h"
 
-#define USAGE	"turtle [ept=on|off] [paging=ept|shadow|identity] [l2mem=16M] [p2m=flat|scatter] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc,cr3,invlpg,dr,wbinvd,cr8,pause,rdpmc,mwait,rdrand,desc] [tscoffset=N] [cr0mask=M] [cr4mask=M] (L2 image = module 0)"
+#define USAGE	"turtle [ept=on|off] [paging=ept|shadow|identity] [l2mem=16M] [p2m=flat|scatter] [io=bitmap|all] [preempt=N] [prefix=on|off] [msrlists=on|off] [timer=N] [exceptions=MASK] [ad=on|off] [hlt=exit|wait] [irq=exit|direct] [intercept=cpuid,rdtsc,cr3,invlpg,dr,wbinvd,cr8,pause,rdpmc,mwait,rdrand,desc] [tscoffset=N] [cr0mask=M] [cr4mask=M] [vmcs=vmcs|enlightened] (L2 image = module 0)"
 #define MIB	(1ull << 20)
 
 struct turtle_config cfg = { .ept = true, .io_all = false, .prefix = true, .l2mem = 16 * MIB, .preempt = 0 };
@@ -113,15 +119,30 @@ void fail(const char *fmt, ...)
 	printf("\n");
 }
 
+uint64_t vm_instruction_error(void)
+{
+	uint64_t err = 0;
+	if (cfg.evmcs)
+		evmcs_read(VM_INSTRUCTION_ERROR, &err);
+	else
+		vmread(VM_INSTRUCTION_ERROR, &err);
+	return err;
+}
+
 uint64_t vmr(uint32_t field)
 {
 	uint64_t v = 0;
+	if (cfg.evmcs) {
+		if (!evmcs_read(field, &v))
+			fail("field 0x%x is not in the enlightened VMCS", field);
+		return v;
+	}
 	struct vmx_result r = vmread(field, &v);
 
 	if (r.outcome != VMX_SUCCEED) {
 		uint64_t err = 0;
 		if (r.outcome == VMX_FAIL_VALID)
-			vmread(VM_INSTRUCTION_ERROR, &err);
+			err = vm_instruction_error();
 		fail("VMREAD of field 0x%x: outcome %d, vector %d, error %llu (%s)", field, r.outcome,
 		     r.vector, (unsigned long long)err, vm_instruction_error_name(err));
 	}
@@ -130,13 +151,19 @@ uint64_t vmr(uint32_t field)
 
 bool vmw_named(uint32_t field, uint64_t value, const char *name)
 {
+	if (cfg.evmcs) {
+		if (evmcs_write(field, value))
+			return true;
+		fail("%s (0x%04x) is not in the enlightened VMCS", name, field);
+		return false;
+	}
 	struct vmx_result r = vmwrite(field, value);
 
 	if (r.outcome == VMX_SUCCEED)
 		return true;
 	uint64_t err = 0;
 	if (r.outcome == VMX_FAIL_VALID)
-		vmread(VM_INSTRUCTION_ERROR, &err);
+		err = vm_instruction_error();
 	fail("VMWRITE %s (0x%04x) = 0x%llx: %s, VM-instruction error %llu (%s)", name, field,
 	     (unsigned long long)value,
 	     r.outcome == VMX_FAIL_VALID ? "VMfailValid" : r.outcome == VMX_FAIL_INVALID ? "VMfailInvalid" : "fault",
@@ -219,6 +246,10 @@ static int parse_args(int argc, char **argv)
 		} else if ((v = arg_value(argv[i], "p2m"))) {
 			if (!parse_choice(v, "flat", "scatter", &cfg.scatter))
 				return usage("%s: p2m= takes flat or scatter", USAGE);
+		} else if ((v = arg_value(argv[i], "vmcs"))) {
+			/* vmcs (VMPTRLD, VMREAD, VMWRITE) or enlightened (Hyper-V's eVMCS, turtle/evmcs.c). */
+			if (!parse_choice(v, "vmcs", "enlightened", &cfg.evmcs))
+				return usage(USAGE);
 		} else if ((v = arg_value(argv[i], "l2mem"))) {
 			if (!parse_size(v, &cfg.l2mem) || cfg.l2mem < 2 * MIB || cfg.l2mem > 1024 * MIB ||
 			    (cfg.l2mem & (2 * MIB - 1)))
@@ -301,6 +332,9 @@ static int parse_args(int argc, char **argv)
 		return usage("%s: paging=shadow takes every #PF itself; exceptions= cannot have bit 14", USAGE);
 	if (cfg.scatter && !cfg.ept && !cfg.shadow)
 		return usage("%s: p2m=scatter needs paging=ept or shadow (identity is L1's own memory)", USAGE);
+	/* eVMCS v1 has no VMX-preemption timer value (TLFS HV_VMX_ENLIGHTENED_VMCS). */
+	if (cfg.evmcs && cfg.preempt)
+		return usage("%s: vmcs=enlightened has no VMX-preemption timer value; preempt= needs vmcs=vmcs", USAGE);
 	if (cfg.irq_direct && (!l2_uses_turtles_apic() || cfg.timer))
 		return usage("%s: irq=direct needs ept=off and no timer=N", USAGE);
 	return -1;
@@ -412,10 +446,10 @@ int main(int argc, char **argv)
 	trap_init();
 	turtle_gdt_init();
 	l2mem = cfg.shadow ? &l2mem_shadow : cfg.ept ? &l2mem_ept : &l2mem_identity;
-	printf("turtle: L1 hypervisor: paging=%s l2mem=%lluM io=%s preempt=%llu\n",
+	printf("turtle: L1 hypervisor: paging=%s l2mem=%lluM io=%s preempt=%llu vmcs=%s\n",
 	       l2mem->name,
 	       (unsigned long long)(cfg.l2mem / MIB), cfg.io_all ? "all" : "bitmap",
-	       (unsigned long long)cfg.preempt);
+	       (unsigned long long)cfg.preempt, cfg.evmcs ? "enlightened" : "vmcs");
 
 	struct multiboot_info *mbi = mb_info();
 	if (!mbi || !(mbi->flags & MB_INFO_MODS) || mbi->mods_count < 1)

@@ -533,6 +533,47 @@ static void check_vmxoff(void)
 	       "VMXON works again after VMXOFF");
 }
 
+/*
+ * Hyper-V's enlightened-VMCS interface (terrapin run --hyperv-evmcs; TLFS
+ * "Feature Discovery", "Virtual Processor Assist Page"): when CPUID says
+ * Hyper-V ("Hv#1" behind the hypervisor bit), its leaves recommend the
+ * enlightened VMCS with version 1 and the VP assist page MSR works; when
+ * it does not, that MSR does not exist (#GP).
+ */
+#define HV_MSR_VP_ASSIST_PAGE	0x40000073u
+
+static void check_hyperv(void)
+{
+	uint32_t a, b, c, d, max, vendor[3];
+	cpuid(1, 0, &a, &b, &c, &d);
+	bool present = c & (1u << 31);
+	cpuid(0x40000000, 0, &max, &vendor[0], &vendor[1], &vendor[2]);
+	cpuid(0x40000001, 0, &a, &b, &c, &d);
+	uint64_t v = 0;
+	if (!present || a != 0x31237648u) {
+		report(rdmsr_checked(HV_MSR_VP_ASSIST_PAGE, &v) == 13 &&
+		       wrmsr_checked(HV_MSR_VP_ASSIST_PAGE, pa(vmcs_copy) | 1) == 13,
+		       "no Hyper-V interface: the VP assist page MSR raises #GP");
+		return;
+	}
+	report(max >= 0x4000000au && !memcmp(vendor, "Microsoft Hv", 12),
+	       "CPUID 0x40000000: Hyper-V leaves up to 0x%x, vendor \"Microsoft Hv\"", max);
+	cpuid(0x40000004, 0, &a, &b, &c, &d);
+	report(a & (1u << 14), "CPUID 0x40000004 EAX bit 14: enlightened VMCS recommended (EAX 0x%x)", a);
+	cpuid(0x4000000a, 0, &a, &b, &c, &d);
+	report((a & 0xff) <= 1 && ((a >> 8) & 0xff) >= 1, "CPUID 0x4000000A EAX: eVMCS versions %u-%u include 1",
+	       a & 0xff, (a >> 8) & 0xff);
+	report(rdmsr_checked(HV_MSR_VP_ASSIST_PAGE, &v) == NO_FAULT && v == 0, "VP assist page MSR starts at 0");
+	uint64_t page = pa(vmcs_copy) | 1;
+	report(wrmsr_checked(HV_MSR_VP_ASSIST_PAGE, page) == NO_FAULT && rdmsr_checked(HV_MSR_VP_ASSIST_PAGE, &v) == NO_FAULT &&
+	       v == page, "VP assist page MSR enables a page in RAM and reads it back");
+	report(wrmsr_checked(HV_MSR_VP_ASSIST_PAGE, 0xc0000000ull | 1) == 13 && rdmsr_checked(HV_MSR_VP_ASSIST_PAGE, &v) == NO_FAULT &&
+	       v == page, "VP assist page MSR: enabling a page outside RAM raises #GP and changes nothing");
+	report(wrmsr_checked(HV_MSR_VP_ASSIST_PAGE, 0) == NO_FAULT && rdmsr_checked(HV_MSR_VP_ASSIST_PAGE, &v) == NO_FAULT &&
+	       v == 0, "VP assist page MSR disables");
+	report(rdmsr_checked(0x40000001u, &v) == 13, "the hypercall MSR, which CPUID 0x40000003 does not offer, raises #GP");
+}
+
 int main(int argc, char **argv)
 {
 	enum fc_mode mode = FC_LOCKED;
@@ -567,5 +608,6 @@ int main(int argc, char **argv)
 	check_cpl3();
 	check_vmxoff();
 	check_cpl3_outside_vmx();
+	check_hyperv();
 	return report_summary();
 }

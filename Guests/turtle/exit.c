@@ -260,7 +260,7 @@ static int handle_vmcall(void)
 			break;
 		}
 		proc_ctl = arg ? proc_ctl | PROC_MONITOR_TRAP_FLAG : proc_ctl & ~PROC_MONITOR_TRAP_FLAG;
-		VMW(PROC_BASED_CONTROLS, proc_ctl);
+		VMW(PROC_BASED_CONTROLS, proc_ctl | (cfg.evmcs && polling ? PROC_MONITOR_TRAP_FLAG : 0));
 		l2_gprs[R_RAX] = arg ? 0 : mtf_exits;
 		mtf_exits = 0;
 		break;
@@ -650,8 +650,32 @@ void turtle_timer_interrupt(struct regs *r)
  */
 #define WINDOW_POLL_TICKS	10000
 
+/* L2's next instruction is a HLT (F4). */
+static bool l2_at_hlt(void)
+{
+	struct l2_paging pg;
+	uint8_t b = 0;
+	read_paging(&pg);
+	return fetch_code(&pg, pg.cs_base + vmr(GUEST_RIP), &b, 1) == 1 && b == 0xf4;
+}
+
 static void poll_for_window(bool on)
 {
+	if (cfg.evmcs) {
+		/* eVMCS v1 has no preemption-timer value (TLFS
+		 * HV_VMX_ENLIGHTENED_VMCS): the monitor trap flag polls instead,
+		 * an exit after each of L2's instructions while the interrupt
+		 * waits (SDM 26.5.2). Not over a HLT (that of "sti; hlt"), which
+		 * exits by itself: Terrapin's MTF cannot step over a HLT
+		 * (docs/EVMCS.md). */
+		if (on && l2_at_hlt())
+			on = false;
+		if (on == polling || cfg.preempt || !primary_control_allowed(PROC_MONITOR_TRAP_FLAG))
+			return;
+		polling = on;
+		VMW(PROC_BASED_CONTROLS, on ? proc_ctl | PROC_MONITOR_TRAP_FLAG : proc_ctl);
+		return;
+	}
 	if (on == polling || cfg.preempt || !preempt_allowed)
 		return;
 	polling = on;
@@ -878,6 +902,8 @@ static int dispatch(void);
 
 int turtle_handle_exit(void)
 {
+	if (cfg.evmcs)
+		evmcs_exit();
 	rip_advanced = false;
 	int rc = dispatch();
 	if (rc == 0)
@@ -1042,7 +1068,12 @@ static int dispatch(void)
 		return 0;
 	}
 	case EXIT_REASON_MONITOR_TRAP_FLAG:
-		/* HC_MTF: L2 completed an instruction; it goes on from the next. */
+		/* HC_MTF: L2 completed an instruction; it goes on from the next.
+		 * Or, with vmcs=enlightened, a window poll (poll_for_window). */
+		if (cfg.evmcs && polling && !(proc_ctl & PROC_MONITOR_TRAP_FLAG)) {
+			window_polls++;
+			return 0;
+		}
 		mtf_exits++;
 		return 0;
 	case EXIT_REASON_PAUSE_INSTRUCTION:

@@ -279,6 +279,7 @@ struct turtle_config {
 	uint64_t timer;			/* L1 APIC timer period in bus ticks (0 = off) */
 	uint64_t exceptions;		/* exception bitmap: L2 exceptions to intercept */
 	bool ad;			/* EPT accessed/dirty flags (EPTP bit 6) */
+	bool evmcs;			/* vmcs=enlightened: Hyper-V's eVMCS (evmcs.c) */
 	bool hlt_wait;			/* no HLT exiting: L2's HLT waits in the HLT state */
 	bool irq_direct;		/* no external-interrupt exiting (ept=off) */
 	bool intercept_rdtsc;		/* RDTSC exiting */
@@ -352,6 +353,15 @@ bool vmx_enable(void);
 bool vmcs_setup(const struct l2_image *img, const struct l2mem_needs *need);
 void vmx_disable(void);
 const char *vm_instruction_error_name(uint64_t err);
+
+/* evmcs.c: vmcs=enlightened. evmcs_read/evmcs_write are false for a field
+ * the eVMCS has no room for. */
+bool evmcs_enable(void);		/* CPUID checks, VP assist page */
+void evmcs_make_current(void);		/* instead of VMCLEAR and VMPTRLD */
+bool evmcs_read(uint32_t field, uint64_t *value);
+bool evmcs_write(uint32_t field, uint64_t value);
+void evmcs_exit(void);			/* after each VM exit: every clean bit set */
+uint64_t vm_instruction_error(void);	/* the VM-instruction error field, either kind of VMCS */
 
 /* exit.c */
 extern uint64_t exit_counts[EXIT_REASON_MAX + 1];

@@ -76,8 +76,7 @@ static bool vmx_ok(const char *what, struct vmx_result r)
 	if (r.outcome == VMX_SUCCEED)
 		return true;
 	if (r.outcome == VMX_FAIL_VALID) {
-		uint64_t err = 0;
-		vmread(VM_INSTRUCTION_ERROR, &err);
+		uint64_t err = vm_instruction_error();
 		fail("%s: VMfailValid, VM-instruction error %llu (%s)", what,
 		     (unsigned long long)err, vm_instruction_error_name(err));
 	} else if (r.outcome == VMX_FAULT) {
@@ -147,7 +146,7 @@ bool vmx_enable(void)
 		return false;
 	printf("turtle: VMXON at 0x%llx: in VMX root operation\n",
 	       (unsigned long long)(uintptr_t)vmxon_region);
-	return true;
+	return !cfg.evmcs || evmcs_enable();
 }
 
 void vmx_disable(void)
@@ -222,7 +221,8 @@ bool vmcs_setup(const struct l2_image *img, const struct l2mem_needs *need)
 			  (cfg.preempt ? PIN_PREEMPTION_TIMER : 0), 0);
 	if (cfg.irq_direct && (pin_ctl & PIN_EXTINT_EXITING))
 		fail("irq=direct: the pin-based controls force external-interrupt exiting");
-	preempt_allowed = (rdmsr(pin_msr) >> 32) & PIN_PREEMPTION_TIMER;
+	/* eVMCS v1 has no VMX-preemption timer value: no window polls with it. */
+	preempt_allowed = ((rdmsr(pin_msr) >> 32) & PIN_PREEMPTION_TIMER) && !cfg.evmcs;
 	uint32_t proc_want = (cfg.hlt_wait ? 0 : PROC_HLT_EXITING) | PROC_MSR_BITMAPS | PROC_SECONDARY |
 			     (cfg.io_all ? PROC_UNCOND_IO : PROC_IO_BITMAPS) |
 			     (cfg.intercept_rdtsc ? PROC_RDTSC_EXITING : 0) | (cfg.tsc_offset ? PROC_TSC_OFFSETTING : 0) |
@@ -258,12 +258,16 @@ bool vmcs_setup(const struct l2_image *img, const struct l2mem_needs *need)
 		return false;
 
 	/* ---- VMCS region (SDM 24.2, 25.11.3) ---- */
-	fast_zero(vmcs_region, sizeof(vmcs_region));
-	*(uint32_t *)vmcs_region = (uint32_t)vmx_basic & 0x7fffffffu;
-	if (!vmx_ok("VMCLEAR", vmclear((uintptr_t)vmcs_region)) ||
-	    !vmx_ok("VMPTRLD", vmptrld((uintptr_t)vmcs_region)))
-		return false;
-	printf("turtle: VMCS at 0x%llx is current\n", (unsigned long long)(uintptr_t)vmcs_region);
+	if (cfg.evmcs) {
+		evmcs_make_current();
+	} else {
+		fast_zero(vmcs_region, sizeof(vmcs_region));
+		*(uint32_t *)vmcs_region = (uint32_t)vmx_basic & 0x7fffffffu;
+		if (!vmx_ok("VMCLEAR", vmclear((uintptr_t)vmcs_region)) ||
+		    !vmx_ok("VMPTRLD", vmptrld((uintptr_t)vmcs_region)))
+			return false;
+		printf("turtle: VMCS at 0x%llx is current\n", (unsigned long long)(uintptr_t)vmcs_region);
+	}
 
 	VMW(PIN_BASED_CONTROLS, pin_ctl);
 	VMW(PROC_BASED_CONTROLS, proc_ctl);

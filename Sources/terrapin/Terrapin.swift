@@ -72,6 +72,10 @@ struct Run: ParsableCommand {
         valueName: "lazy|eager"))
     var ept02: String = "lazy"
 
+    @Flag(name: .customLong("hyperv-evmcs"), help: ArgumentHelp(
+        "Offer L1 Hyper-V's enlightened VMCS: the Hyper-V CPUID leaves 0x40000000-0x4000000A recommending it and the VP assist page MSR (docs/EVMCS.md). Off by default: it tells L1 it runs on Hyper-V."))
+    var hypervEVMCS = false
+
     func validate() throws {
         guard let size = MachineConfig.parseMemorySize(memory) else {
             throw ValidationError("--memory '\(memory)' is not a size such as 256M, 1G or 1048576")
@@ -103,6 +107,7 @@ struct Run: ParsableCommand {
         config.vmxTrapChannel = VMXTrapChannel(rawValue: vmxTrap) ?? .emulation
         config.featureControlUnlocked = featureControl == "unlocked"
         config.ept02Policy = EPT02Policy(rawValue: ept02) ?? .lazy
+        config.hyperVEnlightenedVMCS = hypervEVMCS
 
         let outcome: RunOutcome
         do {

@@ -507,6 +507,56 @@ final class NestedTests: XCTestCase {
         }
     }
 
+    /// Hyper-V's enlightened VMCS (docs/EVMCS.md): with `--hyperv-evmcs`
+    /// turtle `vmcs=enlightened` finds the CPUID leaves, enables its VP
+    /// assist page and writes VMCS fields as memory, so L1 executes no
+    /// VMREAD, VMWRITE, VMPTRLD or VMCLEAR, and a reflected PIO exit costs
+    /// 2 L0 exits (the exit and VMRESUME) where the plain VMCS costs 8.
+    func testEnlightenedVMCSTakesTwoL0ExitsPerReflectedExit() throws {
+        let evmcs = ["--hyperv-evmcs"]
+        let (r, trace) = try turtle("pio-storm", "300", turtleArgs: "vmcs=enlightened", monitorArgs: evmcs)
+        XCTAssertTrue(r.stdout.contains("turtle: Hyper-V eVMCS versions 1-1; VP assist page at"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("turtle: enlightened VMCS at"), r.stdout)
+        XCTAssertFalse(trace.contains { $0.level == 1 && [19, 21, 23, 25].contains($0.vmxReason) },
+                       "no VMCLEAR, VMPTRLD, VMREAD or VMWRITE")
+        func portEighty(_ reader: TraceReader) -> (episodes: [EpisodeAnalysis.Episode], analysis: EpisodeAnalysis) {
+            let ids = Set(reader.filter { $0.level == 2 && $0.handler == .reflected && $0.vmxReason == 30 && $0.address == 0x80 }
+                .map(\.episode))
+            let analysis = EpisodeAnalysis(reader)
+            return (analysis.episodes.filter { ids.contains($0.id) }, analysis)
+        }
+        let (enlightened, analysis) = portEighty(trace)
+        XCTAssertEqual(enlightened.count, 300)
+        XCTAssertEqual(Set(enlightened.map(\.exits)), [2], "every reflected OUT: the exit and VMRESUME")
+        let steps = try XCTUnwrap(enlightened.first.map { EpisodeAnalysis.steps(of: $0, in: trace) })
+        XCTAssertEqual(steps.map(\.reason.name), ["IO_INSTRUCTION", "VMRESUME"])
+        XCTAssertEqual(analysis.sequences.first?.text(), "IO_INSTRUCTION → VMRESUME")
+        // The same L2 under the plain VMCS: VMREADs and a VMWRITE in each episode.
+        let (_, plainTrace) = try turtle("pio-storm", "300")
+        let (plain, _) = portEighty(plainTrace)
+        XCTAssertEqual(plain.count, 300)
+        XCTAssertGreaterThanOrEqual(plain.map(\.exits).sorted()[150], 8)
+
+        // A representative set of L2 guests passes under the enlightened VMCS.
+        let guests: [(String, String, String)] = [("hello", "x y", ""), ("cpuid-storm", "200", ""), ("apic-timer", "", ""),
+                                                  ("hlt-storm", "30", "ept=off "), ("mm-storm", "16", ""),
+                                                  ("cr-storm", "20 l2", "intercept=cr3,invlpg ")]
+        for (guest, args, extra) in guests {
+            let (g, _) = try turtle(guest, args, turtleArgs: extra + "vmcs=enlightened", monitorArgs: evmcs)
+            XCTAssertTrue(g.stdout.contains("vmcs=enlightened"), "\(guest): \(g.stdout)")
+        }
+    }
+
+    /// vmcs=enlightened needs L0's Hyper-V leaves, and has no preemption timer.
+    func testEnlightenedVMCSNeedsTheHyperVLeaves() throws {
+        let r = try runTurtle("hello", turtleArgs: "vmcs=enlightened")
+        XCTAssertEqual(r.status, 3, r.stdout)       // turtle's set-up failure value 1
+        XCTAssertTrue(r.stdout.contains("FAIL: turtle: vmcs=enlightened: CPUID.1:ECX.31 (hypervisor present) is clear")
+                      || r.stdout.contains("FAIL: turtle: vmcs=enlightened: no Hyper-V interface"), r.stdout)
+        let p = try runTurtle("hello", turtleArgs: "vmcs=enlightened preempt=1000", monitorArgs: ["--hyperv-evmcs"])
+        XCTAssertEqual(p.status, 5, p.stdout)       // turtle's usage value 2
+    }
+
     func testBadOptionsAreUsageErrorsAndAnL2BelowTurtleIsChecked() throws {
         let r = try runTurtle("hello", turtleArgs: "ept=maybe")
         XCTAssertEqual(r.status, 5, r.stdout)       // turtle's usage value 2

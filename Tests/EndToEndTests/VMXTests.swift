@@ -40,7 +40,7 @@ final class VMXTests: XCTestCase {
 
     func testSelftestPassesThroughEmulationFailures() throws {
         let (r, trace) = try selftest([])
-        XCTAssertTrue(r.stdout.contains("SUMMARY: 112 tests, 0 failures"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("SUMMARY: 113 tests, 0 failures"), r.stdout)
         // VMREADs arrive as emulation failures, recorded with reason 23, the field and the outcome.
         let vmreads = trace.filter { $0.kind == .internalError && $0.vmxReason == 23 }
         XCTAssertGreaterThan(vmreads.count, 100)
@@ -61,10 +61,26 @@ final class VMXTests: XCTestCase {
         XCTAssertTrue(emulated.allSatisfy { $0.kind == .debug })
     }
 
+    /// With `--hyperv-evmcs` the selftest finds Hyper-V's leaves recommending
+    /// the enlightened VMCS and checks the VP assist page MSR (docs/EVMCS.md);
+    /// without it that MSR is #GP (the default run above).
+    func testSelftestChecksTheHyperVLeavesAndVPAssistPage() throws {
+        let (r, trace) = try selftest(["--hyperv-evmcs"])
+        XCTAssertTrue(r.stdout.contains("SUMMARY: 120 tests, 0 failures"), r.stdout)
+        for line in ["PASS: CPUID 0x40000004 EAX bit 14: enlightened VMCS recommended",
+                     "PASS: CPUID 0x4000000A EAX: eVMCS versions 1-1 include 1",
+                     "PASS: VP assist page MSR enables a page in RAM and reads it back",
+                     "PASS: VP assist page MSR: enabling a page outside RAM raises #GP and changes nothing"] {
+            XCTAssertTrue(r.stdout.contains(line), r.stdout)
+        }
+        XCTAssertTrue(trace.contains { $0.kind == .wrmsr && $0.address == 0x4000_0073 && $0.value == 0xc000_0001
+                                       && $0.flags.contains(.faulted) })
+    }
+
     func testFeatureControlStartsUnlockedWhenAsked() throws {
         // The guest locks it itself, after checking that VMXON faults while unlocked.
         let (r, trace) = try selftest(["--feature-control", "unlocked"], args: "feature-control=unlocked")
-        XCTAssertTrue(r.stdout.contains("SUMMARY: 116 tests, 0 failures"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("SUMMARY: 117 tests, 0 failures"), r.stdout)
         XCTAssertTrue(trace.contains { $0.kind == .wrmsr && $0.address == 0x3a && $0.value == 5 && !$0.flags.contains(.faulted) })
         XCTAssertTrue(trace.contains { $0.kind == .wrmsr && $0.address == 0x3a && $0.flags.contains(.faulted) })
     }

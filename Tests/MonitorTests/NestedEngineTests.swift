@@ -168,6 +168,52 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(machine.activeLevel, 2)
     }
 
+    /// With an enlightened VMCS current (docs/EVMCS.md), a reflected exit
+    /// also lands in its page at the TLFS offsets, where L1 reads it as
+    /// memory; fields the exit does not change stay as the page had them.
+    func testAReflectedExitIsWrittenIntoTheEnlightenedVMCSPage() throws {
+        storeBytes([0xe6, 0x80], l2: L.code)                            // out 0x80, al
+        let page: UInt64 = 0x2_1000
+        let plain = vmcs()
+        var v = VMCS12(enlightenedAt: page)
+        for f in VMCSField.allFields { v.write(f, plain.read(f) ?? 0) }
+        launch(v)
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 2) },
+                                exit: .io(IOExit(port: 0x80, size: 1, direction: .output, value: 0x42)))]
+        try step()
+        assertReflected(.ioInstruction)
+        let ram = machine.ram
+        XCTAssertEqual(ram.load(UInt32.self, at: page + 692), UInt32(VMXExitReason.ioInstruction.rawValue), "VM_EXIT_REASON")
+        XCTAssertEqual(ram.load(UInt64.self, at: page + 720), 0x80 << 16 | 1 << 6, "EXIT_QUALIFICATION")
+        XCTAssertEqual(ram.load(UInt32.self, at: page + 712), 2, "VM_EXIT_INSTRUCTION_LEN")
+        XCTAssertEqual(ram.load(UInt64.self, at: page + 816), L.code, "GUEST_RIP")
+        XCTAssertEqual(ram.load(UInt64.self, at: page + 768), L.stack, "GUEST_RSP")
+        XCTAssertEqual(ram.load(UInt16.self, at: page + 130), 0x08, "GUEST_CS_SELECTOR")
+        XCTAssertEqual(ram.load(UInt64.self, at: page + 80), 0, "HOST_RIP: not exit state, not written")
+        XCTAssertEqual(machine.vmx.current?.isEnlightened, true)
+    }
+
+    /// `--hyperv-evmcs` replaces KVM's hypervisor leaves with Hyper-V's and
+    /// sets CPUID.1:ECX.31; without it L1's CPUID keeps KVM's leaves.
+    func testHyperVLeavesOnlyWhenOffered() throws {
+        let host = [CPUIDEntry(function: 1, eax: 0, ebx: 0, ecx: 0, edx: 0),
+                    CPUIDEntry(function: 0x4000_0000, eax: 0x4000_0001, ebx: 0x4b4d_564b, ecx: 0x564b_4d56, edx: 0x4d),
+                    CPUIDEntry(function: 0x4000_0001, eax: 0x0100_7afb, ebx: 0, ecx: 0, edx: 0)]
+        let plain = Machine.guestCPUID(host, vmx: true)
+        XCTAssertEqual(plain.filter { $0.function >= 0x4000_0000 }, Array(host.dropFirst()))
+        XCTAssertEqual(plain.first?.ecx, 1 << 5, "VMX, and no hypervisor bit added")
+        let hv = Machine.guestCPUID(host, vmx: true, hyperV: true)
+        XCTAssertEqual(hv.first?.ecx, 1 << 5 | 1 << 31)
+        XCTAssertEqual(hv.filter { $0.function >= 0x4000_0000 }.map(\.function), Array(0x4000_0000...0x4000_000a))
+        XCTAssertEqual(hv.first { $0.function == 0x4000_0001 }?.eax, 0x3123_7648, "Hv#1, not KVM's features")
+        XCTAssertEqual((hv.first { $0.function == 0x4000_0004 }?.eax ?? 0) & 1 << 14, 1 << 14)
+        // The VP assist page MSR reaches L0 through the filter either way;
+        // without Hyper-V it is #GP.
+        XCTAssertTrue(Machine.emulatedMSRs.contains { $0.contains(HyperV.vpAssistPageMSR) })
+        XCTAssertNil(machine.readMSR(HyperV.vpAssistPageMSR))
+        XCTAssertFalse(machine.writeMSR(HyperV.vpAssistPageMSR, 0x2001))
+    }
+
     /// An IN at EIP 0xffffffff: KVM retires it to EIP 0 when it completes.
     /// The length comes from the instruction, never from the two RIPs.
     func testAnINThatWrapsEIPIsReflectedWithoutATrap() throws {

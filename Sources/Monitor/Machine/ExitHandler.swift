@@ -1,4 +1,5 @@
 import KVM
+import NestedVMX
 import TraceFormat
 import VMXArch
 
@@ -137,6 +138,7 @@ extension Machine {
     func readMSR(_ index: UInt32) -> UInt64? {
         switch index {
         case MSRIndex.apicBase: return apic.baseMSR
+        case HyperV.msrRange: return vmx.hyperV.readMSR(index)
         default:
             let value = vmx.readMSR(index)
             if value != nil { vmxBreakpointsWanted = true }
@@ -149,6 +151,8 @@ extension Machine {
     func writeMSR(_ index: UInt32, _ value: UInt64) -> Bool {
         switch index {
         case MSRIndex.apicBase: return apic.writeBaseMSR(value)
+        case HyperV.msrRange:
+            return vmx.hyperV.writeMSR(index, value, physicalAddressBits: vmx.capabilities.physicalAddressBits, memory: ram)
         case VMXMSR.featureControl:
             vmxBreakpointsWanted = true
             return vmx.writeFeatureControl(value)

@@ -58,6 +58,7 @@ public final class Machine {
         MSRIndex.apicBase...MSRIndex.apicBase,
         VMXMSR.featureControl...VMXMSR.featureControl,
         VMXMSR.capabilityRange,
+        HyperV.msrRange,
     ]
 
     /// Builds the VM and loads the image. Errors name what failed.
@@ -78,13 +79,15 @@ public final class Machine {
             memory = try GuestMemory(size: config.memorySize)
             let cpuid = try hypervisor.supportedCPUID()
             hostCPUID = cpuid
-            vcpu = try hypervisor.makeL1(memory: memory, cpuid: Self.guestCPUID(cpuid, vmx: true), deniedMSRs: Self.emulatedMSRs)
+            let l1CPUID = Self.guestCPUID(cpuid, vmx: true, hyperV: config.hyperVEnlightenedVMCS)
+            vcpu = try hypervisor.makeL1(memory: memory, cpuid: l1CPUID, deniedMSRs: Self.emulatedMSRs)
             l1Breakpoints = BreakpointChannel(vcpu: vcpu, vectors: [IDTBreakpoints.gpVector, IDTBreakpoints.udVector])
-            cr4Supported = try hypervisor.acceptedCR4(cpuid: Self.guestCPUID(cpuid, vmx: true))
+            cr4Supported = try hypervisor.acceptedCR4(cpuid: l1CPUID)
             var capabilities = VMXCapabilities.terrapin(physicalAddressBits: Self.physicalAddressBits(cpuid),
                                                         cr4Fixed1: cr4Supported)
             capabilities.linearAddressBits = Self.linearAddressBits(cpuid)
             vmx = VMXState(capabilities: capabilities, lockedByFirmware: !config.featureControlUnlocked)
+            vmx.hyperV = HyperVState(offered: config.hyperVEnlightenedVMCS)
         } catch {
             throw MonitorError(error)
         }
@@ -139,17 +142,27 @@ public final class Machine {
     /// minus what this platform does not emulate (the APIC timer's
     /// TSC-deadline mode and x2APIC, CPUID.1:ECX bits 24 and 21), with initial
     /// APIC ID 0, and with VMX (CPUID.1:ECX bit 5, SDM Vol. 3C 24.6) only
-    /// where L0 emulates it: for L1, not for L2 (no L3 yet).
-    static func guestCPUID(_ supported: [CPUIDEntry], vmx: Bool) -> [CPUIDEntry] {
-        supported.map { e in
+    /// where L0 emulates it: for L1, not for L2 (no L3 yet). With `hyperV`
+    /// the hypervisor leaves 0x40000000-0x400000FF are Hyper-V's
+    /// (`HyperV.leaves`, docs/EVMCS.md) instead of KVM's, and CPUID.1:ECX
+    /// bit 31, "hypervisor present", which the TLFS requires before those
+    /// leaves are read, is set.
+    static func guestCPUID(_ supported: [CPUIDEntry], vmx: Bool, hyperV: Bool = false) -> [CPUIDEntry] {
+        var entries = supported.compactMap { e -> CPUIDEntry? in
             var e = e
+            if hyperV && HyperV.msrRange.contains(e.function) { return nil }   // the same numbers: 0x40000000-FF
             if e.function == 1 {
                 e.ecx &= ~(UInt32(1) << 24 | UInt32(1) << 21 | UInt32(1) << 5)
                 if vmx { e.ecx |= 1 << 5 }
+                if hyperV { e.ecx |= 1 << 31 }
                 e.ebx &= 0x00ff_ffff
             }
             return e
         }
+        if hyperV {
+            entries += HyperV.leaves.map { CPUIDEntry(function: $0.function, eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx) }
+        }
+        return entries
     }
 
     /// MAXPHYADDR: CPUID.80000008H:EAX[7:0], 36 if the leaf is missing.

@@ -19,6 +19,9 @@ public struct MachineConfig: Sendable {
     public var vmxTrapChannel: VMXTrapChannel = .emulation
     /// When L0 builds EPT02 from L1's EPT12.
     public var ept02Policy: EPT02Policy = .lazy
+    /// Offer Hyper-V's enlightened VMCS to L1 (`--hyperv-evmcs`): the
+    /// Hyper-V CPUID leaves and the VP assist page MSR (docs/EVMCS.md).
+    public var hyperVEnlightenedVMCS = false
 
     public init(imagePath: String) { self.imagePath = imagePath }
 

@@ -152,6 +152,9 @@ extension Machine {
         }
         guard loadL1MSRs(load.msrLoad.entries) else { return vmxAbort(.loadingHostMSR, vmcs: vmcs) }
         if let abort = load.msrLoad.abort { return vmxAbort(abort, vmcs: vmcs) }
+        // An enlightened VMCS gets the exit's fields in its page (TLFS
+        // "Enlightened VMCS"; docs/EVMCS.md): L1 reads them as memory.
+        if vmcs.isEnlightened { EnlightenedVMCS.writeBack(vmcs, to: vmcs.address, memory: ram) }
         vmx.current = vmcs
         load.host.storeRegistersAndSegments(into: vcpu)
         return nil

@@ -41,6 +41,11 @@ public struct VMCS12: Equatable, Sendable {
     public let address: UInt64
     public private(set) var values: [UInt64]
     public var launched: Bool
+    /// The region is a Hyper-V enlightened VMCS (`EnlightenedVMCS`): its
+    /// fields live at the TLFS offsets, L0 reads them at each entry and
+    /// writes the exit's at each exit, and the Terrapin layout is never
+    /// stored there.
+    public private(set) var isEnlightened = false
 
     /// Loads the region at `address`; nil if it is not wholly in RAM. The
     /// region is L1's memory, which it may have written directly: each
@@ -61,6 +66,13 @@ public struct VMCS12: Equatable, Sendable {
         self.address = address
         values = [UInt64](repeating: 0, count: VMCSField.allFields.count)
         launched = false
+    }
+
+    /// An enlightened VMCS at `address` with every field zero, before its
+    /// first load (TLFS: an eVMCS "must be initially zeroed").
+    public init(enlightenedAt address: UInt64) {
+        self.init(address: address)
+        isEnlightened = true
     }
 
     /// The field's value as VMREAD sees it: the full 64 bits, or for a
@@ -87,7 +99,11 @@ public struct VMCS12: Equatable, Sendable {
     }
 
     /// Writes the cache back to the region; false if it is no longer RAM.
+    /// An enlightened VMCS is left alone: its page is brought up to date at
+    /// every VM exit (`EnlightenedVMCS.writeBack`), and the Terrapin layout
+    /// would overwrite its fields.
     public func store(to memory: some GuestMemoryAccess) -> Bool {
+        if isEnlightened { return true }
         var ok = memory.store(UInt32(launched ? 1 : 0), at: address + VMCS12Layout.launchStateOffset)
         for (slot, v) in values.enumerated() { ok = memory.store(v, at: address + VMCS12Layout.offset(ofSlot: slot)) && ok }
         return ok

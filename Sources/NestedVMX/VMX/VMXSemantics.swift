@@ -22,6 +22,11 @@ public enum VMXSemantics {
             cpu = context.cpu
             cpu.rip = cpu.wrappingRIP(cpu.rip &+ UInt64(insn.length))
             applyFlags(execution.result, cpu: &cpu, vmx: &vmx)
+            // The VM-instruction error of an enlightened VMCS lives in its page.
+            if case .failValid = execution.result, let c = vmx.current, c.isEnlightened,
+               let slot = EnlightenedVMCS.slot(for: VMCSField.vmInstructionError) {
+                _ = EnlightenedVMCS.write(slot, c.read(VMCSField.vmInstructionError) ?? 0, at: c.address, memory: memory)
+            }
         case .fault, .vmEntry, .entryFailed:
             break
         }
@@ -194,6 +199,14 @@ struct Context<Memory: GuestMemoryAccess> {
         }
         guard isValidRegionAddress(address) else { return fail(.vmclearInvalidAddress) }
         guard address != vmx.vmxonPointer else { return fail(.vmclearWithVMXONPointer) }
+        // An enlightened VMCS has no launch state: VMCLEAR makes it inactive
+        // (TLFS "Enlightened VMCS") and writes nothing into its page, whose
+        // offset 8 holds host selectors.
+        if let c = vmx.current, c.isEnlightened, c.address == address {
+            vmx.current = nil
+            return .succeed
+        }
+        if vmx.hyperV.enlightenedVMCS(memory: memory) == address { return .succeed }
         if var c = vmx.current, c.address == address {
             c.launched = false
             _ = c.store(to: memory)
@@ -301,10 +314,19 @@ struct Context<Memory: GuestMemoryAccess> {
 
     mutating func vmentry(launch: Bool) -> VMXResult {
         if let f = rootOperationFault() { return f }
+        if let address = vmx.hyperV.enlightenedVMCS(memory: memory), let failure = loadEnlightened(address, launch: launch) {
+            return failure
+        }
         guard let current = vmx.current else { return .failInvalid }
         if cpu.blockingByMovSS { return .failValid(E.entryEventsBlockedByMovSS.rawValue) }
-        if launch && current.launched { return .failValid(E.vmlaunchNonClearVMCS.rawValue) }
-        if !launch && !current.launched { return .failValid(E.vmresumeNonLaunchedVMCS.rawValue) }
+        // eVMCS v1 has no VMX-preemption timer value: the control is refused
+        // as an invalid control field (VMfailValid 7), as KVM refuses it.
+        if current.isEnlightened && current.pin.contains(.activatePreemptionTimer) {
+            return .failValid(E.entryInvalidControlFields.rawValue)
+        }
+        // An enlightened VMCS has no launch state (TLFS; KVM skips the check too).
+        if launch && current.launched && !current.isEnlightened { return .failValid(E.vmlaunchNonClearVMCS.rawValue) }
+        if !launch && !current.launched && !current.isEnlightened { return .failValid(E.vmresumeNonLaunchedVMCS.rawValue) }
         // SDM 27.2-27.4: controls and host state fail as VMfailValid(7/8);
         // guest state and the MSR-load list fail as a VM exit.
         // 27.2.4 reads IA32_EFER.LMA of the processor executing VMLAUNCH: L1's.
@@ -316,6 +338,35 @@ struct Context<Memory: GuestMemoryAccess> {
             return .entryFailed(failure)
         }
         return .vmEntry(launch: launch)
+    }
+
+    /// Enlightened VM entry (TLFS "Enlightened VMCS"): the eVMCS at
+    /// `address`, which the VP assist page names, becomes the current VMCS.
+    /// The cached copy is reused and only the dirty groups are read, unless
+    /// this is VMLAUNCH or another eVMCS than the cached one, which are read
+    /// whole. An ordinary VMCS that was current is written back first. A
+    /// bad address (unaligned, beyond MAXPHYADDR, not RAM, the VMXON region)
+    /// or a version other than 1 is VMfailInvalid, as KVM answers it.
+    mutating func loadEnlightened(_ address: UInt64, launch: Bool) -> VMXResult? {
+        guard EnlightenedVMCS.isValidAddress(address, physicalAddressBits: vmx.capabilities.physicalAddressBits,
+                                             vmxon: vmx.vmxonPointer, memory: memory),
+              memory.load(UInt32.self, at: address + EnlightenedVMCS.versionOffset) == EnlightenedVMCS.version
+        else { return .failInvalid }
+        let cached = vmx.current.flatMap { $0.isEnlightened && $0.address == address ? $0 : nil }
+        var vmcs: VMCS12
+        if let cached, !launch {
+            vmcs = cached
+        } else {
+            flushCurrent()
+            vmcs = VMCS12(enlightenedAt: address)
+        }
+        vmx.current = nil                              // keep `vmcs` unique while it is written
+        guard EnlightenedVMCS.load(from: address, into: &vmcs, full: cached == nil || launch, memory: memory) else {
+            return .failInvalid
+        }
+        vmcs.launched = !launch
+        vmx.current = vmcs
+        return nil
     }
 
     // MARK: VMCALL in VMX root operation

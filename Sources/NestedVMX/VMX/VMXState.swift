@@ -14,8 +14,12 @@ public struct VMXState: Equatable, Sendable {
     public var featureControl: FeatureControl
     public var inVMXOperation = false
     public var vmxonPointer: UInt64 = VMXState.invalidPointer
-    /// The current VMCS, cached; nil when the pointer is invalid.
+    /// The current VMCS, cached; nil when the pointer is invalid. With
+    /// enlightened VM entry it is the eVMCS the VP assist page names.
     public var current: VMCS12?
+    /// Hyper-V's VP assist page and whether the interface is offered at all
+    /// (`--hyperv-evmcs`; docs/EVMCS.md).
+    public var hyperV = HyperVState()
 
     /// The IA32_FEATURE_CONTROL bits L0 lets L1 set: lock, VMX inside and
     /// outside SMX. Any other bit (SENTER, SGX, LMCE) is #GP (SDM Vol. 4 Table 2-2).
