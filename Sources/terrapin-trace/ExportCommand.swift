@@ -24,9 +24,17 @@ struct Export: ParsableCommand {
     @Option(help: "Output file (default, or '-': standard output).")
     var out: String?
 
+    @Flag(help: "csv and json: rip, address, value and flags as decimal numbers, and in csv -1 for no VMX reason, so every column but kind, reason and handler is an integer.")
+    var numeric = false
+
     @OptionGroup var filter: FilterOptions
 
-    func validate() throws { try filter.validate() }
+    func validate() throws {
+        if numeric && format == .perfetto {
+            throw ValidationError("--numeric applies to --format csv and json only")
+        }
+        try filter.validate()
+    }
 
     func run() throws {
         let reader = try filter.apply(to: try openTrace(trace))
@@ -38,8 +46,8 @@ struct Export: ParsableCommand {
         }
         switch format {
         case .perfetto: PerfettoExport.write(reader, to: output)
-        case .csv: RecordExport.writeCSV(reader, to: output)
-        case .json: RecordExport.writeJSONLines(reader, to: output)
+        case .csv: RecordExport.writeCSV(reader, to: output, numeric: numeric)
+        case .json: RecordExport.writeJSONLines(reader, to: output, numeric: numeric)
         }
         do { try output.finish() } catch { throw fail("\(error)") }
     }
