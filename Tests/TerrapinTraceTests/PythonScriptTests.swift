@@ -2,11 +2,13 @@ import Foundation
 import TraceFormat
 import XCTest
 
-/// scripts/trace_numpy.py, the documented numpy reader of the binary format,
-/// against `terrapin-trace export --format csv --numeric`. Python 3 with
-/// numpy is required (scripts/python-deps installs numpy): without it these
-/// tests fail rather than skip, since CI has Python.
-final class NumpyReaderTests: XCTestCase {
+/// The Python scripts: scripts/trace_numpy.py, the documented numpy reader
+/// of the binary format, against `terrapin-trace export --format csv
+/// --numeric`; and scripts/check_perfetto.py, which checks the Perfetto
+/// export against the `perfetto` package's protobuf definitions. Python 3
+/// with numpy and perfetto is required (scripts/python-deps installs them):
+/// without it these tests fail rather than skip, since CI has Python.
+final class PythonScriptTests: XCTestCase {
     struct Run { var status: Int32; var stdout: String; var stderr: String }
 
     /// Runs `executable` with `arguments` from the package root.
@@ -35,9 +37,9 @@ final class NumpyReaderTests: XCTestCase {
             XCTFail("python3 is required for the numpy reader tests: \(python.stderr)")
             throw XCTSkip("not reached: the failure above is the outcome")
         }
-        let deps = try run("scripts/python-deps", ["numpy"])
+        let deps = try run("scripts/python-deps", ["numpy", "perfetto"])
         guard deps.status == 0 else {
-            XCTFail("numpy could not be set up by scripts/python-deps: \(deps.stderr)")
+            XCTFail("numpy and perfetto could not be set up by scripts/python-deps: \(deps.stderr)")
             throw XCTSkip("not reached: the failure above is the outcome")
         }
     }
@@ -97,5 +99,31 @@ final class NumpyReaderTests: XCTestCase {
             XCTAssertEqual(tool.status, 1, name)
             XCTAssertEqual(py.stderr, tool.stderr, name)
         }
+    }
+
+    func testPerfettoExportPassesThePerfettoPackageCheck() throws {
+        for name in ["hello", "hlt-storm", "turtle-pio-storm", "nested", "nested-shadow", "vmx-selftest"] {
+            for lean in [false, true] {
+                let out = CLI.temporaryPath("\(name).pftrace")
+                defer { try? FileManager.default.removeItem(atPath: out) }
+                let export = try CLI.run(["export", CLI.fixture(name), "--format", "perfetto", "--out", out]
+                                         + (lean ? ["--no-annotations"] : []))
+                XCTAssertEqual(export.status, 0, export.stderr)
+                let check = try run("python3", ["scripts/check_perfetto.py", CLI.fixture(name), out])
+                XCTAssertEqual(check.status, 0, "\(name): \(check.stdout)\(check.stderr)")
+                XCTAssertTrue(check.stdout.hasPrefix("check_perfetto: ok"), check.stdout)
+            }
+        }
+    }
+
+    func testPerfettoCheckCatchesADamagedExport() throws {
+        let out = CLI.temporaryPath("damaged.pftrace")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        XCTAssertEqual(try CLI.run(["export", CLI.fixture("nested-small"), "--format", "perfetto", "--out", out]).status, 0)
+        var bytes = try XCTUnwrap(FileManager.default.contents(atPath: out))
+        bytes.removeLast(40)   // the last slices' END packets, cut
+        try bytes.write(to: URL(fileURLWithPath: out))
+        let check = try run("python3", ["scripts/check_perfetto.py", CLI.fixture("nested-small"), out])
+        XCTAssertEqual(check.status, 1, check.stdout)
     }
 }
