@@ -157,8 +157,8 @@ public struct EpisodeAnalysis: Sendable {
             i &+= 1
         }
         pass.finish()
-        let bySequence = pass.bySequence
-        let top = bySequence.values.sorted {
+        let bySequence = zip(pass.sequenceCounts, pass.sequenceReps).map { (count: $0, rep: $1) }
+        let top = bySequence.sorted {
             ($0.count, $0.rep.exits, $1.rep.id) > ($1.count, $1.rep.exits, $0.rep.id)
         }.prefix(max(0, topSequences))
         sequences = top.map { t in

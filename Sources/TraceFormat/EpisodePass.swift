@@ -39,8 +39,11 @@ struct EpisodePass {
     var roots: RootAccumulator
     var worst: TopEpisodes
     let countSequences: Bool
-    /// Sequence hash -> episodes with it, and the one with the lowest id.
-    var bySequence: [UInt64: (count: Int, rep: Episode)] = [:]
+    /// Distinct sequences: hash -> position in `sequenceCounts` (episodes
+    /// with it) and `sequenceReps` (the one with the lowest id).
+    var sequenceIndex: [UInt64: Int] = [:]
+    var sequenceCounts: [Int] = []
+    var sequenceReps: [Episode] = []
     let keep: Bool
     var kept: [Episode] = []
 
@@ -203,12 +206,13 @@ struct EpisodePass {
         roots.add(e)
         worst.add(e)
         if countSequences {
-            if var entry = bySequence[e.sequenceHash] {
-                entry.count += 1
-                if e.id < entry.rep.id { entry.rep = e }
-                bySequence[e.sequenceHash] = entry
+            if let i = sequenceIndex[e.sequenceHash] {
+                sequenceCounts[i] += 1
+                if e.id < sequenceReps[i].id { sequenceReps[i] = e }
             } else {
-                bySequence[e.sequenceHash] = (1, e)
+                sequenceIndex[e.sequenceHash] = sequenceReps.count
+                sequenceCounts.append(1)
+                sequenceReps.append(e)
             }
         }
         if keep { kept.append(e) }
