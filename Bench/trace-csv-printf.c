@@ -20,7 +20,7 @@
 static const char *kinds[] = {
 	"kind-0", "io-in", "io-out", "mmio-read", "mmio-write", "hlt", "shutdown", "rdmsr", "wrmsr", "debug",
 	"internal-error", "interrupted", "irq-window", "fail-entry", "system-event", "interrupt-injected",
-	"unknown-exit", "stopped",
+	"unknown-exit", "stopped", "kernel-exit",
 };
 static const char *flag_names[] = { "unclaimed", "string", "faulted", "ept02-fault", "patched-site" };
 
@@ -94,7 +94,7 @@ int main(int argc, char **argv)
 	size_t count = (st.st_size - hsize) / 64;
 	printf("record,timestamp_ns,duration_ns,level,vcpu,kind,kind_code,vmx_reason,reason,handler,episode,"
 	       "rip,address,value,size,flags\n");
-	char vmx[16], reason_buf[32], flags[96], kind_buf[16];
+	char vmx[16], reason_buf[32], flags[96], kind_buf[16], handler_buf[16];
 	for (size_t i = 0; i < count; i++) {
 		const uint8_t *r = m + hsize + i * 64;
 		uint64_t ts, rip, addr, value, episode;
@@ -109,7 +109,7 @@ int main(int argc, char **argv)
 		memcpy(&episode, r + 40, 8);
 		memcpy(&vmx_reason, r + 48, 4);
 		uint8_t level = r[12], kind = r[13], handler = r[52], size = r[53];
-		const char *kname = kind < 18 && kind > 0 ? kinds[kind] : (sprintf(kind_buf, "kind-%u", kind), kind_buf);
+		const char *kname = kind < 19 && kind > 0 ? kinds[kind] : (sprintf(kind_buf, "kind-%u", kind), kind_buf);
 		const char *reason = kname;
 		vmx[0] = 0;
 		if (vmx_reason != 0xFFFFFFFFu) {
@@ -119,7 +119,8 @@ int main(int argc, char **argv)
 		flags_text(r[54], flags);
 		printf("%zu,%" PRIu64 ",%u,%u,%u,%s,%u,%s,%s,%s,%" PRIu64 ",0x%" PRIx64 ",0x%" PRIx64 ",0x%" PRIx64 ",%u,%s\n",
 		       i, ts, dur, level, vcpu, kname, kind, vmx, reason,
-		       handler == 0 ? "l0" : handler == 1 ? "reflected" : "handler-?", episode, rip, addr, value, size, flags);
+		       handler == 0 ? "l0" : handler == 1 ? "reflected" : handler == 2 ? "kernel" : (sprintf(handler_buf, "handler-%u", handler), handler_buf),
+		       episode, rip, addr, value, size, flags);
 	}
 	return 0;
 }

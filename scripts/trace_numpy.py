@@ -17,7 +17,7 @@ with np.memmap as a structured array whose fields are the record's, so a
 Fields (names as in `terrapin-trace export`): timestamp_ns (u8), duration_ns
 (u4), level (u1), kind_code (u1), vcpu (u2), rip, address, value, episode
 (u8), vmx_reason (u4; 0xFFFFFFFF = none, see NO_VMX_REASON), handler (u1:
-0 l0, 1 reflected), size (u1), flags (u1: bit 0 unclaimed, 1 string,
+0 l0, 1 reflected, 2 kernel), size (u1), flags (u1: bit 0 unclaimed, 1 string,
 2 faulted, 3 ept02-fault, 4 patched-site). KIND_NAMES and HANDLER_NAMES
 spell the codes as the tool does.
 
@@ -53,9 +53,9 @@ RECORD = np.dtype({
 KIND_NAMES = {
     1: "io-in", 2: "io-out", 3: "mmio-read", 4: "mmio-write", 5: "hlt", 6: "shutdown", 7: "rdmsr",
     8: "wrmsr", 9: "debug", 10: "internal-error", 11: "interrupted", 12: "irq-window", 13: "fail-entry",
-    14: "system-event", 15: "interrupt-injected", 16: "unknown-exit", 17: "stopped",
+    14: "system-event", 15: "interrupt-injected", 16: "unknown-exit", 17: "stopped", 18: "kernel-exit",
 }
-HANDLER_NAMES = {0: "l0", 1: "reflected"}
+HANDLER_NAMES = {0: "l0", 1: "reflected", 2: "kernel"}
 
 
 def kind_name(code):
