@@ -8,7 +8,11 @@ import VMXArch
 /// records); one followed by `kvm_entry` was handled inside the kernel, and
 /// becomes a `kernel-exit` record with handler `kernel`: its time is the
 /// kvm_exit's less the trace's CLOCK_MONOTONIC base, its duration the time
-/// to the kvm_entry, its level that of the next record L0 saw (the level
+/// to the kvm_entry. A host trace without `kvm_exit` events (the kvm_pvm
+/// backend emits none) is read by its operation events instead: an operation
+/// (`kvm_cpuid`, ...) followed by `kvm_userspace_exit` went to L0, any other
+/// was handled in the kernel, with duration 0 (nothing marks its end).
+/// Either way the record's level is that of the next record L0 saw (the level
 /// that was running), and its episode the one around it when the records
 /// before and after it share one. Its VMX reason is the reason's code when
 /// the name is a VMX one (Intel hosts print `CPUID`, `EPT_VIOLATION`);
@@ -66,22 +70,8 @@ public struct HostAlignment: Sendable {
         let events = host.events.filter { $0.tid == tid }
         otherThreadEvents = host.events.count - events.count
         var first = UInt64.max, last: UInt64 = 0
-        for (i, e) in events.enumerated() where e.kind == .exit {
-            exits += 1
-            guard e.time >= base else { outsideRun += 1; continue }
-            let t = e.time - base
-            guard let next = events[(i + 1)...].first(where: { $0.kind != .exit }) else {
-                unmatched += 1
-                continue
-            }
-            first = min(first, t)
-            last = max(last, t)
-            if next.kind == .userspaceExit {
-                toUserspace += 1
-                continue
-            }
+        func addKernel(_ e: HostTrace.Event, _ t: UInt64, duration: UInt64) {
             kernelHandled += 1
-            let duration = next.time >= e.time ? next.time - e.time : 0
             let j = firstAtOrAfter(t)
             let level = j < mine.count ? mine[j].level : (mine.last?.level ?? 1)
             let episode = j > 0 && j < mine.count && mine[j - 1].episode == mine[j].episode ? mine[j].episode : 0
@@ -97,6 +87,63 @@ public struct HostAlignment: Sendable {
             if counts[e.reason] == nil { order.append(e.reason) }
             counts[e.reason, default: (0, 0)].0 += 1
             counts[e.reason, default: (0, 0)].1 += duration
+        }
+        func note(_ t: UInt64) {
+            first = min(first, t)
+            last = max(last, t)
+        }
+        if events.contains(where: { $0.kind == .exit }) {
+            for (i, e) in events.enumerated() where e.kind == .exit {
+                exits += 1
+                guard e.time >= base else { outsideRun += 1; continue }
+                let t = e.time - base
+                guard let next = events[(i + 1)...].first(where: { $0.kind != .exit && $0.kind != .operation }) else {
+                    unmatched += 1
+                    continue
+                }
+                note(t)
+                if next.kind == .userspaceExit {
+                    toUserspace += 1
+                } else {
+                    addKernel(e, t, duration: next.time >= e.time ? next.time - e.time : 0)
+                }
+            }
+        } else {
+            // Operations only: a userspace exit goes with the operation just
+            // before it (OUT, MMIO stores, filtered MSRs: KVM traces them and
+            // exits), or else with the next one (IN and MMIO loads, traced
+            // when the next KVM_RUN completes them). Unpaired operations
+            // were handled in the kernel.
+            var pending: HostTrace.Event?
+            var dangling = false
+            func take(_ e: HostTrace.Event, userspace: Bool) {
+                exits += 1
+                guard e.time >= base else { outsideRun += 1; return }
+                let t = e.time - base
+                note(t)
+                if userspace { toUserspace += 1 } else { addKernel(e, t, duration: 0) }
+            }
+            for e in events {
+                switch e.kind {
+                case .operation:
+                    if dangling {
+                        take(e, userspace: true)
+                        dangling = false
+                    } else {
+                        if let p = pending { take(p, userspace: false) }
+                        pending = e
+                    }
+                case .userspaceExit:
+                    if let p = pending {
+                        take(p, userspace: true)
+                        pending = nil
+                    } else {
+                        dangling = true
+                    }
+                default: break
+                }
+            }
+            if let p = pending { take(p, userspace: false) }
         }
         if first <= last {
             let lo = firstAtOrAfter(first), hi = firstAtOrAfter(last + 1)

@@ -4,13 +4,18 @@
 ///     terrapin-4021  [001]  8123.456789: kvm_exit: reason CPUID rip 0x1000 info 0 0
 ///     terrapin  4021 [001]  8123.456789123:  kvm:kvm_exit: vcpu 0 reason CPUID rip 0x1000 info1 0x0 ...
 ///
-/// Only `kvm_exit`, `kvm_entry` and `kvm_userspace_exit` are read: from
-/// each, the thread id, the timestamp (seconds with up to 9 decimals, on the
-/// clock the tool was told to use) and, for `kvm_exit`, the reason and the
-/// guest RIP. Other lines (headers, other events) are skipped; a line with
-/// one of these events that cannot be read is an error naming the line.
+/// Read are `kvm_exit`, `kvm_entry` and `kvm_userspace_exit`, and the
+/// events of operations KVM carries out (`kvm_cpuid`, `kvm_cr`, `kvm_msr`,
+/// `kvm_pio`, `kvm_mmio`, `kvm_hypercall`), which are all a backend without
+/// `kvm_exit` (kvm_pvm, docs: DESIGN "facts") reports: from each, the thread
+/// id, the timestamp (seconds with up to 9 decimals, on the clock the tool
+/// was told to use) and, for `kvm_exit`, the reason and the guest RIP; for an
+/// operation, a reason named after it (`CPUID`, `CR_ACCESS`, `MSR_READ`,
+/// `MSR_WRITE`, `IO_INSTRUCTION`, `VMCALL`, `mmio`). Other lines (headers,
+/// other events) are skipped; a line with one of these events that cannot be
+/// read is an error naming the line.
 public struct HostTrace: Sendable {
-    public enum Kind: Sendable, Equatable { case exit, entry, userspaceExit }
+    public enum Kind: Sendable, Equatable { case exit, entry, userspaceExit, operation }
 
     public struct Event: Sendable, Equatable {
         public var kind: Kind
@@ -56,6 +61,9 @@ public struct HostTrace: Sendable {
                 throw fail("cannot read the thread id before \(name) (expected COMM-TID [CPU] or COMM TID [CPU])")
             }
             var event = Event(kind: kind, tid: tid, time: time, reason: "", rip: 0)
+            if kind == .operation {
+                event.reason = HostTrace.operationReason(name, tokens[(at + 1)...])
+            }
             if kind == .exit {
                 let fields = tokens[(at + 1)...]
                 guard let r = fields.firstIndex(of: "reason"), r + 1 < fields.endIndex else {
@@ -72,9 +80,10 @@ public struct HostTrace: Sendable {
             }
             events.append(event)
         }
-        guard events.contains(where: { $0.kind == .exit }) else {
+        guard events.contains(where: { $0.kind == .exit || $0.kind == .operation }) else {
             throw ParseError(path: path, line: lines,
-                             message: "no kvm_exit events (expected `trace-cmd report` or `perf script` output of kvm:* events)")
+                             message: "no kvm_exit (or kvm_cpuid, kvm_msr, ...) events "
+                                + "(expected `trace-cmd report` or `perf script` output of kvm:* events)")
         }
         self.events = events
         self.lines = lines
@@ -90,7 +99,21 @@ public struct HostTrace: Sendable {
         case "kvm_exit": return .exit
         case "kvm_entry": return .entry
         case "kvm_userspace_exit": return .userspaceExit
+        case "kvm_cpuid", "kvm_cr", "kvm_msr", "kvm_pio", "kvm_mmio", "kvm_hypercall": return .operation
         default: return nil
+        }
+    }
+
+    /// The reason an operation event stands for, as VMX names it where it can.
+    static func operationReason(_ name: Substring, _ fields: ArraySlice<Substring>) -> String {
+        let event = name.hasPrefix("kvm:") ? name.dropFirst(4) : name
+        switch event {
+        case "kvm_cpuid": return "CPUID"
+        case "kvm_cr": return "CR_ACCESS"
+        case "kvm_msr": return fields.first == "msr_write" ? "MSR_WRITE" : "MSR_READ"
+        case "kvm_pio": return "IO_INSTRUCTION"
+        case "kvm_hypercall": return "VMCALL"
+        default: return "mmio"
         }
     }
 

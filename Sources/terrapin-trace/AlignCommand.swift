@@ -56,7 +56,8 @@ struct Align: ParsableCommand {
         var s = "trace: \(reader.path)\nhost trace: \(host) (\(events.lines) lines, \(events.events.count) kvm events"
         s += a.otherThreadEvents > 0 ? ", \(a.otherThreadEvents) of other threads left out)\n" : ")\n"
         s += "vCPU 0 thread \(tid), time zero at CLOCK_MONOTONIC \(base) ns\n"
-        s += "kvm_exit on the vCPU thread: \(a.exits) (\(a.outsideRun) before the run, \(a.unmatched) at the end without an entry)\n"
+        s += "exits on the vCPU thread (kvm_exit, or kvm_cpuid, kvm_pio, ... without it): \(a.exits) "
+            + "(\(a.outsideRun) before the run, \(a.unmatched) at the end without an entry)\n"
         s += "  to userspace (L0): \(a.toUserspace); the trace has \(a.traceExitsInSpan) exits in that span\n"
         s += "  handled in the kernel: \(a.kernelHandled)\n"
         if a.exits > 0 && a.toUserspace == 0 {

@@ -42,7 +42,7 @@ final class AlignCommandTests: XCTestCase {
             (["align", t, h, "--base", "1"], "no vcpu0_tid in the metadata: give --tid TID"),
             (["align", t, "/nonexistent/host.txt", "--base", "1", "--tid", "1"], "/nonexistent/host.txt: No such file or directory"),
             (["align", t, file("bad.txt", "x-1 [000] 1.5: kvm_exit: vcpu 0\n"), "--base", "1", "--tid", "1"], "line 1: kvm_exit without a reason"),
-            (["align", t, file("none.txt", "nothing here\n"), "--base", "1", "--tid", "1"], "no kvm_exit events"),
+            (["align", t, file("none.txt", "nothing here\n"), "--base", "1", "--tid", "1"], "no kvm_exit (or kvm_cpuid, kvm_msr, ...) events"),
             (["align", t, h, "--base", "1", "--tid", "1", "--out", h], "is an input; refusing to overwrite it"),
         ]
         for (args, message) in cases {

@@ -33,8 +33,8 @@ final class HostAlignmentTests: TraceTestCase {
             ("b-1 [000] 12.5: kvm_exit: vcpu 0", "line 1: kvm_exit without a reason"),
             ("b-1 [000] 12.5: kvm_exit: reason HLT rip zz", "line 1: kvm_exit rip 'zz' is not a hex number"),
             ("b-1 [000] 12.1234567891: kvm_exit: reason HLT", "line 1: cannot read the timestamp"),
-            ("b-1 [000] 12.5: kvm_entry: vcpu 0\n", "line 2: no kvm_exit events (expected `trace-cmd report` or `perf script`"),
-            ("", "line 1: no kvm_exit events"),
+            ("b-1 [000] 12.5: kvm_entry: vcpu 0\n", "line 2: no kvm_exit (or kvm_cpuid, kvm_msr, ...) events (expected `trace-cmd report` or `perf script`"),
+            ("", "line 1: no kvm_exit (or kvm_cpuid, kvm_msr, ...) events"),
         ]
         for (text, message) in cases {
             XCTAssertThrowsError(try HostTrace(text: text, path: "h.txt"), text) { error in
@@ -120,5 +120,29 @@ final class HostAlignmentTests: TraceTestCase {
         // Kernel-handled exits inside episode 3 count in its exit multiplication.
         let episodes = EpisodeAnalysis(m)
         XCTAssertEqual(episodes.episodes.map(\.exits), [4])
+    }
+
+    func testWithoutKvmExitOperationEventsArePairedWithUserspaceExits() throws {
+        // kvm_pvm emits no kvm_exit: OUT is traced then exits, IN exits then is traced on the next
+        // KVM_RUN, CPUID and one port KVM handles are traced alone.
+        let text = """
+            t 5 [000] 1.000000100: kvm:kvm_pio: pio_write at 0x80 size 1 count 1 val 0x1
+            t 5 [000] 1.000000200: kvm:kvm_userspace_exit: reason KVM_EXIT_IO (2)
+            t 5 [000] 1.000000300: kvm:kvm_userspace_exit: reason KVM_EXIT_IO (2)
+            t 5 [000] 1.000000400: kvm:kvm_pio: pio_read at 0x3f8 size 1 count 1 val 0xff
+            t 5 [000] 1.000000500: kvm:kvm_cpuid: func 0 idx 0 rax 1c
+            t 5 [000] 1.000000600: kvm:kvm_pio: pio_write at 0x20 size 1 count 1 val 0x1
+            t 5 [000] 1.000000700: kvm:kvm_msr: msr_write c0000080 = 0x100
+            t 5 [000] 1.000000800: kvm:kvm_msr: msr_read c0000080 = 0x0
+            t 5 [000] 1.000000900: kvm:kvm_userspace_exit: reason KVM_EXIT_X86_RDMSR (29)
+            """
+        let reader = try TraceReader(path: try writeTrace("t.trc", [TraceRecord(timestamp: 150, duration: 1, kind: .ioOut)]))
+        let a = HostAlignment(trace: reader, host: try HostTrace(text: text, path: "h"), base: 1_000_000_000, tid: 5)
+        XCTAssertEqual(a.exits, 6)
+        XCTAssertEqual(a.toUserspace, 3, "the OUT, the IN and the filtered RDMSR")
+        XCTAssertEqual(a.kernelHandled, 3)
+        XCTAssertEqual(a.records.map(\.timestamp), [500, 600, 700])
+        XCTAssertEqual(a.records.map(\.vmxReason), [10, 30, 32], "CPUID, IO_INSTRUCTION, MSR_WRITE")
+        XCTAssertTrue(a.records.allSatisfy { $0.duration == 0 })
     }
 }
