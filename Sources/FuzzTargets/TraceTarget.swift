@@ -53,6 +53,7 @@ enum TraceTarget {
         }
         guard let sink = try? TextOutput(path: "/dev/null") else { return }
         PerfettoExport.write(reader, to: sink)
+        PerfettoProtoExport.write(reader, to: sink)
         RecordExport.writeCSV(reader, to: sink)
         RecordExport.writeJSONLines(reader, to: sink)
         try? sink.finish()

@@ -83,3 +83,7 @@ public final class KVMSystem: @unchecked Sendable {
         return VirtualMachine(system: self, fd: OwnedFD(raw))
     }
 }
+
+/// The calling thread's Linux thread id (gettid(2)): what host tracers such
+/// as trace-cmd and perf print for the thread that runs a vCPU.
+public func currentThreadID() -> Int32 { ckvm_gettid() }

@@ -8,9 +8,16 @@
 /// counting the root. Its time is max(timestamp + duration) − min(timestamp)
 /// over its records. Ids that never have a root are orphans, reported apart.
 ///
-/// One pass over the trace, together with burst detection. Records of one
-/// episode are found through an 8-entry cache in front of a dictionary, so
-/// the usual run of consecutive records costs no hashing.
+/// One pass over the trace, together with burst detection, in bounded
+/// memory (`EpisodePass`): at most `EpisodePass.openLimit` episodes are open
+/// at a time; an episode is closed, and folded into the aggregates (the
+/// distributions, the per-root statistics, the worst episodes and the
+/// sequence counts), when the open table is full and it is among the half
+/// least recently seen, or at the end. A record of an episode already
+/// closed is counted in `lateRecords` and otherwise left out (Traces/README.md,
+/// "Episodes"): in a trace where each vCPU runs one episode at a time this
+/// needs 32,768 episodes to start between two records of one episode.
+/// `episodes` keeps every episode only when asked (`keepEpisodes`).
 public struct EpisodeAnalysis: Sendable {
     public struct Episode: Sendable, Equatable {
         public var id: UInt64
@@ -104,10 +111,15 @@ public struct EpisodeAnalysis: Sendable {
         }
     }
 
-    /// Episodes with a root, in order of their first record.
+    /// Episodes with a root, in order of their first record; empty unless
+    /// the analysis was made with `keepEpisodes`.
     public var episodes: [Episode]
+    /// Episodes with a root.
+    public var episodeCount: Int
     public var orphanEpisodes: Int
     public var orphanRecords: UInt64
+    /// Records whose episode had been closed already (see the type's comment).
+    public var lateRecords: UInt64
     /// Reflected exits from level 2 or deeper whose episode id is 0.
     public var reflectedWithoutEpisode: UInt64
     /// All exits in the trace (events excluded), and those inside rooted episodes.
@@ -123,61 +135,52 @@ public struct EpisodeAnalysis: Sendable {
     public var recordCount: Int
     public var firstTimestamp: UInt64?
     public var lastTimestamp: UInt64?
+    /// The per-root statistics in `rootBlocks` blocks, and the `worstCount`
+    /// episodes with the most exits, gathered as episodes close.
+    let rootStats: [RootStats]
+    let rootBlocks: Int
+    let worstEpisodes: [Episode]
+    let worstCount: Int
+    /// Episodes open at a time at most (see the type's comment).
+    public static var openLimit: Int { EpisodePass.openLimit }
 
-    /// Analyses `reader`; `topSequences` bounds `sequences`.
+    /// Analyses `reader`. `topSequences` bounds `sequences`, `worst` the
+    /// episodes `worst(_:)` can return without `keepEpisodes`, and `blocks`
+    /// is the block count of `roots()`.
     public init(_ reader: TraceReader, window: UInt64 = 1_000_000, threshold: BurstThreshold = .meanMultiple(3),
-                topSequences: Int = 10) {
-        var pass = Pass(window: window, records: reader.recordCount)
+                topSequences: Int = 10, worst: Int = 10, blocks: Int = 1, keepEpisodes: Bool = true) {
+        var pass = EpisodePass(window: window, records: reader.recordCount, blocks: max(1, blocks),
+                               worst: max(0, worst), sequences: topSequences > 0, keep: keepEpisodes)
         var i = 0
-        reader.forEach { r in
+        reader.scanReleasingPages { r in
             pass.add(r, index: i)
             i &+= 1
         }
-        pass.flush()
-        var rooted = pass.episodes   // unique: compacted in place
-        pass.episodes = []
-        var orphans = 0, orphanRecords: UInt64 = 0, inEpisodes: UInt64 = 0
-        var mult = DurationHistogram(), time = DurationHistogram()
-        // Sequence hash -> (episodes, representative index in `rooted`).
-        var bySequence: [UInt64: (count: Int, rep: Int)] = [:]
-        var kept = 0
-        rooted.withUnsafeMutableBufferPointer { b in
-            for j in b.indices {
-                var e = b[j]
-                guard e.hasRoot else {
-                    orphans += 1
-                    orphanRecords += UInt64(e.records)
-                    continue
-                }
-                if e.runLength > 0 { e.sequenceHash = mix(e.sequenceHash, e.runKey, e.runLength) }
-                inEpisodes += UInt64(e.exits)
-                mult.add(e.exits)
-                time.add(TraceRecord.clampDuration(e.time))
-                // Sequences only when asked for: the dictionary costs a hash per episode.
-                if topSequences > 0 { bySequence[e.sequenceHash, default: (0, kept)].count += 1 }
-                b[kept] = e
-                kept += 1
-            }
-        }
-        rooted.removeLast(rooted.count - kept)
-        let top = bySequence.values.sorted {
-            ($0.count, rooted[$0.rep].exits, rooted[$1.rep].id) > ($1.count, rooted[$1.rep].exits, rooted[$0.rep].id)
+        pass.finish()
+        let bySequence = zip(pass.sequenceCounts, pass.sequenceReps).map { (count: $0, rep: $1) }
+        let top = bySequence.sorted {
+            ($0.count, $0.rep.exits, $1.rep.id) > ($1.count, $1.rep.exits, $0.rep.id)
         }.prefix(max(0, topSequences))
         sequences = top.map { t in
-            let e = rooted[t.rep]
-            return ExitSequence(steps: EpisodeAnalysis.steps(of: e, in: reader), episodes: t.count, exits: Int(e.exits))
+            ExitSequence(steps: EpisodeAnalysis.steps(of: t.rep, in: reader), episodes: t.count, exits: Int(t.rep.exits))
         }
         // Equal counts: order by the rendered text, so the output is stable.
         sequences.sort { ($0.episodes, $0.exits) != ($1.episodes, $1.exits)
             ? ($0.episodes, $0.exits) > ($1.episodes, $1.exits) : $0.text < $1.text }
-        episodes = rooted
-        orphanEpisodes = orphans
-        self.orphanRecords = orphanRecords
+        episodes = pass.kept.sorted { $0.firstRecord < $1.firstRecord }
+        episodeCount = pass.rooted
+        orphanEpisodes = pass.orphans
+        orphanRecords = pass.orphanRecords
+        lateRecords = pass.lateRecords
         reflectedWithoutEpisode = pass.reflectedWithoutEpisode
         totalExits = pass.exits
-        exitsInEpisodes = inEpisodes
-        multiplication = mult
-        self.time = time
+        exitsInEpisodes = pass.exitsInEpisodes
+        multiplication = pass.multiplication
+        time = pass.time
+        rootStats = pass.roots.result()
+        rootBlocks = max(1, blocks)
+        worstEpisodes = pass.worst.episodes
+        worstCount = max(0, worst)
         recordCount = reader.recordCount
         firstTimestamp = pass.records == 0 ? nil : pass.minTime
         lastTimestamp = pass.records == 0 ? nil : pass.maxTime
@@ -200,62 +203,19 @@ public struct EpisodeAnalysis: Sendable {
         public var timeBlocks: BlockHistograms
     }
 
-    /// One entry per root (level, reason), in level and reason order.
-    public func roots(blocks: Int = 1) -> [RootStats] {
-        let k = max(1, blocks), nb = DurationBuckets.count
-        let stride = 2 * k * nb   // per root: the blocks of exits per episode, then of episode time
-        var keys: [UInt64] = []   // level << 40 | reason key, in order of appearance
-        var index: [UInt64: Int] = [:]
-        // Local arrays, updated inline: no per-episode closure, box or exclusivity check.
-        var dense: [UInt64] = [], count: [UInt64] = []
-        var sums: [UInt64] = [], mins: [UInt32] = [], maxes: [UInt32] = [], squares: [Double] = []   // 2 per root
-        var lastKey = UInt64.max, last = 0
-        for e in episodes {
-            let key = UInt64(e.rootLevel) << 40 | e.rootReason.key
-            if key != lastKey {
-                // Few roots as a rule: a linear scan before the dictionary.
-                if let j = keys.firstIndex(of: key) ?? (keys.count > 16 ? index[key] : nil) {
-                    last = j
-                } else {
-                    last = keys.count
-                    keys.append(key)
-                    index[key] = last
-                    dense.append(contentsOf: repeatElement(0, count: stride))
-                    count.append(0)
-                    sums += [0, 0]; mins += [.max, .max]; maxes += [0, 0]; squares += [0, 0]
-                }
-                lastKey = key
-            }
-            let block = recordCount == 0 ? 0 : min(k - 1, e.firstRecord * k / recordCount)
-            let m = e.exits, t = TraceRecord.clampDuration(e.time)
-            let base = last * stride + block * nb, s = 2 * last
-            count[last] &+= 1
-            dense[base + DurationBuckets.bucket(m)] &+= 1
-            dense[base + k * nb + DurationBuckets.bucket(t)] &+= 1
-            sums[s] &+= UInt64(m); sums[s + 1] &+= UInt64(t)
-            if m < mins[s] { mins[s] = m }
-            if t < mins[s + 1] { mins[s + 1] = t }
-            if m > maxes[s] { maxes[s] = m }
-            if t > maxes[s + 1] { maxes[s + 1] = t }
-            squares[s] += Double(m) * Double(m)
-            squares[s + 1] += Double(t) * Double(t)
-        }
-        func measure(_ i: Int, _ m: Int) -> (DurationHistogram, BlockHistograms) {
-            let base = i * stride + m * k * nb
-            let perBlock = dense[base..<(base + k * nb)]
-            var merged = [UInt64](repeating: 0, count: nb)
-            for b in 0..<k { for j in 0..<nb { merged[j] &+= perBlock[base + b * nb + j] } }
-            let s = 2 * i + m
-            return (DurationHistogram(buckets: merged, count: count[i], sum: sums[s], max: maxes[s], min: mins[s],
-                                      sumSquares: squares[s]),
-                    BlockHistograms(blocks: k, dense: perBlock, min: mins[s], max: maxes[s]))
-        }
-        return keys.indices.sorted { keys[$0] < keys[$1] }.map { i in
-            let (mult, multBlocks) = measure(i, 0), (time, timeBlocks) = measure(i, 1)
-            return RootStats(level: UInt8(truncatingIfNeeded: keys[i] >> 40), reason: ExitReason(key: keys[i] & ((1 << 40) - 1)),
-                             episodes: Int(count[i]), exits: mult.sum, multiplication: mult, time: time,
-                             multiplicationBlocks: multBlocks, timeBlocks: timeBlocks)
-        }
+    /// One entry per root (level, reason), in level and reason order, with
+    /// the block count the analysis was made with.
+    public func roots() -> [RootStats] { rootStats }
+
+    /// The same in `blocks` blocks: as gathered when `blocks` is the
+    /// analysis's block count, else recomputed from `episodes`, which
+    /// needs `keepEpisodes`.
+    public func roots(blocks: Int) -> [RootStats] {
+        if max(1, blocks) == rootBlocks { return rootStats }
+        precondition(episodes.count == episodeCount, "roots(blocks:) with another block count needs keepEpisodes")
+        var acc = RootAccumulator(blocks: blocks, recordCount: recordCount)
+        for e in episodes { acc.add(e) }
+        return acc.result()
     }
 
     /// The roots of several runs (each from `roots(blocks: blocksPerRun)`)
@@ -292,21 +252,13 @@ public struct EpisodeAnalysis: Sendable {
         }
     }
 
-    /// The `n` episodes with the most exits (ties: longer time, then lower id).
+    /// The `n` episodes with the most exits (ties: longer time, then lower
+    /// id): at most `worst` of the init unless the episodes were kept.
     public func worst(_ n: Int) -> [Episode] {
-        var top: [Episode] = []
-        func before(_ a: Episode, _ b: Episode) -> Bool {
-            (a.exits, a.time, b.id) > (b.exits, b.time, a.id)
-        }
-        for e in episodes where n > 0 {
-            if top.count == n {
-                guard before(e, top[n - 1]) else { continue }
-                top.removeLast()
-            }
-            let at = top.firstIndex { before(e, $0) } ?? top.count
-            top.insert(e, at: at)
-        }
-        return top
+        if n <= worstCount || episodes.count != episodeCount { return Array(worstEpisodes.prefix(max(0, n))) }
+        var top = TopEpisodes(limit: n)
+        for e in episodes { top.add(e) }
+        return top.episodes
     }
 
     /// The run-length exit sequence of `e`, read back from the trace.
@@ -334,96 +286,3 @@ func mix(_ h: UInt64, _ key: UInt64, _ run: UInt32) -> UInt64 {
     x = (x ^ (x >> 29)) &* 0x94D0_49BB_1331_11EB
     return x ^ (x >> 32)
 }
-
-/// The single pass's state. The episode being added to lives in `cur`
-/// (registers, not the array) until a record of another episode arrives.
-/// Episode ids below `denseLimit` find their slot through an array, others
-/// through a dictionary.
-private struct Pass {
-    typealias Episode = EpisodeAnalysis.Episode
-    var episodes: [Episode] = []
-    var dense: [Int32] = []
-    let denseLimit: UInt64
-    var sparse: [UInt64: Int] = [:]
-    var cur = Episode(id: 0, firstRecord: 0, lastRecord: 0, start: 0, end: 0)
-    var curSlot = -1
-    var bursts: BurstDetector
-    var exits: UInt64 = 0
-    var records: UInt64 = 0
-    var reflectedWithoutEpisode: UInt64 = 0
-    var minTime = UInt64.max
-    var maxTime: UInt64 = 0
-
-    init(window: UInt64, records: Int) {
-        bursts = BurstDetector(window: window)
-        denseLimit = UInt64(min(1 << 26, 2 * records + 1024))
-        episodes.reserveCapacity(records / 4 + 16)   // address space only until touched
-    }
-
-    @inline(__always)
-    mutating func add(_ r: TraceRecord, index i: Int) {
-        records &+= 1
-        if r.timestamp < minTime { minTime = r.timestamp }
-        if r.timestamp > maxTime { maxTime = r.timestamp }
-        let isExit = !r.kind.isEvent
-        if isExit {
-            exits &+= 1
-            bursts.add(r.timestamp)
-        }
-        let id = r.episode
-        let isRoot = r.handler == .reflected && r.level >= 2
-        if id == 0 {
-            if isRoot { reflectedWithoutEpisode &+= 1 }
-            return
-        }
-        if id != cur.id || curSlot < 0 { switchTo(id, first: i, timestamp: r.timestamp) }
-        if r.timestamp < cur.start { cur.start = r.timestamp }
-        let end = saturatingAdd(r.timestamp, UInt64(r.duration))
-        if end > cur.end { cur.end = end }
-        cur.lastRecord = i
-        cur.records &+= 1
-        if isRoot && !cur.hasRoot {
-            cur.hasRoot = true
-            cur.rootLevel = r.level
-            cur.rootReason = ExitReason(r)
-            cur.vcpu = r.vcpu
-        }
-        guard isExit else { return }
-        cur.exits &+= 1
-        let key = ExitReason(r).key
-        if key == cur.runKey {
-            cur.runLength &+= 1
-        } else {
-            if cur.runLength > 0 { cur.sequenceHash = mix(cur.sequenceHash, cur.runKey, cur.runLength) }
-            cur.runKey = key
-            cur.runLength = 1
-        }
-    }
-
-    /// Stores `cur` back in its slot.
-    mutating func flush() {
-        if curSlot >= 0 { episodes[curSlot] = cur }
-    }
-
-    @inline(never)
-    mutating func switchTo(_ id: UInt64, first: Int, timestamp: UInt64) {
-        flush()
-        var slot = -1
-        if id < denseLimit {
-            let i = Int(id)
-            if i >= dense.count { dense.append(contentsOf: repeatElement(-1, count: max(i + 1 - dense.count, dense.count))) }
-            if dense[i] >= 0 { slot = Int(dense[i]) } else { dense[i] = Int32(episodes.count) }
-        } else if let s = sparse[id] {
-            slot = s
-        } else {
-            sparse[id] = episodes.count
-        }
-        if slot < 0 {
-            slot = episodes.count
-            episodes.append(Episode(id: id, firstRecord: first, lastRecord: first, start: timestamp, end: timestamp))
-        }
-        curSlot = slot
-        cur = episodes[slot]
-    }
-}
-

@@ -32,9 +32,12 @@ public struct ExitKind: RawRepresentable, Hashable, Sendable {
     /// Not an exit: the run was stopped by a signal (SIGINT, SIGTERM or
     /// SIGPIPE), whose number is the record's address. The last record.
     @inlinable public static var stopped: ExitKind { ExitKind(rawValue: 17) }
+    /// An exit KVM handled inside the host kernel, which L0 never saw:
+    /// merged from a host trace by `terrapin-trace align` (handler `kernel`).
+    @inlinable public static var kernelExit: ExitKind { ExitKind(rawValue: 18) }
 
     /// Every kind defined by format version 1, in code order.
-    public static let allKnown: [ExitKind] = (1...17).map { ExitKind(rawValue: $0) }
+    public static let allKnown: [ExitKind] = (1...18).map { ExitKind(rawValue: $0) }
 
     /// Stable lowercase name; values this version does not define print as "kind-N".
     public var name: String {
@@ -56,6 +59,7 @@ public struct ExitKind: RawRepresentable, Hashable, Sendable {
         case 15: "interrupt-injected"
         case 16: "unknown-exit"
         case 17: "stopped"
+        case 18: "kernel-exit"
         default: "kind-\(rawValue)"
         }
     }
@@ -92,11 +96,14 @@ public struct Handler: RawRepresentable, Hashable, Sendable {
     @inlinable public static var l0: Handler { Handler(rawValue: 0) }
     /// Reflected to the L1 hypervisor.
     @inlinable public static var reflected: Handler { Handler(rawValue: 1) }
+    /// Handled by KVM in the host kernel (records merged by `align`).
+    @inlinable public static var kernel: Handler { Handler(rawValue: 2) }
 
     public var name: String {
         switch rawValue {
         case 0: "l0"
         case 1: "reflected"
+        case 2: "kernel"
         default: "handler-\(rawValue)"
         }
     }

@@ -75,12 +75,15 @@ public enum PerfettoExport {
         var lastStart: UInt64 = 0
 
         /// Where a slice [start, end) goes so that it nests in or follows every
-        /// slice placed before it (see the type's comment).
-        mutating func place(_ start: UInt64, _ end: UInt64, parent: Bool) -> (UInt64, UInt64) {
+        /// slice placed before it (see the type's comment). `closed` is called
+        /// with the end of each open slice this closes, innermost first.
+        @inline(__always)
+        mutating func place(_ start: UInt64, _ end: UInt64, parent: Bool,
+                            closed: (UInt64) -> Void = { _ in }) -> (UInt64, UInt64) {
             var s = max(start, lastStart)
             while let top = open.last {
-                if top.end <= s { open.removeLast(); continue }
-                if !top.parent { s = top.end; open.removeLast(); continue }
+                if top.end <= s { closed(top.end); open.removeLast(); continue }
+                if !top.parent { s = top.end; closed(top.end); open.removeLast(); continue }
                 break
             }
             var e = max(end, s)

@@ -1,6 +1,8 @@
 /// Per-record exports: CSV (a header, then one row per record) and JSON
 /// Lines (one object per record per line). Both keep every record, events
 /// included, in file order; the `record` column is the record's index.
+/// `csvRow` and `jsonLine` are the reference spelling of one record; the
+/// exports write the same bytes through `RecordFormatter`.
 public enum RecordExport {
     public static let csvHeader =
         "record,timestamp_ns,duration_ns,level,vcpu,kind,kind_code,vmx_reason,reason,handler,episode,rip,address,value,size,flags"
@@ -30,20 +32,28 @@ public enum RecordExport {
             + "\"value\":\"\(hex(r.value))\",\"size\":\(r.size),\"flags\":[\(flags)]}"
     }
 
-    public static func writeCSV(_ reader: TraceReader, to out: TextOutput) {
+    /// The header, then one row per record (`RecordFormatter`). With
+    /// `numeric`, rip, address and value are decimal, `vmx_reason` is -1 when
+    /// there is none and `flags` is the flag byte, so every column but kind,
+    /// reason and handler is an integer.
+    public static func writeCSV(_ reader: TraceReader, to out: TextOutput, numeric: Bool = false) {
         out.write(csvHeader + "\n")
+        let f = RecordFormatter(style: .csv, numeric: numeric)
         var i = 0
         reader.forEach { r in
-            out.write(csvRow(r, index: i) + "\n")
-            i += 1
+            f.write(r, index: i, to: out)
+            i &+= 1
         }
     }
 
-    public static func writeJSONLines(_ reader: TraceReader, to out: TextOutput) {
+    /// One object per record per line (`RecordFormatter`). With `numeric`,
+    /// rip, address and value are JSON numbers and `flags` is the flag byte.
+    public static func writeJSONLines(_ reader: TraceReader, to out: TextOutput, numeric: Bool = false) {
+        let f = RecordFormatter(style: .json, numeric: numeric)
         var i = 0
         reader.forEach { r in
-            out.write(jsonLine(r, index: i) + "\n")
-            i += 1
+            f.write(r, index: i, to: out)
+            i &+= 1
         }
     }
 }

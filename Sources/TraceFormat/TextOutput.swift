@@ -4,13 +4,18 @@ import Glibc
 import Darwin
 #endif
 
-/// Buffered text output to a file descriptor (64 KiB write(2)s), for
-/// exporters that stream millions of lines. Errors name `path`.
+/// Buffered text output to a file descriptor, for exporters that stream
+/// millions of lines: a 1 MiB buffer flushed with write(2). Exporters in
+/// this module format straight into the buffer (`reserve`/`commit`).
+/// Errors name `path`.
 public final class TextOutput {
     public let path: String
     private var fd: Int32
     private let owned: Bool
-    private var buffer: [UInt8] = []
+    static let capacity = 1 << 20
+    /// The buffer and how much of it holds output not yet written.
+    let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: TextOutput.capacity)
+    var count = 0
     public private(set) var error: TraceError?
 
     /// Writes to standard output.
@@ -18,7 +23,6 @@ public final class TextOutput {
         path = "<stdout>"
         fd = 1
         owned = false
-        buffer.reserveCapacity(1 << 16)
     }
 
     /// A regular file (or none yet) is written under a temporary name in
@@ -40,31 +44,51 @@ public final class TextOutput {
         if fd < 0 { throw .system(path, "cannot create", errno: errno) }
         temporaryPath = target == path ? nil : target
         owned = true
-        buffer.reserveCapacity(1 << 16)
     }
 
     deinit {
         if owned && fd >= 0 { close(fd) }
         if let temporaryPath { unlink(temporaryPath) }
+        buffer.deallocate()
     }
 
     public func write(_ s: String) {
-        buffer.append(contentsOf: s.utf8)
-        if buffer.count >= 1 << 16 { flushBuffer() }
+        var s = s
+        s.withUTF8 { write(bytes: UnsafeRawBufferPointer($0)) }
     }
 
+    public func write(bytes: UnsafeRawBufferPointer) {
+        var rest = bytes
+        while !rest.isEmpty {
+            if count == TextOutput.capacity { flushBuffer() }
+            let n = min(rest.count, TextOutput.capacity - count)
+            (buffer + count).update(from: rest.baseAddress!.assumingMemoryBound(to: UInt8.self), count: n)
+            count += n
+            rest = UnsafeRawBufferPointer(rebasing: rest[n...])
+        }
+    }
+
+    /// Room for at least `n` (≤ 64 KiB) more bytes at the returned pointer,
+    /// flushing first if needed; `commit` then says how many were written.
+    @inline(__always)
+    func reserve(_ n: Int) -> UnsafeMutablePointer<UInt8> {
+        if TextOutput.capacity - count < n { flushBuffer() }
+        return buffer + count
+    }
+
+    @inline(__always)
+    func commit(_ n: Int) { count += n }
+
     private func flushBuffer() {
-        defer { buffer.removeAll(keepingCapacity: true) }
+        defer { count = 0 }
         guard error == nil else { return }
-        buffer.withUnsafeBytes { b in
-            var done = 0
-            while done < b.count {
-                let n = rawWrite(fd, b.baseAddress! + done, b.count - done)
-                if n > 0 { done += n; continue }
-                if n < 0 && errno == EINTR { continue }
-                error = .system(path, "write failed", errno: n < 0 ? errno : EIO)
-                return
-            }
+        var done = 0
+        while done < count {
+            let n = rawWrite(fd, buffer + done, count - done)
+            if n > 0 { done += n; continue }
+            if n < 0 && errno == EINTR { continue }
+            error = .system(path, "write failed", errno: n < 0 ? errno : EIO)
+            return
         }
     }
 

@@ -34,6 +34,31 @@ public struct TraceMetadata: Equatable, Sendable {
 
     public var keys: [String] { entries.map(\.key) }
 
+    /// Keys that line a trace up with host traces (Traces/README.md, "Lining
+    /// up with host traces"): CLOCK_MONOTONIC ns of the records' time zero,
+    /// and the Linux thread id of the thread that runs vCPU 0. The writer
+    /// stores them as fixed-width placeholders (spaces) and patches them
+    /// when the run starts; values are right-aligned numbers.
+    public static let monotonicBaseKey = "monotonic_base_ns"
+    public static let vcpu0ThreadKey = "vcpu0_tid"
+    public static let monotonicBaseWidth = 20, threadWidth = 10
+
+    /// `v` right-aligned in `width` characters, as the patched keys store it.
+    public static func padded(_ v: UInt64, width: Int) -> String {
+        let digits = String(v)
+        return String(repeating: " ", count: max(0, width - digits.count)) + digits
+    }
+
+    /// The numeric value of `key`: nil when absent or blank (a run killed
+    /// before it started), an error message when it is not a number.
+    public func number(_ key: String) -> Result<UInt64?, MetadataValueError> {
+        guard let raw = self[key] else { return .success(nil) }
+        let text = raw.trimmingSpaces
+        if text.isEmpty { return .success(nil) }
+        guard let v = UInt64(text) else { return .failure(MetadataValueError(key: key, value: raw)) }
+        return .success(v)
+    }
+
     public static func == (a: TraceMetadata, b: TraceMetadata) -> Bool {
         a.startTimeNanos == b.startTimeNanos
             && a.entries.count == b.entries.count
@@ -93,4 +118,20 @@ public func clockNanos(_ clock: clockid_t) -> UInt64 {
     var ts = timespec()
     clock_gettime(clock, &ts)
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+/// A metadata value that should be a number and is not.
+public struct MetadataValueError: Error, Equatable, Sendable {
+    public var key: String
+    public var value: String
+}
+
+extension String {
+    /// Without leading and trailing spaces.
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while s.first == " " { s.removeFirst() }
+        while s.last == " " { s.removeLast() }
+        return String(s)
+    }
 }

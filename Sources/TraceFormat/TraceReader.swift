@@ -29,6 +29,9 @@ public final class TraceReader: @unchecked Sendable {
 
     let mapping: UnsafeMutableRawPointer
     @usableFromInline let records: UnsafeRawPointer
+    /// True when `mapping` maps the file (not a copy in anonymous memory),
+    /// so its pages can be dropped and read again (`scanReleasingPages`).
+    private var fileBacked = false
 
     public convenience init(path: String) throws(TraceError) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -47,6 +50,7 @@ public final class TraceReader: @unchecked Sendable {
             throw .system(path, "cannot map the file", errno: errno)
         }
         try self.init(path: path, mapping: m, size: size)
+        fileBacked = true
     }
 
     /// A trace held in memory (a copy of `bytes`), validated as a file
@@ -133,6 +137,38 @@ public final class TraceReader: @unchecked Sendable {
             try body(TraceRecord(decoding: p))
             p += 64
         }
+    }
+
+    /// Calls `body` for every record in file order, as `forEach`, and drops
+    /// the mapped pages of each 16 MiB scanned from this process (a file
+    /// mapping only; they are read back from the page cache if touched
+    /// again), so that a one-pass analysis of a large trace keeps its
+    /// resident memory bounded (`storms`, Traces/README.md).
+    @inlinable
+    public func scanReleasingPages(_ body: (TraceRecord) throws -> Void) rethrows {
+        let chunk = 1 << 18   // records: 16 MiB
+        var p = records
+        var done = 0
+        while done < recordCount {
+            let n = Swift.min(chunk, recordCount - done)
+            let start = p
+            for _ in 0..<n {
+                try body(TraceRecord(decoding: p))
+                p += 64
+            }
+            done += n
+            release(start, p)
+        }
+    }
+
+    /// Drops the whole pages of the mapping in [from, to).
+    @usableFromInline
+    func release(_ from: UnsafeRawPointer, _ to: UnsafeRawPointer) {
+        guard fileBacked else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let base = UnsafeRawPointer(mapping)
+        let lo = (from - base + page - 1) / page * page, hi = (to - base) / page * page
+        if hi > lo { _ = madvise(mapping + lo, hi - lo, MADV_DONTNEED) }
     }
 
     /// Raw bytes of all complete records, for callers that decode selectively.

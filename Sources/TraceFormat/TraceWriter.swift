@@ -25,6 +25,8 @@ public final class TraceWriter {
     var error: TraceError?
     /// Bytes of the file written so far (header + flushed records); error offsets.
     var fileOffset: UInt64 = 0
+    /// File offset and byte length of each metadata value (its first entry), for `patchMetadata`.
+    private var valueSpans: [String: (offset: Int, length: Int)] = [:]
 
     /// Records accepted by `append` (buffered or on disk). Stops growing after
     /// a write error, since later records are dropped.
@@ -35,6 +37,13 @@ public final class TraceWriter {
         self.path = path
         self.batchRecords = max(1, batchRecords)
         let text = metadata.encodedText()
+        // The encoded text holds one "key=value\n" per entry: find where each value lies.
+        var at = TraceLayout.fixedHeaderSize
+        for (key, value) in metadata.entries {
+            let keyLength = key.utf8.count, valueLength = value.utf8.count
+            if valueSpans[key] == nil { valueSpans[key] = (at + keyLength + 1, valueLength) }
+            at += keyLength + 1 + valueLength + 1
+        }
         guard text.count <= Int(UInt32.max) - TraceLayout.fixedHeaderSize - 63 else {
             throw TraceError(path: path, message: "metadata too large (\(text.count) bytes)")
         }
@@ -88,6 +97,25 @@ public final class TraceWriter {
         defer { pending = 0 }
         guard pending > 0, !failed, fd >= 0 else { return }
         _ = writeAll(buffer, pending * TraceLayout.recordSize)
+    }
+
+    /// Overwrites the value of metadata `key` in the header with `value` of
+    /// the same UTF-8 length (no newline), as the count is patched: for
+    /// values known only once the run starts, written first as placeholders
+    /// (Traces/README.md, "Lining up with host traces").
+    public func patchMetadata(_ key: String, _ value: String) throws(TraceError) {
+        guard let span = valueSpans[key] else {
+            throw TraceError(path: path, message: "no metadata key '\(key)' to patch")
+        }
+        let bytes = Array(value.utf8)
+        guard bytes.count == span.length, !bytes.contains(0x0A) else {
+            throw TraceError(path: path, message: "metadata '\(key)': \(bytes.count) bytes for a \(span.length)-byte value")
+        }
+        guard fd >= 0 else { throw TraceError(path: path, message: "metadata '\(key)': the writer is finished") }
+        let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, off_t(span.offset)) }
+        if n != bytes.count {
+            throw .system(path, "cannot write metadata '\(key)'", errno: n < 0 ? errno : EIO, offset: UInt64(span.offset))
+        }
     }
 
     /// Writes the buffered records, then the final record count, and closes

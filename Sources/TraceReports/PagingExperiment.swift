@@ -135,8 +135,8 @@ public struct PagingExperiment: Sendable {
                 if r.vmxReason == 48 { eptViolations += 1 }
             }
             let episodes = EpisodeAnalysis(reader)
-            multiplication = episodes.episodes.isEmpty ? 0
-                : Double(episodes.exitsInEpisodes) / Double(episodes.episodes.count)
+            multiplication = episodes.episodeCount == 0 ? 0
+                : Double(episodes.exitsInEpisodes) / Double(episodes.episodeCount)
         }
     }
 

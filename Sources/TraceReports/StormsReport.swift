@@ -38,11 +38,11 @@ public struct StormsReport {
             out += "selection: \(printable(selection)) (\(reader.recordCount) of \(reader.unfilteredRecordCount) records)\n"
         }
         out += "records: \(reader.recordCount), exits: \(a.totalExits)\n"
-        if a.episodes.isEmpty {
+        if (a.episodeCount == 0) {
             out += "episodes: 0 (no reflected L2 exits with an episode id: nothing was reflected to an L1 hypervisor)\n"
         } else {
             let m = a.multiplication, t = a.time
-            out += "episodes: \(a.episodes.count)\n"
+            out += "episodes: \(a.episodeCount)\n"
             out += "exits in episodes: \(a.exitsInEpisodes) (\(percent(a.exitsInEpisodes, a.totalExits))% of all exits)\n"
             out += "exit multiplication (L0 exits per episode): mean \(fixed(m.mean, 2)), p50 \(m.percentile(0.5)), "
                 + "p90 \(m.percentile(0.9)), p99 \(m.percentile(0.99)), max \(m.max)\n"
@@ -50,13 +50,13 @@ public struct StormsReport {
                 + "p90 \(durationCell(t.percentile(0.9))), p99 \(durationCell(t.percentile(0.99))), "
                 + "max \(durationCell(UInt64(t.max)))\n"
         }
-        if !a.episodes.isEmpty {
+        if !(a.episodeCount == 0) {
             out += "\nper root reason (exits per episode, episode time):\n"
             var roots = Table(header: ["level", "root", "episodes", "share%", "exits mean", "p50", "p90", "p99", "max",
                                        "time mean", "p50", "p99", "max"], leftColumns: 2)
             for r in a.roots() {
                 let m = r.multiplication, t = r.time
-                roots.add(["L\(r.level)", r.reason.name, "\(r.episodes)", percent(UInt64(r.episodes), UInt64(a.episodes.count)),
+                roots.add(["L\(r.level)", r.reason.name, "\(r.episodes)", percent(UInt64(r.episodes), UInt64(a.episodeCount)),
                            fixed(m.mean, 2), "\(m.percentile(0.5))", "\(m.percentile(0.9))", "\(m.percentile(0.99))", "\(m.max)",
                            durationCell(t.mean), durationCell(t.percentile(0.5)), durationCell(t.percentile(0.99)),
                            durationCell(UInt64(t.max))])
@@ -69,14 +69,18 @@ public struct StormsReport {
         if a.reflectedWithoutEpisode > 0 {
             out += "reflected L2 exits without an episode id: \(a.reflectedWithoutEpisode)\n"
         }
-        if !a.episodes.isEmpty {
+        if a.lateRecords > 0 {
+            out += "records of episodes closed before them, left out: \(a.lateRecords) "
+                + "(at most \(EpisodeAnalysis.openLimit) episodes stay open; see Traces/README.md)\n"
+        }
+        if !(a.episodeCount == 0) {
             out += "\nexits per episode:\n"
             var table = Table(header: ["exits", "episodes", "share%", ""], leftColumns: 0, leftLast: true)
             let most = distribution.map(\.count).max() ?? 1
             for d in distribution {
                 let bar = String(repeating: "#", count: max(1, Int((Double(d.count) * 40 / Double(most)).rounded())))
                 table.add([d.lo == d.hi ? "\(d.lo)" : "\(d.lo)-\(d.hi)", "\(d.count)",
-                           percent(d.count, UInt64(a.episodes.count)), bar])
+                           percent(d.count, UInt64(a.episodeCount)), bar])
             }
             out += table.text
 
@@ -92,7 +96,7 @@ public struct StormsReport {
             out += "\nmost common sequences:\n"
             var seqs = Table(header: ["episodes", "share%", "exits", "sequence"], leftColumns: 0, leftLast: true)
             for s in a.sequences {
-                seqs.add(["\(s.episodes)", percent(UInt64(s.episodes), UInt64(a.episodes.count)), "\(s.exits)", s.text])
+                seqs.add(["\(s.episodes)", percent(UInt64(s.episodes), UInt64(a.episodeCount)), "\(s.exits)", s.text])
             }
             out += seqs.text
         }
@@ -150,11 +154,12 @@ public struct StormsReport {
               "file": \(jsonString(reader.path)),\(selectionJSON(reader))
               "records": \(reader.recordCount),
               "exits": \(a.totalExits),
-              "episodes": \(a.episodes.count),
+              "episodes": \(a.episodeCount),
               "exits_in_episodes": \(a.exitsInEpisodes),
               "orphan_episodes": \(a.orphanEpisodes),
               "orphan_records": \(a.orphanRecords),
               "reflected_without_episode": \(a.reflectedWithoutEpisode),
+              "late_records": \(a.lateRecords),
               "multiplication": {"mean": \(fixed(m.mean, 3)), "p50": \(m.percentile(0.5)), "p90": \(m.percentile(0.9)), "p99": \(m.percentile(0.99)), "max": \(m.max)},
               "episode_time_ns": {"mean": \(fixed(t.mean, 1)), "p50": \(t.percentile(0.5)), "p90": \(t.percentile(0.9)), "p99": \(t.percentile(0.99)), "max": \(t.max)},
               "roots": \(jsonList(roots)),

@@ -122,7 +122,7 @@ struct Compare: ParsableCommand {
                 let s = TraceSummary(r, blocks: blocks)
                 summaries.append(s)
                 let nested = s.groups.contains { $0.handler == .reflected && $0.level >= 2 }
-                roots.append(nested ? EpisodeAnalysis(r, topSequences: 0).roots(blocks: blocks) : [])
+                roots.append(nested ? EpisodeAnalysis(r, topSequences: 0, worst: 0, blocks: blocks, keepEpisodes: false).roots() : [])
             }
             return (TraceSummary.merging(summaries, blocksPerRun: blocks),
                     EpisodeAnalysis.mergingRoots(roots, blocksPerRun: blocks))

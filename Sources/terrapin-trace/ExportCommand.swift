@@ -3,30 +3,46 @@ import TraceFormat
 
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write the records as Perfetto (Chrome Trace Event JSON), CSV or JSON Lines.",
+        abstract: "Write the records as a Perfetto trace (protobuf or Chrome Trace Event JSON), CSV or JSON Lines.",
         discussion: """
-            perfetto: {"traceEvents": [...]}, one track per level (and vCPU), episodes as \
-            slices enclosing their exits; loads in ui.perfetto.dev. csv: a header and one \
-            row per record. json: JSON Lines, one object per record. See Traces/README.md.
+            perfetto: Perfetto's native protobuf trace (.pftrace), one track per level (and \
+            vCPU), exits as slices with debug annotations, episodes as slices enclosing their \
+            exits; loads in ui.perfetto.dev. perfetto-json: the same as {"traceEvents": [...]}. \
+            csv: a header and one row per record. json: JSON Lines, one object per record. \
+            See Traces/README.md.
             """
     )
 
     enum Format: String, ExpressibleByArgument, CaseIterable {
-        case perfetto, csv, json
+        case perfetto, perfettoJSON = "perfetto-json", csv, json
     }
 
     @Argument(help: "The trace file (.trc).")
     var trace: String
 
-    @Option(help: "Output format: perfetto, csv or json.")
+    @Option(help: "Output format: perfetto (protobuf), perfetto-json, csv or json.")
     var format: Format
+
+    @Flag(help: "perfetto: exits and episodes without debug annotations (smaller files, the same slices).")
+    var noAnnotations = false
 
     @Option(help: "Output file (default, or '-': standard output).")
     var out: String?
 
+    @Flag(help: "csv and json: rip, address, value and flags as decimal numbers, and in csv -1 for no VMX reason, so every column but kind, reason and handler is an integer.")
+    var numeric = false
+
     @OptionGroup var filter: FilterOptions
 
-    func validate() throws { try filter.validate() }
+    func validate() throws {
+        if numeric && (format == .perfetto || format == .perfettoJSON) {
+            throw ValidationError("--numeric applies to --format csv and json only")
+        }
+        if noAnnotations && format != .perfetto {
+            throw ValidationError("--no-annotations applies to --format perfetto only")
+        }
+        try filter.validate()
+    }
 
     func run() throws {
         let reader = try filter.apply(to: try openTrace(trace))
@@ -37,9 +53,10 @@ struct Export: ParsableCommand {
             throw fail("\(error)")
         }
         switch format {
-        case .perfetto: PerfettoExport.write(reader, to: output)
-        case .csv: RecordExport.writeCSV(reader, to: output)
-        case .json: RecordExport.writeJSONLines(reader, to: output)
+        case .perfetto: PerfettoProtoExport.write(reader, to: output, annotations: !noAnnotations)
+        case .perfettoJSON: PerfettoExport.write(reader, to: output)
+        case .csv: RecordExport.writeCSV(reader, to: output, numeric: numeric)
+        case .json: RecordExport.writeJSONLines(reader, to: output, numeric: numeric)
         }
         do { try output.finish() } catch { throw fail("\(error)") }
     }

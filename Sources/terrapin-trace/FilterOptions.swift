@@ -17,7 +17,7 @@ struct FilterOptions: ParsableArguments {
                                valueName: "reasons"))
     var reason: String?
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("Keep these handlers: l0, reflected.", valueName: "handlers"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Keep these handlers: l0, reflected, kernel (merged by align).", valueName: "handlers"))
     var handler: String?
 
     @Option(parsing: .unconditional, help: ArgumentHelp("Keep these vCPUs (e.g. 0,1).", valueName: "vcpus"))
@@ -73,7 +73,8 @@ struct FilterOptions: ParsableArguments {
                 switch item.lowercased() {
                 case "l0": f.handlers.insert(Handler.l0.rawValue)
                 case "reflected", "l1": f.handlers.insert(Handler.reflected.rawValue)
-                default: throw ValidationError("--handler: '\(item)' is not a handler (l0 or reflected)")
+                case "kernel": f.handlers.insert(Handler.kernel.rawValue)
+                default: throw ValidationError("--handler: '\(item)' is not a handler (l0, reflected or kernel)")
                 }
             }
             guard !f.handlers.isEmpty else { throw ValidationError("--handler needs at least one handler") }

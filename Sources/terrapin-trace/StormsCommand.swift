@@ -44,7 +44,7 @@ struct Storms: ParsableCommand {
     func run() throws {
         let reader = try filter.apply(to: try openTrace(trace))
         let analysis = EpisodeAnalysis(reader, window: parseDuration(window)!, threshold: BurstThreshold(threshold)!,
-                                       topSequences: top)
+                                       topSequences: top, worst: top, keepEpisodes: false)
         let report = StormsReport(reader: reader, analysis: analysis, top: top, threshold: BurstThreshold(threshold)!)
         writeStdout(json ? report.json() : report.text())
     }

@@ -8,7 +8,7 @@ struct TerrapinTrace: ParsableCommand {
         commandName: "terrapin-trace",
         abstract: "Analyse Terrapin exit traces",
         version: TerrapinTrace.version,
-        subcommands: [Summary.self, Storms.self, Compare.self, Plot.self, Export.self, Generate.self]
+        subcommands: [Summary.self, Storms.self, Compare.self, Plot.self, Export.self, Align.self, Generate.self]
     )
 
     /// The tool's version and the trace format version it reads.

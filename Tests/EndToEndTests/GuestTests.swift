@@ -35,6 +35,15 @@ final class GuestTests: XCTestCase {
         // The unclaimed-port probe is traced as such.
         XCTAssertTrue(trace.contains { $0.kind == .ioIn && $0.address == 0x3e8 && $0.flags.contains(.unclaimed) && $0.value == 0xff })
         XCTAssertEqual(trace.metadata["cmdline"], "hello.elf alpha beta")
+        // The run's time zero on CLOCK_MONOTONIC and vCPU 0's thread, for lining up with host traces.
+        let base = try XCTUnwrap(try trace.metadata.number(TraceMetadata.monotonicBaseKey).get())
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        XCTAssertLessThan(base, UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec), "a time zero in the past")
+        XCTAssertGreaterThan(base, 0)
+        let tid = try XCTUnwrap(try trace.metadata.number(TraceMetadata.vcpu0ThreadKey).get())
+        XCTAssertGreaterThan(tid, 0)
+        XCTAssertEqual(trace.metadata[TraceMetadata.vcpu0ThreadKey]?.count, TraceMetadata.threadWidth)
     }
 
     func testPIOStormExitsOncePerWrite() throws {

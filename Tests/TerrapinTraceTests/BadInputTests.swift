@@ -95,5 +95,8 @@ final class BadInputTests: XCTestCase {
         let unwritable = try CLI.run(["export", t, "--format", "csv", "--out", "/nonexistent/dir/x.csv"])
         XCTAssertEqual(unwritable.status, 1)
         XCTAssertTrue(unwritable.stderr.contains("/nonexistent/dir/x.csv: cannot create"), unwritable.stderr)
+        let numeric = try CLI.run(["export", t, "--format", "perfetto", "--numeric"])
+        XCTAssertEqual(numeric.status, 64)
+        XCTAssertTrue(numeric.stderr.contains("--numeric applies to --format csv and json only"), numeric.stderr)
     }
 }

@@ -11,7 +11,7 @@ final class ExportStructureTests: XCTestCase {
 
     func testPerfettoTracksNeverOverlapPartially() throws {
         for name in Self.fixtures {
-            let r = try CLI.run(["export", CLI.fixture(name), "--format", "perfetto"])
+            let r = try CLI.run(["export", CLI.fixture(name), "--format", "perfetto-json"])
             XCTAssertEqual(r.status, 0, r.stderr)
             let root = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], name)
             let events = try XCTUnwrap(root["traceEvents"] as? [[String: Any]], name)

@@ -96,7 +96,7 @@ final class GoldenTests: XCTestCase {
         let real = CLI.fixture("turtle-pio-storm")
         try check("export-turtle-pio-storm.csv", try output(["export", real, "--format", "csv"]))
         let small = CLI.fixture("nested-small")
-        try check("export-nested-small.perfetto.json", try output(["export", small, "--format", "perfetto"]))
+        try check("export-nested-small.perfetto.json", try output(["export", small, "--format", "perfetto-json"]))
         try check("export-nested-small.csv", try output(["export", small, "--format", "csv"]))
         try check("export-nested-small.jsonl", try output(["export", small, "--format", "json"]))
     }

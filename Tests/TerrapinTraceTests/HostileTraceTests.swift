@@ -33,7 +33,8 @@ final class HostileTraceTests: XCTestCase {
                 XCTAssertEqual(r.status, 0, "\(name), \(bins) bins: \(r.stderr)")
                 try assertValidSVG(svg)
             }
-            for args in [["summary", trace], ["storms", trace], ["compare", trace, trace], ["export", trace, "--format", "perfetto"]] {
+            for args in [["summary", trace], ["storms", trace], ["compare", trace, trace], ["export", trace, "--format", "perfetto"],
+                         ["export", trace, "--format", "perfetto-json"]] {
                 XCTAssertEqual(try CLI.run(args).status, 0, "\(args)")
             }
         }
@@ -50,7 +51,7 @@ final class HostileTraceTests: XCTestCase {
             XCTAssertEqual(r.status, 0, "\(args)")
             XCTAssertFalse(r.stdout.unicodeScalars.contains { $0.value == 0x1b || $0.value == 0x1 || $0.value == 0x9b }, "\(args): \(r.stdout)")
         }
-        for args in [["summary", trace, "--json"], ["export", trace, "--format", "json"], ["export", trace, "--format", "perfetto"]] {
+        for args in [["summary", trace, "--json"], ["export", trace, "--format", "json"], ["export", trace, "--format", "perfetto-json"]] {
             let r = try CLI.run(args)
             XCTAssertEqual(r.status, 0, "\(args)")
             for line in r.stdout.split(separator: "\n") where args.contains("json") && args.contains("export") {

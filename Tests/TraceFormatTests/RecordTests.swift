@@ -53,14 +53,15 @@ final class RecordTests: XCTestCase {
     func testExitKindNames() {
         let expected = ["io-in", "io-out", "mmio-read", "mmio-write", "hlt", "shutdown", "rdmsr", "wrmsr",
                         "debug", "internal-error", "interrupted", "irq-window", "fail-entry", "system-event",
-                        "interrupt-injected", "unknown-exit", "stopped"]
+                        "interrupt-injected", "unknown-exit", "stopped", "kernel-exit"]
         XCTAssertEqual(ExitKind.allKnown.map(\.name), expected)
-        XCTAssertEqual(ExitKind.allKnown.map(\.rawValue), Array(1...17))
+        XCTAssertEqual(ExitKind.allKnown.map(\.rawValue), Array(1...18))
         XCTAssertEqual(ExitKind(rawValue: 0).name, "kind-0")
         XCTAssertEqual(ExitKind(rawValue: 200).name, "kind-200")
         XCTAssertEqual(ExitKind.interruptInjected.rawValue, 15)
         XCTAssertEqual(Handler.l0.name, "l0")
         XCTAssertEqual(Handler.reflected.name, "reflected")
+        XCTAssertEqual(Handler.kernel.name, "kernel")
         XCTAssertEqual(Handler(rawValue: 9).name, "handler-9")
         XCTAssertEqual(RecordFlags([.unclaimed, .string, .faulted]).rawValue, 7)
     }

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 // --- request numbers (linux/kvm.h) -------------------------------------------
 static const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;
@@ -39,6 +41,9 @@ static const unsigned long CKVM_SET_DEBUGREGS = KVM_SET_DEBUGREGS;
 static inline int ckvm_ioctl(int fd, unsigned long request) { return ioctl(fd, request, 0); }
 static inline int ckvm_ioctl_arg(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
 static inline int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+/* The calling thread's Linux thread id (gettid(2)), which host tracers print:
+ * Swift cannot call the variadic syscall(2) itself. */
+static inline int32_t ckvm_gettid(void) { return (int32_t)syscall(SYS_gettid); }
 
 // --- process helpers Swift's Glibc module does not export ---------------------
 int ckvm_memfd_create(const char *name, unsigned int flags);

@@ -42,6 +42,11 @@ extension Machine {
             try StopRequest.installHandlers()
         } catch { throw MonitorError(error) }
         runStart = clock.now()
+        if let trace {
+            do throws(TraceError) { try TraceRecorder.startClock(trace, runStart: runStart) } catch {
+                throw .io("trace: \(error)", errno: 0)
+            }
+        }
     }
 
     /// One exit: runs the active level's vCPU once, or takes the L2 exit that

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import KVM
 import NestedVMX
 import TraceFormat
 
@@ -23,9 +24,21 @@ enum TraceRecorder {
             ("clock", "CLOCK_MONOTONIC ns since run start"),
             ("started", iso8601(nanos: start)),
             ("monitor", "terrapin"),
+            // Patched by `startClock` when the run starts (Traces/README.md).
+            (TraceMetadata.monotonicBaseKey, String(repeating: " ", count: TraceMetadata.monotonicBaseWidth)),
+            (TraceMetadata.vcpu0ThreadKey, String(repeating: " ", count: TraceMetadata.threadWidth)),
         ]
         for (i, m) in config.modules.enumerated() { entries.append(("module\(i)", m)) }
         return TraceMetadata(entries, startTimeNanos: start)
+    }
+
+    /// Records the CLOCK_MONOTONIC time zero of the records and the thread
+    /// that runs vCPU 0 (the caller's), for lining up with host traces.
+    static func startClock(_ trace: TraceWriter, runStart: UInt64) throws(TraceError) {
+        try trace.patchMetadata(TraceMetadata.monotonicBaseKey,
+                                TraceMetadata.padded(runStart, width: TraceMetadata.monotonicBaseWidth))
+        let tid = UInt64(max(0, currentThreadID()))
+        try trace.patchMetadata(TraceMetadata.vcpu0ThreadKey, TraceMetadata.padded(tid, width: TraceMetadata.threadWidth))
     }
 
     /// UTC time as "YYYY-MM-DDTHH:MM:SS.mmmZ".

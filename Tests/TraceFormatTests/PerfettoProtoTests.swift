@@ -1,0 +1,165 @@
+import Foundation
+import XCTest
+@testable import TraceFormat
+
+/// A protobuf message decoded generically: field number -> values in order
+/// (varints as UInt64, length-delimited fields as bytes).
+private struct Decoded {
+    var varints: [UInt64: [UInt64]] = [:]
+    var bytes: [UInt64: [[UInt8]]] = [:]
+
+    init(_ b: ArraySlice<UInt8>) throws {
+        var i = b.startIndex
+        func varint() throws -> UInt64 {
+            var v: UInt64 = 0, shift: UInt64 = 0
+            while true {
+                guard i < b.endIndex, shift < 64 else { throw DecodeError.truncated }
+                let x = b[i]
+                i += 1
+                v |= UInt64(x & 0x7F) << shift
+                if x < 0x80 { return v }
+                shift += 7
+            }
+        }
+        while i < b.endIndex {
+            let tag = try varint()
+            switch tag & 7 {
+            case 0: varints[tag >> 3, default: []].append(try varint())
+            case 2:
+                let n = Int(try varint())
+                guard n <= b.endIndex - i else { throw DecodeError.truncated }
+                bytes[tag >> 3, default: []].append(Array(b[i..<(i + n)]))
+                i += n
+            default: throw DecodeError.wireType(tag & 7)
+            }
+        }
+    }
+
+    func one(_ f: UInt64) -> UInt64? { varints[f]?.first }
+    func messages(_ f: UInt64) throws -> [Decoded] { try (bytes[f] ?? []).map { try Decoded($0[...]) } }
+    func string(_ f: UInt64) -> String? { bytes[f]?.first.map { String(decoding: $0, as: UTF8.self) } }
+}
+
+private enum DecodeError: Error { case truncated, wireType(UInt64) }
+
+/// The native Perfetto export, decoded with a wire-format decoder written
+/// here (field numbers as in Perfetto's protos; scripts/check_perfetto.py
+/// checks the same files against the perfetto package's definitions).
+final class PerfettoProtoTests: TraceTestCase {
+    typealias F = PerfettoProtoExport.F
+
+    func testWireEncodingOfVarintsAndLongMessages() throws {
+        let buf = UnsafeMutablePointer<UInt8>.allocate(capacity: 1 << 16)
+        defer { buf.deallocate() }
+        var w = ProtoWire(p: buf)
+        w.uint(1, 0)
+        w.uint(2, 127)
+        w.uint(3, 128)
+        w.uint(4, .max)
+        for length in [0, 1, 127, 128, 300, 16_383, 16_384] {
+            w.message(5) { m in m.string(2, String(repeating: "x", count: length)) }
+        }
+        w.int(6, -1)
+        let d = try Decoded(Array(UnsafeBufferPointer(start: buf, count: w.p - buf))[...])
+        XCTAssertEqual(d.varints[1], [0])
+        XCTAssertEqual(d.varints[2], [127])
+        XCTAssertEqual(d.varints[3], [128])
+        XCTAssertEqual(d.varints[4], [.max])
+        XCTAssertEqual(d.varints[6], [UInt64.max], "negative int32/int64 as ten-byte two's complement")
+        XCTAssertEqual(try d.messages(5).map { $0.string(2)?.count }, [0, 1, 127, 128, 300, 16_383, 16_384])
+        // 0x80 encodes as two bytes: 0x80 0x01.
+        var v = ProtoWire(p: buf)
+        v.varint(0x80)
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: buf, count: v.p - buf)), [0x80, 0x01])
+    }
+
+    private func export(_ reader: TraceReader, annotations: Bool = true) throws -> [Decoded] {
+        let out = try TextOutput(path: path("out.pftrace"))
+        PerfettoProtoExport.write(reader, to: out, annotations: annotations)
+        try out.finish()
+        let bytes = try self.bytes(path("out.pftrace"))
+        return try Decoded(bytes[...]).messages(F.tracePacket)
+    }
+
+    func testTracksSlicesAndAnnotationsMatchTheRecords() throws {
+        let p = path("n.trc")
+        try SyntheticTrace(records: 3000, seed: 4).write(to: p)
+        let reader = try TraceReader(path: p)
+        let analysis = EpisodeAnalysis(reader)
+        let packets = try export(reader)
+
+        let descriptors = try packets.flatMap { try $0.messages(F.trackDescriptor) }
+        XCTAssertEqual(descriptors.count, 3, "the process and L1, L2")
+        XCTAssertEqual(try descriptors[0].messages(F.process).first?.string(F.processName),
+                       "terrapin: " + (reader.metadata["command"] ?? ""))
+        XCTAssertEqual(descriptors[1...].map { $0.string(F.trackName) }, ["L1", "L2"])
+        XCTAssertEqual(descriptors[1...].map { $0.one(F.parentUUID) }, [1, 1])
+
+        var names: [UInt64: String] = [:], annotationNames: [UInt64: String] = [:], strings: [UInt64: String] = [:]
+        var open: [UInt64: [UInt64]] = [:]
+        var exits: [(name: String, args: [String: UInt64], track: UInt64)] = []
+        var episodes = 0
+        for packet in packets {
+            for interned in try packet.messages(F.internedData) {
+                for e in try interned.messages(F.eventNames) { names[e.one(F.iid)!] = e.string(F.entryName) }
+                for e in try interned.messages(F.annotationNames) { annotationNames[e.one(F.iid)!] = e.string(F.entryName) }
+                for e in try interned.messages(F.annotationStrings) { strings[e.one(F.iid)!] = e.string(F.entryName) }
+            }
+            guard let event = try packet.messages(F.trackEvent).first else { continue }
+            XCTAssertEqual(packet.one(F.sequenceID), 1)
+            let track = try XCTUnwrap(event.one(F.trackUUID))
+            let t = try XCTUnwrap(packet.one(F.timestamp))
+            switch event.one(F.type) {
+            case F.sliceBegin:
+                open[track, default: []].append(t)
+                if let name = event.string(F.name) {
+                    XCTAssertTrue(name.hasPrefix("episode "), name)
+                    episodes += 1
+                    continue
+                }
+                var args: [String: UInt64] = [:]
+                for a in try event.messages(F.debugAnnotations) {
+                    let key = try XCTUnwrap(annotationNames[try XCTUnwrap(a.one(F.annotationNameIID))])
+                    args[key] = a.one(F.uintValue) ?? a.one(F.pointerValue) ?? a.one(F.stringValueIID)
+                }
+                exits.append((try XCTUnwrap(names[try XCTUnwrap(event.one(F.nameIID))]), args, track))
+            case F.sliceEnd:
+                let start = try XCTUnwrap(open[track]?.popLast(), "END without BEGIN")
+                XCTAssertLessThanOrEqual(start, t)
+            default: break
+            }
+        }
+        XCTAssertEqual(open.values.map(\.count).reduce(0, +), 0, "every slice ends")
+        XCTAssertEqual(episodes, analysis.episodes.count)
+        let exitRecords = reader.enumerated().filter { !$0.element.kind.isEvent }
+        XCTAssertEqual(exits.count, exitRecords.count)
+        for (e, (i, r)) in zip(exits, exitRecords) {
+            XCTAssertEqual(e.name, ExitReason(r).name, "record \(i)")
+            XCTAssertEqual(e.track, 0x1_0000 + UInt64(r.vcpu) * 256 + UInt64(r.level))
+            XCTAssertEqual(e.args["record"], UInt64(i))
+            XCTAssertEqual(e.args["rip"], r.rip)
+            XCTAssertEqual(e.args["address"], r.address)
+            XCTAssertEqual(e.args["value"], r.value)
+            XCTAssertEqual(e.args["episode"], r.episode == 0 ? nil : r.episode)
+            XCTAssertEqual(e.args["kind"].flatMap { strings[$0] }, r.kind.name)
+            XCTAssertEqual(e.args["handler"].flatMap { strings[$0] }, r.handler.name)
+        }
+    }
+
+    func testWithoutAnnotationsTheSlicesAreTheSame() throws {
+        let p = path("n.trc")
+        try SyntheticTrace(records: 500, seed: 8).write(to: p)
+        let reader = try TraceReader(path: p)
+        func events(_ packets: [Decoded]) throws -> [[UInt64?]] {
+            try packets.compactMap { packet in
+                try packet.messages(F.trackEvent).first.map { e in
+                    [packet.one(F.timestamp), e.one(F.type), e.one(F.trackUUID), e.one(F.nameIID)]
+                }
+            }
+        }
+        let full = try export(reader), lean = try export(reader, annotations: false)
+        XCTAssertEqual(try events(full), try events(lean))
+        XCTAssertTrue(try lean.allSatisfy { try $0.messages(F.trackEvent).allSatisfy { $0.bytes[F.debugAnnotations] == nil } })
+        XCTAssertGreaterThan(try full.flatMap { try $0.messages(F.trackEvent) }.filter { $0.bytes[F.debugAnnotations] != nil }.count, 400)
+    }
+}
