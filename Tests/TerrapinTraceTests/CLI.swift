@@ -22,9 +22,12 @@ enum CLI {
     }
 
     /// Runs terrapin-trace with `arguments`; output goes through files so no pipe can fill up.
-    static func run(_ arguments: [String]) throws -> Result {
+    static func run(_ arguments: [String]) throws -> Result { try run(binary, arguments) }
+
+    /// Runs `executable` with `arguments` from the package root, the same way.
+    static func run(_ executable: URL, _ arguments: [String]) throws -> Result {
         let process = Process()
-        process.executableURL = binary
+        process.executableURL = executable
         process.arguments = arguments
         process.currentDirectoryURL = packageRoot
         let out = temporaryPath("stdout"), err = temporaryPath("stderr")

@@ -9,26 +9,9 @@ import XCTest
 /// with numpy and perfetto is required (scripts/python-deps installs them):
 /// without it these tests fail rather than skip, since CI has Python.
 final class PythonScriptTests: XCTestCase {
-    struct Run { var status: Int32; var stdout: String; var stderr: String }
-
-    /// Runs `executable` with `arguments` from the package root.
-    private func run(_ executable: String, _ arguments: [String]) throws -> Run {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [executable] + arguments
-        process.currentDirectoryURL = CLI.packageRoot
-        let out = CLI.temporaryPath("py-stdout"), err = CLI.temporaryPath("py-stderr")
-        _ = FileManager.default.createFile(atPath: out, contents: nil)
-        _ = FileManager.default.createFile(atPath: err, contents: nil)
-        defer { try? FileManager.default.removeItem(atPath: out); try? FileManager.default.removeItem(atPath: err) }
-        process.standardOutput = FileHandle(forWritingAtPath: out)
-        process.standardError = FileHandle(forWritingAtPath: err)
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus,
-                   stdout: String(decoding: FileManager.default.contents(atPath: out) ?? Data(), as: UTF8.self),
-                   stderr: String(decoding: FileManager.default.contents(atPath: err) ?? Data(), as: UTF8.self))
+    /// Runs `executable` (looked up on PATH) with `arguments` from the package root.
+    private func run(_ executable: String, _ arguments: [String]) throws -> CLI.Result {
+        try CLI.run(URL(fileURLWithPath: "/usr/bin/env"), [executable] + arguments)
     }
 
     override func setUpWithError() throws {
