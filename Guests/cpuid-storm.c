@@ -69,5 +69,6 @@ int main(int argc, char **argv)
 	       (unsigned long long)cycles, (unsigned long long)(n ? cycles / n : 0));
 	report(same == n, "%llu of %llu CPUIDs of leaf 0x%llx agree", (unsigned long long)same,
 	       (unsigned long long)n, (unsigned long long)leaf);
+	report_iterations(n);	/* the unit of work, for terrapin-trace compare */
 	return report_summary();
 }

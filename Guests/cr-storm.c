@@ -93,5 +93,6 @@ int main(int argc, char **argv)
 	__asm__ volatile("mov %1, %%db0\n\tmov %%db0, %0" : "=r"(back) : "r"(dr0));
 	__asm__ volatile("wbinvd; invd" ::: "memory");
 	report(back == dr0, "DR0 reads back 0x%llx; WBINVD and INVD complete", (unsigned long long)back);
+	report_iterations(n);	/* the unit of work, for terrapin-trace compare */
 	return report_summary();
 }

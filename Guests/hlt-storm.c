@@ -86,5 +86,6 @@ int main(int argc, char **argv)
 	       (unsigned long long)(n ? cycles / n : 0));
 	report(timer_irqs == n, "timer interrupt count %llu equals N=%llu",
 	       (unsigned long long)timer_irqs, (unsigned long long)n);
+	report_iterations(n);	/* the unit of work, for terrapin-trace compare */
 	return report_summary();
 }

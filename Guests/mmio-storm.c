@@ -66,5 +66,6 @@ int main(int argc, char **argv)
 	else
 		printf("mmio-storm: read of 0x%llx returned 0x%08x (not checked)\n",
 		       (unsigned long long)addr, v);
+	report_iterations(n);	/* the unit of work, for terrapin-trace compare */
 	return report_summary();
 }

@@ -55,5 +55,6 @@ int main(int argc, char **argv)
 	report(bad == 0,
 	       "%llu rdmsr(0x1b): base 0xfee00000, enabled, BSP (%llu bad)",
 	       (unsigned long long)n, (unsigned long long)bad);
+	report_iterations(n);	/* the unit of work, for terrapin-trace compare */
 	return report_summary();
 }

@@ -51,5 +51,6 @@ int main(int argc, char **argv)
 	       (unsigned long long)(t2 - t1));
 	report(bad == 0, "%llu pages written and read back, %llu mismatched words", (unsigned long long)n,
 	       (unsigned long long)bad);
+	report_iterations(n);	/* the unit of work, for terrapin-trace compare */
 	return report_summary();
 }

@@ -21,8 +21,9 @@ int main(int argc, char **argv)
 			return usage(USAGE " (bad argument \"%s\")", argv[i]);
 		}
 	}
-	/* 0xf4-0xf7 is isa-debug-exit, 0x3f8-0x3ff the console UART. */
-	if ((port >= 0xf4 && port <= 0xf7) || (port >= 0x3f8 && port <= 0x3ff))
+	/* 0xf4-0xf7 is isa-debug-exit, 0x3f8-0x3ff the console UART, 0x5a0-0x5a7 the work-report port. */
+	if ((port >= 0xf4 && port <= 0xf7) || (port >= 0x3f8 && port <= 0x3ff) ||
+	    (port >= WORK_REPORT_PORT && port <= WORK_REPORT_HIGH + 3))
 		return usage(USAGE " (port 0x%llx is reserved)", (unsigned long long)port);
 
 	printf("pio-storm: %llu exits to port 0x%llx\n",
@@ -37,5 +38,6 @@ int main(int argc, char **argv)
 	       (unsigned long long)cycles, (unsigned long long)(n ? cycles / n : 0));
 	report(true, "%llu outb writes to port 0x%llx completed",
 	       (unsigned long long)n, (unsigned long long)port);
+	report_iterations(n);	/* the unit of work, for terrapin-trace compare */
 	return report_summary();
 }

@@ -38,5 +38,6 @@ int main(int argc, char **argv)
 	report(first >= min, "the TSC reads 0x%llx, at least 0x%llx", (unsigned long long)first, (unsigned long long)min);
 	report(backwards == 0, "the TSC never went backwards in %llu reads (%llu times)", (unsigned long long)n,
 	       (unsigned long long)backwards);
+	report_iterations(n);	/* the unit of work, for terrapin-trace compare */
 	return report_summary();
 }

@@ -31,6 +31,7 @@
  *   io=bitmap   (default) I/O bitmaps intercept COM1 (0x3f8-0x3ff), the
  *               debug-exit port (0xf4-0xf7) and 0x80; other ports go to L0.
  *   io=all      unconditional I/O exiting: turtle is L2's only platform.
+ *               It passes L2's work report (ports 0x5a0-0x5a7) on to L0.
  *   preempt=N   VMX-preemption timer with value N, re-armed on each expiry.
  *   exceptions=MASK  exception bitmap: L2's exceptions in MASK exit to turtle,
  *               which logs and re-injects each into L2.

@@ -92,5 +92,6 @@ int main(int argc, char **argv)
 		*p++ = *s++;
 	*p = '\0';
 	report(hypercall(HC_PRINT, (uint64_t)(uintptr_t)message) == 0, "print hypercall returned 0");
+	report_iterations(n);	/* the unit of work, for terrapin-trace compare */
 	return report_summary();
 }

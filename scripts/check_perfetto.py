@@ -10,10 +10,15 @@ It checks that:
   (so every field number and wire type the exporter wrote is Perfetto's);
 - there is a process track and one track per (vCPU, level) of the trace, each
   used track described, names and ordering as Traces/README.md says;
+- timestamps resolve through the sequence's defaults and clock snapshot
+  (an incremental clock: each delta adds to the previous packet's time on
+  it; a packet may give an absolute BOOTTIME time instead), and events
+  without a track_uuid are on the default track (TrackEventDefaults);
 - on every track, BEGIN/END events nest properly once sorted by timestamp
   (stably, as the trace processor orders packets), and every slice ends at
   or after its start;
-- interned names resolve, and the exits are the trace's exits in order, with
+- interned names resolve, and the exits are the trace's exits in order (each
+  slice that was not moved starting at its record's time), with
   their reasons' kinds, record indices and fields in the debug annotations;
 - episodes are slices named "episode E: ..." (one per episode root).
 Prints a one-line summary and exits 0, or prints what failed and exits 1.
@@ -30,6 +35,8 @@ from google.protobuf.message import DecodeError  # noqa: E402
 from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb  # noqa: E402
 
 problems = []
+TRACK_BASE = 2          # the track of (vCPU V, level L) has uuid 2 + V * 256 + L
+BOOTTIME = 6            # BuiltinClock BOOTTIME, the trace clock
 
 
 def fail(message):
@@ -93,7 +100,7 @@ def main(argv):
         fail("the process track does not order its children explicitly")
     vcpus = {t // 256 for t in tids}
     for tid in tids:
-        d = descriptors.get(0x10000 + tid)
+        d = descriptors.get(TRACK_BASE + tid)
         level, vcpu = tid % 256, tid // 256
         name = f"L{level}" if vcpus == {0} else f"L{level} vCPU{vcpu}"
         if d is None:
@@ -106,7 +113,22 @@ def main(argv):
     names, strings, annotation_names = {}, {}, {}
     per_track = {}
     exits, instants, episodes = [], [], 0
+    default_clock, default_track = BOOTTIME, None
+    clock_base = {BOOTTIME: 0}      # each clock's time at BOOTTIME 0, from the snapshot
+    incremental = {}                # incremental clock id -> its current value
     for i, p in enumerate(packets):
+        if p.HasField("trace_packet_defaults"):
+            d = p.trace_packet_defaults
+            default_clock = d.timestamp_clock_id if d.HasField("timestamp_clock_id") else BOOTTIME
+            default_track = d.track_event_defaults.track_uuid if d.HasField("track_event_defaults") else None
+        if p.HasField("clock_snapshot"):
+            boot = [c.timestamp for c in p.clock_snapshot.clocks if c.clock_id == BOOTTIME]
+            if not boot:
+                fail(f"packet {i}: a clock snapshot without BOOTTIME")
+            for c in p.clock_snapshot.clocks:
+                clock_base[c.clock_id] = c.timestamp - (boot[0] if boot else 0)
+                if c.is_incremental:
+                    incremental[c.clock_id] = c.timestamp
         if p.HasField("interned_data"):
             for e in p.interned_data.event_names:
                 names[e.iid] = e.name
@@ -119,9 +141,19 @@ def main(argv):
         e = p.track_event
         if p.trusted_packet_sequence_id != 1:
             fail(f"packet {i}: sequence {p.trusted_packet_sequence_id}")
-        if e.track_uuid not in descriptors:
-            fail(f"packet {i}: undescribed track {e.track_uuid}")
-        per_track.setdefault(e.track_uuid, []).append((p.timestamp, i, e.type))
+        clock = p.timestamp_clock_id if p.HasField("timestamp_clock_id") else default_clock
+        if clock in incremental:
+            incremental[clock] += p.timestamp
+            ts = incremental[clock] - clock_base[clock]
+        elif clock in clock_base:
+            ts = p.timestamp - clock_base[clock]
+        else:
+            fail(f"packet {i}: clock {clock} has no snapshot")
+            ts = p.timestamp
+        track = e.track_uuid if e.HasField("track_uuid") else default_track
+        if track not in descriptors:
+            fail(f"packet {i}: undescribed track {track}")
+        per_track.setdefault(track, []).append((ts, i, e.type))
         args = {}
         for a in e.debug_annotations:
             key = annotation_names.get(a.name_iid, f"?{a.name_iid}")
@@ -133,9 +165,9 @@ def main(argv):
                 if not e.name.startswith("episode "):
                     fail(f"packet {i}: slice named {e.name!r}")
             else:
-                exits.append((names.get(e.name_iid), args, e.track_uuid))
+                exits.append((names.get(e.name_iid), args, track, ts))
         elif e.type == pb.TrackEvent.TYPE_INSTANT:
-            instants.append((names.get(e.name_iid), args, e.track_uuid))
+            instants.append((names.get(e.name_iid), args, track))
         elif e.type != pb.TrackEvent.TYPE_SLICE_END:
             fail(f"packet {i}: event type {e.type}")
     for uuid, events in per_track.items():
@@ -157,14 +189,14 @@ def main(argv):
         fail(f"{len(exits)} exit slices for {len(expected)} exits")
     if len(instants) != int(is_event.sum()):
         fail(f"{len(instants)} instants for {int(is_event.sum())} events")
-    annotated = [args for _, args, _ in exits if args]
-    for (name, args, uuid), index in zip(exits, expected):
+    annotated = [args for _, args, _, _ in exits if args]
+    for (name, args, uuid, ts), index in zip(exits, expected):
         if name is None:
             fail(f"record {index}: name not interned")
         r = records[index]
         tid = int(r["vcpu"]) * 256 + int(r["level"])
-        if uuid != 0x10000 + tid:
-            fail(f"record {index}: on track {uuid}, expected {0x10000 + tid}")
+        if uuid != TRACK_BASE + tid:
+            fail(f"record {index}: on track {uuid}, expected {TRACK_BASE + tid}")
         if args:
             want = {"record": index, "kind": trace_numpy.kind_name(int(r["kind_code"])),
                     "handler": trace_numpy.handler_name(int(r["handler"])),
@@ -172,6 +204,9 @@ def main(argv):
             if int(r["episode"]):
                 want["episode"] = int(r["episode"])
             got = {k: args.get(k) for k in want}
+            # A slice the placement did not move starts at the record's time.
+            if "timestamp_ns" not in args and ts != int(r["timestamp_ns"]):
+                fail(f"record {index}: slice at {ts} ns, recorded at {int(r['timestamp_ns'])} ns")
             if got != want:
                 fail(f"record {index}: annotations {got}, expected {want}")
             if int(r["vmx_reason"]) == trace_numpy.NO_VMX_REASON and name != want["kind"]:

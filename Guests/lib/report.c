@@ -4,6 +4,13 @@
  */
 #include "guest.h"
 
+void report_iterations(uint64_t n)
+{
+	if (n >> 32)
+		outl(WORK_REPORT_HIGH, (uint32_t)(n >> 32));
+	outl(WORK_REPORT_PORT, (uint32_t)n);
+}
+
 static unsigned tests;
 static unsigned failures;
 static unsigned expected_failures;

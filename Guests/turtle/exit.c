@@ -164,6 +164,12 @@ static int handle_io(void)
 		return stop("L2 wrote to the debug-exit port");
 	} else if (port == POST_PORT) {
 		port80_outs++;
+	} else if (port >= WORK_REPORT_PORT && port <= WORK_REPORT_HIGH + 3) {
+		/* L2's unit-of-work report (guest.h) goes on to L0, which records
+		 * it in the trace. Only io=all gets here: the I/O bitmaps leave
+		 * these ports to L0 (vmcs.c). */
+		if (size == 4)
+			outl(port, (uint32_t)value);
 	}
 	skip_instruction(exit_insn_len(1));
 	return 0;

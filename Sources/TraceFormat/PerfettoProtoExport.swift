@@ -30,9 +30,19 @@ public enum PerfettoProtoExport {
         static let trackEvent: UInt64 = 11
         static let internedData: UInt64 = 12
         static let sequenceFlags: UInt64 = 13
+        static let clockSnapshot: UInt64 = 6
+        static let timestampClockID: UInt64 = 58
+        static let packetDefaults: UInt64 = 59             // trace_packet_defaults
         static let trackDescriptor: UInt64 = 60
         static let stateCleared: UInt64 = 1                // SEQ_INCREMENTAL_STATE_CLEARED
         static let needsState: UInt64 = 2                  // SEQ_NEEDS_INCREMENTAL_STATE
+        // TracePacketDefaults (timestamp_clock_id = 58 as in TracePacket), TrackEventDefaults
+        static let trackEventDefaults: UInt64 = 11
+        static let defaultTrackUUID: UInt64 = 11
+        // ClockSnapshot, ClockSnapshot.Clock; BuiltinClock BOOTTIME (builtin_clock.proto)
+        static let clocks: UInt64 = 1
+        static let clockID: UInt64 = 1, clockTimestamp: UInt64 = 2, isIncremental: UInt64 = 3
+        static let boottime: UInt64 = 6
         // TrackDescriptor
         static let uuid: UInt64 = 1
         static let trackName: UInt64 = 2
@@ -74,23 +84,40 @@ public enum PerfettoProtoExport {
     }
 
     static let sequence: UInt64 = 1
+    /// The sequence's own clock (ids 64-127 are sequence-scoped,
+    /// clock_snapshot.proto): incremental, so each packet's timestamp is the
+    /// delta from the previous packet on it, in ns, and equal to BOOTTIME
+    /// (the trace clock) at 0. A packet that would go back in time (an END
+    /// written after later packets of other tracks) carries its absolute
+    /// time on BOOTTIME instead, and leaves the incremental clock where it was.
+    static let deltaClock: UInt64 = 64
     static let episodePrefix = Array("episode ".utf8), episodeColon = Array(": ".utf8), episodeTimes = Array(" ×".utf8)
     static let processUUID: UInt64 = 1
-    /// The track of level L of vCPU V: as the JSON export's tid, V × 256 + L, plus 0x10000.
-    static func trackUUID(_ tid: Int) -> UInt64 { 0x1_0000 + UInt64(tid) }
+    /// The track of level L of vCPU V: as the JSON export's tid, V × 256 + L,
+    /// plus 2 (after the process track's 1), so that vCPU 0's tracks take a
+    /// one-byte varint.
+    static func trackUUID(_ tid: Int) -> UInt64 { 2 + UInt64(tid) }
 
     /// Writes `reader` as a Perfetto trace; with `annotations` false, exits
     /// and episodes carry no debug annotations (smaller, same slices).
     public static func write(_ reader: TraceReader, to out: TextOutput, annotations: Bool = true) {
         let analysis = EpisodeAnalysis(reader, topSequences: 0, worst: 0)
-        var tids = Set<Int>()
-        var lastTid = -1
+        var counts: [Int: Int] = [:]
+        var lastTid = -1, run = 0
         reader.forEach { r in
             let tid = Int(r.vcpu) * 256 + Int(r.level)
-            if tid != lastTid { tids.insert(tid); lastTid = tid }
+            if tid != lastTid {
+                if lastTid >= 0 { counts[lastTid, default: 0] += run }
+                lastTid = tid
+                run = 0
+            }
+            run += 1
         }
-        var writer = Writer(out: out, annotations: annotations)
-        writer.descriptors(command: reader.metadata["command"] ?? reader.path, tids: tids.sorted())
+        if lastTid >= 0 { counts[lastTid, default: 0] += run }
+        // The busiest track is the sequence's default (TrackEventDefaults): its events name no track.
+        let busiest = counts.max { $0.value < $1.value || ($0.value == $1.value && $0.key > $1.key) }?.key ?? -1
+        var writer = Writer(out: out, annotations: annotations, defaultTid: busiest)
+        writer.descriptors(command: reader.metadata["command"] ?? reader.path, tids: counts.keys.sorted())
         // Episodes come in order of their first record: each is written just before it.
         let episodes = analysis.episodes
         var next = 0
@@ -110,6 +137,8 @@ public enum PerfettoProtoExport {
     struct Writer {
         let out: TextOutput
         let annotations: Bool
+        /// The incremental clock's value and the default track (shared with the END writer).
+        let clock: DeltaClock
         /// Open slices per track, in order of first use, found by the track's tid.
         var tracks: [PerfettoExport.Track] = []
         var tids: [Int] = []
@@ -125,12 +154,16 @@ public enum PerfettoProtoExport {
         var nextNameIID: UInt64 = 1
         /// Root reason names as bytes, for episode names.
         var rootNames: [UInt64: [UInt8]] = [:]
-        var kindStrings = [Bool](repeating: false, count: 256)
-        var handlerStrings = [Bool](repeating: false, count: 256)
+        /// Interned annotation strings (kinds, then handlers, by raw value → iid; 0 = not
+        /// yet), numbered in order of first use so that they take one-byte varints.
+        var kindStrings = [UInt64](repeating: 0, count: 256)
+        var handlerStrings = [UInt64](repeating: 0, count: 256)
+        var nextStringIID: UInt64 = 1
 
-        init(out: TextOutput, annotations: Bool) {
+        init(out: TextOutput, annotations: Bool, defaultTid: Int = -1) {
             self.out = out
             self.annotations = annotations
+            self.clock = DeltaClock(defaultTid: defaultTid)
         }
 
         /// One packet: reserves room for `size` bytes, then writes `body` as a Trace.packet field.
@@ -172,9 +205,16 @@ public enum PerfettoProtoExport {
                     }
                 }
             }
+            let defaultTid = clock.defaultTid
             packet { w in
                 w.uint(F.sequenceID, PerfettoProtoExport.sequence)
                 w.uint(F.sequenceFlags, F.stateCleared)
+                w.message(F.packetDefaults) { d in
+                    d.uint(F.timestampClockID, PerfettoProtoExport.deltaClock)
+                    if defaultTid >= 0 {
+                        d.message(F.trackEventDefaults) { t in t.uint(F.defaultTrackUUID, trackUUID(defaultTid)) }
+                    }
+                }
                 w.message(F.internedData) { d in
                     for (i, n) in PerfettoProtoExport.annotationNames.enumerated() {
                         d.message(F.annotationNames) { e in
@@ -184,6 +224,22 @@ public enum PerfettoProtoExport {
                     }
                 }
             }
+            // Both clocks at 0: the incremental clock starts at the trace's time zero.
+            packet { w in
+                w.uint(F.sequenceID, PerfettoProtoExport.sequence)
+                w.message(F.clockSnapshot) { c in
+                    c.message(F.clocks) { k in
+                        k.uint(F.clockID, F.boottime)
+                        k.uint(F.clockTimestamp, 0)
+                    }
+                    c.message(F.clocks) { k in
+                        k.uint(F.clockID, PerfettoProtoExport.deltaClock)
+                        k.uint(F.clockTimestamp, 0)
+                        k.uint(F.isIncremental, 1)
+                    }
+                }
+            }
+            clock.last = 0
         }
 
         /// The position of the track of `tid` in `tracks`.
@@ -208,17 +264,18 @@ public enum PerfettoProtoExport {
         @inline(__always)
         mutating func place(_ tid: Int, _ start: UInt64, _ end: UInt64, parent: Bool) -> (UInt64, UInt64) {
             let i = select(tid)
-            let out = self.out
-            return tracks[i].place(start, end, parent: parent) { Writer.sliceEnd(out, tid, at: $0) }
+            let out = self.out, clock = self.clock
+            return tracks[i].place(start, end, parent: parent) { Writer.sliceEnd(out, clock, tid, at: $0) }
         }
 
-        static func sliceEnd(_ out: TextOutput, _ tid: Int, at t: UInt64) {
+        static func sliceEnd(_ out: TextOutput, _ clock: DeltaClock, _ tid: Int, at t: UInt64) {
             packet(out, size: 64) { w in
-                w.uint(F.timestamp, t)
+                clock.stamp(&w, t)
                 w.uint(F.sequenceID, PerfettoProtoExport.sequence)
+                w.uint(F.sequenceFlags, F.needsState)
                 w.message(F.trackEvent) { e in
                     e.uint(F.type, F.sliceEnd)
-                    e.uint(F.trackUUID, trackUUID(tid))
+                    clock.track(&e, tid)
                 }
             }
         }
@@ -232,14 +289,14 @@ public enum PerfettoProtoExport {
                 reasonName = Array(e.rootReason.name.utf8)
                 rootNames[e.rootReason.key] = reasonName
             }
-            let annotations = self.annotations
+            let annotations = self.annotations, clock = self.clock
             packet { w in
-                w.uint(F.timestamp, s)
+                clock.stamp(&w, s)
                 w.uint(F.sequenceID, PerfettoProtoExport.sequence)
                 w.uint(F.sequenceFlags, F.needsState)
                 w.message(F.trackEvent) { t in
                     t.uint(F.type, F.sliceBegin)
-                    t.uint(F.trackUUID, trackUUID(tid))
+                    clock.track(&t, tid)
                     t.message(F.name) { n in
                         n.raw(PerfettoProtoExport.episodePrefix)
                         n.decimalText(e.id)
@@ -278,13 +335,14 @@ public enum PerfettoProtoExport {
                 if near >= 0 { nameIIDs[near] = nameIID } else { eventNames[reason.key] = nameIID }
             }
             let kind = Int(r.kind.rawValue), handler = Int(r.handler.rawValue)
-            let newKind = annotations && !kindStrings[kind], newHandler = annotations && !handlerStrings[handler]
-            if newKind { kindStrings[kind] = true }
-            if newHandler { handlerStrings[handler] = true }
-            let annotations = self.annotations
+            let newKind = annotations && kindStrings[kind] == 0, newHandler = annotations && handlerStrings[handler] == 0
+            if newKind { kindStrings[kind] = nextStringIID; nextStringIID += 1 }
+            if newHandler { handlerStrings[handler] = nextStringIID; nextStringIID += 1 }
+            let kindIID = kindStrings[kind], handlerIID = handlerStrings[handler]
+            let annotations = self.annotations, clock = self.clock
             let moved = s != r.timestamp || end - s != UInt64(r.duration)
             packet { w in
-                w.uint(F.timestamp, s)
+                clock.stamp(&w, s)
                 w.uint(F.sequenceID, PerfettoProtoExport.sequence)
                 if newName || newKind || newHandler {
                     w.message(F.internedData) { d in
@@ -296,13 +354,13 @@ public enum PerfettoProtoExport {
                         }
                         if newKind {
                             d.message(F.annotationStrings) { n in
-                                n.uint(F.iid, kindIID(kind))
+                                n.uint(F.iid, kindIID)
                                 n.string(F.entryName, r.kind.name)
                             }
                         }
                         if newHandler {
                             d.message(F.annotationStrings) { n in
-                                n.uint(F.iid, handlerIID(handler))
+                                n.uint(F.iid, handlerIID)
                                 n.string(F.entryName, r.handler.name)
                             }
                         }
@@ -311,12 +369,12 @@ public enum PerfettoProtoExport {
                 w.uint(F.sequenceFlags, F.needsState)
                 w.message(F.trackEvent) { t in
                     t.uint(F.type, isEvent ? F.instant : F.sliceBegin)
-                    t.uint(F.trackUUID, trackUUID(tid))
+                    clock.track(&t, tid)
                     t.uint(F.nameIID, nameIID)
                     guard annotations else { return }
                     annotate(&t, A.record, UInt64(index))
-                    annotate(&t, A.kind, string: kindIID(kind))
-                    annotate(&t, A.handler, string: handlerIID(handler))
+                    annotate(&t, A.kind, string: kindIID)
+                    annotate(&t, A.handler, string: handlerIID)
                     if r.episode != 0 { annotate(&t, A.episode, r.episode) }
                     annotate(&t, A.rip, pointer: r.rip)
                     annotate(&t, A.address, pointer: r.address)
@@ -332,14 +390,38 @@ public enum PerfettoProtoExport {
         /// Closes every open slice, innermost first, track by track.
         func finish() {
             for (i, tid) in tids.enumerated() {
-                for slice in tracks[i].open.reversed() { Writer.sliceEnd(out, tid, at: slice.end) }
+                for slice in tracks[i].open.reversed() { Writer.sliceEnd(out, clock, tid, at: slice.end) }
             }
         }
     }
 
-    /// Interned annotation strings: kinds at 1...256, handlers at 257...512.
-    static func kindIID(_ raw: Int) -> UInt64 { UInt64(raw + 1) }
-    static func handlerIID(_ raw: Int) -> UInt64 { UInt64(257 + raw) }
+    /// The sequence's incremental clock (`deltaClock`) and default track.
+    final class DeltaClock {
+        /// The incremental clock's current value: the time of the last packet stamped on it.
+        var last: UInt64 = 0
+        let defaultTid: Int
+        init(defaultTid: Int) { self.defaultTid = defaultTid }
+
+        /// The packet's timestamp: a delta on the incremental clock, or the
+        /// absolute time on BOOTTIME when `t` is before the clock's value.
+        @inline(__always)
+        func stamp(_ w: inout ProtoWire, _ t: UInt64) {
+            if t >= last {
+                w.uint(F.timestamp, t - last)
+                last = t
+            } else {
+                w.uint(F.timestamp, t)
+                w.uint(F.timestampClockID, F.boottime)
+            }
+        }
+
+        /// The event's track, unless it is the default track.
+        @inline(__always)
+        func track(_ e: inout ProtoWire, _ tid: Int) {
+            if tid != defaultTid { e.uint(F.trackUUID, trackUUID(tid)) }
+        }
+    }
+
 }
 
 @inline(__always)

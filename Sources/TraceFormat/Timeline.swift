@@ -1,5 +1,6 @@
 /// Data for `terrapin-trace plot`: exits per time bin for every (level,
-/// reason), and a per-level latency histogram with power-of-two buckets.
+/// reason), and latency histograms with power-of-two buckets per level and
+/// per (level, reason).
 /// Events (interrupt-injected) are left out of both.
 public struct Timeline: Sendable {
     public struct Series: Sendable, Equatable {
@@ -7,6 +8,8 @@ public struct Timeline: Sendable {
         public var reason: ExitReason
         public var counts: [UInt64]
         public var total: UInt64
+        /// Handling times, bucketed as `Latency.buckets`.
+        public var latency: [UInt64] = [UInt64](repeating: 0, count: 33)
         public var label: String { "L\(level) \(reason.name)" }
     }
 
@@ -66,9 +69,11 @@ public struct Timeline: Sendable {
             let bin = min(n - 1, Int((r.timestamp - lo) / width))
             series[lastSlot].counts[bin] += 1
             series[lastSlot].total += 1
+            let bucket = 32 - r.duration.leadingZeroBitCount
+            series[lastSlot].latency[bucket] += 1
             let level = Int(r.level)
             if latency[level].isEmpty { latency[level] = [UInt64](repeating: 0, count: 33) }
-            latency[level][32 - r.duration.leadingZeroBitCount] += 1
+            latency[level][bucket] += 1
         }
         series.sort { ($0.total, $1.level, $1.reason.key) > ($1.total, $0.level, $0.reason.key) }
         self.series = series
@@ -83,6 +88,7 @@ public struct Timeline: Sendable {
         var other = Series(level: 0, reason: ExitReason(key: 0), counts: [UInt64](repeating: 0, count: binCount), total: 0)
         for s in series.dropFirst(n - 1) {
             for i in 0..<binCount { other.counts[i] += s.counts[i] }
+            for k in 0..<33 { other.latency[k] += s.latency[k] }
             other.total += s.total
         }
         head.append(other)

@@ -43,6 +43,13 @@ public struct TraceMetadata: Equatable, Sendable {
     public static let vcpu0ThreadKey = "vcpu0_tid"
     public static let monotonicBaseWidth = 20, threadWidth = 10
 
+    /// The unit of work the guest reported (`report_iterations` in the
+    /// guest library): `compare`'s default normalisation key. `terrapin`
+    /// writes it as a placeholder and patches it at the end of the run;
+    /// blank when the guest reported nothing (Traces/README.md).
+    public static let iterationsKey = "iterations"
+    public static let iterationsWidth = 20
+
     /// `v` right-aligned in `width` characters, as the patched keys store it.
     public static func padded(_ v: UInt64, width: Int) -> String {
         let digits = String(v)

@@ -18,6 +18,10 @@ public struct CompareReport {
     let comparison: TraceComparison
     /// The metadata key of the unit of work, if normalised.
     let per: String?
+    /// With the default normalisation: the traces that have no `iterations`
+    /// (their guest reported no unit of work), so the output can say why it
+    /// is not normalised per iteration.
+    public var withoutIterations: [String] = []
 
     private var normalised: Bool { comparison.unitsA != nil }
     private var settings: TraceComparison.Settings { comparison.settings }
@@ -81,6 +85,12 @@ public struct CompareReport {
                 : "normalised per unit of '\(per)': A \(fixed(ua, 0)), B \(fixed(ub, 0)); counts and total times are per unit\n"
         } else {
             out += "not normalised (use --per KEY to divide by a unit of work from the metadata)\n"
+        }
+        if !withoutIterations.isEmpty {
+            out += "note: not per iteration: no '\(TraceMetadata.iterationsKey)' in "
+                + withoutIterations.map(printable).joined(separator: ", ")
+                + " (the guest reported no unit of work; the storm guests report their loop count, "
+                + "see Traces/README.md; --per cmdline takes it from the command line)\n"
         }
         out += "test: handling-time p50 and p99 by a block bootstrap (\(settings.bootstrap.blocks) blocks, "
             + "\(settings.bootstrap.resamples) resamples, seed \(settings.bootstrap.seed)), counts by a Poisson interval\n"
@@ -200,6 +210,7 @@ public struct CompareReport {
               "per": \(per.map(jsonString) ?? "null"),
               "units_a": \(num(comparison.unitsA)),
               "units_b": \(num(comparison.unitsB)),
+              "without_iterations": \(jsonList(withoutIterations.map(jsonString))),
               "settings": {"threshold": \(fixed(s.threshold, 6)), "run_noise": \(fixed(s.runNoise, 6)), "min_count": \(s.minCount), "confidence": \(fixed(bs.confidence, 6)), "blocks": \(bs.blocks), "resamples": \(bs.resamples), "seed": \(bs.seed)},
               "tests": \(comparison.tests),
               "per_test_confidence": \(fixed(comparison.perTestConfidence, 6)),

@@ -1,8 +1,9 @@
 import TraceFormat
 
 /// Lays out the plot: a title, a stacked-area timeline of exits/s per
-/// (level, reason) with its legend, and a log-log handling-time histogram
-/// with one bar per level in each power-of-two bucket.
+/// (level, reason) with its legend, a log-log handling-time histogram
+/// with one bar per level in each power-of-two bucket, and one such
+/// histogram per (level, reason) for the most frequent reasons.
 public struct PlotRenderer {
     public init(reader: TraceReader, timeline: Timeline, series: Int) {
         self.reader = reader; self.timeline = timeline; self.series = series
@@ -24,7 +25,7 @@ public struct PlotRenderer {
     static let lineWidth = 145
 
     public func render() -> String {
-        var svg = SVG(width: 1100, height: 880)
+        var svg = SVG(width: 1100, height: 1330)
         let command = reader.metadata["command"] ?? reader.path
         for (i, line) in Self.wrap("terrapin-trace: " + command, width: Self.titleWidth, lines: 2).enumerated() {
             svg.text(20, 28 + Double(i) * 20, line, size: 16, bold: true)
@@ -36,6 +37,7 @@ public struct PlotRenderer {
         svg.text(20, 70, clip(reader.path + " · " + subtitle, Self.lineWidth), size: 12, fill: "#555")
         drawTimeline(&svg, top: 110, height: 320)
         drawHistogram(&svg, top: 540, height: 250)
+        drawReasonHistograms(&svg, top: 910)
         return svg.document
     }
 
@@ -189,6 +191,55 @@ public struct PlotRenderer {
             let ly = top + 16 + Double(j) * 20
             svg.rect(legendX, ly, 14, 14, fill: Self.levelColors[j % Self.levelColors.count])
             svg.text(legendX + 20, ly + 12, "L\(l.level) (\(l.buckets.reduce(0, +)))", size: 12)
+        }
+    }
+
+    /// Reasons with a histogram of their own: the timeline's most frequent.
+    static let reasonPanels = 6
+
+    /// Small multiples: the handling-time histogram of each of the
+    /// `reasonPanels` most frequent (level, reason) series, three to a row,
+    /// in the timeline's colours, over the buckets any of them uses, each
+    /// with its own log count axis.
+    private func drawReasonHistograms(_ svg: inout SVG, top: Double) {
+        let shown = Array(timeline.series.prefix(Self.reasonPanels))
+        svg.text(left, top - 14, "Handling time per exit, by level and reason (the \(Self.reasonPanels) most frequent; log count)",
+                 size: 14, bold: true)
+        let used = (0..<33).filter { k in shown.contains { $0.latency[k] > 0 } }
+        guard let first = used.first, let last = used.last else {
+            svg.text(left + plotWidth / 2, top + 60, "no exits", size: 14, anchor: .middle)
+            return
+        }
+        let width = 300.0, height = 120.0, gapX = 50.0, rowHeight = 200.0, x0 = 70.0
+        let buckets = last - first + 1
+        for (i, s) in shown.enumerated() {
+            let px = x0 + Double(i % 3) * (width + gapX), py = top + 24 + Double(i / 3) * rowHeight
+            // The timeline's colour of this series (its position there, or "other" beyond it).
+            let colour = Self.palette[min(i, max(0, series - 1)) % Self.palette.count]
+            svg.text(px, py - 8, clip(label(s), 44), size: 12, bold: true)
+            let maxCount = s.latency.max() ?? 1
+            var decades = 0
+            while pow10(decades) < Double(maxCount) { decades += 1 }
+            let bottom = -0.3
+            func y(_ c: Double) -> Double { py + height - (log10(c) - bottom) / (Double(max(decades, 1)) - bottom) * height }
+            for d in 0...max(decades, 1) {
+                svg.line(px, y(pow10(d)), px + width, y(pow10(d)), stroke: "#eee")
+                svg.text(px - 4, y(pow10(d)) + 4, rateLabel(pow10(d)), size: 9, anchor: .end)
+            }
+            let slot = width / Double(buckets)
+            for (b, k) in (first...last).enumerated() {
+                if s.latency[k] > 0 {
+                    let c = Double(s.latency[k])
+                    svg.rect(px + Double(b) * slot + slot * 0.1, y(c), slot * 0.8, py + height - y(c), fill: colour,
+                             title: "\(s.label) \(bucketLabel(k)): \(s.latency[k])")
+                }
+                // Every other bucket labelled, so the labels do not collide.
+                if b % 2 == 0 || buckets <= 8 {
+                    svg.text(px + (Double(b) + 0.5) * slot, py + height + 12, bucketLabel(k), size: 9, anchor: .end, rotate: -40)
+                }
+            }
+            svg.line(px, py, px, py + height)
+            svg.line(px, py + height, px + width, py + height)
         }
     }
 

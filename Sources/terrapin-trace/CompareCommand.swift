@@ -7,8 +7,9 @@ struct Compare: ParsableCommand {
         abstract: "Put two traces side by side: counts and handling-time distributions per level, reason and episode root.",
         discussion: """
             Counts are normalised by a unit of work from each trace's metadata: the key \
-            given by --per (default: iterations, when both traces have it; otherwise no \
-            normalisation). The unit count is the last number in the key's value, so \
+            given by --per (default: iterations, the loop count the storm guests report \
+            through the work-report port, when every trace has it; otherwise no \
+            normalisation, and the output names the traces without it). The unit count is the last number in the key's value, so \
             --per cmdline works for `pio-storm.elf 2000`. --per none turns it off. \
             Handling times are compared by their p50 and p99, with block-bootstrap \
             intervals; counts with a Poisson interval. A change is flagged ('*') only when \
@@ -85,6 +86,7 @@ struct Compare: ParsableCommand {
         let readersB = try ([b] + moreB).map { try filter.apply(to: try openTrace($0)) }
         var key: String? = nil
         var units: (Double, Double)? = nil
+        var missing: [String] = []
         func total(_ readers: [TraceReader], _ k: String, required: Bool) throws -> Double? {
             var sum = 0.0
             for r in readers {
@@ -102,10 +104,12 @@ struct Compare: ParsableCommand {
             units = (try total(readersA, k, required: true)!, try total(readersB, k, required: true)!)
             key = k
         case nil:
-            if let ua = try total(readersA, "iterations", required: false),
-               let ub = try total(readersB, "iterations", required: false) {
-                key = "iterations"
-                units = (ua, ub)
+            // The default: the unit of work the guests reported (Traces/README.md).
+            let k = TraceMetadata.iterationsKey
+            missing = (readersA + readersB).filter { TraceComparison.workUnits($0.metadata, key: k) == nil }.map(\.path)
+            if missing.isEmpty {
+                key = k
+                units = (try total(readersA, k, required: true)!, try total(readersB, k, required: true)!)
             } else if readersA.count > 1 || readersB.count > 1 {
                 key = "run"
                 units = (Double(readersA.count), Double(readersB.count))
@@ -130,7 +134,8 @@ struct Compare: ParsableCommand {
         let (sa, rootsA) = side(readersA), (sb, rootsB) = side(readersB)
         let comparison = TraceComparison(sa, sb, rootsA: rootsA, rootsB: rootsB,
                                          unitsA: units?.0, unitsB: units?.1, settings: settings)
-        let report = CompareReport(a: readersA, b: readersB, comparison: comparison, per: key)
+        var report = CompareReport(a: readersA, b: readersB, comparison: comparison, per: key)
+        report.withoutIterations = missing
         writeStdout(json ? report.json() : report.text())
     }
 }

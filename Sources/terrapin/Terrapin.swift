@@ -54,6 +54,11 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Write an exit trace to this file.", valueName: "file"))
     var trace: String?
 
+    @Option(name: .customLong("host-trace"), help: ArgumentHelp(
+        "Capture KVM's trace events (kvm_exit, kvm_userspace_exit, kvm_pio, ...) of the run through tracefs into this file, as text for terrapin-trace align.",
+        valueName: "file"))
+    var hostTrace: String?
+
     @Option(name: .long, help: ArgumentHelp("Where the guest's serial output goes: stdio or a file.", valueName: "stdio|file"))
     var serial: String = "stdio"
 
@@ -94,6 +99,8 @@ struct Run: ParsableCommand {
             throw ValidationError("--ept02 '\(ept02)' must be 'lazy' or 'eager'")
         }
         if let trace, trace.isEmpty { throw ValidationError("--trace needs a file name") }
+        if let hostTrace, hostTrace.isEmpty { throw ValidationError("--host-trace needs a file name") }
+        if let hostTrace, hostTrace == trace { throw ValidationError("--host-trace and --trace must be different files") }
     }
 
     func run() throws {
@@ -112,7 +119,17 @@ struct Run: ParsableCommand {
         let outcome: RunOutcome
         do {
             let machine = try Machine(config: config)
+            var hostTracer: HostTracer?
+            if let hostTrace {
+                let root = try HostTracer.root(override: getenv("TERRAPIN_TRACEFS").map { String(cString: $0) })
+                hostTracer = try HostTracer(output: hostTrace, root: root)
+                try hostTracer?.start()
+            }
             outcome = try machine.run()
+            if let lost = try hostTracer?.finish(), lost > 0 {
+                printError("terrapin: warning: --host-trace lost \(lost) events (the tracefs buffer of "
+                           + "\(HostTracer.bufferKiB) KiB per CPU overflowed); the oldest are missing")
+            }
         } catch {
             printError("terrapin: error: \(error)")
             switch error {

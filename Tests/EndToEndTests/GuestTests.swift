@@ -44,11 +44,18 @@ final class GuestTests: XCTestCase {
         let tid = try XCTUnwrap(try trace.metadata.number(TraceMetadata.vcpu0ThreadKey).get())
         XCTAssertGreaterThan(tid, 0)
         XCTAssertEqual(trace.metadata[TraceMetadata.vcpu0ThreadKey]?.count, TraceMetadata.threadWidth)
+        // hello reports no unit of work: the key stays a blank placeholder.
+        XCTAssertEqual(trace.metadata[TraceMetadata.iterationsKey], String(repeating: " ", count: TraceMetadata.iterationsWidth))
+        XCTAssertNil(try trace.metadata.number(TraceMetadata.iterationsKey).get())
     }
 
     func testPIOStormExitsOncePerWrite() throws {
         let (_, trace) = try runPassing("pio-storm", "3000")
         XCTAssertEqual(count(trace, .ioOut, address: 0x80), 3000)
+        // Its loop count, reported through the work-report port, is the trace's `iterations`.
+        XCTAssertEqual(try trace.metadata.number(TraceMetadata.iterationsKey).get(), 3000)
+        XCTAssertEqual(trace.metadata[TraceMetadata.iterationsKey]?.count, TraceMetadata.iterationsWidth)
+        XCTAssertEqual(count(trace, .ioOut, address: 0x5a0), 1)
         XCTAssertTrue(trace.filter { $0.kind == .ioOut && $0.address == 0x80 }.allSatisfy { $0.size == 1 && $0.rip != 0 })
     }
 
@@ -61,6 +68,7 @@ final class GuestTests: XCTestCase {
 
     func testMMIOStormWritesToAnUnbackedAddress() throws {
         let (_, trace) = try runPassing("mmio-storm", "3000")
+        XCTAssertEqual(try trace.metadata.number(TraceMetadata.iterationsKey).get(), 3000, "the reported loop count")
         let writes = trace.filter { $0.kind == .mmioWrite && $0.address == 0xd000_0000 }
         XCTAssertEqual(writes.count, 3000)
         XCTAssertTrue(writes.allSatisfy { $0.flags.contains(.unclaimed) && $0.size == 4 })
@@ -69,6 +77,7 @@ final class GuestTests: XCTestCase {
 
     func testMSRStormReadsTheEmulatedAPICBase() throws {
         let (_, trace) = try runPassing("msr-storm", "3000")
+        XCTAssertEqual(try trace.metadata.number(TraceMetadata.iterationsKey).get(), 3000, "the reported loop count")
         let reads = trace.filter { $0.kind == .rdmsr && $0.address == 0x1b }
         XCTAssertEqual(reads.count, 3000)
         XCTAssertTrue(reads.allSatisfy { $0.value == 0xfee0_0900 && !$0.flags.contains(.faulted) })
@@ -76,6 +85,7 @@ final class GuestTests: XCTestCase {
 
     func testHLTStormIsWokenByTheAPICTimerEveryTime() throws {
         let (_, trace) = try runPassing("hlt-storm", "1000")
+        XCTAssertEqual(try trace.metadata.number(TraceMetadata.iterationsKey).get(), 1000, "the reported loop count")
         XCTAssertEqual(count(trace, .hlt), 1000)
         let injected = trace.filter { $0.kind == .interruptInjected }
         XCTAssertEqual(injected.count, 1000)

@@ -22,10 +22,13 @@ enum Harness {
     }
 
     /// Runs an executable to completion, capturing its output.
-    static func run(_ executable: URL, _ arguments: [String]) throws -> Result {
+    static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> Result {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.currentDirectoryURL = packageRoot
         // Output goes to files, so neither stream can fill a pipe and block the child.
         let outPath = temporaryPath("stdout-\(UUID().uuidString)"), errPath = temporaryPath("stderr-\(UUID().uuidString)")
@@ -44,8 +47,8 @@ enum Harness {
                       stderr: String(decoding: errData, as: UTF8.self))
     }
 
-    static func terrapin(_ arguments: [String]) throws -> Result {
-        try run(binDirectory.appendingPathComponent("terrapin"), arguments)
+    static func terrapin(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+        try run(binDirectory.appendingPathComponent("terrapin"), arguments, environment: environment)
     }
 
     static func terrapinTrace(_ arguments: [String]) throws -> Result {

@@ -64,6 +64,57 @@ final class NestedTests: XCTestCase {
         XCTAssertEqual(episode.last?.vmxReason, 24)                                // VMRESUME
     }
 
+    /// `compare` on real nested runs, normalised per iteration by the count
+    /// L2 reports (through L0 directly with turtle's I/O bitmaps, through
+    /// turtle with io=all). pio-storm writes to port 0x2f8, which the
+    /// bitmaps leave to L0 and io=all reflects to turtle. A/A: two bitmap
+    /// runs, no count or episode change is flagged. A/B: bitmap against
+    /// io=all, the rows that the reflection changes are flagged.
+    func testCompareNormalisesRealRunsByTheReportedIterations() throws {
+        func run(_ io: String, _ name: String) throws -> String {
+            let path = Harness.temporaryPath(name)
+            let (_, trace) = try turtle("pio-storm", "300 port=0x2f8", turtleArgs: "io=\(io)")
+            XCTAssertEqual(try trace.metadata.number(TraceMetadata.iterationsKey).get(), 300, io)
+            // The report is L2's OUT to 0x5a0: L0's device with the bitmaps, reflected and forwarded with io=all.
+            let reports = trace.filter { $0.kind == .ioOut && $0.address == 0x5a0 }
+            XCTAssertEqual(reports.map(\.level), io == "all" ? [2, 1] : [2], io)
+            try? FileManager.default.removeItem(atPath: path)
+            try FileManager.default.moveItem(atPath: trace.path, toPath: path)
+            return path
+        }
+        let a1 = try run("bitmap", "aa-1.trc"), a2 = try run("bitmap", "aa-2.trc"), b = try run("all", "ab.trc")
+        func compare(_ x: String, _ y: String) throws -> [String: Any] {
+            let r = try Harness.terrapinTrace(["compare", x, y, "--json"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+            XCTAssertEqual(o["per"] as? String, "iterations", "the default unit, reported by the guest")
+            XCTAssertEqual(o["units_a"] as? Double, 300)
+            XCTAssertEqual(o["without_iterations"] as? [String], [])
+            return o
+        }
+        func flags(_ o: [String: Any], _ level: Int, _ reason: String, _ handler: String) -> [String]? {
+            (o["rows"] as? [[String: Any]])?.first {
+                $0["level"] as? Int == level && $0["reason"] as? String == reason && $0["handler"] as? String == handler
+            }?["flags"] as? [String]
+        }
+        // Counts and exits per episode are the same in both runs. Handling
+        // times are not asserted: on a shared machine they move with the
+        // load between runs, beyond what one run per side can bound.
+        let aa = try compare(a1, a2)
+        let timeFlags: Set<String> = ["p50", "p99", "time p50", "time p99"]
+        for row in try XCTUnwrap(aa["rows"] as? [[String: Any]]) + (try XCTUnwrap(aa["episodes"] as? [[String: Any]])) {
+            let f = Set(try XCTUnwrap(row["flags"] as? [String])).subtracting(timeFlags)
+            XCTAssertEqual(f, [], "A/A: \(row["level"] ?? "") \(row["reason"] ?? "")")
+        }
+        let ab = try compare(a1, b)
+        XCTAssertEqual(flags(ab, 2, "io-out", "l0").map { $0.contains("gone") }, true, "L0 no longer handles L2's OUTs")
+        XCTAssertEqual(flags(ab, 2, "IO_INSTRUCTION", "reflected").map { $0.contains("count") }, true,
+                       "twice the reflected OUTs per iteration")
+        XCTAssertEqual(flags(ab, 1, "VMRESUME", "l0").map { $0.contains("count") }, true, "one VMRESUME per reflection")
+        XCTAssertEqual(flags(ab, 1, "io-in", "l0").map { $0.contains("count") }, false, "turtle's own console I/O is unchanged")
+        XCTAssertEqual(ab["flagged_episodes"] as? Int, 1)
+    }
+
     func testMMIOStormAsL2GoesToTurtlesDevice() throws {
         let (r, trace) = try turtle("mmio-storm", "200")
         XCTAssertTrue(r.stdout.contains("writes 200"), r.stdout)

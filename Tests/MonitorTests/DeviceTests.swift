@@ -134,6 +134,26 @@ final class DeviceTests: XCTestCase {
         XCTAssertEqual(post.read(port: 0x80, size: 1), 0x34)
     }
 
+    // MARK: The work-report port (Guests/lib/include/guest.h, report_iterations)
+
+    func testWorkReportPortCommitsOnTheLowHalf() {
+        let port = WorkReportPort()
+        XCTAssertNil(port.iterations, "nothing reported yet")
+        _ = port.write(port: 0x5a4, size: 4, value: 0x2)                // bits 63:32, latched only
+        XCTAssertNil(port.iterations)
+        XCTAssertEqual(port.write(port: 0x5a0, size: 4, value: 0x8000_0001), .none)
+        XCTAssertEqual(port.iterations, 0x2_8000_0001)
+        _ = port.write(port: 0x5a0, size: 4, value: 300)                // the latch was cleared by the commit
+        XCTAssertEqual(port.iterations, 300)
+        _ = port.write(port: 0x5a0, size: 1, value: 7)                  // only 32-bit writes count
+        _ = port.write(port: 0x5a2, size: 4, value: 7)
+        _ = port.write(port: 0x5a4, size: 2, value: 7)
+        _ = port.write(port: 0x5a0, size: 4, value: 5)
+        XCTAssertEqual(port.iterations, 5, "a later report replaces an earlier one; narrow writes are dropped")
+        XCTAssertEqual(port.read(port: 0x5a0, size: 1), 0xff)
+        XCTAssertEqual(port.read(port: 0x5a0, size: 4), 0xffff_ffff)
+    }
+
     func testPCIConfigAddressLatchAndEmptyBus() {
         let pci = PCIConfigSpace()
         _ = pci.write(port: 0xcf8, size: 4, value: 0xff00_0803)         // reserved bits 30:24 and 1:0 dropped

@@ -82,6 +82,27 @@ final class CompareCommandTests: XCTestCase {
         XCTAssertEqual(o["flagged_rows"] as? Int, 0)
     }
 
+    /// The default unit is `iterations`, which a guest reports; a trace
+    /// without it is named, and the comparison is not normalised.
+    func testTheDefaultUnitIsTheReportedIterations() throws {
+        let synthetic = try json([CLI.fixture("nested"), CLI.fixture("nested-small")])
+        XCTAssertEqual(synthetic["per"] as? String, "iterations")
+        XCTAssertEqual(synthetic["without_iterations"] as? [String], [])
+        let (real, hello) = (CLI.fixture("pio-storm"), CLI.fixture("hello"))
+        let mixed = try json([CLI.fixture("nested"), real])
+        XCTAssertTrue(mixed["per"] is NSNull, "one side has no unit: not normalised")
+        XCTAssertTrue(mixed["units_a"] is NSNull)
+        XCTAssertEqual(mixed["without_iterations"] as? [String], [real])
+        let text = try CLI.run(["compare", hello, real])
+        XCTAssertEqual(text.status, 0, text.stderr)
+        XCTAssertTrue(text.stdout.contains("not normalised"), text.stdout)
+        XCTAssertTrue(text.stdout.contains("note: not per iteration: no 'iterations' in \(hello), \(real) (the guest reported no unit of work"),
+                      text.stdout)
+        // --per given: nothing to say about iterations.
+        let cmdline = try json([hello, real, "--per", "none"])
+        XCTAssertEqual(cmdline["without_iterations"] as? [String], [])
+    }
+
     func testOptionErrors() throws {
         let t = CLI.fixture("nested-small")
         for (args, message) in [(["--threshold", "-5"], "--threshold must be a percentage >= 0"),

@@ -35,6 +35,35 @@ final class OutputDetailsTests: XCTestCase {
                       "a 0 s span is not shown in ms")
     }
 
+    /// The plot's per-reason histograms: one panel for each of the six most
+    /// frequent (level, reason) pairs, whose bars add up to its exits, each
+    /// bar in the bucket of its handling times.
+    func testPlotHasAHandlingTimeHistogramPerReason() throws {
+        let fixture = CLI.fixture("turtle-pio-storm")
+        let r = try CLI.run(["plot", fixture, "--out", "-"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        var counts: [String: Int] = [:], buckets: [String: [Int: Int]] = [:]
+        for rec in try TraceReader(path: CLI.packageRoot.appendingPathComponent(fixture).path) where !rec.kind.isEvent {
+            let key = "L\(rec.level) \(ExitReason(rec).name)"
+            counts[key, default: 0] += 1
+            buckets[key, default: [:]][64 - UInt64(rec.duration).leadingZeroBitCount, default: 0] += 1
+        }
+        let top = counts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(6)
+        XCTAssertTrue(r.stdout.contains("Handling time per exit, by level and reason"))
+        // Bar titles "L1 VMREAD 16.4 µs: 12" (the per-level histogram's read "L1 16.4 µs: 12").
+        let titles = r.stdout.components(separatedBy: "<title>").dropFirst().map { $0.components(separatedBy: "</title>")[0] }
+        for (key, count) in top {
+            XCTAssertTrue(r.stdout.contains(">\(key) (\(count))</text>"), "a panel for \(key)")
+            let bars = titles.filter { $0.hasPrefix(key + " ") && $0.contains(": ") }
+            let values = bars.compactMap { Int($0.components(separatedBy: ": ").last ?? "") }
+            XCTAssertEqual(values.reduce(0, +), count, key)
+            XCTAssertEqual(bars.count, buckets[key]?.count, "\(key): one bar per used power-of-two bucket")
+        }
+        let others = Set(counts.keys).subtracting(top.map(\.key))
+        XCTAssertFalse(others.contains { key in titles.contains { $0.hasPrefix(key + " ") && !$0.hasPrefix(key + " (") } },
+                       "no panel beyond the six most frequent")
+    }
+
     func testSubMicrosecondTimesAreShownInNanoseconds() throws {
         let r = try CLI.run(["summary", CLI.fixture("turtle-pio-storm")])
         let io = try XCTUnwrap(r.stdout.split(separator: "\n").first { $0.hasPrefix("L1     io-in") })

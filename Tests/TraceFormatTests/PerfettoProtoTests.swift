@@ -42,6 +42,43 @@ private struct Decoded {
 
 private enum DecodeError: Error { case truncated, wireType(UInt64) }
 
+/// What a reader keeps per packet sequence to place track events
+/// (trace_packet_defaults.proto, clock_snapshot.proto): the default clock and
+/// track, and the value of each incremental clock.
+private struct SequenceState {
+    typealias F = PerfettoProtoExport.F
+    var defaultClock: UInt64 = F.boottime
+    var defaultTrack: UInt64?
+    var incremental: [UInt64: UInt64] = [:]
+    var absolutePackets = 0, deltaPackets = 0
+
+    /// Reads the defaults and clock snapshots of `packet`; returns its time
+    /// in ns on the trace clock (every clock of the export is at 0 at BOOTTIME 0), if it has one.
+    mutating func time(of packet: Decoded) throws -> UInt64? {
+        for d in try packet.messages(F.packetDefaults) {
+            defaultClock = d.one(F.timestampClockID) ?? F.boottime
+            defaultTrack = try d.messages(F.trackEventDefaults).first?.one(F.defaultTrackUUID)
+        }
+        for snapshot in try packet.messages(F.clockSnapshot) {
+            for c in try snapshot.messages(F.clocks) where c.one(F.isIncremental) == 1 {
+                incremental[try XCTUnwrap(c.one(F.clockID))] = try XCTUnwrap(c.one(F.clockTimestamp))
+            }
+        }
+        guard let t = packet.one(F.timestamp) else { return nil }
+        let clock = packet.one(F.timestampClockID) ?? defaultClock
+        guard let last = incremental[clock] else {
+            XCTAssertEqual(clock, F.boottime, "an absolute time is on BOOTTIME")
+            absolutePackets += 1
+            return t
+        }
+        deltaPackets += 1
+        incremental[clock] = last + t
+        return last + t
+    }
+
+    func track(of event: Decoded) -> UInt64? { event.one(F.trackUUID) ?? defaultTrack }
+}
+
 /// The native Perfetto export, decoded with a wire-format decoder written
 /// here (field numbers as in Perfetto's protos; scripts/check_perfetto.py
 /// checks the same files against the perfetto package's definitions).
@@ -99,7 +136,9 @@ final class PerfettoProtoTests: TraceTestCase {
         var open: [UInt64: [UInt64]] = [:]
         var exits: [(name: String, args: [String: UInt64], track: UInt64)] = []
         var episodes = 0
+        var sequence = SequenceState()
         for packet in packets {
+            let time = try sequence.time(of: packet)
             for interned in try packet.messages(F.internedData) {
                 for e in try interned.messages(F.eventNames) { names[e.one(F.iid)!] = e.string(F.entryName) }
                 for e in try interned.messages(F.annotationNames) { annotationNames[e.one(F.iid)!] = e.string(F.entryName) }
@@ -107,8 +146,8 @@ final class PerfettoProtoTests: TraceTestCase {
             }
             guard let event = try packet.messages(F.trackEvent).first else { continue }
             XCTAssertEqual(packet.one(F.sequenceID), 1)
-            let track = try XCTUnwrap(event.one(F.trackUUID))
-            let t = try XCTUnwrap(packet.one(F.timestamp))
+            let track = try XCTUnwrap(sequence.track(of: event))
+            let t = try XCTUnwrap(time)
             switch event.one(F.type) {
             case F.sliceBegin:
                 open[track, default: []].append(t)
@@ -130,12 +169,17 @@ final class PerfettoProtoTests: TraceTestCase {
             }
         }
         XCTAssertEqual(open.values.map(\.count).reduce(0, +), 0, "every slice ends")
+        // Most packets are stamped with deltas; the busiest track is the default one.
+        XCTAssertGreaterThan(sequence.deltaPackets, 4 * sequence.absolutePackets)
+        let perTrack = Dictionary(grouping: reader.map { Int($0.vcpu) * 256 + Int($0.level) }, by: { $0 }).mapValues(\.count)
+        let busiest = try XCTUnwrap(perTrack.max { $0.value < $1.value })
+        XCTAssertEqual(sequence.defaultTrack, PerfettoProtoExport.trackUUID(busiest.key))
         XCTAssertEqual(episodes, analysis.episodes.count)
         let exitRecords = reader.enumerated().filter { !$0.element.kind.isEvent }
         XCTAssertEqual(exits.count, exitRecords.count)
         for (e, (i, r)) in zip(exits, exitRecords) {
             XCTAssertEqual(e.name, ExitReason(r).name, "record \(i)")
-            XCTAssertEqual(e.track, 0x1_0000 + UInt64(r.vcpu) * 256 + UInt64(r.level))
+            XCTAssertEqual(e.track, 2 + UInt64(r.vcpu) * 256 + UInt64(r.level))
             XCTAssertEqual(e.args["record"], UInt64(i))
             XCTAssertEqual(e.args["rip"], r.rip)
             XCTAssertEqual(e.args["address"], r.address)
@@ -159,6 +203,9 @@ final class PerfettoProtoTests: TraceTestCase {
         }
         let full = try export(reader), lean = try export(reader, annotations: false)
         XCTAssertEqual(try events(full), try events(lean))
+        // Incremental timestamps and a default track: a record costs at most 40 bytes without annotations.
+        let bytes = try self.bytes(path("out.pftrace")).count           // the lean export, written last
+        XCTAssertLessThanOrEqual(Double(bytes) / Double(reader.recordCount), 40)
         XCTAssertTrue(try lean.allSatisfy { try $0.messages(F.trackEvent).allSatisfy { $0.bytes[F.debugAnnotations] == nil } })
         XCTAssertGreaterThan(try full.flatMap { try $0.messages(F.trackEvent) }.filter { $0.bytes[F.debugAnnotations] != nil }.count, 400)
     }

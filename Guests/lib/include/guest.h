@@ -38,6 +38,19 @@ void serial_write(const char *s, size_t len);
 __attribute__((format(printf, 1, 2))) int printf(const char *fmt, ...);
 int vprintf(const char *fmt, va_list ap);
 
+/*
+ * report.c: the work-report port. A guest tells the monitor how many units
+ * of work (its loop count) it did, and Terrapin records the number as the
+ * trace's `iterations` metadata, which `terrapin-trace compare` divides by
+ * (Traces/README.md, "Keys patched during the run"). A 32-bit OUT to
+ * WORK_REPORT_HIGH latches bits 63:32; a 32-bit OUT to WORK_REPORT_PORT
+ * gives bits 31:0 and commits the value. Call it at CPL 0, once the work is
+ * done; a later report replaces an earlier one.
+ */
+#define WORK_REPORT_PORT	0x5a0
+#define WORK_REPORT_HIGH	0x5a4
+void report_iterations(uint64_t n);
+
 /* report.c: kvm-unit-tests style results. */
 __attribute__((format(printf, 2, 3))) void report(bool ok, const char *fmt, ...);
 __attribute__((format(printf, 3, 4))) void report_xfail(bool xfail, bool ok, const char *fmt, ...);

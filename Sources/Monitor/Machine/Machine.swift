@@ -23,6 +23,8 @@ public final class Machine {
     let serialSink: SerialSink
     public let serial: Serial16550
     var trace: TraceWriter?
+    /// What the guest reported as its unit of work, for the trace's `iterations`.
+    let workReport = WorkReportPort()
     var hostTimer: HostTimer?
     /// Where the monitor reads time (a test may inject its own).
     let clock: any MonitorClock
@@ -186,6 +188,7 @@ public final class Machine {
             try ports.register(PostCodePort(), ports: PostCodePort.ports)
             try ports.register(FwCfg(cpuCount: 1, ramSize: UInt64(config.memorySize)), ports: FwCfg.ports)
             try ports.register(PCIConfigSpace(), ports: PCIConfigSpace.ports)
+            try ports.register(workReport, ports: WorkReportPort.ports)
             try mmio.register(apic, base: LocalAPIC.defaultBase, size: 0x1000)
         } catch {
             throw .badConfig("device registration: \(error)")

@@ -17,6 +17,9 @@ extension Machine {
                                       vcpu: UInt16(truncatingIfNeeded: vcpu.id), address: UInt64(signal)))
         }
         do {
+            if let trace, let n = workReport.iterations {
+                try trace.patchMetadata(TraceMetadata.iterationsKey, TraceMetadata.padded(n, width: TraceMetadata.iterationsWidth))
+            }
             try trace?.finish()
         } catch {
             // The trace error decides the status (70); the guest's outcome is still said.

@@ -27,6 +27,9 @@ enum TraceRecorder {
             // Patched by `startClock` when the run starts (Traces/README.md).
             (TraceMetadata.monotonicBaseKey, String(repeating: " ", count: TraceMetadata.monotonicBaseWidth)),
             (TraceMetadata.vcpu0ThreadKey, String(repeating: " ", count: TraceMetadata.threadWidth)),
+            // Patched at the end of the run when the guest reported its
+            // unit of work (WorkReportPort; Traces/README.md).
+            (TraceMetadata.iterationsKey, String(repeating: " ", count: TraceMetadata.iterationsWidth)),
         ]
         for (i, m) in config.modules.enumerated() { entries.append(("module\(i)", m)) }
         return TraceMetadata(entries, startTimeNanos: start)
