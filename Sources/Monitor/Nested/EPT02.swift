@@ -8,9 +8,10 @@ import VMXArch
 /// paging`, docs/SHADOW.md).
 public enum EPT02Policy: String, Sendable, CaseIterable {
     /// A run of EPT12 is mapped when L2 first touches it (an EPT02 fault),
-    /// coalesced with its neighbours that are contiguous in both spaces.
+    /// coalesced with its neighbours that are contiguous in both spaces;
+    /// a single-page run brings the rest of its 2 MiB region (`mapTouched`).
     case lazy
-    /// Every run of EPT12 is mapped at the first VM entry after VMPTRLD of
+    /// Every executable run of EPT12 is mapped at the first VM entry after VMPTRLD of
     /// a VMCS with another EPTP, or after INVEPT drops the slots; L2 then
     /// faults only where EPT12 changed since. EPTPs with accessed and dirty
     /// flags stay lazy: a slot built ahead would claim an access L2 never
@@ -37,8 +38,8 @@ extension Machine {
         }
     }
 
-    /// The eager policy: every leaf EPT12 maps with read access goes into
-    /// EPT02 through `mapRun`, as a touch of it would put it there.
+    /// The eager policy: every leaf of EPT12 that `mapLeaves` takes goes
+    /// into EPT02 through `mapRun`, as a touch of it would put it there.
     func mapAll(eptp: UInt64, l2: L2Machine) throws(KVMError) {
         try mapLeaves(from: 0, to: 1 << 48, eptp: eptp, l2: l2)
     }
