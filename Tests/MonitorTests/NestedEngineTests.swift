@@ -328,6 +328,25 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(field(.guestRIP), L.code)
     }
 
+    /// L2's memory read through EPT02's slots, as the reflected I/O exit
+    /// reads the instruction L2 ran, holds what a walk of EPT12 gives where
+    /// a slot maps it, and falls back to that walk where none does.
+    func testL2MemoryThroughTheSlotsIsL2MemoryThroughEPT12() throws {
+        storeBytes([0x66, 0xe7, 0x80, 0xee, 0xec], l2: L.code)
+        launch(vmcs())
+        let l2 = try XCTUnwrap(machine.l2Machine)
+        XCTAssertNotNil(l2.slot(containing: L.code), "the first fetch's run is mapped")
+        let slots = L2SlotMemory(machine: machine, l2: l2), walk = L2PhysicalMemory(machine: machine)
+        for address in [L.code, L.code + 3, L.code + 0xffc, L.stack - 8, L.idt] {
+            XCTAssertEqual(slots.read(address, count: 8), walk.read(address, count: 8), "0x\(String(address, radix: 16))")
+            XCTAssertEqual(slots.load(UInt64.self, at: address), walk.load(UInt64.self, at: address))
+        }
+        XCTAssertEqual(slots.read(L.code, count: 5), [0x66, 0xe7, 0x80, 0xee, 0xec])
+        XCTAssertNil(l2.slot(containing: 0x90_0000))
+        XCTAssertEqual(slots.read(0x90_0000, count: 4), walk.read(0x90_0000, count: 4), "no slot: through EPT12")
+        XCTAssertFalse(slots.write(L.code, bytes: [0x90]), "read-only")
+    }
+
     /// A 1 GiB EPT12 leaf at frame 0 over 8 MiB of L1 RAM: the slot covers
     /// the RAM, and the rest of the leaf is L1's unbacked space (all ones).
     func testALargeLeafPastTheEndOfRAMMapsOnlyRAM() throws {
