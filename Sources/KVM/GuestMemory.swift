@@ -30,7 +30,7 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// The host bytes of [offset, offset+count), or nil when that range is not
     /// wholly inside this memory. All guest-supplied addresses go through here.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func bytes(at offset: UInt64, count: Int) -> UnsafeMutableRawBufferPointer? {
         guard count >= 0, offset <= UInt64(size), UInt64(count) <= UInt64(size) - offset else { return nil }
         return UnsafeMutableRawBufferPointer(start: pointer + Int(offset), count: count)
@@ -50,17 +50,34 @@ public final class GuestMemory: @unchecked Sendable {
         return Array(src)
     }
 
-    /// Little-endian load of an integer, or nil when out of range.
+    /// Little-endian load of an integer, or nil when out of range. The
+    /// common widths go through concrete unaligned loads: called from
+    /// generic code that is not specialized (the page walkers of
+    /// NestedVMX), a load of `T` itself cost about 600 instructions in
+    /// metadata look-ups (callgrind, docs/PERFORMANCE.md).
+    @inlinable
     public func load<T: FixedWidthInteger>(_: T.Type, at offset: UInt64) -> T? {
         guard let src = bytes(at: offset, count: MemoryLayout<T>.size) else { return nil }
-        return T(littleEndian: src.loadUnaligned(as: T.self))
+        switch MemoryLayout<T>.size {
+        case 1: return T(truncatingIfNeeded: src.loadUnaligned(as: UInt8.self))
+        case 2: return T(truncatingIfNeeded: UInt16(littleEndian: src.loadUnaligned(as: UInt16.self)))
+        case 4: return T(truncatingIfNeeded: UInt32(littleEndian: src.loadUnaligned(as: UInt32.self)))
+        case 8: return T(truncatingIfNeeded: UInt64(littleEndian: src.loadUnaligned(as: UInt64.self)))
+        default: return T(littleEndian: src.loadUnaligned(as: T.self))
+        }
     }
 
     /// Little-endian store of an integer; false when out of range.
-    @discardableResult
+    @inlinable @discardableResult
     public func store<T: FixedWidthInteger>(_ value: T, at offset: UInt64) -> Bool {
         guard let dst = bytes(at: offset, count: MemoryLayout<T>.size) else { return false }
-        dst.storeBytes(of: value.littleEndian, as: T.self)
+        switch MemoryLayout<T>.size {
+        case 1: dst.storeBytes(of: UInt8(truncatingIfNeeded: value), as: UInt8.self)
+        case 2: dst.storeBytes(of: UInt16(truncatingIfNeeded: value).littleEndian, as: UInt16.self)
+        case 4: dst.storeBytes(of: UInt32(truncatingIfNeeded: value).littleEndian, as: UInt32.self)
+        case 8: dst.storeBytes(of: UInt64(truncatingIfNeeded: value).littleEndian, as: UInt64.self)
+        default: dst.storeBytes(of: value.littleEndian, as: T.self)
+        }
         return true
     }
 

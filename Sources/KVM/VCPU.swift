@@ -34,6 +34,8 @@ public final class VCPU: @unchecked Sendable {
     private let mmapSize: Int
     /// `kvm_run.s.regs`, valid after each exit for the parts enabled by `syncRegs`.
     public let sync: UnsafeMutablePointer<kvm_sync_regs>
+    /// KVM_GET_DEBUGREGS as of now, until the next KVM_RUN (`debugRegisters`).
+    private var debugRegistersCache: kvm_debugregs?
 
     init(vm: VirtualMachine, id: UInt32, fd: consuming OwnedFD) throws(KVMError) {
         let size = vm.system.vcpuMmapSize
@@ -163,20 +165,35 @@ public final class VCPU: @unchecked Sendable {
     /// The guest's DR6 and DR7 (KVM_GET_DEBUGREGS): what its MOV from DR6
     /// and DR7 reads, whatever breakpoints the monitor sets with
     /// KVM_SET_GUEST_DEBUG.
+    ///
+    /// Only KVM_RUN changes them behind the monitor's back (a MOV to DR or a
+    /// #DB delivery inside the guest; KVM_SET_GUEST_DEBUG leaves the guest's
+    /// values alone), so the values read or set since the last KVM_RUN are
+    /// kept and a second read costs no ioctl: the nested exit path reads
+    /// both vCPUs' at every exit and entry.
     public func debugRegisters() throws(KVMError) -> DebugRegisters {
-        var r = kvm_debugregs()
-        guard ckvm_ioctl_ptr(fd.raw, CKVM_GET_DEBUGREGS, &r) == 0 else { throw KVMError.last("KVM_GET_DEBUGREGS") }
+        let r = try currentDebugRegisters()
         return DebugRegisters(dr6: r.dr6, dr7: r.dr7)
     }
 
     /// Sets the guest's DR6 and DR7, keeping DR0-DR3 (KVM_SET_DEBUGREGS).
     public func setDebugRegisters(_ value: DebugRegisters) throws(KVMError) {
-        var r = kvm_debugregs()
-        guard ckvm_ioctl_ptr(fd.raw, CKVM_GET_DEBUGREGS, &r) == 0 else { throw KVMError.last("KVM_GET_DEBUGREGS") }
+        var r = try currentDebugRegisters()
         r.dr6 = value.dr6
         r.dr7 = value.dr7
         r.flags = 0
+        debugRegistersCache = nil
         guard ckvm_ioctl_ptr(fd.raw, CKVM_SET_DEBUGREGS, &r) == 0 else { throw KVMError.last("KVM_SET_DEBUGREGS") }
+        debugRegistersCache = r
+    }
+
+    /// The guest's debug registers since the last KVM_RUN, read once.
+    private func currentDebugRegisters() throws(KVMError) -> kvm_debugregs {
+        if let cached = debugRegistersCache { return cached }
+        var r = kvm_debugregs()
+        guard ckvm_ioctl_ptr(fd.raw, CKVM_GET_DEBUGREGS, &r) == 0 else { throw KVMError.last("KVM_GET_DEBUGREGS") }
+        debugRegistersCache = r
+        return r
     }
 
     /// KVM_SET_CPUID2.
@@ -223,6 +240,7 @@ public final class VCPU: @unchecked Sendable {
     /// One KVM_RUN. Returns the decoded exit; EINTR (a kick) is `.interrupted`.
     @inline(__always)
     public func runOnce() throws(KVMError) -> VCPUExit {
+        debugRegistersCache = nil                   // the guest may change them now
         if ckvm_ioctl(fd.raw, CKVM_RUN) != 0 {
             let e = Glibc.errno
             guard e == EINTR || e == EAGAIN else { throw KVMError("KVM_RUN", errno: e) }

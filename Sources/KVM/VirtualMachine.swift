@@ -71,8 +71,18 @@ public final class VirtualMachine: @unchecked Sendable {
         public var reads: Bool
         public var writes: Bool
         public var allow: [UInt8]
-        public init(base: UInt32, reads: Bool, writes: Bool, allow: [UInt8]) {
+        /// MSRs the range covers from `base`: by default every bit of `allow`.
+        public var count: Int
+        public init(base: UInt32, reads: Bool, writes: Bool, allow: [UInt8], count: Int? = nil) {
             self.base = base; self.reads = reads; self.writes = writes; self.allow = allow
+            self.count = min(count ?? allow.count * 8, allow.count * 8)
+        }
+
+        /// Every MSR of `msrs` exits, for the accesses named; nothing else
+        /// is covered (KVM takes the first range that covers an MSR).
+        public static func denying(_ msrs: ClosedRange<UInt32>, reads: Bool, writes: Bool) -> MSRFilterRange {
+            MSRFilterRange(base: msrs.lowerBound, reads: reads, writes: writes,
+                           allow: [UInt8](repeating: 0, count: (msrs.count + 7) / 8), count: msrs.count)
         }
     }
 
@@ -84,7 +94,7 @@ public final class VirtualMachine: @unchecked Sendable {
         }
         var blob: [UInt8] = [], offsets: [UInt32] = []
         for r in ranges { offsets.append(UInt32(blob.count)); blob += r.allow }
-        let bases = ranges.map(\.base), counts = ranges.map { UInt32($0.allow.count * 8) }
+        let bases = ranges.map(\.base), counts = ranges.map { UInt32($0.count) }
         let flags = ranges.map { UInt32(($0.reads ? 1 : 0) | ($0.writes ? 2 : 0)) }
         let rc = blob.withUnsafeBufferPointer { b in
             ckvm_set_msr_filter(fd.raw, defaultAllow ? 1 : 0, bases, counts, flags, b.baseAddress, offsets, UInt32(ranges.count))

@@ -81,6 +81,11 @@ struct Run: ParsableCommand {
         "Offer L1 Hyper-V's enlightened VMCS: the Hyper-V CPUID leaves 0x40000000-0x4000000A recommending it and the VP assist page MSR (docs/EVMCS.md). Off by default: it tells L1 it runs on Hyper-V."))
     var hypervEVMCS = false
 
+    @Option(name: .customLong("l2-vmcall-trap"), help: ArgumentHelp(
+        "How L2's VMCALL reaches L0: 'breakpoint' (its swept sites are patched, and a breakpoint on L2's #UD handler catches the rest) or 'patched' (the swept sites only: a VMCALL in unswept code takes L2's own #UD; for measuring what the breakpoint costs).",
+        valueName: "breakpoint|patched"))
+    var l2VMCALLTrap: String = "breakpoint"
+
     func validate() throws {
         guard let size = MachineConfig.parseMemorySize(memory) else {
             throw ValidationError("--memory '\(memory)' is not a size such as 256M, 1G or 1048576")
@@ -97,6 +102,9 @@ struct Run: ParsableCommand {
         }
         guard EPT02Policy(rawValue: ept02) != nil else {
             throw ValidationError("--ept02 '\(ept02)' must be 'lazy' or 'eager'")
+        }
+        guard ["breakpoint", "patched"].contains(l2VMCALLTrap) else {
+            throw ValidationError("--l2-vmcall-trap '\(l2VMCALLTrap)' must be 'breakpoint' or 'patched'")
         }
         if let trace, trace.isEmpty { throw ValidationError("--trace needs a file name") }
         if let hostTrace, hostTrace.isEmpty { throw ValidationError("--host-trace needs a file name") }
@@ -115,6 +123,7 @@ struct Run: ParsableCommand {
         config.featureControlUnlocked = featureControl == "unlocked"
         config.ept02Policy = EPT02Policy(rawValue: ept02) ?? .lazy
         config.hyperVEnlightenedVMCS = hypervEVMCS
+        config.l2VMCALLBreakpoint = l2VMCALLTrap == "breakpoint"
 
         let outcome: RunOutcome
         do {

@@ -72,8 +72,11 @@ final class FakeVCPU: VirtualCPU {
     }
 
     func getMSRs(_ indices: [UInt32]) -> [UInt64?] { indices.map { msrs[$0] ?? 0 } }
+    /// Every MSR KVM_SET_MSRS wrote, in order.
+    private(set) var msrWrites: [UInt32] = []
     func setMSRs(_ pairs: [(index: UInt32, value: UInt64)]) -> Int {
         for p in pairs { msrs[p.index] = p.value }
+        msrWrites += pairs.map(\.index)
         return pairs.count
     }
 
@@ -138,7 +141,8 @@ final class FakeHypervisor: Hypervisor {
          CPUIDEntry(function: 0x8000_0008, eax: 0x3028, ebx: 0, ecx: 0, edx: 0)]
     }
 
-    func makeL1(memory: GuestMemory, cpuid: [CPUIDEntry], deniedMSRs: [ClosedRange<UInt32>]) throws(KVMError) -> any VirtualCPU { l1 }
+    func makeL1(memory: GuestMemory, cpuid: [CPUIDEntry], deniedMSRs: [ClosedRange<UInt32>],
+                writeTrackedMSRs: [ClosedRange<UInt32>]) throws(KVMError) -> any VirtualCPU { l1 }
 
     /// The architectural base, UMIP, FSGSBASE, OSXSAVE, SMEP and SMAP.
     func acceptedCR4(cpuid: [CPUIDEntry]) throws(KVMError) -> UInt64 { 0x35_0fff }

@@ -261,6 +261,42 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(hv.l2.finishedPending, 1, "KVM's completion was flushed before L2's state was saved")
     }
 
+    /// A VM exit loads L1's host MSRs (SDM 28.5.1), but L0 writes only those
+    /// L1's vCPU may not hold: the first exit writes them all, the next
+    /// none, and after L1's own WRMSR of one (which its MSR filter sends to
+    /// L0, which makes it) that one again.
+    func testAnExitWritesOnlyTheHostMSRsL1DoesNotHold() throws {
+        var v = vmcs(exit: [.acknowledgeInterruptOnExit, .loadPAT])
+        XCTAssertTrue(v.write(.hostIA32PAT, 0x0007_0406_0007_0406))
+        XCTAssertTrue(v.write(.hostIA32SysenterEIP, 0xffff_8000_0000_1000))
+        func exit() throws {
+            var note = ExitNote()
+            XCTAssertNil(machine.enterL2(launch: false, note: &note))
+            XCTAssertEqual(machine.activeLevel, 2)
+            hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 1) }, exit: .hlt)]
+            try step()
+            assertReflected(.hlt)
+        }
+        launch(v)
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 1) }, exit: .hlt)]
+        try step()
+        let hostMSRs: Set<UInt32> = [0x174, 0x175, 0x176, 0x1d9, 0x277]
+        XCTAssertEqual(Set(hv.l1.msrWrites), hostMSRs, "the first exit writes every host MSR")
+        XCTAssertEqual(hv.l1.msrs[0x176], 0xffff_8000_0000_1000)
+        let written = hv.l1.msrWrites.count
+        try exit()
+        XCTAssertEqual(hv.l1.msrWrites.count, written, "L1 holds them all already")
+
+        hv.l1.script = [FakeRun(exit: .wrmsr(MSRExit(index: 0x176, data: 0x1234_5000)))]
+        try step()
+        XCTAssertEqual(hv.l1.msrs[0x176], 0x1234_5000, "L0 made L1's write")
+        XCTAssertEqual(hv.l1.msrReplies.last?.fault, false)
+        let afterWRMSR = hv.l1.msrWrites.count
+        try exit()
+        XCTAssertEqual(Array(hv.l1.msrWrites[afterWRMSR...]), [0x176], "only the MSR L1 changed")
+        XCTAssertEqual(hv.l1.msrs[0x176], 0xffff_8000_0000_1000)
+    }
+
     func testHLTIsReflectedWithItsLength() throws {
         launch(vmcs())
         hv.l2.script = [FakeRun(effect: { $0.set(rip: L.code + 1) }, exit: .hlt)]     // KVM reports HLT retired
@@ -290,6 +326,25 @@ final class NestedEngineTests: XCTestCase {
         assertReflected(.eptViolation)
         XCTAssertEqual(field(.exitQualification).map { $0 & 7 }, 1, "a data read")
         XCTAssertEqual(field(.guestRIP), L.code)
+    }
+
+    /// L2's memory read through EPT02's slots, as the reflected I/O exit
+    /// reads the instruction L2 ran, holds what a walk of EPT12 gives where
+    /// a slot maps it, and falls back to that walk where none does.
+    func testL2MemoryThroughTheSlotsIsL2MemoryThroughEPT12() throws {
+        storeBytes([0x66, 0xe7, 0x80, 0xee, 0xec], l2: L.code)
+        launch(vmcs())
+        let l2 = try XCTUnwrap(machine.l2Machine)
+        XCTAssertNotNil(l2.slot(containing: L.code), "the first fetch's run is mapped")
+        let slots = L2SlotMemory(machine: machine, l2: l2), walk = L2PhysicalMemory(machine: machine)
+        for address in [L.code, L.code + 3, L.code + 0xffc, L.stack - 8, L.idt] {
+            XCTAssertEqual(slots.read(address, count: 8), walk.read(address, count: 8), "0x\(String(address, radix: 16))")
+            XCTAssertEqual(slots.load(UInt64.self, at: address), walk.load(UInt64.self, at: address))
+        }
+        XCTAssertEqual(slots.read(L.code, count: 5), [0x66, 0xe7, 0x80, 0xee, 0xec])
+        XCTAssertNil(l2.slot(containing: 0x90_0000))
+        XCTAssertEqual(slots.read(0x90_0000, count: 4), walk.read(0x90_0000, count: 4), "no slot: through EPT12")
+        XCTAssertFalse(slots.write(L.code, bytes: [0x90]), "read-only")
     }
 
     /// A 1 GiB EPT12 leaf at frame 0 over 8 MiB of L1 RAM: the slot covers

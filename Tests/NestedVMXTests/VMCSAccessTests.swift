@@ -82,6 +82,26 @@ final class VMCSAccessTests: XCTestCase {
         XCTAssertEqual(m.vmread(.entryInstructionLength), 2)
     }
 
+    /// The slot table gives every encoding of the low 16 bits and a sample of
+    /// wider ones the slot its definition says: a field of `allFields` has
+    /// its index there, in full access and, for a 64-bit field, in high
+    /// access; every other encoding has none.
+    func testSlotTableAgreesWithTheFieldList() {
+        let position = Dictionary(uniqueKeysWithValues: VMCSField.allFields.enumerated().map { ($1.rawValue, $0) })
+        var found = 0
+        let wide: [UInt32] = [1 << 15, 1 << 16, 1 << 31, 0x0001_0000 | 0x0800, 0xffff_ffff]
+        for raw in Array(UInt32(0)..<0x1_0000) + wide.flatMap({ w in VMCSField.allFields.map { $0.rawValue | w } }) {
+            let field = VMCSField(rawValue: raw)
+            var expected: Int? = nil
+            if raw & VMCSField.reservedBitsMask == 0, let p = position[raw & ~1], raw & 1 == 0 || field.width == .bits64 {
+                expected = p
+            }
+            if expected != nil { found += 1 }
+            XCTAssertEqual(VMCS12Layout.slot(of: field), expected, "encoding 0x\(String(raw, radix: 16))")
+        }
+        XCTAssertEqual(found, VMCSField.allFields.count + VMCSField.allFields.filter { $0.width == .bits64 }.count)
+    }
+
     /// High access (encoding | 1) of every 64-bit field reads and writes bits 63:32.
     func testHighAccessOfEvery64BitField() {
         var m = VMXMachine()

@@ -48,9 +48,15 @@ struct IDTBreakpoints {
             gates = [:]
             for v in vectors { gates[v] = gateAddress(v, cpu: cpu, memory: memory) }
         }
+        // Called before every entry: nothing is allocated unless a handler moved.
+        var moved = false
+        for v in vectors where gates[v].flatMap({ Self.handler(at: $0, cpu: cpu, memory: memory) }) != handlers[v] {
+            moved = true
+            break
+        }
+        guard moved || handlers.keys.contains(where: { !vectors.contains($0) }) else { return false }
         var found: [Int: UInt64] = [:]
         for v in vectors { if let gate = gates[v], let h = Self.handler(at: gate, cpu: cpu, memory: memory) { found[v] = h } }
-        guard found != handlers else { return false }
         handlers = found
         return true
     }

@@ -23,7 +23,8 @@ extension Machine {
             return nil
         case let .wrmsr(m):
             note.kind = .wrmsr; note.address = UInt64(m.index); note.value = m.data
-            let ok = writeMSR(m.index, m.data)
+            let ok = Self.hostStateMSRs.contains { $0.contains(m.index) } ? writeTrackedL1MSR(m.index, m.data)
+                : writeMSR(m.index, m.data)
             vcpu.completeMSR(fault: !ok)
             if !ok { note.flags.insert(.faulted) }
             return nil
@@ -132,6 +133,14 @@ extension Machine {
             if apic.deliverableVector != nil { return nil }
         }
         return .deadHalt(reason: "HLT with no interrupt pending and no timer armed")
+    }
+
+    /// L1's WRMSR of a host-state MSR (`hostStateMSRs`): L0 makes the write
+    /// KVM would have made and remembers it; false raises #GP.
+    func writeTrackedL1MSR(_ index: UInt32, _ value: UInt64) -> Bool {
+        let done = vcpu.setMSRs([(index, value)]) == 1
+        l1MSRs[index] = done ? value : nil
+        return done
     }
 
     /// RDMSR of an MSR L0 emulates; nil raises #GP.

@@ -6,9 +6,11 @@ public protocol Hypervisor: AnyObject {
     /// The CPUID the host can give a guest.
     func supportedCPUID() throws(KVMError) -> [CPUIDEntry]
     /// L1's VM: `memory` at guest-physical 0, VMCALL raising #UD, accesses
-    /// to `deniedMSRs` and to MSRs KVM does not know exiting to the
-    /// monitor. Returns its vCPU, state loaded, with `cpuid`.
-    func makeL1(memory: GuestMemory, cpuid: [CPUIDEntry], deniedMSRs: [ClosedRange<UInt32>]) throws(KVMError) -> any VirtualCPU
+    /// to `deniedMSRs`, writes to `writeTrackedMSRs` and accesses to MSRs
+    /// KVM does not know exiting to the monitor. Returns its vCPU, state
+    /// loaded, with `cpuid`.
+    func makeL1(memory: GuestMemory, cpuid: [CPUIDEntry], deniedMSRs: [ClosedRange<UInt32>],
+                writeTrackedMSRs: [ClosedRange<UInt32>]) throws(KVMError) -> any VirtualCPU
     /// The VM that runs L2, with no memory yet, and its vCPU.
     func makeL2(cpuid: [CPUIDEntry]) throws(KVMError) -> (vm: any GuestVM, vcpu: any VirtualCPU)
     /// The CR4 bits a vCPU with `cpuid` accepts, VMXE aside (README, "CPUID
@@ -24,10 +26,13 @@ public final class KVMHypervisor: Hypervisor {
 
     public func supportedCPUID() throws(KVMError) -> [CPUIDEntry] { try system.supportedCPUID() }
 
-    public func makeL1(memory: GuestMemory, cpuid: [CPUIDEntry], deniedMSRs: [ClosedRange<UInt32>]) throws(KVMError) -> any VirtualCPU {
+    public func makeL1(memory: GuestMemory, cpuid: [CPUIDEntry], deniedMSRs: [ClosedRange<UInt32>],
+                       writeTrackedMSRs: [ClosedRange<UInt32>]) throws(KVMError) -> any VirtualCPU {
         let vm = try makeVM()
         try vm.map(memory, slot: 0, at: 0)
-        try vm.denyMSRs(deniedMSRs)
+        try vm.setMSRFilter(defaultAllow: true,
+                            ranges: deniedMSRs.map { .denying($0, reads: true, writes: true) }
+                                + writeTrackedMSRs.map { .denying($0, reads: false, writes: true) })
         return try makeVCPU(vm, cpuid: cpuid)
     }
 

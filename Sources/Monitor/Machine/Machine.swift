@@ -35,6 +35,8 @@ public final class Machine {
     public internal(set) var vmx: VMXState
     let vmxTrapChannel: VMXTrapChannel
     let ept02Policy: EPT02Policy
+    /// Whether L2's #UD handler carries the VMCALL breakpoint (`MachineConfig`).
+    let l2VMCALLBreakpoint: Bool
     /// Channel (b) on L1's vCPU: #GP (CR4.VMXE) and #UD (VMX instructions).
     let l1Breakpoints: BreakpointChannel
     /// L1 has touched a VMX MSR: channel (b)'s breakpoints are worth their cost.
@@ -63,6 +65,19 @@ public final class Machine {
         HyperV.msrRange,
     ]
 
+    /// The MSRs a VM exit loads from VMCS12's host-state area (SDM 28.5.1):
+    /// SYSENTER_CS/ESP/EIP, DEBUGCTL and PAT. L1's writes to them exit to
+    /// L0, which makes them and remembers the values (`l1MSRs`), so a VM
+    /// exit writes only those that differ.
+    static let hostStateMSRs: [ClosedRange<UInt32>] = [
+        GuestStateMSRs.sysenterCS...GuestStateMSRs.sysenterEIP,
+        GuestStateMSRs.debugctl...GuestStateMSRs.debugctl,
+        GuestStateMSRs.pat...GuestStateMSRs.pat,
+    ]
+    /// The values of `hostStateMSRs` L0 knows L1's vCPU holds: what L0 wrote,
+    /// at a VM exit or for L1's WRMSR. Unknown ones are absent.
+    var l1MSRs: [UInt32: UInt64] = [:]
+
     /// Builds the VM and loads the image. Errors name what failed.
     ///
     /// `hypervisor` is KVM unless a test brings its own.
@@ -82,7 +97,8 @@ public final class Machine {
             let cpuid = try hypervisor.supportedCPUID()
             hostCPUID = cpuid
             let l1CPUID = Self.guestCPUID(cpuid, vmx: true, hyperV: config.hyperVEnlightenedVMCS)
-            vcpu = try hypervisor.makeL1(memory: memory, cpuid: l1CPUID, deniedMSRs: Self.emulatedMSRs)
+            vcpu = try hypervisor.makeL1(memory: memory, cpuid: l1CPUID, deniedMSRs: Self.emulatedMSRs,
+                                         writeTrackedMSRs: Self.hostStateMSRs)
             l1Breakpoints = BreakpointChannel(vcpu: vcpu, vectors: [IDTBreakpoints.gpVector, IDTBreakpoints.udVector])
             cr4Supported = try hypervisor.acceptedCR4(cpuid: l1CPUID)
             var capabilities = VMXCapabilities.terrapin(physicalAddressBits: Self.physicalAddressBits(cpuid),
@@ -95,6 +111,7 @@ public final class Machine {
         }
         vmxTrapChannel = config.vmxTrapChannel
         ept02Policy = config.ept02Policy
+        l2VMCALLBreakpoint = config.l2VMCALLBreakpoint
         ram = GuestRAM(memory: memory)
         boot = try MultibootLoader.load(image: image, path: config.imagePath, commandLine: config.guestCommandLine,
                                         modules: modules, into: memory)

@@ -22,6 +22,11 @@ public struct MachineConfig: Sendable {
     /// Offer Hyper-V's enlightened VMCS to L1 (`--hyperv-evmcs`): the
     /// Hyper-V CPUID leaves and the VP assist page MSR (docs/EVMCS.md).
     public var hyperVEnlightenedVMCS = false
+    /// Keep the breakpoint on L2's #UD handler that catches VMCALL in code
+    /// the sweep did not patch (`--l2-vmcall-trap breakpoint`, the default).
+    /// Off (`patched`), only swept VMCALL sites exit; a VMCALL elsewhere
+    /// reaches L2's own #UD handler. For measuring what the breakpoint costs.
+    public var l2VMCALLBreakpoint = true
 
     public init(imagePath: String) { self.imagePath = imagePath }
 

@@ -324,3 +324,34 @@ struct L2PhysicalMemory: GuestMemoryAccess {
                                          memory: machine.ram)
     }
 }
+
+/// L2-physical memory as L2 runs on it: through the EPT02 slot that maps an
+/// address, where one does (a lookup in the slot map and a load from L1's
+/// RAM; for a patched copy, L1's own bytes under it), and through EPT12
+/// (`L2PhysicalMemory`) elsewhere. Read-only. For the bytes of an
+/// instruction L2 has just executed, which came through those slots: a walk
+/// of EPT12 for every page-table and code read cost about 60,000
+/// instructions per reflected OUT (docs/PERFORMANCE.md).
+struct L2SlotMemory: GuestMemoryAccess {
+    let machine: Machine
+    let l2: L2Machine
+
+    private func l1Address(_ address: UInt64, count: Int) -> UInt64? {
+        guard count >= 0, let s = l2.slot(containing: address), UInt64(count) <= s.end &- address else { return nil }
+        return s.l1 &+ (address &- s.base)
+    }
+
+    func read(_ address: UInt64, count: Int) -> [UInt8]? {
+        if let at = l1Address(address, count: count) { return machine.ram.read(at, count: count) }
+        return L2PhysicalMemory(machine: machine).read(address, count: count)
+    }
+
+    func write(_ address: UInt64, bytes: [UInt8]) -> Bool { false }
+
+    func load<T: FixedWidthInteger>(_: T.Type, at address: UInt64) -> T? {
+        if let at = l1Address(address, count: MemoryLayout<T>.size) { return machine.ram.load(T.self, at: at) }
+        return L2PhysicalMemory(machine: machine).load(T.self, at: address)
+    }
+
+    func store<T: FixedWidthInteger>(_ value: T, at address: UInt64) -> Bool { false }
+}

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import KVM
 import NestedVMX
 import TraceFormat
@@ -30,11 +33,18 @@ extension Machine {
         return values
     }
 
-    /// L1's host MSRs at exit (SDM 28.5.1), each KVM accepts.
+    /// L1's host MSRs at exit (SDM 28.5.1), each KVM accepts. Only those
+    /// whose value L1's vCPU may not hold already are written: L0 knows
+    /// what it wrote last, and L1's own writes reach it (`hostStateMSRs`).
     func loadHostMSRs(_ values: [MSRValue]) {
-        let pairs = values.map { (index: $0.index, value: $0.value) }
-        if vcpu.setMSRs(pairs) < pairs.count {
-            for pair in pairs { _ = vcpu.setMSRs([pair]) }        // apply what KVM accepts
+        let pairs = values.filter { l1MSRs[$0.index] != $0.value }.map { (index: $0.index, value: $0.value) }
+        guard !pairs.isEmpty else { return }
+        if vcpu.setMSRs(pairs) == pairs.count {
+            for pair in pairs { l1MSRs[pair.index] = pair.value }
+            return
+        }
+        for pair in pairs {                                       // apply what KVM accepts
+            l1MSRs[pair.index] = vcpu.setMSRs([pair]) == 1 ? pair.value : nil
         }
     }
 
@@ -60,6 +70,7 @@ extension Machine {
         var run: [(index: UInt32, value: UInt64)] = []
         func flush() -> Bool {
             defer { run.removeAll(keepingCapacity: true) }
+            for entry in run { l1MSRs[entry.index] = nil }        // no longer known
             return vcpu.setMSRs(run) == run.count
         }
         for entry in entries where !Self.guestIgnoredMSRs.contains(entry.index) {
@@ -91,11 +102,19 @@ extension Machine {
     func updateMSRFilter(of l2: L2Machine, for vmcs: VMCS12) throws(KVMError) {
         let useBitmaps = vmcs.proc.contains(.useMSRBitmaps)
         // A bitmap that is not RAM reads as all ones: everything exits.
-        let bitmap = useBitmaps ? (ram.read(vmcs.read(.msrBitmap) ?? 0, count: 4096) ?? [UInt8](repeating: 0xff, count: 4096)) : []
-        var key: UInt64 = useBitmaps ? 0xcbf2_9ce4_8422_2325 : 0
-        for b in bitmap { key = (key ^ UInt64(b)) &* 0x100_0000_01b3 }       // FNV-1a
-        guard key != l2.msrFilterKey else { return }
-        l2.msrFilterKey = key
+        let source = useBitmaps ? ram.memory.bytes(at: vmcs.read(.msrBitmap) ?? 0, count: 4096) : nil
+        // Unchanged since the filter was built: compared in place, without
+        // a copy (every entry asks).
+        if let built = l2.msrFilterBitmap, built.useBitmaps == useBitmaps,
+           !useBitmaps || built.bytes.withUnsafeBytes({ old in
+               guard let source else { return old.allSatisfy { $0 == 0xff } }
+               guard let a = old.baseAddress, let b = source.baseAddress, old.count == 4096 else { return false }
+               return memcmp(a, b, 4096) == 0
+           }) {
+            return
+        }
+        let bitmap = useBitmaps ? source.map { Array($0) } ?? [UInt8](repeating: 0xff, count: 4096) : []
+        l2.msrFilterBitmap = (useBitmaps, bitmap)
         guard useBitmaps else {
             // KVM refuses a deny-everything filter without ranges (EINVAL): give
             // it one range that denies too.

@@ -21,8 +21,12 @@ final class L2Machine {
     /// The vectors watched for L1: #UD and the bitmap's first three.
     var vectorsForL1: [Int] {
         let intercepted = (0..<32).filter { $0 != IDTBreakpoints.udVector && watchedExceptionBitmap & (1 << UInt64($0)) != 0 }
-        return Array(([IDTBreakpoints.udVector] + intercepted).prefix(IDTBreakpoints.maximumVectors))
+        let ud = watchesVMCALL || watchedExceptionBitmap & (1 << UInt64(IDTBreakpoints.udVector)) != 0
+        return Array(((ud ? [IDTBreakpoints.udVector] : []) + intercepted).prefix(IDTBreakpoints.maximumVectors))
     }
+    /// The breakpoint on L2's #UD handler catches VMCALL in unswept code
+    /// (`MachineConfig.l2VMCALLBreakpoint`).
+    let watchesVMCALL: Bool
     /// An exception L1 injected at VM entry: its delivery is not intercepted.
     var injectedVector: Int?
     /// The event the last VM entry injected, with its VM-entry instruction
@@ -79,7 +83,7 @@ final class L2Machine {
     /// DEBUGCTL), so an entry writes it again only when it changed.
     var loadedMSRs: [UInt32: UInt64] = [:]
     /// What the MSR filter was last built from (bitmap use and contents).
-    var msrFilterKey: UInt64?
+    var msrFilterBitmap: (useBitmaps: Bool, bytes: [UInt8])?
     /// The VMX-preemption timer while it counts down (SDM 26.5.1).
     var preemption: PreemptionTimer?
     /// Kicks L2's vCPU at the earlier of L1's APIC-timer deadline and the
@@ -91,11 +95,13 @@ final class L2Machine {
     /// KVM_CAP_NR_MEMSLOTS is 32764 on our hosts; a margin stays free.
     static let slotCapacity = 32_000
 
-    init(_ parts: (vm: any GuestVM, vcpu: any VirtualCPU), slotCapacity: Int = L2Machine.slotCapacity) {
+    init(_ parts: (vm: any GuestVM, vcpu: any VirtualCPU), slotCapacity: Int = L2Machine.slotCapacity,
+         watchesVMCALL: Bool = true) {
         vm = parts.vm
         vcpu = parts.vcpu
         slots = SlotMap(capacity: slotCapacity)
-        breakpoints = BreakpointChannel(vcpu: parts.vcpu, vectors: [IDTBreakpoints.udVector])
+        self.watchesVMCALL = watchesVMCALL
+        breakpoints = BreakpointChannel(vcpu: parts.vcpu, vectors: watchesVMCALL ? [IDTBreakpoints.udVector] : [])
     }
 
     /// The timer goes first: its kicker points into the vCPU's `kvm_run`.

@@ -22,7 +22,7 @@ extension Machine {
             // An IN, retired just now: it starts at the RIP it had. Its length
             // comes from its bytes, never from the two RIPs, which wrap.
             let fetched = InstructionFetch.bytes(at: before.cs.base &+ before.rip, cpu: before,
-                                                 memory: L2PhysicalMemory(machine: self))
+                                                 memory: L2SlotMemory(machine: self, l2: l2))
             length = X86Decoders.ioInstructionLength(fetched, mode64: before.mode64) ?? 1
             bytes = Array(fetched.prefix(length))
             state.rip = before.rip
@@ -48,7 +48,9 @@ extension Machine {
     /// immediate, 66 for 16-bit), and its bytes.
     func outInstruction(_ io: IOExit, endingAt state: CPUState) -> (length: Int, bytes: [UInt8]) {
         let linear = state.cs.base &+ state.rip
-        guard linear >= 3, let bytes = l2Bytes(at: linear - 3, count: 3, state: state) else { return (1, []) }
+        guard linear >= 3, let l2 = l2Machine,
+              case let .success(bytes) = PageWalker.readLinear(linear - 3, count: 3, access: MemoryAccess(), state: state,
+                                                               memory: L2SlotMemory(machine: self, l2: l2)) else { return (1, []) }
         let length = X86Decoders.outLength(endingWith: bytes, port: io.port, size: Int(io.size))
         return (length, Array(bytes.suffix(length)))
     }

@@ -13,7 +13,8 @@ extension Machine {
                                        maxMSRListEntries: maxMSRListEntries)
         let l2: L2Machine
         do {
-            l2 = try l2Machine ?? L2Machine(hypervisor.makeL2(cpuid: Self.guestCPUID(hostCPUID, vmx: false)))
+            l2 = try l2Machine ?? L2Machine(hypervisor.makeL2(cpuid: Self.guestCPUID(hostCPUID, vmx: false)),
+                                                    watchesVMCALL: l2VMCALLBreakpoint)
             l2Machine = l2
             try refreshPatchedCopies(l2, vmcs: vmcs)
             try prepareMemory(of: l2, for: vmcs)
