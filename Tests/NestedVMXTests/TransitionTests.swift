@@ -33,6 +33,8 @@ final class TransitionTests: XCTestCase {
         XCTAssertEqual(small.physical, 0x30_1010)
         XCTAssertEqual(small.pageSize, 0x1000)
         XCTAssertFalse(small.write)
+        XCTAssertEqual(big.address, 0x1234, "the L2-physical address walked")
+        XCTAssertEqual(small.address, 0x20_0010)
     }
 
     /// `nextLeaf` visits the leaves in address order, from inside a leaf

@@ -80,7 +80,7 @@ extension Machine {
     /// which must see each access.
     func mapTouched(_ t: EPTWalker.Translation, eptp: UInt64, l2: L2Machine) throws(KVMError) {
         try mapRun(t, eptp: eptp, l2: l2)
-        let gpa = t.pageBase &+ (t.physical &- t.frame)
+        let gpa = t.address
         guard t.pageSize == 0x1000, !EPTWalker.accessedDirtyEnabled(eptp),
               let s = l2.slot(containing: gpa), s.size == 0x1000 else { return }
         let region = gpa & ~UInt64(0x1f_ffff)
@@ -274,7 +274,7 @@ extension Machine {
     /// unbacked physical space, which an access then reaches as MMIO.
     func mapRun(_ first: EPTWalker.Translation, eptp: UInt64, l2: L2Machine) throws(KVMError) {
         let tracking = EPTWalker.accessedDirtyEnabled(eptp)
-        let gpa = first.pageBase &+ (first.physical &- first.frame)
+        let gpa = first.address
         let ramEnd = UInt64(memory.size)
         guard first.frame < ramEnd else { return }
         let (floor, limit) = l2.slots.gap(around: gpa)

@@ -14,6 +14,9 @@ public enum EPTWalker {
         /// The leaf's dirty flag (bit 9), after this walk set it for a write;
         /// only meaningful when the EPTP enables accessed and dirty flags.
         public var dirty: Bool = false
+
+        /// The L2-physical address that was walked.
+        public var address: UInt64 { pageBase &+ (physical &- frame) }
     }
 
     /// Qualification bits 7 and 8 (Table 28-7): the guest-linear-address
