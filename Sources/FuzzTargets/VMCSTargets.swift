@@ -32,6 +32,9 @@ enum VMCSTargets {
         let context = EntryContext(vmcs: vmcs, capabilities: capabilities, memory: memory, launch: launch, platform: platform)
         let failure = VMEntryChecker.check(context)
         invariant(failure == VMEntryChecker.allFailures(context).first, "the first failure depends on how it is asked")
+        var memo = EntryCheckMemo()
+        invariant(VMEntryChecker.check(context, memo: &memo) == failure, "the memo's first entry differs from the full run")
+        invariant(VMEntryChecker.check(context, memo: &memo) == failure, "the memo's second entry differs from the full run")
         switch failure {
         case let .guestState(_, q)?:
             invariant([0, 2, 3, 4].contains(q), "guest-state qualification \(q) (SDM 27.8)")

@@ -67,36 +67,74 @@ public struct VMCSSegment: Equatable, Sendable {
 
 /// Everything a VM-entry check reads: the VMCS12, the capabilities L0
 /// advertises, L1's memory and the platform facts, with typed accessors.
+///
+/// A check reads the VMCS only through `read` (and the accessors built on
+/// it) and memory only through `memory`, so that `EntryCheckMemo` can
+/// record what each check depends on.
 public struct EntryContext {
-    public let vmcs: VMCS12
+    let vmcs: VMCS12
     public let capabilities: VMXCapabilities
-    public let memory: any GuestMemoryAccess
+    private let guestMemory: any GuestMemoryAccess
     /// VMLAUNCH (true) or VMRESUME.
     public let launch: Bool
     public let platform: EntryPlatform
+    /// Where the running check's reads are recorded, under a memo.
+    let reads: EntryReads?
 
     public init(vmcs: VMCS12, capabilities: VMXCapabilities, memory: any GuestMemoryAccess, launch: Bool,
                 platform: EntryPlatform = EntryPlatform()) {
-        self.vmcs = vmcs; self.capabilities = capabilities; self.memory = memory
-        self.launch = launch; self.platform = platform
+        self.init(vmcs: vmcs, capabilities: capabilities, memory: memory, launch: launch, platform: platform, reads: nil)
+    }
+
+    init(vmcs: VMCS12, capabilities: VMXCapabilities, memory: any GuestMemoryAccess, launch: Bool,
+         platform: EntryPlatform, reads: EntryReads?) {
+        self.vmcs = vmcs; self.capabilities = capabilities; self.guestMemory = memory
+        self.launch = launch; self.platform = platform; self.reads = reads
+    }
+
+    /// The same context, recording into `reads`.
+    func recording(into reads: EntryReads) -> EntryContext {
+        EntryContext(vmcs: vmcs, capabilities: capabilities, memory: guestMemory, launch: launch, platform: platform, reads: reads)
     }
 
     // MARK: Fields
 
     /// The field's value (0 if the VMCS does not hold it).
-    public func read(_ field: VMCSField) -> UInt64 { vmcs.read(field) ?? 0 }
+    public func read(_ field: VMCSField) -> UInt64 {
+        guard let slot = VMCS12Layout.slot(of: field) else { return 0 }
+        reads?.fields.insert(slot)
+        let v = vmcs.values[slot]
+        return field.isHighAccess ? v >> 32 : v
+    }
+    /// Whether the part's bits are set, depending on them alone.
+    public func isSet(_ part: FieldPart) -> Bool {
+        reads?.fields.insert(part.slot)
+        return vmcs.values[part.fieldSlot] & part.mask != 0
+    }
     public func read32(_ field: VMCSField) -> UInt32 { UInt32(truncatingIfNeeded: read(field)) }
     public func read16(_ field: VMCSField) -> UInt16 { UInt16(truncatingIfNeeded: read(field)) }
+
+    /// L1's memory, for the checks that read it (the memo re-runs them at every entry).
+    public var memory: any GuestMemoryAccess {
+        reads?.memory = true
+        return guestMemory
+    }
+
+    /// The guest-physical address of the VMCS region (the VMCS link pointer's rule, 27.3.1.5).
+    public var vmcsAddress: UInt64 { vmcs.address }
 
     public var maxPhysicalAddressBits: Int { capabilities.physicalAddressBits }
 
     // MARK: Controls
 
-    public var pin: PinBasedControls { vmcs.pin }
-    public var proc: ProcessorBasedControls { vmcs.proc }
-    public var proc2: SecondaryProcessorBasedControls { vmcs.proc2 }
-    public var exitControls: VMExitControls { vmcs.exitControls }
-    public var entryControls: VMEntryControls { vmcs.entryControls }
+    public var pin: PinBasedControls { PinBasedControls(rawValue: read32(.pinBasedControls)) }
+    public var proc: ProcessorBasedControls { ProcessorBasedControls(rawValue: read32(.processorBasedControls)) }
+    /// The secondary controls in effect: none when "activate secondary controls" is 0 (SDM 25.6.2).
+    public var proc2: SecondaryProcessorBasedControls {
+        proc.contains(.activateSecondaryControls) ? SecondaryProcessorBasedControls(rawValue: read32(.secondaryProcessorBasedControls)) : []
+    }
+    public var exitControls: VMExitControls { VMExitControls(rawValue: read32(.exitControls)) }
+    public var entryControls: VMEntryControls { VMEntryControls(rawValue: read32(.entryControls)) }
 
     public var unrestrictedGuest: Bool { proc2.contains(.unrestrictedGuest) }
     public var ia32eModeGuest: Bool { entryControls.contains(.ia32eModeGuest) }
@@ -120,7 +158,7 @@ public struct EntryContext {
     public var guestCR4: UInt64 { read(.guestCR4) }
     public var guestRFLAGS: UInt64 { read(.guestRFLAGS) }
     /// RFLAGS.VM and CR0.PE: the guest will be in virtual-8086 mode.
-    public var guestV8086: Bool { guestRFLAGS & 1 << 17 != 0 }
+    public var guestV8086: Bool { isSet(.rflagsVM) }
     public var guestInterruptibility: UInt32 { read32(.guestInterruptibilityState) }
     public var guestActivity: UInt32 { read32(.guestActivityState) }
 

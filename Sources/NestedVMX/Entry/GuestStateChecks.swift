@@ -19,7 +19,6 @@ enum GuestStateChecks {
 
     static let cr0PE: UInt64 = 1 << 0, cr0WP: UInt64 = 1 << 16, cr0PG: UInt64 = 1 << 31
     static let cr4PAE: UInt64 = 1 << 5, cr4PCIDE: UInt64 = 1 << 17, cr4CET: UInt64 = 1 << 23
-    static let rflagsTF: UInt64 = 1 << 8, rflagsIF: UInt64 = 1 << 9, rflagsVM: UInt64 = 1 << 17
     static let blockingBySTI: UInt32 = 1 << 0, blockingByMovSS: UInt32 = 1 << 1
     static let blockingBySMI: UInt32 = 1 << 2, blockingByNMI: UInt32 = 1 << 3
 
@@ -220,10 +219,10 @@ enum GuestStateChecks {
             return rflags & (~0 << 22 | 1 << 15 | 1 << 5 | 1 << 3) == 0 && rflags & 2 != 0
         },
         EntryCheck("27.3.1.4", "guest RFLAGS.VM outside IA-32e and real mode", .guestState) {
-            $0.guestRFLAGS & rflagsVM == 0 || (!$0.ia32eModeGuest && $0.guestCR0 & cr0PE != 0)
+            !$0.guestV8086 || (!$0.ia32eModeGuest && $0.guestCR0 & cr0PE != 0)
         },
         EntryCheck("27.3.1.4", "guest RFLAGS.IF for external-interrupt injection", .guestState) {
-            !$0.injecting(type: InterruptionType.externalInterrupt) || $0.guestRFLAGS & rflagsIF != 0
+            !$0.injecting(type: InterruptionType.externalInterrupt) || $0.isSet(.rflagsIF)
         },
     ]
 
@@ -278,7 +277,7 @@ enum GuestStateChecks {
             $0.guestInterruptibility & (blockingBySTI | blockingByMovSS) != (blockingBySTI | blockingByMovSS)
         },
         EntryCheck("27.3.1.5", "guest STI blocking requires RFLAGS.IF", .guestState) {
-            $0.guestInterruptibility & blockingBySTI == 0 || $0.guestRFLAGS & rflagsIF != 0
+            $0.guestInterruptibility & blockingBySTI == 0 || $0.isSet(.rflagsIF)
         },
         EntryCheck("27.3.1.5", "no STI or MOV-SS blocking when injecting an external interrupt", .guestState) {
             !$0.injecting(type: InterruptionType.externalInterrupt)
@@ -314,7 +313,7 @@ enum GuestStateChecks {
         EntryCheck("27.3.1.5", "guest pending debug exceptions BS bit", .guestState) { c in
             guard c.guestInterruptibility & (blockingBySTI | blockingByMovSS) != 0 || c.guestActivity == Activity.hlt
             else { return true }
-            let singleStep = c.guestRFLAGS & rflagsTF != 0 && c.read(.guestIA32Debugctl) & 2 == 0
+            let singleStep = c.isSet(.rflagsTF) && c.read(.guestIA32Debugctl) & 2 == 0
             return (c.read(.guestPendingDebugExceptions) & pendingDebugBS != 0) == singleStep
         },
         // RTM (bit 16): bits 11:0 and 14 clear, bit 12 set, no MOV-SS blocking.
@@ -345,7 +344,7 @@ enum GuestStateChecks {
                    qualification: EntryFailureQualification.vmcsLinkPointer) { c in
             let link = c.read(.vmcsLinkPointer)
             guard link != .max else { return true }
-            if !c.platform.inSMM || c.entryControls.contains(.entryToSMM) { return link != c.vmcs.address }
+            if !c.platform.inSMM || c.entryControls.contains(.entryToSMM) { return link != c.vmcsAddress }
             return link != c.read(.executiveVMCSPointer)
         },
     ]

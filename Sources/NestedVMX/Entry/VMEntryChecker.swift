@@ -30,6 +30,44 @@ public enum VMEntryChecker {
         return nil
     }
 
+    /// The first failure, as `check(_:)` finds it, re-running only the
+    /// checks whose inputs changed since `memo` last saw every check pass
+    /// (`EntryCheckMemo`). `memo.evaluated` says how many ran.
+    public static func check(_ context: EntryContext, memo: inout EntryCheckMemo) -> VMEntryFailure? {
+        let key = EntryCheckMemo.Key(context)
+        let values = context.vmcs.values
+        let changed: FieldSet
+        if memo.key == key && memo.values.count == values.count && memo.reads.count == checks.count {
+            var parts = FieldSet(differencesOf: memo.values, values)
+            for part in FieldPart.allCases where (memo.values[part.fieldSlot] ^ values[part.fieldSlot]) & part.mask != 0 {
+                parts.insert(part.slot)
+            }
+            changed = parts
+        } else {
+            changed = .all
+            memo.reads = [FieldSet](repeating: .all, count: checks.count)
+            memo.readsMemory = [Bool](repeating: true, count: checks.count)
+        }
+        memo.key = nil
+        memo.evaluated = 0
+        let reads = EntryReads()
+        let recording = context.recording(into: reads)
+        for (i, c) in checks.enumerated() {
+            if !memo.readsMemory[i] && !memo.reads[i].intersects(changed) { continue }
+            reads.fields = .empty
+            reads.memory = false
+            memo.evaluated += 1
+            let result = c.run(recording)
+            memo.reads[i] = reads.fields
+            memo.readsMemory[i] = reads.memory
+            // A failure leaves the memo knowing nothing: the checks after it did not run.
+            if case let .fail(q) = result { return failure(of: c, qualification: q) }
+        }
+        memo.key = key
+        memo.values = values
+        return nil
+    }
+
     /// Every failing check, in order (for diagnostics: the trace and tests).
     public static func allFailures(_ context: EntryContext) -> [VMEntryFailure] {
         checks.compactMap { c in

@@ -332,8 +332,9 @@ struct Context<Memory: GuestMemoryAccess> {
         // 27.2.4 reads IA32_EFER.LMA of the processor executing VMLAUNCH: L1's.
         let platform = EntryPlatform(processorInIA32eMode: cpu.longModeActive,
                                      linearAddressBits: vmx.capabilities.linearAddressBits)
-        if let failure = VMEntryChecker.check(current, capabilities: vmx.capabilities, memory: memory, launch: launch,
-                                              platform: platform) {
+        let context = EntryContext(vmcs: current, capabilities: vmx.capabilities, memory: memory, launch: launch,
+                                   platform: platform)
+        if let failure = VMEntryChecker.check(context, memo: &vmx.entryChecks) {
             if let error = failure.vmInstructionError { return .failValid(error) }
             return .entryFailed(failure)
         }

@@ -20,6 +20,9 @@ public struct VMXState: Equatable, Sendable {
     /// Hyper-V's VP assist page and whether the interface is offered at all
     /// (`--hyperv-evmcs`; docs/EVMCS.md).
     public var hyperV = HyperVState()
+    /// The VM-entry checks' verdicts at the last entry, so that the next
+    /// runs only those whose inputs changed (a cache; `EntryCheckMemo`).
+    public var entryChecks = EntryCheckMemo()
 
     /// The IA32_FEATURE_CONTROL bits L0 lets L1 set: lock, VMX inside and
     /// outside SMX. Any other bit (SENTER, SGX, LMCE) is #GP (SDM Vol. 4 Table 2-2).
