@@ -74,8 +74,13 @@ extension VCPU: VirtualCPU {
     }
 
     public var specialRegisters: SpecialRegisters {
-        get { SpecialRegisters(sync.pointee.sregs) }
-        set { newValue.store(into: &sync.pointee.sregs); markDirty(.sregs) }
+        get {
+            if let cached = specialRegistersCache { return cached }
+            let converted = SpecialRegisters(sync.pointee.sregs)
+            specialRegistersCache = converted
+            return converted
+        }
+        set { newValue.store(into: &sync.pointee.sregs); markDirty(.sregs); specialRegistersCache = nil }
     }
 
     public var events: VCPUEvents {
@@ -107,6 +112,7 @@ extension VCPU: VirtualCPU {
     public func loadSyncedState() throws(KVMError) {
         sync.pointee.regs = try getRegs()
         sync.pointee.sregs = try getSRegs()
+        specialRegistersCache = nil
         sync.pointee.events = try getEvents()
     }
 

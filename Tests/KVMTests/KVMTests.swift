@@ -367,6 +367,30 @@ final class VCPUExitTests: XCTestCase {
         XCTAssertEqual(t.vcpu.sregs.ds.base, 0x2000)
     }
 
+    /// `specialRegisters` is converted once per exit and cached: every way
+    /// the special registers change (a run, the typed and raw setters,
+    /// KVM_SET_SREGS) must be seen by the next read.
+    func testSpecialRegistersCacheFollowsEveryWrite() throws {
+        let t = try TestVM(code: [0x8E, 0xD8, 0xF4])       // 1000: mov ds, ax; hlt
+        var r = t.vcpu.regs
+        r.rax = 0x30
+        t.vcpu.regs = r
+        XCTAssertEqual(t.vcpu.specialRegisters.ds.selector, 0)
+        expectHLT(try t.run())
+        XCTAssertEqual(t.vcpu.specialRegisters.ds.selector, 0x30, "the guest's MOV DS, after the run")
+        var typed = t.vcpu.specialRegisters
+        typed.ds.base = 0x4000
+        t.vcpu.specialRegisters = typed
+        XCTAssertEqual(t.vcpu.specialRegisters.ds.base, 0x4000, "the typed setter")
+        var raw = t.vcpu.sregs
+        raw.ds.base = 0x5000
+        t.vcpu.sregs = raw
+        XCTAssertEqual(t.vcpu.specialRegisters.ds.base, 0x5000, "the raw setter")
+        raw.ds.base = 0x6000
+        try t.vcpu.setSRegs(raw)
+        XCTAssertEqual(t.vcpu.specialRegisters.ds.base, 0x6000, "KVM_SET_SREGS")
+    }
+
     func testHardwareBreakpointGivesDebugExit() throws {
         let t = try TestVM(code: [0x90, 0x90, 0x90, 0xF4])  // nop; nop; nop; hlt
         guard t.system.check(.setGuestDebug) != 0 else { throw XCTSkip("host lacks KVM_CAP_SET_GUEST_DEBUG") }

@@ -30,7 +30,7 @@ extension Machine {
             }
             l2.breakpoints.watch(vectors)
         }
-        try l2.breakpoints.refresh(cpu: l2State, memory: L2PhysicalMemory(machine: self))
+        try l2.breakpoints.refresh(cpu: l2State, memory: L2SlotMemory(machine: self, l2: l2))
     }
 
     /// A breakpoint hit in L2: VMCALL at its #UD handler is reflected (reason

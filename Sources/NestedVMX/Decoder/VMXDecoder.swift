@@ -14,7 +14,13 @@ public enum VMXDecoder {
     public static let maximumLength = 15
 
     public static func decode(_ bytes: some Collection<UInt8>, state: CPUState) -> Result<DecodedInstruction, X86Exception> {
-        var cursor = Cursor(bytes: Array(bytes.prefix(maximumLength + 1)))
+        decode(Array(bytes.prefix(maximumLength + 1)), state: state)
+    }
+
+    /// The same for an array: no generic prefix (a tenth of an emulated
+    /// VMREAD's instructions, callgrind, docs/PERFORMANCE.md).
+    public static func decode(_ bytes: [UInt8], state: CPUState) -> Result<DecodedInstruction, X86Exception> {
+        var cursor = Cursor(bytes: bytes.count > maximumLength + 1 ? Array(bytes[..<(maximumLength + 1)]) : bytes)
         do {
             return .success(try decode(&cursor, state: state))
         } catch {

@@ -8,16 +8,40 @@ public enum StateTransfer {
         let selector: VMCSField, base: VMCSField, limit: VMCSField, accessRights: VMCSField
     }
 
-    nonisolated(unsafe) static let guestSegments: [(WritableKeyPath<CPUState, SegmentState>, SegmentFields)] = [
-        (\.es, SegmentFields(selector: .guestESSelector, base: .guestESBase, limit: .guestESLimit, accessRights: .guestESAccessRights)),
-        (\.cs, SegmentFields(selector: .guestCSSelector, base: .guestCSBase, limit: .guestCSLimit, accessRights: .guestCSAccessRights)),
-        (\.ss, SegmentFields(selector: .guestSSSelector, base: .guestSSBase, limit: .guestSSLimit, accessRights: .guestSSAccessRights)),
-        (\.ds, SegmentFields(selector: .guestDSSelector, base: .guestDSBase, limit: .guestDSLimit, accessRights: .guestDSAccessRights)),
-        (\.fs, SegmentFields(selector: .guestFSSelector, base: .guestFSBase, limit: .guestFSLimit, accessRights: .guestFSAccessRights)),
-        (\.gs, SegmentFields(selector: .guestGSSelector, base: .guestGSBase, limit: .guestGSLimit, accessRights: .guestGSAccessRights)),
-        (\.ldtr, SegmentFields(selector: .guestLDTRSelector, base: .guestLDTRBase, limit: .guestLDTRLimit, accessRights: .guestLDTRAccessRights)),
-        (\.tr, SegmentFields(selector: .guestTRSelector, base: .guestTRBase, limit: .guestTRLimit, accessRights: .guestTRAccessRights)),
-    ]
+    /// The guest segment registers with their fields (SDM 25.4.1), read and
+    /// written through a switch: key paths cost most of the guest-state
+    /// save at every VM exit (callgrind, docs/PERFORMANCE.md).
+    enum GuestSegment: CaseIterable {
+        case es, cs, ss, ds, fs, gs, ldtr, tr
+
+        var fields: SegmentFields {
+            switch self {
+            case .es: SegmentFields(selector: .guestESSelector, base: .guestESBase, limit: .guestESLimit, accessRights: .guestESAccessRights)
+            case .cs: SegmentFields(selector: .guestCSSelector, base: .guestCSBase, limit: .guestCSLimit, accessRights: .guestCSAccessRights)
+            case .ss: SegmentFields(selector: .guestSSSelector, base: .guestSSBase, limit: .guestSSLimit, accessRights: .guestSSAccessRights)
+            case .ds: SegmentFields(selector: .guestDSSelector, base: .guestDSBase, limit: .guestDSLimit, accessRights: .guestDSAccessRights)
+            case .fs: SegmentFields(selector: .guestFSSelector, base: .guestFSBase, limit: .guestFSLimit, accessRights: .guestFSAccessRights)
+            case .gs: SegmentFields(selector: .guestGSSelector, base: .guestGSBase, limit: .guestGSLimit, accessRights: .guestGSAccessRights)
+            case .ldtr:
+                SegmentFields(selector: .guestLDTRSelector, base: .guestLDTRBase, limit: .guestLDTRLimit, accessRights: .guestLDTRAccessRights)
+            case .tr: SegmentFields(selector: .guestTRSelector, base: .guestTRBase, limit: .guestTRLimit, accessRights: .guestTRAccessRights)
+            }
+        }
+
+        func get(_ s: CPUState) -> SegmentState {
+            switch self {
+            case .es: s.es; case .cs: s.cs; case .ss: s.ss; case .ds: s.ds
+            case .fs: s.fs; case .gs: s.gs; case .ldtr: s.ldtr; case .tr: s.tr
+            }
+        }
+
+        func set(_ seg: SegmentState, in s: inout CPUState) {
+            switch self {
+            case .es: s.es = seg; case .cs: s.cs = seg; case .ss: s.ss = seg; case .ds: s.ds = seg
+            case .fs: s.fs = seg; case .gs: s.gs = seg; case .ldtr: s.ldtr = seg; case .tr: s.tr = seg
+            }
+        }
+    }
 
     /// L2's state at VM entry: the guest-state area, with the GPRs other
     /// than RSP carried over from L1 (VMX does not switch them, SDM 27.3.2.1).
@@ -39,13 +63,14 @@ public enum StateTransfer {
             let ia32e = vmcs.entryControls.contains(.ia32eModeGuest)
             s.efer = ia32e ? (l1.efer | 0x500) : (l1.efer & ~0x500)
         }
-        for (path, fields) in guestSegments {
+        for segment in GuestSegment.allCases {
+            let fields = segment.fields
             var seg = SegmentState()
             seg.selector = UInt16(truncatingIfNeeded: f(fields.selector))
             seg.base = f(fields.base)
             seg.limit = UInt32(truncatingIfNeeded: f(fields.limit))
             seg.accessRights = UInt32(truncatingIfNeeded: f(fields.accessRights))
-            s[keyPath: path] = seg
+            segment.set(seg, in: &s)
         }
         // CS.L means nothing outside IA-32e mode (SDM 27.3.1.2 checks it only
         // for an IA-32e-mode guest), and a vCPU refuses it there: clear it.
@@ -73,9 +98,10 @@ public enum StateTransfer {
         var entry = vmcs.entryControls
         if s.efer & (1 << 10) != 0 { entry.insert(.ia32eModeGuest) } else { entry.remove(.ia32eModeGuest) }
         vmcs.write(.entryControls, UInt64(entry.rawValue))
-        for (path, fields) in guestSegments {
-            var seg = s[keyPath: path]
-            if path == \CPUState.cs, s.efer & (1 << 10) == 0, let ar = vmcs.read(fields.accessRights), ar & 1 << 13 != 0 {
+        for segment in GuestSegment.allCases {
+            let fields = segment.fields
+            var seg = segment.get(s)
+            if segment == .cs, s.efer & (1 << 10) == 0, let ar = vmcs.read(fields.accessRights), ar & 1 << 13 != 0 {
                 // An L bit L1 wrote for a guest outside IA-32e mode, which
                 // guestState cleared for the vCPU: kept while CS is the one loaded.
                 var loaded = seg
