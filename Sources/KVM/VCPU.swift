@@ -36,10 +36,18 @@ public final class VCPU: @unchecked Sendable {
     public let sync: UnsafeMutablePointer<kvm_sync_regs>
     /// KVM_GET_DEBUGREGS as of now, until the next KVM_RUN (`debugRegisters`).
     private var debugRegistersCache: kvm_debugregs?
-    /// `specialRegisters` converted from the sync copy, until the next run
-    /// or write: L0 reads it several times per exit, and the conversion of
-    /// eight segments was a tenth of L0's instructions (docs/PERFORMANCE.md).
+    /// `specialRegisters` as last converted, and the raw sync copy it came
+    /// from (`sregsSnapshot`): L0 reads it several times per exit, the
+    /// special registers rarely change between exits, and converting eight
+    /// segments was a tenth of L0's instructions (docs/PERFORMANCE.md).
+    /// Reused while the raw bytes are the same, whoever wrote them; compared
+    /// through pointers, as copying the structs cost as much as converting.
     var specialRegistersCache: SpecialRegisters?
+    let sregsSnapshot = UnsafeMutablePointer<kvm_sregs>.allocate(capacity: 1)
+    /// `sync.pointee.sregs`, in place.
+    var syncSRegs: UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(sync) + MemoryLayout<kvm_sync_regs>.offset(of: \kvm_sync_regs.sregs)!
+    }
 
     init(vm: VirtualMachine, id: UInt32, fd: consuming OwnedFD) throws(KVMError) {
         let size = vm.system.vcpuMmapSize
@@ -58,6 +66,7 @@ public final class VCPU: @unchecked Sendable {
     }
 
     deinit {
+        sregsSnapshot.deallocate()
         ckvm_unwatch_for_stop(run)
         munmap(run, mmapSize)
     }
@@ -86,7 +95,7 @@ public final class VCPU: @unchecked Sendable {
     /// Special registers from sync regs; setting marks them dirty.
     public var sregs: kvm_sregs {
         get { sync.pointee.sregs }
-        set { sync.pointee.sregs = newValue; markDirty(.sregs); specialRegistersCache = nil }
+        set { sync.pointee.sregs = newValue; markDirty(.sregs) }
     }
 
     public func getRegs() throws(KVMError) -> kvm_regs {
@@ -111,7 +120,6 @@ public final class VCPU: @unchecked Sendable {
         var r = value
         guard ckvm_ioctl_ptr(fd.raw, CKVM_SET_SREGS, &r) == 0 else { throw KVMError.last("KVM_SET_SREGS") }
         sync.pointee.sregs = value
-        specialRegistersCache = nil
     }
 
     public func getEvents() throws(KVMError) -> kvm_vcpu_events {
@@ -246,7 +254,6 @@ public final class VCPU: @unchecked Sendable {
     @inline(__always)
     public func runOnce() throws(KVMError) -> VCPUExit {
         debugRegistersCache = nil                   // the guest may change them now
-        specialRegistersCache = nil
         if ckvm_ioctl(fd.raw, CKVM_RUN) != 0 {
             let e = Glibc.errno
             guard e == EINTR || e == EAGAIN else { throw KVMError("KVM_RUN", errno: e) }

@@ -75,12 +75,14 @@ extension VCPU: VirtualCPU {
 
     public var specialRegisters: SpecialRegisters {
         get {
-            if let cached = specialRegistersCache { return cached }
-            let converted = SpecialRegisters(sync.pointee.sregs)
+            let size = MemoryLayout<kvm_sregs>.size
+            if let cached = specialRegistersCache, memcmp(sregsSnapshot, syncSRegs, size) == 0 { return cached }
+            memcpy(sregsSnapshot, syncSRegs, size)
+            let converted = SpecialRegisters(sregsSnapshot.pointee)
             specialRegistersCache = converted
             return converted
         }
-        set { newValue.store(into: &sync.pointee.sregs); markDirty(.sregs); specialRegistersCache = nil }
+        set { newValue.store(into: &sync.pointee.sregs); markDirty(.sregs) }
     }
 
     public var events: VCPUEvents {
@@ -107,12 +109,12 @@ extension VCPU: VirtualCPU {
 
     public func makeKicker() throws(KVMError) -> any Kicker { try makeKicker(signal: SIGUSR1) }
 
+
     /// Fills the synced state from KVM (GET ioctls), so that later partial
     /// updates start from KVM's values before the first exit has synced them.
     public func loadSyncedState() throws(KVMError) {
         sync.pointee.regs = try getRegs()
         sync.pointee.sregs = try getSRegs()
-        specialRegistersCache = nil
         sync.pointee.events = try getEvents()
     }
 

@@ -35,10 +35,11 @@ final class IDTBreakpointTests: XCTestCase {
         gate(0x33, selector: 0x20, offset: 0x1234)                 // beyond the GDT limit
         var bp = IDTBreakpoints(vectors: [6, 0x30, 0x31, 0x32])
         XCTAssertTrue(bp.refresh(cpu: cpu, memory: memory))
-        XCTAssertEqual(bp.handlers, [6: 0x20_0000, 0x30: 0x1_1234])
+        XCTAssertEqual([6, 0x30, 0x31, 0x32].map { bp.handler(of: $0) }, [0x20_0000, 0x1_1234, nil, nil])
         bp.watch([0x33])
-        _ = bp.refresh(cpu: cpu, memory: memory)
-        XCTAssertEqual(bp.handlers, [:])
+        XCTAssertTrue(bp.refresh(cpu: cpu, memory: memory), "the breakpoints on 6 and 0x30 come off")
+        XCTAssertFalse(bp.refresh(cpu: cpu, memory: memory), "and stay off")
+        XCTAssertEqual([6, 0x33].map { bp.handler(of: $0) }, [nil, nil], "6 is no longer watched; 0x33's selector is beyond the GDT")
         XCTAssertEqual(bp.debugRegisters[7], 0, "no handler, no enabled breakpoint")
     }
 

@@ -16,26 +16,43 @@ struct IDTBreakpoints {
     static let maximumVectors = 4
 
     private(set) var vectors: [Int]
-    /// The handler of each watched vector, where its gate is present.
-    private(set) var handlers: [Int: UInt64] = [:]
+    /// The handler of each watched vector, where its gate is present, in
+    /// `vectors` order. Arrays, not dictionaries: this is read before every
+    /// entry (docs/PERFORMANCE.md).
+    private var handlers: [UInt64?]
+    /// Handlers of vectors no longer watched were armed: the next refresh re-arms.
+    private var unwatchedArmed = false
     private var idtr = TableRegister(base: .max, limit: 0)
     private var cr3: UInt64 = .max
-    /// Guest-physical addresses of the gates, valid while IDTR and CR3 hold.
-    private var gates: [Int: UInt64] = [:]
+    /// Guest-physical addresses of the gates, in `vectors` order, valid while IDTR and CR3 hold.
+    private var gates: [UInt64?] = []
 
-    init(vectors: [Int]) { self.vectors = Array(vectors.prefix(Self.maximumVectors)) }
+    init(vectors: [Int]) {
+        self.vectors = Array(vectors.prefix(Self.maximumVectors))
+        handlers = Array(repeating: nil, count: self.vectors.count)
+    }
 
-    var gpHandler: UInt64? { handlers[Self.gpVector] }
-    var udHandler: UInt64? { handlers[Self.udVector] }
+    /// The handler of `vector`, if it is watched and its gate is present.
+    func handler(of vector: Int) -> UInt64? {
+        guard let i = vectors.firstIndex(of: vector), i < handlers.count else { return nil }
+        return handlers[i]
+    }
+
+    var gpHandler: UInt64? { handler(of: Self.gpVector) }
+    var udHandler: UInt64? { handler(of: Self.udVector) }
 
     /// The watched vector whose handler starts at `address`.
-    func vector(atHandler address: UInt64) -> Int? { vectors.first { handlers[$0] == address } }
+    func vector(atHandler address: UInt64) -> Int? {
+        zip(vectors, handlers).first { $0.1 == address }?.0
+    }
 
     /// Watches `newVectors` from now on (forcing a re-walk).
     mutating func watch(_ newVectors: [Int]) {
         let trimmed = Array(newVectors.prefix(Self.maximumVectors))
         guard trimmed != vectors else { return }
         vectors = trimmed
+        unwatchedArmed = unwatchedArmed || handlers.contains { $0 != nil }
+        handlers = Array(repeating: nil, count: trimmed.count)
         cr3 = .max
     }
 
@@ -45,19 +62,16 @@ struct IDTBreakpoints {
         if cpu.idtr != idtr || cpu.cr3 != cr3 {
             idtr = cpu.idtr
             cr3 = cpu.cr3
-            gates = [:]
-            for v in vectors { gates[v] = gateAddress(v, cpu: cpu, memory: memory) }
+            gates = vectors.map { gateAddress($0, cpu: cpu, memory: memory) }
         }
         // Called before every entry: nothing is allocated unless a handler moved.
-        var moved = false
-        for v in vectors where gates[v].flatMap({ Self.handler(at: $0, cpu: cpu, memory: memory) }) != handlers[v] {
+        var moved = unwatchedArmed
+        for i in gates.indices where !moved && gates[i].flatMap({ Self.handler(at: $0, cpu: cpu, memory: memory) }) != handlers[i] {
             moved = true
-            break
         }
-        guard moved || handlers.keys.contains(where: { !vectors.contains($0) }) else { return false }
-        var found: [Int: UInt64] = [:]
-        for v in vectors { if let gate = gates[v], let h = Self.handler(at: gate, cpu: cpu, memory: memory) { found[v] = h } }
-        handlers = found
+        guard moved else { return false }
+        handlers = gates.map { $0.flatMap { Self.handler(at: $0, cpu: cpu, memory: memory) } }
+        unwatchedArmed = false
         return true
     }
 
@@ -65,8 +79,8 @@ struct IDTBreakpoints {
     /// (DR7 local enables, R/W and LEN 0).
     var debugRegisters: [UInt64] {
         var regs = [UInt64](repeating: 0, count: 8)
-        for (i, v) in vectors.enumerated() {
-            guard let h = handlers[v] else { continue }
+        for (i, h) in handlers.enumerated() {
+            guard let h else { continue }
             regs[i] = h
             regs[7] |= 1 << UInt64(2 * i)
         }

@@ -47,7 +47,7 @@ extension Machine {
                 if l2.breakpoints.monitorTrapping { l2.monitorTrap = true }
                 return nil
             }
-            if let stop = l2.deliveryStop, l2.breakpoints.breakpoints.handlers[stop] == d.pc {
+            if let stop = l2.deliveryStop, l2.breakpoints.breakpoints.handler(of: stop) == d.pc {
                 // The injected event is delivered: the exit that waited for it
                 // comes now. A vector watched for L1 as well is handled below.
                 l2.deliveryStop = nil

@@ -59,7 +59,7 @@ extension Machine {
     /// IDT-vectoring information.
     func prepareStopAfterDelivery(_ l2: L2Machine, vector: Int) -> Bool {
         l2.deliveryStop = vector
-        if (try? refreshL2Breakpoints(l2)) != nil, l2.breakpoints.breakpoints.handlers[vector] != nil { return true }
+        if (try? refreshL2Breakpoints(l2)) != nil, l2.breakpoints.breakpoints.handler(of: vector) != nil { return true }
         l2.deliveryStop = nil
         return false
     }
