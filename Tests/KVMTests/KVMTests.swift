@@ -391,6 +391,36 @@ final class VCPUExitTests: XCTestCase {
         XCTAssertEqual(t.vcpu.specialRegisters.ds.base, 0x6000, "KVM_SET_SREGS")
     }
 
+    /// What L0's reflection of an I/O exit relies on (Monitor/Nested/Reflection.swift):
+    /// KVM has retired an OUT at its exit, and the next run, with no
+    /// completing run in between, starts where L0 put RIP, skipping
+    /// nothing. An IN is not retired until its completing run, which L0
+    /// makes to learn where the IN ends.
+    func testAnOUTNeedsNoCompletingRunAndAnINDoes() throws {
+        let t = try TestVM(code: [0xE6, 0x80, 0xE6, 0x84, 0xF4])    // out 0x80, al; out 0x84, al; hlt
+        XCTAssertEqual(try expectIO(try t.run()).port, 0x80)
+        XCTAssertEqual(t.vcpu.regs.rip, TestVM.codeAddress + 2, "retired at the exit")
+        var r = t.vcpu.regs
+        r.rip = TestVM.codeAddress                                  // the OUT again, as L1 may ask
+        r.rax = 0x5A
+        t.vcpu.regs = r
+        let again = try expectIO(try t.run())
+        XCTAssertEqual(again.port, 0x80, "nothing skipped")
+        XCTAssertEqual(again.value, 0x5A)
+        r = t.vcpu.regs
+        r.rip = TestVM.codeAddress + 2
+        t.vcpu.regs = r
+        XCTAssertEqual(try expectIO(try t.run()).port, 0x84, "started where L0 put RIP")
+
+        let i = try TestVM(code: [0xE4, 0x80, 0xF4])                // in al, 0x80; hlt
+        XCTAssertEqual(try expectIO(try i.run()).direction, .input)
+        XCTAssertEqual(i.vcpu.regs.rip, TestVM.codeAddress, "an IN is not retired at its exit")
+        i.vcpu.completeIOIn(0xC3, element: 0)
+        i.vcpu.finishPendingExit()
+        XCTAssertEqual(i.vcpu.regs.rip, TestVM.codeAddress + 2, "but by its completing run")
+        XCTAssertEqual(i.vcpu.regs.rax & 0xff, 0xC3)
+    }
+
     func testHardwareBreakpointGivesDebugExit() throws {
         let t = try TestVM(code: [0x90, 0x90, 0x90, 0xF4])  // nop; nop; nop; hlt
         guard t.system.check(.setGuestDebug) != 0 else { throw XCTSkip("host lacks KVM_CAP_SET_GUEST_DEBUG") }
