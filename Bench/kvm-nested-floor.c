@@ -172,7 +172,7 @@ int main(int argc, char **argv)
 		       completing ? "with a completing run (an IN)" : "no completing run (an OUT)");
 		report("reflect", reflect, n);
 		report("resume", resume, n);
-		report("round trip", trip, n);
+		report("round-trip", trip, n);
 	}
 	return 0;
 }
