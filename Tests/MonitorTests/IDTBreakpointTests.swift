@@ -43,6 +43,37 @@ final class IDTBreakpointTests: XCTestCase {
         XCTAssertEqual(bp.debugRegisters[7], 0, "no handler, no enabled breakpoint")
     }
 
+    /// The refresh before every entry asks for the whole state only to
+    /// walk: when the key changes, and for 32-bit gates (their handler needs
+    /// the GDT); 64-bit gates with an unchanged key are re-read from memory
+    /// alone, and a rewritten gate is still seen.
+    func testTheWholeStateIsBuiltOnlyToWalk() {
+        var cpu = protectedMode()
+        cpu.efer = 0x500                                   // IA-32e mode, paging off: 16-byte gates
+        let offset: UInt64 = 0x0020_0000
+        let lo = (offset & 0xffff) | 0x08 << 16 | UInt64(0x8e) << 40 | (offset >> 16 & 0xffff) << 48
+        _ = memory.store(lo, at: 0x2000 + 6 * 16)
+        _ = memory.store(UInt64(0), at: 0x2000 + 6 * 16 + 8)
+        var bp = IDTBreakpoints(vectors: [6])
+        var built = 0
+        let key = IDTBreakpoints.Key(cpu)
+        XCTAssertTrue(bp.refresh(key: key, cpu: { built += 1; return cpu }, memory: memory))
+        XCTAssertEqual(bp.handler(of: 6), offset)
+        XCTAssertEqual(built, 1, "one walk for the new key")
+        XCTAssertFalse(bp.refresh(key: key, cpu: { built += 1; return cpu }, memory: memory))
+        XCTAssertEqual(built, 1, "none while the key holds")
+        _ = memory.store(lo + 0x10, at: 0x2000 + 6 * 16)     // the handler moves
+        XCTAssertTrue(bp.refresh(key: key, cpu: { built += 1; return cpu }, memory: memory))
+        XCTAssertEqual(bp.handler(of: 6), offset + 0x10)
+        XCTAssertEqual(built, 1)
+
+        let legacy = protectedMode()
+        gate(6, selector: 0x10, offset: 0x1234)
+        XCTAssertTrue(bp.refresh(key: IDTBreakpoints.Key(legacy), cpu: { built += 1; return legacy }, memory: memory))
+        XCTAssertEqual(bp.handler(of: 6), 0x1_1234)
+        XCTAssertEqual(built, 2, "a 32-bit gate's handler needs the GDT")
+    }
+
     func testRealModeHasNoGates() {
         var cpu = protectedMode()
         cpu.cr0 = 0x10

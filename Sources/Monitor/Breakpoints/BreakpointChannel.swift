@@ -34,6 +34,12 @@ final class BreakpointChannel {
         try arm()
     }
 
+    /// The same from the gates' key, building the whole state only when needed.
+    func refresh(key: IDTBreakpoints.Key, cpu: () -> CPUState, memory: some GuestMemoryAccess) throws(KVMError) {
+        guard !stepping, breakpoints.refresh(key: key, cpu: cpu, memory: memory) else { return }
+        try arm()
+    }
+
     /// Loads the debug registers; DR7 = 0 and no window stepping turn guest
     /// debug off, which costs nothing.
     func arm() throws(KVMError) {

@@ -22,9 +22,7 @@ struct IDTBreakpoints {
     private var handlers: [UInt64?]
     /// Handlers of vectors no longer watched were armed: the next refresh re-arms.
     private var unwatchedArmed = false
-    private var idtr = TableRegister(base: .max, limit: 0)
-    private var cr3: UInt64 = .max
-    /// Guest-physical addresses of the gates, in `vectors` order, valid while IDTR and CR3 hold.
+    /// Guest-physical addresses of the gates, in `vectors` order, valid while the key holds.
     private var gates: [UInt64?] = []
 
     init(vectors: [Int]) {
@@ -53,24 +51,58 @@ struct IDTBreakpoints {
         vectors = trimmed
         unwatchedArmed = unwatchedArmed || handlers.contains { $0 != nil }
         handlers = Array(repeating: nil, count: trimmed.count)
-        cr3 = .max
+        key = nil
     }
 
-    /// Re-reads the gates (re-walking only when IDTR or CR3 changed); true
+    /// What decides where the gates are: IDTR, CR3 and the mode. Cheap to
+    /// take from the special registers, so that the refresh before every
+    /// entry builds no `CPUState` while they hold (docs/PERFORMANCE.md).
+    struct Key: Equatable {
+        var idtr: TableRegister
+        var cr3: UInt64
+        var protectedMode, virtual8086, longModeActive: Bool
+
+        init(_ cpu: CPUState) {
+            self.init(idtr: cpu.idtr, cr3: cpu.cr3, protectedMode: cpu.protectedMode, virtual8086: cpu.virtual8086,
+                      longModeActive: cpu.longModeActive)
+        }
+
+        init(idtr: TableRegister, cr3: UInt64, protectedMode: Bool, virtual8086: Bool, longModeActive: Bool) {
+            self.idtr = idtr; self.cr3 = cr3
+            self.protectedMode = protectedMode; self.virtual8086 = virtual8086; self.longModeActive = longModeActive
+        }
+    }
+    private var key: Key?
+
+    /// Re-reads the gates (re-walking only when the key changed); true
     /// when a handler address changed and the debug registers need arming.
     mutating func refresh(cpu: CPUState, memory: some GuestMemoryAccess) -> Bool {
-        if cpu.idtr != idtr || cpu.cr3 != cr3 {
-            idtr = cpu.idtr
-            cr3 = cpu.cr3
-            gates = vectors.map { gateAddress($0, cpu: cpu, memory: memory) }
+        refresh(key: Key(cpu), cpu: { cpu }, memory: memory)
+    }
+
+    /// The same, asking for the whole state only to walk the guest's paging
+    /// (a changed key, or 32-bit gates, whose handlers need the GDT).
+    mutating func refresh(key now: Key, cpu: () -> CPUState, memory: some GuestMemoryAccess) -> Bool {
+        var state: CPUState?
+        func whole() -> CPUState {
+            if let state { return state }
+            let s = cpu()
+            state = s
+            return s
         }
+        if now != key {
+            key = now
+            gates = vectors.map { Self.gateAddress($0, key: now, cpu: whole, memory: memory) }
+        }
+        let long = now.longModeActive
         // Called before every entry: nothing is allocated unless a handler moved.
         var moved = unwatchedArmed
-        for i in gates.indices where !moved && gates[i].flatMap({ Self.handler(at: $0, cpu: cpu, memory: memory) }) != handlers[i] {
+        for i in gates.indices where !moved
+            && gates[i].flatMap({ Self.handler(at: $0, longMode: long, cpu: whole, memory: memory) }) != handlers[i] {
             moved = true
         }
         guard moved else { return false }
-        handlers = gates.map { $0.flatMap { Self.handler(at: $0, cpu: cpu, memory: memory) } }
+        handlers = gates.map { $0.flatMap { Self.handler(at: $0, longMode: long, cpu: whole, memory: memory) } }
         unwatchedArmed = false
         return true
     }
@@ -89,11 +121,11 @@ struct IDTBreakpoints {
 
     /// Where gate `vector` lives: 16-byte gates in IA-32e mode, 8-byte
     /// gates in protected mode; none in real or virtual-8086 mode.
-    private func gateAddress(_ vector: Int, cpu: CPUState, memory: some GuestMemoryAccess) -> UInt64? {
-        guard cpu.protectedMode, !cpu.virtual8086 else { return nil }
-        let size = cpu.longModeActive ? 16 : 8
-        guard UInt64(vector * size + size - 1) <= UInt64(cpu.idtr.limit) else { return nil }
-        return Self.physical(cpu.idtr.base &+ UInt64(vector * size), bytes: size, cpu: cpu, memory: memory)
+    private static func gateAddress(_ vector: Int, key: Key, cpu: () -> CPUState, memory: some GuestMemoryAccess) -> UInt64? {
+        guard key.protectedMode, !key.virtual8086 else { return nil }
+        let size = key.longModeActive ? 16 : 8
+        guard UInt64(vector * size + size - 1) <= UInt64(key.idtr.limit) else { return nil }
+        return Self.physical(key.idtr.base &+ UInt64(vector * size), bytes: size, cpu: cpu(), memory: memory)
     }
 
     private static func physical(_ linear: UInt64, bytes: Int, cpu: CPUState, memory: some GuestMemoryAccess) -> UInt64? {
@@ -106,16 +138,17 @@ struct IDTBreakpoints {
     /// The linear address of the handler of the present interrupt or trap
     /// gate at `gate`: the offset, plus in protected mode the base of the
     /// gate's code segment from the GDT (64-bit code segments have base 0).
-    private static func handler(at gate: UInt64, cpu: CPUState, memory: some GuestMemoryAccess) -> UInt64? {
+    private static func handler(at gate: UInt64, longMode: Bool, cpu whole: () -> CPUState, memory: some GuestMemoryAccess) -> UInt64? {
         guard let lo = memory.load(UInt64.self, at: gate) else { return nil }
         var high: UInt64?
-        if cpu.longModeActive {
+        if longMode {
             guard let hi = memory.load(UInt64.self, at: gate + 8) else { return nil }
             high = hi
         }
         let g = IDTGate(low: lo, high: high)
         guard g.present, g.isInterruptOrTrapGate else { return nil }
-        if cpu.longModeActive { return g.offset }
+        if longMode { return g.offset }
+        let cpu = whole()
         // Not GDT.descriptor: L0's look here must not set accessed flags in
         // the guest's page tables, so it translates without them.
         let selector = UInt64(g.selector)

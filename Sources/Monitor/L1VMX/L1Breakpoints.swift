@@ -26,7 +26,13 @@ extension Machine {
     /// which channel (a) handles, and VMCALL's #UD is genuine.
     func refreshBreakpoints() throws(KVMError) {
         guard vmxBreakpointsWanted else { return }
-        try l1Breakpoints.refresh(cpu: cpuState, memory: ram)
+        // From the (cached) special registers: the whole state only when the gates move.
+        let s = vcpu.specialRegisters
+        let protected = s.cr0 & 1 != 0
+        let key = IDTBreakpoints.Key(idtr: TableRegister(base: s.idt.base, limit: s.idt.limit), cr3: s.cr3,
+                                     protectedMode: protected, virtual8086: protected && vcpu.registers.rflags & 1 << 17 != 0,
+                                     longModeActive: s.efer & 1 << 10 != 0)
+        try l1Breakpoints.refresh(key: key, cpu: { cpuState }, memory: ram)
     }
 
     /// A breakpoint hit: at L1's #GP handler (a CR4.VMXE write?) or its #UD
