@@ -85,7 +85,7 @@ final class EntryReads {
 
 /// The VM-entry checks' verdicts from the last entry, so that an entry
 /// re-runs only the checks whose inputs changed since (docs/ARCHITECTURE.md,
-/// "VM-entry checks").
+/// "What the switch skips").
 ///
 /// Each check is a function of the VMCS12 fields it reads, the
 /// capabilities, the platform facts, the launch flag, the VMCS address
