@@ -10,13 +10,16 @@ import VMXArch
 public enum VMXSemantics {
     public static func execute(_ insn: DecodedInstruction, cpu: inout CPUState, vmx: inout VMXState,
                                memory: some GuestMemoryAccess) -> VMXExecution {
-        var context = Context(insn: insn, cpu: cpu, vmx: vmx, memory: memory)
-        // Drop the caller's reference to the cached VMCS so the context's copy
-        // is unique and VMWRITE updates it in place, without copying.
-        vmx.current = nil
+        // The context takes the caller's VMXState by swapping, not copying, so
+        // that the cached VMCS and the entry-check memo stay unique (VMWRITE
+        // updates them in place) and nothing is retained or released: the
+        // copies in and out were a third of an emulated VMREAD
+        // (docs/PERFORMANCE.md).
+        var context = Context(insn: insn, cpu: cpu, vmx: VMXState.placeholder, memory: memory)
+        swap(&context.vmx, &vmx)
         let execution = context.run()
         // Every path that faults does so before it changes anything.
-        vmx = context.vmx
+        swap(&vmx, &context.vmx)
         switch execution.result {
         case .succeed, .failInvalid, .failValid:
             cpu = context.cpu
