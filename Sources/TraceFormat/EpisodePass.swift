@@ -20,6 +20,20 @@ struct EpisodePass {
     let denseLimit: UInt64
     var cur = Episode(id: 0, firstRecord: 0, lastRecord: 0, start: 0, end: 0)
     var curSlot = -1
+    /// The largest id met so far: a larger one is neither open nor closed,
+    /// so a new episode (ids as a rule grow through the file) needs no lookup.
+    var maxID: UInt64 = 0
+    /// The id and last record of each open episode, beside `open` (compact,
+    /// for the lookups and the cut of `closeLeastRecent`).
+    var openIDs: [UInt64] = []
+    var openLast: [Int] = []
+    /// False while every episode was opened with an id above all before it:
+    /// then `open` is in id order and `find` searches `openIDs`, and `index`
+    /// is left empty. Set, and the index built, at the first id out of order.
+    var indexed = false
+    /// The episode current before `cur` (slot -1: none), found without a lookup.
+    var recentID: UInt64 = 0
+    var recentSlot = -1
 
     var bursts: BurstDetector
     var exits: UInt64 = 0
@@ -41,7 +55,7 @@ struct EpisodePass {
     let countSequences: Bool
     /// Distinct sequences: hash -> position in `sequenceCounts` (episodes
     /// with it) and `sequenceReps` (the one with the lowest id).
-    var sequenceIndex: [UInt64: Int] = [:]
+    var sequenceIndex = SequenceIndex()
     var sequenceCounts: [Int] = []
     var sequenceReps: [Episode] = []
     let keep: Bool
@@ -55,6 +69,8 @@ struct EpisodePass {
         countSequences = sequences
         self.keep = keep
         open.reserveCapacity(EpisodePass.openLimit)
+        openIDs.reserveCapacity(EpisodePass.openLimit)
+        openLast.reserveCapacity(EpisodePass.openLimit)
     }
 
     @inline(__always)
@@ -104,7 +120,10 @@ struct EpisodePass {
 
     /// Stores `cur` back in its slot.
     mutating func flush() {
-        if curSlot >= 0 { open[curSlot] = cur }
+        if curSlot >= 0 {
+            open[curSlot] = cur
+            openLast[curSlot] = cur.lastRecord
+        }
     }
 
     /// Closes every open episode; the aggregates are then complete.
@@ -113,6 +132,8 @@ struct EpisodePass {
         curSlot = -1
         for e in open { close(e) }
         open.removeAll()
+        openIDs.removeAll()
+        openLast.removeAll()
         index.removeAll()
     }
 
@@ -121,21 +142,58 @@ struct EpisodePass {
     @inline(never)
     mutating func switchTo(_ id: UInt64, first: Int, timestamp: UInt64) -> Bool {
         flush()
-        if let slot = index.find(id) {
-            curSlot = slot
-            cur = open[slot]
-            return true
+        let previousID = cur.id, previousSlot = curSlot
+        if id > maxID {
+            maxID = id
+        } else {
+            let slot = id == recentID && recentSlot >= 0 ? recentSlot : find(id)
+            if slot >= 0 {
+                recentID = previousID
+                recentSlot = previousSlot
+                curSlot = slot
+                cur = open[slot]
+                return true
+            }
+            if isClosed(id) {
+                recentID = previousID
+                recentSlot = previousSlot
+                curSlot = -1
+                return false
+            }
+            // A new id below an earlier one: the open table is no longer in id order.
+            if !indexed {
+                for (j, openID) in openIDs.enumerated() { index.insert(openID, slot: j) }
+                indexed = true
+            }
         }
-        if isClosed(id) {
-            curSlot = -1
-            return false
+        if open.count == EpisodePass.openLimit {
+            closeLeastRecent(now: first)
+            recentSlot = -1   // slots moved
+        } else {
+            recentID = previousID
+            recentSlot = previousSlot
         }
-        if open.count == EpisodePass.openLimit { closeLeastRecent(now: first) }
         curSlot = open.count
         cur = Episode(id: id, firstRecord: first, lastRecord: first, start: timestamp, end: timestamp)
         open.append(cur)
-        index.insert(id, slot: curSlot)
+        openIDs.append(id)
+        openLast.append(first)
+        if indexed { index.insert(id, slot: curSlot) }
         return true
+    }
+
+    /// The slot of open episode `id`, or -1: through the index, or while
+    /// the open table is in id order by binary search of `openIDs`.
+    private func find(_ id: UInt64) -> Int {
+        if indexed { return index.find(id) ?? -1 }
+        return openIDs.withUnsafeBufferPointer { ids in
+            var lo = 0, hi = ids.count
+            while lo < hi {
+                let mid = (lo &+ hi) >> 1
+                if ids[mid] < id { lo = mid &+ 1 } else { hi = mid }
+            }
+            return lo < ids.count && ids[lo] == id ? lo : -1
+        }
     }
 
     private func isClosed(_ id: UInt64) -> Bool {
@@ -163,11 +221,11 @@ struct EpisodePass {
     /// the oldest last record and `now` (last records are distinct, as every
     /// record belongs to one episode).
     private mutating func closeLeastRecent(now: Int) {
-        let oldest = open.reduce(Int.max) { min($0, $1.lastRecord) }
+        let oldest = openLast.min() ?? now
         let span = now - oldest + 1
         func bucket(_ last: Int) -> Int { (last - oldest) * 256 / span }
         var counts = [Int](repeating: 0, count: 256)
-        for e in open { counts[bucket(e.lastRecord)] += 1 }
+        for last in openLast { counts[bucket(last)] += 1 }
         var cut = 0, sum = 0
         while cut < 256 {
             sum += counts[cut]
@@ -175,18 +233,23 @@ struct EpisodePass {
             if 2 * sum >= open.count { break }
         }
         var kept = 0
-        index.removeAll()
+        if indexed { index.removeAll() }
         for j in open.indices {
-            let e = open[j]
-            if bucket(e.lastRecord) < cut {
-                close(e)
+            if bucket(openLast[j]) < cut {
+                close(open[j])
             } else {
-                open[kept] = e
-                index.insert(e.id, slot: kept)
+                if kept != j {
+                    open[kept] = open[j]
+                    openIDs[kept] = openIDs[j]
+                    openLast[kept] = openLast[j]
+                }
+                if indexed { index.insert(openIDs[kept], slot: kept) }
                 kept += 1
             }
         }
         open.removeLast(open.count - kept)
+        openIDs.removeLast(openIDs.count - kept)
+        openLast.removeLast(openLast.count - kept)
     }
 
     /// Folds a finished episode into the aggregates.
@@ -206,11 +269,11 @@ struct EpisodePass {
         roots.add(e)
         worst.add(e)
         if countSequences {
-            if let i = sequenceIndex[e.sequenceHash] {
+            if let i = sequenceIndex.find(e.sequenceHash) {
                 sequenceCounts[i] += 1
                 if e.id < sequenceReps[i].id { sequenceReps[i] = e }
             } else {
-                sequenceIndex[e.sequenceHash] = sequenceReps.count
+                sequenceIndex.insert(e.sequenceHash, sequenceReps.count)
                 sequenceCounts.append(1)
                 sequenceReps.append(e)
             }
@@ -255,7 +318,45 @@ struct OpenIndex {
     }
 
     mutating func removeAll() {
-        for i in keys.indices { keys[i] = 0 }
+        keys.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+    }
+}
+
+/// Sequence hash -> position of the distinct sequences: open addressing
+/// with linear probing over the hash itself (already mixed, `mix`), grown
+/// at half full; cheaper than a Dictionary, which hashes the hash again.
+struct SequenceIndex {
+    private var keys = [UInt64](repeating: 0, count: 1024)
+    private var values = [Int32](repeating: -1, count: 1024)   // -1: empty
+    private var count = 0
+
+    @inline(__always)
+    func find(_ hash: UInt64) -> Int? {
+        let mask = keys.count - 1
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while true {
+            let v = values[i]
+            if v < 0 { return nil }
+            if keys[i] == hash { return Int(v) }
+            i = (i &+ 1) & mask
+        }
+    }
+
+    /// Adds `hash`, which is not in the index.
+    mutating func insert(_ hash: UInt64, _ value: Int) {
+        if 2 * (count + 1) > keys.count {
+            let oldKeys = keys, oldValues = values
+            keys = [UInt64](repeating: 0, count: 2 * oldKeys.count)
+            values = [Int32](repeating: -1, count: 2 * oldKeys.count)
+            count = 0
+            for j in oldKeys.indices where oldValues[j] >= 0 { insert(oldKeys[j], Int(oldValues[j])) }
+        }
+        let mask = keys.count - 1
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while values[i] >= 0 { i = (i &+ 1) & mask }
+        keys[i] = hash
+        values[i] = Int32(value)
+        count += 1
     }
 }
 
