@@ -13,7 +13,8 @@ struct EpisodePass {
     /// Open episodes at most: 65,536 of about 100 bytes.
     static let openLimit = 1 << 16
 
-    var open: [Episode] = []
+    /// The open episodes, their ids and last records (`OpenEpisodes`).
+    let open = OpenEpisodes(capacity: EpisodePass.openLimit)
     var index = OpenIndex(capacity: 2 * EpisodePass.openLimit)
     var closedBits: [UInt64] = []
     var closedSparse: Set<UInt64> = []
@@ -23,12 +24,8 @@ struct EpisodePass {
     /// The largest id met so far: a larger one is neither open nor closed,
     /// so a new episode (ids as a rule grow through the file) needs no lookup.
     var maxID: UInt64 = 0
-    /// The id and last record of each open episode, beside `open` (compact,
-    /// for the lookups and the cut of `closeLeastRecent`).
-    var openIDs: [UInt64] = []
-    var openLast: [Int] = []
     /// False while every episode was opened with an id above all before it:
-    /// then `open` is in id order and `find` searches `openIDs`, and `index`
+    /// then `open` is in id order and `find` searches its ids, and `index`
     /// is left empty. Set, and the index built, at the first id out of order.
     var indexed = false
     /// The episode current before `cur` (slot -1: none), found without a lookup.
@@ -68,9 +65,6 @@ struct EpisodePass {
         self.worst = TopEpisodes(limit: worst)
         countSequences = sequences
         self.keep = keep
-        open.reserveCapacity(EpisodePass.openLimit)
-        openIDs.reserveCapacity(EpisodePass.openLimit)
-        openLast.reserveCapacity(EpisodePass.openLimit)
     }
 
     @inline(__always)
@@ -121,8 +115,8 @@ struct EpisodePass {
     /// Stores `cur` back in its slot.
     mutating func flush() {
         if curSlot >= 0 {
-            open[curSlot] = cur
-            openLast[curSlot] = cur.lastRecord
+            open.episodes[curSlot] = cur
+            open.last[curSlot] = cur.lastRecord
         }
     }
 
@@ -130,10 +124,8 @@ struct EpisodePass {
     mutating func finish() {
         flush()
         curSlot = -1
-        for e in open { close(e) }
-        open.removeAll()
-        openIDs.removeAll()
-        openLast.removeAll()
+        for j in 0..<open.count { close(open.episodes[j]) }
+        open.count = 0
         index.removeAll()
     }
 
@@ -151,7 +143,7 @@ struct EpisodePass {
                 recentID = previousID
                 recentSlot = previousSlot
                 curSlot = slot
-                cur = open[slot]
+                cur = open.episodes[slot]
                 return true
             }
             if isClosed(id) {
@@ -162,7 +154,7 @@ struct EpisodePass {
             }
             // A new id below an earlier one: the open table is no longer in id order.
             if !indexed {
-                for (j, openID) in openIDs.enumerated() { index.insert(openID, slot: j) }
+                for j in 0..<open.count { index.insert(open.ids[j], slot: j) }
                 indexed = true
             }
         }
@@ -175,25 +167,25 @@ struct EpisodePass {
         }
         curSlot = open.count
         cur = Episode(id: id, firstRecord: first, lastRecord: first, start: timestamp, end: timestamp)
-        open.append(cur)
-        openIDs.append(id)
-        openLast.append(first)
+        (open.episodes + curSlot).initialize(to: cur)
+        open.ids[curSlot] = id
+        open.last[curSlot] = first
+        open.count += 1
         if indexed { index.insert(id, slot: curSlot) }
         return true
     }
 
     /// The slot of open episode `id`, or -1: through the index, or while
-    /// the open table is in id order by binary search of `openIDs`.
+    /// the open table is in id order by binary search of its ids.
     private func find(_ id: UInt64) -> Int {
         if indexed { return index.find(id) ?? -1 }
-        return openIDs.withUnsafeBufferPointer { ids in
-            var lo = 0, hi = ids.count
-            while lo < hi {
-                let mid = (lo &+ hi) >> 1
-                if ids[mid] < id { lo = mid &+ 1 } else { hi = mid }
-            }
-            return lo < ids.count && ids[lo] == id ? lo : -1
+        let ids = open.ids
+        var lo = 0, hi = open.count
+        while lo < hi {
+            let mid = (lo &+ hi) >> 1
+            if ids[mid] < id { lo = mid &+ 1 } else { hi = mid }
         }
+        return lo < open.count && ids[lo] == id ? lo : -1
     }
 
     private func isClosed(_ id: UInt64) -> Bool {
@@ -221,35 +213,36 @@ struct EpisodePass {
     /// the oldest last record and `now` (last records are distinct, as every
     /// record belongs to one episode).
     private mutating func closeLeastRecent(now: Int) {
-        let oldest = openLast.min() ?? now
+        let n = open.count
+        let episodes = open.episodes, ids = open.ids, lasts = open.last
+        var oldest = now
+        for j in 0..<n where lasts[j] < oldest { oldest = lasts[j] }
         let span = now - oldest + 1
         func bucket(_ last: Int) -> Int { (last - oldest) * 256 / span }
         var counts = [Int](repeating: 0, count: 256)
-        for last in openLast { counts[bucket(last)] += 1 }
+        for j in 0..<n { counts[bucket(lasts[j])] += 1 }
         var cut = 0, sum = 0
         while cut < 256 {
             sum += counts[cut]
             cut += 1
-            if 2 * sum >= open.count { break }
+            if 2 * sum >= n { break }
         }
         var kept = 0
         if indexed { index.removeAll() }
-        for j in open.indices {
-            if bucket(openLast[j]) < cut {
-                close(open[j])
+        for j in 0..<n {
+            if bucket(lasts[j]) < cut {
+                close(episodes[j])
             } else {
                 if kept != j {
-                    open[kept] = open[j]
-                    openIDs[kept] = openIDs[j]
-                    openLast[kept] = openLast[j]
+                    episodes[kept] = episodes[j]
+                    ids[kept] = ids[j]
+                    lasts[kept] = lasts[j]
                 }
-                if indexed { index.insert(openIDs[kept], slot: kept) }
+                if indexed { index.insert(ids[kept], slot: kept) }
                 kept += 1
             }
         }
-        open.removeLast(open.count - kept)
-        openIDs.removeLast(openIDs.count - kept)
-        openLast.removeLast(openLast.count - kept)
+        open.count = kept
     }
 
     /// Folds a finished episode into the aggregates.
@@ -279,6 +272,29 @@ struct EpisodePass {
             }
         }
         if keep { kept.append(e) }
+    }
+}
+
+/// The open episodes in raw memory of fixed capacity (no uniqueness or
+/// bounds checks on the per-episode path): each episode, and beside it its
+/// id and last record, compact for the lookups and for the cut of
+/// `closeLeastRecent`. `Episode` holds only plain values.
+final class OpenEpisodes {
+    let episodes: UnsafeMutablePointer<EpisodeAnalysis.Episode>
+    let ids: UnsafeMutablePointer<UInt64>
+    let last: UnsafeMutablePointer<Int>
+    var count = 0
+
+    init(capacity: Int) {
+        episodes = .allocate(capacity: capacity)
+        ids = .allocate(capacity: capacity)
+        last = .allocate(capacity: capacity)
+    }
+
+    deinit {
+        episodes.deallocate()
+        ids.deallocate()
+        last.deallocate()
     }
 }
 
