@@ -406,8 +406,16 @@ struct RootAccumulator {
     private let stride: Int
     private var keys: [UInt64] = []   // level << 40 | reason key, in order of appearance
     private var index: [UInt64: Int] = [:]
-    private var dense: [UInt64] = [], count: [UInt64] = []
-    private var sums: [UInt64] = [], mins: [UInt32] = [], maxes: [UInt32] = [], squares: [Double] = []   // 2 per root
+    private var dense: [UInt64] = []
+    /// Per root, [0] for exits per episode and [1] for episode time.
+    private struct Figures {
+        var count: UInt64 = 0
+        var sums: (UInt64, UInt64) = (0, 0)
+        var mins: (UInt32, UInt32) = (.max, .max)
+        var maxes: (UInt32, UInt32) = (0, 0)
+        var squares: (Double, Double) = (0, 0)
+    }
+    private var figures: [Figures] = []
     private var lastKey = UInt64.max, last = 0
 
     init(blocks: Int, recordCount: Int) {
@@ -428,24 +436,28 @@ struct RootAccumulator {
                 keys.append(key)
                 index[key] = last
                 dense.append(contentsOf: repeatElement(0, count: stride))
-                count.append(0)
-                sums += [0, 0]; mins += [.max, .max]; maxes += [0, 0]; squares += [0, 0]
+                figures.append(Figures())
             }
             lastKey = key
         }
         let block = recordCount == 0 ? 0 : min(k - 1, e.firstRecord * k / recordCount)
         let m = e.exits, t = TraceRecord.clampDuration(e.time)
-        let base = last * stride + block * nb, s = 2 * last
-        count[last] &+= 1
-        dense[base + DurationBuckets.bucket(m)] &+= 1
-        dense[base + k * nb + DurationBuckets.bucket(t)] &+= 1
-        sums[s] &+= UInt64(m); sums[s + 1] &+= UInt64(t)
-        if m < mins[s] { mins[s] = m }
-        if t < mins[s + 1] { mins[s + 1] = t }
-        if m > maxes[s] { maxes[s] = m }
-        if t > maxes[s + 1] { maxes[s + 1] = t }
-        squares[s] += Double(m) * Double(m)
-        squares[s + 1] += Double(t) * Double(t)
+        let base = last &* stride &+ block &* nb, second = k &* nb
+        dense.withUnsafeMutableBufferPointer { d in
+            d[base &+ DurationBuckets.bucket(m)] &+= 1
+            d[base &+ second &+ DurationBuckets.bucket(t)] &+= 1
+        }
+        figures.withUnsafeMutableBufferPointer { f in
+            let r = f.baseAddress! + last
+            r.pointee.count &+= 1
+            r.pointee.sums.0 &+= UInt64(m); r.pointee.sums.1 &+= UInt64(t)
+            if m < r.pointee.mins.0 { r.pointee.mins.0 = m }
+            if t < r.pointee.mins.1 { r.pointee.mins.1 = t }
+            if m > r.pointee.maxes.0 { r.pointee.maxes.0 = m }
+            if t > r.pointee.maxes.1 { r.pointee.maxes.1 = t }
+            r.pointee.squares.0 += Double(m) * Double(m)
+            r.pointee.squares.1 += Double(t) * Double(t)
+        }
     }
 
     func result() -> [EpisodeAnalysis.RootStats] {
@@ -455,16 +467,17 @@ struct RootAccumulator {
             let perBlock = dense[base..<(base + k * nb)]
             var merged = [UInt64](repeating: 0, count: nb)
             for b in 0..<k { for j in 0..<nb { merged[j] &+= perBlock[base + b * nb + j] } }
-            let s = 2 * i + m
-            return (DurationHistogram(buckets: merged, count: count[i], sum: sums[s], max: maxes[s], min: mins[s],
-                                      sumSquares: squares[s]),
-                    BlockHistograms(blocks: k, dense: perBlock, min: mins[s], max: maxes[s]))
+            let f = figures[i]
+            let sum = m == 0 ? f.sums.0 : f.sums.1, lo = m == 0 ? f.mins.0 : f.mins.1
+            let hi = m == 0 ? f.maxes.0 : f.maxes.1, squares = m == 0 ? f.squares.0 : f.squares.1
+            return (DurationHistogram(buckets: merged, count: f.count, sum: sum, max: hi, min: lo, sumSquares: squares),
+                    BlockHistograms(blocks: k, dense: perBlock, min: lo, max: hi))
         }
         return keys.indices.sorted { keys[$0] < keys[$1] }.map { i in
             let (mult, multBlocks) = measure(i, 0), (time, timeBlocks) = measure(i, 1)
             return EpisodeAnalysis.RootStats(
                 level: UInt8(truncatingIfNeeded: keys[i] >> 40), reason: ExitReason(key: keys[i] & ((1 << 40) - 1)),
-                episodes: Int(count[i]), exits: mult.sum, multiplication: mult, time: time,
+                episodes: Int(figures[i].count), exits: mult.sum, multiplication: mult, time: time,
                 multiplicationBlocks: multBlocks, timeBlocks: timeBlocks)
         }
     }
