@@ -102,8 +102,9 @@ public enum PerfettoProtoExport {
     /// Writes `reader` as a Perfetto trace; with `annotations` false, exits
     /// and episodes carry no debug annotations (smaller, same slices). With
     /// `compressed` (the default), the packets go out in compressed packets
-    /// of about 1 MiB of packets each (`PacketCompressor`); the packets
-    /// inside are byte for byte those written without it.
+    /// of about 1 MiB of packets each (`PacketCompressor`), all written by
+    /// the time it returns; the packets inside are byte for byte those
+    /// written without it.
     public static func write(_ reader: TraceReader, to out: TextOutput, annotations: Bool = true,
                              compressed: Bool = true) {
         if compressed { out.compressPackets() }
@@ -136,6 +137,7 @@ public enum PerfettoProtoExport {
             index += 1
         }
         writer.finish()
+        if compressed { out.endCompressedPackets() }
     }
 
     /// The per-track placement, the interning state and the packet writer.

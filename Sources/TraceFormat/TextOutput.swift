@@ -91,6 +91,16 @@ public final class TextOutput {
         compressor = PacketCompressor(capacity: TextOutput.capacity)
     }
 
+    /// Ends `compressPackets`: what is buffered goes out in a last
+    /// compressed packet, every compressed packet is written, and later
+    /// output is written as it is.
+    func endCompressedPackets() {
+        guard let compressor else { return }
+        flushBuffer()
+        compressor.drain(write: writeOut)
+        self.compressor = nil
+    }
+
     private func flushBuffer() {
         if let compressor {
             if count > 0 { buffer = compressor.submit(buffer, count: count, write: writeOut) }
