@@ -12,7 +12,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        // C shim over linux/kvm.h: request numbers and ioctl wrappers (the only C).
+        // C shim over linux/kvm.h: request numbers and ioctl wrappers.
         .target(name: "CKVM"),
         // libelf, through pkg-config (Debian: libelf-dev).
         .systemLibrary(name: "CLibElf", pkgConfig: "libelf", providers: [.apt(["libelf-dev"])]),
@@ -22,7 +22,12 @@ let package = Package(
         .target(name: "VMXArch"),
         // The core: VMX semantics in pure Swift, over value-type CPU state and a memory protocol.
         .target(name: "NestedVMX", dependencies: ["VMXArch"]),
-        .target(name: "TraceFormat", dependencies: ["VMXArch"]),
+        // One-shot zlib-format deflate with Intel ISA-L's igzip (Debian: libisal-dev), for
+        // the Perfetto export's compressed packets; C so that igzip's large stream struct stays in C.
+        .target(name: "CDeflate", linkerSettings: [.linkedLibrary("isal")]),
+        // zlib (Debian: zlib1g-dev): the tests inflate the compressed Perfetto export with it.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "TraceFormat", dependencies: ["VMXArch", "CDeflate"]),
         .target(name: "Monitor", dependencies: ["KVM", "VMXArch", "NestedVMX", "TraceFormat", "CLibElf", "CZydis"]),
         .executableTarget(name: "terrapin", dependencies: [
             "Monitor", "TraceFormat", "TraceReports",
@@ -42,7 +47,7 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
         .testTarget(name: "MonitorTests", dependencies: ["Monitor", "KVM", "TraceFormat"]),
         .testTarget(name: "NestedVMXTests", dependencies: ["NestedVMX", "VMXArch"]),
-        .testTarget(name: "TraceFormatTests", dependencies: ["TraceFormat", "VMXArch"]),
+        .testTarget(name: "TraceFormatTests", dependencies: ["TraceFormat", "VMXArch", "CZlib"]),
         .testTarget(name: "TerrapinTraceTests", dependencies: ["terrapin-trace", "TraceFormat"], exclude: ["Golden"]),
         .testTarget(name: "FuzzTargetTests", dependencies: ["FuzzTargets", "NestedVMX"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TraceFormat", "terrapin", "terrapin-trace"]),

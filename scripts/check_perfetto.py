@@ -8,6 +8,10 @@ and against the trace it came from (read with scripts/trace_numpy.py).
 It checks that:
 - the file parses as perfetto.protos.Trace with no unknown field anywhere
   (so every field number and wire type the exporter wrote is Perfetto's);
+- each packet with compressed_packets (the default export) holds nothing
+  else, and its bytes inflate with zlib (RFC 1950, as Perfetto's trace
+  processor inflates them) to a Trace whose packets take its place, in
+  order; the checks below are on the packets so expanded;
 - there is a process track and one track per (vCPU, level) of the trace, each
   used track described, names and ordering as Traces/README.md says;
 - timestamps resolve through the sequence's defaults and clock snapshot
@@ -27,6 +31,7 @@ Needs numpy and perfetto (scripts/python-deps numpy perfetto).
 
 import os
 import sys
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,7 +90,21 @@ def main(argv):
     except DecodeError as e:
         print(f"check_perfetto: {argv[1]} does not parse as perfetto.protos.Trace: {e}")
         return 1
-    packets = trace.packet
+    packets, compressed = [], 0
+    for i, p in enumerate(trace.packet):
+        if not p.HasField("compressed_packets"):
+            packets.append(p)
+            continue
+        compressed += 1
+        if len(p.ListFields()) != 1:
+            fail(f"packet {i}: a compressed packet with other fields: {[f.name for f, _ in p.ListFields()]}")
+        inner = pb.Trace()
+        try:
+            inner.ParseFromString(zlib.decompress(p.compressed_packets))
+        except (zlib.error, DecodeError) as e:
+            print(f"check_perfetto: packet {i}: compressed_packets does not inflate to a Trace: {e}")
+            return 1
+        packets.extend(inner.packet)
     for i, p in enumerate(packets):
         for path in unknown_fields(p):
             fail(f"packet {i}: unknown field in {path}")
@@ -214,7 +233,7 @@ def main(argv):
     if problems:
         report()
     per_record = len(data) / max(1, len(records))
-    print(f"check_perfetto: ok: {len(packets)} packets, {len(tids)} tracks, {len(exits)} exit slices "
+    print(f"check_perfetto: ok: {len(packets)} packets ({compressed} compressed packets), {len(tids)} tracks, {len(exits)} exit slices "
           f"({len(annotated)} annotated), {episodes} episode slices, {len(instants)} instants, "
           f"{per_record:.1f} bytes per record")
     return 0

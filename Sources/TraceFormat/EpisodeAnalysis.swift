@@ -167,7 +167,11 @@ public struct EpisodeAnalysis: Sendable {
         // Equal counts: order by the rendered text, so the output is stable.
         sequences.sort { ($0.episodes, $0.exits) != ($1.episodes, $1.exits)
             ? ($0.episodes, $0.exits) > ($1.episodes, $1.exits) : $0.text < $1.text }
-        episodes = pass.kept.sorted { $0.firstRecord < $1.firstRecord }
+        // Closed episodes come mostly in order already: sorting a copy only when not.
+        episodes = pass.kept
+        if zip(episodes, episodes.dropFirst()).contains(where: { $0.firstRecord > $1.firstRecord }) {
+            episodes.sort { $0.firstRecord < $1.firstRecord }
+        }
         episodeCount = pass.rooted
         orphanEpisodes = pass.orphans
         orphanRecords = pass.orphanRecords

@@ -13,13 +13,24 @@ struct EpisodePass {
     /// Open episodes at most: 65,536 of about 100 bytes.
     static let openLimit = 1 << 16
 
-    var open: [Episode] = []
+    /// The open episodes, their ids and last records (`OpenEpisodes`).
+    let open = OpenEpisodes(capacity: EpisodePass.openLimit)
     var index = OpenIndex(capacity: 2 * EpisodePass.openLimit)
     var closedBits: [UInt64] = []
     var closedSparse: Set<UInt64> = []
     let denseLimit: UInt64
     var cur = Episode(id: 0, firstRecord: 0, lastRecord: 0, start: 0, end: 0)
     var curSlot = -1
+    /// The largest id met so far: a larger one is neither open nor closed,
+    /// so a new episode (ids as a rule grow through the file) needs no lookup.
+    var maxID: UInt64 = 0
+    /// False while every episode was opened with an id above all before it:
+    /// then `open` is in id order and `find` searches its ids, and `index`
+    /// is left empty. Set, and the index built, at the first id out of order.
+    var indexed = false
+    /// The episode current before `cur` (slot -1: none), found without a lookup.
+    var recentID: UInt64 = 0
+    var recentSlot = -1
 
     var bursts: BurstDetector
     var exits: UInt64 = 0
@@ -41,7 +52,7 @@ struct EpisodePass {
     let countSequences: Bool
     /// Distinct sequences: hash -> position in `sequenceCounts` (episodes
     /// with it) and `sequenceReps` (the one with the lowest id).
-    var sequenceIndex: [UInt64: Int] = [:]
+    var sequenceIndex = SequenceIndex()
     var sequenceCounts: [Int] = []
     var sequenceReps: [Episode] = []
     let keep: Bool
@@ -54,7 +65,6 @@ struct EpisodePass {
         self.worst = TopEpisodes(limit: worst)
         countSequences = sequences
         self.keep = keep
-        open.reserveCapacity(EpisodePass.openLimit)
     }
 
     @inline(__always)
@@ -104,15 +114,18 @@ struct EpisodePass {
 
     /// Stores `cur` back in its slot.
     mutating func flush() {
-        if curSlot >= 0 { open[curSlot] = cur }
+        if curSlot >= 0 {
+            open.episodes[curSlot] = cur
+            open.last[curSlot] = cur.lastRecord
+        }
     }
 
     /// Closes every open episode; the aggregates are then complete.
     mutating func finish() {
         flush()
         curSlot = -1
-        for e in open { close(e) }
-        open.removeAll()
+        for j in 0..<open.count { close(open.episodes[j]) }
+        open.count = 0
         index.removeAll()
     }
 
@@ -121,21 +134,58 @@ struct EpisodePass {
     @inline(never)
     mutating func switchTo(_ id: UInt64, first: Int, timestamp: UInt64) -> Bool {
         flush()
-        if let slot = index.find(id) {
-            curSlot = slot
-            cur = open[slot]
-            return true
+        let previousID = cur.id, previousSlot = curSlot
+        if id > maxID {
+            maxID = id
+        } else {
+            let slot = id == recentID && recentSlot >= 0 ? recentSlot : find(id)
+            if slot >= 0 {
+                recentID = previousID
+                recentSlot = previousSlot
+                curSlot = slot
+                cur = open.episodes[slot]
+                return true
+            }
+            if isClosed(id) {
+                recentID = previousID
+                recentSlot = previousSlot
+                curSlot = -1
+                return false
+            }
+            // A new id below an earlier one: the open table is no longer in id order.
+            if !indexed {
+                for j in 0..<open.count { index.insert(open.ids[j], slot: j) }
+                indexed = true
+            }
         }
-        if isClosed(id) {
-            curSlot = -1
-            return false
+        if open.count == EpisodePass.openLimit {
+            closeLeastRecent(now: first)
+            recentSlot = -1   // slots moved
+        } else {
+            recentID = previousID
+            recentSlot = previousSlot
         }
-        if open.count == EpisodePass.openLimit { closeLeastRecent(now: first) }
         curSlot = open.count
         cur = Episode(id: id, firstRecord: first, lastRecord: first, start: timestamp, end: timestamp)
-        open.append(cur)
-        index.insert(id, slot: curSlot)
+        (open.episodes + curSlot).initialize(to: cur)
+        open.ids[curSlot] = id
+        open.last[curSlot] = first
+        open.count += 1
+        if indexed { index.insert(id, slot: curSlot) }
         return true
+    }
+
+    /// The slot of open episode `id`, or -1: through the index, or while
+    /// the open table is in id order by binary search of its ids.
+    private func find(_ id: UInt64) -> Int {
+        if indexed { return index.find(id) ?? -1 }
+        let ids = open.ids
+        var lo = 0, hi = open.count
+        while lo < hi {
+            let mid = (lo &+ hi) >> 1
+            if ids[mid] < id { lo = mid &+ 1 } else { hi = mid }
+        }
+        return lo < open.count && ids[lo] == id ? lo : -1
     }
 
     private func isClosed(_ id: UInt64) -> Bool {
@@ -163,30 +213,36 @@ struct EpisodePass {
     /// the oldest last record and `now` (last records are distinct, as every
     /// record belongs to one episode).
     private mutating func closeLeastRecent(now: Int) {
-        let oldest = open.reduce(Int.max) { min($0, $1.lastRecord) }
+        let n = open.count
+        let episodes = open.episodes, ids = open.ids, lasts = open.last
+        var oldest = now
+        for j in 0..<n where lasts[j] < oldest { oldest = lasts[j] }
         let span = now - oldest + 1
         func bucket(_ last: Int) -> Int { (last - oldest) * 256 / span }
         var counts = [Int](repeating: 0, count: 256)
-        for e in open { counts[bucket(e.lastRecord)] += 1 }
+        for j in 0..<n { counts[bucket(lasts[j])] += 1 }
         var cut = 0, sum = 0
         while cut < 256 {
             sum += counts[cut]
             cut += 1
-            if 2 * sum >= open.count { break }
+            if 2 * sum >= n { break }
         }
         var kept = 0
-        index.removeAll()
-        for j in open.indices {
-            let e = open[j]
-            if bucket(e.lastRecord) < cut {
-                close(e)
+        if indexed { index.removeAll() }
+        for j in 0..<n {
+            if bucket(lasts[j]) < cut {
+                close(episodes[j])
             } else {
-                open[kept] = e
-                index.insert(e.id, slot: kept)
+                if kept != j {
+                    episodes[kept] = episodes[j]
+                    ids[kept] = ids[j]
+                    lasts[kept] = lasts[j]
+                }
+                if indexed { index.insert(ids[kept], slot: kept) }
                 kept += 1
             }
         }
-        open.removeLast(open.count - kept)
+        open.count = kept
     }
 
     /// Folds a finished episode into the aggregates.
@@ -206,16 +262,39 @@ struct EpisodePass {
         roots.add(e)
         worst.add(e)
         if countSequences {
-            if let i = sequenceIndex[e.sequenceHash] {
+            if let i = sequenceIndex.find(e.sequenceHash) {
                 sequenceCounts[i] += 1
                 if e.id < sequenceReps[i].id { sequenceReps[i] = e }
             } else {
-                sequenceIndex[e.sequenceHash] = sequenceReps.count
+                sequenceIndex.insert(e.sequenceHash, sequenceReps.count)
                 sequenceCounts.append(1)
                 sequenceReps.append(e)
             }
         }
         if keep { kept.append(e) }
+    }
+}
+
+/// The open episodes in raw memory of fixed capacity (no uniqueness or
+/// bounds checks on the per-episode path): each episode, and beside it its
+/// id and last record, compact for the lookups and for the cut of
+/// `closeLeastRecent`. `Episode` holds only plain values.
+final class OpenEpisodes {
+    let episodes: UnsafeMutablePointer<EpisodeAnalysis.Episode>
+    let ids: UnsafeMutablePointer<UInt64>
+    let last: UnsafeMutablePointer<Int>
+    var count = 0
+
+    init(capacity: Int) {
+        episodes = .allocate(capacity: capacity)
+        ids = .allocate(capacity: capacity)
+        last = .allocate(capacity: capacity)
+    }
+
+    deinit {
+        episodes.deallocate()
+        ids.deallocate()
+        last.deallocate()
     }
 }
 
@@ -255,7 +334,45 @@ struct OpenIndex {
     }
 
     mutating func removeAll() {
-        for i in keys.indices { keys[i] = 0 }
+        keys.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+    }
+}
+
+/// Sequence hash -> position of the distinct sequences: open addressing
+/// with linear probing over the hash itself (already mixed, `mix`), grown
+/// at half full; cheaper than a Dictionary, which hashes the hash again.
+struct SequenceIndex {
+    private var keys = [UInt64](repeating: 0, count: 1024)
+    private var values = [Int32](repeating: -1, count: 1024)   // -1: empty
+    private var count = 0
+
+    @inline(__always)
+    func find(_ hash: UInt64) -> Int? {
+        let mask = keys.count - 1
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while true {
+            let v = values[i]
+            if v < 0 { return nil }
+            if keys[i] == hash { return Int(v) }
+            i = (i &+ 1) & mask
+        }
+    }
+
+    /// Adds `hash`, which is not in the index.
+    mutating func insert(_ hash: UInt64, _ value: Int) {
+        if 2 * (count + 1) > keys.count {
+            let oldKeys = keys, oldValues = values
+            keys = [UInt64](repeating: 0, count: 2 * oldKeys.count)
+            values = [Int32](repeating: -1, count: 2 * oldKeys.count)
+            count = 0
+            for j in oldKeys.indices where oldValues[j] >= 0 { insert(oldKeys[j], Int(oldValues[j])) }
+        }
+        let mask = keys.count - 1
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while values[i] >= 0 { i = (i &+ 1) & mask }
+        keys[i] = hash
+        values[i] = Int32(value)
+        count += 1
     }
 }
 
@@ -289,8 +406,16 @@ struct RootAccumulator {
     private let stride: Int
     private var keys: [UInt64] = []   // level << 40 | reason key, in order of appearance
     private var index: [UInt64: Int] = [:]
-    private var dense: [UInt64] = [], count: [UInt64] = []
-    private var sums: [UInt64] = [], mins: [UInt32] = [], maxes: [UInt32] = [], squares: [Double] = []   // 2 per root
+    private var dense: [UInt64] = []
+    /// Per root, [0] for exits per episode and [1] for episode time.
+    private struct Figures {
+        var count: UInt64 = 0
+        var sums: (UInt64, UInt64) = (0, 0)
+        var mins: (UInt32, UInt32) = (.max, .max)
+        var maxes: (UInt32, UInt32) = (0, 0)
+        var squares: (Double, Double) = (0, 0)
+    }
+    private var figures: [Figures] = []
     private var lastKey = UInt64.max, last = 0
 
     init(blocks: Int, recordCount: Int) {
@@ -311,24 +436,28 @@ struct RootAccumulator {
                 keys.append(key)
                 index[key] = last
                 dense.append(contentsOf: repeatElement(0, count: stride))
-                count.append(0)
-                sums += [0, 0]; mins += [.max, .max]; maxes += [0, 0]; squares += [0, 0]
+                figures.append(Figures())
             }
             lastKey = key
         }
         let block = recordCount == 0 ? 0 : min(k - 1, e.firstRecord * k / recordCount)
         let m = e.exits, t = TraceRecord.clampDuration(e.time)
-        let base = last * stride + block * nb, s = 2 * last
-        count[last] &+= 1
-        dense[base + DurationBuckets.bucket(m)] &+= 1
-        dense[base + k * nb + DurationBuckets.bucket(t)] &+= 1
-        sums[s] &+= UInt64(m); sums[s + 1] &+= UInt64(t)
-        if m < mins[s] { mins[s] = m }
-        if t < mins[s + 1] { mins[s + 1] = t }
-        if m > maxes[s] { maxes[s] = m }
-        if t > maxes[s + 1] { maxes[s + 1] = t }
-        squares[s] += Double(m) * Double(m)
-        squares[s + 1] += Double(t) * Double(t)
+        let base = last &* stride &+ block &* nb, second = k &* nb
+        dense.withUnsafeMutableBufferPointer { d in
+            d[base &+ DurationBuckets.bucket(m)] &+= 1
+            d[base &+ second &+ DurationBuckets.bucket(t)] &+= 1
+        }
+        figures.withUnsafeMutableBufferPointer { f in
+            let r = f.baseAddress! + last
+            r.pointee.count &+= 1
+            r.pointee.sums.0 &+= UInt64(m); r.pointee.sums.1 &+= UInt64(t)
+            if m < r.pointee.mins.0 { r.pointee.mins.0 = m }
+            if t < r.pointee.mins.1 { r.pointee.mins.1 = t }
+            if m > r.pointee.maxes.0 { r.pointee.maxes.0 = m }
+            if t > r.pointee.maxes.1 { r.pointee.maxes.1 = t }
+            r.pointee.squares.0 += Double(m) * Double(m)
+            r.pointee.squares.1 += Double(t) * Double(t)
+        }
     }
 
     func result() -> [EpisodeAnalysis.RootStats] {
@@ -338,16 +467,17 @@ struct RootAccumulator {
             let perBlock = dense[base..<(base + k * nb)]
             var merged = [UInt64](repeating: 0, count: nb)
             for b in 0..<k { for j in 0..<nb { merged[j] &+= perBlock[base + b * nb + j] } }
-            let s = 2 * i + m
-            return (DurationHistogram(buckets: merged, count: count[i], sum: sums[s], max: maxes[s], min: mins[s],
-                                      sumSquares: squares[s]),
-                    BlockHistograms(blocks: k, dense: perBlock, min: mins[s], max: maxes[s]))
+            let f = figures[i]
+            let sum = m == 0 ? f.sums.0 : f.sums.1, lo = m == 0 ? f.mins.0 : f.mins.1
+            let hi = m == 0 ? f.maxes.0 : f.maxes.1, squares = m == 0 ? f.squares.0 : f.squares.1
+            return (DurationHistogram(buckets: merged, count: f.count, sum: sum, max: hi, min: lo, sumSquares: squares),
+                    BlockHistograms(blocks: k, dense: perBlock, min: lo, max: hi))
         }
         return keys.indices.sorted { keys[$0] < keys[$1] }.map { i in
             let (mult, multBlocks) = measure(i, 0), (time, timeBlocks) = measure(i, 1)
             return EpisodeAnalysis.RootStats(
                 level: UInt8(truncatingIfNeeded: keys[i] >> 40), reason: ExitReason(key: keys[i] & ((1 << 40) - 1)),
-                episodes: Int(count[i]), exits: mult.sum, multiplication: mult, time: time,
+                episodes: Int(figures[i].count), exits: mult.sum, multiplication: mult, time: time,
                 multiplicationBlocks: multBlocks, timeBlocks: timeBlocks)
         }
     }

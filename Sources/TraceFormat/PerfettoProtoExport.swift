@@ -34,6 +34,7 @@ public enum PerfettoProtoExport {
         static let timestampClockID: UInt64 = 58
         static let packetDefaults: UInt64 = 59             // trace_packet_defaults
         static let trackDescriptor: UInt64 = 60
+        static let compressedPackets: UInt64 = 50          // a zlib stream of Trace.packet fields
         static let stateCleared: UInt64 = 1                // SEQ_INCREMENTAL_STATE_CLEARED
         static let needsState: UInt64 = 2                  // SEQ_NEEDS_INCREMENTAL_STATE
         // TracePacketDefaults (timestamp_clock_id = 58 as in TracePacket), TrackEventDefaults
@@ -99,21 +100,26 @@ public enum PerfettoProtoExport {
     static func trackUUID(_ tid: Int) -> UInt64 { 2 + UInt64(tid) }
 
     /// Writes `reader` as a Perfetto trace; with `annotations` false, exits
-    /// and episodes carry no debug annotations (smaller, same slices).
-    public static func write(_ reader: TraceReader, to out: TextOutput, annotations: Bool = true) {
+    /// and episodes carry no debug annotations (smaller, same slices). With
+    /// `compressed` (the default), the packets go out in compressed packets
+    /// of about 1 MiB of packets each (`PacketCompressor`), all written by
+    /// the time it returns; the packets inside are byte for byte those
+    /// written without it.
+    public static func write(_ reader: TraceReader, to out: TextOutput, annotations: Bool = true,
+                             compressed: Bool = true) {
+        if compressed { out.compressPackets() }
         let analysis = EpisodeAnalysis(reader, topSequences: 0, worst: 0)
-        var counts: [Int: Int] = [:]
-        var lastTid = -1, run = 0
-        reader.forEach { r in
-            let tid = Int(r.vcpu) * 256 + Int(r.level)
-            if tid != lastTid {
-                if lastTid >= 0 { counts[lastTid, default: 0] += run }
-                lastTid = tid
-                run = 0
+        // Records per track: vCPUs 0-15 (tid < 4096) in an array, others in a dictionary.
+        var near = [Int](repeating: 0, count: 4096)
+        var far: [Int: Int] = [:]
+        near.withUnsafeMutableBufferPointer { near in
+            reader.forEach { r in
+                let tid = Int(r.vcpu) &* 256 &+ Int(r.level)
+                if tid < 4096 { near[tid] &+= 1 } else { far[tid, default: 0] += 1 }
             }
-            run += 1
         }
-        if lastTid >= 0 { counts[lastTid, default: 0] += run }
+        var counts = far
+        for (tid, n) in near.enumerated() where n > 0 { counts[tid] = n }
         // The busiest track is the sequence's default (TrackEventDefaults): its events name no track.
         let busiest = counts.max { $0.value < $1.value || ($0.value == $1.value && $0.key > $1.key) }?.key ?? -1
         var writer = Writer(out: out, annotations: annotations, defaultTid: busiest)
@@ -131,6 +137,7 @@ public enum PerfettoProtoExport {
             index += 1
         }
         writer.finish()
+        if compressed { out.endCompressedPackets() }
     }
 
     /// The per-track placement, the interning state and the packet writer.

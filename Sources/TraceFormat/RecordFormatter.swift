@@ -2,8 +2,9 @@
 /// "terrapin-trace export"): each record is formatted straight into the
 /// output's buffer with hand-written decimal and hex conversion, and every
 /// name (kind, reason, handler, flags) comes from a table of bytes built
-/// once. The text is byte for byte that of `RecordExport.csvRow` and
-/// `jsonLine`, which stay as the reference it is tested against.
+/// once. The text is byte for byte that of the reference spelling
+/// `RecordExport.csvRow` and `jsonLine`, which the tests keep
+/// (Tests/TraceFormatTests/RecordExportReference.swift).
 final class RecordFormatter {
     enum Style { case csv, json }
 

@@ -14,8 +14,10 @@ public final class TextOutput {
     private let owned: Bool
     static let capacity = 1 << 20
     /// The buffer and how much of it holds output not yet written.
-    let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: TextOutput.capacity)
+    private(set) var buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: TextOutput.capacity)
     var count = 0
+    /// Set by `compressPackets`: each full buffer goes to it instead of to the file.
+    private var compressor: PacketCompressor?
     public private(set) var error: TraceError?
 
     /// Writes to standard output.
@@ -79,12 +81,42 @@ public final class TextOutput {
     @inline(__always)
     func commit(_ n: Int) { count += n }
 
+    /// From now on, each buffer of output is written as one Perfetto
+    /// compressed packet (`PacketCompressor`), deflated on another thread.
+    /// A buffer is flushed only by `reserve` (or `finish`), so when every
+    /// packet is written with one `reserve`/`commit`, as the Perfetto export
+    /// does, each buffer holds whole packets. Not for `write`, which splits.
+    func compressPackets() {
+        flushBuffer()
+        compressor = PacketCompressor(capacity: TextOutput.capacity)
+    }
+
+    /// Ends `compressPackets`: what is buffered goes out in a last
+    /// compressed packet, every compressed packet is written, and later
+    /// output is written as it is.
+    func endCompressedPackets() {
+        guard let compressor else { return }
+        flushBuffer()
+        compressor.drain(write: writeOut)
+        self.compressor = nil
+    }
+
     private func flushBuffer() {
-        defer { count = 0 }
+        if let compressor {
+            if count > 0 { buffer = compressor.submit(buffer, count: count, write: writeOut) }
+            count = 0
+            return
+        }
+        writeOut(buffer, count)
+        count = 0
+    }
+
+    /// Writes `count` bytes at `p` to the file; records the first error and then writes nothing more.
+    private func writeOut(_ p: UnsafeRawPointer, _ count: Int) {
         guard error == nil else { return }
         var done = 0
         while done < count {
-            let n = rawWrite(fd, buffer + done, count - done)
+            let n = rawWrite(fd, p + done, count - done)
             if n > 0 { done += n; continue }
             if n < 0 && errno == EINTR { continue }
             error = .system(path, "write failed", errno: n < 0 ? errno : EIO)
@@ -96,6 +128,7 @@ public final class TextOutput {
     /// throws the first error (and then leaves `path` as it was).
     public func finish() throws(TraceError) {
         flushBuffer()
+        compressor?.drain(write: writeOut)
         if owned && fd >= 0 {
             if close(fd) != 0 && error == nil { error = .system(path, "close failed", errno: errno) }
             fd = -1

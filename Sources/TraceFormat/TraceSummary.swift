@@ -62,15 +62,9 @@ public struct TraceSummary: Sendable {
         var acc = Accumulator(blocks: k)
         let n = reader.recordCount
         // Block b holds records [b·n/k, (b+1)·n/k).
-        var i = 0, block = 0
-        var next = n / k
-        reader.forEach { r in
-            while i == next && block < k - 1 {
-                block += 1
-                next = (block + 1) * n / k
-            }
-            acc.add(r, block: block)
-            i &+= 1
+        for b in 0..<k {
+            let lo = b * n / k, hi = (b + 1) * n / k
+            acc.scan(reader.records + lo * TraceLayout.recordSize, count: hi - lo, block: b)
         }
         self = acc.finish()
     }
@@ -169,49 +163,102 @@ public struct TraceSummary: Sendable {
 /// level<<10 | reason<<1 | handler, where reason is the kind (0-255) or 256 +
 /// the VMX reason (below 256), and handlers 0 and 1; so the common path does
 /// no hashing. Other handler bytes and VMX reasons only occur in odd files and
-/// use a dictionary.
+/// use a dictionary. The tables are raw memory owned by the accumulator (freed
+/// by `finish`), so that the scan does no uniqueness or bounds checks.
 private struct Accumulator {
     struct OtherKey: Hashable { var level: UInt8; var reason: UInt64; var handler: UInt8 }
+    /// A group's figures but its histogram (in `buckets`), together in one cache line.
+    struct Stats {
+        var sum: UInt64 = 0
+        var squares: Double = 0
+        var unclaimed: UInt64 = 0
+        var max: UInt32 = 0
+        var min: UInt32 = .max
+    }
     static let slotCount = 256 * 1024
     static let nb = DurationBuckets.count
 
-    var slots = [Int32](repeating: -1, count: slotCount)
+    let slots: UnsafeMutablePointer<Int32>
     var otherSlots: [OtherKey: Int32] = [:]
     var keys: [(level: UInt8, reason: UInt64, handler: UInt8)] = []
     let blocks: Int
-    var buckets: [UInt64] = []     // keys.count × blocks × nb
-    var sums: [UInt64] = []
-    var maxes: [UInt32] = []
-    var mins: [UInt32] = []
-    var squares: [Double] = []
-    var unclaimed: [UInt64] = []
-    var levelRecords = [UInt64](repeating: 0, count: 256)
-    var levelExits = [UInt64](repeating: 0, count: 256)
+    /// Room for `capacity` groups: keys.count × blocks × nb bucket counts, and the stats.
+    var capacity = 0
+    var buckets: UnsafeMutablePointer<UInt64>
+    var stats: UnsafeMutablePointer<Stats>
+    /// Records and exits (interrupt-injected events excluded) per level, 256 each.
+    let levelRecords: UnsafeMutablePointer<UInt64>
+    let levelExits: UnsafeMutablePointer<UInt64>
     var total: UInt64 = 0
     var minTime = UInt64.max
     var maxTime: UInt64 = 0
 
-    init(blocks: Int) { self.blocks = blocks }
-
-    @inline(__always)
-    mutating func add(_ r: TraceRecord, block: Int) {
-        let g = groupIndex(r.level, r.kind.rawValue, r.vmxReason, r.handler.rawValue)
-        buckets[(g &* blocks &+ block) &* Self.nb &+ DurationBuckets.bucket(r.duration)] &+= 1
-        sums[g] &+= UInt64(r.duration)
-        if r.duration > maxes[g] { maxes[g] = r.duration }
-        if r.duration < mins[g] { mins[g] = r.duration }
-        let d = Double(r.duration)
-        squares[g] += d * d
-        let isUnclaimed = r.flags.contains(.unclaimed)
-        if isUnclaimed { unclaimed[g] &+= 1 }
-        levelRecords[Int(r.level)] &+= 1
-        if !r.kind.isEvent { levelExits[Int(r.level)] &+= 1 }
-        total &+= 1
-        if r.timestamp < minTime { minTime = r.timestamp }
-        if r.timestamp > maxTime { maxTime = r.timestamp }
+    init(blocks: Int) {
+        self.blocks = blocks
+        slots = .allocate(capacity: Self.slotCount)
+        slots.initialize(repeating: -1, count: Self.slotCount)
+        levelRecords = .allocate(capacity: 512)
+        levelRecords.initialize(repeating: 0, count: 512)
+        levelExits = levelRecords + 256
+        buckets = .allocate(capacity: 0)
+        stats = .allocate(capacity: 0)
     }
 
-    @inline(__always)
+    /// Adds the `count` records at `base` (file layout, Traces/README.md "Record") to block `block`.
+    mutating func scan(_ base: UnsafeRawPointer, count: Int, block: Int) {
+        let slots = self.slots, levelRecords = self.levelRecords, levelExits = self.levelExits
+        var buckets = self.buckets, stats = self.stats
+        let stride = blocks &* Self.nb, offset = block &* Self.nb
+        var minTime = self.minTime, maxTime = self.maxTime
+        var p = base
+        let end = base + count &* TraceLayout.recordSize
+        while p < end {
+            let t = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+            let d = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+            let level = p.load(fromByteOffset: 12, as: UInt8.self)
+            let kind = p.load(fromByteOffset: 13, as: UInt8.self)
+            let vmx = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 48, as: UInt32.self))
+            let handler = p.load(fromByteOffset: 52, as: UInt8.self)
+            let flags = p.load(fromByteOffset: 54, as: UInt8.self)
+            p += TraceLayout.recordSize
+
+            let reasonSlot = vmx == TraceRecord.noVMXReason ? Int(kind) : 256 &+ Int(vmx)
+            var g: Int
+            if handler <= 1 && reasonSlot < 512, case let v = slots[Int(level) << 10 | reasonSlot << 1 | Int(handler)], v >= 0 {
+                g = Int(v)
+            } else {
+                g = groupIndex(level, kind, vmx, handler)
+                buckets = self.buckets
+                stats = self.stats
+            }
+            buckets[g &* stride &+ offset &+ DurationBuckets.bucket(d)] &+= 1
+            let s = stats + g
+            s.pointee.sum &+= UInt64(d)
+            if d > s.pointee.max { s.pointee.max = d }
+            if d < s.pointee.min { s.pointee.min = d }
+            let x = Double(d)
+            s.pointee.squares += x * x
+            s.pointee.unclaimed &+= UInt64(flags & RecordFlags.unclaimed.rawValue)
+            levelRecords[Int(level)] &+= 1
+            if !ExitKind(rawValue: kind).isEvent { levelExits[Int(level)] &+= 1 }
+            if t < minTime { minTime = t }
+            if t > maxTime { maxTime = t }
+        }
+        total &+= UInt64(count)
+        self.minTime = minTime
+        self.maxTime = maxTime
+    }
+
+    /// Adds one record to block `block` (the in-memory path).
+    mutating func add(_ r: TraceRecord, block: Int) {
+        withUnsafeTemporaryAllocation(byteCount: TraceLayout.recordSize, alignment: 8) { b in
+            r.encode(to: b.baseAddress!)
+            scan(UnsafeRawPointer(b.baseAddress!), count: 1, block: block)
+        }
+    }
+
+    /// The group of (level, kind, VMX reason, handler), made on first use.
+    @inline(never)
     mutating func groupIndex(_ level: UInt8, _ kind: UInt8, _ vmx: UInt32, _ handler: UInt8) -> Int {
         let reasonSlot = vmx == TraceRecord.noVMXReason ? Int(kind) : 256 &+ Int(vmx)
         if handler <= 1 && reasonSlot < 512 {
@@ -230,38 +277,55 @@ private struct Accumulator {
         return new
     }
 
-    @inline(never)
     mutating func newGroup(_ level: UInt8, _ vmx: UInt32, _ kind: UInt8, _ handler: UInt8) -> Int {
         let reason = vmx == TraceRecord.noVMXReason ? UInt64(kind) : (1 << 32 | UInt64(vmx))
+        let g = keys.count
         keys.append((level, reason, handler))
-        buckets.append(contentsOf: repeatElement(0, count: Self.nb * blocks))
-        sums.append(0)
-        maxes.append(0)
-        mins.append(.max)
-        squares.append(0)
-        unclaimed.append(0)
-        return keys.count - 1
+        let perGroup = Self.nb * blocks
+        if g == capacity {
+            let grown = max(16, capacity * 2)
+            let b = UnsafeMutablePointer<UInt64>.allocate(capacity: grown * perGroup)
+            b.moveInitialize(from: buckets, count: g * perGroup)
+            buckets.deallocate()
+            buckets = b
+            let s = UnsafeMutablePointer<Stats>.allocate(capacity: grown)
+            s.moveInitialize(from: stats, count: g)
+            stats.deallocate()
+            stats = s
+            capacity = grown
+        }
+        (buckets + g * perGroup).initialize(repeating: 0, count: perGroup)
+        (stats + g).initialize(to: Stats())
+        return g
     }
 
+    /// The summary; frees the tables (the accumulator is not used after).
     func finish() -> TraceSummary {
+        defer {
+            slots.deallocate()
+            levelRecords.deallocate()
+            buckets.deallocate()
+            stats.deallocate()
+        }
         var groups: [(TraceSummary.Group, BlockHistograms?)] = []
         for (g, key) in keys.enumerated() {
             let base = g * blocks * Self.nb
-            var b = Array(buckets[base..<(base + Self.nb)])
+            var b = Array(UnsafeBufferPointer(start: buckets + base, count: Self.nb))
             for k in 1..<max(1, blocks) {
                 let o = base + k * Self.nb
                 for i in 0..<Self.nb { b[i] &+= buckets[o + i] }
             }
             let count = b.reduce(0, &+)
+            let st = stats[g]
             let group = TraceSummary.Group(
                 level: key.level, reason: ExitReason(key: key.reason), handler: Handler(rawValue: key.handler),
                 count: count, share: total == 0 ? 0 : Double(count) / Double(total),
-                unclaimed: unclaimed[g],
-                histogram: DurationHistogram(buckets: b, count: count, sum: sums[g], max: maxes[g], min: mins[g],
-                                             sumSquares: squares[g]))
+                unclaimed: st.unclaimed,
+                histogram: DurationHistogram(buckets: b, count: count, sum: st.sum, max: st.max, min: st.min,
+                                             sumSquares: st.squares))
             let perBlock = blocks > 1
-                ? BlockHistograms(blocks: blocks, dense: buckets[base..<(base + blocks * Self.nb)],
-                                  min: mins[g], max: maxes[g])
+                ? BlockHistograms(blocks: blocks, dense: UnsafeBufferPointer(start: buckets + base, count: blocks * Self.nb),
+                                  min: st.min, max: st.max)
                 : nil
             groups.append((group, perBlock))
         }
@@ -276,8 +340,10 @@ private struct Accumulator {
             let rate: Double? = duration == 0 ? nil : Double(levelExits[l]) / (Double(duration) / 1e9)
             levels.append(.init(level: UInt8(l), records: levelRecords[l], exits: levelExits[l], exitsPerSecond: rate))
         }
+        var unclaimedTotal: UInt64 = 0
+        for g in 0..<keys.count { unclaimedTotal &+= stats[g].unclaimed }
         var summary = TraceSummary(recordCount: total, firstTimestamp: first, lastTimestamp: last,
-                                   groups: groups.map(\.0), levels: levels, unclaimed: unclaimed.reduce(0, &+))
+                                   groups: groups.map(\.0), levels: levels, unclaimed: unclaimedTotal)
         summary.groupBlocks = groups.compactMap(\.1)
         return summary
     }

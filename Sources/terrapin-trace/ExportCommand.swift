@@ -7,7 +7,7 @@ struct Export: ParsableCommand {
         discussion: """
             perfetto: Perfetto's native protobuf trace (.pftrace), one track per level (and \
             vCPU), exits as slices with debug annotations, episodes as slices enclosing their \
-            exits; loads in ui.perfetto.dev. perfetto-json: the same as {"traceEvents": [...]}. \
+            exits, in zlib-compressed packets unless --uncompressed; loads in ui.perfetto.dev. perfetto-json: the same as {"traceEvents": [...]}. \
             csv: a header and one row per record. json: JSON Lines, one object per record. \
             See Traces/README.md.
             """
@@ -26,6 +26,9 @@ struct Export: ParsableCommand {
     @Flag(help: "perfetto: exits and episodes without debug annotations (smaller files, the same slices).")
     var noAnnotations = false
 
+    @Flag(help: "perfetto: plain packets instead of zlib-compressed ones (Perfetto's compressed_packets); about 3.5x larger.")
+    var uncompressed = false
+
     @Option(help: "Output file (default, or '-': standard output).")
     var out: String?
 
@@ -41,6 +44,9 @@ struct Export: ParsableCommand {
         if noAnnotations && format != .perfetto {
             throw ValidationError("--no-annotations applies to --format perfetto only")
         }
+        if uncompressed && format != .perfetto {
+            throw ValidationError("--uncompressed applies to --format perfetto only")
+        }
         try filter.validate()
     }
 
@@ -53,7 +59,8 @@ struct Export: ParsableCommand {
             throw fail("\(error)")
         }
         switch format {
-        case .perfetto: PerfettoProtoExport.write(reader, to: output, annotations: !noAnnotations)
+        case .perfetto:
+            PerfettoProtoExport.write(reader, to: output, annotations: !noAnnotations, compressed: !uncompressed)
         case .perfettoJSON: PerfettoExport.write(reader, to: output)
         case .csv: RecordExport.writeCSV(reader, to: output, numeric: numeric)
         case .json: RecordExport.writeJSONLines(reader, to: output, numeric: numeric)

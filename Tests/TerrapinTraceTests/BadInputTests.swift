@@ -98,5 +98,8 @@ final class BadInputTests: XCTestCase {
         let numeric = try CLI.run(["export", t, "--format", "perfetto", "--numeric"])
         XCTAssertEqual(numeric.status, 64)
         XCTAssertTrue(numeric.stderr.contains("--numeric applies to --format csv and json only"), numeric.stderr)
+        let uncompressed = try CLI.run(["export", t, "--format", "perfetto-json", "--uncompressed"])
+        XCTAssertEqual(uncompressed.status, 64)
+        XCTAssertTrue(uncompressed.stderr.contains("--uncompressed applies to --format perfetto only"), uncompressed.stderr)
     }
 }

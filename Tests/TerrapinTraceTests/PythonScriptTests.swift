@@ -86,15 +86,17 @@ final class PythonScriptTests: XCTestCase {
 
     func testPerfettoExportPassesThePerfettoPackageCheck() throws {
         for name in ["hello", "hlt-storm", "turtle-pio-storm", "nested", "nested-shadow", "vmx-selftest"] {
-            for lean in [false, true] {
+            for (lean, uncompressed) in [(false, false), (true, false), (false, true)] {
                 let out = CLI.temporaryPath("\(name).pftrace")
                 defer { try? FileManager.default.removeItem(atPath: out) }
                 let export = try CLI.run(["export", CLI.fixture(name), "--format", "perfetto", "--out", out]
-                                         + (lean ? ["--no-annotations"] : []))
+                                         + (lean ? ["--no-annotations"] : []) + (uncompressed ? ["--uncompressed"] : []))
                 XCTAssertEqual(export.status, 0, export.stderr)
                 let check = try run("python3", ["scripts/check_perfetto.py", CLI.fixture(name), out])
                 XCTAssertEqual(check.status, 0, "\(name): \(check.stdout)\(check.stderr)")
                 XCTAssertTrue(check.stdout.hasPrefix("check_perfetto: ok"), check.stdout)
+                // The default is compressed packets, which the check inflates.
+                XCTAssertEqual(check.stdout.contains("(0 compressed packets)"), uncompressed, check.stdout)
             }
         }
     }
@@ -102,11 +104,21 @@ final class PythonScriptTests: XCTestCase {
     func testPerfettoCheckCatchesADamagedExport() throws {
         let out = CLI.temporaryPath("damaged.pftrace")
         defer { try? FileManager.default.removeItem(atPath: out) }
-        XCTAssertEqual(try CLI.run(["export", CLI.fixture("nested-small"), "--format", "perfetto", "--out", out]).status, 0)
+        XCTAssertEqual(try CLI.run(["export", CLI.fixture("nested-small"), "--format", "perfetto", "--uncompressed",
+                                    "--out", out]).status, 0)
         var bytes = try XCTUnwrap(FileManager.default.contents(atPath: out))
         bytes.removeLast(40)   // the last slices' END packets, cut
         try bytes.write(to: URL(fileURLWithPath: out))
         let check = try run("python3", ["scripts/check_perfetto.py", CLI.fixture("nested-small"), out])
         XCTAssertEqual(check.status, 1, check.stdout)
+
+        // A compressed export with a byte of its zlib stream changed.
+        XCTAssertEqual(try CLI.run(["export", CLI.fixture("nested-small"), "--format", "perfetto", "--out", out]).status, 0)
+        var packed = try XCTUnwrap(FileManager.default.contents(atPath: out))
+        packed[packed.count / 2] ^= 0x5A
+        try packed.write(to: URL(fileURLWithPath: out))
+        let damaged = try run("python3", ["scripts/check_perfetto.py", CLI.fixture("nested-small"), out])
+        XCTAssertEqual(damaged.status, 1, damaged.stdout)
+        XCTAssertTrue(damaged.stdout.contains("does not inflate"), damaged.stdout)
     }
 }

@@ -1,3 +1,4 @@
+import CZlib
 import Foundation
 import XCTest
 @testable import TraceFormat
@@ -40,7 +41,45 @@ private struct Decoded {
     func string(_ f: UInt64) -> String? { bytes[f]?.first.map { String(decoding: $0, as: UTF8.self) } }
 }
 
-private enum DecodeError: Error { case truncated, wireType(UInt64) }
+private enum DecodeError: Error { case truncated, wireType(UInt64), inflate(Int32) }
+
+/// Inflates a zlib stream (RFC 1950) with zlib itself, not with the
+/// exporter's compressor: a bad stream or Adler-32 throws.
+private func inflate(_ z: [UInt8]) throws -> [UInt8] {
+    var capacity = max(1024, 8 * z.count)
+    while true {
+        var out = [UInt8](repeating: 0, count: capacity)
+        var n = uLongf(capacity)
+        let status = out.withUnsafeMutableBufferPointer { o in
+            z.withUnsafeBufferPointer { i in uncompress(o.baseAddress, &n, i.baseAddress, uLong(i.count)) }
+        }
+        if status == Z_OK { return Array(out[..<Int(n)]) }
+        guard status == Z_BUF_ERROR, capacity < 1 << 28 else { throw DecodeError.inflate(status) }
+        capacity *= 2
+    }
+}
+
+/// The packets of an export: every top-level packet, with each compressed
+/// packet (TracePacket.compressed_packets, a zlib stream of Trace.packet
+/// fields) replaced by the packets inside it, and how many were compressed.
+private func packets(of file: [UInt8]) throws -> (packets: [[UInt8]], compressed: Int) {
+    typealias F = PerfettoProtoExport.F
+    var out: [[UInt8]] = [], compressed = 0
+    for packet in try Decoded(file[...]).bytes[F.tracePacket] ?? [] {
+        let d = try Decoded(packet[...])
+        guard let z = d.bytes[F.compressedPackets] else {
+            out.append(packet)
+            continue
+        }
+        XCTAssertEqual(z.count, 1, "one stream per compressed packet")
+        XCTAssertTrue(d.varints.isEmpty && d.bytes.count == 1, "a compressed packet holds nothing else")
+        compressed += 1
+        let inner = try Decoded(try inflate(z[0])[...])
+        XCTAssertEqual(Set(inner.bytes.keys).union(inner.varints.keys), [F.tracePacket], "a Trace of packets inside")
+        out += inner.bytes[F.tracePacket] ?? []
+    }
+    return (out, compressed)
+}
 
 /// What a reader keeps per packet sequence to place track events
 /// (trace_packet_defaults.proto, clock_snapshot.proto): the default clock and
@@ -110,12 +149,19 @@ final class PerfettoProtoTests: TraceTestCase {
         XCTAssertEqual(Array(UnsafeBufferPointer(start: buf, count: v.p - buf)), [0x80, 0x01])
     }
 
-    private func export(_ reader: TraceReader, annotations: Bool = true) throws -> [Decoded] {
+    /// The export's packets, compressed ones inflated (the default form) or
+    /// plain; checks that the file is in the form asked for.
+    private func export(_ reader: TraceReader, annotations: Bool = true, compressed: Bool = true) throws -> [Decoded] {
         let out = try TextOutput(path: path("out.pftrace"))
-        PerfettoProtoExport.write(reader, to: out, annotations: annotations)
+        PerfettoProtoExport.write(reader, to: out, annotations: annotations, compressed: compressed)
         try out.finish()
-        let bytes = try self.bytes(path("out.pftrace"))
-        return try Decoded(bytes[...]).messages(F.tracePacket)
+        let file = try packets(of: try self.bytes(path("out.pftrace")))
+        if compressed {
+            XCTAssertGreaterThan(file.compressed, 0)
+        } else {
+            XCTAssertEqual(file.compressed, 0)
+        }
+        return try file.packets.map { try Decoded($0[...]) }
     }
 
     func testTracksSlicesAndAnnotationsMatchTheRecords() throws {
@@ -201,12 +247,44 @@ final class PerfettoProtoTests: TraceTestCase {
                 }
             }
         }
-        let full = try export(reader), lean = try export(reader, annotations: false)
+        let full = try export(reader), lean = try export(reader, annotations: false, compressed: false)
         XCTAssertEqual(try events(full), try events(lean))
-        // Incremental timestamps and a default track: a record costs at most 40 bytes without annotations.
+        // Incremental timestamps and a default track: a record costs at most 40 bytes without annotations,
+        // uncompressed.
         let bytes = try self.bytes(path("out.pftrace")).count           // the lean export, written last
         XCTAssertLessThanOrEqual(Double(bytes) / Double(reader.recordCount), 40)
         XCTAssertTrue(try lean.allSatisfy { try $0.messages(F.trackEvent).allSatisfy { $0.bytes[F.debugAnnotations] == nil } })
         XCTAssertGreaterThan(try full.flatMap { try $0.messages(F.trackEvent) }.filter { $0.bytes[F.debugAnnotations] != nil }.count, 400)
+    }
+
+    /// The default export is compressed packets only, several of them on a
+    /// larger trace, whose inflated contents are byte for byte the packets
+    /// of `compressed: false`; with annotations it takes at most 40 bytes a
+    /// record on the synthetic nested trace.
+    func testCompressedPacketsHoldTheUncompressedPackets() throws {
+        let p = path("n.trc")
+        try SyntheticTrace(records: 40_000, seed: 3).write(to: p)
+        let reader = try TraceReader(path: p)
+        func file(compressed: Bool) throws -> [UInt8] {
+            let out = try TextOutput(path: path("out.pftrace"))
+            PerfettoProtoExport.write(reader, to: out, compressed: compressed)
+            try out.finish()
+            return try bytes(path("out.pftrace"))
+        }
+        let plain = try file(compressed: false), packed = try file(compressed: true)
+        let inflated = try packets(of: packed), direct = try packets(of: plain)
+        XCTAssertEqual(direct.compressed, 0)
+        XCTAssertGreaterThan(inflated.compressed, 2, "about 1 MiB of packets per compressed packet")
+        XCTAssertEqual(try Decoded(packed[...]).bytes[F.tracePacket]?.count, inflated.compressed,
+                       "every top-level packet is a compressed one")
+        XCTAssertEqual(inflated.packets.count, direct.packets.count)
+        XCTAssertTrue(inflated.packets == direct.packets, "the same packets in the same order")
+        XCTAssertGreaterThan(Double(plain.count) / Double(reader.recordCount), 60, "annotations written")
+        XCTAssertLessThanOrEqual(Double(packed.count) / Double(reader.recordCount), 40)
+
+        // A damaged stream does not inflate (zlib's Adler-32 or its block checks catch it).
+        var damaged = packed
+        damaged[damaged.count / 2] ^= 0x5A
+        XCTAssertThrowsError(try packets(of: damaged))
     }
 }
