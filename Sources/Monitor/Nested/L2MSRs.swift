@@ -23,13 +23,18 @@ extension Machine {
     /// 28.3.3). L0 knows the values it loaded at entry and those L2 wrote
     /// through it (L2's filter sends those writes here); KVM is asked for the rest.
     func guestMSRValues(_ l2: L2Machine, saving controls: VMExitControls) -> [UInt32: UInt64] {
-        let fields = GuestStateMSRs.fields.filter { controls.isSuperset(of: $0.save) }.map(\.index)
-        let missing = fields.filter { l2.loadedMSRs[$0] == nil }
-        if !missing.isEmpty {
-            for (index, value) in zip(missing, l2.vcpu.getMSRs(missing)) { l2.loadedMSRs[index] = value }
+        // One pass, sized up front: at every reflected exit (docs/PERFORMANCE.md).
+        var values = [UInt32: UInt64](minimumCapacity: GuestStateMSRs.fields.count)
+        var missing: [UInt32] = []
+        for f in GuestStateMSRs.fields where controls.isSuperset(of: f.save) {
+            if let value = l2.loadedMSRs[f.index] { values[f.index] = value } else { missing.append(f.index) }
         }
-        var values: [UInt32: UInt64] = [:]
-        for index in fields { values[index] = l2.loadedMSRs[index] }
+        if !missing.isEmpty {
+            for (index, value) in zip(missing, l2.vcpu.getMSRs(missing)) {
+                l2.loadedMSRs[index] = value
+                values[index] = value
+            }
+        }
         return values
     }
 

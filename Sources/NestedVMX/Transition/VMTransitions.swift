@@ -81,8 +81,12 @@ public enum VMTransitions {
                              maxMSRListEntries: Int) -> VMEntryPlan {
         let guest = StateTransfer.guestState(from: vmcs, l1: l1)
         let event = EntryEvent(vmcs: vmcs, rip: guest.rip)
-        let guestMSRs = GuestStateMSRs.fields.filter { vmcs.entryControls.isSuperset(of: $0.load) }
-            .map { MSRValue(index: $0.index, value: vmcs.read($0.field) ?? 0) }
+        let entryControls = vmcs.entryControls
+        var guestMSRs: [MSRValue] = []
+        guestMSRs.reserveCapacity(GuestStateMSRs.fields.count)
+        for f in GuestStateMSRs.fields where entryControls.isSuperset(of: f.load) {
+            guestMSRs.append(MSRValue(index: f.index, value: vmcs.read(f.field) ?? 0))
+        }
         let list = MSRLists.entries(address: vmcs.read(.entryMSRLoadAddress) ?? 0,
                                     count: Int(UInt32(truncatingIfNeeded: vmcs.read(.entryMSRLoadCount) ?? 0)),
                                     maximum: maxMSRListEntries, memory: memory).entries
