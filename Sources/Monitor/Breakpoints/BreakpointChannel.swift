@@ -30,8 +30,7 @@ final class BreakpointChannel {
     /// Before an entry: re-reads the watched gates through the guest's
     /// paging and re-arms when a handler moved. Nothing while stepping.
     func refresh(cpu: CPUState, memory: some GuestMemoryAccess) throws(KVMError) {
-        guard !stepping, breakpoints.refresh(cpu: cpu, memory: memory) else { return }
-        try arm()
+        try refresh(key: IDTBreakpoints.Key(cpu), cpu: { cpu }, memory: memory)
     }
 
     /// The same from the gates' key, building the whole state only when needed.

@@ -15,23 +15,18 @@ extension Machine {
     /// An I/O exit L1 asked for (reason 30, qualification per Table 28-5).
     func reflectIO(_ io: IOExit, l2: L2Machine, note: inout ExitNote) -> RunOutcome? {
         let before = l2State
-        // A single OUT is retired at its exit, and the next run starts where
-        // L0 puts RIP (KVMTests.testAnOUTNeedsNoCompletingRunAndAnINDoes):
-        // it needs no completing run, which costs about 10 µs on our hosts,
-        // a third of the reflected exit (Bench/kvm-nested-floor.c,
-        // docs/PERFORMANCE.md). INs and string OUTs are completed first.
-        var out: (length: Int, bytes: [UInt8])?
-        if io.direction == .output, io.count == 1 {
-            let found = outInstruction(io, endingAt: before)
-            if !found.bytes.isEmpty && !ExitRouting.ioEncoding(found.bytes).string { out = found }
-        }
-        if out == nil { completePending(l2) }
-        var state = l2State
+        // KVM has retired an OUT at its exit: its bytes end at RIP. A single
+        // OUT needs no completing run either, as the next run starts where
+        // L0 puts RIP (KVMTests.testAnOUTNeedsNoCompletingRunAndAnINDoes);
+        // that run costs about 10 µs on our hosts, a third of the reflected
+        // exit (Bench/kvm-nested-floor.c, docs/PERFORMANCE.md). INs and
+        // string OUTs are completed first.
+        let out = io.direction == .output ? outInstruction(io, endingAt: before) : nil
+        let retired = out.map { io.count == 1 && !$0.bytes.isEmpty && !ExitRouting.ioEncoding($0.bytes).string } ?? false
+        if !retired { completePending(l2) }
+        var state = retired ? before : l2State
         let length: Int, bytes: [UInt8]
-        if let out {
-            (length, bytes) = out
-            state.rip = before.wrappingRIP(before.rip &- UInt64(length))
-        } else if state.rip != before.rip {
+        if state.rip != before.rip {
             // An IN, retired just now: it starts at the RIP it had. Its length
             // comes from its bytes, never from the two RIPs, which wrap.
             let fetched = InstructionFetch.bytes(at: before.cs.base &+ before.rip, cpu: before,
@@ -40,7 +35,7 @@ extension Machine {
             bytes = Array(fetched.prefix(length))
             state.rip = before.rip
         } else {
-            (length, bytes) = outInstruction(io, endingAt: before) // an OUT: KVM retired it already
+            (length, bytes) = out ?? outInstruction(io, endingAt: before)
             state.rip = before.wrappingRIP(before.rip &- UInt64(length))
         }
         let encoding = ExitRouting.ioEncoding(bytes)

@@ -1,7 +1,7 @@
 import VMXArch
 
 /// A set of VMCS12 slots (`VMCS12Layout`), one bit each.
-public struct FieldSet: Equatable, Sendable {
+public struct FieldSet: Sendable {
     static let words = 4
     var bits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
 
@@ -32,25 +32,9 @@ public struct FieldSet: Equatable, Sendable {
         }
     }
 
-    public func contains(_ slot: Int) -> Bool {
-        let bit = UInt64(1) << UInt64(slot & 63)
-        switch slot >> 6 {
-        case 0: return bits.0 & bit != 0
-        case 1: return bits.1 & bit != 0
-        case 2: return bits.2 & bit != 0
-        default: return bits.3 & bit != 0
-        }
-    }
-
     @inline(__always)
     public func intersects(_ o: FieldSet) -> Bool {
         (bits.0 & o.bits.0) | (bits.1 & o.bits.1) | (bits.2 & o.bits.2) | (bits.3 & o.bits.3) != 0
-    }
-
-    public var isEmpty: Bool { bits.0 | bits.1 | bits.2 | bits.3 == 0 }
-
-    public static func == (a: FieldSet, b: FieldSet) -> Bool {
-        a.bits.0 == b.bits.0 && a.bits.1 == b.bits.1 && a.bits.2 == b.bits.2 && a.bits.3 == b.bits.3
     }
 }
 
