@@ -1,8 +1,9 @@
 /*
  * vmcall-storm - N VMCALLs with turtle's "nop" hypercall (RAX = 2), each a
  * VM exit to the L1 hypervisor that counts it and returns RAX = 0. Then one
- * "print" hypercall (RAX = 0, RBX = address of a string), then the usual
- * PASS/SUMMARY lines and exit through port 0xf4.
+ * "print" hypercall (RAX = 0, RBX = address of a string), then one "nop"
+ * hypercall from code written at run time, which no sweep of the image
+ * saw, then the usual PASS/SUMMARY lines and exit through port 0xf4.
  *
  * This guest needs a hypervisor: run it as L2 under turtle
  *   terrapin run Guests/build/turtle.elf --module "Guests/build/vmcall-storm.elf 1000"
@@ -52,6 +53,23 @@ static char *put_u64(char *p, uint64_t v)
 
 static char message[128];
 
+/*
+ * VMCALL; RET, written into a data buffer at run time and called there.
+ * L0's sweep of this image never saw it, and it still exits to the
+ * hypervisor (SDM 26.1.2): L0 catches it at this guest's #UD handler.
+ */
+static uint8_t generated[16] __attribute__((aligned(16)));
+
+static uint64_t generated_hypercall(uint64_t nr, uint64_t arg)
+{
+	static const uint8_t code[] = { 0x0f, 0x01, 0xc1, 0xc3 };
+
+	for (unsigned i = 0; i < sizeof(code); i++)
+		((volatile uint8_t *)generated)[i] = code[i];
+	__asm__ volatile("call *%[fn]" : "+a"(nr) : "b"(arg), [fn] "r"(generated) : "memory");
+	return nr;
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t n = 10000, ret = 0, bad = 0;
@@ -92,6 +110,7 @@ int main(int argc, char **argv)
 		*p++ = *s++;
 	*p = '\0';
 	report(hypercall(HC_PRINT, (uint64_t)(uintptr_t)message) == 0, "print hypercall returned 0");
+	report(generated_hypercall(HC_NOP, 0) == 0, "a nop hypercall from code written at run time returned 0");
 	report_iterations(n);	/* the unit of work, for terrapin-trace compare */
 	return report_summary();
 }

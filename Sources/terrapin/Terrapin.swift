@@ -82,9 +82,9 @@ struct Run: ParsableCommand {
     var hypervEVMCS = false
 
     @Option(name: .customLong("l2-vmcall-trap"), help: ArgumentHelp(
-        "How L2's VMCALL reaches L0: 'breakpoint' (its swept sites are patched, and a breakpoint on L2's #UD handler catches the rest) or 'patched' (the swept sites only: a VMCALL in unswept code takes L2's own #UD; for measuring what the breakpoint costs).",
-        valueName: "breakpoint|patched"))
-    var l2VMCALLTrap: String = "breakpoint"
+        "How a VMCALL in code the sweep did not patch reaches L0 (swept sites are patched in every mode): 'handler' (INT3 on L2's #UD handler in L2's copy of its page, costing nothing until it is hit; the default), 'breakpoint' (a debug register on that handler, armed for the whole run) or 'patched' (none: such a VMCALL takes L2's own #UD; for measuring the other two).",
+        valueName: "handler|breakpoint|patched"))
+    var l2VMCALLTrap: String = "handler"
 
     func validate() throws {
         guard let size = MachineConfig.parseMemorySize(memory) else {
@@ -103,8 +103,8 @@ struct Run: ParsableCommand {
         guard EPT02Policy(rawValue: ept02) != nil else {
             throw ValidationError("--ept02 '\(ept02)' must be 'lazy' or 'eager'")
         }
-        guard ["breakpoint", "patched"].contains(l2VMCALLTrap) else {
-            throw ValidationError("--l2-vmcall-trap '\(l2VMCALLTrap)' must be 'breakpoint' or 'patched'")
+        guard L2VMCALLTrap(rawValue: l2VMCALLTrap) != nil else {
+            throw ValidationError("--l2-vmcall-trap '\(l2VMCALLTrap)' must be 'handler', 'breakpoint' or 'patched'")
         }
         if let trace, trace.isEmpty { throw ValidationError("--trace needs a file name") }
         if let hostTrace, hostTrace.isEmpty { throw ValidationError("--host-trace needs a file name") }
@@ -123,7 +123,7 @@ struct Run: ParsableCommand {
         config.featureControlUnlocked = featureControl == "unlocked"
         config.ept02Policy = EPT02Policy(rawValue: ept02) ?? .lazy
         config.hyperVEnlightenedVMCS = hypervEVMCS
-        config.l2VMCALLBreakpoint = l2VMCALLTrap == "breakpoint"
+        config.l2VMCALLTrap = L2VMCALLTrap(rawValue: l2VMCALLTrap) ?? .handler
 
         let outcome: RunOutcome
         do {

@@ -130,12 +130,152 @@ final class NestedEngineTests: XCTestCase {
             slot.at <= L.code && L.code - slot.at < UInt64(slot.size) && UInt64(slot.offset) + (L.code - slot.at) == L.l2Base + L.code
         }, "\(hv.l2VM.slots)")
         XCTAssertGreaterThan(hv.l2VM.filters, 0, "L1's MSR bitmaps became L2's MSR filter")
-        // Before L2 runs, VMCALL's breakpoint goes on L2's #UD handler (DR0).
+    }
+
+    // MARK: VMCALL in unswept code (docs/PATCHING.md)
+
+    /// Builds the machine again with `trap` for VMCALL in unswept code.
+    func useVMCALLTrap(_ trap: L2VMCALLTrap) throws {
+        hv = FakeHypervisor()
+        var config = MachineConfig(imagePath: imagePath)
+        config.memorySize = 8 << 20
+        config.l2VMCALLTrap = trap
+        machine = try Machine(config: config, clock: hv.clock, hypervisor: hv)
+        buildL2Memory()
+    }
+
+    /// The debug registers armed on L2's vCPU last, if any breakpoint is.
+    var l2HardwareBreakpoints: [UInt64]? {
+        guard let last = hv.l2.guestDebug.last, last.control.contains(.useHardwareBreakpoints) else { return nil }
+        return last.registers
+    }
+
+    /// Before L2 runs, the handler trap (the default) puts INT3 on the
+    /// first byte of L2's #UD handler in L2's copy of its page; L1's page
+    /// keeps its bytes, and no breakpoint is armed.
+    func testTheHandlerTrapIsAnINT3InL2sCopyOfTheHandlersPage() throws {
+        storeBytes([0x90, 0xcf], l2: L.handler)                                // nop; iret
+        launch(vmcs())
         hv.l2.script = [FakeRun(exit: .irqWindowOpen)]
         XCTAssertNil(try machine.step())
-        let debug = hv.l2.guestDebug.last
-        XCTAssertEqual(debug?.registers.first, L.handler)
-        XCTAssertTrue(debug?.control.contains(.useHardwareBreakpoints) ?? false)
+        XCTAssertEqual(hv.l2VM.read(L.handler, count: 2), [0xcc, 0xcf], "L2 runs the copy")
+        XCTAssertEqual(machine.ram.read(L.l2Base + L.handler, count: 2), [0x90, 0xcf], "L1's page is untouched")
+        XCTAssertEqual(hv.l2VM.slots.first { $0.at == L.handler & ~0xfff }?.size, 4096, "the copy is a page of its own")
+        XCTAssertTrue(hv.l2VM.read(0, count: 1) != nil && hv.l2VM.read(0x2000, count: 1) != nil, "the rest stays mapped")
+        XCTAssertNil(l2HardwareBreakpoints, "nothing armed")
+    }
+
+    /// `--l2-vmcall-trap breakpoint`: DR0 on L2's #UD handler instead.
+    func testTheBreakpointModeArmsADebugRegisterOnTheHandler() throws {
+        try useVMCALLTrap(.breakpoint)
+        storeBytes([0x90, 0xcf], l2: L.handler)
+        launch(vmcs())
+        hv.l2.script = [FakeRun(exit: .irqWindowOpen)]
+        XCTAssertNil(try machine.step())
+        XCTAssertEqual(l2HardwareBreakpoints?.first, L.handler)
+        XCTAssertEqual(hv.l2VM.read(L.handler, count: 1), [0x90], "no copy")
+    }
+
+    /// KVM turned VMCALL into #UD, delivered: L2 stops at the handler with
+    /// the frame pushed, by the trap's INT3 or by the breakpoint. Either way
+    /// L1 gets exit 18 with the delivery unwound (SDM 26.1.2).
+    func testVMCALLAtL2sUDHandlerIsReflected() throws {
+        for trap in [L2VMCALLTrap.handler, .breakpoint] {
+            try useVMCALLTrap(trap)
+            storeBytes([0x0f, 0x01, 0xc1], l2: L.code)
+            launch(vmcs())
+            let frameAt = L.stack - 12
+            store(UInt32(L.code), l2: frameAt)
+            store(UInt32(0x08), l2: frameAt + 4)
+            store(UInt32(0x2), l2: frameAt + 8)
+            let stop: VCPUExit = trap == .handler
+                ? .internalError(InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcc])))
+                : .debug(DebugExit(exception: 1, pc: L.handler, dr6: 1, dr7: 0x3))
+            hv.l2.script = [FakeRun(effect: { $0.set(rip: L.handler); $0.registers.rsp = frameAt }, exit: stop)]
+            try step()
+            assertReflected(.vmcall)
+            XCTAssertEqual(field(.exitInstructionLength), 3, "\(trap)")
+            XCTAssertEqual(field(.guestRIP), L.code, "the delivery was unwound")
+            XCTAssertEqual(field(.guestRSP), L.stack)
+        }
+    }
+
+    /// A #UD of L2's own (UD2) at the handler trap: L2's handler runs, its
+    /// first instruction stepped from L1's page, and the INT3 is back after
+    /// the step.
+    func testL2sOwnUDAtTheHandlerTrapRunsItsHandler() throws {
+        storeBytes([0x0f, 0x0b], l2: L.code)                                   // ud2
+        storeBytes([0x90, 0xcf], l2: L.handler)
+        launch(vmcs())
+        let frameAt = L.stack - 12
+        store(UInt32(L.code), l2: frameAt)
+        store(UInt32(0x08), l2: frameAt + 4)
+        store(UInt32(0x2), l2: frameAt + 8)
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.handler); $0.registers.rsp = frameAt },
+                                exit: .internalError(InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcc]))))]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2, "no exit: L1 does not intercept #UD")
+        XCTAssertEqual(hv.l2VM.read(L.handler, count: 1), [0x90], "L1's page for the step")
+        XCTAssertTrue(hv.l2.guestDebug.last?.control.contains(.singleStep) ?? false)
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.handler + 1) },
+                                exit: .debug(DebugExit(exception: 1, pc: L.handler + 1, dr6: 0x4000, dr7: 0)))]
+        try step()
+        XCTAssertEqual(machine.activeLevel, 2)
+        XCTAssertEqual(hv.l2VM.read(L.handler, count: 1), [0xcc], "the trap is back")
+        XCTAssertFalse(hv.l2.guestDebug.last?.control.contains(.singleStep) ?? true)
+    }
+
+    /// A #UD that L1 injects is delivered, not intercepted again, and is no
+    /// VMCALL even when its frame points at one (a hypervisor answering a
+    /// VMCALL it does not support with #UD): L2's handler runs. Both traps.
+    func testAnInjectedUDAtAVMCALLIsNoVMCALLExit() throws {
+        for trap in [L2VMCALLTrap.handler, .breakpoint] {
+            try useVMCALLTrap(trap)
+            storeBytes([0x0f, 0x01, 0xc1], l2: L.code)
+            storeBytes([0x90, 0xcf], l2: L.handler)
+            var v = vmcs()
+            XCTAssertTrue(v.write(.entryInterruptionInfo, 1 << 31 | 3 << 8 | 6))    // #UD, hardware exception
+            launch(v)
+            let frameAt = L.stack - 12
+            store(UInt32(L.code), l2: frameAt)
+            store(UInt32(0x08), l2: frameAt + 4)
+            store(UInt32(0x2), l2: frameAt + 8)
+            let stop: VCPUExit = trap == .handler
+                ? .internalError(InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcc])))
+                : .debug(DebugExit(exception: 1, pc: L.handler, dr6: 1, dr7: 0x3))
+            hv.l2.script = [FakeRun(effect: { $0.set(rip: L.handler); $0.registers.rsp = frameAt }, exit: stop)]
+            try step()
+            XCTAssertEqual(machine.activeLevel, 2, "\(trap): L2's handler takes L1's #UD")
+            XCTAssertTrue(hv.l2.guestDebug.last?.control.contains(.singleStep) ?? false, "\(trap)")
+        }
+    }
+
+    /// Where L1 intercepts #UD, its breakpoint watches the handler, which
+    /// then has no INT3; L2 writing to the handler's page ends the trap
+    /// too. Each time the breakpoint catches VMCALL instead.
+    func testTheHandlerTrapGivesWayToTheBreakpoint() throws {
+        storeBytes([0x90, 0xcf], l2: L.handler)
+        var v = vmcs()
+        XCTAssertTrue(v.write(.exceptionBitmap, 1 << 6))
+        launch(v)
+        hv.l2.script = [FakeRun(exit: .irqWindowOpen)]
+        XCTAssertNil(try machine.step())
+        XCTAssertEqual(l2HardwareBreakpoints?.first, L.handler, "L1 intercepts #UD")
+        XCTAssertEqual(hv.l2VM.read(L.handler, count: 1), [0x90])
+
+        machine.vmx.current = vmcs()
+        hv.l2.script = [FakeRun(exit: .irqWindowOpen)]
+        XCTAssertNil(try machine.step())
+        XCTAssertNil(l2HardwareBreakpoints, "the trap again")
+        XCTAssertEqual(hv.l2VM.read(L.handler, count: 1), [0xcc])
+
+        hv.l2.script = [FakeRun(exit: .mmio(MMIOExit(address: L.handler + 0x100, length: 1, isWrite: true, data: 0x5a)))]
+        try step()
+        XCTAssertEqual(machine.ram.read(L.l2Base + L.handler + 0x100, count: 1), [0x5a])
+        hv.l2.script = [FakeRun(exit: .irqWindowOpen)]
+        XCTAssertNil(try machine.step())
+        XCTAssertEqual(l2HardwareBreakpoints?.first, L.handler, "L2 wrote to the page")
+        XCTAssertEqual(hv.l2VM.read(L.handler, count: 1), [0x90])
     }
 
     func testEntryInjectsTheEventL1Asked() {
@@ -436,23 +576,6 @@ final class NestedEngineTests: XCTestCase {
         hv.l2.script = [FakeRun(exit: .mmio(MMIOExit(address: 0x6000, length: 4, isWrite: false)))]
         try step()
         XCTAssertTrue(hv.l2VM.slots.contains { $0.at <= 0x6000 && 0x6000 < $0.at + UInt64($0.size) })
-    }
-
-    func testVMCALLAtL2sUDHandlerIsReflected() throws {
-        storeBytes([0x0f, 0x01, 0xc1], l2: L.code)
-        launch(vmcs())
-        // KVM turned VMCALL into #UD: L2 stops at the handler, frame pushed.
-        let frameAt = L.stack - 12
-        store(UInt32(L.code), l2: frameAt)
-        store(UInt32(0x08), l2: frameAt + 4)
-        store(UInt32(0x2), l2: frameAt + 8)
-        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.handler); $0.registers.rsp = frameAt },
-                                exit: .debug(DebugExit(exception: 1, pc: L.handler, dr6: 1, dr7: 0x3)))]
-        try step()
-        assertReflected(.vmcall)
-        XCTAssertEqual(field(.exitInstructionLength), 3)
-        XCTAssertEqual(field(.guestRIP), L.code, "the delivery was unwound")
-        XCTAssertEqual(field(.guestRSP), L.stack)
     }
 
     func testAnExitDuringDeliveryRecordsTheEvent() throws {

@@ -35,8 +35,8 @@ public final class Machine {
     public internal(set) var vmx: VMXState
     let vmxTrapChannel: VMXTrapChannel
     let ept02Policy: EPT02Policy
-    /// Whether L2's #UD handler carries the VMCALL breakpoint (`MachineConfig`).
-    let l2VMCALLBreakpoint: Bool
+    /// How VMCALL in L2's unswept code reaches L0 (`MachineConfig`).
+    let l2VMCALLTrap: L2VMCALLTrap
     /// Channel (b) on L1's vCPU: #GP (CR4.VMXE) and #UD (VMX instructions).
     let l1Breakpoints: BreakpointChannel
     /// L1 has touched a VMX MSR: channel (b)'s breakpoints are worth their cost.
@@ -111,7 +111,7 @@ public final class Machine {
         }
         vmxTrapChannel = config.vmxTrapChannel
         ept02Policy = config.ept02Policy
-        l2VMCALLBreakpoint = config.l2VMCALLBreakpoint
+        l2VMCALLTrap = config.l2VMCALLTrap
         ram = GuestRAM(memory: memory)
         boot = try MultibootLoader.load(image: image, path: config.imagePath, commandLine: config.guestCommandLine,
                                         modules: modules, into: memory)

@@ -1,5 +1,23 @@
 import TraceFormat
 
+/// How L2's VMCALL outside swept code reaches L0. VMCALL exits
+/// unconditionally in VMX non-root operation (SDM Vol. 3C 26.1.2); KVM
+/// turns it into a #UD in L2, so L0 catches it at L2's #UD handler.
+/// Swept VMCALL sites are patched in every mode.
+public enum L2VMCALLTrap: String, Sendable, CaseIterable {
+    /// INT3 over the first byte of L2's #UD handler, in L2's copy of its
+    /// page: nothing armed while L2 runs no #UD. Falls back to `breakpoint`
+    /// where no copy can hold it (L2 wrote to the page, or L1 intercepts
+    /// #UD, or the monitor trap flag is on).
+    case handler
+    /// A debug-register breakpoint on L2's #UD handler, armed for the whole
+    /// run (about 5% on L2's compute, docs/PERFORMANCE.md).
+    case breakpoint
+    /// The swept sites only: a VMCALL elsewhere reaches L2's own #UD handler
+    /// (an SDM deviation, for measuring what the other two cost).
+    case patched
+}
+
 /// Everything `terrapin run` needs to build a machine.
 public struct MachineConfig: Sendable {
     public var imagePath: String
@@ -22,11 +40,9 @@ public struct MachineConfig: Sendable {
     /// Offer Hyper-V's enlightened VMCS to L1 (`--hyperv-evmcs`): the
     /// Hyper-V CPUID leaves and the VP assist page MSR (docs/EVMCS.md).
     public var hyperVEnlightenedVMCS = false
-    /// Keep the breakpoint on L2's #UD handler that catches VMCALL in code
-    /// the sweep did not patch (`--l2-vmcall-trap breakpoint`, the default).
-    /// Off (`patched`), only swept VMCALL sites exit; a VMCALL elsewhere
-    /// reaches L2's own #UD handler. For measuring what the breakpoint costs.
-    public var l2VMCALLBreakpoint = true
+    /// How VMCALL in code the sweep did not patch reaches L0
+    /// (`--l2-vmcall-trap`, docs/PATCHING.md "VMCALL in unswept code").
+    public var l2VMCALLTrap: L2VMCALLTrap = .handler
 
     public init(imagePath: String) { self.imagePath = imagePath }
 

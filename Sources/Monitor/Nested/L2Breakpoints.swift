@@ -7,22 +7,27 @@ import VMXArch
 /// handler, the exceptions of L1's exception bitmap, and the stop after an
 /// injected event's delivery.
 extension Machine {
-    /// Before each L2 entry: keeps breakpoints on L2's #UD handler (VMCALL)
-    /// and on the handlers of the first three other vectors of L1's exception
-    /// bitmap (four debug registers in all; further vectors reach L2's IDT).
+    /// Before each L2 entry: keeps the handler trap or a breakpoint on L2's
+    /// #UD handler (VMCALL), and breakpoints on the handlers of the first
+    /// three other vectors of L1's exception bitmap (four debug registers in
+    /// all; further vectors reach L2's IDT).
     func refreshL2Breakpoints(_ l2: L2Machine) throws(KVMError) {
         guard !l2.breakpoints.stepping else { return }
         let bitmap = vmx.current?.read(.exceptionBitmap) ?? 0
-        let patched = !l2.copies.isEmpty
-        if bitmap != l2.watchedExceptionBitmap || l2.deliveryStop != l2.watchedDeliveryStop || patched != l2.watchedPatchTrap {
+        let state = l2State
+        try refreshHandlerTrap(l2, state: state, exceptionBitmap: bitmap)
+        let patched = !l2.siteCopies.isEmpty
+        if bitmap != l2.watchedExceptionBitmap || l2.deliveryStop != l2.watchedDeliveryStop || patched != l2.watchedPatchTrap
+            || l2.watchesVMCALL != l2.watchedVMCALL {
             l2.watchedExceptionBitmap = bitmap
+            l2.watchedVMCALL = l2.watchesVMCALL
             l2.watchedDeliveryStop = l2.deliveryStop
             l2.watchedPatchTrap = patched
             var vectors = l2.vectorsForL1
             // At CPL 3 a patched INT3 is a #BP through L2's IDT: its handler
-            // is watched while L2 has patched pages (docs/PATCHING.md).
+            // is watched while L2 has copies with sites (docs/PATCHING.md).
             if patched, !vectors.contains(IDTBreakpoints.bpVector) {
-                vectors.insert(IDTBreakpoints.bpVector, at: 1)
+                vectors.insert(IDTBreakpoints.bpVector, at: vectors.first == IDTBreakpoints.udVector ? 1 : 0)
                 vectors = Array(vectors.prefix(IDTBreakpoints.maximumVectors))
             }
             if let stop = l2.deliveryStop, !vectors.contains(stop), vectors.count < IDTBreakpoints.maximumVectors {
@@ -30,14 +35,13 @@ extension Machine {
             }
             l2.breakpoints.watch(vectors)
         }
-        try l2.breakpoints.refresh(cpu: l2State, memory: L2SlotMemory(machine: self, l2: l2))
+        try l2.breakpoints.refresh(cpu: state, memory: L2SlotMemory(machine: self, l2: l2))
     }
 
-    /// A breakpoint hit in L2: VMCALL at its #UD handler is reflected (reason
-    /// 18, length 3), and an exception L1 intercepts is reflected as exit 0
-    /// (SDM 26.2), each after unwinding the delivery. Anything else runs
-    /// L2's own handler. For #PF, L2's CR2 has already been written by the
-    /// delivery (documented).
+    /// A debug exit of L2: the end of a step past a handler or an original
+    /// instruction, the stop after an injected event's delivery, a single
+    /// step, or a breakpoint on a watched handler (`l2ReachedHandler`). For
+    /// #PF, L2's CR2 has already been written by the delivery (documented).
     func handleL2Breakpoint(_ d: DebugExit, l2: L2Machine, note: inout ExitNote) -> RunOutcome? {
         do {
             if try l2.breakpoints.finishStep() {
@@ -65,44 +69,18 @@ extension Machine {
                 }
                 return raiseDebugException(DebugExceptions.singleStep, l2: l2, vmcs: vmcs, note: &note)
             }
-            let state = l2State
-            let memory = L2PhysicalMemory(machine: self)
-            guard let vector = l2.breakpoints.breakpoints.vector(atHandler: d.pc),
-                  let frame = ExceptionFrame(cpu: state, hasErrorCode: ExitRouting.hasErrorCode(vector), memory: memory),
-                  let vmcs = vmx.current else {
+            guard let vector = l2.breakpoints.breakpoints.vector(atHandler: d.pc) else {
                 return .unhandledExit("L2 debug exit at \(hex(d.pc))")
             }
-            let acrossPrivilege = frame.unwound(state, memory: memory)
-            let at = acrossPrivilege ?? frame.unwound(state)
-            if vector == IDTBreakpoints.bpVector, frame.rip > 0, var site = acrossPrivilege {
-                site.rip -= 1                                    // INT3 is a trap: back to it
-                if let outcome = handlePatchedSite(l2: l2, state: site, note: &note) { return outcome }
+            return try l2ReachedHandler(vector, state: l2State, l2: l2, note: &note) { () throws(KVMError) in
+                // L2's own exception, delivered: under "monitor trap flag" the
+                // MTF VM exit comes now, on the boundary after the delivery
+                // (26.5.2); the step past the handler's breakpoint waits for
+                // the entry.
+                try l2.breakpoints.stepPastHandler()
+                if l2.breakpoints.monitorTrapping { l2.monitorTrap = true }
+                return nil
             }
-            if vector == IDTBreakpoints.udVector,
-               InstructionFetch.bytes(at: frame.rip, cpu: at, memory: memory).starts(with: [0x0f, 0x01, 0xc1]) {
-                return reflect(NestedExit(reason: .vmcall, instructionLength: 3), state: at, note: &note)
-            }
-            // The delivery of an exception L1 injected is not intercepted again.
-            let injected = l2.injectedVector == vector
-            l2.injectedVector = nil
-            if !injected, ExitRouting.wantsException(vector, errorCode: frame.errorCode, vmcs: vmcs) {
-                let info = DeliveredEvent(kind: .hardwareException, vector: UInt8(truncatingIfNeeded: vector),
-                                          errorCode: frame.errorCode.map { UInt32(truncatingIfNeeded: $0) }).interruptionInformation
-                // 28.2.1: #PF gives CR2 (already written by the delivery);
-                // #DB the DR6 bits its delivery set.
-                let qualification = vector == 14 ? state.cr2
-                    : vector == 1 ? DebugExceptions.exitQualification(dr6: try l2.vcpu.debugRegisters().dr6) : 0
-                let exit = NestedExit(reason: .exceptionOrNMI, qualification: qualification,
-                                      interruptionInfo: info, interruptionErrorCode: UInt32(truncatingIfNeeded: frame.errorCode ?? 0))
-                note.value = UInt64(vector)
-                return reflect(exit, state: at, note: &note)
-            }
-            // L2's own exception, delivered: under "monitor trap flag" the MTF
-            // VM exit comes now, on the boundary after the delivery (26.5.2);
-            // the step past the handler's breakpoint waits for the entry.
-            try l2.breakpoints.stepPastHandler()
-            if l2.breakpoints.monitorTrapping { l2.monitorTrap = true }
-            return nil
         } catch {
             return .unhandledExit("L2 breakpoints: \(error)")
         }

@@ -14,19 +14,31 @@ final class L2Machine {
     var builtFor: L2PhysicalMap?
     /// A breakpoint on L2's #UD handler catches VMCALL, which KVM turns into
     /// #UD (the hypercall quirk is off): VMCALL exits unconditionally in VMX
-    /// non-root operation (SDM 26.1.2).
+    /// non-root operation (SDM 26.1.2). So do the vectors of L1's exception
+    /// bitmap.
     let breakpoints: BreakpointChannel
     /// L1's exception bitmap the breakpoints were chosen for.
     var watchedExceptionBitmap: UInt64 = 0
     /// The vectors watched for L1: #UD and the bitmap's first three.
     var vectorsForL1: [Int] {
         let intercepted = (0..<32).filter { $0 != IDTBreakpoints.udVector && watchedExceptionBitmap & (1 << UInt64($0)) != 0 }
-        let ud = watchesVMCALL || watchedExceptionBitmap & (1 << UInt64(IDTBreakpoints.udVector)) != 0
+        let ud = watchedVMCALL || watchedExceptionBitmap & (1 << UInt64(IDTBreakpoints.udVector)) != 0
         return Array(((ud ? [IDTBreakpoints.udVector] : []) + intercepted).prefix(IDTBreakpoints.maximumVectors))
     }
-    /// The breakpoint on L2's #UD handler catches VMCALL in unswept code
-    /// (`MachineConfig.l2VMCALLBreakpoint`).
-    let watchesVMCALL: Bool
+    /// How VMCALL in unswept code is caught (`MachineConfig.l2VMCALLTrap`).
+    let vmcallTrap: L2VMCALLTrap
+    /// The breakpoint on L2's #UD handler catches VMCALL: in `breakpoint`
+    /// mode, and in `handler` mode while no copy carries the INT3.
+    var watchesVMCALL: Bool { vmcallTrap == .breakpoint || (vmcallTrap == .handler && handlerTrap == nil) }
+    /// `watchesVMCALL` as the breakpoints were last chosen.
+    var watchedVMCALL: Bool
+    /// The `handler` trap (docs/PATCHING.md, "VMCALL in unswept code"):
+    /// L2's #UD gate, read as the breakpoints read theirs; the L2-physical
+    /// address of its handler's first byte, where L2's copy of the page has
+    /// INT3; and the gate key and handler address that address was found for.
+    var udGate = IDTBreakpoints(vectors: [IDTBreakpoints.udVector])
+    var handlerTrap: UInt64?
+    var handlerTrapFound: (key: IDTBreakpoints.Key, linear: UInt64, physical: UInt64?)?
     /// An exception L1 injected at VM entry: its delivery is not intercepted.
     var injectedVector: Int?
     /// The event the last VM entry injected, with its VM-entry instruction
@@ -47,6 +59,10 @@ final class L2Machine {
     var halted = false
     /// The patched copies of code pages in EPT02, by slot (docs/PATCHING.md).
     private(set) var copies: [UInt32: (slot: Slot, memory: GuestMemory, entry: PatchTable.Page)] = [:]
+    /// The copies with an INT3 at a site of `patchedClasses` (the others
+    /// carry only the handler trap), by slot: while there are any, a CPL-3
+    /// site's #BP is watched at L2's #BP handler.
+    private(set) var siteCopies = Set<UInt32>()
     /// An MTF VM exit is pending (SDM 26.5.2): set where an L2 instruction
     /// or event delivery completes under "monitor trap flag", taken by
     /// `L2Schedule` before L2 runs again, cleared by any exit to L1.
@@ -59,11 +75,13 @@ final class L2Machine {
     /// L0 single-steps L2 over a patched site's original instruction
     /// (docs/PATCHING.md): the page it is on (L1's meanwhile), the
     /// instruction's RIP, CS and RFLAGS.TF, and a register L0 changed for
-    /// the step, with the value it goes back to.
+    /// the step, with the value it goes back to. `atHandler`: the step is
+    /// the first instruction of L2's #UD handler, past the handler trap.
     struct OriginalStep {
         var page: UInt64
         var rip: UInt64, cs: UInt16, trapFlag: Bool
         var restoring: (register: Int, value: UInt64)?
+        var atHandler = false
     }
     var originalStep: OriginalStep?
     /// The CPU time the last run of L2 was charged to the preemption timer.
@@ -96,12 +114,13 @@ final class L2Machine {
     static let slotCapacity = 32_000
 
     init(_ parts: (vm: any GuestVM, vcpu: any VirtualCPU), slotCapacity: Int = L2Machine.slotCapacity,
-         watchesVMCALL: Bool = true) {
+         vmcallTrap: L2VMCALLTrap = .handler) {
         vm = parts.vm
         vcpu = parts.vcpu
         slots = SlotMap(capacity: slotCapacity)
-        self.watchesVMCALL = watchesVMCALL
-        breakpoints = BreakpointChannel(vcpu: parts.vcpu, vectors: watchesVMCALL ? [IDTBreakpoints.udVector] : [])
+        self.vmcallTrap = vmcallTrap
+        watchedVMCALL = vmcallTrap != .patched
+        breakpoints = BreakpointChannel(vcpu: parts.vcpu, vectors: watchedVMCALL ? [IDTBreakpoints.udVector] : [])
     }
 
     /// The timer goes first: its kicker points into the vCPU's `kvm_run`.
@@ -112,6 +131,7 @@ final class L2Machine {
         for s in slots.slots { try vm.unmap(slot: s.id, at: s.base) }
         slots.removeAll()
         copies.removeAll()
+        siteCopies.removeAll()
         premapped = nil
     }
 
@@ -133,6 +153,7 @@ final class L2Machine {
         let slot = Slot(id: id, base: base, size: UInt64(bytes.count), l1: l1, readOnly: true)
         slots.insert(slot)
         copies[id] = (slot, copy, entry)
+        if entry.traps(patchedClasses) { siteCopies.insert(id) }
     }
 
     /// The patched copy mapped at L2-physical `address`, if any.
@@ -163,6 +184,7 @@ final class L2Machine {
     func unmap(_ slot: Slot) throws(KVMError) {
         try vm.unmap(slot: slot.id, at: slot.base)
         copies[slot.id] = nil
+        siteCopies.remove(slot.id)
         slots.remove(slot)
         premapped = nil
     }

@@ -12,23 +12,56 @@ extension Machine {
     /// Before the EPT12 run L2-physical [start, end), backed by L1-physical
     /// `l1Start` onwards, goes into EPT02: each page of it that holds an
     /// image's code page with sites, unchanged, gets a slot of its own with
-    /// the copy, wherever L1 put the page (matched by content). True when it
+    /// the copy, wherever L1 put the page (matched by content); so does the
+    /// page of the handler trap, with INT3 on L2's #UD handler. True when it
     /// made one (the run must then be cut around it).
     func mapPatchedCopies(_ start: UInt64, _ end: UInt64, l1Start: UInt64, l2: L2Machine) throws(KVMError) -> Bool {
-        guard !patches.pages.isEmpty, start < end else { return false }
+        let pageMask = UInt64(PatchTable.pageSize - 1)
+        var first = start & ~pageMask, last = end
+        if patches.pages.isEmpty {
+            // Only the handler trap's page can get a copy.
+            guard let trap = l2.handlerTrap, trap >= first, trap < end else { return false }
+            first = trap & ~pageMask
+            last = first + 1
+        }
         var made = false
-        var page = start & ~UInt64(PatchTable.pageSize - 1)
-        while page < end {
+        var page = first
+        while page < last {
             defer { page += UInt64(PatchTable.pageSize) }
             guard !l2.unpatched.contains(page), l2.slot(containing: page) == nil else { continue }
-            let l1 = l1Start + (page - start)
-            guard let bytes = memory.bytes(at: l1, count: PatchTable.pageSize).map(UnsafeRawBufferPointer.init),
-                  let entry = patches.page(at: page, holding: bytes) ?? patches.page(holding: bytes),
-                  entry.traps(l2.patchedClasses) else { continue }
-            try l2.mapCopy(at: page, l1: l1, bytes: entry.patched(bytes, classes: l2.patchedClasses), entry: entry)
+            let l1 = l1Start &+ (page &- start)
+            guard let bytes = memory.bytes(at: l1, count: PatchTable.pageSize).map(UnsafeRawBufferPointer.init) else { continue }
+            let image = (patches.page(at: page, holding: bytes) ?? patches.page(holding: bytes)).flatMap {
+                $0.traps(l2.patchedClasses) ? $0 : nil
+            }
+            let trap = l2.handlerTrap.flatMap { $0 & ~pageMask == page ? Int($0 & pageMask) : nil }
+            guard image != nil || trap != nil else { continue }
+            var copy = image?.patched(bytes, classes: l2.patchedClasses) ?? [UInt8](bytes)
+            if let trap { copy[trap] = PatchTable.trap }
+            try l2.mapCopy(at: page, l1: l1, bytes: copy, entry: image ?? PatchTable.Page(wholePage: bytes))
             made = true
         }
         return made
+    }
+
+    /// Maps the page at L2-physical `page` afresh, on its own: the slot that
+    /// holds it is cut around it, and `mapPatchedCopies` decides what L2
+    /// sees there. A page that was a copy and gets none stays unmapped until
+    /// L2's next touch maps it with EPT12's permissions.
+    func remapPage(_ page: UInt64, l2: L2Machine) throws(KVMError) {
+        guard let slot = l2.slot(containing: page) else { return }
+        let wasCopy = l2.copy(containing: page) != nil
+        let size = UInt64(PatchTable.pageSize), l1 = slot.l1 + (page - slot.base)
+        try l2.unmap(slot)
+        if page > slot.base {
+            try l2.map(base: slot.base, size: page - slot.base, l1: slot.l1, readOnly: slot.readOnly, memory: memory)
+        }
+        if slot.end > page + size {
+            try l2.map(base: page + size, size: slot.end - page - size, l1: l1 + size, readOnly: slot.readOnly, memory: memory)
+        }
+        if try !mapPatchedCopies(page, page + size, l1Start: l1, l2: l2), !wasCopy {
+            try l2.map(base: page, size: size, l1: l1, readOnly: slot.readOnly, memory: memory)
+        }
     }
 
     /// At each VM entry: a copy whose page L1 has changed since is dropped,
@@ -57,8 +90,9 @@ extension Machine {
         let linear = state.cs.base &+ state.rip
         guard case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: true), state: state,
                                                              memory: L2PhysicalMemory(machine: self), setAccessedDirty: false),
-              let copy = l2.copy(containing: gpa), let site = copy.entry.site(at: gpa),
-              l2.patchedClasses.contains(site.trapClass) else { return nil }
+              let copy = l2.copy(containing: gpa) else { return nil }
+        if gpa == l2.handlerTrap { return .some(handlerTrapHit(l2: l2, state: state, gpa: gpa, note: &note)) }
+        guard let site = copy.entry.site(at: gpa), l2.patchedClasses.contains(site.trapClass) else { return nil }
         l2.preemption?.refund(l2.lastRunNanos)                 // the run to the trap was L0's work
         note.flags.insert(.patchedSite)
         note.address = gpa
@@ -304,15 +338,18 @@ extension Machine {
     /// (read-only) while L0 single-steps L2 over it, and the copy comes back
     /// at the step's debug exit (`restorePatchedCopy`). `state` is L2 at the
     /// site (unwound, for a #BP from CPL 3).
-    /// `restoring` is a register L0 changed for the step, with its value.
-    func executeOriginal(at gpa: UInt64, state: CPUState, l2: L2Machine, restoring: (Int, UInt64)? = nil) -> RunOutcome? {
+    /// `restoring` is a register L0 changed for the step, with its value;
+    /// `atHandler`: the step is past the handler trap.
+    func executeOriginal(at gpa: UInt64, state: CPUState, l2: L2Machine, restoring: (Int, UInt64)? = nil,
+                         atHandler: Bool = false) -> RunOutcome? {
         guard let copy = l2.copySlot(containing: gpa) else { return .unhandledExit("no patched copy at \(hex(gpa))") }
         do {
             state.storeRegistersAndSegments(into: l2.vcpu)
             try l2.unmap(copy)
             try l2.map(base: copy.base, size: copy.size, l1: copy.l1, readOnly: true, memory: memory)
             l2.originalStep = L2Machine.OriginalStep(page: copy.base, rip: state.rip, cs: state.cs.selector,
-                                                     trapFlag: state.rflags & Self.trapFlag != 0, restoring: restoring)
+                                                     trapFlag: state.rflags & Self.trapFlag != 0, restoring: restoring,
+                                                     atHandler: atHandler)
             try l2.breakpoints.stepPastHandler()
         } catch {
             return .unhandledExit("running L2's original instruction at \(hex(gpa)): \(error)")

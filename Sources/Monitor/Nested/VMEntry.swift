@@ -14,7 +14,7 @@ extension Machine {
         let l2: L2Machine
         do {
             l2 = try l2Machine ?? L2Machine(hypervisor.makeL2(cpuid: Self.guestCPUID(hostCPUID, vmx: false)),
-                                                    watchesVMCALL: l2VMCALLBreakpoint)
+                                                    vmcallTrap: l2VMCALLTrap)
             l2Machine = l2
             try refreshPatchedCopies(l2, vmcs: vmcs)
             try prepareMemory(of: l2, for: vmcs)
@@ -33,8 +33,11 @@ extension Machine {
             l2.entryEvent = plan.event
             l2.deliveryStop = nil
             // L1 enters L2 away from the handler L0 was stepping past: the
-            // step is moot, and the breakpoints are armed again.
-            try l2.breakpoints.cancelStep(unlessAt: state.cs.base &+ state.rip)
+            // step is moot, and the breakpoints are armed again. At the
+            // handler the step stands, past the handler trap too, so that
+            // the delivery is not judged again.
+            let resumesHandlerStep = l2.originalStep.map { $0.atHandler && $0.rip == state.rip && $0.cs == state.cs.selector } ?? false
+            if !resumesHandlerStep { try l2.breakpoints.cancelStep(unlessAt: state.cs.base &+ state.rip) }
             // 26.5.2, 26.7.2: under "monitor trap flag" KVM steps L2; an
             // entry that injects an event has its MTF VM exit pending after
             // the delivery, and one that injects a pending MTF VM exit
@@ -42,7 +45,7 @@ extension Machine {
             let monitorTrap = vmcs.proc.contains(.monitorTrapFlag)
             try l2.breakpoints.stepForMonitorTrap(monitorTrap)
             l2.monitorTrap = (monitorTrap && plan.event != nil) || plan.pendingMonitorTrap
-            try restorePatchedCopy(l2)
+            if !resumesHandlerStep { try restorePatchedCopy(l2) }
             loadGuestMSRs(l2, plan.guestMSRs)
             // 27.3.2.1: DR7 from the guest-state area under "load debug
             // controls"; without it VMX leaves DR7 alone, so L2 has L1's.

@@ -19,6 +19,12 @@ public struct PatchTable: Sendable {
         /// The sites that start on this page.
         public var sites: [SensitiveSite] = []
 
+        public init() {}
+
+        /// A page with no sites whose every byte is compared: the page of
+        /// L2's #UD handler under the handler trap (docs/PATCHING.md).
+        public init(wholePage bytes: UnsafeRawBufferPointer) { expected = [(0, [UInt8](bytes))] }
+
         /// `page` (4 KiB) holds exactly the image's code here.
         public func matches(_ page: UnsafeRawBufferPointer) -> Bool {
             expected.allSatisfy { e in
