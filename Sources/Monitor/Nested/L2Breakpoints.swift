@@ -4,13 +4,14 @@ import TraceFormat
 import VMXArch
 
 /// The breakpoint channel for L2 (docs/ARCHITECTURE.md, "Trap channels", channel b): VMCALL at L2's #UD
-/// handler, the exceptions of L1's exception bitmap, and the stop after an
-/// injected event's delivery.
+/// handler where the handler trap cannot serve (L2HandlerTrap.swift), the
+/// exceptions of L1's exception bitmap, and the stop after an injected
+/// event's delivery.
 extension Machine {
     /// Before each L2 entry: keeps the handler trap or a breakpoint on L2's
     /// #UD handler (VMCALL), and breakpoints on the handlers of the first
-    /// three other vectors of L1's exception bitmap (four debug registers in
-    /// all; further vectors reach L2's IDT).
+    /// other vectors of L1's exception bitmap (four debug registers in all;
+    /// further vectors reach L2's IDT).
     func refreshL2Breakpoints(_ l2: L2Machine) throws(KVMError) {
         guard !l2.breakpoints.stepping else { return }
         let bitmap = vmx.current?.read(.exceptionBitmap) ?? 0

@@ -12,14 +12,15 @@ final class L2Machine {
     typealias Slot = SlotMap.Slot
     /// The strategy the slots were built for; nil: none yet, or invalidated.
     var builtFor: L2PhysicalMap?
-    /// A breakpoint on L2's #UD handler catches VMCALL, which KVM turns into
-    /// #UD (the hypercall quirk is off): VMCALL exits unconditionally in VMX
-    /// non-root operation (SDM 26.1.2). So do the vectors of L1's exception
-    /// bitmap.
+    /// Channel (b) for L2: breakpoints on the handlers of L1's exception
+    /// bitmap, and on L2's #UD handler for VMCALL, which KVM turns into #UD
+    /// (the hypercall quirk is off) though it exits unconditionally in VMX
+    /// non-root operation (SDM 26.1.2), where the handler trap cannot serve.
     let breakpoints: BreakpointChannel
     /// L1's exception bitmap the breakpoints were chosen for.
     var watchedExceptionBitmap: UInt64 = 0
-    /// The vectors watched for L1: #UD and the bitmap's first three.
+    /// The vectors watched for L1: #UD when watched, then the bitmap's
+    /// others, four at most.
     var vectorsForL1: [Int] {
         let intercepted = (0..<32).filter { $0 != IDTBreakpoints.udVector && watchedExceptionBitmap & (1 << UInt64($0)) != 0 }
         let ud = watchedVMCALL || watchedExceptionBitmap & (1 << UInt64(IDTBreakpoints.udVector)) != 0
