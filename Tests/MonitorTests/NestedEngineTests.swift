@@ -250,6 +250,21 @@ final class NestedEngineTests: XCTestCase {
         }
     }
 
+    /// A #UD handler in a DPL-3 code segment would meet the INT3 at CPL 3,
+    /// where it is a #BP through L2's IDT: the breakpoint serves instead.
+    func testAUDHandlerOutsideCPL0KeepsTheBreakpoint() throws {
+        storeBytes([0x90, 0xcf], l2: L.handler)
+        store(UInt64(0x00cf_fb00_0000_ffff), l2: L.gdt + 32)                      // 0x20: 32-bit code, DPL 3
+        store(L.handler | 0x23 << 16 | 0xee << 40, l2: L.idt + 6 * 8)
+        var v = vmcs()
+        XCTAssertTrue(v.write(.guestGDTRLimit, 0x27))
+        launch(v)
+        hv.l2.script = [FakeRun(exit: .irqWindowOpen)]
+        XCTAssertNil(try machine.step())
+        XCTAssertEqual(l2HardwareBreakpoints?.first, L.handler)
+        XCTAssertEqual(hv.l2VM.read(L.handler, count: 1), [0x90], "no INT3")
+    }
+
     /// Where L1 intercepts #UD, its breakpoint watches the handler, which
     /// then has no INT3; L2 writing to the handler's page ends the trap
     /// too. Each time the breakpoint catches VMCALL instead.

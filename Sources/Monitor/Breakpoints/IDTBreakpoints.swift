@@ -107,6 +107,25 @@ struct IDTBreakpoints {
         return true
     }
 
+    /// The present interrupt or trap gate of watched `vector`, read again
+    /// where the last refresh found it.
+    func gate(of vector: Int, longMode: Bool, memory: some GuestMemoryAccess) -> IDTGate? {
+        guard let i = vectors.firstIndex(of: vector), i < gates.count, let at = gates[i] else { return nil }
+        return Self.gate(at: at, longMode: longMode, memory: memory)
+    }
+
+    /// The present interrupt or trap gate at guest-physical `at`.
+    private static func gate(at: UInt64, longMode: Bool, memory: some GuestMemoryAccess) -> IDTGate? {
+        guard let low = memory.load(UInt64.self, at: at) else { return nil }
+        var high: UInt64?
+        if longMode {
+            guard let hi = memory.load(UInt64.self, at: at + 8) else { return nil }
+            high = hi
+        }
+        let g = IDTGate(low: low, high: high)
+        return g.present && g.isInterruptOrTrapGate ? g : nil
+    }
+
     /// DR0-DR3 on the handlers in `vectors` order, as execute breakpoints
     /// (DR7 local enables, R/W and LEN 0).
     var debugRegisters: [UInt64] {
@@ -139,14 +158,7 @@ struct IDTBreakpoints {
     /// gate at `gate`: the offset, plus in protected mode the base of the
     /// gate's code segment from the GDT (64-bit code segments have base 0).
     private static func handler(at gate: UInt64, longMode: Bool, cpu whole: () -> CPUState, memory: some GuestMemoryAccess) -> UInt64? {
-        guard let lo = memory.load(UInt64.self, at: gate) else { return nil }
-        var high: UInt64?
-        if longMode {
-            guard let hi = memory.load(UInt64.self, at: gate + 8) else { return nil }
-            high = hi
-        }
-        let g = IDTGate(low: lo, high: high)
-        guard g.present, g.isInterruptOrTrapGate else { return nil }
+        guard let g = Self.gate(at: gate, longMode: longMode, memory: memory) else { return nil }
         if longMode { return g.offset }
         let cpu = whole()
         // Not GDT.descriptor: L0's look here must not set accessed flags in

@@ -7,8 +7,8 @@ import TraceFormat
 public enum L2VMCALLTrap: String, Sendable, CaseIterable {
     /// INT3 over the first byte of L2's #UD handler, in L2's copy of its
     /// page: nothing armed while L2 runs no #UD. Falls back to `breakpoint`
-    /// where no copy can hold it (L2 wrote to the page, or L1 intercepts
-    /// #UD, or the monitor trap flag is on).
+    /// where no copy can hold it (L2 wrote to the page, L1 intercepts #UD,
+    /// the monitor trap flag is on, or the handler may run above CPL 0).
     case handler
     /// A debug-register breakpoint on L2's #UD handler, armed for the whole
     /// run (about 5% on L2's compute, docs/PERFORMANCE.md).

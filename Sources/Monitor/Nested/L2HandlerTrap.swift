@@ -16,7 +16,8 @@ extension Machine {
     /// are now. None where L1 intercepts #UD (its breakpoint must meet the
     /// handler's own first instruction when L2's handler runs), under the
     /// monitor trap flag (each step would stop at the handler before its
-    /// INT3), or once L2 has written to the handler's page.
+    /// INT3), for a handler that may run above CPL 0, or once L2 has written
+    /// to the handler's page.
     func refreshHandlerTrap(_ l2: L2Machine, state: CPUState, exceptionBitmap: UInt64) throws(KVMError) {
         guard l2.vmcallTrap == .handler else { return }
         var wanted: UInt64?
@@ -27,8 +28,11 @@ extension Machine {
                 if let found = l2.handlerTrapFound, found.key == key, found.linear == linear {
                     wanted = found.physical
                 } else {
-                    if case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: true), state: state,
-                                                                     memory: L2PhysicalMemory(machine: self), setAccessedDirty: false) {
+                    let memory = L2PhysicalMemory(machine: self)
+                    if runsAtCPL0(l2.udGate.gate(of: IDTBreakpoints.udVector, longMode: key.longModeActive,
+                                                  memory: L2SlotMemory(machine: self, l2: l2)), state: state, memory: memory),
+                       case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: true), state: state,
+                                                                     memory: memory, setAccessedDirty: false) {
                         wanted = gpa
                     }
                     l2.handlerTrapFound = (key, linear, wanted)
@@ -42,6 +46,15 @@ extension Machine {
         l2.handlerTrap = wanted
         // The old page loses its INT3, the new one gets it.
         for page in Set([old, wanted].compactMap { $0.map { $0 & pageMask } }) { try remapPage(page, l2: l2) }
+    }
+
+    /// Whether `gate`'s handler runs at CPL 0: its code segment is a
+    /// non-conforming one with DPL 0 (SDM Vol. 3A 6.12.1.1). Elsewhere the
+    /// INT3 could run at CPL 3, where it is a #BP through L2's IDT.
+    func runsAtCPL0(_ gate: IDTGate?, state: CPUState, memory: some GuestMemoryAccess) -> Bool {
+        guard let gate, let descriptor = GDT.descriptor(UInt64(gate.selector), cpu: state, memory: memory) else { return false }
+        let conforming = descriptor & 1 << 42 != 0, dpl = (descriptor >> 45) & 3
+        return !conforming && dpl == 0
     }
 
     /// L2 at the INT3 of the handler trap, `state` at its #UD handler's first
