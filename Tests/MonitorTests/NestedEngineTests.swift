@@ -176,6 +176,20 @@ final class NestedEngineTests: XCTestCase {
         XCTAssertEqual(hv.l2VM.read(L.handler, count: 1), [0x90], "no copy")
     }
 
+    /// L2's next run stops at its #UD handler with a 32-bit #UD frame for
+    /// `L.code` pushed, as KVM delivers it: at the trap's INT3, or at the
+    /// breakpoint's debug exit.
+    func scriptStopAtUDHandler(by trap: L2VMCALLTrap) {
+        let frameAt = L.stack - 12
+        store(UInt32(L.code), l2: frameAt)
+        store(UInt32(0x08), l2: frameAt + 4)
+        store(UInt32(0x2), l2: frameAt + 8)
+        let stop: VCPUExit = trap == .handler
+            ? .internalError(InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcc])))
+            : .debug(DebugExit(exception: 1, pc: L.handler, dr6: 1, dr7: 0x3))
+        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.handler); $0.registers.rsp = frameAt }, exit: stop)]
+    }
+
     /// KVM turned VMCALL into #UD, delivered: L2 stops at the handler with
     /// the frame pushed, by the trap's INT3 or by the breakpoint. Either way
     /// L1 gets exit 18 with the delivery unwound (SDM 26.1.2).
@@ -184,14 +198,7 @@ final class NestedEngineTests: XCTestCase {
             try useVMCALLTrap(trap)
             storeBytes([0x0f, 0x01, 0xc1], l2: L.code)
             launch(vmcs())
-            let frameAt = L.stack - 12
-            store(UInt32(L.code), l2: frameAt)
-            store(UInt32(0x08), l2: frameAt + 4)
-            store(UInt32(0x2), l2: frameAt + 8)
-            let stop: VCPUExit = trap == .handler
-                ? .internalError(InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcc])))
-                : .debug(DebugExit(exception: 1, pc: L.handler, dr6: 1, dr7: 0x3))
-            hv.l2.script = [FakeRun(effect: { $0.set(rip: L.handler); $0.registers.rsp = frameAt }, exit: stop)]
+            scriptStopAtUDHandler(by: trap)
             try step()
             assertReflected(.vmcall)
             XCTAssertEqual(field(.exitInstructionLength), 3, "\(trap)")
@@ -207,12 +214,7 @@ final class NestedEngineTests: XCTestCase {
         storeBytes([0x0f, 0x0b], l2: L.code)                                   // ud2
         storeBytes([0x90, 0xcf], l2: L.handler)
         launch(vmcs())
-        let frameAt = L.stack - 12
-        store(UInt32(L.code), l2: frameAt)
-        store(UInt32(0x08), l2: frameAt + 4)
-        store(UInt32(0x2), l2: frameAt + 8)
-        hv.l2.script = [FakeRun(effect: { $0.set(rip: L.handler); $0.registers.rsp = frameAt },
-                                exit: .internalError(InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcc]))))]
+        scriptStopAtUDHandler(by: .handler)
         try step()
         XCTAssertEqual(machine.activeLevel, 2, "no exit: L1 does not intercept #UD")
         XCTAssertEqual(hv.l2VM.read(L.handler, count: 1), [0x90], "L1's page for the step")
@@ -236,14 +238,7 @@ final class NestedEngineTests: XCTestCase {
             var v = vmcs()
             XCTAssertTrue(v.write(.entryInterruptionInfo, 1 << 31 | 3 << 8 | 6))    // #UD, hardware exception
             launch(v)
-            let frameAt = L.stack - 12
-            store(UInt32(L.code), l2: frameAt)
-            store(UInt32(0x08), l2: frameAt + 4)
-            store(UInt32(0x2), l2: frameAt + 8)
-            let stop: VCPUExit = trap == .handler
-                ? .internalError(InternalErrorExit(suberror: 1, instruction: InstructionBytes([0xcc])))
-                : .debug(DebugExit(exception: 1, pc: L.handler, dr6: 1, dr7: 0x3))
-            hv.l2.script = [FakeRun(effect: { $0.set(rip: L.handler); $0.registers.rsp = frameAt }, exit: stop)]
+            scriptStopAtUDHandler(by: trap)
             try step()
             XCTAssertEqual(machine.activeLevel, 2, "\(trap): L2's handler takes L1's #UD")
             XCTAssertTrue(hv.l2.guestDebug.last?.control.contains(.singleStep) ?? false, "\(trap)")
