@@ -11,6 +11,12 @@ extension PageWalker {
         case .failure(let e):
             return .failure(e)
         case .success(let pieces):
+            if pieces.count == 1 {
+                guard let bytes = memory.read(pieces[0].physical, count: pieces[0].count) else {
+                    return .failure(.notRAM(physical: pieces[0].physical))
+                }
+                return .success(bytes)
+            }
             var out: [UInt8] = []
             out.reserveCapacity(max(count, 0))
             for piece in pieces {
@@ -61,6 +67,17 @@ extension PageWalker {
                                physicalAddressBits: Int) -> Result<[Piece], LinearAccessError> {
         // Linear addresses wrap at 4 GiB outside IA-32e mode.
         let mask: UInt64 = state.longModeActive ? ~0 : 0xFFFF_FFFF
+        guard count > 0 else { return .success([]) }
+        let first = linear & mask
+        if count <= Int(0x1000 - (first & 0xFFF)) {
+            // One page, the usual case: a walk that fails sets no flags, so
+            // one walk that sets them is the two below (half the cost).
+            switch translate(first, access: access, state: state, memory: memory, setAccessedDirty: true,
+                             physicalAddressBits: physicalAddressBits) {
+            case .failure(let e): return .failure(.fault(e))
+            case .success(let pa): return .success([Piece(physical: pa, count: count)])
+            }
+        }
         var chunks: [(linear: UInt64, count: Int)] = []
         var done = 0
         while done < count {
