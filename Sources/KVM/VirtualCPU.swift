@@ -13,6 +13,10 @@ public protocol VirtualCPU: AnyObject {
     /// it (KVM: sync regs marked dirty).
     var registers: Registers { get set }
     var specialRegisters: SpecialRegisters { get set }
+    /// A number that changes whenever `specialRegisters` may have changed
+    /// (a run, a write): a value converted from them stays good while it
+    /// is the same. Different vCPUs may have the same numbers.
+    var specialRegistersVersion: UInt64 { get }
     var events: VCPUEvents { get set }
 
     /// One run of the guest until its next exit. A kick ends it with `.interrupted`.
@@ -75,14 +79,26 @@ extension VCPU: VirtualCPU {
 
     public var specialRegisters: SpecialRegisters {
         get {
-            let size = MemoryLayout<kvm_sregs>.size
-            if let cached = specialRegistersCache, memcmp(sregsSnapshot, syncSRegs, size) == 0 { return cached }
-            memcpy(sregsSnapshot, syncSRegs, size)
-            let converted = SpecialRegisters(sregsSnapshot.pointee)
-            specialRegistersCache = converted
-            return converted
+            _ = specialRegistersVersion
+            return specialRegistersCache
         }
-        set { newValue.store(into: &sync.pointee.sregs); markDirty(.sregs) }
+        set { newValue.store(into: &sync.pointee.sregs); sregsCompared = false; markDirty(.sregs) }
+    }
+
+    /// Moves on when the sync copy's bytes differ from those last converted
+    /// (compared once per run or write, whoever made it), and converts them.
+    public var specialRegistersVersion: UInt64 {
+        if !sregsCompared {
+            let size = MemoryLayout<kvm_sregs>.size
+            if !sregsConverted || memcmp(sregsSnapshot, syncSRegs, size) != 0 {
+                memcpy(sregsSnapshot, syncSRegs, size)
+                specialRegistersCache = SpecialRegisters(sregsSnapshot.pointee)
+                sregsConverted = true
+                sregsVersion &+= 1
+            }
+            sregsCompared = true
+        }
+        return sregsVersion
     }
 
     public var events: VCPUEvents {
@@ -115,6 +131,7 @@ extension VCPU: VirtualCPU {
     public func loadSyncedState() throws(KVMError) {
         sync.pointee.regs = try getRegs()
         sync.pointee.sregs = try getSRegs()
+        sregsCompared = false
         sync.pointee.events = try getEvents()
     }
 

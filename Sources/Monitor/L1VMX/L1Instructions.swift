@@ -14,7 +14,7 @@ public enum VMXTrapChannel: String, Sendable, CaseIterable {
 
 extension Machine {
     /// The guest state as the core sees it, from sync regs.
-    var cpuState: CPUState { CPUState(vcpu) }
+    var cpuState: CPUState { l1Special.state(of: vcpu) }
 
     // MARK: Channel (a): emulation failures carrying the instruction bytes
 
