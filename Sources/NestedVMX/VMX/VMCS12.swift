@@ -41,6 +41,7 @@ public enum VMCS12Layout {
 
     /// The storage slot of `field` (full or high access), or nil if the
     /// encoding names no field we support.
+    @inline(__always)
     public static func slot(of field: VMCSField) -> Int? {
         guard !field.hasReservedBitsSet else { return nil }
         if field.isHighAccess && field.width != .bits64 { return nil }
