@@ -49,20 +49,34 @@ public enum VMEntryChecker {
             memo.readsMemory = [Bool](repeating: true, count: checks.count)
         }
         memo.key = nil
-        memo.evaluated = 0
         let reads = EntryReads()
         let recording = context.recording(into: reads)
-        for (i, c) in checks.enumerated() {
-            if !memo.readsMemory[i] && !memo.reads[i].intersects(changed) { continue }
-            reads.fields = .empty
-            reads.memory = false
-            memo.evaluated += 1
-            let result = c.run(recording)
-            memo.reads[i] = reads.fields
-            memo.readsMemory[i] = reads.memory
-            // A failure leaves the memo knowing nothing: the checks after it did not run.
-            if case let .fail(q) = result { return failure(of: c, qualification: q) }
+        // By index, over the memo's tables in place, taking a check out of
+        // the table only to run it: copying each one (its name, section and
+        // closure) and the tables' bounds and uniqueness checks cost more
+        // than the checks that run (docs/PERFORMANCE.md).
+        let checks = Self.checks
+        precondition(memo.reads.count == checks.count && memo.readsMemory.count == checks.count)
+        var evaluated = 0
+        let failure: VMEntryFailure? = memo.reads.withUnsafeMutableBufferPointer { fieldReads in
+            memo.readsMemory.withUnsafeMutableBufferPointer { memoryReads in
+                for i in 0..<checks.count {
+                    if !memoryReads[i] && !fieldReads[i].intersects(changed) { continue }
+                    reads.fields = .empty
+                    reads.memory = false
+                    evaluated += 1
+                    let c = checks[i]
+                    let result = c.run(recording)
+                    fieldReads[i] = reads.fields
+                    memoryReads[i] = reads.memory
+                    // A failure leaves the memo knowing nothing: the checks after it did not run.
+                    if case let .fail(q) = result { return Self.failure(of: c, qualification: q) }
+                }
+                return nil
+            }
         }
+        memo.evaluated = evaluated
+        if let failure { return failure }
         memo.key = key
         memo.values = values
         return nil
