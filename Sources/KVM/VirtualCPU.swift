@@ -12,6 +12,8 @@ public protocol VirtualCPU: AnyObject {
     /// The state as of the last exit. Setting a part makes the next run load
     /// it (KVM: sync regs marked dirty).
     var registers: Registers { get set }
+    /// `registers.rflags`, without converting the rest.
+    var rflags: UInt64 { get }
     var specialRegisters: SpecialRegisters { get set }
     /// A number that changes whenever `specialRegisters` may have changed
     /// (a run, a write): a value converted from them stays good while it
@@ -58,6 +60,7 @@ public protocol VirtualCPU: AnyObject {
 }
 
 extension VirtualCPU {
+    public var rflags: UInt64 { registers.rflags }
     public func completeMSR(fault: Bool) { completeMSR(data: 0, fault: fault) }
     public func setGuestDebug(_ control: GuestDebugControl) throws(KVMError) {
         try setGuestDebug(control, debugRegisters: [])
@@ -76,6 +79,8 @@ extension VCPU: VirtualCPU {
         @inline(__always) get { Registers(sync.pointee.regs) }
         @inline(__always) set { sync.pointee.regs = newValue.kvm; markDirty(.regs) }
     }
+
+    public var rflags: UInt64 { sync.pointee.regs.rflags }
 
     public var specialRegisters: SpecialRegisters {
         get {

@@ -30,7 +30,7 @@ extension Machine {
         l1Special.refresh(vcpu)
         let protected = l1Special.special.protectedMode
         let key = IDTBreakpoints.Key(idtr: l1Special.special.idtr, cr3: l1Special.special.cr3,
-                                     protectedMode: protected, virtual8086: protected && vcpu.registers.rflags & 1 << 17 != 0,
+                                     protectedMode: protected, virtual8086: protected && vcpu.rflags & 1 << 17 != 0,
                                      longModeActive: l1Special.special.longModeActive)
         try l1Breakpoints.refresh(key: key, cpu: { cpuState }, memory: ram)
     }

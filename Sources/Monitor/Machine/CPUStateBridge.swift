@@ -78,9 +78,10 @@ extension CPUState {
         s.idt = DescriptorTable(base: idtr.base, limit: idtr.limit)
     }
 
-    /// Loads the general-purpose registers, RIP and RFLAGS into `vcpu`.
+    /// Loads the general-purpose registers, RIP and RFLAGS into `vcpu`:
+    /// every field of `Registers`, so the vCPU's are not read first.
     func storeRegisters(into vcpu: any VirtualCPU) {
-        var r = vcpu.registers
+        var r = Registers()
         store(into: &r)
         vcpu.registers = r
     }
