@@ -22,17 +22,19 @@ extension Machine {
     /// L2's values of the MSR-held guest fields the exit controls save (SDM
     /// 28.3.3). L0 knows the values it loaded at entry and those L2 wrote
     /// through it (L2's filter sends those writes here); KVM is asked for the rest.
-    func guestMSRValues(_ l2: L2Machine, saving controls: VMExitControls) -> [UInt32: UInt64] {
-        // One pass, sized up front: at every reflected exit (docs/PERFORMANCE.md).
-        var values = [UInt32: UInt64](minimumCapacity: GuestStateMSRs.fields.count)
+    func guestMSRValues(_ l2: L2Machine, saving controls: VMExitControls) -> [MSRValue] {
+        // One pass into a list sized up front (a dictionary cost more than
+        // the rest of it): at every reflected exit (docs/PERFORMANCE.md).
+        var values: [MSRValue] = []
+        values.reserveCapacity(GuestStateMSRs.fields.count)
         var missing: [UInt32] = []
         for f in GuestStateMSRs.fields where controls.isSuperset(of: f.save) {
-            if let value = l2.loadedMSRs[f.index] { values[f.index] = value } else { missing.append(f.index) }
+            if let value = l2.loadedMSRs[f.index] { values.append(MSRValue(index: f.index, value: value)) } else { missing.append(f.index) }
         }
         if !missing.isEmpty {
             for (index, value) in zip(missing, l2.vcpu.getMSRs(missing)) {
                 l2.loadedMSRs[index] = value
-                values[index] = value
+                if let value { values.append(MSRValue(index: index, value: value)) }
             }
         }
         return values

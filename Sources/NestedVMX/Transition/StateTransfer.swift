@@ -22,6 +22,8 @@ public enum StateTransfer {
         let guestGDTRBase = ResolvedField(.guestGDTRBase), guestGDTRLimit = ResolvedField(.guestGDTRLimit)
         let guestIDTRBase = ResolvedField(.guestIDTRBase), guestIDTRLimit = ResolvedField(.guestIDTRLimit)
         let guestInterruptibility = ResolvedField(.guestInterruptibilityState)
+        let guestActivityState = ResolvedField(.guestActivityState)
+        let guestPendingDebugExceptions = ResolvedField(.guestPendingDebugExceptions)
         let es = SegmentFields(.guestESSelector, .guestESBase, .guestESLimit, .guestESAccessRights)
         let cs = SegmentFields(.guestCSSelector, .guestCSBase, .guestCSLimit, .guestCSAccessRights)
         let ss = SegmentFields(.guestSSSelector, .guestSSBase, .guestSSLimit, .guestSSAccessRights)

@@ -109,7 +109,7 @@ public enum VMTransitions {
     /// `wrmsrFaults` says which MSR writes L1's own WRMSR could not make:
     /// the MSR-load list is held to the same rule (28.6).
     public static func exit(_ exit: NestedExit, l2: CPUState, l1: CPUState, vmcs: VMCS12, entryEvent: EntryEvent?,
-                            halted: Bool, preemptionTimer: PreemptionTimer?, guestMSRs: [UInt32: UInt64],
+                            halted: Bool, preemptionTimer: PreemptionTimer?, guestMSRs: [MSRValue],
                             pendingDebugExceptions: UInt64 = 0, memory: some GuestMemoryAccess, maxMSRListEntries: Int,
                             wrmsrFaults: ((UInt32, UInt64) -> Bool)? = nil) -> VMExitPlan {
         var v = vmcs
@@ -118,10 +118,11 @@ public enum VMTransitions {
         if let timer = preemptionTimer, v.exitControls.contains(.savePreemptionTimer) {
             v.write(.guestVMXPreemptionTimerValue, UInt64(timer.remainingTicks))
         }
-        v.write(.guestActivityState, halted ? 1 : 0)                          // 28.3.4: HLT or active
-        v.write(.guestPendingDebugExceptions, pendingDebugExceptions)        // 28.3.4
-        for f in GuestStateMSRs.fields where v.exitControls.isSuperset(of: f.save) {
-            if let value = guestMSRs[f.index] { v.write(f.field, value) }
+        v[StateTransfer.fields.guestActivityState] = halted ? 1 : 0                          // 28.3.4: HLT or active
+        v[StateTransfer.fields.guestPendingDebugExceptions] = pendingDebugExceptions        // 28.3.4
+        let exitControls = v.exitControls
+        for f in GuestStateMSRs.fields where exitControls.isSuperset(of: f.save) {
+            if let m = guestMSRs.first(where: { $0.index == f.index }) { v.write(f.field, m.value) }
         }
         StateTransfer.saveGuestState(l2, into: &v)
         // 28.2: the exit information.
