@@ -7,6 +7,12 @@ import PackageDescription
 /// of L0's instructions per nested exit (docs/PERFORMANCE.md). Debug
 /// builds, which the tests run, keep them.
 let releaseSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+/// ... and the modules the monitor calls into are compiled for
+/// cross-module optimization, so that the monitor specializes their
+/// generic code (the page walker, the VMCS and eVMCS transfers over its
+/// memory types) instead of calling it through witness tables.
+let calleeSettings: [SwiftSetting] = releaseSettings
+    + [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
 
 let package = Package(
     name: "Terrapin",
@@ -25,10 +31,10 @@ let package = Package(
         .systemLibrary(name: "CLibElf", pkgConfig: "libelf", providers: [.apt(["libelf-dev"])]),
         // Zydis, the x86 decoder that sweeps guest code for sensitive instructions (Debian: libzydis-dev).
         .systemLibrary(name: "CZydis", providers: [.apt(["libzydis-dev"])]),
-        .target(name: "KVM", dependencies: ["CKVM"], swiftSettings: releaseSettings),
-        .target(name: "VMXArch"),
+        .target(name: "KVM", dependencies: ["CKVM"], swiftSettings: calleeSettings),
+        .target(name: "VMXArch", swiftSettings: calleeSettings),
         // The core: VMX semantics in pure Swift, over value-type CPU state and a memory protocol.
-        .target(name: "NestedVMX", dependencies: ["VMXArch"], swiftSettings: releaseSettings),
+        .target(name: "NestedVMX", dependencies: ["VMXArch"], swiftSettings: calleeSettings),
         // One-shot zlib-format deflate with Intel ISA-L's igzip (Debian: libisal-dev), for
         // the Perfetto export's compressed packets; C so that igzip's large stream struct stays in C.
         .target(name: "CDeflate", linkerSettings: [.linkedLibrary("isal")]),
