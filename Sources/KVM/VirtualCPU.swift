@@ -87,7 +87,23 @@ extension VCPU: VirtualCPU {
             _ = specialRegistersVersion
             return specialRegistersCache
         }
-        set { newValue.store(into: &sync.pointee.sregs); sregsCompared = false; markDirty(.sregs) }
+        set {
+            newValue.store(into: &sync.pointee.sregs)
+            markDirty(.sregs)
+            // What was stored converts back to `newValue` (every field of
+            // `SpecialRegisters` round-trips through `kvm_sregs`): kept as
+            // the conversion, so the next read converts nothing. The version
+            // moves only if the bytes did (the same registers stored again
+            // keep every conversion made from them good).
+            let size = MemoryLayout<kvm_sregs>.size
+            if !sregsConverted || memcmp(sregsSnapshot, syncSRegs, size) != 0 {
+                memcpy(sregsSnapshot, syncSRegs, size)
+                specialRegistersCache = newValue
+                sregsConverted = true
+                sregsVersion &+= 1
+            }
+            sregsCompared = true
+        }
     }
 
     /// Moves on when the sync copy's bytes differ from those last converted

@@ -1,7 +1,7 @@
 import CKVM
 import Dispatch
 import Foundation
-import KVM
+@testable import KVM
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -392,6 +392,11 @@ final class VCPUExitTests: XCTestCase {
         t.vcpu.specialRegisters = typed
         XCTAssertEqual(t.vcpu.specialRegisters.ds.base, 0x4000, "the typed setter")
         expectMoved("the typed setter")
+        // The setter keeps what it stored as the conversion: the same as converting the stored bytes.
+        XCTAssertEqual(t.vcpu.specialRegisters, typed)
+        XCTAssertEqual(SpecialRegisters(t.vcpu.sregs), typed, "kvm_sregs round-trips the typed value")
+        t.vcpu.specialRegisters = typed
+        XCTAssertEqual(t.vcpu.specialRegistersVersion, version, "the same registers stored again")
         var raw = t.vcpu.sregs
         raw.ds.base = 0x5000
         t.vcpu.sregs = raw

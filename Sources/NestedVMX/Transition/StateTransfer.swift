@@ -23,6 +23,7 @@ public enum StateTransfer {
         let guestIDTRBase = ResolvedField(.guestIDTRBase), guestIDTRLimit = ResolvedField(.guestIDTRLimit)
         let guestInterruptibility = ResolvedField(.guestInterruptibilityState)
         let guestActivityState = ResolvedField(.guestActivityState)
+        let entryInterruptionInfo = ResolvedField(.entryInterruptionInfo)
         let guestPendingDebugExceptions = ResolvedField(.guestPendingDebugExceptions)
         let es = SegmentFields(.guestESSelector, .guestESBase, .guestESLimit, .guestESAccessRights)
         let cs = SegmentFields(.guestCSSelector, .guestCSBase, .guestCSLimit, .guestCSAccessRights)

@@ -92,12 +92,13 @@ public enum VMTransitions {
                                     maximum: maxMSRListEntries, memory: memory).entries
         let ticks = vmcs.pin.contains(.activatePreemptionTimer)
             ? UInt32(truncatingIfNeeded: vmcs.read(.guestVMXPreemptionTimerValue) ?? 0) : nil
+        let fields = StateTransfer.fields
         var after = vmcs
         if launch { after.launched = true }
-        after.write(.entryInterruptionInfo, (vmcs.read(.entryInterruptionInfo) ?? 0) & ~(1 << 31))
-        let info = UInt32(truncatingIfNeeded: vmcs.read(.entryInterruptionInfo) ?? 0)
+        after[fields.entryInterruptionInfo] = vmcs[fields.entryInterruptionInfo] & ~(1 << 31)
+        let info = UInt32(truncatingIfNeeded: vmcs[fields.entryInterruptionInfo])
         var plan = VMEntryPlan(guest: guest, guestMSRs: guestMSRs, msrLoadList: list, event: event, preemptionTimerTicks: ticks,
-                               halted: vmcs.read(.guestActivityState) == 1 && event == nil, vmcs: after)
+                               halted: vmcs[fields.guestActivityState] == 1 && event == nil, vmcs: after)
         plan.pendingMonitorTrap = info & (1 << 31) != 0 && (info >> 8) & 7 == 7 && info & 0xff == 0
         return plan
     }
