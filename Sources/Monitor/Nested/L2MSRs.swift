@@ -44,8 +44,9 @@ extension Machine {
     /// whose value L1's vCPU may not hold already are written: L0 knows
     /// what it wrote last, and L1's own writes reach it (`hostStateMSRs`).
     func loadHostMSRs(_ values: [MSRValue]) {
+        // Nothing to write, the usual case: no list is built.
+        guard values.contains(where: { l1MSRs[$0.index] != $0.value }) else { return }
         let pairs = values.filter { l1MSRs[$0.index] != $0.value }.map { (index: $0.index, value: $0.value) }
-        guard !pairs.isEmpty else { return }
         if vcpu.setMSRs(pairs) == pairs.count {
             for pair in pairs { l1MSRs[pair.index] = pair.value }
             return
@@ -141,5 +142,34 @@ extension Machine {
             .init(base: 0xc000_0000, reads: true, writes: false, allow: allow(1024)),
             .init(base: 0xc000_0000, reads: false, writes: true, allow: allow(3072)),
         ])
+    }
+}
+
+/// MSR values L0 knows a vCPU holds, by index: a handful at most (the
+/// guest-state and host-state MSRs), kept in a list searched in order,
+/// which costs less than a dictionary's hashing at every exit and entry
+/// (docs/PERFORMANCE.md). Setting nil forgets a value.
+struct MSRValues {
+    private var indices: [UInt32] = []
+    private var values: [UInt64] = []
+
+    subscript(index: UInt32) -> UInt64? {
+        get {
+            guard let i = indices.firstIndex(of: index) else { return nil }
+            return values[i]
+        }
+        set {
+            if let i = indices.firstIndex(of: index) {
+                if let newValue {
+                    values[i] = newValue
+                } else {
+                    indices.remove(at: i)
+                    values.remove(at: i)
+                }
+            } else if let newValue {
+                indices.append(index)
+                values.append(newValue)
+            }
+        }
     }
 }
