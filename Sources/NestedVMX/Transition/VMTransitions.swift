@@ -64,15 +64,26 @@ public struct VMExitPlan: Equatable, Sendable {
     public var exit: NestedExit
     /// 28.4: the MSR-store list.
     public var msrStore: MSRLists.Plan
-    /// 28.5: L1's host state.
-    public var host: CPUState
-    /// 28.5.1: the host MSRs: SYSENTER, PAT when loaded, DEBUGCTL cleared.
-    public var hostMSRs: [MSRValue]
-    /// 28.6: the MSR-load list.
-    public var msrLoad: MSRLists.Plan
+    /// What the exit loads into L1: 28.5 and 28.6 together (kept as one
+    /// value, which the monitor takes as it is, rather than put together
+    /// again from its parts at every exit).
+    public var hostLoad: VMTransitions.HostLoad
 
-    /// What the exit loads into L1: 28.5 and 28.6 together.
-    public var hostLoad: VMTransitions.HostLoad { VMTransitions.HostLoad(host: host, hostMSRs: hostMSRs, msrLoad: msrLoad) }
+    /// 28.5: L1's host state.
+    public var host: CPUState {
+        get { hostLoad.host }
+        set { hostLoad.host = newValue }
+    }
+    /// 28.5.1: the host MSRs: SYSENTER, PAT when loaded, DEBUGCTL cleared.
+    public var hostMSRs: [MSRValue] {
+        get { hostLoad.hostMSRs }
+        set { hostLoad.hostMSRs = newValue }
+    }
+    /// 28.6: the MSR-load list.
+    public var msrLoad: MSRLists.Plan {
+        get { hostLoad.msrLoad }
+        set { hostLoad.msrLoad = newValue }
+    }
 }
 
 public enum VMTransitions {
@@ -132,7 +143,7 @@ public enum VMTransitions {
                                    count: UInt32(truncatingIfNeeded: v.read(.exitMSRStoreCount) ?? 0),
                                    maximum: maxMSRListEntries, memory: memory)
         let load = hostLoad(vmcs: v, l2: l2, l1: l1, memory: memory, maxMSRListEntries: maxMSRListEntries, wrmsrFaults: wrmsrFaults)
-        return VMExitPlan(vmcs: v, exit: recorded, msrStore: store, host: load.host, hostMSRs: load.hostMSRs, msrLoad: load.msrLoad)
+        return VMExitPlan(vmcs: v, exit: recorded, msrStore: store, hostLoad: load)
     }
 
     /// A VM entry that fails on guest state or MSR loading (27.8): the exit
