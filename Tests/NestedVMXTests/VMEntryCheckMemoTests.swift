@@ -26,8 +26,11 @@ final class VMEntryCheckMemoTests: XCTestCase {
     typealias Fixture = EntryCheckTests.Fixture
 
     func check(_ f: Fixture, launch: Bool = false, memo: inout EntryCheckMemo) -> VMEntryFailure? {
-        VMEntryChecker.check(EntryContext(vmcs: f.vmcs, capabilities: f.caps, memory: f.memory, launch: launch,
-                                          platform: f.platform), memo: &memo)
+        let failure = VMEntryChecker.check(EntryContext(vmcs: f.vmcs, capabilities: f.caps, memory: f.memory, launch: launch,
+                                                        platform: f.platform), memo: &memo)
+        // The inverted index that finds the checks to re-run says what the reads say.
+        if memo.key != nil { XCTAssertTrue(memo.indexMatchesReads, "the memo's index is stale") }
+        return failure
     }
 
     /// The checks whose last evaluation read memory: re-run at every entry.
