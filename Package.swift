@@ -1,6 +1,19 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// Release builds of the monitor's modules skip the runtime exclusivity
+/// checks: the class properties on L0's exit path paid one check per access
+/// (swift_beginAccess, its access set and a thread-local look-up), a tenth
+/// of L0's instructions per nested exit (docs/PERFORMANCE.md). Debug
+/// builds, which the tests run, keep them.
+let releaseSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+/// ... and the modules the monitor calls into are compiled for
+/// cross-module optimization, so that the monitor specializes their
+/// generic code (the page walker, the VMCS and eVMCS transfers over its
+/// memory types) instead of calling it through witness tables.
+let calleeSettings: [SwiftSetting] = releaseSettings
+    + [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+
 let package = Package(
     name: "Terrapin",
     platforms: [.macOS(.v13)],
@@ -18,17 +31,18 @@ let package = Package(
         .systemLibrary(name: "CLibElf", pkgConfig: "libelf", providers: [.apt(["libelf-dev"])]),
         // Zydis, the x86 decoder that sweeps guest code for sensitive instructions (Debian: libzydis-dev).
         .systemLibrary(name: "CZydis", providers: [.apt(["libzydis-dev"])]),
-        .target(name: "KVM", dependencies: ["CKVM"]),
-        .target(name: "VMXArch"),
+        .target(name: "KVM", dependencies: ["CKVM"], swiftSettings: calleeSettings),
+        .target(name: "VMXArch", swiftSettings: calleeSettings),
         // The core: VMX semantics in pure Swift, over value-type CPU state and a memory protocol.
-        .target(name: "NestedVMX", dependencies: ["VMXArch"]),
+        .target(name: "NestedVMX", dependencies: ["VMXArch"], swiftSettings: calleeSettings),
         // One-shot zlib-format deflate with Intel ISA-L's igzip (Debian: libisal-dev), for
         // the Perfetto export's compressed packets; C so that igzip's large stream struct stays in C.
         .target(name: "CDeflate", linkerSettings: [.linkedLibrary("isal")]),
         // zlib (Debian: zlib1g-dev): the tests inflate the compressed Perfetto export with it.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "TraceFormat", dependencies: ["VMXArch", "CDeflate"]),
-        .target(name: "Monitor", dependencies: ["KVM", "VMXArch", "NestedVMX", "TraceFormat", "CLibElf", "CZydis"]),
+        .target(name: "Monitor", dependencies: ["KVM", "VMXArch", "NestedVMX", "TraceFormat", "CLibElf", "CZydis"],
+                swiftSettings: releaseSettings),
         .executableTarget(name: "terrapin", dependencies: [
             "Monitor", "TraceFormat", "TraceReports",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

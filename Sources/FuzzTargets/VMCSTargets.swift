@@ -108,7 +108,7 @@ enum VMCSTargets {
         // SDM 28: the exit, as L0 reflects it.
         let entryEvent = EntryEvent(vmcs: vmcs, rip: l2.rip)
         let plan = VMTransitions.exit(exit, l2: l2, l1: l1, vmcs: vmcs, entryEvent: entryEvent, halted: halted,
-                                      preemptionTimer: pending.preemptionTimer, guestMSRs: [:], memory: memory,
+                                      preemptionTimer: pending.preemptionTimer, guestMSRs: [], memory: memory,
                                       maxMSRListEntries: maxMSRListEntries)
         invariant(plan.exit.reason == reason, "recorded exit reason \(plan.exit.reason) for \(reason)")
         invariant(UInt32(truncatingIfNeeded: plan.vmcs.read(.exitReason) ?? 0) & 0xffff == UInt32(reason.rawValue), "EXIT_REASON field")

@@ -42,8 +42,16 @@ public final class VCPU: @unchecked Sendable {
     /// segments was a tenth of L0's instructions (docs/PERFORMANCE.md).
     /// Reused while the raw bytes are the same, whoever wrote them; compared
     /// through pointers, as copying the structs cost as much as converting.
-    var specialRegistersCache: SpecialRegisters?
+    var specialRegistersCache = SpecialRegisters()
+    /// `specialRegistersCache` holds a conversion (a flag, not an optional:
+    /// testing an optional this large copies it).
+    var sregsConverted = false
     let sregsSnapshot = UnsafeMutablePointer<kvm_sregs>.allocate(capacity: 1)
+    /// `specialRegistersVersion`; `sregsCompared` says the snapshot was
+    /// compared with the sync copy since anything last wrote it (a run, a
+    /// setter, KVM_SET_SREGS), so the version can be returned as it is.
+    var sregsVersion: UInt64 = 0
+    var sregsCompared = false
     /// `sync.pointee.sregs`, in place.
     var syncSRegs: UnsafeMutableRawPointer {
         UnsafeMutableRawPointer(sync) + MemoryLayout<kvm_sync_regs>.offset(of: \kvm_sync_regs.sregs)!
@@ -95,7 +103,7 @@ public final class VCPU: @unchecked Sendable {
     /// Special registers from sync regs; setting marks them dirty.
     public var sregs: kvm_sregs {
         get { sync.pointee.sregs }
-        set { sync.pointee.sregs = newValue; markDirty(.sregs) }
+        set { sync.pointee.sregs = newValue; sregsCompared = false; markDirty(.sregs) }
     }
 
     public func getRegs() throws(KVMError) -> kvm_regs {
@@ -120,6 +128,7 @@ public final class VCPU: @unchecked Sendable {
         var r = value
         guard ckvm_ioctl_ptr(fd.raw, CKVM_SET_SREGS, &r) == 0 else { throw KVMError.last("KVM_SET_SREGS") }
         sync.pointee.sregs = value
+        sregsCompared = false
     }
 
     public func getEvents() throws(KVMError) -> kvm_vcpu_events {
@@ -254,6 +263,7 @@ public final class VCPU: @unchecked Sendable {
     @inline(__always)
     public func runOnce() throws(KVMError) -> VCPUExit {
         debugRegistersCache = nil                   // the guest may change them now
+        sregsCompared = false                       // and KVM rewrites the sync copy
         if ckvm_ioctl(fd.raw, CKVM_RUN) != 0 {
             let e = Glibc.errno
             guard e == EINTR || e == EAGAIN else { throw KVMError("KVM_RUN", errno: e) }

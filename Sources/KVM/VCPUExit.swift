@@ -86,9 +86,17 @@ public struct InstructionBytes: Sendable, Equatable {
     }
     public subscript(i: Int) -> UInt8 {
         guard i >= 0, i < count else { return 0 }
-        return withUnsafeBytes(of: storage) { $0[i] }
+        return Swift.withUnsafeBytes(of: storage) { $0[i] }
     }
-    public var array: [UInt8] { (0..<count).map { self[$0] } }
+    /// The valid bytes, copied in one go (a map over the subscript cost
+    /// about 460 instructions at every trapped VMX instruction).
+    public var array: [UInt8] {
+        Swift.withUnsafeBytes(of: storage) { Array($0.prefix(max(0, min(count, 15)))) }
+    }
+    /// The valid bytes in place.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try Swift.withUnsafeBytes(of: storage) { try body(UnsafeRawBufferPointer(rebasing: $0.prefix(max(0, min(count, 15))))) }
+    }
     public static func == (a: Self, b: Self) -> Bool { a.count == b.count && a.array == b.array }
 }
 

@@ -39,6 +39,7 @@ public struct Segment: Equatable, Sendable {
     public var avl = false
     public var unusable = false
 
+    @inlinable
     public init(base: UInt64 = 0, limit: UInt32 = 0, selector: UInt16 = 0, type: UInt8 = 0, present: Bool = false,
                 dpl: UInt8 = 0, db: Bool = false, s: Bool = false, l: Bool = false, g: Bool = false,
                 avl: Bool = false, unusable: Bool = false) {
@@ -53,11 +54,13 @@ public struct Segment: Equatable, Sendable {
     }
 
     var kvm: kvm_segment {
-        var k = kvm_segment()
-        k.base = base; k.limit = limit; k.selector = selector; k.type = type; k.present = present ? 1 : 0
-        k.dpl = dpl; k.db = db ? 1 : 0; k.s = s ? 1 : 0; k.l = l ? 1 : 0; k.g = g ? 1 : 0; k.avl = avl ? 1 : 0
-        k.unusable = unusable ? 1 : 0
-        return k
+        @inline(__always) get {
+            var k = kvm_segment()
+            k.base = base; k.limit = limit; k.selector = selector; k.type = type; k.present = present ? 1 : 0
+            k.dpl = dpl; k.db = db ? 1 : 0; k.s = s ? 1 : 0; k.l = l ? 1 : 0; k.g = g ? 1 : 0; k.avl = avl ? 1 : 0
+            k.unusable = unusable ? 1 : 0
+            return k
+        }
     }
 }
 

@@ -12,7 +12,13 @@ public protocol VirtualCPU: AnyObject {
     /// The state as of the last exit. Setting a part makes the next run load
     /// it (KVM: sync regs marked dirty).
     var registers: Registers { get set }
+    /// `registers.rflags`, without converting the rest.
+    var rflags: UInt64 { get }
     var specialRegisters: SpecialRegisters { get set }
+    /// A number that changes whenever `specialRegisters` may have changed
+    /// (a run, a write): a value converted from them stays good while it
+    /// is the same. Different vCPUs may have the same numbers.
+    var specialRegistersVersion: UInt64 { get }
     var events: VCPUEvents { get set }
 
     /// One run of the guest until its next exit. A kick ends it with `.interrupted`.
@@ -54,6 +60,7 @@ public protocol VirtualCPU: AnyObject {
 }
 
 extension VirtualCPU {
+    public var rflags: UInt64 { registers.rflags }
     public func completeMSR(fault: Bool) { completeMSR(data: 0, fault: fault) }
     public func setGuestDebug(_ control: GuestDebugControl) throws(KVMError) {
         try setGuestDebug(control, debugRegisters: [])
@@ -73,16 +80,46 @@ extension VCPU: VirtualCPU {
         @inline(__always) set { sync.pointee.regs = newValue.kvm; markDirty(.regs) }
     }
 
+    public var rflags: UInt64 { sync.pointee.regs.rflags }
+
     public var specialRegisters: SpecialRegisters {
         get {
-            let size = MemoryLayout<kvm_sregs>.size
-            if let cached = specialRegistersCache, memcmp(sregsSnapshot, syncSRegs, size) == 0 { return cached }
-            memcpy(sregsSnapshot, syncSRegs, size)
-            let converted = SpecialRegisters(sregsSnapshot.pointee)
-            specialRegistersCache = converted
-            return converted
+            _ = specialRegistersVersion
+            return specialRegistersCache
         }
-        set { newValue.store(into: &sync.pointee.sregs); markDirty(.sregs) }
+        set {
+            newValue.store(into: &sync.pointee.sregs)
+            markDirty(.sregs)
+            // What was stored converts back to `newValue` (every field of
+            // `SpecialRegisters` round-trips through `kvm_sregs`): kept as
+            // the conversion, so the next read converts nothing. The version
+            // moves only if the bytes did (the same registers stored again
+            // keep every conversion made from them good).
+            let size = MemoryLayout<kvm_sregs>.size
+            if !sregsConverted || memcmp(sregsSnapshot, syncSRegs, size) != 0 {
+                memcpy(sregsSnapshot, syncSRegs, size)
+                specialRegistersCache = newValue
+                sregsConverted = true
+                sregsVersion &+= 1
+            }
+            sregsCompared = true
+        }
+    }
+
+    /// Moves on when the sync copy's bytes differ from those last converted
+    /// (compared once per run or write, whoever made it), and converts them.
+    public var specialRegistersVersion: UInt64 {
+        if !sregsCompared {
+            let size = MemoryLayout<kvm_sregs>.size
+            if !sregsConverted || memcmp(sregsSnapshot, syncSRegs, size) != 0 {
+                memcpy(sregsSnapshot, syncSRegs, size)
+                specialRegistersCache = SpecialRegisters(sregsSnapshot.pointee)
+                sregsConverted = true
+                sregsVersion &+= 1
+            }
+            sregsCompared = true
+        }
+        return sregsVersion
     }
 
     public var events: VCPUEvents {
@@ -115,6 +152,7 @@ extension VCPU: VirtualCPU {
     public func loadSyncedState() throws(KVMError) {
         sync.pointee.regs = try getRegs()
         sync.pointee.sregs = try getSRegs()
+        sregsCompared = false
         sync.pointee.events = try getEvents()
     }
 

@@ -19,6 +19,7 @@ public struct SegmentState: Equatable, Sendable {
     public var g: Bool = false
     public var unusable: Bool = false
 
+    @inlinable
     public init(selector: UInt16 = 0, base: UInt64 = 0, limit: UInt32 = 0xffff, type: UInt8 = 0, s: Bool = true,
                 dpl: UInt8 = 0, present: Bool = true, avl: Bool = false, l: Bool = false, db: Bool = false,
                 g: Bool = false, unusable: Bool = false) {

@@ -16,10 +16,10 @@
 public struct VMCSField: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt32
 
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
     /// Shorthand for `init(rawValue:)`.
-    public init(_ rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public init(_ rawValue: UInt32) { self.rawValue = rawValue }
 
     /// Field width, bits 14:13 of the encoding.
     public enum Width: UInt8, Sendable, CaseIterable {
@@ -39,7 +39,7 @@ public struct VMCSField: RawRepresentable, Hashable, Sendable, CustomStringConve
         }
 
         /// Mask of the bits a VMWRITE of this width keeps (natural width = 64 bits).
-        public var valueMask: UInt64 {
+        @inlinable public var valueMask: UInt64 {
             switch self {
             case .bits16: 0xffff
             case .bits32: 0xffff_ffff
@@ -68,12 +68,16 @@ public struct VMCSField: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let reservedBitsMask: UInt32 = 0xffff_8000 | 1 << 12
 
     // MARK: Decoding
+    // The decoders are inlinable, with the bit positions as literals: the
+    // VMCS12 cache decodes a field at every VMREAD, VMWRITE and state
+    // transfer, and a call into this module per property cost more than
+    // the decoding (callgrind, docs/PERFORMANCE.md).
 
     /// Bits 14:13.
-    public var width: Width { Width(rawValue: UInt8(truncatingIfNeeded: rawValue >> Self.widthShift) & 3)! }
+    @inlinable public var width: Width { Width(rawValue: UInt8(truncatingIfNeeded: rawValue >> 13) & 3)! }
 
     /// Bits 11:10.
-    public var kind: Kind { Kind(rawValue: UInt8(truncatingIfNeeded: rawValue >> Self.kindShift) & 3)! }
+    @inlinable public var kind: Kind { Kind(rawValue: UInt8(truncatingIfNeeded: rawValue >> 10) & 3)! }
 
     /// Bits 9:1.
     public var index: UInt16 { UInt16(truncatingIfNeeded: (rawValue >> Self.indexShift) & Self.indexMask) }
@@ -81,10 +85,10 @@ public struct VMCSField: RawRepresentable, Hashable, Sendable, CustomStringConve
     /// Bit 0: the encoding addresses the high 32 bits of a 64-bit field.
     /// (For other widths the SDM requires this bit to be 0; such an encoding
     /// names no field.)
-    public var isHighAccess: Bool { rawValue & Self.accessTypeBit != 0 }
+    @inlinable public var isHighAccess: Bool { rawValue & 1 != 0 }
 
     /// Bit 12 or any of bits 31:15 is set. No defined field has them set.
-    public var hasReservedBitsSet: Bool { rawValue & Self.reservedBitsMask != 0 }
+    @inlinable public var hasReservedBitsSet: Bool { rawValue & (0xffff_8000 | 1 << 12) != 0 }
 
     /// The same field with the access-type bit clear (the "full" encoding).
     public var full: VMCSField { VMCSField(rawValue: rawValue & ~Self.accessTypeBit) }
@@ -96,7 +100,7 @@ public struct VMCSField: RawRepresentable, Hashable, Sendable, CustomStringConve
 
     /// Fields of type "VM-exit information" are read-only unless
     /// IA32_VMX_MISC bit 29 is set (SDM 25.11.2, A.6).
-    public var isReadOnly: Bool { kind == .exitInformation }
+    @inlinable public var isReadOnly: Bool { kind == .exitInformation }
 
     // MARK: Encoding
 

@@ -1,7 +1,7 @@
 import CKVM
 import Dispatch
 import Foundation
-import KVM
+@testable import KVM
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -371,23 +371,40 @@ final class VCPUExitTests: XCTestCase {
     /// the special registers change (a run, the typed and raw setters,
     /// KVM_SET_SREGS) must be seen by the next read.
     func testSpecialRegistersCacheFollowsEveryWrite() throws {
-        let t = try TestVM(code: [0x8E, 0xD8, 0xF4])       // 1000: mov ds, ax; hlt
+        let t = try TestVM(code: [0x8E, 0xD8, 0xF4, 0xF4])       // 1000: mov ds, ax; hlt; hlt
         var r = t.vcpu.regs
         r.rax = 0x30
         t.vcpu.regs = r
         XCTAssertEqual(t.vcpu.specialRegisters.ds.selector, 0)
+        // `specialRegistersVersion` moves with every change and only then.
+        var version = t.vcpu.specialRegistersVersion
+        func expectMoved(_ what: String) {
+            XCTAssertNotEqual(t.vcpu.specialRegistersVersion, version, what)
+            version = t.vcpu.specialRegistersVersion
+        }
         expectHLT(try t.run())
         XCTAssertEqual(t.vcpu.specialRegisters.ds.selector, 0x30, "the guest's MOV DS, after the run")
+        expectMoved("the guest's MOV DS")
+        expectHLT(try t.run())
+        XCTAssertEqual(t.vcpu.specialRegistersVersion, version, "a run that changes none of them")
         var typed = t.vcpu.specialRegisters
         typed.ds.base = 0x4000
         t.vcpu.specialRegisters = typed
         XCTAssertEqual(t.vcpu.specialRegisters.ds.base, 0x4000, "the typed setter")
+        expectMoved("the typed setter")
+        // The setter keeps what it stored as the conversion: the same as converting the stored bytes.
+        XCTAssertEqual(t.vcpu.specialRegisters, typed)
+        XCTAssertEqual(SpecialRegisters(t.vcpu.sregs), typed, "kvm_sregs round-trips the typed value")
+        t.vcpu.specialRegisters = typed
+        XCTAssertEqual(t.vcpu.specialRegistersVersion, version, "the same registers stored again")
         var raw = t.vcpu.sregs
         raw.ds.base = 0x5000
         t.vcpu.sregs = raw
         XCTAssertEqual(t.vcpu.specialRegisters.ds.base, 0x5000, "the raw setter")
+        expectMoved("the raw setter")
         raw.ds.base = 0x6000
         try t.vcpu.setSRegs(raw)
+        expectMoved("KVM_SET_SREGS")
         XCTAssertEqual(t.vcpu.specialRegisters.ds.base, 0x6000, "KVM_SET_SREGS")
     }
 

@@ -30,7 +30,8 @@ final class FakeVCPU: VirtualCPU {
     let id: UInt32 = 0
     let clock: ManualClock
     var registers = Registers()
-    var specialRegisters = SpecialRegisters()
+    var specialRegisters = SpecialRegisters() { didSet { specialRegistersVersion &+= 1 } }
+    private(set) var specialRegistersVersion: UInt64 = 0
     var events = VCPUEvents()
     var script: [FakeRun] = []
     private(set) var runs = 0

@@ -38,7 +38,7 @@ final class DebugExceptionTests: XCTestCase {
         var v = VMCS12(address: 0x1000)
         XCTAssertTrue(v.write(.guestPendingDebugExceptions, 1 << 14))
         let plan = VMTransitions.exit(NestedExit(reason: .hlt), l2: CPUState(), l1: CPUState(), vmcs: v, entryEvent: nil,
-                                      halted: false, preemptionTimer: nil, guestMSRs: [:], memory: ArrayMemory(size: 0x1000),
+                                      halted: false, preemptionTimer: nil, guestMSRs: [], memory: ArrayMemory(size: 0x1000),
                                       maxMSRListEntries: 512)
         XCTAssertEqual(plan.vmcs.read(.guestPendingDebugExceptions), 0)
     }

@@ -178,6 +178,32 @@ final class EnlightenedVMCSTests: XCTestCase {
         XCTAssertFalse(E.writeBack(vmcs, to: 0xff00, memory: memory), "a page partly outside RAM")
     }
 
+    /// The write-back copies the part of the page that holds the exit's
+    /// fields and stores it whole: the page must end up byte for byte as
+    /// a store of each field would leave it, gaps and all, and a page
+    /// that runs out of RAM gets the fields that fit.
+    func testTheWriteBackLeavesThePageAsStoresOfEachFieldWould() {
+        for page: UInt64 in [0x3000, 0xfe00] {
+            let fast = ArrayMemory(size: 0x10000), reference = ArrayMemory(size: 0x10000)
+            for i in 0..<0x10000 { fast.bytes[i] = UInt8(truncatingIfNeeded: i &* 7 &+ 3); reference.bytes[i] = fast.bytes[i] }
+            var vmcs = VMCS12(enlightenedAt: page)
+            for (i, field) in VMCSField.allFields.enumerated() { vmcs.write(field, 0x0123_4567_89ab_cdef &* UInt64(i + 1)) }
+            var ok = true
+            for slot in E.layout where slot.isWrittenAtExit {
+                ok = E.write(slot, vmcs.read(slot.field) ?? 0, at: page, memory: reference) && ok
+            }
+            XCTAssertEqual(E.writeBack(vmcs, to: page, memory: fast), ok, "page \(page)")
+            XCTAssertEqual(fast.bytes, reference.bytes, "page \(page)")
+        }
+    }
+
+    /// With every group clean only the fields no bit covers are read, from
+    /// a list made once: the same fields a scan of the layout finds.
+    func testTheAllCleanListIsTheGrouplessFields() {
+        XCTAssertEqual(E.readWhenAllClean.map(\.field), E.layout.filter { $0.field.kind != .exitInformation && $0.group.isEmpty }.map(\.field))
+        XCTAssertFalse(E.readWhenAllClean.isEmpty)
+    }
+
     // MARK: VP assist page and CPUID
 
     func testVPAssistPageMSR() {

@@ -312,4 +312,17 @@ final class VMCSAccessTests: XCTestCase {
         XCTAssertEqual(accepted.count, VMCSField.allFields.count)
         XCTAssertEqual(accepted.map(\.index).max(), highest)
     }
+
+    /// A resolved field reads and writes what `read` and `write` of its
+    /// field do, VMWRITE's width rules included, for every full field.
+    func testResolvedFieldsAccessWhatTheirFieldsDo() {
+        var byField = VMCS12(address: 0x1000), byResolved = VMCS12(address: 0x1000)
+        for (i, field) in VMCSField.allFields.enumerated() where !field.isHighAccess {
+            let value = 0xfedc_ba98_7654_3210 &* UInt64(i + 3)
+            byField.write(field, value)
+            byResolved[ResolvedField(field)] = value
+            XCTAssertEqual(byResolved[ResolvedField(field)], byField.read(field), "\(field)")
+        }
+        XCTAssertEqual(byResolved, byField)
+    }
 }

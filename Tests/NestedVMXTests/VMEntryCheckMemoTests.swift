@@ -6,11 +6,31 @@ import XCTest
 /// 27.2-27.4) re-run only where their inputs changed, with the same first
 /// failure as running every check.
 final class VMEntryCheckMemoTests: XCTestCase {
+    /// `FieldSet(differencesOf:)` skips runs of equal slots: it must still
+    /// name exactly the slots that differ, wherever they are.
+    func testFieldSetDifferencesAreExactlyTheChangedSlots() {
+        var rng = SystemRandomNumberGenerator()
+        for count in [0, 1, 7, 8, 9, 63, 64, 65, 170, 256] {
+            for _ in 0..<50 {
+                let a = (0..<count).map { _ in UInt64.random(in: 0...3, using: &rng) }
+                var b = a
+                for i in b.indices where Int.random(in: 0..<10, using: &rng) == 0 { b[i] &+= 1 }
+                var expected = FieldSet()
+                for i in 0..<count where a[i] != b[i] { expected.insert(i) }
+                let got = FieldSet(differencesOf: a, b)
+                XCTAssertTrue(got.bits == expected.bits, "count \(count)")
+            }
+        }
+    }
+
     typealias Fixture = EntryCheckTests.Fixture
 
     func check(_ f: Fixture, launch: Bool = false, memo: inout EntryCheckMemo) -> VMEntryFailure? {
-        VMEntryChecker.check(EntryContext(vmcs: f.vmcs, capabilities: f.caps, memory: f.memory, launch: launch,
-                                          platform: f.platform), memo: &memo)
+        let failure = VMEntryChecker.check(EntryContext(vmcs: f.vmcs, capabilities: f.caps, memory: f.memory, launch: launch,
+                                                        platform: f.platform), memo: &memo)
+        // The inverted index that finds the checks to re-run says what the reads say.
+        if memo.key != nil { XCTAssertTrue(memo.indexMatchesReads, "the memo's index is stale") }
+        return failure
     }
 
     /// The checks whose last evaluation read memory: re-run at every entry.

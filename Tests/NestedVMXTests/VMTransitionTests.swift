@@ -115,7 +115,7 @@ final class VMTransitionTests: XCTestCase {
         let timer = PreemptionTimer(ticks: 50, tickNanos: 2)
         let plan = VMTransitions.exit(NestedExit(reason: .hlt, instructionLength: 1), l2: l2, l1: CPUState(), vmcs: v,
                                       entryEvent: nil, halted: true, preemptionTimer: timer,
-                                      guestMSRs: [0x277: 0x0707, 0x174: 3], memory: memory, maxMSRListEntries: 512)
+                                      guestMSRs: [MSRValue(index: 0x277, value: 0x0707), MSRValue(index: 0x174, value: 3)], memory: memory, maxMSRListEntries: 512)
         XCTAssertEqual(plan.vmcs.read(.exitReason), 12)
         XCTAssertEqual(plan.vmcs.read(.exitInstructionLength), 1)
         XCTAssertEqual(plan.vmcs.read(.guestRIP), 0x1234)
@@ -137,7 +137,7 @@ final class VMTransitionTests: XCTestCase {
         let v = vmcs([(.guestVMXPreemptionTimerValue, 99), (.guestIA32PAT, 0x1111)])
         let plan = VMTransitions.exit(NestedExit(reason: .externalInterrupt), l2: CPUState(), l1: CPUState(), vmcs: v,
                                       entryEvent: nil, halted: false, preemptionTimer: PreemptionTimer(ticks: 1, tickNanos: 1),
-                                      guestMSRs: [0x277: 0x2222], memory: memory, maxMSRListEntries: 512)
+                                      guestMSRs: [MSRValue(index: 0x277, value: 0x2222)], memory: memory, maxMSRListEntries: 512)
         XCTAssertEqual(plan.vmcs.read(.guestVMXPreemptionTimerValue), 99)
         XCTAssertEqual(plan.vmcs.read(.guestIA32PAT), 0x1111)
         XCTAssertEqual(plan.vmcs.read(.guestActivityState), 0)

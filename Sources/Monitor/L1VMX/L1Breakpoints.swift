@@ -27,11 +27,11 @@ extension Machine {
     func refreshBreakpoints() throws(KVMError) {
         guard vmxBreakpointsWanted else { return }
         // From the (cached) special registers: the whole state only when the gates move.
-        let s = vcpu.specialRegisters
-        let protected = s.cr0 & 1 != 0
-        let key = IDTBreakpoints.Key(idtr: TableRegister(base: s.idt.base, limit: s.idt.limit), cr3: s.cr3,
-                                     protectedMode: protected, virtual8086: protected && vcpu.registers.rflags & 1 << 17 != 0,
-                                     longModeActive: s.efer & 1 << 10 != 0)
+        l1Special.refresh(vcpu)
+        let protected = l1Special.special.protectedMode
+        let key = IDTBreakpoints.Key(idtr: l1Special.special.idtr, cr3: l1Special.special.cr3,
+                                     protectedMode: protected, virtual8086: protected && vcpu.rflags & 1 << 17 != 0,
+                                     longModeActive: l1Special.special.longModeActive)
         try l1Breakpoints.refresh(key: key, cpu: { cpuState }, memory: ram)
     }
 

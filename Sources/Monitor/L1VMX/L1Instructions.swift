@@ -14,7 +14,7 @@ public enum VMXTrapChannel: String, Sendable, CaseIterable {
 
 extension Machine {
     /// The guest state as the core sees it, from sync regs.
-    var cpuState: CPUState { CPUState(vcpu) }
+    var cpuState: CPUState { l1Special.state(of: vcpu) }
 
     // MARK: Channel (a): emulation failures carrying the instruction bytes
 
@@ -22,8 +22,14 @@ extension Machine {
     /// turned into a #UD for channel (b)); anything else ends the run.
     func handleEmulationFailure(_ reported: InstructionBytes, note: inout ExitNote) -> RunOutcome? {
         let cpu = cpuState
-        let bytes = InstructionFetch.completing(reported.array, cpu: cpu, memory: ram)
-        switch VMXDecoder.decode(bytes, state: cpu) {
+        // KVM reports all 15 bytes an instruction can have, as a rule: they
+        // are decoded in place, and an array is made only to complete a
+        // shorter report or when decoding fails (two allocations per
+        // emulated VMREAD otherwise, docs/PERFORMANCE.md).
+        let whole = reported.count >= InstructionFetch.maximumLength
+        let completed = whole ? [] : InstructionFetch.completing(reported.array, cpu: cpu, memory: ram)
+        let decoded = whole ? reported.withUnsafeBytes { VMXDecoder.decode($0, state: cpu) } : VMXDecoder.decode(completed, state: cpu)
+        switch decoded {
         case let .success(insn):
             if vmxTrapChannel == .undefinedOpcode {
                 inject(.invalidOpcode)
@@ -32,6 +38,7 @@ extension Machine {
             }
             return emulate(insn, cpu: cpu, note: &note)
         case let .failure(exception):
+            let bytes = whole ? reported.array : completed
             // Not an instruction the VMX decoder accepts. KVM could not emulate
             // it either: for the VMX opcodes the decoder rejects (a LOCK prefix,
             // a register operand where memory is required) the SDM says #UD.

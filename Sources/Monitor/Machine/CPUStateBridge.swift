@@ -30,18 +30,28 @@ extension CPUState {
     }
 
     init(regs r: Registers, sregs s: SpecialRegisters, events e: VCPUEvents) {
+        self.init(special: s)
+        setRegisters(r, events: e)
+    }
+
+    /// The fields that come from the special registers; the others as `init()` has them.
+    init(special s: SpecialRegisters) {
         self.init()
+        cr0 = s.cr0; cr2 = s.cr2; cr3 = s.cr3; cr4 = s.cr4; efer = s.efer
+        cs = SegmentState(s.cs); ds = SegmentState(s.ds); es = SegmentState(s.es); fs = SegmentState(s.fs)
+        gs = SegmentState(s.gs); ss = SegmentState(s.ss); tr = SegmentState(s.tr); ldtr = SegmentState(s.ldt)
+        gdtr = TableRegister(base: s.gdt.base, limit: s.gdt.limit)
+        idtr = TableRegister(base: s.idt.base, limit: s.idt.limit)
+    }
+
+    /// The fields that come from the registers and the events.
+    mutating func setRegisters(_ r: Registers, events e: VCPUEvents) {
         gprs[0] = r.rax; gprs[1] = r.rcx; gprs[2] = r.rdx; gprs[3] = r.rbx
         gprs[4] = r.rsp; gprs[5] = r.rbp; gprs[6] = r.rsi; gprs[7] = r.rdi
         gprs[8] = r.r8; gprs[9] = r.r9; gprs[10] = r.r10; gprs[11] = r.r11
         gprs[12] = r.r12; gprs[13] = r.r13; gprs[14] = r.r14; gprs[15] = r.r15
         rip = r.rip
         rflags = r.rflags
-        cr0 = s.cr0; cr2 = s.cr2; cr3 = s.cr3; cr4 = s.cr4; efer = s.efer
-        cs = SegmentState(s.cs); ds = SegmentState(s.ds); es = SegmentState(s.es); fs = SegmentState(s.fs)
-        gs = SegmentState(s.gs); ss = SegmentState(s.ss); tr = SegmentState(s.tr); ldtr = SegmentState(s.ldt)
-        gdtr = TableRegister(base: s.gdt.base, limit: s.gdt.limit)
-        idtr = TableRegister(base: s.idt.base, limit: s.idt.limit)
         blockingByMovSS = e.shadow.contains(.movSS)
         blockingBySTI = e.shadow.contains(.sti)
         eventInDelivery = DeliveredEvent(e)
@@ -68,9 +78,10 @@ extension CPUState {
         s.idt = DescriptorTable(base: idtr.base, limit: idtr.limit)
     }
 
-    /// Loads the general-purpose registers, RIP and RFLAGS into `vcpu`.
+    /// Loads the general-purpose registers, RIP and RFLAGS into `vcpu`:
+    /// every field of `Registers`, so the vCPU's are not read first.
     func storeRegisters(into vcpu: any VirtualCPU) {
-        var r = vcpu.registers
+        var r = Registers()
         store(into: &r)
         vcpu.registers = r
     }
@@ -100,5 +111,34 @@ extension DeliveredEvent {
         } else {
             return nil
         }
+    }
+}
+
+/// A vCPU's special registers converted to `CPUState` fields, kept while
+/// the vCPU's `specialRegistersVersion` stays the same: L0 builds a
+/// `CPUState` several times per nested exit, and the eight segments were
+/// most of each (docs/PERFORMANCE.md). Holds the vCPU it converted, so
+/// another vCPU's equal version number never passes for it.
+struct SpecialStateCache {
+    private var vcpu: (any VirtualCPU)?
+    private var version: UInt64 = 0
+    /// The special-register fields of the vCPU's state; the others as `CPUState()` has them.
+    private(set) var special = CPUState()
+
+    /// Brings `special` up to date with `vcpu`.
+    mutating func refresh(_ vcpu: any VirtualCPU) {
+        let now = vcpu.specialRegistersVersion
+        if let held = self.vcpu, held === vcpu, now == version { return }
+        special = CPUState(special: vcpu.specialRegisters)
+        self.vcpu = vcpu
+        version = now
+    }
+
+    /// The whole state of `vcpu` as of its last exit: `CPUState(vcpu)`.
+    mutating func state(of vcpu: any VirtualCPU) -> CPUState {
+        refresh(vcpu)
+        var s = special
+        s.setRegisters(vcpu.registers, events: vcpu.events)
+        return s
     }
 }

@@ -125,7 +125,7 @@ extension Machine {
     /// the timer is armed, idle time is skipped by firing it now. If nothing
     /// can ever wake the guest, the run ends.
     func handleHalt() -> RunOutcome? {
-        let interruptsEnabled = vcpu.registers.rflags & (1 << 9) != 0
+        let interruptsEnabled = vcpu.rflags & (1 << 9) != 0
         guard interruptsEnabled else { return .deadHalt(reason: "HLT with interrupts disabled (RFLAGS.IF = 0)") }
         if apic.deliverableVector != nil { return nil }
         if apic.timerDeadline != nil {

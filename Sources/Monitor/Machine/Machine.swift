@@ -76,7 +76,11 @@ public final class Machine {
     ]
     /// The values of `hostStateMSRs` L0 knows L1's vCPU holds: what L0 wrote,
     /// at a VM exit or for L1's WRMSR. Unknown ones are absent.
-    var l1MSRs: [UInt32: UInt64] = [:]
+    var l1MSRs = MSRValues()
+    /// L1's and L2's special registers as `CPUState` fields, converted once
+    /// per change (`cpuState`, `l2State`).
+    var l1Special = SpecialStateCache()
+    var l2Special = SpecialStateCache()
 
     /// Builds the VM and loads the image. Errors name what failed.
     ///

@@ -6,7 +6,10 @@ import VMXArch
 /// The exits of the L2 VM: L1 wants them (reflect) or L0 handles them as
 /// L1's platform would.
 extension Machine {
-    var l2State: CPUState { l2Machine.map { CPUState($0.vcpu) } ?? CPUState() }
+    var l2State: CPUState {
+        guard let l2 = l2Machine else { return CPUState() }
+        return l2Special.state(of: l2.vcpu)
+    }
 
     /// One exit of the L2 VM: L1 wants it (reflect), or L0 handles it as
     /// L1's platform would.

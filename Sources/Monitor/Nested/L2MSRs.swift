@@ -22,17 +22,19 @@ extension Machine {
     /// L2's values of the MSR-held guest fields the exit controls save (SDM
     /// 28.3.3). L0 knows the values it loaded at entry and those L2 wrote
     /// through it (L2's filter sends those writes here); KVM is asked for the rest.
-    func guestMSRValues(_ l2: L2Machine, saving controls: VMExitControls) -> [UInt32: UInt64] {
-        // One pass, sized up front: at every reflected exit (docs/PERFORMANCE.md).
-        var values = [UInt32: UInt64](minimumCapacity: GuestStateMSRs.fields.count)
+    func guestMSRValues(_ l2: L2Machine, saving controls: VMExitControls) -> [MSRValue] {
+        // One pass into a list sized up front (a dictionary cost more than
+        // the rest of it): at every reflected exit (docs/PERFORMANCE.md).
+        var values: [MSRValue] = []
+        values.reserveCapacity(GuestStateMSRs.fields.count)
         var missing: [UInt32] = []
         for f in GuestStateMSRs.fields where controls.isSuperset(of: f.save) {
-            if let value = l2.loadedMSRs[f.index] { values[f.index] = value } else { missing.append(f.index) }
+            if let value = l2.loadedMSRs[f.index] { values.append(MSRValue(index: f.index, value: value)) } else { missing.append(f.index) }
         }
         if !missing.isEmpty {
             for (index, value) in zip(missing, l2.vcpu.getMSRs(missing)) {
                 l2.loadedMSRs[index] = value
-                values[index] = value
+                if let value { values.append(MSRValue(index: index, value: value)) }
             }
         }
         return values
@@ -42,8 +44,9 @@ extension Machine {
     /// whose value L1's vCPU may not hold already are written: L0 knows
     /// what it wrote last, and L1's own writes reach it (`hostStateMSRs`).
     func loadHostMSRs(_ values: [MSRValue]) {
+        // Nothing to write, the usual case: no list is built.
+        guard values.contains(where: { l1MSRs[$0.index] != $0.value }) else { return }
         let pairs = values.filter { l1MSRs[$0.index] != $0.value }.map { (index: $0.index, value: $0.value) }
-        guard !pairs.isEmpty else { return }
         if vcpu.setMSRs(pairs) == pairs.count {
             for pair in pairs { l1MSRs[pair.index] = pair.value }
             return
@@ -139,5 +142,34 @@ extension Machine {
             .init(base: 0xc000_0000, reads: true, writes: false, allow: allow(1024)),
             .init(base: 0xc000_0000, reads: false, writes: true, allow: allow(3072)),
         ])
+    }
+}
+
+/// MSR values L0 knows a vCPU holds, by index: a handful at most (the
+/// guest-state and host-state MSRs), kept in a list searched in order,
+/// which costs less than a dictionary's hashing at every exit and entry
+/// (docs/PERFORMANCE.md). Setting nil forgets a value.
+struct MSRValues {
+    private var indices: [UInt32] = []
+    private var values: [UInt64] = []
+
+    subscript(index: UInt32) -> UInt64? {
+        get {
+            guard let i = indices.firstIndex(of: index) else { return nil }
+            return values[i]
+        }
+        set {
+            if let i = indices.firstIndex(of: index) {
+                if let newValue {
+                    values[i] = newValue
+                } else {
+                    indices.remove(at: i)
+                    values.remove(at: i)
+                }
+            } else if let newValue {
+                indices.append(index)
+                values.append(newValue)
+            }
+        }
     }
 }

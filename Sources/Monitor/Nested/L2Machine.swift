@@ -100,7 +100,7 @@ final class L2Machine {
     var premapped: [UInt64]?
     /// The MSR-held guest state last written to L2's vCPU (SYSENTER, PAT,
     /// DEBUGCTL), so an entry writes it again only when it changed.
-    var loadedMSRs: [UInt32: UInt64] = [:]
+    var loadedMSRs = MSRValues()
     /// What the MSR filter was last built from (bitmap use and contents).
     var msrFilterBitmap: (useBitmaps: Bool, bytes: [UInt8])?
     /// The VMX-preemption timer while it counts down (SDM 26.5.1).

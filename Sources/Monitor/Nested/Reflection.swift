@@ -109,7 +109,7 @@ extension Machine {
         if exit.vectoring == nil, state.eventInDelivery != nil { l2.vcpu.events.forgetInjectedEvent() }
         // 28.4: the VM-exit MSR-store list takes L2's values, in order.
         let store = plan.msrStore
-        for (entry, value) in zip(store.entries, l2.vcpu.getMSRs(store.entries.map(\.index))) {
+        for (entry, value) in zip(store.entries, store.entries.isEmpty ? [] : l2.vcpu.getMSRs(store.entries.map(\.index))) {
             guard let value, ram.store(value, at: entry.valueAddress) else { return vmxAbort(.savingGuestMSR, vmcs: vmcs) }
         }
         if let abort = store.abort { return vmxAbort(abort, vmcs: vmcs) }

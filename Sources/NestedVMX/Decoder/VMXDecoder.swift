@@ -20,7 +20,13 @@ public enum VMXDecoder {
     /// The same for an array: no generic prefix (a tenth of an emulated
     /// VMREAD's instructions, callgrind, docs/PERFORMANCE.md).
     public static func decode(_ bytes: [UInt8], state: CPUState) -> Result<DecodedInstruction, X86Exception> {
-        var cursor = Cursor(bytes: bytes.count > maximumLength + 1 ? Array(bytes[..<(maximumLength + 1)]) : bytes)
+        bytes.withUnsafeBytes { decode($0, state: state) }
+    }
+
+    /// The same for bytes in place (an emulation failure's, which KVM
+    /// reports inline): nothing is allocated.
+    public static func decode(_ bytes: UnsafeRawBufferPointer, state: CPUState) -> Result<DecodedInstruction, X86Exception> {
+        var cursor = Cursor(bytes: bytes)
         do {
             return .success(try decode(&cursor, state: state))
         } catch {
@@ -33,15 +39,27 @@ public enum VMXDecoder {
     struct DecodeError: Error { var exception: X86Exception }
 
     /// Reads bytes, enforcing the 15-byte limit before running out of input.
+    /// The first 16 bytes (15 and one past the limit) are kept inline.
     struct Cursor {
-        let bytes: [UInt8]
+        private var storage: (UInt64, UInt64) = (0, 0)
+        let count: Int
         var position = 0
+
+        init(bytes: UnsafeRawBufferPointer) {
+            count = min(bytes.count, VMXDecoder.maximumLength + 1)
+            withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes.prefix(count))) }
+        }
+
+        init(bytes: [UInt8]) {
+            self = bytes.withUnsafeBytes { Cursor(bytes: $0) }
+        }
+
         mutating func next() throws(DecodeError) -> UInt8 {
             // A 16th byte makes the instruction over-long whatever follows.
             guard position < VMXDecoder.maximumLength else { throw DecodeError(exception: .generalProtection(0)) }
-            guard position < bytes.count else { throw DecodeError(exception: .invalidOpcode) }
+            guard position < count else { throw DecodeError(exception: .invalidOpcode) }
             defer { position += 1 }
-            return bytes[position]
+            return withUnsafeBytes(of: storage) { $0[position] }
         }
         mutating func littleEndian(_ count: Int) throws(DecodeError) -> UInt64 {
             var v: UInt64 = 0

@@ -5,6 +5,12 @@ public struct FieldSet: Sendable {
     static let words = 4
     var bits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
 
+    static func single(_ slot: Int) -> FieldSet {
+        var s = FieldSet()
+        s.insert(slot)
+        return s
+    }
+
     public static let empty = FieldSet()
     public static var all: FieldSet { FieldSet(bits: (.max, .max, .max, .max)) }
 
@@ -31,6 +37,47 @@ public struct FieldSet: Sendable {
         default: bits.3 |= bit
         }
     }
+
+    @inline(__always)
+    mutating func remove(_ slot: Int) {
+        let bit = ~(UInt64(1) << UInt64(slot & 63))
+        switch slot >> 6 {
+        case 0: bits.0 &= bit
+        case 1: bits.1 &= bit
+        case 2: bits.2 &= bit
+        default: bits.3 &= bit
+        }
+    }
+
+    @inline(__always)
+    mutating func formUnion(_ o: FieldSet) {
+        bits.0 |= o.bits.0; bits.1 |= o.bits.1; bits.2 |= o.bits.2; bits.3 |= o.bits.3
+    }
+
+    /// Word `i` (slots 64i ..< 64i + 64).
+    @inline(__always)
+    func word(_ i: Int) -> UInt64 {
+        switch i {
+        case 0: bits.0
+        case 1: bits.1
+        case 2: bits.2
+        default: bits.3
+        }
+    }
+
+    /// Calls `body` with each slot in the set, in ascending order.
+    @inline(__always)
+    func forEach(_ body: (Int) -> Void) {
+        for w in 0..<Self.words {
+            var b = word(w)
+            while b != 0 {
+                body(w * 64 + b.trailingZeroBitCount)
+                b &= b &- 1
+            }
+        }
+    }
+
+    static var capacity: Int { 64 * words }
 
     @inline(__always)
     public func intersects(_ o: FieldSet) -> Bool {
@@ -113,10 +160,40 @@ public struct EntryCheckMemo: Equatable, Sendable {
     /// evaluation read, and whether it read memory.
     var reads: [FieldSet] = []
     var readsMemory: [Bool] = []
+    /// The same, inverted, to find the checks an entry re-runs without
+    /// testing each one: per `FieldSet` slot, the checks whose last
+    /// evaluation read it, and the checks that read memory, as sets of
+    /// check indices (a `FieldSet` holds up to 256). Kept equal to
+    /// `reads` and `readsMemory` while `key` is set (`indexMatchesReads`).
+    var readers: [FieldSet] = []
+    var memoryReaders = FieldSet()
     /// How many checks the last call evaluated (the rest were known to pass).
     public internal(set) var evaluated = 0
 
     public init() {}
+
+    /// `readers` and `memoryReaders` say what `reads` and `readsMemory` say.
+    var indexMatchesReads: Bool {
+        guard readers.count == FieldSet.capacity, reads.count == readsMemory.count else { return false }
+        for slot in 0..<FieldSet.capacity {
+            var expected = FieldSet()
+            for (i, r) in reads.enumerated() where r.intersects(FieldSet.single(slot)) { expected.insert(i) }
+            guard expected.bits == readers[slot].bits else { return false }
+        }
+        var memory = FieldSet()
+        for (i, m) in readsMemory.enumerated() where m { memory.insert(i) }
+        return memory.bits == memoryReaders.bits
+    }
+
+    /// Rebuilds `readers` and `memoryReaders` from `reads` and `readsMemory`.
+    mutating func rebuildIndex() {
+        readers = [FieldSet](repeating: FieldSet(), count: FieldSet.capacity)
+        memoryReaders = FieldSet()
+        for i in reads.indices {
+            reads[i].forEach { readers[$0].insert(i) }
+            if readsMemory[i] { memoryReaders.insert(i) }
+        }
+    }
 
     /// A cache, not state: two are equal whatever they hold, so that a
     /// `VMXState` compares by what L1 can observe.

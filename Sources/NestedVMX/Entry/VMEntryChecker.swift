@@ -36,33 +36,64 @@ public enum VMEntryChecker {
     public static func check(_ context: EntryContext, memo: inout EntryCheckMemo) -> VMEntryFailure? {
         let key = EntryCheckMemo.Key(context)
         let values = context.vmcs.values
-        let changed: FieldSet
-        if memo.key == key && memo.values.count == values.count && memo.reads.count == checks.count {
-            var parts = FieldSet(differencesOf: memo.values, values)
+        let checks = Self.checks
+        precondition(checks.count <= FieldSet.capacity)
+        // The checks to run, in index order: every one after anything else
+        // in the key changed or a failure; else those that read memory
+        // and those that read a changed field, found through the memo's
+        // inverted index rather than by testing each check's reads (that
+        // scan was most of an entry's checks, docs/PERFORMANCE.md).
+        var due: FieldSet
+        let full: Bool
+        if memo.key == key && memo.values.count == values.count && memo.reads.count == checks.count
+            && memo.readers.count == FieldSet.capacity {
+            var changed = FieldSet(differencesOf: memo.values, values)
             for part in FieldPart.allCases where (memo.values[part.fieldSlot] ^ values[part.fieldSlot]) & part.mask != 0 {
-                parts.insert(part.slot)
+                changed.insert(part.slot)
             }
-            changed = parts
+            due = memo.memoryReaders
+            memo.readers.withUnsafeBufferPointer { readers in changed.forEach { due.formUnion(readers[$0]) } }
+            full = false
         } else {
-            changed = .all
+            due = .all
+            full = true
             memo.reads = [FieldSet](repeating: .all, count: checks.count)
             memo.readsMemory = [Bool](repeating: true, count: checks.count)
         }
         memo.key = nil
-        memo.evaluated = 0
         let reads = EntryReads()
         let recording = context.recording(into: reads)
-        for (i, c) in checks.enumerated() {
-            if !memo.readsMemory[i] && !memo.reads[i].intersects(changed) { continue }
-            reads.fields = .empty
-            reads.memory = false
-            memo.evaluated += 1
-            let result = c.run(recording)
-            memo.reads[i] = reads.fields
-            memo.readsMemory[i] = reads.memory
-            // A failure leaves the memo knowing nothing: the checks after it did not run.
-            if case let .fail(q) = result { return failure(of: c, qualification: q) }
+        var evaluated = 0
+        var failure: VMEntryFailure?
+        run: for w in 0..<FieldSet.words {
+            var bits = due.word(w)
+            while bits != 0 {
+                let i = w * 64 + bits.trailingZeroBitCount
+                bits &= bits &- 1
+                guard i < checks.count else { break run }
+                reads.fields = .empty
+                reads.memory = false
+                evaluated += 1
+                let c = checks[i]
+                let result = c.run(recording)
+                if !full {
+                    // Keep the index equal to the reads (a full run rebuilds it below).
+                    memo.reads[i].forEach { memo.readers[$0].remove(i) }
+                    reads.fields.forEach { memo.readers[$0].insert(i) }
+                    if reads.memory { memo.memoryReaders.insert(i) } else { memo.memoryReaders.remove(i) }
+                }
+                memo.reads[i] = reads.fields
+                memo.readsMemory[i] = reads.memory
+                // A failure leaves the memo knowing nothing: the checks after it did not run.
+                if case let .fail(q) = result {
+                    failure = Self.failure(of: c, qualification: q)
+                    break run
+                }
+            }
         }
+        memo.evaluated = evaluated
+        if let failure { return failure }
+        if full { memo.rebuildIndex() }
         memo.key = key
         memo.values = values
         return nil

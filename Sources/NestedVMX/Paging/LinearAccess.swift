@@ -6,6 +6,17 @@ extension PageWalker {
     public static func readLinear(_ linear: UInt64, count: Int, access: MemoryAccess, state: CPUState,
                                   memory: some GuestMemoryAccess,
                                   physicalAddressBits: Int = 46) -> Result<[UInt8], LinearAccessError> {
+        // Within one page, the usual case: translated as `translateRange`
+        // does it, without building its list of pieces.
+        if let first = onePage(linear, count: count, state: state) {
+            switch translate(first, access: access, state: state, memory: memory, setAccessedDirty: true,
+                             physicalAddressBits: physicalAddressBits) {
+            case .failure(let e): return .failure(.fault(e))
+            case .success(let pa):
+                guard let bytes = memory.read(pa, count: count) else { return .failure(.notRAM(physical: pa)) }
+                return .success(bytes)
+            }
+        }
         switch translateRange(linear, count: count, access: access, state: state, memory: memory,
                               physicalAddressBits: physicalAddressBits) {
         case .failure(let e):
@@ -52,6 +63,14 @@ extension PageWalker {
 
     struct Piece { var physical: UInt64; var count: Int }
 
+    /// The (wrapped) linear address of `count` > 0 bytes that lie within
+    /// one page, else nil.
+    static func onePage(_ linear: UInt64, count: Int, state: CPUState) -> UInt64? {
+        // Linear addresses wrap at 4 GiB outside IA-32e mode.
+        let first = state.longModeActive ? linear : linear & 0xFFFF_FFFF
+        return count > 0 && count <= Int(0x1000 - (first & 0xFFF)) ? first : nil
+    }
+
     /// Splits [linear, linear+count) at 4 KiB boundaries and translates each
     /// piece: first without side effects, then (all succeeded) again setting
     /// the accessed/dirty flags, so a fault leaves the paging structures as
@@ -61,6 +80,16 @@ extension PageWalker {
                                physicalAddressBits: Int) -> Result<[Piece], LinearAccessError> {
         // Linear addresses wrap at 4 GiB outside IA-32e mode.
         let mask: UInt64 = state.longModeActive ? ~0 : 0xFFFF_FFFF
+        guard count > 0 else { return .success([]) }
+        if let first = onePage(linear, count: count, state: state) {
+            // One page, the usual case: a walk that fails sets no flags, so
+            // one walk that sets them is the two below (half the cost).
+            switch translate(first, access: access, state: state, memory: memory, setAccessedDirty: true,
+                             physicalAddressBits: physicalAddressBits) {
+            case .failure(let e): return .failure(.fault(e))
+            case .success(let pa): return .success([Piece(physical: pa, count: count)])
+            }
+        }
         var chunks: [(linear: UInt64, count: Int)] = []
         var done = 0
         while done < count {

@@ -55,8 +55,37 @@ public enum PageWalker {
         var hasAccessedFlag = true     // PAE PDPTEs have none (Table 4-8)
     }
 
+    /// The entries a walk used, in order: at most five (a PML5 walk), kept
+    /// inline so a walk allocates nothing (it runs for every guest-linear
+    /// access L0 makes, docs/PERFORMANCE.md).
+    struct Steps {
+        private var storage: (Step?, Step?, Step?, Step?, Step?) = (nil, nil, nil, nil, nil)
+        private(set) var count = 0
+
+        mutating func append(_ step: Step) {
+            switch count {
+            case 0: storage.0 = step
+            case 1: storage.1 = step
+            case 2: storage.2 = step
+            case 3: storage.3 = step
+            default: storage.4 = step
+            }
+            count += 1
+        }
+
+        subscript(i: Int) -> Step {
+            switch i {
+            case 0: storage.0!
+            case 1: storage.1!
+            case 2: storage.2!
+            case 3: storage.3!
+            default: storage.4!
+            }
+        }
+    }
+
     struct Walk {
-        var steps: [Step] = []
+        var steps = Steps()
         var writable = true
         var user = true
         var executeDisable = false
@@ -121,7 +150,9 @@ public enum PageWalker {
     /// Sets the accessed flag of every entry used and the dirty flag of the
     /// entry that maps the page on a write (SDM Vol. 3A 4.8).
     static func updateFlags(_ walk: Walk, write: Bool, memory: some GuestMemoryAccess) {
-        for (i, step) in walk.steps.enumerated() where step.hasAccessedFlag {
+        for i in 0..<walk.steps.count {
+            let step = walk.steps[i]
+            guard step.hasAccessedFlag else { continue }
             var v = step.value | accessed
             if write && i == walk.steps.count - 1 { v |= dirty }
             guard v != step.value else { continue }
@@ -197,7 +228,7 @@ public enum PageWalker {
         var reserved = bits(62, maxPhys)
         if state.efer & eferNXE == 0 { reserved |= executeDisable }
         let table = pdpte & bits(maxPhys - 1, 12)
-        try walkTables(la, from: table, shifts: [21, 12], largeAt: [21], reserved: reserved,
+        try walkTables(la, from: table, topShift: 21, largeAt: 1 << 21, reserved: reserved,
                        maxPhys: maxPhys, memory: memory, into: &walk)
         return walk
     }
@@ -210,20 +241,21 @@ public enum PageWalker {
         // Bits 51:MAXPHYADDR reserved in every entry; XD reserved without NXE (Tables 4-14..4-20).
         var reserved = bits(51, maxPhys)
         if state.efer & eferNXE == 0 { reserved |= executeDisable }
-        let shifts = state.cr4 & cr4LA57 != 0 ? [48, 39, 30, 21, 12] : [39, 30, 21, 12]
-        try walkTables(linear, from: state.cr3 & bits(maxPhys - 1, 12), shifts: shifts, largeAt: [30, 21],
+        let topShift = state.cr4 & cr4LA57 != 0 ? 48 : 39
+        try walkTables(linear, from: state.cr3 & bits(maxPhys - 1, 12), topShift: topShift, largeAt: 1 << 30 | 1 << 21,
                        reserved: reserved, maxPhys: maxPhys, memory: memory, into: &walk)
         return walk
     }
 
-    /// Walks 8-byte-entry tables of 512 entries. `shifts` are the low bit of
-    /// each level's index; `largeAt` the levels where PS = 1 maps a page (at
-    /// the other non-leaf levels PS is reserved, e.g. PML4E/PML5E bit 7).
-    static func walkTables(_ linear: UInt64, from root: UInt64, shifts: [Int], largeAt: Set<Int>,
+    /// Walks 8-byte-entry tables of 512 entries. Each level's index starts
+    /// at a shift, from `topShift` down by 9 to 12; `largeAt` has bit
+    /// `shift` set for the levels where PS = 1 maps a page (at the other
+    /// non-leaf levels PS is reserved, e.g. PML4E/PML5E bit 7).
+    static func walkTables(_ linear: UInt64, from root: UInt64, topShift: Int, largeAt: UInt64,
                            reserved: UInt64, maxPhys: Int, memory: some GuestMemoryAccess,
                            into walk: inout Walk) throws(Failure) {
         var table = root
-        for shift in shifts {
+        for shift in stride(from: topShift, through: 12, by: -9) {
             let address = table + ((linear >> UInt64(shift)) & 0x1FF) * 8
             let entry = readEntry(address, wide: true, memory: memory)
             guard entry & present != 0 else { throw .notPresent }
@@ -232,7 +264,7 @@ public enum PageWalker {
             if shift == 12 {
                 isLeaf = true
             } else if entry & pageSize != 0 {
-                guard largeAt.contains(shift) else { throw .reserved }
+                guard largeAt & 1 << UInt64(shift) != 0 else { throw .reserved }
                 // Large page: bits (shift-1):13 reserved (bit 12 is PAT).
                 guard entry & bits(shift - 1, 13) == 0 else { throw .reserved }
                 isLeaf = true

@@ -5,8 +5,55 @@ import VMXArch
 /// loading L1's host state at VM exit (28.5). Pure functions of values.
 public enum StateTransfer {
     struct SegmentFields: Sendable {
-        let selector: VMCSField, base: VMCSField, limit: VMCSField, accessRights: VMCSField
+        let selector: ResolvedField, base: ResolvedField, limit: ResolvedField, accessRights: ResolvedField
+        init(_ selector: VMCSField, _ base: VMCSField, _ limit: VMCSField, _ accessRights: VMCSField) {
+            self.selector = ResolvedField(selector); self.base = ResolvedField(base)
+            self.limit = ResolvedField(limit); self.accessRights = ResolvedField(accessRights)
+        }
     }
+
+    /// The fields the transfers read and write, resolved to their VMCS12
+    /// slots once (`ResolvedField`).
+    struct Fields: Sendable {
+        let guestRIP = ResolvedField(.guestRIP), guestRSP = ResolvedField(.guestRSP)
+        let guestRFLAGS = ResolvedField(.guestRFLAGS)
+        let guestCR0 = ResolvedField(.guestCR0), guestCR3 = ResolvedField(.guestCR3), guestCR4 = ResolvedField(.guestCR4)
+        let guestEFER = ResolvedField(.guestIA32EFER), entryControls = ResolvedField(.entryControls)
+        let guestGDTRBase = ResolvedField(.guestGDTRBase), guestGDTRLimit = ResolvedField(.guestGDTRLimit)
+        let guestIDTRBase = ResolvedField(.guestIDTRBase), guestIDTRLimit = ResolvedField(.guestIDTRLimit)
+        let guestInterruptibility = ResolvedField(.guestInterruptibilityState)
+        let guestActivityState = ResolvedField(.guestActivityState)
+        let entryInterruptionInfo = ResolvedField(.entryInterruptionInfo)
+        let guestPendingDebugExceptions = ResolvedField(.guestPendingDebugExceptions)
+        let es = SegmentFields(.guestESSelector, .guestESBase, .guestESLimit, .guestESAccessRights)
+        let cs = SegmentFields(.guestCSSelector, .guestCSBase, .guestCSLimit, .guestCSAccessRights)
+        let ss = SegmentFields(.guestSSSelector, .guestSSBase, .guestSSLimit, .guestSSAccessRights)
+        let ds = SegmentFields(.guestDSSelector, .guestDSBase, .guestDSLimit, .guestDSAccessRights)
+        let fs = SegmentFields(.guestFSSelector, .guestFSBase, .guestFSLimit, .guestFSAccessRights)
+        let gs = SegmentFields(.guestGSSelector, .guestGSBase, .guestGSLimit, .guestGSAccessRights)
+        let ldtr = SegmentFields(.guestLDTRSelector, .guestLDTRBase, .guestLDTRLimit, .guestLDTRAccessRights)
+        let tr = SegmentFields(.guestTRSelector, .guestTRBase, .guestTRLimit, .guestTRAccessRights)
+        let hostRSP = ResolvedField(.hostRSP), hostRIP = ResolvedField(.hostRIP)
+        let hostCR0 = ResolvedField(.hostCR0), hostCR3 = ResolvedField(.hostCR3), hostCR4 = ResolvedField(.hostCR4)
+        let hostEFER = ResolvedField(.hostIA32EFER)
+        let hostCSSelector = ResolvedField(.hostCSSelector), hostSSSelector = ResolvedField(.hostSSSelector)
+        let hostDSSelector = ResolvedField(.hostDSSelector), hostESSelector = ResolvedField(.hostESSelector)
+        let hostFSSelector = ResolvedField(.hostFSSelector), hostGSSelector = ResolvedField(.hostGSSelector)
+        let hostTRSelector = ResolvedField(.hostTRSelector)
+        let hostFSBase = ResolvedField(.hostFSBase), hostGSBase = ResolvedField(.hostGSBase)
+        let hostTRBase = ResolvedField(.hostTRBase)
+        let hostGDTRBase = ResolvedField(.hostGDTRBase), hostIDTRBase = ResolvedField(.hostIDTRBase)
+        let exitReason = ResolvedField(.exitReason), exitQualification = ResolvedField(.exitQualification)
+        let guestPhysicalAddress = ResolvedField(.guestPhysicalAddress)
+        let guestLinearAddress = ResolvedField(.guestLinearAddress)
+        let exitInstructionLength = ResolvedField(.exitInstructionLength)
+        let vmxInstructionInfo = ResolvedField(.vmxInstructionInfo)
+        let exitInterruptionInfo = ResolvedField(.exitInterruptionInfo)
+        let exitInterruptionErrorCode = ResolvedField(.exitInterruptionErrorCode)
+        let idtVectoringInfo = ResolvedField(.idtVectoringInfo)
+        let idtVectoringErrorCode = ResolvedField(.idtVectoringErrorCode)
+    }
+    static let fields = Fields()
 
     /// The guest segment registers with their fields (SDM 25.4.1), read and
     /// written through a switch: key paths cost most of the guest-state
@@ -14,17 +61,10 @@ public enum StateTransfer {
     enum GuestSegment: CaseIterable {
         case es, cs, ss, ds, fs, gs, ldtr, tr
 
-        var fields: SegmentFields {
+        func fields(_ f: Fields) -> SegmentFields {
             switch self {
-            case .es: SegmentFields(selector: .guestESSelector, base: .guestESBase, limit: .guestESLimit, accessRights: .guestESAccessRights)
-            case .cs: SegmentFields(selector: .guestCSSelector, base: .guestCSBase, limit: .guestCSLimit, accessRights: .guestCSAccessRights)
-            case .ss: SegmentFields(selector: .guestSSSelector, base: .guestSSBase, limit: .guestSSLimit, accessRights: .guestSSAccessRights)
-            case .ds: SegmentFields(selector: .guestDSSelector, base: .guestDSBase, limit: .guestDSLimit, accessRights: .guestDSAccessRights)
-            case .fs: SegmentFields(selector: .guestFSSelector, base: .guestFSBase, limit: .guestFSLimit, accessRights: .guestFSAccessRights)
-            case .gs: SegmentFields(selector: .guestGSSelector, base: .guestGSBase, limit: .guestGSLimit, accessRights: .guestGSAccessRights)
-            case .ldtr:
-                SegmentFields(selector: .guestLDTRSelector, base: .guestLDTRBase, limit: .guestLDTRLimit, accessRights: .guestLDTRAccessRights)
-            case .tr: SegmentFields(selector: .guestTRSelector, base: .guestTRBase, limit: .guestTRLimit, accessRights: .guestTRAccessRights)
+            case .es: f.es; case .cs: f.cs; case .ss: f.ss; case .ds: f.ds
+            case .fs: f.fs; case .gs: f.gs; case .ldtr: f.ldtr; case .tr: f.tr
             }
         }
 
@@ -44,41 +84,42 @@ public enum StateTransfer {
     }
 
     /// L2's state at VM entry: the guest-state area, with the GPRs other
-    /// than RSP carried over from L1 (VMX does not switch them, SDM 27.3.2.1).
+    /// than RSP carried over from L1 (VMX does not switch them, SDM 27.3.2).
     public static func guestState(from vmcs: VMCS12, l1: CPUState) -> CPUState {
-        func f(_ field: VMCSField) -> UInt64 { vmcs.read(field) ?? 0 }
+        let r = fields
         var s = CPUState()
         s.gprs = l1.gprs
-        s.gprs[.rsp] = f(.guestRSP)
-        s.rip = f(.guestRIP)
-        s.rflags = f(.guestRFLAGS) | 0x2
-        s.cr0 = f(.guestCR0)
+        s.gprs[.rsp] = vmcs[r.guestRSP]
+        s.rip = vmcs[r.guestRIP]
+        s.rflags = vmcs[r.guestRFLAGS] | 0x2
+        s.cr0 = vmcs[r.guestCR0]
         s.cr2 = l1.cr2                        // CR2 is not switched (27.3.2): L1's, as a #PF L1 injects needs
-        s.cr3 = f(.guestCR3)
-        s.cr4 = f(.guestCR4) & ~(1 << 13)    // VMXE stays virtual for L2 too
-        if vmcs.entryControls.contains(.loadEFER) {
-            s.efer = f(.guestIA32EFER)
+        s.cr3 = vmcs[r.guestCR3]
+        s.cr4 = vmcs[r.guestCR4] & ~(1 << 13)    // VMXE stays virtual for L2 too
+        let entryControls = VMEntryControls(rawValue: UInt32(truncatingIfNeeded: vmcs[r.entryControls]))
+        if entryControls.contains(.loadEFER) {
+            s.efer = vmcs[r.guestEFER]
         } else {
             // SDM 27.3.2.1: without "load IA32_EFER", LMA and LME follow "IA-32e mode guest".
-            let ia32e = vmcs.entryControls.contains(.ia32eModeGuest)
+            let ia32e = entryControls.contains(.ia32eModeGuest)
             s.efer = ia32e ? (l1.efer | 0x500) : (l1.efer & ~0x500)
         }
         for segment in GuestSegment.allCases {
-            let fields = segment.fields
+            let f = segment.fields(r)
             var seg = SegmentState()
-            seg.selector = UInt16(truncatingIfNeeded: f(fields.selector))
-            seg.base = f(fields.base)
-            seg.limit = UInt32(truncatingIfNeeded: f(fields.limit))
-            seg.accessRights = UInt32(truncatingIfNeeded: f(fields.accessRights))
+            seg.selector = UInt16(truncatingIfNeeded: vmcs[f.selector])
+            seg.base = vmcs[f.base]
+            seg.limit = UInt32(truncatingIfNeeded: vmcs[f.limit])
+            seg.accessRights = UInt32(truncatingIfNeeded: vmcs[f.accessRights])
             segment.set(seg, in: &s)
         }
         // CS.L means nothing outside IA-32e mode (SDM 27.3.1.2 checks it only
         // for an IA-32e-mode guest), and a vCPU refuses it there: clear it.
         // saveGuestState gives it back while CS is unchanged.
         if !s.longModeActive { s.cs.l = false }
-        s.gdtr = TableRegister(base: f(.guestGDTRBase), limit: UInt16(truncatingIfNeeded: f(.guestGDTRLimit)))
-        s.idtr = TableRegister(base: f(.guestIDTRBase), limit: UInt16(truncatingIfNeeded: f(.guestIDTRLimit)))
-        let interruptibility = f(.guestInterruptibilityState)
+        s.gdtr = TableRegister(base: vmcs[r.guestGDTRBase], limit: UInt16(truncatingIfNeeded: vmcs[r.guestGDTRLimit]))
+        s.idtr = TableRegister(base: vmcs[r.guestIDTRBase], limit: UInt16(truncatingIfNeeded: vmcs[r.guestIDTRLimit]))
+        let interruptibility = vmcs[r.guestInterruptibility]
         s.blockingBySTI = interruptibility & 1 != 0
         s.blockingByMovSS = interruptibility & 2 != 0
         return s
@@ -86,82 +127,84 @@ public enum StateTransfer {
 
     /// Saves L2's state into the guest-state area at VM exit (SDM 28.3).
     public static func saveGuestState(_ s: CPUState, into vmcs: inout VMCS12) {
-        vmcs.write(.guestRIP, s.rip)
-        vmcs.write(.guestRSP, s.gprs[.rsp])
-        vmcs.write(.guestRFLAGS, s.rflags)
-        vmcs.write(.guestCR0, s.cr0)
-        vmcs.write(.guestCR3, s.cr3)
-        vmcs.write(.guestCR4, s.cr4)
-        if vmcs.exitControls.contains(.saveEFER) { vmcs.write(.guestIA32EFER, s.efer) }
+        let r = fields
+        vmcs[r.guestRIP] = s.rip
+        vmcs[r.guestRSP] = s.gprs[.rsp]
+        vmcs[r.guestRFLAGS] = s.rflags
+        vmcs[r.guestCR0] = s.cr0
+        vmcs[r.guestCR3] = s.cr3
+        vmcs[r.guestCR4] = s.cr4
+        if vmcs.exitControls.contains(.saveEFER) { vmcs[r.guestEFER] = s.efer }
         // 28.3.3: the "IA-32e mode guest" entry control follows IA32_EFER.LMA,
         // so an L2 that entered long mode by itself can be resumed.
-        var entry = vmcs.entryControls
+        var entry = VMEntryControls(rawValue: UInt32(truncatingIfNeeded: vmcs[r.entryControls]))
         if s.efer & (1 << 10) != 0 { entry.insert(.ia32eModeGuest) } else { entry.remove(.ia32eModeGuest) }
-        vmcs.write(.entryControls, UInt64(entry.rawValue))
+        vmcs[r.entryControls] = UInt64(entry.rawValue)
         for segment in GuestSegment.allCases {
-            let fields = segment.fields
+            let f = segment.fields(r)
             var seg = segment.get(s)
-            if segment == .cs, s.efer & (1 << 10) == 0, let ar = vmcs.read(fields.accessRights), ar & 1 << 13 != 0 {
+            if segment == .cs, s.efer & (1 << 10) == 0, case let ar = vmcs[f.accessRights], ar & 1 << 13 != 0 {
                 // An L bit L1 wrote for a guest outside IA-32e mode, which
                 // guestState cleared for the vCPU: kept while CS is the one loaded.
                 var loaded = seg
                 loaded.accessRights = UInt32(truncatingIfNeeded: ar)
                 loaded.l = false
-                if loaded == seg && vmcs.read(fields.selector) == UInt64(seg.selector) && vmcs.read(fields.base) == seg.base
-                    && vmcs.read(fields.limit) == UInt64(seg.limit) {
+                if loaded == seg && vmcs[f.selector] == UInt64(seg.selector) && vmcs[f.base] == seg.base
+                    && vmcs[f.limit] == UInt64(seg.limit) {
                     seg.l = true
                 }
             }
-            vmcs.write(fields.selector, UInt64(seg.selector))
-            vmcs.write(fields.base, seg.base)
-            vmcs.write(fields.limit, UInt64(seg.limit))
-            vmcs.write(fields.accessRights, UInt64(seg.accessRights))
+            vmcs[f.selector] = UInt64(seg.selector)
+            vmcs[f.base] = seg.base
+            vmcs[f.limit] = UInt64(seg.limit)
+            vmcs[f.accessRights] = UInt64(seg.accessRights)
         }
-        vmcs.write(.guestGDTRBase, s.gdtr.base)
-        vmcs.write(.guestGDTRLimit, UInt64(s.gdtr.limit))
-        vmcs.write(.guestIDTRBase, s.idtr.base)
-        vmcs.write(.guestIDTRLimit, UInt64(s.idtr.limit))
-        vmcs.write(.guestInterruptibilityState, (s.blockingBySTI ? 1 : 0) | (s.blockingByMovSS ? 2 : 0))
+        vmcs[r.guestGDTRBase] = s.gdtr.base
+        vmcs[r.guestGDTRLimit] = UInt64(s.gdtr.limit)
+        vmcs[r.guestIDTRBase] = s.idtr.base
+        vmcs[r.guestIDTRLimit] = UInt64(s.idtr.limit)
+        vmcs[r.guestInterruptibility] = (s.blockingBySTI ? 1 : 0) | (s.blockingByMovSS ? 2 : 0)
     }
 
     /// L1's state after a VM exit: the host-state area (SDM 28.5), with
     /// L2's GPRs other than RSP (VM exits do not switch them).
     public static func hostState(from vmcs: VMCS12, l2: CPUState, l1: CPUState) -> CPUState {
-        func f(_ field: VMCSField) -> UInt64 { vmcs.read(field) ?? 0 }
+        let r = fields
         var s = l1
         s.gprs = l2.gprs
-        s.gprs[.rsp] = f(.hostRSP)
-        s.rip = f(.hostRIP)
+        s.gprs[.rsp] = vmcs[r.hostRSP]
+        s.rip = vmcs[r.hostRIP]
         s.rflags = 0x2                                  // 28.5.3: all flags cleared but bit 1
-        s.cr0 = f(.hostCR0)
+        s.cr0 = vmcs[r.hostCR0]
         s.cr2 = l2.cr2                                  // not switched (28.5.1): what L2 left
-        s.cr3 = f(.hostCR3)
-        s.cr4 = f(.hostCR4) & ~(1 << 13)                // VMXE is virtual: never in the real CR4
-        let longMode = vmcs.exitControls.contains(.hostAddressSpaceSize)
-        if vmcs.exitControls.contains(.loadEFER) {
-            s.efer = f(.hostIA32EFER)
+        s.cr3 = vmcs[r.hostCR3]
+        s.cr4 = vmcs[r.hostCR4] & ~(1 << 13)            // VMXE is virtual: never in the real CR4
+        let exitControls = vmcs.exitControls
+        let longMode = exitControls.contains(.hostAddressSpaceSize)
+        if exitControls.contains(.loadEFER) {
+            s.efer = vmcs[r.hostEFER]
         } else {
             s.efer = longMode ? (s.efer | 0x500) : (s.efer & ~0x500)
         }
         // 28.5.2: selectors from the host fields; flat 4 GiB segments, CS 64-bit when long.
-        func flat(_ selector: VMCSField, base: UInt64, code: Bool) -> SegmentState {
-            let sel = UInt16(truncatingIfNeeded: f(selector))
+        func flat(_ selector: ResolvedField, base: UInt64, code: Bool) -> SegmentState {
+            let sel = UInt16(truncatingIfNeeded: vmcs[selector])
             var seg = SegmentState(selector: sel, base: base, limit: 0xffff_ffff, type: code ? 0xb : 0x3, s: true,
                                    dpl: 0, present: true, l: code && longMode, db: !(code && longMode), g: true)
             if !code && sel == 0 { seg.unusable = true }
             return seg
         }
-        s.cs = flat(.hostCSSelector, base: 0, code: true)
-        s.ss = flat(.hostSSSelector, base: 0, code: false)
-        s.ds = flat(.hostDSSelector, base: 0, code: false)
-        s.es = flat(.hostESSelector, base: 0, code: false)
-        s.fs = flat(.hostFSSelector, base: f(.hostFSBase), code: false)
-        s.gs = flat(.hostGSSelector, base: f(.hostGSBase), code: false)
-        s.tr = SegmentState(selector: UInt16(truncatingIfNeeded: f(.hostTRSelector)), base: f(.hostTRBase), limit: 0x67,
+        s.cs = flat(r.hostCSSelector, base: 0, code: true)
+        s.ss = flat(r.hostSSSelector, base: 0, code: false)
+        s.ds = flat(r.hostDSSelector, base: 0, code: false)
+        s.es = flat(r.hostESSelector, base: 0, code: false)
+        s.fs = flat(r.hostFSSelector, base: vmcs[r.hostFSBase], code: false)
+        s.gs = flat(r.hostGSSelector, base: vmcs[r.hostGSBase], code: false)
+        s.tr = SegmentState(selector: UInt16(truncatingIfNeeded: vmcs[r.hostTRSelector]), base: vmcs[r.hostTRBase], limit: 0x67,
                             type: 0xb, s: false, dpl: 0, present: true)
         s.ldtr = SegmentState(selector: 0, base: 0, limit: 0, type: 0, s: false, present: false, unusable: true)
-        s.gdtr = TableRegister(base: f(.hostGDTRBase), limit: 0xffff)
-        s.idtr = TableRegister(base: f(.hostIDTRBase), limit: 0xffff)
+        s.gdtr = TableRegister(base: vmcs[r.hostGDTRBase], limit: 0xffff)
+        s.idtr = TableRegister(base: vmcs[r.hostIDTRBase], limit: 0xffff)
         s.blockingBySTI = false
         s.blockingByMovSS = false
         return s
@@ -169,17 +212,18 @@ public enum StateTransfer {
 
     /// Fills the exit-information fields (SDM 28.2) and the exit reason.
     public static func recordExit(_ exit: NestedExit, into vmcs: inout VMCS12) {
-        vmcs.write(.exitReason, UInt64(exit.reason.rawValue))
-        vmcs.write(.exitQualification, exit.qualification)
-        vmcs.write(.guestPhysicalAddress, exit.guestPhysical)
-        vmcs.write(.guestLinearAddress, exit.guestLinear)
-        vmcs.write(.exitInstructionLength, UInt64(exit.instructionLength))
-        vmcs.write(.vmxInstructionInfo, UInt64(exit.instructionInfo))
-        vmcs.write(.exitInterruptionInfo, UInt64(exit.interruptionInfo))
-        vmcs.write(.exitInterruptionErrorCode, UInt64(exit.interruptionErrorCode))
+        let r = fields
+        vmcs[r.exitReason] = UInt64(exit.reason.rawValue)
+        vmcs[r.exitQualification] = exit.qualification
+        vmcs[r.guestPhysicalAddress] = exit.guestPhysical
+        vmcs[r.guestLinearAddress] = exit.guestLinear
+        vmcs[r.exitInstructionLength] = UInt64(exit.instructionLength)
+        vmcs[r.vmxInstructionInfo] = UInt64(exit.instructionInfo)
+        vmcs[r.exitInterruptionInfo] = UInt64(exit.interruptionInfo)
+        vmcs[r.exitInterruptionErrorCode] = UInt64(exit.interruptionErrorCode)
         // 28.2.4: an exit during event delivery records that event.
-        vmcs.write(.idtVectoringInfo, UInt64(exit.vectoring?.interruptionInformation ?? 0))
-        if let code = exit.vectoring?.errorCode { vmcs.write(.idtVectoringErrorCode, UInt64(code)) }
+        vmcs[r.idtVectoringInfo] = UInt64(exit.vectoring?.interruptionInformation ?? 0)
+        if let code = exit.vectoring?.errorCode { vmcs[r.idtVectoringErrorCode] = UInt64(code) }
     }
 }
 

@@ -64,15 +64,26 @@ public struct VMExitPlan: Equatable, Sendable {
     public var exit: NestedExit
     /// 28.4: the MSR-store list.
     public var msrStore: MSRLists.Plan
-    /// 28.5: L1's host state.
-    public var host: CPUState
-    /// 28.5.1: the host MSRs: SYSENTER, PAT when loaded, DEBUGCTL cleared.
-    public var hostMSRs: [MSRValue]
-    /// 28.6: the MSR-load list.
-    public var msrLoad: MSRLists.Plan
+    /// What the exit loads into L1: 28.5 and 28.6 together (kept as one
+    /// value, which the monitor takes as it is, rather than put together
+    /// again from its parts at every exit).
+    public var hostLoad: VMTransitions.HostLoad
 
-    /// What the exit loads into L1: 28.5 and 28.6 together.
-    public var hostLoad: VMTransitions.HostLoad { VMTransitions.HostLoad(host: host, hostMSRs: hostMSRs, msrLoad: msrLoad) }
+    /// 28.5: L1's host state.
+    public var host: CPUState {
+        get { hostLoad.host }
+        set { hostLoad.host = newValue }
+    }
+    /// 28.5.1: the host MSRs: SYSENTER, PAT when loaded, DEBUGCTL cleared.
+    public var hostMSRs: [MSRValue] {
+        get { hostLoad.hostMSRs }
+        set { hostLoad.hostMSRs = newValue }
+    }
+    /// 28.6: the MSR-load list.
+    public var msrLoad: MSRLists.Plan {
+        get { hostLoad.msrLoad }
+        set { hostLoad.msrLoad = newValue }
+    }
 }
 
 public enum VMTransitions {
@@ -92,12 +103,13 @@ public enum VMTransitions {
                                     maximum: maxMSRListEntries, memory: memory).entries
         let ticks = vmcs.pin.contains(.activatePreemptionTimer)
             ? UInt32(truncatingIfNeeded: vmcs.read(.guestVMXPreemptionTimerValue) ?? 0) : nil
+        let fields = StateTransfer.fields
         var after = vmcs
         if launch { after.launched = true }
-        after.write(.entryInterruptionInfo, (vmcs.read(.entryInterruptionInfo) ?? 0) & ~(1 << 31))
-        let info = UInt32(truncatingIfNeeded: vmcs.read(.entryInterruptionInfo) ?? 0)
+        after[fields.entryInterruptionInfo] = vmcs[fields.entryInterruptionInfo] & ~(1 << 31)
+        let info = UInt32(truncatingIfNeeded: vmcs[fields.entryInterruptionInfo])
         var plan = VMEntryPlan(guest: guest, guestMSRs: guestMSRs, msrLoadList: list, event: event, preemptionTimerTicks: ticks,
-                               halted: vmcs.read(.guestActivityState) == 1 && event == nil, vmcs: after)
+                               halted: vmcs[fields.guestActivityState] == 1 && event == nil, vmcs: after)
         plan.pendingMonitorTrap = info & (1 << 31) != 0 && (info >> 8) & 7 == 7 && info & 0xff == 0
         return plan
     }
@@ -109,7 +121,7 @@ public enum VMTransitions {
     /// `wrmsrFaults` says which MSR writes L1's own WRMSR could not make:
     /// the MSR-load list is held to the same rule (28.6).
     public static func exit(_ exit: NestedExit, l2: CPUState, l1: CPUState, vmcs: VMCS12, entryEvent: EntryEvent?,
-                            halted: Bool, preemptionTimer: PreemptionTimer?, guestMSRs: [UInt32: UInt64],
+                            halted: Bool, preemptionTimer: PreemptionTimer?, guestMSRs: [MSRValue],
                             pendingDebugExceptions: UInt64 = 0, memory: some GuestMemoryAccess, maxMSRListEntries: Int,
                             wrmsrFaults: ((UInt32, UInt64) -> Bool)? = nil) -> VMExitPlan {
         var v = vmcs
@@ -118,10 +130,11 @@ public enum VMTransitions {
         if let timer = preemptionTimer, v.exitControls.contains(.savePreemptionTimer) {
             v.write(.guestVMXPreemptionTimerValue, UInt64(timer.remainingTicks))
         }
-        v.write(.guestActivityState, halted ? 1 : 0)                          // 28.3.4: HLT or active
-        v.write(.guestPendingDebugExceptions, pendingDebugExceptions)        // 28.3.4
-        for f in GuestStateMSRs.fields where v.exitControls.isSuperset(of: f.save) {
-            if let value = guestMSRs[f.index] { v.write(f.field, value) }
+        v[StateTransfer.fields.guestActivityState] = halted ? 1 : 0                          // 28.3.4: HLT or active
+        v[StateTransfer.fields.guestPendingDebugExceptions] = pendingDebugExceptions        // 28.3.4
+        let exitControls = v.exitControls
+        for f in GuestStateMSRs.fields where exitControls.isSuperset(of: f.save) {
+            if let m = guestMSRs.first(where: { $0.index == f.index }) { v.write(f.field, m.value) }
         }
         StateTransfer.saveGuestState(l2, into: &v)
         // 28.2: the exit information.
@@ -130,7 +143,7 @@ public enum VMTransitions {
                                    count: UInt32(truncatingIfNeeded: v.read(.exitMSRStoreCount) ?? 0),
                                    maximum: maxMSRListEntries, memory: memory)
         let load = hostLoad(vmcs: v, l2: l2, l1: l1, memory: memory, maxMSRListEntries: maxMSRListEntries, wrmsrFaults: wrmsrFaults)
-        return VMExitPlan(vmcs: v, exit: recorded, msrStore: store, host: load.host, hostMSRs: load.hostMSRs, msrLoad: load.msrLoad)
+        return VMExitPlan(vmcs: v, exit: recorded, msrStore: store, hostLoad: load)
     }
 
     /// A VM entry that fails on guest state or MSR loading (27.8): the exit

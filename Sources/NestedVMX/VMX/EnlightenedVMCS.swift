@@ -262,7 +262,9 @@ public enum EnlightenedVMCS {
     public static func load(from address: UInt64, into vmcs: inout VMCS12, full: Bool, memory: some GuestMemoryAccess) -> Bool {
         guard let word = memory.load(UInt32.self, at: address + cleanFieldsOffset) else { return false }
         let clean = full ? CleanFields() : CleanFields(rawValue: word & CleanFields.all.rawValue)
-        for slot in layout where slot.field.kind != .exitInformation && slot.isDirty(clean) {
+        // Every group clean, the usual case: the slots no bit covers, from a
+        // list made once rather than a scan of the layout at every entry.
+        for slot in clean == .all ? readWhenAllClean : readAtEntry where slot.isDirty(clean) {
             guard let value = read(slot, at: address, memory: memory) else { return false }
             vmcs.write(slot.field, value)
         }
@@ -273,14 +275,54 @@ public enum EnlightenedVMCS {
     /// clean-field word is left as L1 wrote it: L0's copy and the page agree
     /// on every field it writes, so no group becomes dirty (L1 itself sets
     /// the bits it wants after the exit).
+    ///
+    /// The fields go into one copy of the part of the page that holds them,
+    /// which is written back whole: a store through `memory` per field cost
+    /// most of a reflected exit on the enlightened VMCS (docs/PERFORMANCE.md).
+    /// The page ends up as field-by-field stores would leave it.
     @discardableResult
     public static func writeBack(_ vmcs: VMCS12, to address: UInt64, memory: some GuestMemoryAccess) -> Bool {
-        var ok = true
-        for slot in layout where slot.isWrittenAtExit {
-            ok = write(slot, vmcs.read(slot.field) ?? 0, at: address, memory: memory) && ok
+        let span = exitSpan
+        guard var bytes = memory.read(address + UInt64(span.lowerBound), count: span.count) else {
+            // Not wholly RAM: each field on its own, as far as it goes.
+            var ok = true
+            for slot in layout where slot.isWrittenAtExit {
+                ok = write(slot, vmcs.read(slot.field) ?? 0, at: address, memory: memory) && ok
+            }
+            return ok
         }
-        return ok
+        bytes.withUnsafeMutableBytes { page in
+            vmcs.values.withUnsafeBufferPointer { values in
+                for slot in exitSlots {
+                    let value = slot.vmcsSlot.map { values[$0] } ?? vmcs.read(slot.slot.field) ?? 0
+                    let at = slot.slot.offset - span.lowerBound
+                    switch slot.slot.width {
+                    case 2: page.storeBytes(of: UInt16(truncatingIfNeeded: value).littleEndian, toByteOffset: at, as: UInt16.self)
+                    case 4: page.storeBytes(of: UInt32(truncatingIfNeeded: value).littleEndian, toByteOffset: at, as: UInt32.self)
+                    default: page.storeBytes(of: value.littleEndian, toByteOffset: at, as: UInt64.self)
+                    }
+                }
+            }
+        }
+        return memory.write(address + UInt64(span.lowerBound), bytes: bytes)
     }
+
+    /// The slots an entry may read (all but the exit information), and
+    /// those it reads when every group is clean, in layout order.
+    static let readAtEntry = layout.filter { $0.field.kind != .exitInformation }
+    static let readWhenAllClean = readAtEntry.filter { $0.isDirty(.all) }
+
+    /// The slots an exit writes, in layout order, with the VMCS12 slot that
+    /// holds each full field (nil: read through `VMCS12.read`).
+    static let exitSlots: [(slot: Slot, vmcsSlot: Int?)] = layout.filter(\.isWrittenAtExit).map { slot in
+        (slot, slot.field.isHighAccess ? nil : VMCS12Layout.slot(of: slot.field))
+    }
+
+    /// The bytes of the page from the first to the end of the last field an exit writes.
+    static let exitSpan: Range<Int> = {
+        let start = exitSlots.map(\.slot.offset).min() ?? 0
+        return start..<(exitSlots.map { $0.slot.offset + $0.slot.width }.max() ?? start)
+    }()
 
     /// One field's value in the page, zero-extended.
     public static func read(_ slot: Slot, at address: UInt64, memory: some GuestMemoryAccess) -> UInt64? {

@@ -41,6 +41,7 @@ public enum VMCS12Layout {
 
     /// The storage slot of `field` (full or high access), or nil if the
     /// encoding names no field we support.
+    @inline(__always)
     public static func slot(of field: VMCSField) -> Int? {
         guard !field.hasReservedBitsSet else { return nil }
         if field.isHighAccess && field.width != .bits64 { return nil }
@@ -124,5 +125,33 @@ public struct VMCS12: Equatable, Sendable {
         var ok = memory.store(UInt32(launched ? 1 : 0), at: address + VMCS12Layout.launchStateOffset)
         for (slot, v) in values.enumerated() { ok = memory.store(v, at: address + VMCS12Layout.offset(ofSlot: slot)) && ok }
         return ok
+    }
+}
+
+/// A full field's slot in the VMCS12 cache and the mask VMWRITE applies to
+/// it (SDM 31.3 VMWRITE: narrower fields drop high bits), found once: the
+/// state transfers read and write dozens of fixed fields at every VM exit
+/// and entry, and finding each slot from its encoding cost more than the
+/// access (docs/PERFORMANCE.md).
+public struct ResolvedField: Sendable {
+    let slot: Int
+    let mask: UInt64
+
+    /// `field` must be a full (not high-access) encoding the layout holds.
+    public init(_ field: VMCSField) {
+        guard !field.isHighAccess, let slot = VMCS12Layout.slot(of: field) else {
+            preconditionFailure("\(field) is not a full field of the VMCS12 layout")
+        }
+        self.slot = slot
+        mask = field.width.valueMask
+    }
+}
+
+extension VMCS12 {
+    /// The field's value: `read(field) ?? 0` and `write(field, value)` of
+    /// the field it was resolved from.
+    public subscript(field: ResolvedField) -> UInt64 {
+        @inline(__always) get { values[field.slot] }
+        @inline(__always) set { values[field.slot] = newValue & field.mask }
     }
 }

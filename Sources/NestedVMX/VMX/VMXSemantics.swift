@@ -10,19 +10,23 @@ import VMXArch
 public enum VMXSemantics {
     public static func execute(_ insn: DecodedInstruction, cpu: inout CPUState, vmx: inout VMXState,
                                memory: some GuestMemoryAccess) -> VMXExecution {
-        // The context takes the caller's VMXState by swapping, not copying, so
-        // that the cached VMCS and the entry-check memo stay unique (VMWRITE
-        // updates them in place) and nothing is retained or released: the
-        // copies in and out were a third of an emulated VMREAD
-        // (docs/PERFORMANCE.md).
-        var context = Context(insn: insn, cpu: cpu, vmx: VMXState.placeholder, memory: memory)
-        swap(&context.vmx, &vmx)
-        let execution = context.run()
-        // Every path that faults does so before it changes anything.
-        swap(&vmx, &context.vmx)
+        // The context works on the caller's VMXState in place, through its
+        // address: the cached VMCS and the entry-check memo stay unique
+        // (VMWRITE updates them in place), and nothing is copied, retained
+        // or released. Swapping it in and out, copying the context and
+        // looking up a generic context's metadata were most of an emulated
+        // VMREAD (docs/PERFORMANCE.md). The instruction works on a copy of
+        // `cpu`, which it retires with; every path that faults does so
+        // before it changes anything.
+        var working = cpu
+        let execution = withUnsafeMutablePointer(to: &vmx) { vmx in
+            withUnsafeMutablePointer(to: &working) { working in
+                Context(insn: insn, cpu: working, vmx: vmx, memory: memory).run()
+            }
+        }
         switch execution.result {
         case .succeed, .failInvalid, .failValid:
-            cpu = context.cpu
+            cpu = working
             cpu.rip = cpu.wrappingRIP(cpu.rip &+ UInt64(insn.length))
             applyFlags(execution.result, cpu: &cpu, vmx: &vmx)
             // The VM-instruction error of an enlightened VMCS lives in its page.
@@ -52,18 +56,34 @@ public enum VMXSemantics {
 
 /// One instruction's execution. Each path checks everything that can fault
 /// before it changes any state, so a fault leaves the state as it was.
-struct Context<Memory: GuestMemoryAccess> {
+///
+/// The states are the caller's, in place, so the context itself is
+/// immutable and cheap to pass around; and it is not generic over the
+/// memory, whose metadata a generic context looked up at every
+/// instruction (the callers are not specialized).
+struct Context {
     let insn: DecodedInstruction
-    var cpu: CPUState
-    var vmx: VMXState
-    let memory: Memory
+    /// The state the instruction works on and the caller's VMXState, valid
+    /// while `VMXSemantics.execute` runs.
+    private let cpuAddress: UnsafeMutablePointer<CPUState>
+    private let vmxAddress: UnsafeMutablePointer<VMXState>
+    var cpu: CPUState {
+        unsafeAddress { UnsafePointer(cpuAddress) }
+        nonmutating unsafeMutableAddress { cpuAddress }
+    }
+    var vmx: VMXState {
+        unsafeAddress { UnsafePointer(vmxAddress) }
+        nonmutating unsafeMutableAddress { vmxAddress }
+    }
+    let memory: any GuestMemoryAccess
     typealias E = VMInstructionError
 
-    init(insn: DecodedInstruction, cpu: CPUState, vmx: VMXState, memory: Memory) {
-        self.insn = insn; self.cpu = cpu; self.vmx = vmx; self.memory = memory
+    init(insn: DecodedInstruction, cpu: UnsafeMutablePointer<CPUState>, vmx: UnsafeMutablePointer<VMXState>,
+         memory: any GuestMemoryAccess) {
+        self.insn = insn; self.cpuAddress = cpu; self.vmxAddress = vmx; self.memory = memory
     }
 
-    mutating func run() -> VMXExecution {
+    func run() -> VMXExecution {
         let i = insn.instruction
         switch i {
         case .vmxon: return VMXExecution(i, vmxon())
@@ -149,7 +169,7 @@ struct Context<Memory: GuestMemoryAccess> {
 
     // MARK: VMXON (SDM 31.3)
 
-    mutating func vmxon() -> VMXResult {
+    func vmxon() -> VMXResult {
         if !cpu.protectedMode || !vmx.vmxe || cpu.virtual8086 || cpu.compatibilityMode { return .fault(.invalidOpcode) }
         if vmx.inVMXOperation {
             if cpu.cpl > 0 { return .fault(.generalProtection()) }
@@ -177,7 +197,7 @@ struct Context<Memory: GuestMemoryAccess> {
 
     // MARK: VMXOFF
 
-    mutating func vmxoff() -> VMXResult {
+    func vmxoff() -> VMXResult {
         if let f = rootOperationFault() { return f }
         flushCurrent()
         vmx.inVMXOperation = false
@@ -193,7 +213,7 @@ struct Context<Memory: GuestMemoryAccess> {
 
     // MARK: VMCLEAR
 
-    mutating func vmclear() -> VMXResult {
+    func vmclear() -> VMXResult {
         if let f = rootOperationFault() { return f }
         let address: UInt64
         switch readOperand64() {
@@ -226,7 +246,7 @@ struct Context<Memory: GuestMemoryAccess> {
 
     // MARK: VMPTRLD
 
-    mutating func vmptrld() -> VMXResult {
+    func vmptrld() -> VMXResult {
         if let f = rootOperationFault() { return f }
         let address: UInt64
         switch readOperand64() {
@@ -247,7 +267,7 @@ struct Context<Memory: GuestMemoryAccess> {
 
     // MARK: VMPTRST
 
-    mutating func vmptrst() -> VMXResult {
+    func vmptrst() -> VMXResult {
         if let f = rootOperationFault() { return f }
         if let e = writeOperand(vmx.currentPointer, size: 8) { return .fault(e) }
         return .succeed
@@ -266,7 +286,7 @@ struct Context<Memory: GuestMemoryAccess> {
         return vmx.capabilities.supports(field) ? field : nil
     }
 
-    mutating func vmread() -> VMXExecution {
+    func vmread() -> VMXExecution {
         if let f = rootOperationFault() { return VMXExecution(.vmread, f) }
         guard let current = vmx.current else { return VMXExecution(.vmread, .failInvalid) }
         let named = insn.reg.map { VMCSField(rawValue: UInt32(truncatingIfNeeded: register($0))) }
@@ -288,7 +308,7 @@ struct Context<Memory: GuestMemoryAccess> {
 
     // MARK: VMWRITE
 
-    mutating func vmwrite() -> VMXExecution {
+    func vmwrite() -> VMXExecution {
         if let f = rootOperationFault() { return VMXExecution(.vmwrite, f) }
         guard vmx.current != nil else { return VMXExecution(.vmwrite, .failInvalid) }
         let named = insn.reg.map { VMCSField(rawValue: UInt32(truncatingIfNeeded: register($0))) }
@@ -315,7 +335,7 @@ struct Context<Memory: GuestMemoryAccess> {
 
     // MARK: VMLAUNCH / VMRESUME, up to the launch-state checks
 
-    mutating func vmentry(launch: Bool) -> VMXResult {
+    func vmentry(launch: Bool) -> VMXResult {
         if let f = rootOperationFault() { return f }
         if let address = vmx.hyperV.enlightenedVMCS(memory: memory), let failure = loadEnlightened(address, launch: launch) {
             return failure
@@ -351,7 +371,7 @@ struct Context<Memory: GuestMemoryAccess> {
     /// whole. An ordinary VMCS that was current is written back first. A
     /// bad address (unaligned, beyond MAXPHYADDR, not RAM, the VMXON region)
     /// or a version other than 1 is VMfailInvalid, as KVM answers it.
-    mutating func loadEnlightened(_ address: UInt64, launch: Bool) -> VMXResult? {
+    func loadEnlightened(_ address: UInt64, launch: Bool) -> VMXResult? {
         guard EnlightenedVMCS.isValidAddress(address, physicalAddressBits: vmx.capabilities.physicalAddressBits,
                                              vmxon: vmx.vmxonPointer, memory: memory),
               memory.load(UInt32.self, at: address + EnlightenedVMCS.versionOffset) == EnlightenedVMCS.version
@@ -375,7 +395,7 @@ struct Context<Memory: GuestMemoryAccess> {
 
     // MARK: VMCALL in VMX root operation
 
-    mutating func vmcall() -> VMXResult {
+    func vmcall() -> VMXResult {
         if !vmx.inVMXOperation { return .fault(.invalidOpcode) }
         if cpu.virtual8086 || cpu.compatibilityMode { return .fault(.invalidOpcode) }
         if cpu.cpl > 0 { return .fault(.generalProtection()) }
@@ -385,7 +405,7 @@ struct Context<Memory: GuestMemoryAccess> {
 
     // MARK: INVEPT / INVVPID
 
-    mutating func invept() -> VMXExecution {
+    func invept() -> VMXExecution {
         if let f = rootOperationFault() { return VMXExecution(.invept, f) }
         let type = insn.reg.map(register) ?? .max
         guard vmx.capabilities.supportsINVEPT(type: type) else { return VMXExecution(.invept, fail(.invalidINVEPTINVVPIDOperand)) }
@@ -415,7 +435,7 @@ struct Context<Memory: GuestMemoryAccess> {
         return eptp >> UInt64(vmx.capabilities.physicalAddressBits) == 0
     }
 
-    mutating func invvpid() -> VMXExecution {
+    func invvpid() -> VMXExecution {
         if let f = rootOperationFault() { return VMXExecution(.invvpid, f) }
         let type = insn.reg.map(register) ?? .max
         guard vmx.capabilities.supportsINVVPID(type: type) else { return VMXExecution(.invvpid, fail(.invalidINVEPTINVVPIDOperand)) }

@@ -37,9 +37,6 @@ public struct VMXState: Equatable, Sendable {
 
     public var currentPointer: UInt64 { current?.address ?? Self.invalidPointer }
 
-    /// A state that is only ever swapped out (`VMXSemantics.execute`).
-    static let placeholder = VMXState(capabilities: .terrapin())
-
     /// WRMSR IA32_FEATURE_CONTROL: #GP once locked, or for bits we do not
     /// implement (SDM Vol. 3C 24.7). False means #GP.
     public mutating func writeFeatureControl(_ value: UInt64) -> Bool {
