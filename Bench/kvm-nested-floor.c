@@ -19,6 +19,18 @@
  * `resume` (from the exit's return to the next KVM_RUN call, which is what
  * Terrapin's trace measures as L0's handling) and of the whole round trip.
  *
+ * Then what one vCPU ioctl other than KVM_RUN costs, after an exit of L2
+ * (median ns of each, against a plain getpid system call): the ioctls
+ * L0 makes per nested exit, such as the KVM_GET_DEBUGREGS that gives L2
+ * L1's debug registers at VM entry and L1 L2's at VM exit.
+ *
+ * A last pass asks what a KVM_RUN leaves of L0's caches: after each exit
+ * of L2 it reads a working set of N KiB (a byte per cache line) twice and
+ * prints the median ns of the first read (just after the exit) and of the
+ * second (the same lines, just read), and their ratio. A ratio near 1
+ * means the run left the set in the caches; a large one, that L0's own
+ * code and data start cold after every exit.
+ *
  *   kvm-nested-floor [ROUND_TRIPS]      (default 20000)
  */
 #include <errno.h>
@@ -110,6 +122,19 @@ static void finish_pending(struct guest *g)
 	g->run->immediate_exit = 0;
 }
 
+/* The working set of the last pass, and a sink its reads go to. */
+#define WORKING_SET_MAX	(1u << 20)
+static uint8_t *working_set;
+static volatile uint64_t sink;
+
+static void read_working_set(size_t bytes)
+{
+	uint64_t sum = 0;
+	for (size_t at = 0; at < bytes; at += 64)
+		sum += ((volatile uint8_t *)working_set)[at];
+	sink += sum;
+}
+
 static int by_value(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -173,6 +198,56 @@ int main(int argc, char **argv)
 		report("reflect", reflect, n);
 		report("resume", resume, n);
 		report("round-trip", trip, n);
+	}
+
+	printf("kvm-nested-floor: one call after each of %d exits of L2\n", n);
+	static const char *const calls[] = { "KVM_GET_DEBUGREGS", "KVM_GET_REGS", "KVM_SET_REGS",
+					     "KVM_GET_VCPU_EVENTS", "getpid" };
+	for (int c = 0; c < 5; c++) {
+		for (int i = -100; i < n; i++) {
+			run(&l2);
+			struct kvm_debugregs d;
+			struct kvm_regs regs = l2.run->s.regs.regs;
+			struct kvm_vcpu_events events;
+			uint64_t t0 = now_ns();
+			int rc = c == 0 ? ioctl(l2.vcpu, KVM_GET_DEBUGREGS, &d)
+				: c == 1 ? ioctl(l2.vcpu, KVM_GET_REGS, &regs)
+				: c == 2 ? ioctl(l2.vcpu, KVM_SET_REGS, &regs)
+				: c == 3 ? ioctl(l2.vcpu, KVM_GET_VCPU_EVENTS, &events)
+				: (int)getpid();
+			uint64_t t1 = now_ns();
+			if (rc < 0)
+				die(calls[c]);
+			if (i >= 0)
+				reflect[i] = t1 - t0;
+		}
+		qsort(reflect, (size_t)n, sizeof(*reflect), by_value);
+		printf("%-20s median %8llu ns\n", calls[c], (unsigned long long)reflect[n / 2]);
+	}
+
+	working_set = malloc(WORKING_SET_MAX);
+	if (!working_set)
+		die("malloc");
+	memset(working_set, 1, WORKING_SET_MAX);
+	printf("kvm-nested-floor: a working set read twice after each of %d exits of L2\n", n);
+	for (size_t kib = 16; kib <= WORKING_SET_MAX >> 10; kib *= 4) {
+		for (int i = -100; i < n; i++) {
+			run(&l2);
+			uint64_t t0 = now_ns();
+			read_working_set(kib << 10);
+			uint64_t t1 = now_ns();
+			read_working_set(kib << 10);
+			uint64_t t2 = now_ns();
+			if (i >= 0) {
+				reflect[i] = t1 - t0;
+				resume[i] = t2 - t1;
+			}
+		}
+		qsort(reflect, (size_t)n, sizeof(*reflect), by_value);
+		qsort(resume, (size_t)n, sizeof(*resume), by_value);
+		printf("%5zu KiB   after the exit %8llu ns  again %8llu ns  ratio %.2f\n", kib,
+		       (unsigned long long)reflect[n / 2], (unsigned long long)resume[n / 2],
+		       (double)reflect[n / 2] / (double)(resume[n / 2] ? resume[n / 2] : 1));
 	}
 	return 0;
 }
