@@ -138,6 +138,17 @@ final class NestedTests: XCTestCase {
         }
     }
 
+    /// `--nested-debug-registers unshared` (a measured deviation: no debug
+    /// registers move between the levels) runs the nested stack as the
+    /// default does, single-step traps and the monitor trap flag included.
+    func testUnsharedDebugRegistersRunTheNestedStack() throws {
+        let (_, trace) = try turtle("pio-storm", "100", monitorArgs: ["--nested-debug-registers", "unshared"])
+        XCTAssertEqual(trace.filter { $0.level == 2 && $0.handler == .reflected && $0.vmxReason == 30 && $0.address == 0x80 }.count, 100)
+        for guest in ["single-step", "mtf"] {
+            try turtle(guest, monitorArgs: ["--nested-debug-registers", "unshared"])
+        }
+    }
+
     func testMSRAndVMCALLAndComputeAndPageTouchAsL2() throws {
         // turtle's MSR bitmap intercepts IA32_APIC_BASE: L2's filter sends each read to turtle.
         let (_, msr) = try turtle("msr-storm", "100")

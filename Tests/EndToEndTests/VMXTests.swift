@@ -104,6 +104,12 @@ final class VMXTests: XCTestCase {
         let e = try Harness.terrapin(["run", Harness.guest("hello"), "--ept02", "sometimes"])
         XCTAssertEqual(e.status, 64)
         XCTAssertTrue(e.stderr.contains("--ept02 'sometimes' must be 'lazy' or 'eager'"), e.stderr)
+        let t = try Harness.terrapin(["run", Harness.guest("hello"), "--l2-vmcall-trap", "hope"])
+        XCTAssertEqual(t.status, 64)
+        XCTAssertTrue(t.stderr.contains("--l2-vmcall-trap 'hope' must be 'handler', 'breakpoint' or 'patched'"), t.stderr)
+        let d = try Harness.terrapin(["run", Harness.guest("hello"), "--nested-debug-registers", "some"])
+        XCTAssertEqual(d.status, 64)
+        XCTAssertTrue(d.stderr.contains("--nested-debug-registers 'some' must be 'shared' or 'unshared'"), d.stderr)
     }
 
     func testGuestsThatDoNotUseVMXNeverArmBreakpoints() throws {

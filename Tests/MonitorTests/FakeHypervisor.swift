@@ -84,7 +84,12 @@ final class FakeVCPU: VirtualCPU {
     func tscKHz() throws(KVMError) -> UInt64 { 1_000_000 }          // 1 GHz: a TSC cycle is 1 ns
     var debug = DebugRegisters.reset
     var dr7: UInt64 { get { debug.dr7 } set { debug.dr7 = newValue } }
-    func debugRegisters() throws(KVMError) -> DebugRegisters { debug }
+    /// How often L0 read the debug registers (an ioctl on KVM).
+    private(set) var debugRegisterReads = 0
+    func debugRegisters() throws(KVMError) -> DebugRegisters {
+        debugRegisterReads += 1
+        return debug
+    }
     func setDebugRegisters(_ value: DebugRegisters) throws(KVMError) { debug = value }
     func injectInterrupt(_ vector: UInt8) throws(KVMError) { injectedInterrupts.append(vector) }
     func makeKicker() throws(KVMError) -> any Kicker { NoKicker() }

@@ -37,6 +37,8 @@ public final class Machine {
     let ept02Policy: EPT02Policy
     /// How VMCALL in L2's unswept code reaches L0 (`MachineConfig`).
     let l2VMCALLTrap: L2VMCALLTrap
+    /// Whether transitions move the debug registers (`MachineConfig`).
+    let nestedDebugRegisters: NestedDebugRegisters
     /// Channel (b) on L1's vCPU: #GP (CR4.VMXE) and #UD (VMX instructions).
     let l1Breakpoints: BreakpointChannel
     /// L1 has touched a VMX MSR: channel (b)'s breakpoints are worth their cost.
@@ -116,6 +118,7 @@ public final class Machine {
         vmxTrapChannel = config.vmxTrapChannel
         ept02Policy = config.ept02Policy
         l2VMCALLTrap = config.l2VMCALLTrap
+        nestedDebugRegisters = config.nestedDebugRegisters
         ram = GuestRAM(memory: memory)
         boot = try MultibootLoader.load(image: image, path: config.imagePath, commandLine: config.guestCommandLine,
                                         modules: modules, into: memory)

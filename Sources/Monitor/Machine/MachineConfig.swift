@@ -18,6 +18,24 @@ public enum L2VMCALLTrap: String, Sendable, CaseIterable {
     case patched
 }
 
+/// Whether L0 moves the debug registers between L1 and L2 at VM entry and
+/// exit. VMX shares DR6 (and DR0-DR3, which L0 does not move: each level
+/// keeps its own) between the levels and switches DR7 (SDM Vol. 3C
+/// 27.3.2.1, 28.3.1, 28.5.1); L1 and L2 are two vCPUs here,
+/// and a guest's MOV DR never reaches L0 on this backend, so L0 can only
+/// read them back with an ioctl, which costs about 9 µs on `kvm_pvm`
+/// (docs/PERFORMANCE.md).
+public enum NestedDebugRegisters: String, Sendable, CaseIterable {
+    /// As the SDM has it: one `KVM_GET_DEBUGREGS` at each VMRESUME (L1's)
+    /// and each reflected exit (L2's).
+    case shared
+    /// A measured deviation: each level keeps its own DR6, and no
+    /// transition reads a vCPU's debug registers. L2's DR7 is VMCS12's
+    /// guest DR7 under "load debug controls" (written when it changes), and
+    /// the exit saves that value back; L1's DR7 is left as L1 has it.
+    case unshared
+}
+
 /// Everything `terrapin run` needs to build a machine.
 public struct MachineConfig: Sendable {
     public var imagePath: String
@@ -43,6 +61,8 @@ public struct MachineConfig: Sendable {
     /// How VMCALL in code the sweep did not patch reaches L0
     /// (`--l2-vmcall-trap`, docs/PATCHING.md "VMCALL in unswept code").
     public var l2VMCALLTrap: L2VMCALLTrap = .handler
+    /// `--nested-debug-registers`: the SDM's sharing, or none (to measure it).
+    public var nestedDebugRegisters: NestedDebugRegisters = .shared
 
     public init(imagePath: String) { self.imagePath = imagePath }
 

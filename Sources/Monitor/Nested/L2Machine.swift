@@ -92,6 +92,9 @@ final class L2Machine {
     /// DR6 as the entry gave it to L2 (L1's: VMX does not switch DR6). A
     /// #DB exit leaves DR6 as it was (28.2.1), so L1 gets this value back.
     var entryDR6: UInt64 = DebugRegisters.reset.dr6
+    /// With `--nested-debug-registers unshared`: the DR7 L0 last gave L2,
+    /// which the exit saves as L2's (L0 does not read it back).
+    var loadedDR7: UInt64?
     /// The EPT violation or misconfiguration that delivering the entry's
     /// injected event meets at its IDT gate; taken as L2's first exit.
     var deliveryFault: NestedExit?

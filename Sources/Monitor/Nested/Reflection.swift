@@ -117,8 +117,8 @@ extension Machine {
         // 28.3.1: DR7 is saved under "save debug controls". DR6 is not
         // switched, so L1 sees what L2 left there, except after a #DB exit,
         // which leaves DR6 as it was (28.2.1).
-        let debug = try? l2.vcpu.debugRegisters()
-        if after.exitControls.contains(.saveDebugControls), let debug { after.write(.guestDR7, debug.dr7) }
+        let debug = nestedDebugRegisters == .shared ? try? l2.vcpu.debugRegisters() : nil
+        if after.exitControls.contains(.saveDebugControls), let dr7 = debug?.dr7 ?? l2.loadedDR7 { after.write(.guestDR7, dr7) }
         let dr6 = exit.isDebugException ? l2.entryDR6 : debug?.dr6
         if let outcome = loadHost(plan.hostLoad, vmcs: after, dr6: dr6) { return outcome }
         running = .l1
@@ -154,7 +154,7 @@ extension Machine {
     /// `dr6` is what L2 leaves in DR6, which VMX does not switch.
     func loadHost(_ load: VMTransitions.HostLoad, vmcs: VMCS12, dr6: UInt64? = nil) -> RunOutcome? {
         loadHostMSRs(load.hostMSRs)
-        if var debug = try? vcpu.debugRegisters() {
+        if nestedDebugRegisters == .shared, var debug = try? vcpu.debugRegisters() {
             let before = debug
             debug.dr7 = 0x400                                                 // 28.5.1: DR7 = 400H
             if let dr6 { debug.dr6 = dr6 }

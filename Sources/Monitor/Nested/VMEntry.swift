@@ -50,10 +50,21 @@ extension Machine {
             // 27.3.2.1: DR7 from the guest-state area under "load debug
             // controls"; without it VMX leaves DR7 alone, so L2 has L1's.
             // DR6 is never switched: L2 has L1's.
-            var debug = try vcpu.debugRegisters()
-            if vmcs.entryControls.contains(.loadDebugControls) { debug.dr7 = vmcs.read(.guestDR7) ?? 0x400 }
-            if try l2.vcpu.debugRegisters() != debug { try l2.vcpu.setDebugRegisters(debug) }
-            l2.entryDR6 = debug.dr6
+            switch nestedDebugRegisters {
+            case .shared:
+                var debug = try vcpu.debugRegisters()
+                if vmcs.entryControls.contains(.loadDebugControls) { debug.dr7 = vmcs.read(.guestDR7) ?? 0x400 }
+                if try l2.vcpu.debugRegisters() != debug { try l2.vcpu.setDebugRegisters(debug) }
+                l2.entryDR6 = debug.dr6
+            case .unshared:
+                // The measured deviation: only DR7, and only when it changes.
+                if vmcs.entryControls.contains(.loadDebugControls), let dr7 = vmcs.read(.guestDR7), dr7 != l2.loadedDR7 {
+                    var debug = try l2.vcpu.debugRegisters()
+                    debug.dr7 = dr7
+                    try l2.vcpu.setDebugRegisters(debug)
+                    l2.loadedDR7 = dr7
+                }
+            }
             l2.debugExceptions = DebugExceptions.pendingAtEntry(vmcs, injecting: plan.event != nil) ?? 0
             l2.deliveryFault = try mapEntryPages(of: state, injecting: plan.event?.event, l2: l2, vmcs: vmcs)
             if let entry = plan.event, entry.event.kind.isSoftware {       // 28.2.4, as no vCPU event holds it
