@@ -22,15 +22,15 @@ extension Machine {
         guard l2.vmcallTrap == .handler else { return }
         var wanted: UInt64?
         if exceptionBitmap & 1 << UInt64(IDTBreakpoints.udVector) == 0, !l2.breakpoints.monitorTrapping {
-            _ = l2.udGate.refresh(cpu: state, memory: L2SlotMemory(machine: self, l2: l2))
+            let key = IDTBreakpoints.Key(state), slots = L2SlotMemory(machine: self, l2: l2)
+            _ = l2.udGate.refresh(key: key, cpu: { state }, memory: slots)
             if let linear = l2.udGate.udHandler {
-                let key = IDTBreakpoints.Key(state)
                 if let found = l2.handlerTrapFound, found.key == key, found.linear == linear {
                     wanted = found.physical
                 } else {
                     let memory = L2PhysicalMemory(machine: self)
-                    if runsAtCPL0(l2.udGate.gate(of: IDTBreakpoints.udVector, longMode: key.longModeActive,
-                                                  memory: L2SlotMemory(machine: self, l2: l2)), state: state, memory: memory),
+                    if runsAtCPL0(l2.udGate.gate(of: IDTBreakpoints.udVector, longMode: key.longModeActive, memory: slots),
+                                  state: state, memory: memory),
                        case let .success(gpa) = PageWalker.translate(linear, access: MemoryAccess(fetch: true), state: state,
                                                                      memory: memory, setAccessedDirty: false) {
                         wanted = gpa
